@@ -1,0 +1,393 @@
+"""DynaCLR contrastive encoder (VisCy's ``ContrastiveEncoder``) and checkpoint loading.
+
+The module tree reproduces VisCy's state-dict keys and shapes exactly (``stem.conv``, ``encoder.*`` = a
+timm backbone without its first stem conv and classifier, ``projection.{0,1,3,4}``), so VisCy Lightning
+checkpoints (keys prefixed ``model.``) load strictly. Weights are never downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, ConfigError, shorten
+
+#: backbone name -> (family, stage depths, first stage width)
+BACKBONES: dict[str, tuple[str, tuple[int, ...], int]] = {
+    "convnext_atto": ("convnext", (2, 2, 6, 2), 40),
+    "convnext_femto": ("convnext", (2, 2, 6, 2), 48),
+    "convnext_pico": ("convnext", (2, 2, 6, 2), 64),
+    "convnext_nano": ("convnext", (2, 2, 8, 2), 80),
+    "convnext_tiny": ("convnext", (3, 3, 9, 3), 96),
+    "convnext_small": ("convnext", (3, 3, 27, 3), 96),
+    "convnext_base": ("convnext", (3, 3, 27, 3), 128),
+    "convnextv2_atto": ("convnextv2", (2, 2, 6, 2), 40),
+    "convnextv2_femto": ("convnextv2", (2, 2, 6, 2), 48),
+    "convnextv2_pico": ("convnextv2", (2, 2, 6, 2), 64),
+    "convnextv2_nano": ("convnextv2", (2, 2, 8, 2), 80),
+    "convnextv2_tiny": ("convnextv2", (3, 3, 9, 3), 96),
+    "convnextv2_base": ("convnextv2", (3, 3, 27, 3), 128),
+    "resnet18": ("resnet-basic", (2, 2, 2, 2), 64),
+    "resnet34": ("resnet-basic", (3, 4, 6, 3), 64),
+    "resnet50": ("resnet-bottleneck", (3, 4, 6, 3), 64),
+    "resnet101": ("resnet-bottleneck", (3, 4, 23, 3), 64),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """``ContrastiveEncoder`` init arguments (the names VisCy's predict.yml uses)."""
+
+    backbone: str = "convnext_tiny"
+    in_channels: int = 1
+    in_stack_depth: int = 1
+    stem_kernel_size: tuple[int, int, int] = (1, 4, 4)
+    stem_stride: tuple[int, int, int] = (1, 4, 4)
+    embedding_dim: int = 768
+    projection_dim: int = 32
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "stem_kernel_size", tuple(int(v) for v in self.stem_kernel_size))
+        object.__setattr__(self, "stem_stride", tuple(int(v) for v in self.stem_stride))
+        if self.backbone not in BACKBONES:
+            raise ConfigError(
+                f"unknown encoder backbone {self.backbone!r}; supported: {', '.join(BACKBONES)}"
+            )
+        if len(self.stem_kernel_size) != 3 or len(self.stem_stride) != 3:
+            raise ConfigError("stem_kernel_size and stem_stride must have 3 values (z, y, x)")
+        if self.in_channels < 1 or self.in_stack_depth < 1:
+            raise ConfigError("in_channels and in_stack_depth must be >= 1")
+        kz, sz = self.stem_kernel_size[0], self.stem_stride[0]
+        if self.in_stack_depth < kz:
+            raise ConfigError(
+                f"in_stack_depth {self.in_stack_depth} is smaller than the stem kernel depth {kz}"
+            )
+        out_depth = (self.in_stack_depth - kz) // sz + 1
+        width = BACKBONES[self.backbone][2]
+        if width % out_depth:
+            raise ConfigError(
+                f"stem cannot map depth {self.in_stack_depth} with kernel {kz}/stride {sz} "
+                f"({out_depth} output slices) onto {width} backbone channels"
+            )
+
+    @property
+    def stem_out_depth(self) -> int:
+        kz, sz = self.stem_kernel_size[0], self.stem_stride[0]
+        return (self.in_stack_depth - kz) // sz + 1
+
+    @property
+    def family(self) -> str:
+        return BACKBONES[self.backbone][0]
+
+    @property
+    def num_features(self) -> int:
+        family, _, width = BACKBONES[self.backbone]
+        if family.startswith("convnext"):
+            return width * 8
+        return width * 8 * (4 if family == "resnet-bottleneck" else 1)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stem_kernel_size"] = list(self.stem_kernel_size)
+        d["stem_stride"] = list(self.stem_stride)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> EncoderConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        ignored = {"pretrained"}
+        unknown = set(d) - known - ignored
+        if unknown:
+            raise ConfigError(f"unknown encoder argument(s): {shorten(sorted(unknown))}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class StemDepthToChannels(nn.Module):
+    """3D conv stem whose output depth is folded into channels (VisCy ``StemDepthtoChannels``)."""
+
+    def __init__(self, cfg: EncoderConfig, out_channels: int):
+        super().__init__()
+        stem_out = out_channels // cfg.stem_out_depth
+        self.conv = nn.Conv3d(cfg.in_channels, stem_out, cfg.stem_kernel_size, cfg.stem_stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b, c, d, h, w = x.shape
+        return x.reshape(b, c * d, h, w)  # channel-major, depth-minor, as VisCy
+
+
+class ContrastiveEncoder(nn.Module):
+    """stem → timm backbone (no first conv, no classifier) → projection MLP.
+
+    ``forward(x)`` with ``x`` of shape (B, C, Z, Y, X) returns ``(features, projections)``.
+    """
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        import timm  # lazy: heavy
+
+        self.config = cfg
+        encoder = timm.create_model(
+            cfg.backbone,
+            pretrained=False,
+            features_only=False,
+            drop_path_rate=cfg.drop_path_rate,
+            num_classes=cfg.embedding_dim,
+        )
+        if cfg.family.startswith("convnext"):
+            width = encoder.stem[0].out_channels
+            encoder.stem[0] = nn.Identity()
+            encoder.head.fc = nn.Identity()
+        else:
+            width = encoder.conv1.out_channels
+            encoder.conv1 = nn.Identity()
+            encoder.fc = nn.Identity()
+        self.stem = StemDepthToChannels(cfg, width)
+        self.encoder = encoder
+        self.projection = nn.Sequential(
+            nn.Linear(encoder.num_features, cfg.embedding_dim),
+            nn.BatchNorm1d(cfg.embedding_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.embedding_dim, cfg.projection_dim),
+            nn.BatchNorm1d(cfg.projection_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoder(self.stem(x))
+        return features, self.projection(features)
+
+
+PREFIX = "model."
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor]) -> EncoderConfig:
+    """Infer the encoder config from a (``model.``-prefixed) state dict's shapes.
+
+    The stem stride is assumed equal to its kernel (true for every VisCy config); the smallest
+    ``in_stack_depth`` that gives the stored stem is returned.
+    """
+    sd = _strip_prefix(state_dict)
+    if "stem.conv.weight" not in sd:
+        raise CheckpointError(
+            "state dict has no 'model.stem.conv.weight': not a DynaCLR ContrastiveEncoder checkpoint "
+            f"(first keys: {shorten(list(state_dict), 4)})"
+        )
+    w = sd["stem.conv.weight"]
+    if len(w.shape) != 5:
+        raise CheckpointError(f"'model.stem.conv.weight' has shape {tuple(w.shape)}, expected 5 dims")
+    stem_out, in_channels, kz, ky, kx = (int(v) for v in w.shape)
+    if "encoder.layer1.0.conv1.weight" in sd:
+        bottleneck = "encoder.layer1.0.conv3.weight" in sd
+        depths = tuple(_count_blocks(sd, f"encoder.layer{i}.") for i in range(1, 5))
+        family = "resnet-bottleneck" if bottleneck else "resnet-basic"
+        width = int(sd["encoder.bn1.weight"].shape[0])
+    elif "encoder.stem.1.weight" in sd:
+        family = "convnextv2" if any(".mlp.grn." in k for k in sd) else "convnext"
+        depths = tuple(_count_blocks(sd, f"encoder.stages.{i}.blocks.") for i in range(4))
+        width = int(sd["encoder.stem.1.weight"].shape[0])
+    else:
+        raise CheckpointError(
+            "cannot recognise the backbone: neither ConvNeXt ('model.encoder.stem.1.weight') nor ResNet "
+            "('model.encoder.layer1.0.conv1.weight') keys are present"
+        )
+    matches = [n for n, spec in BACKBONES.items() if spec == (family, depths, width)]
+    if not matches:
+        raise CheckpointError(
+            f"unsupported backbone: {family} with stage depths {depths} and width {width}"
+        )
+    if width % stem_out:
+        raise CheckpointError(
+            f"stem conv has {stem_out} output channels, which does not divide the backbone width {width}"
+        )
+    out_depth = width // stem_out
+    for key in ("projection.0.weight", "projection.3.weight"):
+        if key not in sd:
+            raise CheckpointError(f"state dict has no 'model.{key}' (projection head missing)")
+    return EncoderConfig(
+        backbone=matches[0],
+        in_channels=in_channels,
+        in_stack_depth=out_depth * kz,
+        stem_kernel_size=(kz, ky, kx),
+        stem_stride=(kz, ky, kx),
+        embedding_dim=int(sd["projection.0.weight"].shape[0]),
+        projection_dim=int(sd["projection.3.weight"].shape[0]),
+    )
+
+
+def _count_blocks(sd: Mapping, prefix: str) -> int:
+    idx = {int(k[len(prefix) :].split(".", 1)[0]) for k in sd if k.startswith(prefix)}
+    return max(idx) + 1 if idx else 0
+
+
+def _strip_prefix(state_dict: Mapping) -> dict:
+    if any(k.startswith(PREFIX) for k in state_dict):
+        return {k[len(PREFIX) :]: v for k, v in state_dict.items() if k.startswith(PREFIX)}
+    return dict(state_dict)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a Lightning checkpoint (or a bare state dict) and return its ``model.``-prefixed state dict."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, expected a .ckpt file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"checkpoint {path} is not a PyTorch checkpoint (not a zip archive; truncated or wrong file?)"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt archives
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first[:200]}") from exc
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        sd = obj["state_dict"]
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        sd = obj
+    else:
+        keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict' (top-level keys: {keys})")
+    if not isinstance(sd, Mapping) or not sd:
+        raise CheckpointError(f"checkpoint {path} has an empty or invalid 'state_dict'")
+    if not any(k.startswith(PREFIX) for k in sd):  # a bare ContrastiveEncoder state dict
+        sd = {PREFIX + k: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"):
+    """Strict key and shape check with a message listing missing/unexpected/mismatched keys by name."""
+    expected = {PREFIX + k: v for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {shorten(missing, 3)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {shorten(unexpected, 3)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es) (checkpoint vs model): {shorten(shapes, 2)}")
+    if problems:
+        cfg = getattr(model, "config", None)
+        what = f"the {cfg.backbone} encoder" if cfg else "the encoder"
+        raise CheckpointError(f"{source} does not fit {what}: " + "; ".join(problems))
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    model: ContrastiveEncoder
+    config: EncoderConfig
+    inferred: bool
+    path: Path
+    n_parameters: int
+
+
+def load_checkpoint(path: str | Path, config: EncoderConfig | Mapping | None = None) -> LoadedModel:
+    """Load a VisCy DynaCLR checkpoint strictly into a :class:`ContrastiveEncoder` in eval mode.
+
+    Without *config* the encoder config is inferred from the state-dict shapes; an explicit config
+    is checked against them (a mismatch names the contradicting keys).
+    """
+    sd = read_state_dict(path)
+    inferred = config is None
+    if config is None:
+        cfg = infer_config(sd)
+    elif isinstance(config, EncoderConfig):
+        cfg = config
+    else:
+        cfg = EncoderConfig.from_dict(config)
+    model = ContrastiveEncoder(cfg)
+    try:
+        check_state_dict(model, sd, source=f"checkpoint {Path(path).name}")
+    except CheckpointError as exc:
+        if not inferred:
+            try:
+                guess = infer_config(sd)
+                exc = ConfigError(f"{exc}; the weights look like {_describe(guess)}, not {_describe(cfg)}")
+            except CheckpointError:
+                pass
+        raise exc from None
+    model.load_state_dict(_strip_prefix(sd), strict=True)
+    model.eval()
+    n = sum(p.numel() for p in model.parameters())
+    return LoadedModel(model=model, config=cfg, inferred=inferred, path=Path(path), n_parameters=n)
+
+
+def _describe(cfg: EncoderConfig) -> str:
+    return (
+        f"{cfg.backbone} (in_channels={cfg.in_channels}, in_stack_depth={cfg.in_stack_depth}, "
+        f"stem {list(cfg.stem_kernel_size)}, projection_dim={cfg.projection_dim})"
+    )
+
+
+def describe_config(cfg: EncoderConfig) -> str:
+    """One-line human description of an encoder config."""
+    return _describe(cfg)
+
+
+def patch_multiple(cfg: EncoderConfig) -> int:
+    """YX sizes must be multiples of this for the stem + backbone downsampling to tile exactly."""
+    stride = max(int(cfg.stem_stride[1]), int(cfg.stem_stride[2]))
+    return stride * 8 if cfg.family.startswith("convnext") else stride * 16
+
+
+def save_checkpoint(model: ContrastiveEncoder, path: str | Path) -> None:
+    """Save a minimal Lightning-format checkpoint VisCy can load (keys prefixed ``model.``)."""
+    sd = {PREFIX + k: v for k, v in model.state_dict().items()}
+    torch.save(
+        {"state_dict": sd, "pytorch-lightning_version": "2.6.6", "epoch": 0, "global_step": 0}, path
+    )
+
+
+def deterministic_tensor(salt: str, key: str, shape: tuple[int, ...]):
+    """Implementation-independent weights: a pure function of (salt, key, shape).
+
+    Same recipe as the conformance kit's ``weights.py`` so tests can rebuild its checkpoints.
+    """
+    import zlib
+
+    import numpy as np
+
+    name = key.rsplit(".", 1)[-1]
+    if name == "num_batches_tracked":
+        return np.array(1000, dtype=np.int64)
+    u = np.random.default_rng(zlib.crc32(f"{salt}/{key}".encode())).random(shape)
+    s = 2.0 * u - 1.0
+    if name == "running_mean":
+        v = 0.1 * s
+    elif name == "running_var":
+        v = 0.5 + u
+    elif name == "gamma":
+        v = 0.5 + 0.25 * s
+    elif name == "weight" and len(shape) == 1:
+        v = 1.0 + 0.2 * s
+    elif name == "bias":
+        v = 0.05 * s
+    else:
+        v = s * math.sqrt(3.0 / math.prod(shape[1:]))
+    return v.astype(np.float32)
+
+
+def deterministic_encoder(cfg: EncoderConfig, salt: str) -> ContrastiveEncoder:
+    """A ContrastiveEncoder whose weights are :func:`deterministic_tensor` values (eval mode)."""
+    model = ContrastiveEncoder(cfg)
+    sd = {
+        k: torch.from_numpy(deterministic_tensor(salt, PREFIX + k, tuple(v.shape)))
+        for k, v in model.state_dict().items()
+    }
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
