@@ -1,0 +1,282 @@
+"""Command line: ``napari-dynaclr predict | verify | demo | info``.
+
+Bad input prints one line ``napari-dynaclr: error: ...`` and exits non-zero (2); ``--debug`` shows the
+traceback. Ctrl-C / SIGTERM stop the run and leave nothing at the output path (exit 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import Cancelled, ConfigError, DynaclrError
+
+PROG = "napari-dynaclr"
+
+
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict",
+        help="predict embeddings for every tracked cell of a plate",
+        description="Predict DynaCLR embeddings. Either give a VisCy predict.yml (-c) or plain flags "
+        "(--checkpoint --plate --tracks --channels --z-range --patch-size --output). Flags override the config.",
+    )
+    p.add_argument("-c", "--config", type=Path, help="VisCy predict.yml (LightningCLI layout), used as-is")
+    p.add_argument("--ckpt-path", "--checkpoint", dest="ckpt_path", type=Path, help="Lightning .ckpt file")
+    p.add_argument("--plate", type=Path, help="HCS OME-Zarr plate (data_path)")
+    p.add_argument("--tracks", type=Path, help="tracks folder: <tracks>/<row>/<col>/<fov>/*.csv")
+    p.add_argument("--channels", nargs="+", help="source channels in model order (e.g. Phase3D RFP)")
+    p.add_argument("--z-range", nargs=2, type=int, metavar=("START", "STOP"), help="z slices, stop exclusive")
+    p.add_argument("--patch-size", nargs="+", type=int, metavar="PX", help="YX patch size (one or two values)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--norm-level", default="fov_statistics",
+                   choices=["fov_statistics", "dataset_statistics", "timepoint_statistics", "none"],
+                   help="plain flags: z-score every channel with these statistics (default fov_statistics)")
+    p.add_argument("--include-wells", nargs="+", metavar="WELL", help="only these wells, e.g. A/1 B/2")
+    p.add_argument("--exclude-fovs", nargs="+", metavar="FOV", help="skip these FOVs, e.g. A/1/0")
+    p.add_argument("-o", "--output", type=Path, help="output AnnData zarr store")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output store")
+    p.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--devices", help="several devices through Lightning (e.g. 2, or 'auto')")
+    p.add_argument("--strategy", help="Lightning strategy for several devices (default ddp)")
+    p.add_argument("--num-nodes", type=int, help="nodes for multi-node runs (Lightning cluster environments)")
+    p.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed (GPU)")
+    p.add_argument("--loader-threads", type=int, help="background threads that read and normalise batches")
+    p.add_argument("--pca", type=int, metavar="N", help="add obsm X_pca with N components")
+    p.add_argument("--umap", action="store_true", help="add obsm X_umap (VisCy's UMAP parameters)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+
+def build_config(args):
+    """The PredictConfig from -c and/or flags (flags win)."""
+    from .config import PredictConfig, default_normalizations, load_predict_yaml
+
+    if args.config is not None:
+        cfg = load_predict_yaml(args.config)
+        for flag in ("plate", "tracks", "channels", "z_range", "patch_size"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} cannot be combined with -c/--config; edit the config")
+    else:
+        missing = [f"--{n.replace('_', '-')}" for n in ("plate", "tracks", "channels", "z_range", "patch_size")
+                   if getattr(args, n) is None]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)} (or give a VisCy predict.yml with -c)")
+        if len(args.patch_size) > 2:
+            raise ConfigError("--patch-size takes one or two values")
+        patch = tuple(args.patch_size) * (2 // len(args.patch_size))
+        norms = [] if args.norm_level == "none" else default_normalizations(args.channels, args.norm_level)
+        cfg = PredictConfig(
+            data_path=args.plate, tracks_path=args.tracks, source_channel=args.channels,
+            z_range=tuple(args.z_range), initial_yx_patch_size=patch, final_yx_patch_size=patch,
+            normalizations=norms, batch_size=args.batch_size or 32,
+        )
+    if args.ckpt_path is not None:
+        cfg.ckpt_path = args.ckpt_path
+    if args.output is not None:
+        cfg.output_path = args.output
+    if args.overwrite:
+        cfg.overwrite = True
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise ConfigError("--batch-size must be >= 1")
+        cfg.batch_size = args.batch_size
+    if args.include_wells:
+        cfg.include_wells = args.include_wells
+    if args.exclude_fovs:
+        cfg.exclude_fovs = args.exclude_fovs
+    if args.device is not None:
+        cfg.accelerator = args.device
+    if args.devices is not None:
+        cfg.devices = int(args.devices) if str(args.devices).lstrip("-").isdigit() else args.devices
+    if args.strategy is not None:
+        cfg.strategy = args.strategy
+    if args.num_nodes is not None:
+        cfg.num_nodes = args.num_nodes
+    if args.precision is not None:
+        from .config import PRECISIONS
+
+        if args.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+        cfg.precision = args.precision
+    if args.loader_threads is not None:
+        cfg.num_workers = max(1, args.loader_threads)
+    if args.pca is not None:
+        cfg.pca_kwargs = {"n_components": args.pca}
+    if args.umap:
+        cfg.umap_kwargs = {"n_components": 2, "n_neighbors": 15}
+    return cfg
+
+
+def _progress(total: int, quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="cell", desc="predict", file=sys.stderr, dynamic_ncols=True)
+    return (lambda res: bar.update(res.stop - res.start)), bar.close
+
+
+def cmd_predict(args) -> int:
+    from .engine import run_prediction
+
+    cfg = build_config(args)
+    total = {"n": None}
+    bar_update, bar_close = None, lambda: None
+
+    def on_batch(res):
+        nonlocal bar_update, bar_close
+        if total["n"] is None:
+            total["n"] = res.n_cells
+            bar_update, bar_close = _progress(res.n_cells, args.quiet)
+        if bar_update:
+            bar_update(res)
+
+    try:
+        summary, adata = run_prediction(cfg, on_batch=on_batch)
+    finally:
+        bar_close()
+    print(
+        f"wrote {summary.output_path}: {summary.n_cells} cells from {summary.n_fovs} FOVs "
+        f"in {summary.seconds:.1f} s ({summary.cells_per_second:.1f} cells/s on {summary.device}); "
+        f"obsm: {', '.join(summary.obsm_keys)}"
+    )
+    return 0
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="build a synthetic plate + checkpoint offline and predict it")
+    p.add_argument("--out", type=Path, default=Path("dynaclr-demo"), help="folder for the demo (default ./dynaclr-demo)")
+    p.add_argument("--fovs-per-well", type=int, default=2)
+    p.add_argument("--cells-per-fov", type=int, default=10)
+    p.add_argument("--timepoints", type=int, default=8)
+    p.add_argument("--no-umap", action="store_true", help="skip UMAP (faster)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="rebuild an existing demo folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    import shutil
+
+    from .config import load_predict_yaml
+    from .demo import make_demo_inputs, summarize
+    from .engine import run_prediction
+    from .errors import OutputError
+    from .synthetic import SyntheticSpec
+
+    out = args.out
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise OutputError(f"demo folder {out} is not empty; pass --overwrite or choose --out")
+        shutil.rmtree(out)
+    spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, cells_per_fov=args.cells_per_fov,
+                         timepoints=args.timepoints)
+    paths = make_demo_inputs(out, spec, umap=not args.no_umap)
+    print(f"demo inputs in {out}: plate.zarr, tracks/, model.ckpt, predict.yml")
+    cfg = load_predict_yaml(paths["config"])
+    cfg.accelerator = args.device
+    bar = {}
+
+    def on_batch(res):
+        if not bar and not args.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar["b"] = tqdm(total=res.n_cells, unit="cell", desc="predict", file=sys.stderr)
+        if bar:
+            bar["b"].update(res.stop - res.start)
+
+    summary, adata = run_prediction(cfg, on_batch=on_batch)
+    if bar:
+        bar["b"].close()
+    print(f"wrote {summary.output_path} ({summary.cells_per_second:.1f} cells/s on {summary.device}, "
+          f"{summary.seconds:.1f} s incl. reductions)")
+    for line in summarize(adata, paths["truth"]):
+        print("  " + line)
+    print(f"open it in napari:  napari {summary.output_path}   (or: Plugins > DynaCLR)")
+    return 0
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="show the encoder config inferred from a checkpoint")
+    p.add_argument("checkpoint", type=Path)
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args) -> int:
+    from .model import describe_config, infer_config, load_checkpoint, read_state_dict
+
+    sd = read_state_dict(args.checkpoint)
+    cfg = infer_config(sd)
+    loaded = load_checkpoint(args.checkpoint, cfg)
+    print(f"{args.checkpoint}: {len(sd)} tensors, {loaded.n_parameters:,} parameters; keys match")
+    print(f"encoder: {describe_config(cfg)}")
+    for k, v in cfg.to_dict().items():
+        print(f"  {k}: {v}")
+    return 0
+
+
+def _add_verify(sub):
+    from . import verify
+
+    p = sub.add_parser("verify", help="compare a prediction store with a reference store",
+                       description=verify.CLI_DESCRIPTION)
+    verify.add_arguments(p)
+    p.set_defaults(func=verify.cli_run)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run, inspect and verify VisCy DynaCLR embeddings.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('napari_dynaclr').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_predict(sub)
+    _add_verify(sub)
+    _add_demo(sub)
+    _add_info(sub)
+    return parser
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    args = parser.parse_args(argv)
+    if not debug:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        logging.getLogger("lightning").setLevel(logging.ERROR)
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if os.name == "posix" else None
+    try:
+        return int(args.func(args) or 0)
+    except Cancelled as exc:
+        print(f"{PROG}: {exc}; nothing written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except DynaclrError as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
