@@ -223,12 +223,29 @@ def cmd_info(args) -> int:
 
 
 def _add_verify(sub):
+    p = sub.add_parser(
+        "verify",
+        help="compare a prediction store with a reference store",
+        description="Compare two AnnData embedding stores (ours or VisCy's) cell by cell, aligned on "
+        "(fov_name, track_id, t, id). Default contract = VisCy's: atol 0.02, rtol 1e-2, Pearson r >= 0.999, "
+        "no missing rows. Exit 0 pass, 1 fail, 2 unreadable/incompatible input.",
+    )
+    p.add_argument("prediction", type=Path, help="store to check")
+    p.add_argument("reference", type=Path, help="reference store")
+    p.add_argument("--atol", type=float, default=0.02)
+    p.add_argument("--rtol", type=float, default=1e-2)
+    p.add_argument("--min-pearson", type=float, default=0.999)
+    p.add_argument("--allow-missing", action="store_true", help="rows present on one side only do not fail")
+    p.add_argument("--judge-reductions", action="store_true", help="also judge X_pca/X_umap/X_phate")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--worst", type=int, default=5, help="how many worst cells to list (default 5)")
+    p.set_defaults(func=_run_verify)
+
+
+def _run_verify(args) -> int:
     from . import verify
 
-    p = sub.add_parser("verify", help="compare a prediction store with a reference store",
-                       description=verify.CLI_DESCRIPTION)
-    verify.add_arguments(p)
-    p.set_defaults(func=verify.cli_run)
+    return verify.cli_run(args)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -243,6 +260,10 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
 def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
@@ -255,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--debug")
     args = parser.parse_args(argv)
     if not debug:
+        warnings.showwarning = _show_warning
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         logging.getLogger("lightning").setLevel(logging.ERROR)
