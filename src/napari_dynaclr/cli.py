@@ -143,7 +143,7 @@ def cmd_predict(args) -> int:
         bar_close()
     print(
         f"wrote {summary.output_path}: {summary.n_cells} cells from {summary.n_fovs} FOVs "
-        f"in {summary.seconds:.1f} s ({summary.cells_per_second:.1f} cells/s on {summary.device}); "
+        f"in {summary.predict_seconds:.1f} s ({summary.cells_per_second:.1f} cells/s on {summary.device}); "
         f"obsm: {', '.join(summary.obsm_keys)}"
     )
     return 0
@@ -195,8 +195,8 @@ def cmd_demo(args) -> int:
     summary, adata = run_prediction(cfg, on_batch=on_batch)
     if bar:
         bar["b"].close()
-    print(f"wrote {summary.output_path} ({summary.cells_per_second:.1f} cells/s on {summary.device}, "
-          f"{summary.seconds:.1f} s incl. reductions)")
+    print(f"wrote {summary.output_path}: prediction {summary.predict_seconds:.1f} s "
+          f"({summary.cells_per_second:.1f} cells/s on {summary.device}), {summary.seconds:.1f} s with reductions")
     for line in summarize(adata, paths["truth"]):
         print("  " + line)
     print(f"open it in napari:  napari {summary.output_path}   (or: Plugins > DynaCLR)")

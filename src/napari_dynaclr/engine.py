@@ -27,7 +27,7 @@ from .config import PredictConfig
 from .errors import Cancelled, ConfigError, PlateError, TracksError
 from .model import EncoderConfig, patch_multiple
 from .normalize import StatsTable, normalize_batch
-from .patches import PatchReader
+from .patches import PatchReader, sampled_affine
 from .plate import Plate
 from .tracks import build_cell_table
 
@@ -71,15 +71,13 @@ class PredictionPlan:
 
         start, stop = self.batch_bounds(i)
         rows = self.cells.iloc[start:stop]
+        fov_index, t = rows["fov_index"].to_numpy(), rows["t"].to_numpy()
+        cfg = self.config
+        affine = sampled_affine(cfg.normalizations, cfg.source_channel, self.stats, fov_index, t)
+        if affine is not None:  # NormalizeSampled fused into the crop: one pass, bit-identical
+            return torch.from_numpy(self.reader.read(rows, affine))
         x = torch.from_numpy(self.reader.read(rows))
-        return normalize_batch(
-            x,
-            self.config.source_channel,
-            self.config.normalizations,
-            self.stats,
-            rows["fov_index"].to_numpy(),
-            rows["t"].to_numpy(),
-        )
+        return normalize_batch(x, cfg.source_channel, cfg.normalizations, self.stats, fov_index, t)
 
     def index_frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
         """obs-style rows (VisCy index columns) for cells [start, stop)."""
@@ -236,6 +234,9 @@ def predict_batches(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     order = list(range(plan.n_batches)) if batches is None else list(batches)
+    if order:  # planes are dropped from the reader's cache once their last expected cell is cropped
+        rows = [np.arange(*plan.batch_bounds(i)) for i in order]
+        plan.reader.expect(plan.cells if batches is None else plan.cells.iloc[np.concatenate(rows)])
     threads = max(1, loader_threads or plan.config.num_workers)
     pin = dev.startswith("cuda")
 
@@ -282,6 +283,8 @@ def predict_batches(
         for _, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+        plan.reader.expect(None)
+        plan.reader.clear()
 
 
 class EmbeddingAccumulator:
@@ -308,14 +311,15 @@ class RunSummary:
     n_cells: int
     n_batches: int
     n_fovs: int
-    seconds: float
+    predict_seconds: float  # checkpoint → embeddings (no reductions, no writing)
+    seconds: float  # including reductions
     device: str
     encoder: EncoderConfig
     obsm_keys: list[str]
 
     @property
     def cells_per_second(self) -> float:
-        return self.n_cells / self.seconds if self.seconds else float("nan")
+        return self.n_cells / self.predict_seconds if self.predict_seconds else float("nan")
 
 
 def run_prediction(
@@ -360,6 +364,7 @@ def run_prediction(
             features, projections = acc.features, acc.projections
         obs = plan.index_frame()
         n_fovs = obs["fov_name"].nunique()
+        predict_seconds = time.perf_counter() - t0
     finally:
         plan.close()
     adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg))
@@ -376,6 +381,7 @@ def run_prediction(
         plan.n_cells,
         plan.n_batches,
         int(n_fovs),
+        predict_seconds,
         seconds,
         dev,
         loaded.config,

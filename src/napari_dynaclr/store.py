@@ -102,7 +102,11 @@ def write_store(adata, path: str | Path, overwrite: bool = False) -> Path:
 
 @contextlib.contextmanager
 def _zarr_v2(ad):
-    with ad.settings.override(zarr_write_format=2):
+    import warnings
+
+    with ad.settings.override(zarr_write_format=2), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*zarr v2.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*zarr v2.*")
         yield
 
 

@@ -112,8 +112,11 @@ def make_plate(out_dir: str | Path, spec: SyntheticSpec | None = None) -> dict:
 
     Returns paths and the hidden ground truth (a DataFrame with fov_name, track_id, t, cell_type, infected).
     """
+    import logging
+
     from iohub.ngff import open_ome_zarr
 
+    logging.getLogger("iohub").setLevel(logging.ERROR)  # "Cannot read first position metadata" on a new plate
     spec = spec or SyntheticSpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

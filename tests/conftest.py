@@ -1,0 +1,75 @@
+"""Shared fixtures: conformance cases (checkpoints rebuilt from the weights recipe) and small synthetic plates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+DATA = Path(__file__).parent / "data"
+CASES = ("dev2d", "dev3d2ch")
+
+
+def case_json(case: str) -> dict:
+    return json.loads((DATA / case / "case.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def conformance_ckpt(tmp_path_factory):
+    """Factory: path of the rebuilt checkpoint of a conformance case (built once per session)."""
+    from napari_dynaclr.model import EncoderConfig, deterministic_encoder, save_checkpoint
+
+    built = {}
+
+    def get(case: str) -> Path:
+        if case not in built:
+            cfg = EncoderConfig.from_dict(case_json(case)["model"]["encoder_init_args"])
+            path = tmp_path_factory.mktemp(f"ckpt-{case}") / "model.ckpt"
+            save_checkpoint(deterministic_encoder(cfg, salt=case), path)
+            built[case] = path
+        return built[case]
+
+    return get
+
+
+@pytest.fixture
+def case_copy(tmp_path):
+    """Factory: a writable copy of a conformance case folder (plate, tracks, predict.yml)."""
+
+    def copy(case: str = "dev2d") -> Path:
+        dst = tmp_path / case
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(DATA / case / "plate.zarr", dst / "plate.zarr")
+        shutil.copytree(DATA / case / "tracks", dst / "tracks")
+        shutil.copy(DATA / case / "predict.yml", dst / "predict.yml")
+        for p in dst.rglob("*"):
+            p.chmod(p.stat().st_mode | 0o200)
+        return dst
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def reference_arrays():
+    import numpy as np
+
+    cache = {}
+
+    def get(case: str):
+        if case not in cache:
+            with np.load(DATA / case / "reference_arrays.npz") as z:
+                cache[case] = {k: z[k] for k in z.files}
+        return cache[case]
+
+    return get
+
+
+def write_tracks(folder: Path, fov: str, rows: list[dict] | pd.DataFrame) -> Path:
+    d = folder / fov
+    d.mkdir(parents=True, exist_ok=True)
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    df.to_csv(d / "tracks.csv", index=False)
+    return d / "tracks.csv"
