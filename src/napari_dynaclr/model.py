@@ -317,7 +317,8 @@ def load_checkpoint(path: str | Path, config: EncoderConfig | Mapping | None = N
         if not inferred:
             try:
                 guess = infer_config(sd)
-                exc = ConfigError(f"{exc}; the weights look like {_describe(guess)}, not {_describe(cfg)}")
+                if guess != cfg:
+                    exc = ConfigError(f"{exc}; the weights look like {_describe(guess)}, not {_describe(cfg)}")
             except CheckpointError:
                 pass
         raise exc from None
