@@ -185,7 +185,7 @@ def test_save_checkpoint_has_viscy_prefix(tmp_path, models):
 def test_invalid_encoder_configs():
     with pytest.raises(ConfigError, match="unknown encoder backbone 'vit'"):
         EncoderConfig(backbone="vit")
-    with pytest.raises(ConfigError, match="cannot map depth 7"):
-        EncoderConfig("convnext_tiny", 1, 7, (5, 4, 4), (5, 4, 4))
+    with pytest.raises(ConfigError, match="cannot map depth 35"):
+        EncoderConfig("convnext_tiny", 1, 35, (5, 4, 4), (5, 4, 4))
     with pytest.raises(ConfigError, match="unknown encoder argument"):
         EncoderConfig.from_dict({"backbone": "convnext_tiny", "in_chans": 1})
