@@ -1,0 +1,1 @@
+"""napari dock widgets (Qt). Importing this package is light: no torch, lightning, timm or umap."""

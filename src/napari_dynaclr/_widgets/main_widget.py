@@ -1,0 +1,422 @@
+"""The main dock: choose checkpoint, plate, tracks and settings; predict in a worker; open stores.
+
+The run is :func:`napari_dynaclr.jobs.prediction_job` (the core engine) in a napari generator
+thread worker: a napari progress bar advances per batch, cells stream into the layers and the scatter,
+Cancel stops between batches and nothing is written, errors become notifications and the widget
+returns to ready. Torch is imported only inside workers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    PushButton,
+    Select,
+    SpinBox,
+)
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+
+from .. import jobs
+from ..errors import Cancelled, DynaclrError
+from .session import get_session
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+NORMALIZATIONS = ("from predict.yml", "fov_statistics", "dataset_statistics", "timepoint_statistics", "none")
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, DynaclrError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _path(value) -> Path | None:
+    if value is None:
+        return None
+    s = str(value)
+    return None if s in ("", ".") else Path(s)
+
+
+class DynaCLRWidget(QWidget):
+    """Predict DynaCLR embeddings for a plate (or open a store) and explore them in the viewer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent=None):
+        super().__init__(parent)
+        self.session = get_session(viewer)
+        self.viewer = self.session.viewer
+        self.yml_config = None
+        self.worker = None
+        self.cancel_event: threading.Event | None = None
+        self.last_error: str | None = None
+        self.last_result: jobs.Finished | None = None
+        self._pbar = None
+
+        self.predict_yml = FileEdit(label="VisCy predict.yml", mode="r", filter="*.yml *.yaml")
+        self.load_yml_btn = PushButton(text="Load predict.yml")
+        self.ckpt = FileEdit(label="checkpoint", mode="r", filter="*.ckpt *.pt *.pth")
+        self.ckpt_info = Label(value="")
+        self.plate = FileEdit(label="plate (HCS zarr)", mode="d")
+        self.plate_info = Label(value="")
+        self.fovs = Select(label="FOVs to predict", choices=[])
+        self.tracks = FileEdit(label="tracks folder", mode="d")
+        self.channels = LineEdit(label="source channels", value="")
+        self.z_start = SpinBox(label="z start", value=0, min=0, max=10000)
+        self.z_stop = SpinBox(label="z stop (excl.)", value=1, min=1, max=10000)
+        self.patch = SpinBox(label="patch (initial YX)", value=160, min=8, max=4096)
+        self.final_patch = SpinBox(label="patch (final YX)", value=160, min=8, max=4096)
+        self.batch_size = SpinBox(label="batch size", value=32, min=1, max=4096)
+        self.device = ComboBox(label="device", choices=("auto", "cpu", "cuda"), value="auto")
+        self.normalization = ComboBox(label="normalisation", choices=NORMALIZATIONS[1:], value="fov_statistics")
+        self.umap = CheckBox(text="UMAP at the end", value=True)
+        self.pca = CheckBox(text="PCA at the end", value=True)
+        self.output = FileEdit(label="output store", mode="w", filter="*.zarr")
+        self.overwrite = CheckBox(text="overwrite", value=False)
+        self.run_btn = PushButton(text="Run")
+        self.cancel_btn = PushButton(text="Cancel", enabled=False)
+        self.store = FileEdit(label="embedding store", mode="d")
+        self.open_btn = PushButton(text="Open embeddings")
+        self.show_fov = ComboBox(label="show FOV", choices=[])
+        self.status = Label(value="ready")
+        self.form = Container(widgets=[
+            self.predict_yml, self.load_yml_btn, self.ckpt, self.ckpt_info, self.plate, self.plate_info,
+            self.fovs, self.tracks, self.channels, self.z_start, self.z_stop, self.patch, self.final_patch,
+            self.batch_size, self.device, self.normalization, self.umap, self.pca, self.output, self.overwrite,
+            self.run_btn, self.cancel_btn, self.store, self.open_btn, self.show_fov, self.status,
+        ])
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.form.native)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+
+        self.load_yml_btn.clicked.connect(lambda: self.load_predict_yml())
+        self.ckpt.changed.connect(lambda _: self.inspect_checkpoint())
+        self.plate.changed.connect(lambda _: self._on_plate())
+        self.patch.changed.connect(lambda v: setattr(self.final_patch, "value", min(self.final_patch.value, v)))
+        self.run_btn.clicked.connect(lambda: self.run())
+        self.cancel_btn.clicked.connect(lambda: self.cancel())
+        self.open_btn.clicked.connect(lambda: self.open_embeddings())
+        self.show_fov.changed.connect(self._on_show_fov)
+        self.session.table_changed.connect(self._refresh_fovs)
+        self.session.fov_changed.connect(self._on_fov_changed)
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        for layer in viewer.layers:
+            self._prefill_from(layer.metadata)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_layer_inserted(self, event) -> None:
+        self._prefill_from(getattr(event.value, "metadata", {}) or {})
+
+    def _prefill_from(self, meta: dict) -> None:
+        """Sample data layers carry the demo paths; fill empty fields from them."""
+        demo = meta.get("dynaclr_demo")
+        if not demo:
+            return
+        if _path(self.predict_yml.value) is None and demo.get("config"):
+            self.predict_yml.value = demo["config"]
+            self.load_predict_yml()
+        if _path(self.store.value) is None and demo.get("output"):
+            self.store.value = demo["output"]
+
+    def load_predict_yml(self, path=None) -> bool:
+        """Fill every field from a VisCy predict.yml (its normalisations are kept as they are)."""
+        from ..config import load_predict_yaml
+
+        path = _path(path) or _path(self.predict_yml.value)
+        if path is None:
+            show_error("choose a predict.yml first")
+            return False
+        try:
+            cfg = load_predict_yaml(path)
+        except DynaclrError as exc:
+            self._fail(str(exc))
+            return False
+        self.yml_config = cfg
+        self.predict_yml.value = path
+        self.normalization.choices = NORMALIZATIONS
+        self.normalization.value = "from predict.yml"
+        self.plate.value = cfg.data_path
+        self.tracks.value = cfg.tracks_path
+        self.channels.value = ", ".join(cfg.source_channel)
+        self.z_stop.value = cfg.z_range[1]
+        self.z_start.value = cfg.z_range[0]
+        self.patch.value = cfg.initial_yx_patch_size[0]
+        self.final_patch.value = cfg.patch_size[0]
+        self.batch_size.value = cfg.batch_size
+        self.device.value = cfg.accelerator if cfg.accelerator in self.device.choices else "auto"
+        self.umap.value = cfg.umap_kwargs is not None
+        self.pca.value = cfg.pca_kwargs is not None
+        if cfg.output_path is not None:
+            self.output.value = cfg.output_path
+            self.overwrite.value = cfg.overwrite
+        if cfg.ckpt_path is not None:
+            self.ckpt.value = cfg.ckpt_path  # triggers inspect_checkpoint
+        self.status.value = f"loaded {Path(path).name}"
+        return True
+
+    def _on_plate(self) -> None:
+        from ..plate import plate_info
+
+        path = _path(self.plate.value)
+        if path is None:
+            return
+        try:
+            info = plate_info(path)
+        except DynaclrError as exc:
+            self.plate_info.value = f"✗ {exc}"
+            self.fovs.choices = []
+            return
+        t, _, z, y, x = info["shape"]
+        self.plate_info.value = (f"{len(info['fovs'])} FOVs in {len(info['wells'])} wells; channels: "
+                                 f"{', '.join(info['channels'])}; TZYX {t}×{z}×{y}×{x} {info['dtype']}")
+        self.fovs.choices = info["fovs"]
+        self.fovs.value = info["fovs"]
+        self.z_stop.max = max(z, 1)
+        if not self.channels.value:
+            self.channels.value = ", ".join(info["channels"])
+
+    def inspect_checkpoint(self):
+        """Check the checkpoint in a worker: show the (inferred) config and whether all keys match."""
+        path = _path(self.ckpt.value)
+        if path is None:
+            return None
+        self.ckpt_info.value = "checking…"
+        encoder = self.yml_config.encoder if self.yml_config is not None else None
+        worker = thread_worker(jobs.inspect_checkpoint)(path, encoder)
+        worker.returned.connect(lambda text: setattr(self.ckpt_info, "value", f"✓ {text}"))
+        worker.errored.connect(lambda exc: setattr(self.ckpt_info, "value", f"✗ {_message(exc)}"))
+        worker.start()
+        self._inspect_worker = worker
+        return worker
+
+    def build_config(self):
+        """A :class:`~napari_dynaclr.config.PredictConfig` from the fields (on top of a loaded yml)."""
+        from ..config import PredictConfig, default_normalizations
+
+        channels = [c.strip() for c in self.channels.value.split(",") if c.strip()]
+        all_fovs = list(self.fovs.choices)
+        chosen = list(self.fovs.value or [])
+        if all_fovs and not chosen:
+            raise DynaclrError("select at least one FOV to predict")
+        exclude = [f for f in all_fovs if f not in chosen] or None
+        norm = self.normalization.value
+        if norm == "from predict.yml" and self.yml_config is not None:
+            normalizations = self.yml_config.normalizations
+        elif norm == "none":
+            normalizations = []
+        else:
+            normalizations = default_normalizations(channels, norm if norm != "from predict.yml" else "fov_statistics")
+        plate, tracks = _path(self.plate.value), _path(self.tracks.value)
+        if plate is None or tracks is None:
+            raise DynaclrError("choose a plate and a tracks folder")
+        output = _path(self.output.value)
+        if output is None:
+            raise DynaclrError("choose an output store path")
+        fields = dict(
+            data_path=plate, tracks_path=tracks, source_channel=channels,
+            z_range=(self.z_start.value, self.z_stop.value),
+            initial_yx_patch_size=(self.patch.value, self.patch.value),
+            final_yx_patch_size=(self.final_patch.value, self.final_patch.value),
+            batch_size=self.batch_size.value, normalizations=normalizations, exclude_fovs=exclude,
+            include_wells=None, ckpt_path=_path(self.ckpt.value), output_path=output,
+            overwrite=self.overwrite.value, accelerator=self.device.value,
+            umap_kwargs=({"n_components": 2, "n_neighbors": 15} if self.umap.value else None),
+            pca_kwargs=({"n_components": 8} if self.pca.value else None),
+        )
+        base = self.yml_config
+        if base is not None:
+            if base.umap_kwargs is not None and self.umap.value:
+                fields["umap_kwargs"] = base.umap_kwargs
+            if base.pca_kwargs is not None and self.pca.value:
+                fields["pca_kwargs"] = base.pca_kwargs
+            same = Path(base.data_path) == plate and Path(base.tracks_path) == tracks
+            if same:
+                fields["data_path_as_given"] = base.data_path_as_given
+                fields["tracks_path_as_given"] = base.tracks_path_as_given
+            fields["include_cells"] = base.include_cells
+            fields = {k: v for k, v in fields.items()}
+            return dataclasses.replace(base, **fields)
+        return PredictConfig(**fields)
+
+    # ------------------------------------------------------------------ run
+
+    def _set_running(self, running: bool) -> None:
+        self.run_btn.enabled = not running
+        self.open_btn.enabled = not running
+        self.cancel_btn.enabled = running
+        if not running:
+            self.status.value = "ready"
+
+    def _fail(self, msg: str) -> None:
+        self.last_error = msg
+        show_error(msg)
+        self.status.value = f"error: {msg}"
+
+    def run(self):
+        """Start a prediction worker; returns it (or None when the settings are invalid)."""
+        if self.worker is not None:
+            show_error("a job is already running")
+            return None
+        try:
+            cfg = self.build_config()
+        except DynaclrError as exc:
+            self._fail(str(exc))
+            return None
+        self.last_error = None
+        self.last_result = None
+        self.cancel_event = threading.Event()
+        worker = thread_worker(jobs.prediction_job)(cfg, self.device.value, self.cancel_event)
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_finished)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_worker_done)
+        self._run_cfg = cfg
+        self.worker = worker
+        self._set_running(True)
+        self.status.value = "loading checkpoint and planning…"
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the run between batches; nothing is written."""
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+            self.status.value = "cancelling…"
+
+    def _on_event(self, ev) -> None:
+        if isinstance(ev, jobs.Planned):
+            from ..explore import cell_table
+
+            table = cell_table(ev.obs)
+            table["preview_0"] = float("nan")
+            table["preview_1"] = float("nan")
+            cfg = self._run_cfg
+            self.session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
+                                   fov_name=self.session.fov_name)
+            self._pbar = progress(total=ev.n_batches, desc="DynaCLR prediction")
+            self.status.value = f"predicting {len(ev.obs)} cells in {ev.n_batches} batches on {ev.device}"
+            self._ensure_embedding_view()
+        elif isinstance(ev, jobs.Batch):
+            self.session.update_rows(ev.start, ev.stop, {"preview_0": ev.preview[:, 0], "preview_1": ev.preview[:, 1]})
+            if self._pbar is not None:
+                self._pbar.update(1)
+            self.status.value = f"batch {ev.index + 1}/{ev.n_batches}"
+        elif isinstance(ev, jobs.Stage):
+            self.status.value = f"{ev.name}…"
+            if ev.name == "writing":
+                self.cancel_btn.enabled = False
+
+    def _on_finished(self, res: jobs.Finished) -> None:
+        from ..explore import cell_table
+
+        self.last_result = res
+        cfg = self._run_cfg
+        adata = res.adata
+        table = cell_table(adata.obs, dict(adata.obsm))
+        self.session.set_table(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
+                               tracks_path=cfg.tracks_path, fov_name=self.session.fov_name,
+                               color_column=self.session.color_column)
+        self.store.value = res.output_path
+        show_info(f"wrote {adata.n_obs} cells to {res.output_path} in {res.seconds:.1f} s")
+
+    def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self.last_error = None
+            show_info("prediction cancelled; nothing was written")
+            return
+        self._fail(_message(exc))
+
+    def _on_worker_done(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self.cancel_event = None
+        err = self.last_error
+        self._set_running(False)
+        if err:
+            self.status.value = f"ready (last run failed: {err})"
+
+    # ------------------------------------------------------------------ open a store
+
+    def open_embeddings(self, path=None):
+        """Load an existing store (plus the plate/tracks fields or the store's recorded paths) in a worker."""
+        path = _path(path) or _path(self.store.value)
+        if path is None:
+            show_error("choose an embedding store first")
+            return None
+        plate, tracks = _path(self.plate.value), _path(self.tracks.value)
+        worker = thread_worker(jobs.open_store)(path)
+
+        def done(result):
+            adata, table = result
+            p, t = plate, tracks
+            if p is None or t is None:
+                rp, rt = jobs.resolve_store_inputs(adata, path)
+                p, t = p or rp, t or rt
+            try:
+                self.session.set_table(table, adata=adata, store_path=path, plate_path=p, tracks_path=t)
+            except DynaclrError as exc:
+                self._fail(str(exc))
+                self.session.set_table(table, adata=adata, store_path=path)
+            self._ensure_embedding_view()
+            self.status.value = f"opened {path.name}: {len(table)} cells"
+
+        worker.returned.connect(done)
+        worker.errored.connect(lambda exc: self._fail(_message(exc)))
+        worker.finished.connect(lambda: self._set_running(False) if self.worker is None else None)
+        self.open_btn.enabled = False
+        self.run_btn.enabled = False
+        worker.start()
+        self._open_worker = worker
+        return worker
+
+    # ------------------------------------------------------------------ FOV switching
+
+    def _refresh_fovs(self) -> None:
+        names = self.session.fov_names()
+        self._fov_sync = True
+        self.show_fov.choices = names
+        if self.session.fov_name in names:
+            self.show_fov.value = self.session.fov_name
+        self._fov_sync = False
+
+    def _on_fov_changed(self, name: str) -> None:
+        self._fov_sync = True
+        if name in self.show_fov.choices:
+            self.show_fov.value = name
+        self._fov_sync = False
+
+    def _on_show_fov(self, name) -> None:
+        if getattr(self, "_fov_sync", False) or name is None or name == self.session.fov_name:
+            return
+        self.session.show_fov(name)
+
+    def _ensure_embedding_view(self) -> None:
+        """Dock the embedding view once (through the manifest) so results have somewhere to go."""
+        window = getattr(self.viewer, "window", None)
+        if window is None or getattr(self, "_view_docked", False):
+            return
+        try:
+            window.add_plugin_dock_widget("napari-dynaclr", "Embedding view")
+            self._view_docked = True
+        except Exception as exc:  # pragma: no cover - plugin not registered (e.g. not installed)
+            show_error(f"cannot open the embedding view: {exc}")

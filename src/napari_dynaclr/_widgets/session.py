@@ -1,0 +1,390 @@
+"""The explorer session of one napari viewer: the cell table, the shown FOV's layers, and the links.
+
+Both docks (the main widget and the embedding view) share one :class:`ExplorerSession` per viewer
+(:func:`get_session`). It owns the image/Tracks/Points layers of the shown FOV and keeps them in step
+with the cell table; it emits psygnal signals the scatter listens to. No Qt here — only napari layers,
+all touched on the GUI thread.
+
+Helpers other widgets may reuse (e.g. the verify panel):
+
+- :func:`goto_cell(viewer, fov_name, t, y, x) <goto_cell>` — show that FOV, step to *t*, centre on (y, x).
+- :func:`color_cells_by(viewer, column, colormap) <color_cells_by>` — colour layers and scatter by a
+  cell-table column (categorical → cycle, continuous → colormap).
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from psygnal import Signal
+
+from .. import explore, layers
+
+SELECTED_BORDER = np.array([1.0, 0.85, 0.0, 1.0], dtype=np.float32)
+PLAIN_BORDER = np.array([1.0, 1.0, 1.0, 0.35], dtype=np.float32)
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class ExplorerSession:
+    """Cell table + shown FOV + selection/highlight state for one viewer."""
+
+    table_changed = Signal()  # a new table: rebuild views
+    rows_changed = Signal(int, int)  # rows [start, stop) got coordinates (streaming)
+    columns_changed = Signal()  # columns were added (reductions, clusters)
+    colors_changed = Signal()
+    selection_changed = Signal()
+    highlight_changed = Signal(int)  # cell-table row, −1 for none
+    frame_changed = Signal(str, int)  # shown FOV, current t
+    fov_changed = Signal(str)
+
+    def __init__(self, viewer):
+        self._viewer = weakref.ref(viewer)
+        self.table: pd.DataFrame | None = None
+        self.frames: explore.FrameIndex | None = None
+        self.adata = None
+        self.store_path: Path | None = None
+        self.plate_path: Path | None = None
+        self.tracks_path: Path | None = None
+        self.plate = None
+        self.fov_name: str | None = None
+        self.overlay: layers.FovOverlay | None = None
+        self.image_layers: list = []
+        self.points_layer = None
+        self.tracks_layer = None
+        self.highlight_layer = None
+        self.color_column = "t"
+        self.colormap = "viridis"
+        self.colors: np.ndarray | None = None
+        self.selected = np.empty(0, dtype=np.int64)
+        self.highlighted = -1
+        self.current_t = 0
+        self.reductions: dict[str, np.ndarray] = {}  # computed in the GUI, for "save to store"
+        self.click_radius_px = 20.0
+        self._syncing = False
+        viewer.dims.events.current_step.connect(self._on_step)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
+
+    @property
+    def viewer(self):
+        return self._viewer()
+
+    @property
+    def n_cells(self) -> int:
+        return 0 if self.table is None else len(self.table)
+
+    # ------------------------------------------------------------------ data
+
+    def set_table(self, table: pd.DataFrame, adata=None, store_path=None, plate_path=None,
+                  tracks_path=None, fov_name: str | None = None, color_column: str | None = None) -> None:
+        """Show a new cell table (and, with a plate, the images of *fov_name* or the first FOV)."""
+        self._close_plate()
+        self.table = table
+        self.frames = explore.FrameIndex(table)
+        self.adata = adata
+        self.store_path = Path(store_path) if store_path else None
+        self.plate_path = Path(plate_path) if plate_path else None
+        self.tracks_path = Path(tracks_path) if tracks_path else None
+        self.reductions = {}
+        self.selected = np.flatnonzero(np.asarray(table["selection"].cat.codes) == 1)
+        self.highlighted = -1
+        if self.plate_path is not None:
+            from ..plate import Plate
+
+            self.plate = Plate(self.plate_path)
+        col = color_column or (self.color_column if self.color_column in table.columns else "t")
+        self.color_column = col
+        self.colors = explore.column_colors(table[col], self.colormap)
+        self.table_changed.emit()
+        fovs = self.fov_names()
+        if fovs:
+            self.show_fov(fov_name if fov_name in fovs else fovs[0])
+
+    def fov_names(self) -> list[str]:
+        if self.table is None:
+            return []
+        names = list(pd.unique(self.table["fov_name"].astype(str)))
+        return names
+
+    def update_rows(self, start: int, stop: int, values: dict[str, np.ndarray]) -> None:
+        """Streaming: fill columns for rows [start, stop) and refresh layers and views."""
+        for col, vals in values.items():
+            if col not in self.table.columns:
+                self.table[col] = np.full(len(self.table), np.nan, dtype=np.float32)
+            self.table.iloc[start:stop, self.table.columns.get_loc(col)] = vals
+        if self.overlay is not None:
+            self._push_features(list(values))
+        self.rows_changed.emit(start, stop)
+
+    def add_columns(self, columns: dict[str, object]) -> None:
+        """Add or replace whole columns (reductions, clusters, annotations) everywhere."""
+        for col, vals in columns.items():
+            self.table[col] = vals
+        self._push_features(list(columns))
+        self.columns_changed.emit()
+        if self.color_column in columns:
+            self.color_by(self.color_column)
+
+    def _push_features(self, cols: list[str]) -> None:
+        """Copy table columns into the overlay layers' features (same rows, same order)."""
+        if self.overlay is None:
+            return
+        sub = self.table.iloc[self.overlay.rows]
+        for layer in (self.points_layer, self.tracks_layer):
+            if layer is None:
+                continue
+            feats = layer.features
+            for col in cols:
+                vals = sub[col]
+                feats[col] = vals.to_numpy() if not isinstance(vals.dtype, pd.CategoricalDtype) else \
+                    pd.Categorical(vals.to_numpy(), categories=vals.cat.categories)
+        self.overlay.features = self.table.iloc[self.overlay.rows].reset_index(drop=True)
+
+    # ------------------------------------------------------------------ FOV layers
+
+    def show_fov(self, fov_name: str) -> None:
+        """Swap the image and overlays to *fov_name* (the cell table stays)."""
+        viewer = self.viewer
+        self._remove_layers()
+        self.fov_name = str(fov_name)
+        fov = None
+        if self.plate is not None:
+            try:
+                fov = self.plate.fov(self.fov_name)
+            except Exception:
+                fov = None
+        if fov is not None:
+            for data, kwargs, _ in layers.fov_image_layers(fov, self.plate.channel_names):
+                self.image_layers.append(viewer.add_image(data, **kwargs))
+            z = fov.shape[2] > 1
+            scale = layers.image_scale(fov)
+        else:
+            z, scale = False, (1.0, 1.0, 1.0)
+        ov = layers.fov_overlay(self.table, self.fov_name, z=z, scale=scale)
+        self.overlay = ov
+        if len(ov.rows):
+            colors = self.colors[ov.rows]
+            self.tracks_layer = viewer.add_tracks(
+                ov.tracks, graph=ov.graph, features=ov.features.copy(), scale=scale,
+                name=f"{self.fov_name} tracks", tail_length=8, tail_width=2, blending="translucent",
+                metadata={"dynaclr_fov": self.fov_name},
+            )
+            self.tracks_layer.track_colors = colors
+            self.points_layer = viewer.add_points(
+                ov.points, features=ov.features.copy(), scale=scale, name=f"{self.fov_name} cells",
+                size=14, face_color=colors, border_color=PLAIN_BORDER, border_width=0.1,
+                border_width_is_relative=True, opacity=0.8, metadata={"dynaclr_fov": self.fov_name},
+            )
+            self.points_layer.selected_data.events.items_changed.connect(self._on_points_selected)
+            self.highlight_layer = viewer.add_points(
+                np.empty((0, ov.points.shape[1])), scale=scale, name=f"{self.fov_name} highlight",
+                size=30, face_color="transparent", border_color="cyan", border_width=0.12,
+                border_width_is_relative=True, symbol="ring", metadata={"dynaclr_fov": self.fov_name},
+            )
+            self._apply_selection_borders()
+            self._update_highlight_layer()
+            viewer.layers.selection.active = self.points_layer
+        self.fov_changed.emit(self.fov_name)
+        self.current_t = -1
+        self._on_step()
+
+    def _remove_layers(self) -> None:
+        viewer = self.viewer
+        for layer in [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]:
+            if layer is not None and layer in viewer.layers:
+                viewer.layers.remove(layer)
+        self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer = [], None, None, None
+        self.overlay = None
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if layer is self.points_layer:
+            self.points_layer = None
+        elif layer is self.tracks_layer:
+            self.tracks_layer = None
+        elif layer is self.highlight_layer:
+            self.highlight_layer = None
+        elif layer in self.image_layers:
+            self.image_layers.remove(layer)
+
+    def _close_plate(self) -> None:
+        self._remove_layers()
+        if self.plate is not None:
+            self.plate.close()
+        self.plate = None
+
+    # ------------------------------------------------------------------ colour
+
+    def color_by(self, column: str, colormap: str | None = None) -> None:
+        """Colour scatter, Points and Tracks by a table column (continuous → colormap, else cycle)."""
+        if self.table is None:
+            return
+        if column not in self.table.columns:
+            raise explore.ExploreError(f"no column {column!r} in the cell table")
+        self.colormap = colormap or self.colormap
+        self.color_column = column
+        self.colors = explore.column_colors(self.table[column], self.colormap)
+        if self.overlay is not None and len(self.overlay.rows):
+            colors = self.colors[self.overlay.rows]
+            if self.points_layer is not None:
+                self.points_layer.face_color = colors
+            if self.tracks_layer is not None:
+                self.tracks_layer.track_colors = colors
+        self.colors_changed.emit()
+
+    # ------------------------------------------------------------------ selection / highlight
+
+    def select(self, rows, mode: str = "replace") -> np.ndarray:
+        """Set the selected cells (cell-table rows); ``mode`` is replace, add or subtract."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if mode == "add":
+            rows = np.union1d(self.selected, rows)
+        elif mode == "subtract":
+            rows = np.setdiff1d(self.selected, rows)
+        self.selected = rows
+        self.table["selection"] = explore.selection_column(len(self.table), rows)
+        self._push_features(["selection"])
+        self._apply_selection_borders()
+        self.selection_changed.emit()
+        return rows
+
+    def _apply_selection_borders(self) -> None:
+        if self.points_layer is None or self.overlay is None:
+            return
+        sel = np.isin(self.overlay.rows, self.selected)
+        border = np.where(sel[:, None], SELECTED_BORDER, PLAIN_BORDER)
+        self.points_layer.border_width = np.where(sel, 0.3, 0.1)
+        self.points_layer.border_color = border
+
+    def highlight(self, row: int) -> None:
+        """Highlight one cell (cell-table row; −1 clears) in the image and the scatter."""
+        self.highlighted = int(row)
+        self._update_highlight_layer()
+        self.highlight_changed.emit(self.highlighted)
+
+    def _update_highlight_layer(self) -> None:
+        if self.highlight_layer is None or self.overlay is None:
+            return
+        row = self.highlighted
+        if row < 0 or str(self.table["fov_name"].iat[row]) != self.fov_name:
+            self.highlight_layer.data = np.empty((0, self.overlay.points.shape[1]))
+            return
+        tid = self.table["track_id"].iat[row]
+        on_track = self.table["track_id"].to_numpy()[self.overlay.rows] == tid
+        self.highlight_layer.data = self.overlay.points[on_track]
+
+    def _on_points_selected(self, event=None) -> None:
+        if self._syncing or self.points_layer is None or self.overlay is None:
+            return
+        sel = sorted(self.points_layer.selected_data)
+        if sel:
+            self.highlight(int(self.overlay.rows[sel[0]]))
+
+    def click_at(self, world_position) -> int:
+        """Highlight the cell of the shown FOV nearest to a world position at the current t."""
+        if self.overlay is None or self.table is None:
+            return -1
+        scale = np.asarray(self.overlay.scale)
+        rows = self.frames.rows(self.fov_name, self.current_t)
+        if not len(rows):
+            return -1
+        pos = np.asarray(world_position, dtype=float)[-2:]
+        sy, sx = scale[-2], scale[-1]
+        xy = np.column_stack([self.table["x"].to_numpy()[rows] * sx, self.table["y"].to_numpy()[rows] * sy])
+        i = explore.nearest_point(xy, (pos[1], pos[0]), self.click_radius_px, pixel_scale=(sx, sy))
+        if i < 0:
+            return -1
+        self.highlight(int(rows[i]))
+        return int(rows[i])
+
+    def _on_mouse_drag(self, viewer, event):
+        if self.overlay is None or event.button != 1:
+            return
+        mode = getattr(viewer.layers.selection.active, "mode", "pan_zoom")
+        if mode not in ("pan_zoom", "select"):
+            return
+        start = np.asarray(event.pos, dtype=float)
+        yield
+        moved = False
+        while event.type == "mouse_move":
+            moved = moved or np.abs(np.asarray(event.pos) - start).max() > 3
+            yield
+        if not moved and mode == "pan_zoom":
+            self.click_at(event.position)
+
+    # ------------------------------------------------------------------ time and navigation
+
+    def _time_axis(self) -> int:
+        ndim = self.viewer.dims.ndim
+        n = len(self.overlay.scale) if self.overlay is not None else 3
+        return max(0, ndim - n)
+
+    def _on_step(self, event=None) -> None:
+        if self.overlay is None:
+            return
+        viewer = self.viewer
+        axis = self._time_axis()
+        t = int(round(viewer.dims.point[axis] / (self.overlay.scale[0] or 1.0)))
+        if t != self.current_t:
+            self.current_t = t
+            self.frame_changed.emit(self.fov_name, t)
+
+    def goto(self, fov_name: str, t: int, y: float, x: float) -> None:
+        """Show *fov_name*, step the time slider to *t* and centre the camera on (y, x) pixels."""
+        if self.table is not None and str(fov_name) != self.fov_name and str(fov_name) in self.fov_names():
+            self.show_fov(str(fov_name))
+        viewer = self.viewer
+        scale = self.overlay.scale if self.overlay is not None else (1.0, 1.0, 1.0)
+        viewer.dims.set_point(self._time_axis(), float(t) * scale[0])
+        viewer.camera.center = (float(y) * scale[-2], float(x) * scale[-1])
+
+    def goto_row(self, row: int) -> None:
+        r = self.table.iloc[int(row)]
+        self.goto(str(r["fov_name"]), int(r["t"]), float(r["y"]), float(r["x"]))
+        self.highlight(int(row))
+
+    # ------------------------------------------------------------------ annotations
+
+    def assign_selection(self, name: str) -> int:
+        """Put the selected cells into annotation class *name*; return how many."""
+        explore.assign_class(self.table, self.selected, name)
+        self.add_columns({"annotation": self.table["annotation"]})
+        return len(self.selected)
+
+
+def get_session(viewer) -> ExplorerSession:
+    """The viewer's explorer session (created on first use).
+
+    napari hands widgets a ``PublicOnlyProxy`` of the viewer; the session is keyed by (and holds) the
+    real viewer so every dock of one viewer shares it.
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)
+    sess = _SESSIONS.get(viewer)
+    if sess is None:
+        sess = ExplorerSession(viewer)
+        _SESSIONS[viewer] = sess
+    return sess
+
+
+def goto_cell(viewer, fov_name: str, t: int, y: float, x: float) -> None:
+    """Move *viewer* to a cell: show its FOV (when loaded in the explorer), time *t*, centre on (y, x)."""
+    sess = get_session(viewer)
+    if sess.table is not None:
+        sess.goto(fov_name, t, y, x)
+        key = (sess.table["fov_name"].astype(str) == str(fov_name)) & (sess.table["t"] == int(t))
+        rows = np.flatnonzero(key.to_numpy())
+        if len(rows):
+            d = (sess.table["y"].to_numpy()[rows] - y) ** 2 + (sess.table["x"].to_numpy()[rows] - x) ** 2
+            sess.highlight(int(rows[np.argmin(d)]))
+        return
+    axis = max(0, viewer.dims.ndim - 3)
+    viewer.dims.set_point(axis, float(t))
+    viewer.camera.center = (float(y), float(x))
+
+
+def color_cells_by(viewer, column: str, colormap: str | None = None) -> None:
+    """Colour the explorer's layers and scatter by a cell-table column."""
+    get_session(viewer).color_by(column, colormap)

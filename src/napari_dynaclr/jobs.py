@@ -1,0 +1,188 @@
+"""Background jobs of the napari plugin, Qt-free (the widgets wrap them in napari thread workers).
+
+:func:`prediction_job` is the streaming form of :func:`napari_dynaclr.engine.run_prediction`: the same
+checkpoint loading, plan, :func:`~napari_dynaclr.engine.predict_batches` loop, AnnData layout,
+reductions and atomic store write — but as a generator that yields progress events, so a GUI can show
+cells as their batches arrive. Cancelling (the *cancel* event, or closing the generator) stops between
+batches and writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import Cancelled, ConfigError
+
+log = logging.getLogger(__name__)
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_model_stack() -> None:
+    """Import torch and the model code once, under a lock.
+
+    Two worker threads importing torch at the same time (e.g. the checkpoint check and a run started
+    right after) can crash the interpreter inside triton's extension import; serialise it.
+    """
+    with _IMPORT_LOCK:
+        _guard_triton()
+        from . import engine, model  # noqa: F401
+
+
+def _guard_triton() -> None:
+    """Keep torch from importing triton into a process whose OpenGL driver already loaded LLVM.
+
+    Mesa's software renderer (llvmpipe, what napari uses under Xvfb) and radeonsi map the system
+    libLLVM; triton's extension carries its own LLVM and segfaults while loading beside it (torchvision
+    imports torch._dynamo, which probes for triton). Inference never needs triton (nothing is
+    compiled), so in that situation triton is marked unavailable; torch then reports it as absent.
+    """
+    if "triton" in sys.modules:
+        return
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    if "libLLVM" in maps:
+        log.info("OpenGL driver loaded LLVM: disabling triton for this process")
+        sys.modules["triton"] = None
+
+
+@dataclasses.dataclass
+class Planned:
+    """First event: the cells that will be predicted (obs rows in store order)."""
+
+    obs: pd.DataFrame
+    n_batches: int
+    encoder: object
+    device: str
+
+
+@dataclasses.dataclass
+class Batch:
+    """One predicted batch: rows [start, stop) with 2-D preview coordinates."""
+
+    start: int
+    stop: int
+    index: int
+    n_batches: int
+    preview: np.ndarray
+
+
+@dataclasses.dataclass
+class Stage:
+    """A named step after prediction ("reducing", "writing")."""
+
+    name: str
+
+
+@dataclasses.dataclass
+class Finished:
+    adata: object
+    output_path: Path | None
+    seconds: float
+
+
+def prediction_job(cfg, device: str | None = None, cancel: threading.Event | None = None,
+                   write: bool = True) -> Iterator:
+    """Yield ``Planned``, one ``Batch`` per batch, ``Stage``s; return ``Finished``."""
+    import time
+
+    import_model_stack()
+    from .engine import EmbeddingAccumulator, plan_prediction, predict_batches, resolve_device
+    from .explore import StreamingProjector
+    from .model import load_checkpoint
+    from .reduce import apply_reductions
+    from .store import build_anndata, check_output_path, uns_for, write_store
+
+    cancel = cancel or threading.Event()
+    if write:
+        if cfg.output_path is None:
+            raise ConfigError("no output path: choose where to write the embedding store")
+        check_output_path(cfg.output_path, cfg.overwrite)
+    if cfg.ckpt_path is None:
+        raise ConfigError("no checkpoint: choose a checkpoint file")
+    t0 = time.perf_counter()
+    loaded = load_checkpoint(cfg.ckpt_path, cfg.encoder)
+    plan = plan_prediction(cfg, loaded.config)
+    try:
+        dev = resolve_device(device or cfg.accelerator)
+        yield Planned(plan.index_frame(), plan.n_batches, loaded.config, dev)
+        acc = EmbeddingAccumulator(plan.n_cells, loaded.config.num_features, loaded.config.projection_dim)
+        project = StreamingProjector()
+        for res in predict_batches(plan, loaded.model, dev, cancel=cancel):
+            acc.add(res)
+            yield Batch(res.start, res.stop, res.index, res.n_batches, project(res.features))
+        obs = plan.index_frame()
+    finally:
+        plan.close()
+    if cancel.is_set():
+        raise Cancelled("prediction cancelled")
+    yield Stage("reducing")
+    adata = build_anndata(obs, acc.features, acc.projections, cfg.embedding_key, uns_for(cfg))
+    apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
+    if cancel.is_set():
+        raise Cancelled("prediction cancelled")
+    if write:
+        yield Stage("writing")
+        write_store(adata, cfg.output_path, overwrite=cfg.overwrite)
+    return Finished(adata, cfg.output_path if write else None, time.perf_counter() - t0)
+
+
+def open_store(path) -> tuple[object, pd.DataFrame]:
+    """Read an embedding store and build the explorer's cell table (no model needed)."""
+    from .explore import cell_table
+    from .store import read_store
+
+    adata = read_store(path)
+    return adata, cell_table(adata.obs, dict(adata.obsm))
+
+
+def resolve_store_inputs(adata, store_path) -> tuple[Path | None, Path | None]:
+    """The plate and tracks folders recorded in a store's ``uns`` (relative to the store), if present."""
+    out = []
+    for key in ("data_path", "tracks_path"):
+        val = adata.uns.get(key) if hasattr(adata, "uns") else None
+        p = None
+        if val:
+            p = Path(str(val)).expanduser()
+            if not p.is_absolute():
+                for base in (Path(store_path).parent, Path.cwd()):
+                    if (base / p).exists():
+                        p = base / p
+                        break
+            if not p.exists():
+                p = None
+        out.append(p)
+    return out[0], out[1]
+
+
+def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=()) -> Path:
+    """Copy reductions (obsm keys) and obs columns from the explorer into *adata* and rewrite the store."""
+    from .store import write_store
+
+    for key, coords in reductions:
+        adata.obsm[key] = np.asarray(coords)
+    for col in columns:
+        vals = table[col]
+        adata.obs[col] = pd.Categorical(vals.astype(str)) if isinstance(vals.dtype, pd.CategoricalDtype) \
+            else vals.to_numpy()
+    return write_store(adata, path, overwrite=True)
+
+
+def inspect_checkpoint(path, encoder=None) -> str:
+    """Load a checkpoint strictly and describe it (the config, inferred or given, and key match)."""
+    import_model_stack()
+    from .model import describe_config, load_checkpoint
+
+    loaded = load_checkpoint(path, encoder)
+    how = "inferred from the weights" if loaded.inferred else "from predict.yml"
+    return (f"{describe_config(loaded.config)}, {how}; all state-dict keys match "
+            f"({loaded.n_parameters / 1e6:.1f} M parameters)")
