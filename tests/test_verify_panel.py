@@ -1,0 +1,207 @@
+"""The "Verify against reference" panel in a real napari viewer (Xvfb via pytest-xvfb)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_dynaclr._widgets.verify_panel import COLOR_COLUMN, _camera, FAIL_STYLE, PASS_STYLE, VerifyWidget  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+REF = DATA / "dev2d" / "reference.zarr"
+BAD_ROW, BAD_COL, BAD_DELTA = 40, 100, 0.5
+
+
+def _read(path=REF):
+    import anndata as ad
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return ad.read_zarr(path)
+
+
+@pytest.fixture(scope="module")
+def perturbed_store(tmp_path_factory) -> Path:
+    """The dev2d reference with one feature of row BAD_ROW moved by BAD_DELTA (beyond VisCy's contract)."""
+    import anndata as ad
+
+    adata = _read()
+    X = adata.X.copy()
+    X[BAD_ROW, BAD_COL] += BAD_DELTA
+    adata.X = X
+    path = tmp_path_factory.mktemp("perturbed") / "perturbed.zarr"
+    with ad.settings.override(zarr_write_format=2), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        adata.write_zarr(path)
+    return path
+
+
+def _cells_layers(viewer, obs: pd.DataFrame):
+    """One image + one Points layer (t, y, x) per FOV, features = the store's obs (like a tracking overlay)."""
+    viewer.add_image(np.zeros((4, 256, 256), dtype=np.float32), name="image")
+    out = {}
+    for fov, sub in obs.groupby("fov_name", observed=True, sort=False):
+        feats = sub.reset_index(drop=True)
+        data = feats[["t", "y", "x"]].to_numpy(dtype=float)
+        out[str(fov)] = viewer.add_points(data, features=feats, name=f"{fov} cells", size=8)
+    return out
+
+
+def _run(panel, qtbot, prediction=None, reference=REF):
+    if prediction is not None:
+        panel.prediction_combo.setCurrentIndex(panel.prediction_combo.findData("file"))
+        panel.prediction_edit.setText(str(prediction))
+    panel.reference_edit.setText(str(reference))
+    panel.report, panel.last_error = None, None
+    worker = panel.run()
+    assert worker is not None
+    qtbot.waitUntil(lambda: panel.state == "ready" and (panel.report is not None or bool(panel.last_error)),
+                    timeout=60000)
+
+
+def test_panel_fail_state_histograms_table_and_navigation(make_napari_viewer, qtbot, perturbed_store):
+    viewer = make_napari_viewer()
+    obs = _read().obs
+    layers = _cells_layers(viewer, obs)
+    panel = VerifyWidget(viewer)
+    qtbot.addWidget(panel)
+    assert panel.state == "ready"
+    _run(panel, qtbot, prediction=perturbed_store)
+    assert panel.last_error is None
+    rep = panel.report
+    assert not rep.passed
+    assert panel.verdict_label.text().startswith("FAIL: 72 cells aligned")
+    assert panel.verdict_label.styleSheet() == FAIL_STYLE
+    assert "X: 1 of 55,296 values outside" in panel.verdict_label.text()
+    # per-array table: X fails, projections pass, PCA reported only
+    t = panel.arrays_table
+    rows = {t.item(i, 0).text(): t.item(i, 5).text() for i in range(t.rowCount())}
+    assert rows == {"X (features)": "FAIL", "X_projections": "PASS", "X_pca": "reported"}
+    assert t.item(0, 3).text() == f"{rep.arrays['X'].pearson:.6f}"
+    # histograms: one axis per judged array, log-count bars, the X bars reach |Δ| = 0.5
+    axes = panel.figure.axes
+    assert [ax.get_title().split(":")[0] for ax in axes] == ["X (features)", "X_projections"]
+    assert axes[0].get_yscale() == "log" and axes[0].get_xscale() == "log"
+    assert axes[0].patches and axes[0].get_xlim()[1] >= BAD_DELTA
+    # worst-cells table: sorted by |Δ|/tol, the edited cell first
+    ct = panel.cells_table
+    assert ct.rowCount() == 72 and ct.isSortingEnabled()
+    bad = obs.iloc[BAD_ROW]
+    first = [ct.item(0, j).text() for j in range(4)]
+    assert first == [str(bad["fov_name"]), str(bad["track_id"]), str(bad["t"]), str(bad["id"])]
+    assert float(ct.item(0, 4).text()) == pytest.approx(BAD_DELTA, rel=1e-3)
+    ratios = [float(ct.item(i, ct.columnCount() - 1).text()) for i in range(ct.rowCount())]
+    assert ratios == sorted(ratios, reverse=True)
+    ct.sortItems(4, 0)  # ascending by X max|Δ|: the edited cell goes last
+    assert ct.item(ct.rowCount() - 1, 1).text() == str(bad["track_id"])
+    # selecting the row moves the viewer: time slider, camera centre, the cell's FOV layer and point
+    viewer.dims.set_point(0, 0)
+    _camera(viewer).center = (0.0, 0.0)
+    ct.selectRow(ct.rowCount() - 1)
+    assert viewer.dims.point[0] == pytest.approx(float(bad["t"]))
+    assert tuple(_camera(viewer).center[-2:]) == pytest.approx((float(bad["y"]), float(bad["x"])))
+    layer = layers[str(bad["fov_name"])]
+    assert viewer.layers.selection.active is layer
+    (sel,) = layer.selected_data
+    assert layer.features.iloc[sel][["track_id", "t", "id"]].tolist() == [bad["track_id"], bad["t"], bad["id"]]
+    # a row of another FOV moves there
+    other = next(i for i in range(ct.rowCount()) if ct.item(i, 0).text() != str(bad["fov_name"]))
+    ct.selectRow(other)
+    assert viewer.layers.selection.active is layers[ct.item(other, 0).text()]
+    assert viewer.dims.point[0] == pytest.approx(float(ct.item(other, 2).text()))
+    # colour by |Δ|: every cells layer gets the column; the edited cell is the brightest of its FOV
+    assert panel.color_button.isEnabled()
+    assert panel.color_cells() == 3
+    feats = layer.features
+    assert COLOR_COLUMN in feats.columns
+    assert feats[COLOR_COLUMN].idxmax() == sel
+    assert feats[COLOR_COLUMN].max() == pytest.approx(np.log10(BAD_DELTA), abs=1e-3)
+    colors = layer.face_color
+    others = np.delete(colors, sel, axis=0)
+    assert np.allclose(others, others[0])  # all other cells of this FOV are identical (|Δ| = 0)
+    assert not np.allclose(colors[sel], others[0])
+
+
+def test_panel_pass_state_from_layer_prediction(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    panel = VerifyWidget(viewer)
+    qtbot.addWidget(panel)
+    assert [panel.prediction_combo.itemText(i) for i in range(panel.prediction_combo.count())] == ["File…"]
+    # an embedding layer as the npe2 reader makes it: store path in metadata
+    viewer.add_points(np.zeros((3, 2)), name="emb", metadata={"dynaclr_store": str(REF)})
+    data = "layer:emb"
+    assert panel.prediction_combo.findData(data) >= 0
+    panel.prediction_combo.setCurrentIndex(panel.prediction_combo.findData(data))
+    assert not panel.prediction_edit.isEnabled()
+    _run(panel, qtbot)
+    assert panel.report is not None and panel.report.passed
+    assert panel.verdict_label.text().startswith("PASS: 72 cells aligned")
+    assert panel.verdict_label.styleSheet() == PASS_STYLE
+    assert panel.figure.axes and "exact" in panel.figure.axes[0].get_title()  # identical: all |Δ| = 0
+
+
+def test_panel_contract_and_missing_rows(make_napari_viewer, qtbot, tmp_path):
+    import anndata as ad
+
+    adata = _read()
+    path = tmp_path / "missing.zarr"
+    with ad.settings.override(zarr_write_format=2), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        adata[5:].copy().write_zarr(path)
+    viewer = make_napari_viewer()
+    panel = VerifyWidget(viewer)
+    qtbot.addWidget(panel)
+    _run(panel, qtbot, prediction=path)
+    assert not panel.report.passed and "5 only in reference" in panel.verdict_label.text()
+    panel.allow_missing_check.setChecked(True)
+    panel.atol_spin.setValue(1e-6)
+    assert panel.contract().allow_missing and panel.contract().atol == 1e-6
+    _run(panel, qtbot, prediction=path)
+    assert panel.report.passed and panel.report.contract.atol == 1e-6
+
+
+def test_panel_errors_are_notified_and_panel_returns_to_ready(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    panel = VerifyWidget(viewer)
+    qtbot.addWidget(panel)
+    assert panel.run() is None  # no prediction chosen
+    assert panel.last_error == "choose a prediction store" and panel.state == "ready"
+    _run(panel, qtbot, prediction=REF, reference=tmp_path / "nope.zarr")
+    assert panel.report is None
+    assert panel.last_error == f"embedding store not found: {tmp_path / 'nope.zarr'}"
+    assert panel.verdict_label.text().startswith("Error: ")
+    from napari.utils.notifications import notification_manager
+
+    assert any(str(n.message) == f"Verify: {panel.last_error}" for n in notification_manager.records)
+    assert panel.state == "ready" and panel.run_button.isEnabled()
+    _run(panel, qtbot, prediction=REF, reference=REF)  # and it still works afterwards
+    assert panel.report.passed
+
+
+def test_panel_uses_the_explorer_session(make_napari_viewer, qtbot, perturbed_store):
+    session = pytest.importorskip("napari_dynaclr._widgets.session")
+    from napari_dynaclr import explore
+
+    viewer = make_napari_viewer()
+    adata = _read(perturbed_store)
+    sess = session.get_session(viewer)
+    sess.set_table(explore.cell_table(adata.obs, {}), adata=adata, store_path=perturbed_store)
+    panel = VerifyWidget(viewer)
+    qtbot.addWidget(panel)
+    assert panel.prediction_combo.currentData() == "session"
+    _run(panel, qtbot)
+    assert not panel.report.passed
+    bad = adata.obs.iloc[BAD_ROW]
+    panel.cells_table.selectRow(0)
+    assert sess.fov_name == str(bad["fov_name"])
+    assert sess.current_t == int(bad["t"])
+    assert tuple(_camera(viewer).center[-2:]) == pytest.approx((float(bad["y"]), float(bad["x"])))
+    panel.color_cells()
+    assert sess.color_column == COLOR_COLUMN
+    assert sess.table[COLOR_COLUMN].idxmax() == BAD_ROW
