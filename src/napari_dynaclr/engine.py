@@ -334,7 +334,7 @@ def run_prediction(
     Several devices or nodes (``cfg.devices > 1``, ``num_nodes > 1``) go through Lightning
     (:mod:`napari_dynaclr.distributed`); the store is the same as a single-device run's.
     """
-    from .model import load_checkpoint
+    from .model import model_from_state_dict, read_state_dict, resolve_config
     from .store import build_anndata, check_output_path, uns_for, write_store
 
     if write:
@@ -346,8 +346,14 @@ def run_prediction(
     device = device or cfg.accelerator
     from .distributed import wants_lightning
 
-    loaded = load_checkpoint(cfg.ckpt_path, cfg.encoder)
-    plan = plan_prediction(cfg, loaded.config)
+    state_dict = read_state_dict(cfg.ckpt_path)
+    plan = plan_prediction(cfg, resolve_config(state_dict, cfg.encoder))  # data errors before building the model
+    try:
+        loaded = model_from_state_dict(state_dict, cfg.encoder, cfg.ckpt_path)
+    except BaseException:
+        plan.close()
+        raise
+    del state_dict
     t0 = time.perf_counter()
     try:
         if wants_lightning(cfg):

@@ -302,14 +302,21 @@ def load_checkpoint(path: str | Path, config: EncoderConfig | Mapping | None = N
     Without *config* the encoder config is inferred from the state-dict shapes; an explicit config
     is checked against them (a mismatch names the contradicting keys).
     """
-    sd = read_state_dict(path)
-    inferred = config is None
+    return model_from_state_dict(read_state_dict(path), config, path)
+
+
+def resolve_config(state_dict: Mapping, config: EncoderConfig | Mapping | None) -> EncoderConfig:
+    """The explicit config (validated) or the one inferred from the weights; no model is built."""
     if config is None:
-        cfg = infer_config(sd)
-    elif isinstance(config, EncoderConfig):
-        cfg = config
-    else:
-        cfg = EncoderConfig.from_dict(config)
+        return infer_config(state_dict)
+    return config if isinstance(config, EncoderConfig) else EncoderConfig.from_dict(config)
+
+
+def model_from_state_dict(sd: Mapping, config: EncoderConfig | Mapping | None = None,
+                          path: str | Path = "checkpoint") -> LoadedModel:
+    """Build the encoder for *config* (or the inferred one) and load *sd* strictly; eval mode."""
+    inferred = config is None
+    cfg = resolve_config(sd, config)
     model = ContrastiveEncoder(cfg)
     try:
         check_state_dict(model, sd, source=f"checkpoint {Path(path).name}")

@@ -91,7 +91,7 @@ class Plate:
         missing = [n for n in names if n not in self.channel_names]
         if missing:
             raise PlateError(
-                f"channel(s) {shorten(missing)} not in plate {self.path}; available channels: "
+                f"channel(s) {shorten([repr(m) for m in missing])} not in plate {self.path}; available channels: "
                 f"{', '.join(self.channel_names)}"
             )
         return [self.channel_names.index(n) for n in names]
