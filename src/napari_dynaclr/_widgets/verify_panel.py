@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -208,6 +209,7 @@ class VerifyWidget(QWidget):
         spin.setRange(lo, hi)
         spin.setSingleStep(10 ** -min(decimals, 3))
         spin.setValue(value)
+        spin.setMinimumWidth(95)
         return spin
 
     def _browse(self, edit: QLineEdit) -> None:
@@ -344,7 +346,7 @@ class VerifyWidget(QWidget):
             t.setItem(i, 4, _NumItem(a.n_elements_outside, f"{a.n_elements_outside:,}"))
             item = QTableWidgetItem(verdict)
             if a.judged:
-                item.setForeground(Qt.darkGreen if a.passed else Qt.red)
+                item.setForeground(QColor("#66bb6a") if a.passed else QColor("#ef5350"))
             t.setItem(i, 5, item)
 
     def _draw_histograms(self, report):
@@ -402,7 +404,7 @@ class VerifyWidget(QWidget):
                 if j == 0:
                     item.setData(Qt.UserRole, int(idx))
                 if col == "tol_ratio" and v > 1:
-                    item.setForeground(Qt.red)
+                    item.setForeground(QColor("#ef5350"))
                 t.setItem(i, j, item)
         t.resizeColumnsToContents()
         t.blockSignals(False)
