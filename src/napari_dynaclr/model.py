@@ -306,17 +306,31 @@ def load_checkpoint(path: str | Path, config: EncoderConfig | Mapping | None = N
 
 
 def resolve_config(state_dict: Mapping, config: EncoderConfig | Mapping | None) -> EncoderConfig:
-    """The explicit config (validated) or the one inferred from the weights; no model is built."""
+    """The explicit config (checked against the weights' shapes) or the one inferred from them.
+
+    Cheap: a model is built only when the explicit config disagrees with the shapes, to name the keys.
+    """
     if config is None:
         return infer_config(state_dict)
-    return config if isinstance(config, EncoderConfig) else EncoderConfig.from_dict(config)
+    cfg = config if isinstance(config, EncoderConfig) else EncoderConfig.from_dict(config)
+    guess = infer_config(state_dict)
+
+    def shape_key(c: EncoderConfig):
+        return (c.backbone, c.in_channels, c.stem_kernel_size, c.stem_out_depth, c.embedding_dim, c.projection_dim)
+
+    if shape_key(cfg) != shape_key(guess):
+        model_from_state_dict(state_dict, cfg)  # raises with the mismatching keys named
+    return cfg
 
 
 def model_from_state_dict(sd: Mapping, config: EncoderConfig | Mapping | None = None,
                           path: str | Path = "checkpoint") -> LoadedModel:
     """Build the encoder for *config* (or the inferred one) and load *sd* strictly; eval mode."""
     inferred = config is None
-    cfg = resolve_config(sd, config)
+    if inferred:
+        cfg = infer_config(sd)
+    else:
+        cfg = config if isinstance(config, EncoderConfig) else EncoderConfig.from_dict(config)
     model = ContrastiveEncoder(cfg)
     try:
         check_state_dict(model, sd, source=f"checkpoint {Path(path).name}")
