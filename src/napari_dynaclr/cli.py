@@ -237,6 +237,8 @@ def _add_verify(sub):
     p.add_argument("--min-pearson", type=float, default=0.999)
     p.add_argument("--allow-missing", action="store_true", help="rows present on one side only do not fail")
     p.add_argument("--judge-reductions", action="store_true", help="also judge X_pca/X_umap/X_phate")
+    p.add_argument("--same-order", action="store_true",
+                   help="fail when the rows are in a different order (as VisCy's own test asserts)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
     p.add_argument("--worst", type=int, default=5, help="how many worst cells to list (default 5)")
     p.set_defaults(func=_run_verify)

@@ -796,6 +796,7 @@ def contract_from_args(args) -> Contract:
         min_pearson=args.min_pearson,
         allow_missing=bool(getattr(args, "allow_missing", False)),
         judge_reductions=bool(getattr(args, "judge_reductions", False)),
+        require_same_order=bool(getattr(args, "same_order", False)),
     )
 
 
