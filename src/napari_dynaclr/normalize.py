@@ -157,6 +157,7 @@ class StatsTable:
 
 
 def _fov_stats(fov, channel: str, level: str, stats: tuple[str, str]):
+    """float32 (subtrahend, divisor) of one FOV (a dict t -> pair for timepoint statistics)."""
     norm = fov.normalization
     where = f"FOV {fov.name}"
     if not norm:
@@ -164,34 +165,48 @@ def _fov_stats(fov, channel: str, level: str, stats: tuple[str, str]):
             f"{where} has no 'normalization' attributes; run `viscy preprocess` on the plate or choose "
             "a percentile normalisation"
         )
+    if not isinstance(norm, Mapping):
+        raise PlateError(f"{where}: 'normalization' attribute is not a mapping")
     if channel not in norm:
         raise PlateError(
-            f"{where}: no normalization statistics for channel {channel!r} (has: {', '.join(norm)})"
+            f"{where}: no normalization statistics for channel {channel!r} (has: {shorten(list(norm))})"
         )
-    if level not in norm[channel]:
-        raise PlateError(
-            f"{where}: channel {channel!r} has no {level} (has: {', '.join(norm[channel])})"
-        )
-    block = norm[channel][level]
+    per_channel = norm[channel]
+    if not isinstance(per_channel, Mapping):
+        raise PlateError(f"{where}: normalization[{channel!r}] is not a mapping")
+    if level not in per_channel:
+        raise PlateError(f"{where}: channel {channel!r} has no {level} (has: {shorten(list(per_channel))})")
+    block = per_channel[level]
+    if not isinstance(block, Mapping):
+        raise PlateError(f"{where}: channel {channel!r} {level} is not a mapping")
 
     def pick(d, ctx):
+        if not isinstance(d, Mapping):
+            raise PlateError(f"{where}: channel {channel!r} {ctx} is not a mapping")
         out = []
         for s in stats:
             if s not in d:
                 raise PlateError(
                     f"{where}: channel {channel!r} {ctx} has no statistic {s!r} (has: {shorten(list(d), 8)})"
                 )
-            try:
-                v = float(d[s])
-            except (TypeError, ValueError):
-                raise PlateError(f"{where}: channel {channel!r} {ctx} {s!r} is not a number: {d[s]!r}") from None
-            if not np.isfinite(v):
-                raise PlateError(f"{where}: channel {channel!r} {ctx} {s!r} is {v}")
+            value = d[s]
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise PlateError(f"{where}: channel {channel!r} {ctx} {s!r} is not a number: {value!r}")
+            v = float(value)
+            if not np.isfinite(v) or not np.isfinite(np.float32(v)):
+                raise PlateError(f"{where}: channel {channel!r} {ctx} {s!r} is {v} (not finite in float32)")
             out.append(np.float32(v))
         return tuple(out)
 
     if level == "timepoint_statistics":
-        return {int(t): pick(d, f"{level}[{t}]") for t, d in block.items()}
+        out = {}
+        for t, d in block.items():
+            try:
+                key = int(t)
+            except (TypeError, ValueError):
+                raise PlateError(f"{where}: channel {channel!r} {level} has a non-integer timepoint {t!r}") from None
+            out[key] = pick(d, f"{level}[{t}]")
+        return out
     return pick(block, level)
 
 
