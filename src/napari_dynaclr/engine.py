@@ -231,8 +231,10 @@ def predict_batches(
     model = model.to(dev).eval()
     if true_dtype is not None:
         model = model.to(true_dtype)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if channels_last:  # 2-D convolutions only: the 3-D stem's 5-D weight has no channels_last layout
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
     order = list(range(plan.n_batches)) if batches is None else list(batches)
     if order:  # planes are dropped from the reader's cache once their last expected cell is cropped
         rows = [np.arange(*plan.batch_bounds(i)) for i in order]
