@@ -54,7 +54,7 @@ class PeakRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self):
-        self.peak = self.proc.memory_info().rss
+        self.start = self.peak = self.proc.memory_info().rss
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -154,7 +154,9 @@ def run_model_only(model, shapes, device, args):
     if true_dtype is not None:
         model = model.to(true_dtype)
     if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(1)
     cache = {}
     n = 0
@@ -180,11 +182,8 @@ def batch_shapes(cfg, n_cells: int, k: int | None):
     sizes = [min(b, n_cells - s) for s in range(0, n_cells, b)]
     if k is not None:
         sizes = sizes[:k]
-    return [(s, 1, 1, args_patch(cfg)[0], args_patch(cfg)[1]) for s in sizes]
-
-
-def args_patch(cfg):
-    return cfg.patch_size
+    py, px = cfg.patch_size
+    return [(s, len(cfg.source_channel), cfg.z_depth, py, px) for s in sizes]
 
 
 def med(xs):
@@ -237,8 +236,9 @@ def main(argv=None):
             n_cells, dt, _ = run_stream(cfg, NullModel(), device, args)
         res["data"].append(n_cells / dt)
         res["rss_data"].append(m.peak)
+        res.setdefault("rss_before_data", []).append(m.start)
         print(f"[{r + 1}] data path: {n_cells} cells in {dt:.2f} s = {n_cells / dt:,.0f} cells/s, "
-              f"peak RSS {m.peak / 2**20:,.0f} MiB", flush=True)
+              f"peak RSS {m.peak / 2**20:,.0f} MiB (at start {m.start / 2**20:,.0f})", flush=True)
         if model is None:
             continue
         with PeakRSS() as m:
@@ -251,7 +251,7 @@ def main(argv=None):
         res["e2e"].append(n / dt)
         res["rss_e2e"].append(m.peak)
         print(f"[{r + 1}] end to end: {n} cells in {dt:.2f} s = {n / dt:,.1f} cells/s, "
-              f"peak RSS {m.peak / 2**20:,.0f} MiB", flush=True)
+              f"peak RSS {m.peak / 2**20:,.0f} MiB (at start {m.start / 2**20:,.0f})", flush=True)
 
     summary = {
         "cells": n_cells,
