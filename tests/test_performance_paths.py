@@ -1,5 +1,5 @@
-"""The fast data path gives exactly VisCy's patches: PatchReader vs a naive per-cell crop, direct chunk
-reads vs zarr, fused NormalizeSampled vs normalize_batch, bounded plane cache."""
+"""The fast data path gives exactly VisCy's patches: PatchReader vs a naive per-cell crop, fused
+NormalizeSampled vs normalize_batch, bounded plane cache."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from napari_dynaclr.normalize import (
     StatsTable,
     normalize_batch,
 )
-from napari_dynaclr.patches import DirectChunks, PatchReader, sampled_affine
+from napari_dynaclr.patches import PatchReader, sampled_affine
 
 from conftest import CASES, DATA
 
@@ -54,44 +54,11 @@ def test_reader_equals_naive_crop(case_plan):
         assert plan.channel_indices == [1, 0]  # non-contiguous order: read as a span and reordered
     got = np.concatenate([plan.read_batch(i) for i in range(plan.n_batches)])
     np.testing.assert_array_equal(got, expected)
-    # through zarr instead of the direct chunk reader
-    slow = PatchReader(plan.plate.fovs, plan.channel_indices, cfg.z_range, cfg.initial_yx_patch_size,
-                       cfg.patch_size, direct=False)
-    np.testing.assert_array_equal(slow.read(plan.cells), expected)
     # planes too large for the cache: bounding-box (or per-patch) reads, nothing cached
     tiny = PatchReader(plan.plate.fovs, plan.channel_indices, cfg.z_range, cfg.initial_yx_patch_size,
                        cfg.patch_size, cache_bytes=1024)
     np.testing.assert_array_equal(tiny.read(plan.cells), expected)
     assert tiny.cached_planes == 0
-
-
-def test_direct_chunks_equal_zarr_regions(case_plan):
-    _, plan = case_plan
-    rng = np.random.default_rng(0)
-    for fov in plan.plate.fovs:
-        direct = DirectChunks.from_array(fov.image)
-        assert direct is not None  # local NGFF 0.4 (zarr v2) and 0.5 (zarr v3) plates
-        for _ in range(10):
-            box = []
-            for s in fov.shape:
-                a = int(rng.integers(0, s))
-                box.append((a, int(rng.integers(a + 1, s + 1))))
-            ref = np.asarray(fov.image[tuple(slice(a, b) for a, b in box)])
-            got = direct.read(box)
-            assert got.dtype == ref.dtype
-            np.testing.assert_array_equal(got, ref)
-
-
-def test_direct_chunks_missing_chunk_is_fill_value(tmp_path):
-    import zarr
-
-    z = zarr.create_array(tmp_path / "a.zarr", shape=(2, 1, 1, 8, 8), chunks=(1, 1, 1, 4, 4), dtype="<f4",
-                          fill_value=7.0, zarr_format=2)
-    z[0, 0, 0, :4, :4] = np.arange(16, dtype=np.float32).reshape(4, 4)
-    direct = DirectChunks.from_array(zarr.open_array(tmp_path / "a.zarr", mode="r"))
-    assert direct is not None
-    got = direct.read([(0, 2), (0, 1), (0, 1), (2, 6), (1, 7)])
-    np.testing.assert_array_equal(got, np.asarray(z[0:2, 0:1, 0:1, 2:6, 1:7]))
 
 
 def test_fused_normalisation_is_bit_identical(case_plan):

@@ -290,11 +290,15 @@ def predict_batches(
 
 
 class EmbeddingAccumulator:
-    """Preallocated output arrays filled batch by batch (memory = the final arrays only)."""
+    """Preallocated output arrays filled batch by batch (memory = the final arrays only).
+
+    Rows start as NaN (so a row never filled cannot pass for an embedding) and are written up front, so the
+    process memory is allocated once, before the first batch.
+    """
 
     def __init__(self, n_cells: int, feature_dim: int, projection_dim: int):
-        self.features = np.zeros((n_cells, feature_dim), dtype=np.float32)
-        self.projections = np.zeros((n_cells, projection_dim), dtype=np.float32)
+        self.features = np.full((n_cells, feature_dim), np.nan, dtype=np.float32)
+        self.projections = np.full((n_cells, projection_dim), np.nan, dtype=np.float32)
         self.filled = np.zeros(n_cells, dtype=bool)
 
     def add(self, res: BatchResult) -> None:

@@ -72,119 +72,6 @@ def sampled_affine(norms, source_channel, stats, fov_index, t) -> SampledAffine 
     return SampledAffine(sub, div)
 
 
-class DirectChunks:
-    """Read a region of a local zarr v2/v3 array chunk file by chunk, decoding in the calling thread.
-
-    zarr-python 3 routes every read through its asyncio loop (~1-2 ms per call on top of decoding); for the
-    common NGFF layout (local store, regular chunks, no sharding/filters/transposes, one blosc/zstd/gzip
-    compressor) reading and decoding the chunk files directly is several times cheaper and runs truly in
-    parallel in the read-ahead threads (the decompressors release the GIL). :meth:`from_array` returns
-    ``None`` for anything else, and the caller uses zarr.
-    """
-
-    def __init__(self, root, path: str, shape, chunks, dtype, fill_value, encode_key, decode):
-        self.root, self.path = root, path
-        self.shape, self.chunks = tuple(shape), tuple(chunks)
-        self.dtype = np.dtype(dtype)
-        self.fill_value = fill_value
-        self._key = encode_key
-        self._decode = decode
-
-    @classmethod
-    def from_array(cls, image) -> DirectChunks | None:
-        try:
-            return cls._from_zarr(getattr(image, "_handle", image))
-        except Exception:  # unknown layout or zarr internals: fall back to zarr itself
-            return None
-
-    @classmethod
-    def _from_zarr(cls, h) -> DirectChunks | None:
-        from pathlib import Path
-
-        import zarr
-
-        if not isinstance(h, zarr.Array) or type(h.store_path.store).__name__ != "LocalStore":
-            return None
-        if getattr(h, "shards", None) is not None or h.dtype.kind not in "biuf":
-            return None
-        m = h.metadata
-        if m.zarr_format == 2:
-            if m.filters or m.order != "C":
-                return None
-            dtype = np.dtype(h.dtype).newbyteorder(_v2_byteorder(m))
-            comp = m.compressor
-            decode = (lambda raw: raw) if comp is None else comp.decode
-        elif m.zarr_format == 3:
-            names = [type(c).__name__ for c in m.codecs]
-            if not names or names[0] != "BytesCodec" or len(names) > 2:
-                return None
-            endian = getattr(m.codecs[0], "endian", None)
-            endian = getattr(endian, "value", endian)
-            dtype = np.dtype(h.dtype).newbyteorder("<" if endian in (None, "little") else ">")
-            if len(names) == 1:
-                decode = lambda raw: raw  # noqa: E731
-            else:
-                decode = _numcodecs_decoder(names[1], m.codecs[1])
-                if decode is None:
-                    return None
-        else:
-            return None
-        root = Path(h.store_path.store.root)
-        return cls(root, h.store_path.path, h.shape, h.chunks, dtype, h.fill_value, m.encode_chunk_key, decode)
-
-    def _chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
-        f = self.root / self.path / self._key(coords)
-        try:
-            raw = f.read_bytes()
-        except FileNotFoundError:
-            return None
-        return np.frombuffer(self._decode(raw), dtype=self.dtype).reshape(self.chunks)
-
-    def read(self, box: Sequence[tuple[int, int]]) -> np.ndarray:
-        """The region ``[start, stop)`` per dimension (native byte order, the array's dtype)."""
-        import itertools
-
-        out = np.empty([b - a for a, b in box], dtype=self.dtype.newbyteorder("="))
-        ranges = [range(a // c, (b - 1) // c + 1) for (a, b), c in zip(box, self.chunks, strict=True)]
-        for coords in itertools.product(*ranges):
-            src, dst = [], []
-            for (a, b), c, k in zip(box, self.chunks, coords, strict=True):
-                lo, hi = max(a, k * c), min(b, (k + 1) * c)
-                src.append(slice(lo - k * c, hi - k * c))
-                dst.append(slice(lo - a, hi - a))
-            chunk = self._chunk(coords)
-            if chunk is None:
-                out[tuple(dst)] = self.fill_value
-            else:
-                out[tuple(dst)] = chunk[tuple(src)]
-        return out
-
-
-def _v2_byteorder(meta) -> str:
-    dt = getattr(meta, "dtype", None)
-    for attr in ("endianness",):
-        e = getattr(dt, attr, None)
-        e = getattr(e, "value", e)
-        if e in ("little", "big"):
-            return "<" if e == "little" else ">"
-    np_dt = dt.to_native_dtype() if hasattr(dt, "to_native_dtype") else np.dtype(dt)
-    return np_dt.byteorder if np_dt.byteorder in "<>" else "="
-
-
-def _numcodecs_decoder(name: str, codec):
-    import numcodecs
-
-    if name == "BloscCodec":
-        from numcodecs import blosc
-
-        return blosc.decompress
-    if name == "ZstdCodec":
-        return numcodecs.Zstd().decode
-    if name == "GzipCodec":
-        return numcodecs.GZip().decode
-    return None
-
-
 class PatchReader:
     """Crop ``(B, C, Z, 2*hy, 2*hx)`` float32 patches for rows of a cell table.
 
@@ -196,7 +83,6 @@ class PatchReader:
     patch_size : initial YX patch size; the crop is ``2*(p//2)``
     final_size : YX size after a centre crop (VisCy legacy behaviour when smaller than patch_size)
     cache_bytes : hard cap of the plane cache; planes larger than a quarter of it are never cached
-    direct : read chunk files directly (:class:`DirectChunks`) where the layout allows; ``False``: zarr
     """
 
     def __init__(
@@ -207,10 +93,8 @@ class PatchReader:
         patch_size: tuple[int, int],
         final_size: tuple[int, int] | None = None,
         cache_bytes: int = 512 * 2**20,
-        direct: bool = True,
     ):
         self.fovs = list(fovs)
-        self.direct = bool(direct)
         self.channels = [int(c) for c in channel_indices]
         self.z0, self.z1 = int(z_range[0]), int(z_range[1])
         self.hy, self.hx = int(patch_size[0]) // 2, int(patch_size[1]) // 2
@@ -265,14 +149,11 @@ class PatchReader:
     # ----------------------------------------------------------------------------------------- reading
 
     def _image(self, fov_index: int):
-        """``(image, DirectChunks or None)`` of a FOV, opened once (iohub re-opens ``position["0"]`` on
-        every access, ~2 ms)."""
-        entry = self._images.get(fov_index)
-        if entry is None:
-            img = self.fovs[fov_index].image
-            direct = DirectChunks.from_array(img) if self.direct else None
-            entry = self._images[fov_index] = (img, direct)
-        return entry
+        """The image array of a FOV, opened once (iohub re-opens ``position["0"]`` on every access, ~2 ms)."""
+        img = self._images.get(fov_index)
+        if img is None:
+            img = self._images[fov_index] = self.fovs[fov_index].image
+        return img
 
     def _plane_nbytes(self, fov) -> int:
         _, _, _, h, w = fov.shape
@@ -280,18 +161,10 @@ class PatchReader:
         return len(self.channels) * (self.z1 - self.z0) * h * w * itemsize
 
     def _read_region(self, fov_index: int, t: int, ys: slice, xs: slice) -> np.ndarray:
-        img, direct = self._image(fov_index)
+        img = self._image(fov_index)
         zs = slice(self.z0, self.z1)
         how, cs, reorder = self._chan_read
-        if direct is not None:
-            _, _, _, h, w = direct.shape
-            yb, xb = ys.indices(h)[:2], xs.indices(w)[:2]
-            zb = (self.z0, self.z1)
-            if how == "each":
-                out = np.stack([direct.read([(t, t + 1), (c, c + 1), zb, yb, xb])[0, 0] for c in self.channels])
-            else:
-                out = direct.read([(t, t + 1), (cs.start, cs.stop), zb, yb, xb])[0]
-        elif how == "each":
+        if how == "each":
             out = np.stack([np.asarray(img[t, c, zs, ys, xs]) for c in self.channels])
         else:
             out = np.asarray(img[t, cs, zs, ys, xs])
