@@ -38,7 +38,10 @@ def test_sigterm_leaves_nothing_or_a_complete_store(delay, conformance_ckpt, tmp
 
         assert ad.read_zarr(out).n_obs == 72
     else:
-        assert proc.returncode in (130, -signal.SIGTERM), stderr
+        # 130 from our handler; a signal that lands before the handler is installed kills the interpreter
+        assert proc.returncode in (130, -signal.SIGTERM, -signal.SIGINT), stderr
+        if proc.returncode != -signal.SIGTERM:
+            assert "interrupted; nothing written" in stderr
         assert not out.exists()
     assert not _leftovers(tmp_path)
 

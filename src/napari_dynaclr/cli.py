@@ -267,6 +267,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one interruption is enough; let the cleanup run
     raise KeyboardInterrupt
 
 
