@@ -72,14 +72,13 @@ def test_device_count():
 
 def test_read_ahead_order_and_cleanup(case_copy):
     """The per-rank read-ahead yields this rank's batches in order and releases the plane cache."""
-    from napari_dynaclr.distributed import _read_ahead
-    from napari_dynaclr.engine import plan_prediction
+    from napari_dynaclr.engine import plan_prediction, read_ahead
 
     cfg = load_predict_yaml(case_copy("dev2d") / "predict.yml")
     plan = plan_prediction(cfg)
     try:
         mine = list(range(1, plan.n_batches, 2))
-        got = list(_read_ahead(plan, mine, threads=2))
+        got = list(read_ahead(plan, mine, threads=2))
         assert [i for i, _ in got] == mine
         assert plan.reader.cached_planes == 0
         for i, x in got:

@@ -39,37 +39,6 @@ def wants_lightning(cfg) -> bool:
     return device_count(cfg) * int(cfg.num_nodes) > 1
 
 
-def _read_ahead(plan, indices, threads: int, prefetch: int = 2):
-    """Yield ``(i, batch)`` for *indices* in order, reading ``prefetch`` batches ahead in threads."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    indices = list(indices)
-    if not indices:
-        return
-    plan.reader.expect(plan.cells.iloc[np.concatenate([np.arange(*plan.batch_bounds(i)) for i in indices])])
-    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="dynaclr-read")
-    pending: deque = deque()
-    it = iter(indices)
-    try:
-        for i in it:
-            pending.append((i, pool.submit(plan.load_batch, i)))
-            if len(pending) > prefetch:
-                break
-        while pending:
-            i, fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(plan.load_batch, nxt)))
-            yield i, fut.result()
-    finally:
-        for _, fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        plan.reader.expect(None)
-        plan.reader.clear()
-
-
 def predict_with_lightning(plan, model, cfg, on_batch=None, scratch: str | Path | None = None):
     """Run the plan on ``cfg.devices`` x ``cfg.num_nodes`` through a Lightning Trainer.
 
@@ -84,14 +53,14 @@ def predict_with_lightning(plan, model, cfg, on_batch=None, scratch: str | Path 
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
-    from .engine import EmbeddingAccumulator
+    from .engine import EmbeddingAccumulator, read_ahead
 
     class _Batches(IterableDataset):
         def __init__(self, indices):
             self.indices = list(indices)
 
         def __iter__(self):
-            for i, x in _read_ahead(plan, self.indices, cfg.num_workers):
+            for i, x in read_ahead(plan, self.indices, cfg.num_workers):
                 yield torch.tensor(i), x
 
     class _Data(pl.LightningDataModule):

@@ -236,34 +236,15 @@ def predict_batches(
             if isinstance(m, torch.nn.Conv2d):
                 m.to(memory_format=torch.channels_last)
     order = list(range(plan.n_batches)) if batches is None else list(batches)
-    if order:  # planes are dropped from the reader's cache once their last expected cell is cropped
-        rows = [np.arange(*plan.batch_bounds(i)) for i in order]
-        plan.reader.expect(plan.cells if batches is None else plan.cells.iloc[np.concatenate(rows)])
-    threads = max(1, loader_threads or plan.config.num_workers)
     pin = dev.startswith("cuda")
-
-    def load(i):
-        x = plan.load_batch(i)
-        return x.pin_memory() if pin else x
-
+    threads = max(1, loader_threads or plan.config.num_workers)
     t0 = time.perf_counter()
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dynaclr-read")
-    pending: deque = deque()
+    batches_in = read_ahead(plan, order, threads, prefetch, pin_memory=pin)
     try:
-        it = iter(order)
-        for i in it:
-            pending.append((i, pool.submit(load, i)))
-            if len(pending) > prefetch:
-                break
         with torch.inference_mode(), _precision_context(precision, dev):
-            while pending:
+            for i, x in batches_in:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("prediction cancelled")
-                i, fut = pending.popleft()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(load, nxt)))
-                x = fut.result()
                 x = x.to(dev, non_blocking=pin)
                 if true_dtype is not None:
                     x = x.to(true_dtype)
@@ -281,6 +262,41 @@ def predict_batches(
                     n_cells=plan.n_cells,
                     elapsed=time.perf_counter() - t0,
                 )
+    finally:
+        batches_in.close()
+
+
+def read_ahead(plan: PredictionPlan, indices, threads: int = 2, prefetch: int = 2, pin_memory: bool = False):
+    """Yield ``(i, normalised batch tensor)`` for batch *indices* in order, ``prefetch`` batches ahead.
+
+    Batches are read and normalised by *threads* background threads; the reader is told which cells
+    are coming, so each plane leaves its cache after its last cell. Closing the generator cancels the
+    pending reads and empties the cache.
+    """
+    indices = list(indices)
+    if not indices:
+        return
+    rows = [np.arange(*plan.batch_bounds(i)) for i in indices]
+    plan.reader.expect(plan.cells.iloc[np.concatenate(rows)])
+
+    def load(i):
+        x = plan.load_batch(i)
+        return x.pin_memory() if pin_memory else x
+
+    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="dynaclr-read")
+    pending: deque = deque()
+    it = iter(indices)
+    try:
+        for i in it:
+            pending.append((i, pool.submit(load, i)))
+            if len(pending) > prefetch:
+                break
+        while pending:
+            i, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(load, nxt)))
+            yield i, fut.result()
     finally:
         for _, fut in pending:
             fut.cancel()
