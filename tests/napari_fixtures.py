@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from napari_dynaclr.jobs import import_model_stack
 from napari_dynaclr.synthetic import SyntheticSpec
+
+# Load torch/timm (and triton) at collection time, before any test opens an OpenGL context: Mesa's
+# llvmpipe maps libLLVM, and triton's extension crashes when loaded after it (see jobs._guard_triton).
+import_model_stack()
+import timm  # noqa: E402,F401
 
 #: 1 well × 2 FOVs × 4 timepoints, 6 cells each (+ a division): 52 cells, 2 batches of 32 — seconds on CPU
 SMALL_SPEC = SyntheticSpec(wells=("A/1",), fovs_per_well=2, timepoints=4, size=(128, 128), cells_per_fov=6)

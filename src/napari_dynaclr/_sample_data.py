@@ -30,6 +30,9 @@ def ensure_demo(folder: Path | None = None, spec: SyntheticSpec | None = None) -
     import shutil
 
     from .demo import make_demo_inputs
+    from .jobs import import_model_stack
+
+    import_model_stack()  # safe torch import inside a running napari (see jobs._guard_triton)
 
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -325,7 +325,7 @@ def compute_clusters(X: np.ndarray, method: str, n_clusters: int = 8, min_cluste
     elif method.lower() == "hdbscan":
         from sklearn.cluster import HDBSCAN
 
-        labels = HDBSCAN(min_cluster_size=max(2, int(min_cluster_size))).fit_predict(X)
+        labels = HDBSCAN(min_cluster_size=max(2, int(min_cluster_size)), copy=True).fit_predict(X)
     else:
         raise ExploreError(f"unknown clustering {method!r}; use one of {', '.join(CLUSTERINGS)}")
     return pd.Categorical(np.asarray(labels, dtype=np.int64))

@@ -36,6 +36,37 @@ def import_model_stack() -> None:
         from . import engine, model  # noqa: F401
 
 
+_LOAD_LOCK = threading.Lock()
+_LOADED: dict = {}
+
+
+def load_model_cached(path, encoder=None, reuse: bool = True):
+    """:func:`~napari_dynaclr.model.load_checkpoint`, one at a time, reusing the last loaded model.
+
+    The checkpoint check and a run started right after it load the same file; two concurrent
+    ``torch.load`` calls can deadlock, and loading twice wastes time on a laptop.
+    """
+    import_model_stack()
+    from .model import load_checkpoint
+
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size, repr(encoder))
+    except OSError:
+        key = None
+    with _LOAD_LOCK:
+        if not reuse:
+            key = None
+        if key is not None and _LOADED.get("key") == key:
+            return _LOADED["model"]
+        loaded = load_checkpoint(path, encoder)
+        _LOADED.clear()
+        if key is not None:
+            _LOADED.update(key=key, model=loaded)
+        return loaded
+
+
 def _guard_triton() -> None:
     """Keep torch from importing triton into a process whose OpenGL driver already loaded LLVM.
 
@@ -98,7 +129,6 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     import_model_stack()
     from .engine import EmbeddingAccumulator, plan_prediction, predict_batches, resolve_device
     from .explore import StreamingProjector
-    from .model import load_checkpoint
     from .reduce import apply_reductions
     from .store import build_anndata, check_output_path, uns_for, write_store
 
@@ -110,7 +140,8 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     if cfg.ckpt_path is None:
         raise ConfigError("no checkpoint: choose a checkpoint file")
     t0 = time.perf_counter()
-    loaded = load_checkpoint(cfg.ckpt_path, cfg.encoder)
+    # a reduced-precision run converts the model in place: never share that one
+    loaded = load_model_cached(cfg.ckpt_path, cfg.encoder, reuse=cfg.precision in ("32-true", "32"))
     plan = plan_prediction(cfg, loaded.config)
     try:
         dev = resolve_device(device or cfg.accelerator)
@@ -180,9 +211,9 @@ def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=()) -
 def inspect_checkpoint(path, encoder=None) -> str:
     """Load a checkpoint strictly and describe it (the config, inferred or given, and key match)."""
     import_model_stack()
-    from .model import describe_config, load_checkpoint
+    from .model import describe_config
 
-    loaded = load_checkpoint(path, encoder)
+    loaded = load_model_cached(path, encoder)
     how = "inferred from the weights" if loaded.inferred else "from predict.yml"
     return (f"{describe_config(loaded.config)}, {how}; all state-dict keys match "
             f"({loaded.n_parameters / 1e6:.1f} M parameters)")

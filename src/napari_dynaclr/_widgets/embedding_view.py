@@ -252,7 +252,7 @@ class EmbeddingView(QWidget):
         except explore.ExploreError as exc:
             show_error(str(exc))
             return None
-        worker = thread_worker(explore.compute_reduction, progress=True)(X, method)
+        worker = thread_worker(explore.compute_reduction, progress=True, ignore_errors=True)(X, method)
 
         def done(result):
             key, coords = result
@@ -275,7 +275,7 @@ class EmbeddingView(QWidget):
         except explore.ExploreError as exc:
             show_error(str(exc))
             return None
-        worker = thread_worker(explore.compute_clusters, progress=True)(
+        worker = thread_worker(explore.compute_clusters, progress=True, ignore_errors=True)(
             X, method, n_clusters=self.n_clusters.value, min_cluster_size=self.min_size.value)
 
         def done(labels):
@@ -293,7 +293,7 @@ class EmbeddingView(QWidget):
             return None
         from ..jobs import save_to_store
 
-        worker = thread_worker(save_to_store, progress=True)(s.adata, s.table, s.store_path, list(reductions),
+        worker = thread_worker(save_to_store, progress=True, ignore_errors=True)(s.adata, s.table, s.store_path, list(reductions),
                                                              list(columns))
         worker.returned.connect(lambda p: show_info(f"saved to {p}"))
         worker.errored.connect(lambda exc: show_error(str(exc)))

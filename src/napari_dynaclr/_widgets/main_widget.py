@@ -200,7 +200,7 @@ class DynaCLRWidget(QWidget):
             return None
         self.ckpt_info.value = "checking…"
         encoder = self.yml_config.encoder if self.yml_config is not None else None
-        worker = thread_worker(jobs.inspect_checkpoint)(path, encoder)
+        worker = thread_worker(jobs.inspect_checkpoint, ignore_errors=True)(path, encoder)
         worker.returned.connect(lambda text: setattr(self.ckpt_info, "value", f"✓ {text}"))
         worker.errored.connect(lambda exc: setattr(self.ckpt_info, "value", f"✗ {_message(exc)}"))
         worker.start()
@@ -283,7 +283,7 @@ class DynaCLRWidget(QWidget):
         self.last_error = None
         self.last_result = None
         self.cancel_event = threading.Event()
-        worker = thread_worker(jobs.prediction_job)(cfg, self.device.value, self.cancel_event)
+        worker = thread_worker(jobs.prediction_job, ignore_errors=True)(cfg, self.device.value, self.cancel_event)
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_finished)
         worker.errored.connect(self._on_error)
@@ -302,27 +302,32 @@ class DynaCLRWidget(QWidget):
             self.status.value = "cancelling…"
 
     def _on_event(self, ev) -> None:
+        if self.worker is None:  # a late event of a finished run
+            return
         if isinstance(ev, jobs.Planned):
             from ..explore import cell_table
 
+            self.status.value = f"predicting {len(ev.obs)} cells in {ev.n_batches} batches on {ev.device}"
+            self._pbar = progress(total=ev.n_batches, desc="DynaCLR prediction")
             table = cell_table(ev.obs)
             table["preview_0"] = float("nan")
             table["preview_1"] = float("nan")
             cfg = self._run_cfg
+            # (adding layers and docks may process queued events, even this run's end: set state first)
             self.session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
                                    fov_name=self.session.fov_name)
-            self._pbar = progress(total=ev.n_batches, desc="DynaCLR prediction")
-            self.status.value = f"predicting {len(ev.obs)} cells in {ev.n_batches} batches on {ev.device}"
             self._ensure_embedding_view()
         elif isinstance(ev, jobs.Batch):
-            self.session.update_rows(ev.start, ev.stop, {"preview_0": ev.preview[:, 0], "preview_1": ev.preview[:, 1]})
+            self.status.value = f"batch {ev.index + 1}/{ev.n_batches}"
             if self._pbar is not None:
                 self._pbar.update(1)
-            self.status.value = f"batch {ev.index + 1}/{ev.n_batches}"
+            self.session.update_rows(ev.start, ev.stop, {"preview_0": ev.preview[:, 0], "preview_1": ev.preview[:, 1]})
         elif isinstance(ev, jobs.Stage):
             self.status.value = f"{ev.name}…"
             if ev.name == "writing":
                 self.cancel_btn.enabled = False
+        if self.worker is None:  # the run ended while this event was handled (nested event processing)
+            self._set_running(False)
 
     def _on_finished(self, res: jobs.Finished) -> None:
         from ..explore import cell_table
@@ -364,7 +369,7 @@ class DynaCLRWidget(QWidget):
             show_error("choose an embedding store first")
             return None
         plate, tracks = _path(self.plate.value), _path(self.tracks.value)
-        worker = thread_worker(jobs.open_store)(path)
+        worker = thread_worker(jobs.open_store, ignore_errors=True)(path)
 
         def done(result):
             adata, table = result

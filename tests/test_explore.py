@@ -1,0 +1,187 @@
+"""Qt-free tests of the explorer core (explore.py, layers.py, jobs.py, reader, manifest)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_dynaclr import explore, layers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _obs(n_t=4):
+    """Two FOVs; FOV A/1/0 has track 1 dividing at t=2 into tracks 2 and 3; FOV A/1/1 one track 1."""
+    rows = []
+    for t in range(n_t):
+        if t < 2:
+            rows.append(("A/1/0", 1, t, -1, 10 + t, 20 + t))
+        else:
+            rows.append(("A/1/0", 2, t, 1, 30 + t, 20))
+            rows.append(("A/1/0", 3, t, 1, 5 + t, 40))
+        rows.append(("A/1/1", 1, t, -1, 50, 50 + t))
+    df = pd.DataFrame(rows, columns=["fov_name", "track_id", "t", "parent_track_id", "y", "x"])
+    df.insert(3, "id", np.arange(len(df)))
+    df.insert(5, "parent_id", -1)
+    return df
+
+
+def test_cell_table_columns_and_dtypes():
+    obs = _obs()
+    umap = np.random.default_rng(0).normal(size=(len(obs), 2))
+    table = explore.cell_table(obs, {"X_umap": umap, "X_pca": np.ones((len(obs), 10)), "X_projections": np.ones((len(obs), 32))})
+    for col in ["fov_name", "track_id", "t", "frame", "cell_index", "UMAP_0", "UMAP_1", "PCA_7", "selection", "cluster", "annotation"]:
+        assert col in table.columns, col
+    assert "PCA_8" not in table.columns and not any(c.startswith("PROJECTIONS") for c in table.columns)
+    for col in ("fov_name", "selection", "cluster", "annotation"):
+        assert isinstance(table[col].dtype, pd.CategoricalDtype), col
+    np.testing.assert_array_equal(table["frame"], obs["t"])
+    np.testing.assert_allclose(table["UMAP_1"], umap[:, 1].astype(np.float32))
+    assert explore.default_axes(table) == ("UMAP_0", "UMAP_1")
+    assert explore.default_axes(table.drop(columns=["UMAP_0", "UMAP_1"])) == ("PCA_0", "PCA_1")
+
+
+def test_column_colors_categorical_vs_continuous():
+    table = explore.cell_table(_obs())
+    cat = explore.column_colors(table["fov_name"])
+    codes = table["fov_name"].cat.codes.to_numpy()
+    np.testing.assert_allclose(cat[:, :3], explore.CATEGORY_CYCLE[codes])
+    cont = explore.column_colors(table["t"], "gray", contrast=(0, 3))
+    np.testing.assert_allclose(cont[:, 0], table["t"] / 3, atol=1 / 255 + 1e-6)
+    vals = pd.Series([0.0, np.nan, 1.0])
+    assert explore.column_colors(vals)[1].tolist() == pytest.approx(explore.MISSING_COLOR.tolist())
+
+
+def test_points_in_polygon_matches_half_planes():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(-1, 2, size=(20000, 2))
+    tri = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    expected = (xy[:, 0] > 0) & (xy[:, 1] > 0) & (xy[:, 0] + xy[:, 1] < 1)
+    np.testing.assert_array_equal(explore.points_in_polygon(xy, tri), expected)
+    box = explore.points_in_box(xy, (1.5, -0.5), (0.5, 0.5))
+    np.testing.assert_array_equal(box, (xy[:, 0] >= 0.5) & (xy[:, 0] <= 1.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= 0.5))
+    assert not explore.points_in_polygon(xy, tri[:2]).any()
+
+
+def test_frame_index_and_trajectory_branch_at_division():
+    table = explore.cell_table(_obs())
+    frames = explore.FrameIndex(table)
+    rows = frames.rows("A/1/0", 2)
+    assert sorted(table.loc[rows, "track_id"]) == [2, 3]
+    assert len(frames.rows("A/1/1", 9)) == 0
+    assert explore.lineage_tracks(table, "A/1/0", 2) == [1, 2]  # ancestors + itself, not the sibling
+    assert explore.lineage_tracks(table, "A/1/0", 1) == [1, 2, 3]
+    branches = explore.track_trajectory(table, "A/1/0", 1)
+    assert len(branches) == 3
+    parent = branches[0]
+    assert table.loc[parent, "t"].tolist() == [0, 1]
+    for child in branches[1:]:
+        assert child[0] == parent[-1]  # joins the parent's last point
+        assert table.loc[child[1:], "t"].tolist() == [2, 3]
+    assert explore.track_trajectory(table, "A/1/1", 99) == []
+
+
+def test_annotation_csv_round_trip(tmp_path):
+    table = explore.cell_table(_obs())
+    explore.assign_class(table, [0, 2], "mitotic")
+    explore.assign_class(table, [3], "infected")
+    assert isinstance(table["annotation"].dtype, pd.CategoricalDtype)
+    path = tmp_path / "ann.csv"
+    assert explore.write_annotations_csv(table, path) == 3
+    csv = pd.read_csv(path)
+    assert list(csv.columns) == ["fov_name", "track_id", "t", "annotation"]
+    fresh = explore.cell_table(_obs())
+    col, n = explore.read_annotations_csv(fresh, path)
+    assert n == 3
+    assert list(col.astype(str)) == list(table["annotation"].astype(str))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(explore.ExploreError):
+        explore.read_annotations_csv(fresh, bad)
+    with pytest.raises(explore.ExploreError):
+        explore.assign_class(table, [0], "a,b")
+
+
+def test_clustering_and_reduction():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.1, (30, 5)), rng.normal(5, 0.1, (30, 5))])
+    labels = explore.compute_clusters(X, "KMeans", n_clusters=2)
+    assert isinstance(labels, pd.Categorical)
+    assert len(set(labels[:30])) == 1 and len(set(labels[30:])) == 1 and labels[0] != labels[-1]
+    hd = explore.compute_clusters(X, "HDBSCAN", min_cluster_size=5)
+    assert len(set(hd[:30]) & set(hd[30:])) == 0
+    key, coords = explore.compute_reduction(X, "PCA", n_components=2)
+    assert key == "X_pca" and coords.shape == (60, 2)
+    with pytest.raises(explore.ExploreError):
+        explore.compute_clusters(X, "nope")
+
+
+def test_fov_overlay_sorted_with_lineage_graph():
+    table = explore.cell_table(_obs())
+    ov = layers.fov_overlay(table, "A/1/0", scale=(1.0, 0.5, 0.5))
+    sub = table.iloc[ov.rows]
+    assert (sub["fov_name"] == "A/1/0").all()
+    keys = list(zip(sub["track_id"], sub["t"], strict=True))
+    assert keys == sorted(keys)
+    assert ov.graph == {2: [1], 3: [1]}
+    np.testing.assert_array_equal(ov.points, sub[["t", "y", "x"]].to_numpy(float))
+    np.testing.assert_array_equal(ov.tracks[:, 0], sub["track_id"])
+    np.testing.assert_array_equal(ov.features["cell_index"], ov.rows)
+
+
+def test_streaming_projector_is_stable():
+    rng = np.random.default_rng(0)
+    proj = explore.StreamingProjector()
+    a = proj(rng.normal(size=(10, 8)))
+    b1 = rng.normal(size=(4, 8))
+    np.testing.assert_allclose(proj(b1), proj(b1))
+    assert a.shape == (10, 2)
+
+
+def test_manifest_packaged_copy_is_identical():
+    from importlib.resources import files
+
+    root = (ROOT / "napari.yaml").read_text()
+    assert files("napari_dynaclr").joinpath("napari.yaml").read_text() == root
+    import yaml
+
+    doc = yaml.safe_load(root)
+    widgets = {w["command"]: w["display_name"] for w in doc["contributions"]["widgets"]}
+    assert widgets["napari-dynaclr.verify"] == "Verify against reference"
+    cmds = {c["id"]: c["python_name"] for c in doc["contributions"]["commands"]}
+    assert cmds["napari-dynaclr.verify"] == "napari_dynaclr._widgets.verify_panel:VerifyWidget"
+    assert doc["contributions"]["sample_data"][0]["display_name"] == "DynaCLR demo"
+
+
+def test_npe2_validates_manifest():
+    npe2 = Path(sys.executable).with_name("npe2")
+    out = subprocess.run([str(npe2), "validate", "napari-dynaclr"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_reader_accepts_only_stores(tmp_path):
+    from napari_dynaclr._reader import get_reader
+
+    assert get_reader(str(tmp_path)) is None
+    (tmp_path / "x.zarr").mkdir()
+    assert get_reader(str(tmp_path / "x.zarr")) is None
+
+
+def test_plugin_modules_import_light():
+    code = textwrap.dedent(
+        """
+        import sys
+        import napari_dynaclr._reader, napari_dynaclr._sample_data, napari_dynaclr.explore
+        import napari_dynaclr.layers, napari_dynaclr.jobs
+        heavy = [m for m in ("torch", "lightning", "timm", "umap", "PyQt5") if m in sys.modules]
+        print(heavy)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,363 @@
+"""pytest-qt tests of the napari plugin (make_napari_viewer under Xvfb)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from napari_fixtures import *  # noqa: F403
+from napari_fixtures import SMALL_SPEC
+
+from napari_dynaclr import explore
+from napari_dynaclr.tracks import INDEX_COLUMNS
+
+PLUGIN = "napari-dynaclr"
+RUN_TIMEOUT_MS = 150_000
+
+
+@pytest.fixture
+def docked(make_napari_viewer):
+    """A shown viewer with the main widget and the embedding view docked through the manifest."""
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    _, view = viewer.window.add_plugin_dock_widget(PLUGIN, "Embedding view")
+    return viewer, main, view
+
+
+def _errors(monkeypatch):
+    from napari_dynaclr._widgets import embedding_view, main_widget
+
+    seen = []
+    monkeypatch.setattr(main_widget, "show_error", seen.append)
+    monkeypatch.setattr(embedding_view, "show_error", seen.append)
+    return seen
+
+
+def _open_store(qtbot, main, store, plate=None, tracks=None):
+    if plate is not None:
+        main.plate.value = plate
+        main.tracks.value = tracks
+    worker = main.open_embeddings(store)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    return main.session
+
+
+def test_widgets_dock_through_manifest(docked):
+    viewer, main, view = docked
+    from napari_dynaclr._widgets.embedding_view import EmbeddingView
+    from napari_dynaclr._widgets.main_widget import DynaCLRWidget
+
+    assert isinstance(main, DynaCLRWidget) and isinstance(view, EmbeddingView)
+    assert main.session is view.session  # one session per viewer, despite napari's viewer proxy
+    assert main.status.value == "ready"
+
+
+def test_full_run_streams_and_writes_store(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    assert main.load_predict_yml(demo_inputs["config"])
+    assert main.channels.value == "Phase3D, RFP" and main.patch.value == 64
+    out = tmp_path / "run.zarr"
+    main.output.value = out
+    main.device.value = "cpu"
+    main.batch_size.value = 16
+    events, plotted = [], []
+    worker = main.run()
+    worker.yielded.connect(events.append)
+    main.session.rows_changed.connect(lambda a, b: plotted.append(len(view.scatter.xy)))
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert errors == [] and main.last_error is None
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "Planned" and kinds.count("Batch") == 4  # 52 cells / 16
+    assert plotted and all(n == 52 for n in plotted)  # rows streamed into the scatter per batch
+    assert out.is_dir() and main.last_result.output_path == out
+    import anndata as ad
+
+    adata = ad.read_zarr(out)
+    assert adata.n_obs == 52 and "X_pca" in adata.obsm
+    s = main.session
+    assert s.store_path == out and len(s.table) == 52
+    pts, trk = s.points_layer, s.tracks_layer
+    fov_cells = (adata.obs["fov_name"].astype(str) == s.fov_name).sum()
+    assert len(pts.data) == fov_cells == len(trk.features)
+    feats = pts.features
+    for col in [*[c for c in INDEX_COLUMNS if c in adata.obs], "frame", "cell_index", "PCA_0", "PCA_1", "selection",
+                "cluster", "annotation"]:
+        assert col in feats.columns, col
+    for col in ("fov_name", "selection", "cluster", "annotation"):
+        assert isinstance(feats[col].dtype, pd.CategoricalDtype), col
+    np.testing.assert_array_equal(feats["frame"], feats["t"])
+    np.testing.assert_array_equal(pts.data[:, 0], feats["t"])
+    # the Tracks layer keeps our (track_id, t) order, so features and colours stay aligned
+    np.testing.assert_array_equal(trk.data[:, 0], trk.features["track_id"])
+    np.testing.assert_array_equal(trk.features["cell_index"], feats["cell_index"])
+    obs_pca = adata.obsm["X_pca"][feats["cell_index"].to_numpy(), 0]
+    np.testing.assert_allclose(feats["PCA_0"], obs_pca, rtol=1e-5)
+    assert [layer.name for layer in s.image_layers] == [f"{s.fov_name} Phase3D", f"{s.fov_name} RFP"]
+    assert s.image_layers[0].data.shape == (SMALL_SPEC.timepoints, *SMALL_SPEC.size)  # T, Y, X (Z=1 dropped)
+    assert view.axes() == ("PCA_0", "PCA_1") and len(view.scatter.xy) == 52
+    assert main.status.value == "ready" and main.run_btn.enabled and not main.cancel_btn.enabled
+
+
+def test_cancel_mid_run_leaves_no_store(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    main.load_predict_yml(demo_inputs["config"])
+    out = tmp_path / "cancelled.zarr"
+    main.output.value = out
+    main.device.value = "cpu"
+    main.batch_size.value = 8  # 7 batches
+    batches = []
+
+    def on_event(ev):
+        if type(ev).__name__ == "Batch":
+            batches.append(ev.index)
+            if len(batches) == 1:
+                main.cancel_btn.clicked.emit()  # the Cancel button
+
+    worker = main.run()
+    worker.yielded.connect(on_event)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert errors == []
+    assert 1 <= len(batches) < 7  # stopped between batches
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no partial store either
+    assert main.last_result is None and main.worker is None
+    assert main.status.value == "ready" and main.run_btn.enabled
+
+
+def test_bad_channel_shows_error_and_recovers(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    main.load_predict_yml(demo_inputs["config"])
+    main.output.value = tmp_path / "bad.zarr"
+    main.device.value = "cpu"
+    main.channels.value = "Phase3D, GFP"
+    # with the yml's per-channel normalisations the config itself is refused, before any worker
+    assert main.run() is None and "RFP" in errors[-1]
+    assert main.run_btn.enabled and main.worker is None
+    main.normalization.value = "fov_statistics"  # now the config is valid and the run fails on GFP
+    errors.clear()
+    worker = main.run()
+    assert worker is not None, errors
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert len(errors) == 1 and "GFP" in errors[0] and "Phase3D" in errors[0]
+    assert not (tmp_path / "bad.zarr").exists()
+    assert main.worker is None and main.run_btn.enabled and not main.cancel_btn.enabled
+    assert main.status.value.startswith("ready")
+    # invalid settings are refused up front, without a worker
+    main.fovs.value = []
+    assert main.run() is None and "FOV" in errors[-1]
+
+
+def test_open_store_without_checkpoint(docked, demo_store, demo_inputs, qtbot, monkeypatch):
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    assert main.ckpt.value is None or str(main.ckpt.value) in ("", ".")
+    s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    assert errors == []
+    assert len(s.table) == 52 and s.adata is not None
+    assert view.axes() == ("UMAP_0", "UMAP_1")  # UMAP by default when present
+    assert s.points_layer is not None and len(s.image_layers) == 2
+    assert main.show_fov.choices == ("A/1/0", "A/1/1")
+    # switching FOV swaps the image and overlays
+    main.show_fov.value = "A/1/1"
+    assert s.fov_name == "A/1/1"
+    assert s.image_layers[0].name == "A/1/1 Phase3D"
+    assert (s.points_layer.features["fov_name"] == "A/1/1").all()
+    names = [layer.name for layer in viewer.layers]
+    assert not any(n.startswith("A/1/0") for n in names)
+
+
+def test_open_store_finds_plate_from_uns(docked, demo_store, qtbot, monkeypatch):
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    s = _open_store(qtbot, main, demo_store)
+    assert errors == []
+    # the store records the plate path relative to the config folder; without it we still get overlays
+    assert s.points_layer is not None and len(view.scatter.xy) == 52
+
+
+def test_lasso_selects_cells_inside_and_highlights_layers(docked, demo_store, demo_inputs, qtbot):
+    viewer, main, view = docked
+    s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    xy = view.xy()
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    # a triangle over the lower-left half of the cloud
+    a, b, c = lo - 0.01, np.array([hi[0] + 0.01, lo[1] - 0.01]), np.array([lo[0] - 0.01, hi[1] + 0.01])
+    tri = np.array([a, b, c])
+    u = (xy - a) / (hi - lo + 0.02)
+    expected = np.flatnonzero((u[:, 0] > 0) & (u[:, 1] > 0) & (u[:, 0] + u[:, 1] < 1))
+    assert 0 < len(expected) < 52
+    rows = view.select_polygon(tri, mode="replace")
+    np.testing.assert_array_equal(rows, expected)
+    np.testing.assert_array_equal(np.flatnonzero(s.table["selection"].cat.codes == 1), expected)
+    assert isinstance(s.table["selection"].dtype, pd.CategoricalDtype)
+    feats = s.points_layer.features
+    sel_layer = feats["cell_index"].isin(expected).to_numpy()
+    np.testing.assert_array_equal(feats["selection"].astype(int).to_numpy(), sel_layer.astype(int))
+    np.testing.assert_array_equal(s.tracks_layer.features["selection"].astype(int).to_numpy(), sel_layer.astype(int))
+    border = s.points_layer.border_color
+    assert np.allclose(border[sel_layer], [1.0, 0.85, 0.0, 1.0])
+    assert not np.allclose(border[~sel_layer], [1.0, 0.85, 0.0, 1.0])
+    assert view.scatter.selected.visible and len(view.scatter.selected._data) == len(expected)
+    # add / subtract modes and box selection
+    box_rows = view.select_box(lo - 1, hi + 1, mode="subtract")
+    assert len(box_rows) == 0
+    # the same through the mouse path: the canvas signal delivers the polygon
+    view.scatter.lasso_finished.emit(tri)
+    np.testing.assert_array_equal(s.selected, expected)
+
+
+def test_image_click_highlights_scatter_point(docked, demo_store, demo_inputs, qtbot):
+    viewer, main, view = docked
+    s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    viewer.dims.set_point(0, 2)
+    assert s.current_t == 2
+    rows = s.frames.rows(s.fov_name, 2)
+    row = int(rows[0])
+    y, x = s.table["y"].iat[row], s.table["x"].iat[row]
+
+    class Click:  # what napari passes to viewer mouse callbacks
+        def __init__(self, kind):
+            self.type, self.button, self.pos, self.position = kind, 1, (10, 10), (2, y + 2, x - 1)
+
+    gen = s._on_mouse_drag(viewer, Click("mouse_press"))
+    next(gen)
+    with pytest.raises(StopIteration):
+        gen.send(None) if False else next(gen)  # release without moving
+    assert s.highlighted == row
+    hl = view.scatter.highlight
+    assert hl.visible and np.allclose(hl._data["a_position"][0, :2], view.xy()[row])
+    assert len(s.highlight_layer.data) >= 1  # the track is ringed in the image
+    # its trajectory is drawn in embedding space with a marker at the current t
+    assert view.scatter.trajectory.visible or len(explore.track_trajectory(s.table, s.fov_name, s.table["track_id"].iat[row])[0]) < 2
+    assert view.scatter.cursor.visible
+    np.testing.assert_allclose(view.scatter.cursor._data["a_position"][0, :2], view.xy()[row])
+    # selecting a point in the Points layer does the same
+    other = int(rows[1])
+    pos = int(np.flatnonzero(s.points_layer.features["cell_index"].to_numpy() == other)[0])
+    s.points_layer.selected_data = {pos}
+    assert s.highlighted == other
+
+
+def test_scatter_click_moves_viewer_to_cell(docked, demo_store, demo_inputs, qtbot):
+    viewer, main, view = docked
+    s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    target = int(np.flatnonzero((s.table["fov_name"] == "A/1/1") & (s.table["t"] == 3))[0])
+    view.scatter.point_clicked.emit(target)
+    assert s.fov_name == "A/1/1" and s.highlighted == target
+    assert int(round(viewer.dims.point[0])) == 3
+    np.testing.assert_allclose(viewer.camera.center[-2:], (s.table["y"].iat[target], s.table["x"].iat[target]))
+    # pick() maps a data position to the nearest plotted point
+    assert view.scatter.pick(view.xy()[target], radius_px=50) in (target, *np.flatnonzero(np.all(view.xy() == view.xy()[target], axis=1)))
+
+
+def test_time_step_emphasises_current_cells(docked, demo_store, demo_inputs, qtbot):
+    viewer, main, view = docked
+    s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    for t in (0, 3, 1):
+        viewer.dims.set_point(0, t)
+        rows = s.frames.rows(s.fov_name, t)
+        np.testing.assert_allclose(view.scatter.now._data["a_position"][:, :2], view.xy()[rows])
+
+
+def test_colour_by_column(docked, demo_store, demo_inputs, qtbot):
+    viewer, main, view = docked
+    s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    view.color_by("track_id")  # categorical
+    rows = s.overlay.rows
+    expected = explore.column_colors(s.table["track_id"])
+    np.testing.assert_allclose(s.points_layer.face_color, expected[rows], atol=1e-6)
+    np.testing.assert_allclose(s.tracks_layer.track_colors, expected[rows], atol=1e-6)
+    np.testing.assert_allclose(view.scatter.colors, expected)
+    view.color_by("UMAP_0")  # continuous
+    np.testing.assert_allclose(view.scatter.colors, explore.column_colors(s.table["UMAP_0"]))
+
+
+def test_clustering_reduction_and_annotations(docked, demo_copy, demo_inputs, tmp_path, qtbot, monkeypatch):
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    s = _open_store(qtbot, main, demo_copy, demo_inputs["plate"], demo_inputs["tracks"])
+    view.n_clusters.value = 3
+    view.save_results.value = True
+    worker = view.compute_clusters("KMeans")
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    save = view.worker
+    with qtbot.waitSignal(save.finished, timeout=60_000):
+        pass
+    assert errors == []
+    assert isinstance(s.points_layer.features["cluster"].dtype, pd.CategoricalDtype)
+    assert s.table["cluster"].nunique() == 3 and s.color_column == "cluster"
+    import anndata as ad
+
+    assert ad.read_zarr(demo_copy).obs["cluster"].nunique() == 3
+    view.save_results.value = False
+    worker = view.compute_reduction("PCA")
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert view.axes() == ("PCA_0", "PCA_1")
+    # annotations: selection → named class → CSV → re-import → store
+    s.select([0, 1, 2])
+    view.class_name.value = "dividing"
+    assert view.assign_selection() == 3
+    assert list(s.points_layer.features["annotation"].cat.categories) == ["", "dividing"]
+    csv = tmp_path / "ann.csv"
+    assert view.export_csv(csv) == 3
+    s.add_columns({"annotation": pd.Categorical([""] * len(s.table), categories=[""])})
+    assert view.import_csv(csv) == 3
+    assert (s.table["annotation"].astype(str).iloc[:3] == "dividing").all()
+    worker = view.save_annotations()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert (ad.read_zarr(demo_copy).obs["annotation"].astype(str).iloc[:3] == "dividing").all()
+
+
+def test_reader_opens_store_as_points(make_napari_viewer, demo_store):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(demo_store), plugin=PLUGIN)
+    assert len(layers) == 1 and layers[0].__class__.__name__ == "Points"
+    assert "UMAP_0" in layers[0].features and len(layers[0].data) == 52
+
+
+def test_sample_data_prefills_widget(make_napari_viewer, demo_inputs, tmp_path, monkeypatch):
+    cache = tmp_path / "demo"
+    shutil.copytree(Path(demo_inputs["config"]).parent, cache)
+    monkeypatch.setenv("NAPARI_DYNACLR_CACHE", str(cache))
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "dynaclr_demo")
+    kinds = sorted(type(layer).__name__ for layer in viewer.layers)
+    assert kinds == ["Image", "Image", "Tracks"]
+    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    assert Path(main.predict_yml.value) == cache / "predict.yml"
+    assert main.channels.value == "Phase3D, RFP"
+
+
+def test_widget_construction_stays_light():
+    code = textwrap.dedent(
+        """
+        import sys
+        import napari
+        from napari_dynaclr._widgets.main_widget import DynaCLRWidget
+        from napari_dynaclr._widgets.embedding_view import EmbeddingView
+        v = napari.Viewer(show=False)
+        DynaCLRWidget(v); EmbeddingView(v)
+        print([m for m in ("torch", "lightning", "timm", "umap") if m in sys.modules])
+        v.close()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
