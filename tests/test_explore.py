@@ -69,6 +69,19 @@ def test_points_in_polygon_matches_half_planes():
     assert not explore.points_in_polygon(xy, tri[:2]).any()
 
 
+def test_points_in_polygon_raster_path_is_exact():
+    from skimage.measure import points_in_poly
+
+    rng = np.random.default_rng(2)
+    xy = rng.normal(size=(300_000, 2))
+    ang = np.linspace(0, 2 * np.pi, 37, endpoint=False)
+    r = 1.2 + 0.6 * np.sin(5 * ang)  # a star: concave, many edges
+    star = np.column_stack([r * np.cos(ang), r * np.sin(ang)]) + [0.2, -0.1]
+    got = explore.points_in_polygon(xy, star)
+    np.testing.assert_array_equal(got, points_in_poly(xy, star))
+    assert 50_000 < got.sum() < 300_000
+
+
 def test_frame_index_and_trajectory_branch_at_division():
     table = explore.cell_table(_obs())
     frames = explore.FrameIndex(table)

@@ -180,11 +180,13 @@ def column_colors(series: pd.Series, colormap: str = "viridis",
 # selections
 
 
-def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+def points_in_polygon(xy: np.ndarray, polygon: np.ndarray, grid: int = 256) -> np.ndarray:
     """Boolean mask of the points inside a closed polygon (data coordinates), vectorised.
 
-    A bounding-box prefilter keeps the exact test (scikit-image's ``points_in_poly``) on the
-    candidates only, so a small lasso over a million points stays fast.
+    A bounding-box prefilter keeps the work on the candidates. For many candidates the polygon is
+    classified on a ``grid``×``grid`` raster of cells over its box: points in cells that no edge
+    touches take their cell's inside/outside value, and only points in edge cells get the exact test
+    (scikit-image's ``points_in_poly``) — same answer, a fraction of the time on a million points.
     """
     xy = np.asarray(xy, dtype=np.float64)
     poly = np.asarray(polygon, dtype=np.float64)
@@ -195,8 +197,34 @@ def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
 
     (x0, y0), (x1, y1) = poly.min(axis=0), poly.max(axis=0)
     cand = np.flatnonzero((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1))
-    if len(cand):
-        mask[cand] = points_in_poly(xy[cand], poly)
+    if len(cand) < 50_000 or not (x1 > x0 and y1 > y0):
+        if len(cand):
+            mask[cand] = points_in_poly(xy[cand], poly)
+        return mask
+    from scipy.ndimage import binary_dilation
+
+    sx, sy = (x1 - x0) / grid, (y1 - y0) / grid
+    pts = xy[cand]
+    ci = np.clip(((pts[:, 0] - x0) / sx).astype(np.int64), 0, grid - 1)
+    cj = np.clip(((pts[:, 1] - y0) / sy).astype(np.int64), 0, grid - 1)
+    # cells whose centre is inside
+    gx, gy = np.meshgrid(x0 + (np.arange(grid) + 0.5) * sx, y0 + (np.arange(grid) + 0.5) * sy)
+    inside = points_in_poly(np.column_stack([gx.ravel(), gy.ravel()]), poly).reshape(grid, grid)
+    # cells an edge passes through (sampled at ≤ half a cell, then grown by one cell to be safe)
+    edge = np.zeros((grid, grid), dtype=bool)
+    closed = np.vstack([poly, poly[:1]])
+    for (ax, ay), (bx, by) in zip(closed[:-1], closed[1:], strict=True):
+        n = int(np.ceil(2 * max(abs(bx - ax) / sx, abs(by - ay) / sy))) + 2
+        f = np.linspace(0.0, 1.0, n)
+        ex = np.clip(((ax + f * (bx - ax) - x0) / sx).astype(np.int64), 0, grid - 1)
+        ey = np.clip(((ay + f * (by - ay) - y0) / sy).astype(np.int64), 0, grid - 1)
+        edge[ey, ex] = True
+    edge = binary_dilation(edge, structure=np.ones((3, 3), dtype=bool))
+    on_edge = edge[cj, ci]
+    result = inside[cj, ci]
+    if on_edge.any():
+        result[on_edge] = points_in_poly(pts[on_edge], poly)
+    mask[cand] = result
     return mask
 
 

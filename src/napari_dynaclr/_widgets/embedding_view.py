@@ -187,7 +187,7 @@ class EmbeddingView(QWidget):
         t = self.session.table
         if t is None:
             return
-        n_done = int(np.isfinite(self.xy()).all(axis=1).sum())
+        n_done = int(self.scatter._finite.sum())
         self.status.value = f"{n_done}/{len(t)} cells plotted, {len(self.session.selected)} selected"
 
     def _on_point_clicked(self, i: int) -> None:

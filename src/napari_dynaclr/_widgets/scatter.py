@@ -32,7 +32,6 @@ class ScatterCanvas:
         self.view = self.canvas.central_widget.add_view()
         self.view.camera = scene.PanZoomCamera(aspect=None)
         self.base = self._markers(order=0)
-        self.selected = self._markers(order=1)
         self.now = self._markers(order=2)
         self.trajectory = scene.visuals.Line(parent=self.view.scene, width=2, connect="segments",
                                              antialias=True)
@@ -45,6 +44,8 @@ class ScatterCanvas:
         self.lasso_line.set_gl_state(depth_test=False, blend=True)
         self.xy = np.empty((0, 2), dtype=np.float32)
         self.colors = np.empty((0, 4), dtype=np.float32)
+        self._finite = np.zeros(0, dtype=bool)
+        self._selected_mask = np.zeros(0, dtype=bool)
         self.point_size = 4.0
         self.mode = "pan/zoom"
         self._drag: list | None = None
@@ -76,21 +77,43 @@ class ScatterCanvas:
             self.reset_view()
 
     def _upload_base(self) -> None:
-        xy = np.nan_to_num(self.xy, nan=np.float32(np.inf))
-        colors = self.colors
-        if len(xy) and not np.isfinite(self.xy).all():
-            colors = colors.copy()
-            colors[~np.isfinite(self.xy).all(axis=1), 3] = 0
-            xy = np.where(np.isfinite(self.xy), self.xy, 0).astype(np.float32)
-        if len(xy):
-            self.base.set_data(xy, face_color=colors, size=self.point_size, edge_width=0)
-        else:
+        xy = self.xy
+        finite = np.isfinite(xy).all(axis=1) if len(xy) else np.zeros(0, dtype=bool)
+        self._finite = finite
+        if not len(xy):
             self.base.set_data(np.zeros((1, 2), np.float32), face_color=(0, 0, 0, 0), size=0, edge_width=0)
+            return
+        self.base.set_data(np.where(finite[:, None], xy, 0).astype(np.float32), face_color=self._face(),
+                           size=self.point_size, edge_width=0, edge_color=(0, 0, 0, 0))
+        self._selected_mask = np.zeros(len(xy), dtype=bool)
+
+    def _face(self) -> np.ndarray:
+        colors = self.colors
+        if not self._finite.all():
+            colors = colors.copy()
+            colors[~self._finite, 3] = 0
+        return colors
+
+    def _update_fields(self, **fields) -> None:
+        """Replace attribute columns of the base markers in place and re-upload once (no re-plot).
+
+        vispy's ``Markers.set_data`` rebuilds and validates every attribute; for a colour or selection
+        change only one or two columns of the interleaved vertex buffer change, so those are written into
+        the visual's existing record array and the buffer is uploaded as is.
+        """
+        data = getattr(self.base, "_data", None)
+        if data is None or len(data) != len(self.xy):
+            self._upload_base()
+            return
+        for name, values in fields.items():
+            data[name] = values
+        self.base._vbo.set_data(data)
+        self.base.update()
 
     def set_colors(self, colors: np.ndarray) -> None:
-        """Recolour all points in place (one GPU upload)."""
+        """Recolour all points in place (one buffer upload)."""
         self.colors = np.asarray(colors, dtype=np.float32)
-        self._upload_base()
+        self._update_fields(a_bg_color=self._face())
 
     def reset_view(self) -> None:
         finite = self.xy[np.isfinite(self.xy).all(axis=1)] if len(self.xy) else self.xy
@@ -115,7 +138,18 @@ class ScatterCanvas:
         visual.set_data(xy, face_color=face, edge_color=edge, size=size, edge_width=edge_width, symbol=symbol)
 
     def show_selected(self, rows) -> None:
-        self._overlay(self.selected, rows, self.point_size + 3, edge=SELECTED_EDGE, edge_width=1.5)
+        """Outline the selected points (edge colour/width columns of the base markers, in place)."""
+        n = len(self.xy)
+        mask = np.zeros(n, dtype=bool)
+        mask[np.asarray(rows, dtype=np.int64)] = True
+        edge = np.zeros((n, 4), dtype=np.float32)
+        edge[mask] = SELECTED_EDGE
+        self._selected_mask = mask
+        self._update_fields(a_fg_color=edge, a_edgewidth=np.where(mask, 1.5, 0).astype(np.float32),
+                            a_size=np.where(mask, self.point_size + 3, self.point_size).astype(np.float32))
+
+    def selected_rows(self) -> np.ndarray:
+        return np.flatnonzero(getattr(self, "_selected_mask", np.zeros(0, dtype=bool)))
 
     def show_now(self, rows) -> None:
         self._overlay(self.now, rows, self.point_size + 5, edge=(1, 1, 1, 0.9), edge_width=1.0)

@@ -24,7 +24,7 @@ from psygnal import Signal
 from .. import explore, layers
 
 SELECTED_BORDER = np.array([1.0, 0.85, 0.0, 1.0], dtype=np.float32)
-PLAIN_BORDER = np.array([1.0, 1.0, 1.0, 0.35], dtype=np.float32)
+PLAIN_BORDER = np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -132,16 +132,18 @@ class ExplorerSession:
         """Copy table columns into the overlay layers' features (same rows, same order)."""
         if self.overlay is None:
             return
-        sub = self.table.iloc[self.overlay.rows]
+        rows = self.overlay.rows
         for layer in (self.points_layer, self.tracks_layer):
             if layer is None:
                 continue
             feats = layer.features
             for col in cols:
-                vals = sub[col]
-                feats[col] = vals.to_numpy() if not isinstance(vals.dtype, pd.CategoricalDtype) else \
-                    pd.Categorical(vals.to_numpy(), categories=vals.cat.categories)
-        self.overlay.features = self.table.iloc[self.overlay.rows].reset_index(drop=True)
+                vals = self.table[col]
+                if isinstance(vals.dtype, pd.CategoricalDtype):
+                    codes = np.asarray(vals.cat.codes)[rows]
+                    feats[col] = pd.Categorical.from_codes(codes, categories=vals.cat.categories)
+                else:
+                    feats[col] = vals.to_numpy()[rows]
 
     # ------------------------------------------------------------------ FOV layers
 
@@ -175,7 +177,7 @@ class ExplorerSession:
             self.tracks_layer.track_colors = colors
             self.points_layer = viewer.add_points(
                 ov.points, features=ov.features.copy(), scale=scale, name=f"{self.fov_name} cells",
-                size=14, face_color=colors, border_color=PLAIN_BORDER, border_width=0.1,
+                size=14, face_color=colors, border_color=PLAIN_BORDER, border_width=0.25,
                 border_width_is_relative=True, opacity=0.8, metadata={"dynaclr_fov": self.fov_name},
             )
             self.points_layer.selected_data.events.items_changed.connect(self._on_points_selected)
@@ -239,11 +241,11 @@ class ExplorerSession:
 
     def select(self, rows, mode: str = "replace") -> np.ndarray:
         """Set the selected cells (cell-table rows); ``mode`` is replace, add or subtract."""
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
-        if mode == "add":
-            rows = np.union1d(self.selected, rows)
-        elif mode == "subtract":
-            rows = np.setdiff1d(self.selected, rows)
+        mask = np.zeros(len(self.table), dtype=bool)
+        if mode in ("add", "subtract"):
+            mask[self.selected] = True
+        mask[np.asarray(rows, dtype=np.int64)] = mode != "subtract"
+        rows = np.flatnonzero(mask)
         self.selected = rows
         self.table["selection"] = explore.selection_column(len(self.table), rows)
         self._push_features(["selection"])
@@ -254,10 +256,10 @@ class ExplorerSession:
     def _apply_selection_borders(self) -> None:
         if self.points_layer is None or self.overlay is None:
             return
-        sel = np.isin(self.overlay.rows, self.selected)
-        border = np.where(sel[:, None], SELECTED_BORDER, PLAIN_BORDER)
-        self.points_layer.border_width = np.where(sel, 0.3, 0.1)
-        self.points_layer.border_color = border
+        mask = np.zeros(len(self.table), dtype=bool)
+        mask[self.selected] = True
+        sel = mask[self.overlay.rows]
+        self.points_layer.border_color = np.where(sel[:, None], SELECTED_BORDER, PLAIN_BORDER)
 
     def highlight(self, row: int) -> None:
         """Highlight one cell (cell-table row; −1 clears) in the image and the scatter."""
