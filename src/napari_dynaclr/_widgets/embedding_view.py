@@ -8,7 +8,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from .. import explore
 from .scatter import ScatterCanvas
@@ -56,9 +56,14 @@ class EmbeddingView(QWidget):
             self.min_size, self.cluster_btn, self.save_results, self.class_name, self.assign_btn,
             self.csv_path, self.export_btn, self.import_btn, self.save_ann_btn,
         ])
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.controls.native)
+        self.scatter.native.setMinimumSize(280, 280)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.scatter.native, stretch=3)
-        layout.addWidget(self.controls.native, stretch=0)
+        layout.addWidget(scroll, stretch=2)
         self.worker = None
         self._traj_rows = np.empty(0, dtype=np.int64)
         self._updating = False
