@@ -344,6 +344,101 @@ class RunSummary:
         return self.n_cells / self.predict_seconds if self.predict_seconds else float("nan")
 
 
+@dataclasses.dataclass
+class Planned:
+    """First event of a run: the cells that will be predicted (obs rows in store order)."""
+
+    obs: pd.DataFrame
+    n_batches: int
+    encoder: EncoderConfig
+    device: str
+
+
+@dataclasses.dataclass
+class Stage:
+    """A named step after prediction: ``"reducing"``, ``"writing"``."""
+
+    name: str
+
+
+def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: threading.Event | None = None,
+                      write: bool = True, loaded=None):
+    """The whole job as a generator: checkpoint → plan → batches → reductions → AnnData store.
+
+    Yields :class:`Planned`, one :class:`BatchResult` per batch, then :class:`Stage` events, and returns
+    ``(RunSummary, AnnData)``. The CLI (:func:`run_prediction`) and the napari widget (in a thread worker)
+    both run it. Data errors are raised before the model is built. *loaded*: an already loaded
+    :class:`~napari_dynaclr.model.LoadedModel` (the widget reuses the one it checked). Setting *cancel*
+    (or closing the generator) stops between batches; nothing is written then.
+    """
+    from .distributed import wants_lightning
+    from .model import model_from_state_dict, read_state_dict, resolve_config
+    from .reduce import apply_reductions
+    from .store import build_anndata, check_output_path, uns_for, write_store
+
+    if write:
+        if cfg.output_path is None:
+            raise ConfigError("no output path: give --output (or EmbeddingWriter output_path)")
+        check_output_path(cfg.output_path, cfg.overwrite)
+    if cfg.ckpt_path is None and loaded is None:
+        raise ConfigError("no checkpoint: give --ckpt-path (or ckpt_path in the config)")
+    cancel = cancel or threading.Event()
+    if loaded is None:
+        state_dict = read_state_dict(cfg.ckpt_path)
+        plan = plan_prediction(cfg, resolve_config(state_dict, cfg.encoder))  # data errors before the model
+        try:
+            loaded = model_from_state_dict(state_dict, cfg.encoder, cfg.ckpt_path)
+        except BaseException:
+            plan.close()
+            raise
+        del state_dict
+    else:
+        plan = plan_prediction(cfg, loaded.config)
+    t0 = time.perf_counter()
+    try:
+        multi = wants_lightning(cfg)
+        dev = "lightning" if multi else resolve_device(device or cfg.accelerator)
+        yield Planned(plan.index_frame(), plan.n_batches, loaded.config, dev)
+        if multi:
+            from .distributed import predict_with_lightning
+
+            done: list[BatchResult] = []
+            features, projections, dev = predict_with_lightning(plan, loaded.model, cfg, on_batch=done.append)
+            yield from done
+        else:
+            acc = EmbeddingAccumulator(plan.n_cells, loaded.config.num_features, loaded.config.projection_dim)
+            for res in predict_batches(plan, loaded.model, dev, cancel=cancel):
+                acc.add(res)
+                yield res
+            features, projections = acc.features, acc.projections
+        obs = plan.index_frame()
+        predict_seconds = time.perf_counter() - t0
+    finally:
+        plan.close()
+    if cancel.is_set():
+        raise Cancelled("prediction cancelled")
+    yield Stage("reducing")
+    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg))
+    apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
+    if cancel.is_set():
+        raise Cancelled("prediction cancelled")
+    if write:
+        yield Stage("writing")
+        write_store(adata, cfg.output_path, overwrite=cfg.overwrite)
+    summary = RunSummary(
+        cfg.output_path if write else None,
+        plan.n_cells,
+        plan.n_batches,
+        int(obs["fov_name"].nunique()),
+        predict_seconds,
+        time.perf_counter() - t0,
+        dev,
+        loaded.config,
+        sorted(adata.obsm.keys()),
+    )
+    return summary, adata
+
+
 def run_prediction(
     cfg: PredictConfig,
     device: str | None = None,
@@ -351,68 +446,16 @@ def run_prediction(
     cancel: threading.Event | None = None,
     write: bool = True,
 ):
-    """Checkpoint → plan → batches → AnnData store. Returns ``(RunSummary, AnnData)``.
+    """Run :func:`prediction_events` to the end, calling *on_batch* per batch; return ``(RunSummary, AnnData)``.
 
     Several devices or nodes (``cfg.devices > 1``, ``num_nodes > 1``) go through Lightning
     (:mod:`napari_dynaclr.distributed`); the store is the same as a single-device run's.
     """
-    from .model import model_from_state_dict, read_state_dict, resolve_config
-    from .store import build_anndata, check_output_path, uns_for, write_store
-
-    if write:
-        if cfg.output_path is None:
-            raise ConfigError("no output path: give --output (or EmbeddingWriter output_path)")
-        check_output_path(cfg.output_path, cfg.overwrite)
-    if cfg.ckpt_path is None:
-        raise ConfigError("no checkpoint: give --ckpt-path (or ckpt_path in the config)")
-    device = device or cfg.accelerator
-    from .distributed import wants_lightning
-
-    state_dict = read_state_dict(cfg.ckpt_path)
-    plan = plan_prediction(cfg, resolve_config(state_dict, cfg.encoder))  # data errors before building the model
-    try:
-        loaded = model_from_state_dict(state_dict, cfg.encoder, cfg.ckpt_path)
-    except BaseException:
-        plan.close()
-        raise
-    del state_dict
-    t0 = time.perf_counter()
-    try:
-        if wants_lightning(cfg):
-            from .distributed import predict_with_lightning
-
-            features, projections, dev = predict_with_lightning(plan, loaded.model, cfg, on_batch=on_batch)
-        else:
-            dev = resolve_device(device)
-            acc = EmbeddingAccumulator(plan.n_cells, loaded.config.num_features, loaded.config.projection_dim)
-            for res in predict_batches(plan, loaded.model, dev, cancel=cancel):
-                acc.add(res)
-                if on_batch is not None:
-                    on_batch(res)
-            features, projections = acc.features, acc.projections
-        obs = plan.index_frame()
-        n_fovs = obs["fov_name"].nunique()
-        predict_seconds = time.perf_counter() - t0
-    finally:
-        plan.close()
-    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg))
-    from .reduce import apply_reductions
-
-    apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
-    seconds = time.perf_counter() - t0
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("prediction cancelled")
-    if write:
-        write_store(adata, cfg.output_path, overwrite=cfg.overwrite)
-    summary = RunSummary(
-        cfg.output_path if write else None,
-        plan.n_cells,
-        plan.n_batches,
-        int(n_fovs),
-        predict_seconds,
-        seconds,
-        dev,
-        loaded.config,
-        sorted(adata.obsm.keys()),
-    )
-    return summary, adata
+    events = prediction_events(cfg, device, cancel, write)
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if on_batch is not None and isinstance(ev, BatchResult):
+            on_batch(ev)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import Cancelled, ConfigError
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 _IMPORT_LOCK = threading.Lock()
@@ -87,16 +87,6 @@ def _guard_triton() -> None:
 
 
 @dataclasses.dataclass
-class Planned:
-    """First event: the cells that will be predicted (obs rows in store order)."""
-
-    obs: pd.DataFrame
-    n_batches: int
-    encoder: object
-    device: str
-
-
-@dataclasses.dataclass
 class Batch:
     """One predicted batch: rows [start, stop) with 2-D preview coordinates."""
 
@@ -108,13 +98,6 @@ class Batch:
 
 
 @dataclasses.dataclass
-class Stage:
-    """A named step after prediction ("reducing", "writing")."""
-
-    name: str
-
-
-@dataclasses.dataclass
 class Finished:
     adata: object
     output_path: Path | None
@@ -123,48 +106,39 @@ class Finished:
 
 def prediction_job(cfg, device: str | None = None, cancel: threading.Event | None = None,
                    write: bool = True) -> Iterator:
-    """Yield ``Planned``, one ``Batch`` per batch, ``Stage``s; return ``Finished``."""
-    import time
-
+    """:func:`napari_dynaclr.engine.prediction_events` for the GUI: yields ``Planned``, one ``Batch``
+    (with a streaming 2-D preview) per batch and ``Stage`` events; returns ``Finished``."""
     import_model_stack()
-    from .engine import EmbeddingAccumulator, plan_prediction, predict_batches, resolve_device
+    from .engine import BatchResult, prediction_events
     from .explore import StreamingProjector
-    from .reduce import apply_reductions
-    from .store import build_anndata, check_output_path, uns_for, write_store
 
-    cancel = cancel or threading.Event()
-    if write:
-        if cfg.output_path is None:
-            raise ConfigError("no output path: choose where to write the embedding store")
-        check_output_path(cfg.output_path, cfg.overwrite)
     if cfg.ckpt_path is None:
         raise ConfigError("no checkpoint: choose a checkpoint file")
-    t0 = time.perf_counter()
+    if write and cfg.output_path is None:
+        raise ConfigError("no output path: choose where to write the embedding store")
     # a reduced-precision run converts the model in place: never share that one
     loaded = load_model_cached(cfg.ckpt_path, cfg.encoder, reuse=cfg.precision in ("32-true", "32"))
-    plan = plan_prediction(cfg, loaded.config)
-    try:
-        dev = resolve_device(device or cfg.accelerator)
-        yield Planned(plan.index_frame(), plan.n_batches, loaded.config, dev)
-        acc = EmbeddingAccumulator(plan.n_cells, loaded.config.num_features, loaded.config.projection_dim)
-        project = StreamingProjector()
-        for res in predict_batches(plan, loaded.model, dev, cancel=cancel):
-            acc.add(res)
-            yield Batch(res.start, res.stop, res.index, res.n_batches, project(res.features))
-        obs = plan.index_frame()
-    finally:
-        plan.close()
-    if cancel.is_set():
-        raise Cancelled("prediction cancelled")
-    yield Stage("reducing")
-    adata = build_anndata(obs, acc.features, acc.projections, cfg.embedding_key, uns_for(cfg))
-    apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
-    if cancel.is_set():
-        raise Cancelled("prediction cancelled")
-    if write:
-        yield Stage("writing")
-        write_store(adata, cfg.output_path, overwrite=cfg.overwrite)
-    return Finished(adata, cfg.output_path if write else None, time.perf_counter() - t0)
+    project = StreamingProjector()
+    events = prediction_events(cfg, device, cancel, write, loaded=loaded)
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            summary, adata = stop.value
+            return Finished(adata, summary.output_path, summary.seconds)
+        if isinstance(ev, BatchResult):
+            yield Batch(ev.start, ev.stop, ev.index, ev.n_batches, project(ev.features))
+        else:
+            yield ev
+
+
+def __getattr__(name):
+    """``jobs.Planned`` / ``jobs.Stage``: the engine's events, imported lazily (the engine imports torch)."""
+    if name in ("Planned", "Stage"):
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_store(path) -> tuple[object, pd.DataFrame]:
