@@ -339,7 +339,7 @@ def model_from_state_dict(sd: Mapping, config: EncoderConfig | Mapping | None = 
             try:
                 guess = infer_config(sd)
                 if guess != cfg:
-                    exc = ConfigError(f"{exc}; the weights look like {_describe(guess)}, not {_describe(cfg)}")
+                    exc = ConfigError(f"{exc}; the weights look like {describe_config(guess)}, not {describe_config(cfg)}")
             except CheckpointError:
                 pass
         raise exc from None
@@ -349,16 +349,12 @@ def model_from_state_dict(sd: Mapping, config: EncoderConfig | Mapping | None = 
     return LoadedModel(model=model, config=cfg, inferred=inferred, path=Path(path), n_parameters=n)
 
 
-def _describe(cfg: EncoderConfig) -> str:
+def describe_config(cfg: EncoderConfig) -> str:
+    """One-line human description of an encoder config."""
     return (
         f"{cfg.backbone} (in_channels={cfg.in_channels}, in_stack_depth={cfg.in_stack_depth}, "
         f"stem {list(cfg.stem_kernel_size)}, projection_dim={cfg.projection_dim})"
     )
-
-
-def describe_config(cfg: EncoderConfig) -> str:
-    """One-line human description of an encoder config."""
-    return _describe(cfg)
 
 
 def patch_multiple(cfg: EncoderConfig) -> int:
