@@ -105,11 +105,14 @@ class Finished:
 
 
 def prediction_job(cfg, device: str | None = None, cancel: threading.Event | None = None,
-                   write: bool = True) -> Iterator:
+                   write: bool = True, ui_ready: threading.Event | None = None) -> Iterator:
     """:func:`napari_dynaclr.engine.prediction_events` for the GUI: yields ``Planned``, one ``Batch``
-    (with a streaming 2-D preview) per batch and ``Stage`` events; returns ``Finished``."""
+    (with a streaming 2-D preview) per batch and ``Stage`` events; returns ``Finished``.
+
+    With *ui_ready*, the model waits (at most 30 s) after ``Planned`` until the GUI has built its layers,
+    so the GUI thread does not compete with the model for the CPU while it does."""
     import_model_stack()
-    from .engine import BatchResult, prediction_events
+    from .engine import BatchResult, Planned, prediction_events
     from .explore import StreamingProjector
 
     if cfg.ckpt_path is None:
@@ -130,6 +133,8 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
             yield Batch(ev.start, ev.stop, ev.index, ev.n_batches, project(ev.features))
         else:
             yield ev
+            if ui_ready is not None and isinstance(ev, Planned):
+                ui_ready.wait(timeout=30)
 
 
 def __getattr__(name):

@@ -63,6 +63,7 @@ class DynaCLRWidget(QWidget):
         self.yml_config = None
         self.worker = None
         self.cancel_event: threading.Event | None = None
+        self._ui_ready = threading.Event()  # set once the GUI has built the layers of a run
         self.last_error: str | None = None
         self.last_result: jobs.Finished | None = None
         self._pbar = None
@@ -283,7 +284,9 @@ class DynaCLRWidget(QWidget):
         self.last_error = None
         self.last_result = None
         self.cancel_event = threading.Event()
-        worker = thread_worker(jobs.prediction_job, ignore_errors=True)(cfg, self.device.value, self.cancel_event)
+        self._ui_ready = threading.Event()
+        worker = thread_worker(jobs.prediction_job, ignore_errors=True)(
+            cfg, self.device.value, self.cancel_event, True, self._ui_ready)
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_finished)
         worker.errored.connect(self._on_error)
@@ -299,6 +302,7 @@ class DynaCLRWidget(QWidget):
         """Stop the run between batches; nothing is written."""
         if self.cancel_event is not None:
             self.cancel_event.set()
+            self._ui_ready.set()
             self.status.value = "cancelling…"
 
     def _on_event(self, ev) -> None:
@@ -314,9 +318,12 @@ class DynaCLRWidget(QWidget):
             table["preview_1"] = float("nan")
             cfg = self._run_cfg
             # (adding layers and docks may process queued events, even this run's end: set state first)
-            self.session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
-                                   fov_name=self.session.fov_name)
-            self._ensure_embedding_view()
+            try:
+                self.session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
+                                       fov_name=self.session.fov_name)
+                self._ensure_embedding_view()
+            finally:
+                self._ui_ready.set()  # layers built: let the model start
         elif isinstance(ev, jobs.Batch):
             self.status.value = f"batch {ev.index + 1}/{ev.n_batches}"
             if self._pbar is not None:
@@ -336,9 +343,10 @@ class DynaCLRWidget(QWidget):
         cfg = self._run_cfg
         adata = res.adata
         table = cell_table(adata.obs, dict(adata.obsm))
-        self.session.set_table(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
-                               tracks_path=cfg.tracks_path, fov_name=self.session.fov_name,
-                               color_column=self.session.color_column)
+        if not self.session.adopt_result(table, adata=adata, store_path=res.output_path):
+            self.session.set_table(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
+                                   tracks_path=cfg.tracks_path, fov_name=self.session.fov_name,
+                                   color_column=self.session.color_column)
         self.store.value = res.output_path
         show_info(f"wrote {adata.n_obs} cells to {res.output_path} in {res.seconds:.1f} s")
 

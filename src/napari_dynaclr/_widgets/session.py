@@ -103,6 +103,29 @@ class ExplorerSession:
         if fovs:
             self.show_fov(fov_name if fov_name in fovs else fovs[0])
 
+    def adopt_result(self, table: pd.DataFrame, adata=None, store_path=None) -> bool:
+        """End of a run: the same cells with more columns. Keep the layers and the user's selection,
+        clusters and annotations; add the new columns everywhere (no layer rebuild, no GUI stall).
+        Returns False (nothing changed) when *table* does not hold the shown cells in the same order."""
+        old = self.table
+        if old is None or self.overlay is None or len(old) != len(table):
+            return False
+        for col in ("track_id", "t"):
+            if not np.array_equal(old[col].to_numpy(), table[col].to_numpy()):
+                return False
+        if not np.array_equal(old["fov_name"].astype(str).to_numpy(), table["fov_name"].astype(str).to_numpy()):
+            return False
+        for col in ("selection", "cluster", "annotation"):
+            if col in old.columns:
+                table[col] = old[col].to_numpy() if not isinstance(old[col].dtype, pd.CategoricalDtype) else old[col]
+        new_cols = [c for c in table.columns if c not in old.columns]
+        self.table = table
+        self.adata = adata
+        self.store_path = Path(store_path) if store_path else None
+        self._push_features(new_cols)
+        self.table_changed.emit()
+        return True
+
     def fov_names(self) -> list[str]:
         if self.table is None:
             return []
