@@ -109,7 +109,9 @@ def build_config(args):
     if args.pca is not None:
         cfg.pca_kwargs = {"n_components": args.pca}
     if args.umap:
-        cfg.umap_kwargs = {"n_components": 2, "n_neighbors": 15}
+        from .reduce import DEFAULT_UMAP_KWARGS
+
+        cfg.umap_kwargs = dict(DEFAULT_UMAP_KWARGS)
     return cfg
 
 

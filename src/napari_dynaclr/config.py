@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import ConfigError, shorten
 from .model import EncoderConfig
-from .normalize import NormalizeSampled, Normalization, check_keys, from_viscy, to_viscy
+from .normalize import NormalizeSampled, Normalization, check_keys, from_viscy
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 
@@ -93,62 +93,6 @@ class PredictConfig:
     @property
     def z_depth(self) -> int:
         return self.z_range[1] - self.z_range[0]
-
-    def to_viscy_yaml(self) -> dict:
-        """A VisCy predict.yml equivalent of this configuration (for provenance and `--print-config`)."""
-        enc = self.encoder.to_dict() if self.encoder else None
-        data_args = {
-            "data_path": str(self.data_path),
-            "tracks_path": str(self.tracks_path),
-            "source_channel": list(self.source_channel),
-            "z_range": list(self.z_range),
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "initial_yx_patch_size": list(self.initial_yx_patch_size),
-            "final_yx_patch_size": list(self.patch_size),
-            "normalizations": [to_viscy(n) for n in self.normalizations],
-        }
-        if self.include_wells is not None:
-            data_args["fit_include_wells"] = list(self.include_wells)
-        if self.exclude_fovs is not None:
-            data_args["fit_exclude_fovs"] = list(self.exclude_fovs)
-        if self.include_cells is not None:
-            data_args["predict_cells"] = True
-            data_args["include_fov_names"] = [f for f, _ in self.include_cells]
-            data_args["include_track_ids"] = [int(t) for _, t in self.include_cells]
-        writer = {
-            "class_path": "viscy_utils.callbacks.embedding_writer.EmbeddingWriter",
-            "init_args": {
-                "output_path": str(self.output_path) if self.output_path else None,
-                "embedding_key": self.embedding_key,
-                "pca_kwargs": self.pca_kwargs,
-                "umap_kwargs": self.umap_kwargs,
-                "phate_kwargs": self.phate_kwargs,
-                "overwrite": self.overwrite,
-            },
-        }
-        return {
-            "seed_everything": 42,
-            "trainer": {
-                "accelerator": self.accelerator,
-                "strategy": self.strategy,
-                "devices": self.devices,
-                "num_nodes": self.num_nodes,
-                "precision": self.precision,
-                "logger": False,
-                "inference_mode": True,
-                "callbacks": [writer],
-            },
-            "model": {
-                "class_path": "dynaclr.engine.ContrastiveModule",
-                "init_args": {
-                    "encoder": {"class_path": "viscy_models.contrastive.ContrastiveEncoder", "init_args": enc}
-                },
-            },
-            "data": {"class_path": "viscy_data.triplet.TripletDataModule", "init_args": data_args},
-            "return_predictions": False,
-            "ckpt_path": str(self.ckpt_path) if self.ckpt_path else None,
-        }
 
 
 def _pair(value, name) -> tuple[int, int]:

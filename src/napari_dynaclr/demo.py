@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from .reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
 from .synthetic import SyntheticSpec, make_plate
 
 DEMO_ENCODER = {
@@ -39,8 +40,8 @@ def demo_config(out_dir: Path, output: str = "embeddings.zarr", umap: bool = Tru
                     "class_path": "viscy_utils.callbacks.embedding_writer.EmbeddingWriter",
                     "init_args": {
                         "output_path": output,
-                        "pca_kwargs": {"n_components": 8},
-                        "umap_kwargs": {"n_components": 2, "n_neighbors": 15} if umap else None,
+                        "pca_kwargs": dict(DEFAULT_PCA_KWARGS),
+                        "umap_kwargs": dict(DEFAULT_UMAP_KWARGS) if umap else None,
                         "phate_kwargs": None,
                     },
                 }

@@ -172,10 +172,6 @@ class BatchResult:
     n_cells: int
     elapsed: float
 
-    @property
-    def done(self) -> int:
-        return self.stop
-
 
 def resolve_device(device: str | None = "auto") -> str:
     import torch

@@ -107,18 +107,6 @@ def from_viscy(spec: Mapping) -> Normalization:
     return norm
 
 
-def to_viscy(norm: Normalization) -> dict:
-    """The VisCy config entry for a normalisation (inverse of :func:`from_viscy`)."""
-    path = {
-        NormalizeSampled: "viscy_transforms.NormalizeSampled",
-        MinMaxSampled: "viscy_transforms.MinMaxSampled",
-        ScaleIntensityRangePercentiles: "viscy_transforms.ScaleIntensityRangePercentilesd",
-    }[type(norm)]
-    args = dataclasses.asdict(norm)
-    args["keys"] = list(norm.keys)
-    return {"class_path": path, "init_args": args}
-
-
 class StatsTable:
     """Per-FOV (and per-timepoint) float32 statistics needed by a list of normalisations.
 

@@ -15,6 +15,10 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: EmbeddingWriter kwargs for "UMAP/PCA please" (VisCy's defaults and its predict.yml's PCA size)
+DEFAULT_UMAP_KWARGS = {"n_components": 2, "n_neighbors": 15}
+DEFAULT_PCA_KWARGS = {"n_components": 8}
+
 
 def pca(X: np.ndarray, n_components: int | None = None, normalize_features: bool = True, **_ignored):
     """StandardScaler → sklearn PCA(random_state=42), as VisCy's ``compute_pca``."""

@@ -211,6 +211,7 @@ class DynaCLRWidget(QWidget):
     def build_config(self):
         """A :class:`~napari_dynaclr.config.PredictConfig` from the fields (on top of a loaded yml)."""
         from ..config import PredictConfig, default_normalizations
+        from ..reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
 
         channels = [c.strip() for c in self.channels.value.split(",") if c.strip()]
         all_fovs = list(self.fovs.choices)
@@ -239,8 +240,8 @@ class DynaCLRWidget(QWidget):
             batch_size=self.batch_size.value, normalizations=normalizations, exclude_fovs=exclude,
             include_wells=None, ckpt_path=_path(self.ckpt.value), output_path=output,
             overwrite=self.overwrite.value, accelerator=self.device.value,
-            umap_kwargs=({"n_components": 2, "n_neighbors": 15} if self.umap.value else None),
-            pca_kwargs=({"n_components": 8} if self.pca.value else None),
+            umap_kwargs=(dict(DEFAULT_UMAP_KWARGS) if self.umap.value else None),
+            pca_kwargs=(dict(DEFAULT_PCA_KWARGS) if self.pca.value else None),
         )
         base = self.yml_config
         if base is not None:
@@ -253,7 +254,6 @@ class DynaCLRWidget(QWidget):
                 fields["data_path_as_given"] = base.data_path_as_given
                 fields["tracks_path_as_given"] = base.tracks_path_as_given
             fields["include_cells"] = base.include_cells
-            fields = {k: v for k, v in fields.items()}
             return dataclasses.replace(base, **fields)
         return PredictConfig(**fields)
 
