@@ -161,6 +161,55 @@ def test_bad_channel_shows_error_and_recovers(docked, demo_inputs, tmp_path, qtb
     assert main.run() is None and "FOV" in errors[-1]
 
 
+def test_preview_shows_cells_and_the_run_keeps_its_layers(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
+    """Choosing the inputs plans the run without a model and shows its cells; the run then fills those
+    layers (the same layer objects) instead of building new ones."""
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    main.load_predict_yml(demo_inputs["config"])
+    worker = main.preview_cells()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    s = main.session
+    assert main.cells_info.value == "52 cells in 2 FOVs to predict"
+    assert s.is_preview and len(s.table) == 52 and s.adata is None
+    layers_before = [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer]
+    assert all(layer is not None for layer in layers_before) and len(viewer.layers) == 5
+    main.output.value = tmp_path / "run.zarr"
+    main.device.value = "cpu"
+    main.batch_size.value = 32
+    worker = main.run()
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    assert errors == [] and main.last_error is None
+    assert [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer] == layers_before
+    assert all(a is b for a, b in zip([*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer],
+                                      layers_before, strict=True))
+    assert not s.is_preview and s.adata is not None and "PCA_0" in s.points_layer.features
+    assert "preview_0" not in s.points_layer.features  # the stream's columns leave with the stream
+    # a new preview never replaces shown embeddings: it only reports the count
+    worker = main.preview_cells()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert s.adata is not None and s.points_layer is layers_before[-2]
+
+
+def test_preview_reports_bad_inputs_in_place(docked, demo_inputs, qtbot, monkeypatch):
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    main.load_predict_yml(demo_inputs["config"])
+    main.normalization.value = "fov_statistics"
+    main.channels.value = "Phase3D, GFP"
+    worker = main.preview_cells()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert main.cells_info.value.startswith("✗") and "GFP" in main.cells_info.value
+    assert "Phase3D" in main.cells_info.value  # the available channels are listed
+    assert errors == [] and main.session.table is None and len(viewer.layers) == 0
+    main.tracks.value = ""
+    assert main.preview_cells() is None and main.cells_info.value == ""
+
+
 def test_open_store_without_checkpoint(docked, demo_store, demo_inputs, qtbot, monkeypatch):
     viewer, main, view = docked
     errors = _errors(monkeypatch)

@@ -264,7 +264,6 @@ class EmbeddingView(QWidget):
             cols = {}
             for j in range(min(2 if key != "X_pca" else 8, coords.shape[1])):
                 cols[f"{explore.reduction_prefix(key)}_{j}"] = coords[:, j].astype(np.float32)
-            self.session.reductions[key] = coords
             self.session.add_columns(cols)
             self.set_axes(f"{explore.reduction_prefix(key)}_0", f"{explore.reduction_prefix(key)}_1")
             if self.save_results.value:

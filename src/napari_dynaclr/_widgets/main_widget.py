@@ -4,6 +4,11 @@ The run is :func:`napari_dynaclr.jobs.prediction_job` (the core engine) in a nap
 thread worker: a napari progress bar advances per batch, cells stream into the layers and the scatter,
 Cancel stops between batches and nothing is written, errors become notifications and the widget
 returns to ready. Torch is imported only inside workers.
+
+As soon as the plate and tracks are chosen, the widget plans the run in a worker (no model:
+:func:`napari_dynaclr.jobs.preview_cells`), says how many cells will be predicted (or what is wrong
+with the inputs) and shows the first FOV with those cells. The run then fills these layers instead
+of building new ones, so the viewer stays responsive while it streams.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from magicgui.widgets import (
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from .. import jobs
@@ -76,6 +82,7 @@ class DynaCLRWidget(QWidget):
         self.plate_info = Label(value="")
         self.fovs = Select(label="FOVs to predict", choices=[])
         self.tracks = FileEdit(label="tracks folder", mode="d")
+        self.cells_info = Label(value="")
         self.channels = LineEdit(label="source channels", value="")
         self.z_start = SpinBox(label="z start", value=0, min=0, max=10000)
         self.z_stop = SpinBox(label="z stop (excl.)", value=1, min=1, max=10000)
@@ -96,7 +103,7 @@ class DynaCLRWidget(QWidget):
         self.status = Label(value="ready")
         self.form = Container(widgets=[
             self.predict_yml, self.load_yml_btn, self.ckpt, self.ckpt_info, self.plate, self.plate_info,
-            self.fovs, self.tracks, self.channels, self.z_start, self.z_stop, self.patch, self.final_patch,
+            self.fovs, self.tracks, self.cells_info, self.channels, self.z_start, self.z_stop, self.patch, self.final_patch,
             self.batch_size, self.device, self.normalization, self.umap, self.pca, self.output, self.overwrite,
             self.run_btn, self.cancel_btn, self.store, self.open_btn, self.show_fov, self.status,
         ])
@@ -115,6 +122,15 @@ class DynaCLRWidget(QWidget):
         self.cancel_btn.clicked.connect(lambda: self.cancel())
         self.open_btn.clicked.connect(lambda: self.open_embeddings())
         self.show_fov.changed.connect(self._on_show_fov)
+        self._preview_worker = None
+        self._preview_token = None
+        self._preview_timer = QTimer(self)  # the inputs change in bursts (a predict.yml sets them all)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(300)
+        self._preview_timer.timeout.connect(lambda: self.preview_cells())
+        for w in (self.plate, self.tracks, self.fovs, self.channels, self.z_start, self.z_stop, self.patch,
+                  self.final_patch):
+            w.changed.connect(lambda _: self._preview_timer.start())
         self.session.table_changed.connect(self._refresh_fovs)
         self.session.fov_changed.connect(self._on_fov_changed)
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -208,7 +224,7 @@ class DynaCLRWidget(QWidget):
         self._inspect_worker = worker
         return worker
 
-    def build_config(self):
+    def build_config(self, require_output: bool = True):
         """A :class:`~napari_dynaclr.config.PredictConfig` from the fields (on top of a loaded yml)."""
         from ..config import PredictConfig, default_normalizations
         from ..reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
@@ -230,7 +246,7 @@ class DynaCLRWidget(QWidget):
         if plate is None or tracks is None:
             raise DynaclrError("choose a plate and a tracks folder")
         output = _path(self.output.value)
-        if output is None:
+        if output is None and require_output:
             raise DynaclrError("choose an output store path")
         fields = dict(
             data_path=plate, tracks_path=tracks, source_channel=channels,
@@ -256,6 +272,54 @@ class DynaCLRWidget(QWidget):
             fields["include_cells"] = base.include_cells
             return dataclasses.replace(base, **fields)
         return PredictConfig(**fields)
+
+    # ------------------------------------------------------------------ preview
+
+    def _alive(self) -> bool:
+        """False once Qt has deleted this dock (a worker may report after the viewer closed)."""
+        try:
+            self.objectName()
+        except RuntimeError:
+            return False
+        return True
+
+    def preview_cells(self):
+        """Plan the run in a worker (no model): report how many cells it will predict, or what is wrong
+        with the inputs, and show them when the viewer holds no embeddings. Returns the worker (or None)."""
+        self._preview_timer.stop()
+        if self.worker is not None:  # a run shows its own cells
+            return None
+        if _path(self.plate.value) is None or _path(self.tracks.value) is None:
+            self.cells_info.value = ""
+            return None
+        try:
+            cfg = self.build_config(require_output=False)
+        except DynaclrError as exc:
+            self.cells_info.value = f"✗ {exc}"
+            return None
+        token = self._preview_token = object()  # only the latest preview counts
+        worker = thread_worker(jobs.preview_cells, ignore_errors=True)(cfg)
+
+        def done(table):
+            if token is not self._preview_token or not self._alive():
+                return
+            n_fovs = table["fov_name"].nunique()
+            self.cells_info.value = f"{len(table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
+            s = self.session
+            if self.worker is None and (s.table is None or s.is_preview):
+                s.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
+                            fov_name=s.fov_name, preview=True)
+
+        def failed(exc):
+            if token is self._preview_token and self._alive():
+                self.cells_info.value = f"✗ {_message(exc)}"
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self.cells_info.value = "finding the cells…"
+        self._preview_worker = worker
+        worker.start()
+        return worker
 
     # ------------------------------------------------------------------ run
 
@@ -283,6 +347,7 @@ class DynaCLRWidget(QWidget):
             return None
         self.last_error = None
         self.last_result = None
+        self._preview_timer.stop()
         self.cancel_event = threading.Event()
         self._ui_ready = threading.Event()
         worker = thread_worker(jobs.prediction_job, ignore_errors=True)(
@@ -298,6 +363,10 @@ class DynaCLRWidget(QWidget):
         worker.start()
         return worker
 
+    def _start_progress(self, n_batches: int, worker) -> None:
+        if worker is not None and worker is self.worker and self._pbar is None and self._alive():
+            self._pbar = progress(total=n_batches, desc="DynaCLR prediction")
+
     def cancel(self) -> None:
         """Stop the run between batches; nothing is written."""
         if self.cancel_event is not None:
@@ -312,15 +381,18 @@ class DynaCLRWidget(QWidget):
             from ..explore import cell_table
 
             self.status.value = f"predicting {len(ev.obs)} cells in {ev.n_batches} batches on {ev.device}"
-            self._pbar = progress(total=ev.n_batches, desc="DynaCLR prediction")
+            # the progress bar in its own event-loop turn: each GUI-thread slice stays short
+            QTimer.singleShot(0, lambda n=ev.n_batches, w=self.worker: self._start_progress(n, w))
             table = cell_table(ev.obs)
             table["preview_0"] = float("nan")
             table["preview_1"] = float("nan")
             cfg = self._run_cfg
             # (adding layers and docks may process queued events, even this run's end: set state first)
             try:
-                self.session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
-                                       fov_name=self.session.fov_name)
+                # the previewed cells: keep their layers
+                if not self.session.adopt_result(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path):
+                    self.session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
+                                           fov_name=self.session.fov_name)
                 self._ensure_embedding_view()
             finally:
                 self._ui_ready.set()  # layers built: let the model start
@@ -343,7 +415,8 @@ class DynaCLRWidget(QWidget):
         cfg = self._run_cfg
         adata = res.adata
         table = cell_table(adata.obs, dict(adata.obsm))
-        if not self.session.adopt_result(table, adata=adata, store_path=res.output_path):
+        if not self.session.adopt_result(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
+                                         tracks_path=cfg.tracks_path):
             self.session.set_table(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
                                    tracks_path=cfg.tracks_path, fov_name=self.session.fov_name,
                                    color_column=self.session.color_column)

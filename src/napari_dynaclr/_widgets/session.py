@@ -61,7 +61,7 @@ class ExplorerSession:
         self.selected = np.empty(0, dtype=np.int64)
         self.highlighted = -1
         self.current_t = 0
-        self.reductions: dict[str, np.ndarray] = {}  # computed in the GUI, for "save to store"
+        self.is_preview = False  # the table holds the cells a run would predict, no embeddings yet
         self.click_radius_px = 20.0
         self._syncing = False
         viewer.dims.events.current_step.connect(self._on_step)
@@ -79,16 +79,20 @@ class ExplorerSession:
     # ------------------------------------------------------------------ data
 
     def set_table(self, table: pd.DataFrame, adata=None, store_path=None, plate_path=None,
-                  tracks_path=None, fov_name: str | None = None, color_column: str | None = None) -> None:
-        """Show a new cell table (and, with a plate, the images of *fov_name* or the first FOV)."""
+                  tracks_path=None, fov_name: str | None = None, color_column: str | None = None,
+                  preview: bool = False) -> None:
+        """Show a new cell table (and, with a plate, the images of *fov_name* or the first FOV).
+
+        ``preview=True``: the cells a run would predict, before it starts; a run whose plan holds the
+        same cells then keeps these layers (:meth:`adopt_result`) instead of building new ones."""
         self._close_plate()
+        self.is_preview = preview
         self.table = table
         self.frames = explore.FrameIndex(table)
         self.adata = adata
         self.store_path = Path(store_path) if store_path else None
         self.plate_path = Path(plate_path) if plate_path else None
         self.tracks_path = Path(tracks_path) if tracks_path else None
-        self.reductions = {}
         self.selected = np.flatnonzero(np.asarray(table["selection"].cat.codes) == 1)
         self.highlighted = -1
         if self.plate_path is not None:
@@ -103,13 +107,19 @@ class ExplorerSession:
         if fovs:
             self.show_fov(fov_name if fov_name in fovs else fovs[0])
 
-    def adopt_result(self, table: pd.DataFrame, adata=None, store_path=None) -> bool:
-        """End of a run: the same cells with more columns. Keep the layers and the user's selection,
-        clusters and annotations; add the new columns everywhere (no layer rebuild, no GUI stall).
-        Returns False (nothing changed) when *table* does not hold the shown cells in the same order."""
+    def adopt_result(self, table: pd.DataFrame, adata=None, store_path=None, plate_path=None,
+                     tracks_path=None) -> bool:
+        """The shown cells again, with other columns (a run's plan after a preview, a run's result
+        after its stream). Keep the layers and the user's selection, clusters and annotations; bring
+        the columns of the layers' features in line with *table* (no layer rebuild, no GUI stall).
+        Returns False (nothing changed) when *table* does not hold the shown cells in the same order (or,
+        when given, comes from another plate or tracks folder)."""
         old = self.table
         if old is None or self.overlay is None or len(old) != len(table):
             return False
+        for given, shown in ((plate_path, self.plate_path), (tracks_path, self.tracks_path)):
+            if given is not None and (shown is None or Path(given).resolve() != shown.resolve()):
+                return False
         for col in ("track_id", "t"):
             if not np.array_equal(old[col].to_numpy(), table[col].to_numpy()):
                 return False
@@ -122,8 +132,16 @@ class ExplorerSession:
         self.table = table
         self.adata = adata
         self.store_path = Path(store_path) if store_path else None
+        self.is_preview = False
+        for layer in (self.points_layer, self.tracks_layer):
+            if layer is not None:
+                stale = [c for c in layer.features.columns if c not in table.columns]
+                layer.features.drop(columns=stale, inplace=True)
         self._push_features(new_cols)
         self.table_changed.emit()
+        col = self.color_column if self.color_column in table.columns else "t"
+        if col != self.color_column or col not in old.columns or not old[col].equals(table[col]):
+            self.color_by(col)  # (unchanged colours are not pushed again: no layer redraw)
         return True
 
     def fov_names(self) -> list[str]:
