@@ -85,13 +85,12 @@ def _warm_up_gui_imports() -> None:
         pint.get_application_registry().pixel  # noqa: B018 - builds the lazy registry
     except Exception:
         log.debug("warm-up of pint's registry failed", exc_info=True)
-    _freeze_long_lived_heap()
 
 
 _HEAP_FROZEN = False
 
 
-def _freeze_long_lived_heap() -> None:
+def freeze_long_lived_heap() -> None:
     """Once per process, with the model stack and napari's layer code loaded: collect, then move every
     object alive now into the collector's permanent generation (``gc.freeze()``).
 
@@ -100,7 +99,8 @@ def _freeze_long_lived_heap() -> None:
     the GIL held, a frozen viewer, every few batches of a run. Frozen, they are skipped; objects made
     later (tables, layers, embeddings) are collected as usual. This is the collector's documented use
     for long-lived start-up state; the one-off collection before it (≈ 0.5 s) happens while the user
-    picks the inputs. ``NAPARI_DYNACLR_GC_FREEZE=0`` turns it off.
+    picks the inputs. Call it on the GUI thread: the collection runs finalizers, and Qt objects must
+    be destroyed there. ``NAPARI_DYNACLR_GC_FREEZE=0`` turns it off.
     """
     global _HEAP_FROZEN
     with _IMPORT_LOCK:

@@ -297,8 +297,8 @@ class EmbeddingView(QWidget):
             return None
         from ..jobs import save_to_store
 
-        worker = thread_worker(save_to_store, progress=True, ignore_errors=True)(s.adata, s.table, s.store_path, list(reductions),
-                                                             list(columns))
+        worker = thread_worker(save_to_store, progress=True, ignore_errors=True)(
+            s.adata, s.table, s.store_path, list(reductions), list(columns))
         worker.returned.connect(lambda p: show_info(f"saved to {p}"))
         worker.errored.connect(lambda exc: show_error(str(exc)))
         worker.start()

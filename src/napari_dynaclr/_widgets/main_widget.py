@@ -103,8 +103,8 @@ class DynaCLRWidget(QWidget):
         self.status = Label(value="ready")
         self.form = Container(widgets=[
             self.predict_yml, self.load_yml_btn, self.ckpt, self.ckpt_info, self.plate, self.plate_info,
-            self.fovs, self.tracks, self.cells_info, self.channels, self.z_start, self.z_stop, self.patch, self.final_patch,
-            self.batch_size, self.device, self.normalization, self.umap, self.pca, self.output, self.overwrite,
+            self.fovs, self.tracks, self.cells_info, self.channels, self.z_start, self.z_stop, self.patch,
+            self.final_patch, self.batch_size, self.device, self.normalization, self.umap, self.pca, self.output, self.overwrite,
             self.run_btn, self.cancel_btn, self.store, self.open_btn, self.show_fov, self.status,
         ])
         scroll = QScrollArea(self)
@@ -307,6 +307,7 @@ class DynaCLRWidget(QWidget):
             self.cells_info.value = f"{len(table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
             s = self.session
             if self.worker is None and (s.table is None or s.is_preview):
+                jobs.freeze_long_lived_heap()  # once per session, here on the GUI thread
                 s.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
                             fov_name=s.fov_name, preview=True)
 
@@ -387,6 +388,7 @@ class DynaCLRWidget(QWidget):
             table["preview_0"] = float("nan")
             table["preview_1"] = float("nan")
             cfg = self._run_cfg
+            jobs.freeze_long_lived_heap()  # (done by the preview unless the run started before it)
             # (adding layers and docks may process queued events, even this run's end: set state first)
             try:
                 # the previewed cells: keep their layers
