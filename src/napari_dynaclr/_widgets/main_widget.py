@@ -285,9 +285,14 @@ class DynaCLRWidget(QWidget):
 
     def preview_cells(self):
         """Plan the run in a worker (no model): report how many cells it will predict, or what is wrong
-        with the inputs, and show them when the viewer holds no embeddings. Returns the worker (or None)."""
+        with the inputs, and show them. Only while the viewer holds no embeddings (nothing or a preview);
+        returns the worker (or None)."""
         self._preview_timer.stop()
         if self.worker is not None:  # a run shows its own cells
+            return None
+        if self.session.table is not None and not self.session.is_preview:
+            # embeddings are shown (and the embedding view may be computing on them): leave them alone
+            self.cells_info.value = ""
             return None
         if _path(self.plate.value) is None or _path(self.tracks.value) is None:
             self.cells_info.value = ""
@@ -306,7 +311,7 @@ class DynaCLRWidget(QWidget):
             n_fovs = table["fov_name"].nunique()
             self.cells_info.value = f"{len(table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
             s = self.session
-            if self.worker is None and (s.table is None or s.is_preview):
+            if self.worker is None and (s.table is None or s.is_preview):  # (still true when it returns)
                 jobs.freeze_long_lived_heap()  # once per session, here on the GUI thread
                 s.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
                             fov_name=s.fov_name, preview=True)
