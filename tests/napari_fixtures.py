@@ -19,7 +19,7 @@ import timm  # noqa: E402,F401
 #: 1 well × 2 FOVs × 4 timepoints, 6 cells each (+ a division): 52 cells, 2 batches of 32 — seconds on CPU
 SMALL_SPEC = SyntheticSpec(wells=("A/1",), fovs_per_well=2, timepoints=4, size=(128, 128), cells_per_fov=6)
 
-__all__ = ["demo_inputs", "demo_store", "demo_copy", "SMALL_SPEC"]
+__all__ = ["demo_inputs", "demo_store", "demo_copy", "SMALL_SPEC", "wait_worker"]
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +51,17 @@ def demo_copy(demo_store, tmp_path) -> Path:
     dst = tmp_path / "copy.zarr"
     shutil.copytree(demo_store, dst)
     return dst
+
+
+def wait_worker(qtbot, worker, timeout: int) -> None:
+    """Wait until a started napari worker is done and its signals were delivered.
+
+    ``qtbot.waitSignal(worker.finished)`` connected after ``start()`` misses a worker that finishes
+    first (a corrupt checkpoint fails in milliseconds): the test then hangs until the timeout. superqt
+    keeps every started worker in ``WorkerBase._worker_set`` until its last signal reaches the GUI
+    thread (after ``finished``), so waiting for it to leave the set has no such race.
+    """
+    from superqt.utils._qthreading import WorkerBase
+
+    qtbot.waitUntil(lambda: worker not in WorkerBase._worker_set, timeout=timeout)
+    qtbot.wait(20)  # and let the GUI thread deliver anything still queued

@@ -9,6 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 from napari_fixtures import *  # noqa: F403
+from napari_fixtures import wait_worker
 
 RUN_TIMEOUT_MS = 150_000
 
@@ -70,8 +71,7 @@ def test_widget_bad_input(case_id, setup, needle, make_napari_viewer, inputs, qt
     existed_before = out.exists()
     worker = main.run()
     if worker is not None:
-        with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-            pass
+        wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
     assert len(errors) == 1, errors
     assert needle in errors[0], errors[0]
     assert "\n" not in errors[0]

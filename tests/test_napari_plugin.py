@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from napari_fixtures import *  # noqa: F403
+from napari_fixtures import wait_worker
 from napari_fixtures import SMALL_SPEC
 
 from napari_dynaclr import explore
@@ -45,8 +46,7 @@ def _open_store(qtbot, main, store, plate=None, tracks=None):
         main.plate.value = plate
         main.tracks.value = tracks
     worker = main.open_embeddings(store)
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    wait_worker(qtbot, worker, 60_000)
     return main.session
 
 
@@ -73,8 +73,7 @@ def test_full_run_streams_and_writes_store(docked, demo_inputs, tmp_path, qtbot,
     worker = main.run()
     worker.yielded.connect(events.append)
     main.session.rows_changed.connect(lambda a, b: plotted.append(len(view.scatter.xy)))
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
     assert errors == [] and main.last_error is None
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "Planned" and kinds.count("Batch") == 4  # 52 cells / 16
@@ -126,8 +125,7 @@ def test_cancel_mid_run_leaves_no_store(docked, demo_inputs, tmp_path, qtbot, mo
 
     worker = main.run()
     worker.yielded.connect(on_event)
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
     assert errors == []
     assert 1 <= len(batches) < 7  # stopped between batches
     assert not out.exists()
@@ -150,8 +148,7 @@ def test_bad_channel_shows_error_and_recovers(docked, demo_inputs, tmp_path, qtb
     errors.clear()
     worker = main.run()
     assert worker is not None, errors
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
     assert len(errors) == 1 and "GFP" in errors[0] and "Phase3D" in errors[0]
     assert not (tmp_path / "bad.zarr").exists()
     assert main.worker is None and main.run_btn.enabled and not main.cancel_btn.enabled
@@ -168,8 +165,7 @@ def test_preview_shows_cells_and_the_run_keeps_its_layers(docked, demo_inputs, t
     errors = _errors(monkeypatch)
     main.load_predict_yml(demo_inputs["config"])
     worker = main.preview_cells()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    wait_worker(qtbot, worker, 60_000)
     s = main.session
     assert main.cells_info.value == "52 cells in 2 FOVs to predict"
     assert s.is_preview and len(s.table) == 52 and s.adata is None
@@ -179,8 +175,7 @@ def test_preview_shows_cells_and_the_run_keeps_its_layers(docked, demo_inputs, t
     main.device.value = "cpu"
     main.batch_size.value = 32
     worker = main.run()
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        pass
+    wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
     assert errors == [] and main.last_error is None
     assert [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer] == layers_before
     assert all(a is b for a, b in zip([*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer],
@@ -199,8 +194,7 @@ def test_preview_reports_bad_inputs_in_place(docked, demo_inputs, qtbot, monkeyp
     main.normalization.value = "fov_statistics"
     main.channels.value = "Phase3D, GFP"
     worker = main.preview_cells()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    wait_worker(qtbot, worker, 60_000)
     assert main.cells_info.value.startswith("✗") and "GFP" in main.cells_info.value
     assert "Phase3D" in main.cells_info.value  # the available channels are listed
     assert errors == [] and main.session.table is None and len(viewer.layers) == 0
@@ -340,11 +334,9 @@ def test_clustering_reduction_and_annotations(docked, demo_copy, demo_inputs, tm
     view.n_clusters.value = 3
     view.save_results.value = True
     worker = view.compute_clusters("KMeans")
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    wait_worker(qtbot, worker, 60_000)
     save = view.worker
-    with qtbot.waitSignal(save.finished, timeout=60_000):
-        pass
+    wait_worker(qtbot, save, 60_000)
     assert errors == []
     assert isinstance(s.points_layer.features["cluster"].dtype, pd.CategoricalDtype)
     assert s.table["cluster"].nunique() == 3 and s.color_column == "cluster"
@@ -353,8 +345,7 @@ def test_clustering_reduction_and_annotations(docked, demo_copy, demo_inputs, tm
     assert ad.read_zarr(demo_copy).obs["cluster"].nunique() == 3
     view.save_results.value = False
     worker = view.compute_reduction("PCA")
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    wait_worker(qtbot, worker, 60_000)
     assert view.axes() == ("PCA_0", "PCA_1")
     # annotations: selection → named class → CSV → re-import → store
     s.select([0, 1, 2])
@@ -367,8 +358,7 @@ def test_clustering_reduction_and_annotations(docked, demo_copy, demo_inputs, tm
     assert view.import_csv(csv) == 3
     assert (s.table["annotation"].astype(str).iloc[:3] == "dividing").all()
     worker = view.save_annotations()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    wait_worker(qtbot, worker, 60_000)
     assert (ad.read_zarr(demo_copy).obs["annotation"].astype(str).iloc[:3] == "dividing").all()
 
 
