@@ -1,10 +1,11 @@
-"""The napari plugin's Qt-free jobs: the preview plan, the one-off garbage-collector freeze, and the
-end-of-run reductions with a limited BLAS pool (all without a viewer)."""
+"""The napari plugin's Qt-free jobs (no viewer): the preview plan, the one-off garbage-collector freeze,
+and the end-of-run reductions off the GUI's GIL (UMAP in a child process, PCA with one BLAS thread)."""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import threading
 
 import numpy as np
 import pytest
@@ -72,12 +73,54 @@ def test_closing_the_job_stops_the_run(demo_inputs, tmp_path):  # noqa: F811
     assert list(tmp_path.iterdir()) == []
 
 
-def test_reductions_with_one_blas_thread_match(demo_inputs):  # noqa: F811
-    cfg = load_predict_yaml(demo_inputs["config"])
+def test_gui_reductions_match_the_cli_and_run_umap_in_a_child(demo_inputs, monkeypatch):  # noqa: F811
+    import multiprocessing
+
+    cfg = dataclasses.replace(load_predict_yaml(demo_inputs["config"]),
+                              umap_kwargs={"n_components": 2, "n_neighbors": 15})
     _, ref = run_prediction(cfg, device="cpu", write=False)
-    _, limited = _drain(prediction_events(cfg, "cpu", write=False, reduction_blas_threads=1))
-    np.testing.assert_array_equal(limited.X, ref.X)
+    seen = []
+    real = jobs._child_pool
+    monkeypatch.setattr(jobs, "_child_pool", lambda: (seen.append(1), real())[1])
+    _, gui = _drain(prediction_events(cfg, "cpu", write=False, reduce=jobs.gui_reductions(threading.Event())))
+    assert seen  # UMAP went to the child process
+    assert list(gui.obsm) == list(ref.obsm)  # VisCy's order: X_umap, then X_pca
+    np.testing.assert_array_equal(gui.X, ref.X)
+    np.testing.assert_allclose(gui.obsm["X_umap"], ref.obsm["X_umap"], atol=1e-4)
     # PCA's sign and last digits may depend on the BLAS pool; the projection itself does not
-    a, b = ref.obsm["X_pca"], limited.obsm["X_pca"]
-    signs = np.sign((a * b).sum(axis=0))
-    np.testing.assert_allclose(a, b * signs, atol=1e-4)
+    a, b = ref.obsm["X_pca"], gui.obsm["X_pca"]
+    np.testing.assert_allclose(a, b * np.sign((a * b).sum(axis=0)), atol=1e-4)
+    assert multiprocessing.active_children()  # kept for the next run (numba compiles once)
+
+
+def test_gui_reductions_cancel_kills_the_child(demo_inputs):  # noqa: F811
+    import multiprocessing
+
+    from napari_dynaclr.errors import Cancelled
+    from napari_dynaclr.store import build_anndata
+
+    cfg = dataclasses.replace(load_predict_yaml(demo_inputs["config"]),
+                              umap_kwargs={"n_components": 2, "n_neighbors": 15})
+    X = np.random.default_rng(0).normal(size=(8000, 64)).astype(np.float32)
+    obs = __import__("pandas").DataFrame({"fov_name": ["A/1/0"] * len(X), "track_id": 0, "t": 0, "id": 0,
+                                          "y": 0.0, "x": 0.0})
+    adata = build_anndata(obs, X, X[:, :8], cfg.embedding_key, {})
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    with pytest.raises(Cancelled):
+        jobs.gui_reductions(cancel)(adata, cfg)
+    assert jobs._CHILD_POOL is None and "X_umap" not in adata.obsm
+    for proc in multiprocessing.active_children():
+        proc.join(timeout=10)
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+def test_view_reduction_in_the_child_equals_in_process():
+    from napari_dynaclr.explore import compute_reduction
+
+    X = np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32)
+    key, child = jobs.compute_reduction(X, "UMAP")
+    ref_key, ref = compute_reduction(X, "UMAP")
+    assert key == ref_key == "X_umap"
+    np.testing.assert_allclose(child, ref, atol=1e-4)
+    assert jobs.compute_reduction(X, "PCA")[0] == "X_pca"

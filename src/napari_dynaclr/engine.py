@@ -358,7 +358,7 @@ class Stage:
 
 
 def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: threading.Event | None = None,
-                      write: bool = True, loaded=None, reduction_blas_threads: int | None = None):
+                      write: bool = True, loaded=None, reduce: Callable | None = None):
     """The whole job as a generator: checkpoint → plan → batches → reductions → AnnData store.
 
     Yields :class:`Planned`, one :class:`BatchResult` per batch, then :class:`Stage` events, and returns
@@ -366,9 +366,8 @@ def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: thr
     both run it. Data errors are raised before the model is built. *loaded*: an already loaded
     :class:`~napari_dynaclr.model.LoadedModel` (the widget reuses the one it checked). Setting *cancel*
     (or closing the generator) stops between batches; nothing is written then.
-    *reduction_blas_threads*: at most that many BLAS threads for the reductions (the napari job uses 1:
-    LAPACK calls such as PCA's QR hold the GIL, and a thread pool fighting the model's threads and the
-    GUI for the cores stretches them into visible freezes of the viewer).
+    *reduce*: ``reduce(adata, cfg)`` adds the reductions instead of :func:`~napari_dynaclr.reduce.apply_reductions`
+    (the napari job computes UMAP/PHATE in a child process, :func:`napari_dynaclr.jobs.gui_reductions`).
     """
     from .distributed import wants_lightning
     from .model import model_from_state_dict, read_state_dict, resolve_config
@@ -418,13 +417,10 @@ def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: thr
         raise Cancelled("prediction cancelled")
     yield Stage("reducing")
     adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg))
-    if reduction_blas_threads is None:
+    if reduce is None:
         apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
     else:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=reduction_blas_threads, user_api="blas"):
-            apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
+        reduce(adata, cfg)
     if cancel.is_set():
         raise Cancelled("prediction cancelled")
     if write:

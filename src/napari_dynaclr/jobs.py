@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,6 +146,96 @@ def _guard_triton() -> None:
         sys.modules["triton"] = None
 
 
+_CHILD_LOCK = threading.Lock()
+_CHILD_POOL = None
+
+
+def _child_pool():
+    """One spawned child process for UMAP/PHATE, kept for the session (numba compiles once)."""
+    global _CHILD_POOL
+    if _CHILD_POOL is None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _CHILD_POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return _CHILD_POOL
+
+
+def stop_child_pool() -> None:
+    """Kill the reduction child (a cancelled run; napari closing). The next reduction starts a new one."""
+    global _CHILD_POOL
+    pool, _CHILD_POOL = _CHILD_POOL, None
+    if pool is None:
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # Python < 3.14: no kill_workers()
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_in_child(fn, *args, cancel: threading.Event | None = None):
+    """``fn(*args)`` in the reduction child process (one call at a time), for GIL-bound work that would
+    freeze the viewer. Setting *cancel* kills the child and raises :class:`~napari_dynaclr.errors.Cancelled`."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .errors import Cancelled, DynaclrError
+
+    with _CHILD_LOCK:
+        future = _child_pool().submit(fn, *args)
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except FutureTimeout:
+                if cancel is not None and cancel.is_set():
+                    stop_child_pool()
+                    raise Cancelled("prediction cancelled") from None
+            except BrokenProcessPool as exc:
+                stop_child_pool()
+                raise DynaclrError(f"the reduction process died ({exc}); out of memory?") from None
+
+
+def gui_reductions(cancel: threading.Event):
+    """The napari job's ``reduce(adata, cfg)`` for :func:`~napari_dynaclr.engine.prediction_events`: the same
+    reductions as the CLI, computed where they do not freeze the viewer.
+
+    UMAP and PHATE run in a spawned child process (:func:`run_in_child`): numba holds the GIL while it
+    compiles and runs their kernels (stalls of 0.1–0.2 s each on the GUI thread otherwise). PCA (a fraction
+    of a second) runs here with one BLAS thread: LAPACK's QR holds the GIL, and a BLAS pool fighting the GUI
+    for the cores stretches it past 100 ms. Setting *cancel* kills the child.
+    """
+
+    def reduce(adata, cfg) -> None:
+        from threadpoolctl import threadpool_limits
+
+        from .reduce import apply_reductions, child_reductions
+
+        if cfg.umap_kwargs is not None or cfg.phate_kwargs is not None:
+            obsm, messages = run_in_child(child_reductions, np.asarray(adata.X), cfg.umap_kwargs,
+                                          cfg.phate_kwargs, cancel=cancel)
+            for msg in messages:
+                warnings.warn(msg, stacklevel=2)
+            for key, value in obsm.items():
+                adata.obsm[key] = value
+        with threadpool_limits(limits=1, user_api="blas"):
+            apply_reductions(adata, cfg.pca_kwargs, None, None)
+
+    return reduce
+
+
+def compute_reduction(X, method: str) -> tuple[str, np.ndarray]:
+    """:func:`napari_dynaclr.explore.compute_reduction` for the embedding view's worker: UMAP and PHATE in
+    the reduction child process, PCA here with one BLAS thread (see :func:`gui_reductions`)."""
+    from threadpoolctl import threadpool_limits
+
+    from .explore import compute_reduction as reduction
+
+    X = np.asarray(X, dtype=np.float32)
+    if method.upper() in ("UMAP", "PHATE"):
+        return run_in_child(reduction, X, method)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return reduction(X, method)
+
+
 @dataclasses.dataclass
 class Batch:
     """One predicted batch: rows [start, stop) with 2-D preview coordinates."""
@@ -182,7 +273,8 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     # a reduced-precision run converts the model in place: never share that one
     loaded = load_model_cached(cfg.ckpt_path, cfg.encoder, reuse=cfg.precision in ("32-true", "32"))
     project = StreamingProjector()
-    events = prediction_events(cfg, device, cancel, write, loaded=loaded, reduction_blas_threads=1)
+    events = prediction_events(cfg, device, cancel, write, loaded=loaded,
+                               reduce=gui_reductions(cancel or threading.Event()))
     try:
         while True:
             try:

@@ -99,3 +99,17 @@ def apply_reductions(adata, pca_kwargs: Mapping | None = None, umap_kwargs: Mapp
             continue
         added.append(f"X_{name}")
     return added
+
+
+def child_reductions(X: np.ndarray, umap_kwargs: Mapping | None, phate_kwargs: Mapping | None):
+    """UMAP and PHATE of *X* as :func:`apply_reductions` computes them, for a child process (the napari job
+    runs them there: numba holds the GIL while it compiles and runs). Returns ``(obsm entries, warning
+    messages)``; a failing UMAP raises, as in-process."""
+    from types import SimpleNamespace
+
+    holder = SimpleNamespace(X=X, obsm={})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        apply_reductions(holder, None, umap_kwargs, phate_kwargs)
+    # what apply_reductions itself warns about (not, e.g., umap's ImportWarning about TensorFlow)
+    return holder.obsm, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]

@@ -257,7 +257,9 @@ class EmbeddingView(QWidget):
         except explore.ExploreError as exc:
             show_error(str(exc))
             return None
-        worker = thread_worker(explore.compute_reduction, progress=True, ignore_errors=True)(X, method)
+        from ..jobs import compute_reduction  # UMAP/PHATE in a child process: numba holds the GIL
+
+        worker = thread_worker(compute_reduction, progress=True, ignore_errors=True)(X, method)
 
         def done(result):
             key, coords = result
