@@ -273,8 +273,8 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     # a reduced-precision run converts the model in place: never share that one
     loaded = load_model_cached(cfg.ckpt_path, cfg.encoder, reuse=cfg.precision in ("32-true", "32"))
     project = StreamingProjector()
-    events = prediction_events(cfg, device, cancel, write, loaded=loaded,
-                               reduce=gui_reductions(cancel or threading.Event()))
+    cancel = cancel or threading.Event()
+    events = prediction_events(cfg, device, cancel, write, loaded=loaded, reduce=gui_reductions(cancel))
     try:
         while True:
             try:
