@@ -124,3 +124,28 @@ def test_view_reduction_in_the_child_equals_in_process():
     assert key == ref_key == "X_umap"
     np.testing.assert_allclose(child, ref, atol=1e-4)
     assert jobs.compute_reduction(X, "PCA")[0] == "X_pca"
+
+
+def test_child_does_not_rerun_an_unguarded_script_and_exit_kills_it(tmp_path):
+    """napari scripts rarely have a main guard: the spawned child must not run them again, and leaving
+    the interpreter while the child works must not wait for it."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent("""
+        import threading, time
+        from napari_dynaclr import jobs
+        print("SCRIPT RAN", flush=True)
+        print("abs:", jobs.run_in_child(abs, -3), flush=True)
+        threading.Thread(target=lambda: jobs.run_in_child(time.sleep, 600), daemon=True).start()
+        time.sleep(2)
+    """))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - t0
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("SCRIPT RAN") == 1 and "abs: 3" in out.stdout
+    assert seconds < 60  # the 600 s task was killed at exit

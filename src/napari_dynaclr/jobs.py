@@ -9,6 +9,7 @@ batches and writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -158,7 +159,42 @@ def _child_pool():
         from concurrent.futures import ProcessPoolExecutor
 
         _CHILD_POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        # at interpreter exit, concurrent.futures waits for the running task (a UMAP: minutes); kill the
+        # child first. Its exit hooks run in reverse order of registration, so ours (later) goes first.
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            register(_stop_child_pool_at_exit)
     return _CHILD_POOL
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """Keep a spawned child from re-running the parent's main script.
+
+    multiprocessing's spawn imports the parent's ``__main__`` file in the child; a napari script without
+    an ``if __name__ == "__main__":`` guard (most of them) would open a second viewer there and never
+    compute anything. While the child starts, the script's path is hidden, so the child imports only
+    what the task needs (``napari_dynaclr.reduce``). Modules run with ``-m`` and notebooks need nothing.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(getattr(main, "__spec__", None), "name", None):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
+_EXITING = False
+
+
+def _stop_child_pool_at_exit() -> None:
+    global _EXITING
+    _EXITING = True
+    stop_child_pool()
 
 
 def stop_child_pool() -> None:
@@ -181,7 +217,8 @@ def run_in_child(fn, *args, cancel: threading.Event | None = None):
     from .errors import Cancelled, DynaclrError
 
     with _CHILD_LOCK:
-        future = _child_pool().submit(fn, *args)
+        with _main_script_hidden():  # the child process starts here, on the first submit
+            future = _child_pool().submit(fn, *args)
         while True:
             try:
                 return future.result(timeout=0.2)
@@ -191,6 +228,8 @@ def run_in_child(fn, *args, cancel: threading.Event | None = None):
                     raise Cancelled("prediction cancelled") from None
             except BrokenProcessPool as exc:
                 stop_child_pool()
+                if _EXITING:
+                    raise Cancelled("the interpreter is exiting") from None
                 raise DynaclrError(f"the reduction process died ({exc}); out of memory?") from None
 
 
