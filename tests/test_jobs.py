@@ -94,7 +94,10 @@ def test_gui_reductions_match_the_cli_and_run_umap_in_a_child(demo_inputs, monke
 
 
 def test_gui_reductions_cancel_kills_the_child(demo_inputs):  # noqa: F811
+    """Also when the child ignores SIGTERM, as it does when napari (or CI) was started with SIGTERM
+    ignored: the disposition is inherited through spawn's fork and exec."""
     import multiprocessing
+    import signal
 
     from napari_dynaclr.errors import Cancelled
     from napari_dynaclr.store import build_anndata
@@ -105,6 +108,12 @@ def test_gui_reductions_cancel_kills_the_child(demo_inputs):  # noqa: F811
     obs = __import__("pandas").DataFrame({"fov_name": ["A/1/0"] * len(X), "track_id": 0, "t": 0, "id": 0,
                                           "y": 0.0, "x": 0.0})
     adata = build_anndata(obs, X, X[:, :8], cfg.embedding_key, {})
+    jobs.stop_child_pool()
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        jobs.run_in_child(int, "1")  # the child starts now, ignoring SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     cancel = threading.Event()
     threading.Timer(1.0, cancel.set).start()
     with pytest.raises(Cancelled):

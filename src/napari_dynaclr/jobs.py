@@ -203,8 +203,10 @@ def stop_child_pool() -> None:
     pool, _CHILD_POOL = _CHILD_POOL, None
     if pool is None:
         return
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # Python < 3.14: no kill_workers()
-        proc.terminate()
+    # SIGKILL, not SIGTERM: a process started with SIGTERM ignored (nohup-like launchers, some CI runners)
+    # passes that on to the child, which would then outlive the cancel. Python < 3.14: no kill_workers().
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.kill()
     pool.shutdown(wait=False, cancel_futures=True)
 
 
