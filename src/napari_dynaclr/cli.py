@@ -212,7 +212,8 @@ def _add_info(sub):
 
 
 def cmd_info(args) -> int:
-    from .model import describe_config, infer_config, load_checkpoint, read_state_dict
+    from .architecture import describe_config
+    from .model import infer_config, load_checkpoint, read_state_dict
 
     sd = read_state_dict(args.checkpoint)
     cfg = infer_config(sd)

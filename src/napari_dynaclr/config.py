@@ -6,9 +6,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .architecture import EncoderConfig
 from .errors import ConfigError, shorten
-from .model import EncoderConfig
-from .normalize import NormalizeSampled, Normalization, check_keys, from_viscy
+from .normalize import Normalization, NormalizeSampled, check_keys, from_viscy
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .architecture import EncoderConfig, patch_multiple
 from .config import PredictConfig
 from .errors import Cancelled, ConfigError, PlateError, TracksError
-from .model import EncoderConfig, patch_multiple
 from .normalize import StatsTable, normalize_batch
 from .patches import PatchReader, sampled_affine
 from .plate import Plate
