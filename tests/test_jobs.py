@@ -39,6 +39,23 @@ def test_preview_is_the_runs_plan(demo_inputs):  # noqa: F811
     assert first not in set(fewer["fov_name"].astype(str)) and 0 < len(fewer) < len(table)
 
 
+def test_preview_does_not_load_the_model_stack(demo_inputs):  # noqa: F811
+    """Planning needs the plate and tracks only: the first preview in a session must not wait for torch."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import sys
+        from napari_dynaclr import jobs
+        from napari_dynaclr.config import load_predict_yaml
+        n = len(jobs.preview_cells(load_predict_yaml({str(demo_inputs["config"])!r})))
+        print(n, [m for m in ("torch", "lightning", "timm") if m in sys.modules])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split(None, 1) == ["52", "[]\n"]
+
+
 def test_preview_reports_bad_inputs(demo_inputs):  # noqa: F811
     cfg = load_predict_yaml(demo_inputs["config"])
     with pytest.raises(PlateError, match="z_range"):

@@ -115,8 +115,7 @@ def freeze_long_lived_heap() -> None:
 
 def preview_cells(cfg) -> pd.DataFrame:
     """The explorer's cell table of the cells a run with *cfg* would predict — the same plan as the run
-    (plate, tracks, border filter, FOV selection), without a checkpoint or a model."""
-    import_model_stack()
+    (plate, tracks, border filter, FOV selection), without a checkpoint or a model (nor torch)."""
     _warm_up_gui_imports()
     from .engine import plan_prediction
     from .explore import cell_table
@@ -240,14 +239,11 @@ def gui_reductions(cancel: threading.Event):
     reductions as the CLI, computed where they do not freeze the viewer.
 
     UMAP and PHATE run in a spawned child process (:func:`run_in_child`): numba holds the GIL while it
-    compiles and runs their kernels (stalls of 0.1–0.2 s each on the GUI thread otherwise). PCA (a fraction
-    of a second) runs here with one BLAS thread: LAPACK's QR holds the GIL, and a BLAS pool fighting the GUI
-    for the cores stretches it past 100 ms. Setting *cancel* kills the child.
+    compiles and runs their kernels (stalls of 0.1–0.2 s each on the GUI thread otherwise). PCA runs here
+    with one BLAS thread (:func:`_one_blas_thread`). Setting *cancel* kills the child.
     """
 
     def reduce(adata, cfg) -> None:
-        from threadpoolctl import threadpool_limits
-
         from .reduce import apply_reductions, child_reductions
 
         if cfg.umap_kwargs is not None or cfg.phate_kwargs is not None:
@@ -257,23 +253,29 @@ def gui_reductions(cancel: threading.Event):
                 warnings.warn(msg, stacklevel=2)
             for key, value in obsm.items():
                 adata.obsm[key] = value
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             apply_reductions(adata, cfg.pca_kwargs, None, None)
 
     return reduce
 
 
+def _one_blas_thread():
+    """For PCA on a GUI's worker thread: LAPACK's QR holds the GIL, and a BLAS pool fighting the GUI for
+    the cores stretches it past 100 ms; one thread keeps it short (a fraction of a second in all)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def compute_reduction(X, method: str) -> tuple[str, np.ndarray]:
     """:func:`napari_dynaclr.explore.compute_reduction` for the embedding view's worker: UMAP and PHATE in
     the reduction child process, PCA here with one BLAS thread (see :func:`gui_reductions`)."""
-    from threadpoolctl import threadpool_limits
-
     from .explore import compute_reduction as reduction
 
     X = np.asarray(X, dtype=np.float32)
     if method.upper() in ("UMAP", "PHATE"):
         return run_in_child(reduction, X, method)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         return reduction(X, method)
 
 
@@ -386,7 +388,7 @@ def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=()) -
 def inspect_checkpoint(path, encoder=None) -> str:
     """Load a checkpoint strictly and describe it (the config, inferred or given, and key match)."""
     import_model_stack()
-    from .model import describe_config
+    from .architecture import describe_config
 
     loaded = load_model_cached(path, encoder)
     how = "inferred from the weights" if loaded.inferred else "from predict.yml"
