@@ -81,16 +81,17 @@ def main(argv=None) -> int:
               f"-> target < 100 ms: {'MET' if gaps.max() < 100 else 'MISSED'}")
         print(f"  stalls > 100 ms (ms since start, length): {long_gaps}")
 
-    # 1. choosing the inputs: the widget plans the run in a worker and shows the cells to predict
+    # 1. choosing the inputs: the widget reads the plate and plans the run in workers, then shows the
+    #    cells to predict (until the preview's cell table reaches the viewer)
     def choose_inputs():
         main_w.load_predict_yml(inputs["config"])
         main_w.output.value = work / "gui-run.zarr"
         main_w.device.value = "cpu"
         main_w.batch_size.value = args.batch_size
         main_w.umap.value = args.umap
-        return main_w.preview_cells()
+        return main_w.session
 
-    gaps, long_gaps, _ = watch(choose_inputs, lambda w: w.finished)
+    gaps, long_gaps, _ = watch(choose_inputs, lambda session: session.table_changed)
     QApplication.processEvents()
     print(f"preview: {main_w.cells_info.value}; layers: {len(viewer.layers)}")
     report("choosing the inputs (one-off layer build)", gaps, long_gaps)

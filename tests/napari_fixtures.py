@@ -19,7 +19,7 @@ import timm  # noqa: E402,F401
 #: 1 well × 2 FOVs × 4 timepoints, 6 cells each (+ a division): 52 cells, 2 batches of 32 — seconds on CPU
 SMALL_SPEC = SyntheticSpec(wells=("A/1",), fovs_per_well=2, timepoints=4, size=(128, 128), cells_per_fov=6)
 
-__all__ = ["demo_inputs", "demo_store", "demo_copy", "SMALL_SPEC", "wait_worker"]
+__all__ = ["demo_inputs", "demo_store", "demo_copy", "SMALL_SPEC", "wait_worker", "load_yml"]
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +65,10 @@ def wait_worker(qtbot, worker, timeout: int) -> None:
 
     qtbot.waitUntil(lambda: worker not in WorkerBase._worker_set, timeout=timeout)
     qtbot.wait(20)  # and let the GUI thread deliver anything still queued
+
+
+def load_yml(qtbot, main, path) -> None:
+    """Load a predict.yml into the main widget and wait until it has read the plate's layout."""
+    assert main.load_predict_yml(path)
+    if main._plate_worker is not None:
+        wait_worker(qtbot, main._plate_worker, 60_000)

@@ -9,7 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 from napari_fixtures import *  # noqa: F403
-from napari_fixtures import wait_worker
+from napari_fixtures import load_yml, wait_worker
 
 RUN_TIMEOUT_MS = 150_000
 
@@ -62,7 +62,7 @@ def test_widget_bad_input(case_id, setup, needle, make_napari_viewer, inputs, qt
     monkeypatch.setattr(main_widget, "show_error", errors.append)
     viewer = make_napari_viewer()
     _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
-    assert main.load_predict_yml(inputs / "predict.yml")
+    load_yml(qtbot, main, inputs / "predict.yml")
     out = inputs / "out.zarr"
     main.output.value = out
     main.device.value = "cpu"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from napari_fixtures import *  # noqa: F403
-from napari_fixtures import wait_worker
+from napari_fixtures import load_yml, wait_worker
 from napari_fixtures import SMALL_SPEC
 
 from napari_dynaclr import explore
@@ -63,7 +62,7 @@ def test_widgets_dock_through_manifest(docked):
 def test_full_run_streams_and_writes_store(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
     viewer, main, view = docked
     errors = _errors(monkeypatch)
-    assert main.load_predict_yml(demo_inputs["config"])
+    load_yml(qtbot, main, demo_inputs["config"])
     assert main.channels.value == "Phase3D, RFP" and main.patch.value == 64
     out = tmp_path / "run.zarr"
     main.output.value = out
@@ -110,7 +109,7 @@ def test_full_run_streams_and_writes_store(docked, demo_inputs, tmp_path, qtbot,
 def test_cancel_mid_run_leaves_no_store(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
     viewer, main, view = docked
     errors = _errors(monkeypatch)
-    main.load_predict_yml(demo_inputs["config"])
+    load_yml(qtbot, main, demo_inputs["config"])
     out = tmp_path / "cancelled.zarr"
     main.output.value = out
     main.device.value = "cpu"
@@ -137,7 +136,7 @@ def test_cancel_mid_run_leaves_no_store(docked, demo_inputs, tmp_path, qtbot, mo
 def test_bad_channel_shows_error_and_recovers(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
     viewer, main, view = docked
     errors = _errors(monkeypatch)
-    main.load_predict_yml(demo_inputs["config"])
+    load_yml(qtbot, main, demo_inputs["config"])
     main.output.value = tmp_path / "bad.zarr"
     main.device.value = "cpu"
     main.channels.value = "Phase3D, GFP"
@@ -163,7 +162,7 @@ def test_preview_shows_cells_and_the_run_keeps_its_layers(docked, demo_inputs, t
     layers (the same layer objects) instead of building new ones."""
     viewer, main, view = docked
     errors = _errors(monkeypatch)
-    main.load_predict_yml(demo_inputs["config"])
+    load_yml(qtbot, main, demo_inputs["config"])
     worker = main.preview_cells()
     wait_worker(qtbot, worker, 60_000)
     s = main.session
@@ -190,7 +189,7 @@ def test_preview_shows_cells_and_the_run_keeps_its_layers(docked, demo_inputs, t
 def test_preview_reports_bad_inputs_in_place(docked, demo_inputs, qtbot, monkeypatch):
     viewer, main, view = docked
     errors = _errors(monkeypatch)
-    main.load_predict_yml(demo_inputs["config"])
+    load_yml(qtbot, main, demo_inputs["config"])
     main.normalization.value = "fov_statistics"
     main.channels.value = "Phase3D, GFP"
     worker = main.preview_cells()
@@ -198,6 +197,41 @@ def test_preview_reports_bad_inputs_in_place(docked, demo_inputs, qtbot, monkeyp
     assert main.cells_info.value.startswith("✗") and "GFP" in main.cells_info.value
     assert "Phase3D" in main.cells_info.value  # the available channels are listed
     assert errors == [] and main.session.table is None and len(viewer.layers) == 0
+
+
+def test_plate_is_read_in_a_worker_and_the_yml_selects_the_fovs(docked, demo_inputs, tmp_path, qtbot,
+                                                                  monkeypatch):
+    """The plate's layout is read off the GUI thread; a predict.yml's fit_exclude_fovs selects the FOVs in
+    the list, and applies while the plate is still being read."""
+    import yaml
+
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    doc = yaml.safe_load(demo_inputs["config"].read_text())
+    init = doc["data"]["init_args"]
+    init.update(data_path=str(demo_inputs["plate"]), tracks_path=str(demo_inputs["tracks"]),
+                fit_exclude_fovs=["A/1/1"])
+    doc["ckpt_path"] = None
+    yml = tmp_path / "predict.yml"
+    yml.write_text(yaml.safe_dump(doc))
+    assert main.load_predict_yml(yml)
+    worker = main._plate_worker
+    assert worker is not None and main.plate_info.value == "reading the plate…"
+    assert main.build_config(require_output=False).exclude_fovs == ["A/1/1"]  # the yml's, until it is read
+    wait_worker(qtbot, worker, 60_000)
+    assert main.plate_info.value.startswith("2 FOVs in 1 wells; channels: Phase3D, RFP")
+    assert list(main.fovs.choices) == ["A/1/0", "A/1/1"] and list(main.fovs.value) == ["A/1/0"]
+    assert main.build_config(require_output=False).exclude_fovs == ["A/1/1"]
+    preview = main.preview_cells()
+    wait_worker(qtbot, preview, 60_000)
+    assert main.cells_info.value == "26 cells in 1 FOV to predict" and errors == []
+    # a plate that is not one: said in place, the FOV list emptied
+    bad = tmp_path / "not-a-plate"
+    bad.mkdir()
+    main.plate.value = bad
+    wait_worker(qtbot, main._plate_worker, 60_000)
+    assert main.plate_info.value.startswith("✗") and "not-a-plate" in main.plate_info.value
+    assert list(main.fovs.choices) == [] and errors == []
 
 
 def test_open_store_without_checkpoint(docked, demo_store, demo_inputs, qtbot, monkeypatch):

@@ -60,13 +60,11 @@ class Plate:
                 )
         self.fovs: list[FOV] = []
         all_fovs = []
-        for well_name, well in self._plate.wells():
+        for _, well in self._plate.wells():
             for _, pos in well.positions():
                 name = pos.zgroup.name.strip("/")
                 all_fovs.append(name)
-                if include_wells is not None and well_name not in include_wells:
-                    continue
-                if exclude_fovs is not None and name in exclude_fovs:
+                if not is_selected(name, include_wells, exclude_fovs):
                     continue
                 if "0" not in pos.array_keys():
                     raise PlateError(f"FOV {name} of plate {self.path} has no full-resolution array '0'")
@@ -138,13 +136,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else "no detail"
 
 
-def plate_info(path: str | Path) -> dict:
-    """Channels, wells, FOV names and the first FOV's shape/dtype (for widgets and summaries)."""
+def is_selected(fov_name: str, include_wells: Sequence[str] | None = None,
+                exclude_fovs: Sequence[str] | None = None) -> bool:
+    """Whether VisCy's ``fit_include_wells`` / ``fit_exclude_fovs`` keep FOV ``"row/col/fov"``."""
+    well = fov_name.rsplit("/", 1)[0]
+    return (include_wells is None or well in include_wells) and (exclude_fovs is None or fov_name not in exclude_fovs)
+
+
+def plate_info(path: str | Path, include_wells: Sequence[str] | None = None,
+               exclude_fovs: Sequence[str] | None = None) -> dict:
+    """Channels, wells, FOV names (all, and those the well/FOV selection keeps) and the first FOV's
+    shape/dtype (for widgets and summaries)."""
     with Plate(path) as plate:
         first = plate.fovs[0]
         return {
             "channels": plate.channel_names,
             "fovs": [f.name for f in plate.fovs],
+            "selected": [f.name for f in plate.fovs if is_selected(f.name, include_wells, exclude_fovs)],
             "wells": sorted({f.name.rsplit("/", 1)[0] for f in plate.fovs}),
             "shape": first.shape,
             "dtype": str(first.dtype),

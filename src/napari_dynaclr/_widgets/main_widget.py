@@ -127,7 +127,9 @@ class DynaCLRWidget(QWidget):
         self._preview_timer = QTimer(self)  # the inputs change in bursts (a predict.yml sets them all)
         self._preview_timer.setSingleShot(True)
         self._preview_timer.setInterval(300)
-        self._preview_timer.timeout.connect(lambda: self.preview_cells())
+        self._preview_timer.timeout.connect(self._on_preview_timer)
+        self._plate_worker = None  # reading the plate's layout
+        self._fovs_plate: Path | None = None  # the plate the FOV list describes
         for w in (self.plate, self.tracks, self.fovs, self.channels, self.z_start, self.z_stop, self.patch,
                   self.final_patch):
             w.changed.connect(lambda _: self._preview_timer.start())
@@ -170,7 +172,10 @@ class DynaCLRWidget(QWidget):
         self.predict_yml.value = path
         self.normalization.choices = NORMALIZATIONS
         self.normalization.value = "from predict.yml"
+        same_plate = _path(self.plate.value) == Path(cfg.data_path)
         self.plate.value = cfg.data_path
+        if same_plate:  # no change event: select the FOVs as this predict.yml does
+            self._on_plate()
         self.tracks.value = cfg.tracks_path
         self.channels.value = ", ".join(cfg.source_channel)
         self.z_stop.value = cfg.z_range[1]
@@ -189,26 +194,54 @@ class DynaCLRWidget(QWidget):
         self.status.value = f"loaded {Path(path).name}"
         return True
 
-    def _on_plate(self) -> None:
+    def _yml_selection(self, plate: Path | None) -> tuple[list[str] | None, list[str] | None]:
+        """The loaded predict.yml's ``fit_include_wells`` / ``fit_exclude_fovs`` when it names *plate*."""
+        base = self.yml_config
+        if base is None or plate is None or Path(base.data_path) != plate:
+            return None, None
+        return base.include_wells, base.exclude_fovs
+
+    def _on_plate(self):
+        """Read the plate's layout in a worker (a large plate on a network drive takes seconds), then list
+        its FOVs, selected as the predict.yml selects them (all without one). Returns the worker."""
         from ..plate import plate_info
 
         path = _path(self.plate.value)
+        self._fovs_plate = None  # the FOV list does not describe the chosen plate (yet)
         if path is None:
-            return
-        try:
-            info = plate_info(path)
-        except DynaclrError as exc:
-            self.plate_info.value = f"✗ {exc}"
+            self._plate_worker = None
+            return None
+        self.plate_info.value = "reading the plate…"
+        worker = thread_worker(plate_info, ignore_errors=True)(path, *self._yml_selection(path))
+
+        def done(info):
+            if worker is not self._plate_worker or not self._alive():
+                return
+            self._plate_worker = None
+            t, _, z, y, x = info["shape"]
+            self.plate_info.value = (f"{len(info['fovs'])} FOVs in {len(info['wells'])} wells; channels: "
+                                     f"{', '.join(info['channels'])}; TZYX {t}×{z}×{y}×{x} {info['dtype']}")
+            self.fovs.choices = info["fovs"]
+            self.fovs.value = info["selected"]
+            self._fovs_plate = path
+            self.z_stop.max = max(z, 1)
+            if not self.channels.value:
+                self.channels.value = ", ".join(info["channels"])
+            self._preview_timer.start()
+
+        def failed(exc):
+            if worker is not self._plate_worker or not self._alive():
+                return
+            self._plate_worker = None
+            self.plate_info.value = f"✗ {_message(exc)}"
             self.fovs.choices = []
-            return
-        t, _, z, y, x = info["shape"]
-        self.plate_info.value = (f"{len(info['fovs'])} FOVs in {len(info['wells'])} wells; channels: "
-                                 f"{', '.join(info['channels'])}; TZYX {t}×{z}×{y}×{x} {info['dtype']}")
-        self.fovs.choices = info["fovs"]
-        self.fovs.value = info["fovs"]
-        self.z_stop.max = max(z, 1)
-        if not self.channels.value:
-            self.channels.value = ", ".join(info["channels"])
+            self._preview_timer.start()
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self._plate_worker = worker
+        worker.start()
+        return worker
 
     def inspect_checkpoint(self):
         """Check the checkpoint in a worker: show the (inferred) config and whether all keys match."""
@@ -230,11 +263,16 @@ class DynaCLRWidget(QWidget):
         from ..reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
 
         channels = [c.strip() for c in self.channels.value.split(",") if c.strip()]
-        all_fovs = list(self.fovs.choices)
-        chosen = list(self.fovs.value or [])
-        if all_fovs and not chosen:
-            raise DynaclrError("select at least one FOV to predict")
-        exclude = [f for f in all_fovs if f not in chosen] or None
+        plate, tracks = _path(self.plate.value), _path(self.tracks.value)
+        if plate is None or tracks is None:
+            raise DynaclrError("choose a plate and a tracks folder")
+        if plate == self._fovs_plate:  # the FOV list shows this plate: it is the selection
+            all_fovs, chosen = list(self.fovs.choices), list(self.fovs.value or [])
+            if not chosen:
+                raise DynaclrError("select at least one FOV to predict")
+            include_wells, exclude = None, [f for f in all_fovs if f not in chosen] or None
+        else:  # the plate is still being read: the predict.yml's selection (or every FOV)
+            include_wells, exclude = self._yml_selection(plate)
         norm = self.normalization.value
         if norm == "from predict.yml" and self.yml_config is not None:
             normalizations = self.yml_config.normalizations
@@ -242,9 +280,6 @@ class DynaCLRWidget(QWidget):
             normalizations = []
         else:
             normalizations = default_normalizations(channels, norm if norm != "from predict.yml" else "fov_statistics")
-        plate, tracks = _path(self.plate.value), _path(self.tracks.value)
-        if plate is None or tracks is None:
-            raise DynaclrError("choose a plate and a tracks folder")
         output = _path(self.output.value)
         if output is None and require_output:
             raise DynaclrError("choose an output store path")
@@ -254,7 +289,7 @@ class DynaCLRWidget(QWidget):
             initial_yx_patch_size=(self.patch.value, self.patch.value),
             final_yx_patch_size=(self.final_patch.value, self.final_patch.value),
             batch_size=self.batch_size.value, normalizations=normalizations, exclude_fovs=exclude,
-            include_wells=None, ckpt_path=_path(self.ckpt.value), output_path=output,
+            include_wells=include_wells, ckpt_path=_path(self.ckpt.value), output_path=output,
             overwrite=self.overwrite.value, accelerator=self.device.value,
             umap_kwargs=(dict(DEFAULT_UMAP_KWARGS) if self.umap.value else None),
             pca_kwargs=(dict(DEFAULT_PCA_KWARGS) if self.pca.value else None),
@@ -282,6 +317,10 @@ class DynaCLRWidget(QWidget):
         except RuntimeError:
             return False
         return True
+
+    def _on_preview_timer(self) -> None:
+        if self._plate_worker is None:  # otherwise the plate's layout restarts the timer when it arrives
+            self.preview_cells()
 
     def preview_cells(self):
         """Plan the run in a worker (no model): report how many cells it will predict, or what is wrong
