@@ -11,7 +11,8 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_dynaclr._widgets.verify_panel import COLOR_COLUMN, _camera, FAIL_STYLE, PASS_STYLE, VerifyWidget  # noqa: E402
+from napari_dynaclr._widgets.session import camera  # noqa: E402
+from napari_dynaclr._widgets.verify_panel import COLOR_COLUMN, FAIL_STYLE, PASS_STYLE, VerifyWidget  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 REF = DATA / "dev2d" / "reference.zarr"
@@ -102,10 +103,10 @@ def test_panel_fail_state_histograms_table_and_navigation(make_napari_viewer, qt
     assert ct.item(ct.rowCount() - 1, 1).text() == str(bad["track_id"])
     # selecting the row moves the viewer: time slider, camera centre, the cell's FOV layer and point
     viewer.dims.set_point(0, 0)
-    _camera(viewer).center = (0.0, 0.0)
+    camera(viewer).center = (0.0, 0.0)
     ct.selectRow(ct.rowCount() - 1)
     assert viewer.dims.point[0] == pytest.approx(float(bad["t"]))
-    assert tuple(_camera(viewer).center[-2:]) == pytest.approx((float(bad["y"]), float(bad["x"])))
+    assert tuple(camera(viewer).center[-2:]) == pytest.approx((float(bad["y"]), float(bad["x"])))
     layer = layers[str(bad["fov_name"])]
     assert viewer.layers.selection.active is layer
     (sel,) = layer.selected_data
@@ -201,7 +202,7 @@ def test_panel_uses_the_explorer_session(make_napari_viewer, qtbot, perturbed_st
     panel.cells_table.selectRow(0)
     assert sess.fov_name == str(bad["fov_name"])
     assert sess.current_t == int(bad["t"])
-    assert tuple(_camera(viewer).center[-2:]) == pytest.approx((float(bad["y"]), float(bad["x"])))
+    assert tuple(camera(viewer).center[-2:]) == pytest.approx((float(bad["y"]), float(bad["x"])))
     panel.color_cells()
     assert sess.color_column == COLOR_COLUMN
     assert sess.table[COLOR_COLUMN].idxmax() == BAD_ROW

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import TracksError, shorten
+from .errors import TracksError
 
 REQUIRED_COLUMNS = ["track_id", "t", "id", "parent_track_id", "parent_id", "y", "x"]
 #: VisCy's ULTRACK_INDEX_COLUMNS: the obs columns of an embedding store, in this order.

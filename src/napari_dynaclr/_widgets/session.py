@@ -382,7 +382,7 @@ class ExplorerSession:
         viewer = self.viewer
         scale = self.overlay.scale if self.overlay is not None else (1.0, 1.0, 1.0)
         viewer.dims.set_point(self._time_axis(), float(t) * scale[0])
-        viewer.camera.center = (float(y) * scale[-2], float(x) * scale[-1])
+        camera(viewer).center = (float(y) * scale[-2], float(x) * scale[-1])
 
     def goto_row(self, row: int) -> None:
         r = self.table.iloc[int(row)]
@@ -396,6 +396,12 @@ class ExplorerSession:
         explore.assign_class(self.table, self.selected, name)
         self.add_columns({"annotation": self.table["annotation"]})
         return len(self.selected)
+
+
+def camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9 (``viewer.camera`` is deprecated)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
 def get_session(viewer) -> ExplorerSession:
@@ -425,7 +431,7 @@ def goto_cell(viewer, fov_name: str, t: int, y: float, x: float) -> None:
         return
     axis = max(0, viewer.dims.ndim - 3)
     viewer.dims.set_point(axis, float(t))
-    viewer.camera.center = (float(y), float(x))
+    camera(viewer).center = (float(y), float(x))
 
 
 def color_cells_by(viewer, column: str, colormap: str | None = None) -> None:

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 
 from .. import verify
 from ..errors import DynaclrError
+from .session import camera, get_session, goto_cell
 
 #: How many of the worst cells the table lists.
 MAX_TABLE_ROWS = 500
@@ -79,23 +80,6 @@ def _points_layers_with_cells(viewer):
     for layer in viewer.layers:
         if isinstance(layer, Points) and all(c in layer.features.columns for c in verify.REQUIRED_KEYS):
             yield layer
-
-
-def _camera(viewer):
-    scene = getattr(viewer, "scene", None)  # napari >= 0.9: viewer.scene.camera
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
-def _session(viewer):
-    """The DynaCLR explorer session of *viewer* when the plugin's explorer is available, else None."""
-    try:
-        from .session import get_session
-    except ImportError:  # pragma: no cover - the explorer is part of the package
-        return None
-    try:
-        return get_session(viewer)
-    except Exception:  # pragma: no cover - defensive: the panel works without the explorer
-        return None
 
 
 class VerifyWidget(QWidget):
@@ -222,8 +206,8 @@ class VerifyWidget(QWidget):
         current = self.prediction_combo.currentData()
         self.prediction_combo.blockSignals(True)
         self.prediction_combo.clear()
-        sess = _session(self.viewer)
-        if sess is not None and sess.table is not None and (sess.adata is not None or sess.store_path):
+        sess = get_session(self.viewer)
+        if sess.table is not None and (sess.adata is not None or sess.store_path):
             name = Path(sess.store_path).name if sess.store_path else "prediction in memory"
             self.prediction_combo.addItem(f"Cells in the viewer ({name})", "session")
         for layer in self.viewer.layers:
@@ -252,10 +236,10 @@ class VerifyWidget(QWidget):
         """The prediction to compare: an AnnData or a store path. Raises DynaclrError when unset."""
         kind, _, name = str(self.prediction_combo.currentData() or "file").partition(":")
         if kind == "session":
-            sess = _session(self.viewer)
-            if sess is not None and sess.adata is not None:
+            sess = get_session(self.viewer)
+            if sess.adata is not None:
                 return sess.adata
-            if sess is not None and sess.store_path:
+            if sess.store_path:
                 return Path(sess.store_path)
             raise DynaclrError("the viewer holds no prediction any more; choose a file")
         if kind == "layer":
@@ -377,7 +361,6 @@ class VerifyWidget(QWidget):
         self.canvas.draw_idle()
 
     def _fill_cells(self, report):
-        cells = report.cells
         judged = report.judged_arrays
         keys = report.rows.key_columns
         cols = keys + [f"{k}:max_abs" for k in judged] + [f"{judged[0]}:cosine", "tol_ratio"]
@@ -434,12 +417,10 @@ class VerifyWidget(QWidget):
         """
         fov, track, t = str(cell["fov_name"]), cell["track_id"], cell["t"]
         cid = cell["id"] if "id" in cell.index else None
-        sess = _session(self.viewer)
-        if sess is not None and sess.table is not None and "y" in cell.index:
+        sess = get_session(self.viewer)
+        if sess.table is not None and "y" in cell.index:
             row = verify.find_cell(sess.table, fov, track, t, cid)
             if row is not None:
-                from .session import goto_cell
-
                 goto_cell(self.viewer, fov, int(t), float(cell["y"]), float(cell["x"]))
                 return True
         for layer in _points_layers_with_cells(self.viewer):
@@ -456,13 +437,13 @@ class VerifyWidget(QWidget):
                     self.viewer.dims.set_point(axis, float(value))
             shown = [value for axis, value in zip(axes, world) if axis in displayed]
             if shown:
-                _camera(self.viewer).center = tuple(shown[-3:])
+                camera(self.viewer).center = tuple(shown[-3:])
             self.viewer.layers.selection.active = layer
             layer.selected_data = {int(row)}
             return True
         if "y" in cell.index and self.viewer.dims.ndim >= 3:  # no layer holds it: step t, centre (y, x)
             self.viewer.dims.set_point(self.viewer.dims.ndim - 3, float(t))
-            _camera(self.viewer).center = (float(cell["y"]), float(cell["x"]))
+            camera(self.viewer).center = (float(cell["y"]), float(cell["x"]))
         return False
 
     def color_cells(self) -> int:
@@ -470,9 +451,9 @@ class VerifyWidget(QWidget):
         if self.report is None:
             return 0
         done = 0
-        sess = _session(self.viewer)
+        sess = get_session(self.viewer)
         own = set()
-        if sess is not None and sess.table is not None:
+        if sess.table is not None:
             vals = _log_delta(verify.map_cell_values(self.report, sess.table, "max_abs"))
             sess.add_columns({COLOR_COLUMN: vals})
             sess.color_by(COLOR_COLUMN, "magma")
