@@ -253,6 +253,44 @@ def test_open_store_without_checkpoint(docked, demo_store, demo_inputs, qtbot, m
     assert not any(n.startswith("A/1/0") for n in names)
 
 
+def test_fov_switch_refills_the_layers_like_a_fresh_build(docked, demo_store, demo_inputs, qtbot):
+    """Switching FOV keeps the layer objects (no 0.1–0.5 s layer builds) and leaves them exactly as a
+    fresh build would: data, features, colours, borders, sizes, names, image data and contrast."""
+    viewer, main, view = docked
+    s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    s.select(np.flatnonzero(s.table["fov_name"].astype(str) == "A/1/1")[:3])
+    s.highlight(int(np.flatnonzero(s.table["fov_name"].astype(str) == "A/1/1")[0]))
+    before = [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer]
+
+    def state():
+        pts, trk, hl = s.points_layer, s.tracks_layer, s.highlight_layer
+        return {
+            "points": pts.data.copy(), "features": pts.features.reset_index(drop=True).copy(),
+            "face": pts.face_color.copy(), "border": pts.border_color.copy(), "size": pts.size.copy(),
+            "border_width": np.asarray(pts.border_width).copy(), "tracks": trk.data.copy(),
+            "track_features": trk.features.reset_index(drop=True).copy(), "graph": dict(trk.graph),
+            "track_colors": np.asarray(trk.track_colors).copy(), "highlight": hl.data.copy(),
+            "names": [layer.name for layer in viewer.layers],
+            "images": [(tuple(im.data.shape), tuple(im.contrast_limits), tuple(im.scale), im.metadata["dynaclr_fov"])
+                       for im in s.image_layers],
+        }
+
+    main.show_fov.value = "A/1/1"
+    refilled = state()
+    assert [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer] == before
+    assert all(a is b for a, b in zip([*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer], before))
+    s._remove_layers()  # a fresh build of the same FOV
+    s.show_fov("A/1/1")
+    fresh = state()
+    assert refilled["names"] == fresh["names"] and refilled["images"] == fresh["images"]
+    assert refilled["graph"] == fresh["graph"]
+    for key in ("points", "face", "border", "size", "border_width", "tracks", "track_colors", "highlight"):
+        np.testing.assert_array_equal(refilled[key], fresh[key], err_msg=key)
+    pd.testing.assert_frame_equal(refilled["features"], fresh["features"])
+    pd.testing.assert_frame_equal(refilled["track_features"], fresh["track_features"])
+    assert len(fresh["highlight"]) and (fresh["border"] != fresh["border"][0]).any()  # the checks see something
+
+
 def test_open_store_finds_plate_from_uns(docked, demo_store, qtbot, monkeypatch):
     viewer, main, view = docked
     errors = _errors(monkeypatch)
