@@ -8,6 +8,7 @@ import gc
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 from napari_fixtures import demo_inputs  # noqa: F401
 
@@ -37,6 +38,14 @@ def test_preview_is_the_runs_plan(demo_inputs):  # noqa: F811
     first = str(table["fov_name"].iat[0])
     fewer = jobs.preview_cells(dataclasses.replace(cfg, ckpt_path=None, exclude_fovs=[first]))
     assert first not in set(fewer["fov_name"].astype(str)) and 0 < len(fewer) < len(table)
+    # for a viewer: the plan's plate stays open (its FOVs are the selected ones)
+    kept, plate = jobs.preview_cells(dataclasses.replace(cfg, exclude_fovs=[first]), keep_plate=True)
+    try:
+        pd.testing.assert_frame_equal(kept, fewer)
+        assert [f.name for f in plate.fovs] == sorted(set(fewer["fov_name"].astype(str)))
+        assert plate.fov(str(fewer["fov_name"].iat[0])).image.shape[0] == 4
+    finally:
+        plate.close()
 
 
 def test_preview_does_not_load_the_model_stack(demo_inputs):  # noqa: F811

@@ -113,18 +113,27 @@ def freeze_long_lived_heap() -> None:
         gc.freeze()
 
 
-def preview_cells(cfg) -> pd.DataFrame:
+def preview_cells(cfg, keep_plate: bool = False):
     """The explorer's cell table of the cells a run with *cfg* would predict — the same plan as the run
-    (plate, tracks, border filter, FOV selection), without a checkpoint or a model (nor torch)."""
+    (plate, tracks, border filter, FOV selection), without a checkpoint or a model (nor torch).
+
+    ``keep_plate=True`` returns ``(table, plate)``: the plan's open :class:`~napari_dynaclr.plate.Plate`
+    (its FOVs are the selected ones), for a viewer to show without opening the plate again on its GUI
+    thread (seconds for a 96-well plate); the caller closes it."""
     _warm_up_gui_imports()
     from .engine import plan_prediction
     from .explore import cell_table
 
     plan = plan_prediction(cfg)
     try:
-        return cell_table(plan.index_frame())
-    finally:
+        table = cell_table(plan.index_frame())
+    except BaseException:
         plan.close()
+        raise
+    if keep_plate:
+        return table, plan.plate
+    plan.close()
+    return table
 
 
 def _guard_triton() -> None:
@@ -344,13 +353,37 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_store(path) -> tuple[object, pd.DataFrame]:
-    """Read an embedding store and build the explorer's cell table (no model needed)."""
+@dataclasses.dataclass
+class OpenedStore:
+    """An embedding store read for the explorer, with its plate opened (when found) off the GUI thread."""
+
+    adata: object
+    table: pd.DataFrame
+    plate: object | None  # an open napari_dynaclr.plate.Plate, owned by the receiver
+    tracks_path: Path | None
+    plate_error: str | None  # why the plate could not be opened (the cells are shown without images)
+
+
+def open_store(path, plate_path=None, tracks_path=None) -> OpenedStore:
+    """Read an embedding store, build the explorer's cell table (no model needed) and open its plate:
+    *plate_path*/*tracks_path*, else the folders recorded in the store (:func:`resolve_store_inputs`)."""
+    from .errors import DynaclrError
     from .explore import cell_table
+    from .plate import Plate
     from .store import read_store
 
     adata = read_store(path)
-    return adata, cell_table(adata.obs, dict(adata.obsm))
+    table = cell_table(adata.obs, dict(adata.obsm))
+    if plate_path is None or tracks_path is None:
+        recorded_plate, recorded_tracks = resolve_store_inputs(adata, path)
+        plate_path, tracks_path = plate_path or recorded_plate, tracks_path or recorded_tracks
+    plate, error = None, None
+    if plate_path is not None:
+        try:
+            plate = Plate(plate_path)
+        except DynaclrError as exc:
+            error = str(exc)
+    return OpenedStore(adata, table, plate, Path(tracks_path) if tracks_path else None, error)
 
 
 def resolve_store_inputs(adata, store_path) -> tuple[Path | None, Path | None]:

@@ -342,18 +342,19 @@ class DynaCLRWidget(QWidget):
             self.cells_info.value = f"✗ {exc}"
             return None
         token = self._preview_token = object()  # only the latest preview counts
-        worker = thread_worker(jobs.preview_cells, ignore_errors=True)(cfg)
+        worker = thread_worker(jobs.preview_cells, ignore_errors=True)(cfg, keep_plate=True)
 
-        def done(table):
-            if token is not self._preview_token or not self._alive():
+        def done(result):
+            table, plate = result
+            s = self.session
+            if (token is not self._preview_token or not self._alive() or self.worker is not None
+                    or not (s.table is None or s.is_preview)):  # (checked again: the user may have moved on)
+                plate.close()
                 return
             n_fovs = table["fov_name"].nunique()
             self.cells_info.value = f"{len(table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
-            s = self.session
-            if self.worker is None and (s.table is None or s.is_preview):  # (still true when it returns)
-                jobs.freeze_long_lived_heap()  # once per session, here on the GUI thread
-                s.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
-                            fov_name=s.fov_name, preview=True)
+            jobs.freeze_long_lived_heap()  # once per session, here on the GUI thread
+            s.set_table(table, plate=plate, tracks_path=cfg.tracks_path, fov_name=s.fov_name, preview=True)
 
         def failed(exc):
             if token is self._preview_token and self._alive():
@@ -495,22 +496,16 @@ class DynaCLRWidget(QWidget):
         if path is None:
             show_error("choose an embedding store first")
             return None
-        plate, tracks = _path(self.plate.value), _path(self.tracks.value)
-        worker = thread_worker(jobs.open_store, ignore_errors=True)(path)
+        worker = thread_worker(jobs.open_store, ignore_errors=True)(
+            path, _path(self.plate.value), _path(self.tracks.value))
 
-        def done(result):
-            adata, table = result
-            p, t = plate, tracks
-            if p is None or t is None:
-                rp, rt = jobs.resolve_store_inputs(adata, path)
-                p, t = p or rp, t or rt
-            try:
-                self.session.set_table(table, adata=adata, store_path=path, plate_path=p, tracks_path=t)
-            except DynaclrError as exc:
-                self._fail(str(exc))
-                self.session.set_table(table, adata=adata, store_path=path)
+        def done(opened: jobs.OpenedStore):
+            if opened.plate_error:
+                self._fail(opened.plate_error)  # the cells are shown all the same, without images
+            self.session.set_table(opened.table, adata=opened.adata, store_path=path, plate=opened.plate,
+                                   tracks_path=opened.tracks_path)
             self._ensure_embedding_view()
-            self.status.value = f"opened {path.name}: {len(table)} cells"
+            self.status.value = f"opened {path.name}: {len(opened.table)} cells"
 
         worker.returned.connect(done)
         worker.errored.connect(lambda exc: self._fail(_message(exc)))

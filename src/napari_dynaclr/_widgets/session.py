@@ -80,9 +80,11 @@ class ExplorerSession:
 
     def set_table(self, table: pd.DataFrame, adata=None, store_path=None, plate_path=None,
                   tracks_path=None, fov_name: str | None = None, color_column: str | None = None,
-                  preview: bool = False) -> None:
+                  preview: bool = False, plate=None) -> None:
         """Show a new cell table (and, with a plate, the images of *fov_name* or the first FOV).
 
+        *plate*: the plate already open (a :class:`~napari_dynaclr.plate.Plate` opened in a worker; the
+        session closes it), instead of opening *plate_path* here — seconds for a 96-well plate.
         ``preview=True``: the cells a run would predict, before it starts; a run whose plan holds the
         same cells then keeps these layers (:meth:`adopt_result`) instead of building new ones."""
         self._close_plate()
@@ -92,11 +94,15 @@ class ExplorerSession:
         self.frames = explore.FrameIndex(table)
         self.adata = adata
         self.store_path = Path(store_path) if store_path else None
+        if plate is not None:
+            plate_path = plate.path
         self.plate_path = Path(plate_path) if plate_path else None
         self.tracks_path = Path(tracks_path) if tracks_path else None
         self.selected = np.flatnonzero(np.asarray(table["selection"].cat.codes) == 1)
         self.highlighted = -1
-        if self.plate_path is not None:
+        if plate is not None:
+            self.plate = plate
+        elif self.plate_path is not None:
             from ..plate import Plate
 
             self.plate = Plate(self.plate_path)
