@@ -67,11 +67,12 @@ def main(argv=None) -> int:
         timer.timeout.connect(tick)
         loop = QEventLoop()
         obj = start()
-        finished_signal(obj).connect(loop.quit)
+        finished_signal(obj).connect(lambda *_: loop.quit())
         if hasattr(obj, "yielded"):
             obj.yielded.connect(lambda ev: events.append((type(ev).__name__, round(clock.nsecsElapsed() / 1e6))))
         timer.start()
         loop.exec_()
+        tick()  # the gap up to the end (the finishing callback may end a long stall)
         timer.stop()
         return np.diff(ticks), long_gaps, events
 
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
         print(f"  stalls > 100 ms (ms since start, length): {long_gaps}")
 
     # 1. choosing the inputs: the widget reads the plate and plans the run in workers, then shows the
-    #    cells to predict (until the preview's cell table reaches the viewer)
+    #    cells to predict (until the preview's layers are built)
     def choose_inputs():
         main_w.load_predict_yml(inputs["config"])
         main_w.output.value = work / "gui-run.zarr"
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
         main_w.umap.value = args.umap
         return main_w.session
 
-    gaps, long_gaps, _ = watch(choose_inputs, lambda session: session.table_changed)
+    gaps, long_gaps, _ = watch(choose_inputs, lambda session: session.fov_changed)  # (layers built)
     QApplication.processEvents()
     print(f"preview: {main_w.cells_info.value}; layers: {len(viewer.layers)}")
     report("choosing the inputs (one-off layer build)", gaps, long_gaps)
