@@ -346,13 +346,15 @@ class DynaCLRWidget(QWidget):
 
         def done(result):
             table, plate = result
-            s = self.session
-            if (token is not self._preview_token or not self._alive() or self.worker is not None
-                    or not (s.table is None or s.is_preview)):  # (checked again: the user may have moved on)
+            if token is not self._preview_token or not self._alive():
                 plate.close()
                 return
             n_fovs = table["fov_name"].nunique()
             self.cells_info.value = f"{len(table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
+            s = self.session
+            if self.worker is not None or not (s.table is None or s.is_preview):  # (the user moved on)
+                plate.close()
+                return
             jobs.freeze_long_lived_heap()  # once per session, here on the GUI thread
             s.set_table(table, plate=plate, tracks_path=cfg.tracks_path, fov_name=s.fov_name, preview=True)
 
