@@ -87,6 +87,26 @@ def test_long_lived_heap_frozen_once(monkeypatch):
     assert gc.get_freeze_count() == frozen and len(later) == 5000
 
 
+def test_heap_frozen_again_once_the_model_stack_is_loaded(monkeypatch):
+    """A preview needs no torch, so the first freeze may come before the model stack: the freeze after
+    the checkpoint check (or at the run's start) must then take torch's objects too, once."""
+    monkeypatch.delenv("NAPARI_DYNACLR_GC_FREEZE", raising=False)
+    monkeypatch.setattr(jobs, "_HEAP_FROZEN", False)
+    monkeypatch.setattr(jobs, "_LONG_LIVED", {"napari layer code"})
+    jobs.freeze_long_lived_heap()
+    first = gc.get_freeze_count()
+    jobs.freeze_long_lived_heap()  # nothing new loaded: nothing done
+    assert gc.get_freeze_count() == first
+    model_state = [[i] for i in range(5000)]  # stands for torch's module-level objects
+    jobs._LONG_LIVED.add("model stack")
+    jobs.freeze_long_lived_heap()
+    second = gc.get_freeze_count()
+    assert second >= first + len(model_state)
+    later = [[i] for i in range(5000)]
+    jobs.freeze_long_lived_heap()
+    assert gc.get_freeze_count() == second and len(later) == 5000
+
+
 def test_closing_the_job_stops_the_run(demo_inputs, tmp_path):  # noqa: F811
     import threading
 

@@ -251,11 +251,15 @@ class DynaCLRWidget(QWidget):
         self.ckpt_info.value = "checking…"
         encoder = self.yml_config.encoder if self.yml_config is not None else None
         worker = thread_worker(jobs.inspect_checkpoint, ignore_errors=True)(path, encoder)
-        worker.returned.connect(lambda text: setattr(self.ckpt_info, "value", f"✓ {text}"))
+        worker.returned.connect(self._on_checkpoint_checked)
         worker.errored.connect(lambda exc: setattr(self.ckpt_info, "value", f"✗ {_message(exc)}"))
         worker.start()
         self._inspect_worker = worker
         return worker
+
+    def _on_checkpoint_checked(self, text: str) -> None:
+        self.ckpt_info.value = f"✓ {text}"
+        jobs.freeze_long_lived_heap()  # the model stack is loaded now: freeze it before a run needs it
 
     def build_config(self, require_output: bool = True):
         """A :class:`~napari_dynaclr.config.PredictConfig` from the fields (on top of a loaded yml)."""
@@ -355,7 +359,7 @@ class DynaCLRWidget(QWidget):
             if self.worker is not None or not (s.table is None or s.is_preview):  # (the user moved on)
                 plate.close()
                 return
-            jobs.freeze_long_lived_heap()  # once per session, here on the GUI thread
+            jobs.freeze_long_lived_heap()  # here on the GUI thread, before the layers are built
             s.set_table(table, plate=plate, tracks_path=cfg.tracks_path, fov_name=s.fov_name, preview=True)
 
         def failed(exc):
@@ -435,7 +439,7 @@ class DynaCLRWidget(QWidget):
             table["preview_0"] = float("nan")
             table["preview_1"] = float("nan")
             cfg = self._run_cfg
-            jobs.freeze_long_lived_heap()  # (done by the preview unless the run started before it)
+            jobs.freeze_long_lived_heap()  # (a no-op unless the model stack came in since the last freeze)
             # (adding layers and docks may process queued events, even this run's end: set state first)
             try:
                 # the previewed cells: keep their layers
