@@ -28,10 +28,10 @@ def main(argv=None) -> int:
     p.add_argument("--switches", type=int, default=8)
     args = p.parse_args(argv)
 
-    from napari_dynaclr import jobs
-    from napari_dynaclr.config import load_predict_yaml
+    from napari_dynaclr._napari import workers as jobs
+    from napari_dynaclr.core.config import load_predict_yaml
     from napari_dynaclr.demo import make_demo_inputs
-    from napari_dynaclr.synthetic import SyntheticSpec
+    from napari_dynaclr.core.synthetic import SyntheticSpec
 
     work = Path(tempfile.mkdtemp(prefix="dynaclr-fov-"))
     spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, timepoints=args.timepoints,
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_dynaclr._widgets.session import get_session
+    from napari_dynaclr._napari.session import get_session
 
     viewer = napari.Viewer(show=True)
     session = get_session(viewer)

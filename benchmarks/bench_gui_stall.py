@@ -28,14 +28,14 @@ def main(argv=None) -> int:
     p.add_argument("--umap", action="store_true", help="also compute UMAP at the end of the run (the widget's default)")
     args = p.parse_args(argv)
 
-    from napari_dynaclr.jobs import import_model_stack
+    from napari_dynaclr._napari.workers import import_model_stack
 
     import_model_stack()  # torch before any OpenGL context (see jobs._guard_triton)
     import numpy as np
     import psutil
 
     from napari_dynaclr.demo import make_demo_inputs
-    from napari_dynaclr.synthetic import SyntheticSpec
+    from napari_dynaclr.core.synthetic import SyntheticSpec
 
     work = Path(tempfile.mkdtemp(prefix="dynaclr-gui-"))
     spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, timepoints=args.timepoints,

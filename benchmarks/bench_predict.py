@@ -71,8 +71,8 @@ def max_rss_bytes() -> int:
 
 
 def make_config(plate_dir: Path, args):
-    from napari_dynaclr.config import PredictConfig
-    from napari_dynaclr.normalize import NormalizeSampled
+    from napari_dynaclr.core.config import PredictConfig
+    from napari_dynaclr.core.normalize import NormalizeSampled
 
     return PredictConfig(
         data_path=plate_dir / "plate.zarr",
@@ -91,7 +91,8 @@ def make_config(plate_dir: Path, args):
 def make_model(seed: int = 0):
     import torch
 
-    from napari_dynaclr.model import ContrastiveEncoder, EncoderConfig
+    from napari_dynaclr.model.encoder import ContrastiveEncoder
+    from napari_dynaclr.core.architecture import EncoderConfig
 
     torch.manual_seed(seed)
     return ContrastiveEncoder(EncoderConfig(backbone="convnext_tiny", in_channels=1, in_stack_depth=1,
@@ -125,7 +126,9 @@ class NullModel:
 
 def run_stream(cfg, model, device, args, batches=None):
     """predict_batches over the plan (or the first batches), results into an accumulator."""
-    from napari_dynaclr.engine import EmbeddingAccumulator, plan_prediction, predict_batches
+    from napari_dynaclr.predict.batches import EmbeddingAccumulator
+    from napari_dynaclr.predict.plan import plan_prediction
+    from napari_dynaclr.predict.single import predict_batches
 
     plan = plan_prediction(cfg)
     try:
@@ -146,7 +149,7 @@ def run_stream(cfg, model, device, args, batches=None):
 def run_model_only(model, shapes, device, args):
     import torch
 
-    from napari_dynaclr.engine import _precision_context
+    from napari_dynaclr.predict.single import _precision_context
 
     model = model.to(device).eval()
     true_dtype = {"bf16-true": torch.bfloat16, "16-true": torch.float16}.get(args.precision)

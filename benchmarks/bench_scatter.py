@@ -23,7 +23,7 @@ TARGETS_MS = {"recolour": 200.0, "lasso": 200.0, "time step": 50.0}
 
 
 def synthetic_table(n_cells: int, fov_cells: int, frames: int, seed: int = 0) -> pd.DataFrame:
-    from napari_dynaclr import explore
+    from napari_dynaclr._napari import explore
 
     rng = np.random.default_rng(seed)
     n_fovs = max(1, n_cells // fov_cells)
@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_dynaclr._widgets.embedding_view import EmbeddingView
-    from napari_dynaclr._widgets.session import get_session
+    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
+    from napari_dynaclr._napari.session import get_session
 
     t0 = time.perf_counter()
     table = synthetic_table(args.cells, args.fov_cells, args.frames)

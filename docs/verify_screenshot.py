@@ -50,10 +50,10 @@ def main() -> int:
     from napari.qt import get_qapp
     from PIL import Image
 
-    from napari_dynaclr import explore
-    from napari_dynaclr._widgets.session import get_session
-    from napari_dynaclr._widgets.verify_panel import VerifyWidget
-    from napari_dynaclr.store import read_store
+    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari.session import get_session
+    from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
+    from napari_dynaclr.core.store import read_store
 
     warnings.filterwarnings("ignore", message=".*PyQt5 backend.*")  # keep the deprecation toast off the shot
     tmp = Path(tempfile.mkdtemp(prefix="verify-shot-"))

@@ -20,7 +20,9 @@ def case_json(case: str) -> dict:
 @pytest.fixture(scope="session")
 def conformance_ckpt(tmp_path_factory):
     """Factory: path of the rebuilt checkpoint of a conformance case (built once per session)."""
-    from napari_dynaclr.model import EncoderConfig, deterministic_encoder, save_checkpoint
+    from napari_dynaclr.core.architecture import EncoderConfig
+    from napari_dynaclr.model.weights import deterministic_encoder
+    from napari_dynaclr.model.checkpoint import save_checkpoint
 
     built = {}
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from napari_dynaclr.jobs import import_model_stack
-from napari_dynaclr.synthetic import SyntheticSpec
+from napari_dynaclr.core.synthetic import SyntheticSpec
 
-# Load torch/timm (and triton) at collection time, before any test opens an OpenGL context: Mesa's
-# llvmpipe maps libLLVM, and triton's extension crashes when loaded after it (see jobs._guard_triton).
-import_model_stack()
+# The test process itself (not the plugin: napari's process never imports torch) builds checkpoints and
+# runs the CLI engine. Load torch and timm before any test opens an OpenGL context: Mesa's llvmpipe maps
+# libLLVM, and triton (probed by torch) crashes when its own LLVM is loaded after it.
+import torch  # noqa: E402,F401
 import timm  # noqa: E402,F401
 
 #: 1 well × 2 FOVs × 4 timepoints, 6 cells each (+ a division): 52 cells, 2 batches of 32 — seconds on CPU
@@ -35,8 +35,8 @@ def demo_store(demo_inputs, tmp_path_factory) -> Path:
     """An embedding store predicted by the core engine (no Qt) from the demo inputs, with PCA + UMAP."""
     import dataclasses
 
-    from napari_dynaclr.config import load_predict_yaml
-    from napari_dynaclr.engine import run_prediction
+    from napari_dynaclr.core.config import load_predict_yaml
+    from napari_dynaclr.predict.run import run_prediction
 
     out = tmp_path_factory.mktemp("napari-store") / "embeddings.zarr"
     cfg = load_predict_yaml(demo_inputs["config"])

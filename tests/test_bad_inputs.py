@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from napari_dynaclr.cli import main
-from napari_dynaclr.model import read_state_dict
+from napari_dynaclr.model.checkpoint import read_state_dict
 
 
 def _ckpt(tmp, sd, name="bad.ckpt"):
@@ -201,9 +201,9 @@ def test_matrix_has_at_least_25_cases():
 
 def test_uint16_with_percentile_scaling_works(case_copy, conformance_ckpt, tmp_path):
     """VisCy crashes here (torch.quantile on uint16); we promote to float32 and predict."""
-    from napari_dynaclr.config import load_predict_yaml
-    from napari_dynaclr.engine import run_prediction
-    from napari_dynaclr.normalize import ScaleIntensityRangePercentiles
+    from napari_dynaclr.core.config import load_predict_yaml
+    from napari_dynaclr.predict.run import run_prediction
+    from napari_dynaclr.core.normalize import ScaleIntensityRangePercentiles
 
     root = case_copy("dev2d")
     cfg = load_predict_yaml(root / "predict.yml")
@@ -218,7 +218,7 @@ def test_output_folder_not_writable(monkeypatch, tmp_path):
     import os
 
     from napari_dynaclr.errors import OutputError
-    from napari_dynaclr.store import check_output_path
+    from napari_dynaclr.core.store import check_output_path
 
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, m: False if str(p) == str(tmp_path) else real(p, m))
@@ -231,7 +231,7 @@ def test_disk_full_while_writing(monkeypatch, tmp_path):
     import anndata as ad
 
     from napari_dynaclr.errors import OutputError
-    from napari_dynaclr.store import build_anndata, write_store
+    from napari_dynaclr.core.store import build_anndata, write_store
 
     obs = pd.DataFrame({"fov_name": ["A/1/0"] * 3, "track_id": [1, 2, 3], "t": 0, "id": [1, 2, 3],
                         "parent_track_id": -1, "parent_id": -1, "y": 5, "x": 5})

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from conftest import CASES, DATA
 
-from napari_dynaclr.config import load_predict_yaml
-from napari_dynaclr.engine import run_prediction
-from napari_dynaclr.store import read_store
+from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.predict.run import run_prediction
+from napari_dynaclr.core.store import read_store
 
 TOL = 1e-4
 
@@ -84,7 +84,7 @@ def _layout(path: Path) -> dict:
 
 @pytest.mark.parametrize("case", CASES)
 def test_store_layout_matches_viscy(case, predicted, tmp_path):
-    from napari_dynaclr.store import write_store
+    from napari_dynaclr.core.store import write_store
 
     out = write_store(predicted(case), tmp_path / "prediction.zarr")
     ours, ref = _layout(out), _layout(DATA / case / "reference.zarr")
@@ -113,7 +113,7 @@ def test_cli_reproduces_case(conformance_ckpt, tmp_path, reference_arrays):
 
 def test_case_batch_partition(conformance_ckpt):
     """The batch partition reproduces VisCy's (percentile scaling is pooled per batch)."""
-    from napari_dynaclr.engine import plan_prediction
+    from napari_dynaclr.predict.plan import plan_prediction
 
     for case in CASES:
         cfg = load_predict_yaml(DATA / case / "predict.yml")

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_dynaclr import explore, layers
+from napari_dynaclr._napari import explore, layers
+from napari_dynaclr.core import reduce
+from napari_dynaclr.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,15 +126,15 @@ def test_annotation_csv_round_trip(tmp_path):
 def test_clustering_and_reduction():
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0, 0.1, (30, 5)), rng.normal(5, 0.1, (30, 5))])
-    labels = explore.compute_clusters(X, "KMeans", n_clusters=2)
+    labels = reduce.compute_clusters(X, "KMeans", n_clusters=2)
     assert isinstance(labels, pd.Categorical)
     assert len(set(labels[:30])) == 1 and len(set(labels[30:])) == 1 and labels[0] != labels[-1]
-    hd = explore.compute_clusters(X, "HDBSCAN", min_cluster_size=5)
+    hd = reduce.compute_clusters(X, "HDBSCAN", min_cluster_size=5)
     assert len(set(hd[:30]) & set(hd[30:])) == 0
-    key, coords = explore.compute_reduction(X, "PCA", n_components=2)
+    key, coords = reduce.compute_reduction(X, "PCA", n_components=2)
     assert key == "X_pca" and coords.shape == (60, 2)
-    with pytest.raises(explore.ExploreError):
-        explore.compute_clusters(X, "nope")
+    with pytest.raises(ConfigError):
+        reduce.compute_clusters(X, "nope")
 
 
 def test_fov_overlay_sorted_with_lineage_graph():
@@ -168,7 +170,7 @@ def test_manifest_packaged_copy_is_identical():
     widgets = {w["command"]: w["display_name"] for w in doc["contributions"]["widgets"]}
     assert widgets["napari-dynaclr.verify"] == "Verify against reference"
     cmds = {c["id"]: c["python_name"] for c in doc["contributions"]["commands"]}
-    assert cmds["napari-dynaclr.verify"] == "napari_dynaclr._widgets.verify_panel:VerifyWidget"
+    assert cmds["napari-dynaclr.verify"] == "napari_dynaclr._napari.widgets.verify_panel:VerifyWidget"
     assert doc["contributions"]["sample_data"][0]["display_name"] == "DynaCLR demo"
 
 
@@ -179,7 +181,7 @@ def test_npe2_validates_manifest():
 
 
 def test_reader_accepts_only_stores(tmp_path):
-    from napari_dynaclr._reader import get_reader
+    from napari_dynaclr._napari.reader import get_reader
 
     assert get_reader(str(tmp_path)) is None
     (tmp_path / "x.zarr").mkdir()
@@ -190,8 +192,8 @@ def test_plugin_modules_import_light():
     code = textwrap.dedent(
         """
         import sys
-        import napari_dynaclr._reader, napari_dynaclr._sample_data, napari_dynaclr.explore
-        import napari_dynaclr.layers, napari_dynaclr.jobs
+        import napari_dynaclr._napari.reader, napari_dynaclr._napari.sample_data, napari_dynaclr._napari.explore
+        import napari_dynaclr._napari.layers, napari_dynaclr._napari.workers
         heavy = [m for m in ("torch", "lightning", "timm", "umap", "PyQt5") if m in sys.modules]
         print(heavy)
         """

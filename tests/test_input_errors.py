@@ -52,7 +52,7 @@ def test_plain_flags_run_succeeds(dev2d, capsys, reference_arrays):
     root, out, base = dev2d
     code, stdout, err = run_cli(base + ["--batch-size", 16], capsys)
     assert code == 0, err
-    from napari_dynaclr.store import read_store
+    from napari_dynaclr.core.store import read_store
 
     adata = read_store(out)
     assert np.abs(adata.X - reference_arrays("dev2d")["features"]).max() <= 1e-4

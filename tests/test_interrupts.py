@@ -12,10 +12,12 @@ import time
 import pytest
 from conftest import DATA
 
-from napari_dynaclr.config import load_predict_yaml
-from napari_dynaclr.engine import predict_batches, plan_prediction, run_prediction
+from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.predict.single import predict_batches
+from napari_dynaclr.predict.plan import plan_prediction
+from napari_dynaclr.predict.run import run_prediction
 from napari_dynaclr.errors import Cancelled
-from napari_dynaclr.model import load_checkpoint
+from napari_dynaclr.model.checkpoint import load_checkpoint
 
 
 def _leftovers(folder):
@@ -77,7 +79,7 @@ def test_keyboard_interrupt_inside_write_cleans_up(monkeypatch, tmp_path):
     import numpy as np
     import pandas as pd
 
-    from napari_dynaclr.store import build_anndata, write_store
+    from napari_dynaclr.core.store import build_anndata, write_store
 
     obs = pd.DataFrame({"fov_name": ["A/1/0"], "track_id": [1], "t": [0], "id": [1], "parent_track_id": [-1],
                         "parent_id": [-1], "y": [5], "x": [5]})

@@ -56,7 +56,7 @@ CASES = [
 
 @pytest.mark.parametrize("case_id, setup, needle", CASES, ids=[c[0] for c in CASES])
 def test_widget_bad_input(case_id, setup, needle, make_napari_viewer, inputs, qtbot, monkeypatch):
-    from napari_dynaclr._widgets import main_widget
+    from napari_dynaclr._napari.widgets import main as main_widget
 
     errors = []
     monkeypatch.setattr(main_widget, "show_error", errors.append)

@@ -15,8 +15,8 @@ from napari_fixtures import *  # noqa: F403
 from napari_fixtures import load_yml, wait_worker
 from napari_fixtures import SMALL_SPEC
 
-from napari_dynaclr import explore
-from napari_dynaclr.tracks import INDEX_COLUMNS
+from napari_dynaclr._napari import explore
+from napari_dynaclr.core.tracks import INDEX_COLUMNS
 
 PLUGIN = "napari-dynaclr"
 RUN_TIMEOUT_MS = 150_000
@@ -32,7 +32,7 @@ def docked(make_napari_viewer):
 
 
 def _errors(monkeypatch):
-    from napari_dynaclr._widgets import embedding_view, main_widget
+    from napari_dynaclr._napari.widgets import embedding_view, main as main_widget
 
     seen = []
     monkeypatch.setattr(main_widget, "show_error", seen.append)
@@ -51,8 +51,8 @@ def _open_store(qtbot, main, store, plate=None, tracks=None):
 
 def test_widgets_dock_through_manifest(docked):
     viewer, main, view = docked
-    from napari_dynaclr._widgets.embedding_view import EmbeddingView
-    from napari_dynaclr._widgets.main_widget import DynaCLRWidget
+    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
+    from napari_dynaclr._napari.widgets.main import DynaCLRWidget
 
     assert isinstance(main, DynaCLRWidget) and isinstance(view, EmbeddingView)
     assert main.session is view.session  # one session per viewer, despite napari's viewer proxy
@@ -305,7 +305,7 @@ def test_plates_are_opened_off_the_gui_thread(docked, demo_store, demo_inputs, t
     the preview and opening a store do it in their workers, and the viewer shows that same plate."""
     import threading
 
-    from napari_dynaclr import plate as plate_module
+    from napari_dynaclr.core import plate as plate_module
 
     viewer, main, view = docked
     errors = _errors(monkeypatch)
@@ -492,8 +492,8 @@ def test_widget_construction_stays_light():
         """
         import sys
         import napari
-        from napari_dynaclr._widgets.main_widget import DynaCLRWidget
-        from napari_dynaclr._widgets.embedding_view import EmbeddingView
+        from napari_dynaclr._napari.widgets.main import DynaCLRWidget
+        from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
         v = napari.Viewer(show=False)
         DynaCLRWidget(v); EmbeddingView(v)
         print([m for m in ("torch", "lightning", "timm", "umap") if m in sys.modules])

@@ -11,16 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from napari_dynaclr.config import load_predict_yaml
-from napari_dynaclr.engine import plan_prediction, predict_batches
-from napari_dynaclr.normalize import (
-    MinMaxSampled,
-    NormalizeSampled,
-    ScaleIntensityRangePercentiles,
-    StatsTable,
-    normalize_batch,
-)
-from napari_dynaclr.patches import PatchReader, sampled_affine
+from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.predict.plan import plan_prediction
+from napari_dynaclr.predict.single import predict_batches
+from napari_dynaclr.core.normalize import MinMaxSampled, NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable, normalize_batch
+from napari_dynaclr.core.patches import PatchReader, sampled_affine
 
 from conftest import CASES, DATA
 

@@ -388,7 +388,7 @@ def test_map_cell_values_and_find_cell(ref):
 
 
 def test_verify_and_panel_modules_do_not_import_torch():
-    code = ("import sys, napari_dynaclr.verify, napari_dynaclr._widgets.verify_panel; "
+    code = ("import sys, napari_dynaclr.verify, napari_dynaclr._napari.widgets.verify_panel; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

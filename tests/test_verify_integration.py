@@ -21,8 +21,8 @@ import pytest
 from conftest import CASES, DATA
 
 from napari_dynaclr.cli import main
-from napari_dynaclr.config import load_predict_yaml
-from napari_dynaclr.engine import run_prediction
+from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.predict.run import run_prediction
 from napari_dynaclr.verify import Contract, compare_stores
 
 STRICT = ["--atol", "1e-4"]
@@ -188,7 +188,7 @@ def _real_data_skip_reason() -> str | None:
 
 
 def _real_config():
-    from napari_dynaclr.config import PredictConfig, default_normalizations
+    from napari_dynaclr.core.config import PredictConfig, default_normalizations
 
     env = os.environ
     if env.get("DYNACLR_CONFIG"):

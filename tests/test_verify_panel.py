@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_dynaclr._widgets.session import camera  # noqa: E402
-from napari_dynaclr._widgets.verify_panel import COLOR_COLUMN, FAIL_STYLE, PASS_STYLE, VerifyWidget  # noqa: E402
+from napari_dynaclr._napari.session import camera
+from napari_dynaclr._napari.widgets.verify_panel import COLOR_COLUMN, FAIL_STYLE, PASS_STYLE, VerifyWidget
 
 DATA = Path(__file__).parent / "data"
 REF = DATA / "dev2d" / "reference.zarr"
@@ -186,8 +186,8 @@ def test_panel_errors_are_notified_and_panel_returns_to_ready(make_napari_viewer
 
 
 def test_panel_uses_the_explorer_session(make_napari_viewer, qtbot, perturbed_store):
-    session = pytest.importorskip("napari_dynaclr._widgets.session")
-    from napari_dynaclr import explore
+    session = pytest.importorskip("napari_dynaclr._napari.session")
+    from napari_dynaclr._napari import explore
 
     viewer = make_napari_viewer()
     adata = _read(perturbed_store)

@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import Cancelled, ConfigError, DynaclrError
+from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError
 
 PROG = "napari-dynaclr"
 
@@ -55,7 +55,8 @@ def _add_predict(sub):
 
 def build_config(args):
     """The PredictConfig from -c and/or flags (flags win)."""
-    from .config import PredictConfig, default_normalizations, load_predict_yaml
+    from napari_dynaclr.core.config import PRECISIONS, PredictConfig, load_predict_yaml
+    from napari_dynaclr.core.reduce import DEFAULT_UMAP_KWARGS
 
     if args.config is not None:
         cfg = load_predict_yaml(args.config)
@@ -69,50 +70,25 @@ def build_config(args):
             raise ConfigError(f"missing {', '.join(missing)} (or give a VisCy predict.yml with -c)")
         if len(args.patch_size) > 2:
             raise ConfigError("--patch-size takes one or two values")
-        patch = tuple(args.patch_size) * (2 // len(args.patch_size))
-        norms = [] if args.norm_level == "none" else default_normalizations(args.channels, args.norm_level)
-        cfg = PredictConfig(
-            data_path=args.plate, tracks_path=args.tracks, source_channel=args.channels,
-            z_range=tuple(args.z_range), initial_yx_patch_size=patch, final_yx_patch_size=patch,
-            normalizations=norms, batch_size=args.batch_size or 32,
-        )
-    if args.ckpt_path is not None:
-        cfg.ckpt_path = args.ckpt_path
-    if args.output is not None:
-        cfg.output_path = args.output
-    if args.overwrite:
-        cfg.overwrite = True
-    if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise ConfigError("--batch-size must be >= 1")
-        cfg.batch_size = args.batch_size
-    if args.include_wells:
-        cfg.include_wells = args.include_wells
-    if args.exclude_fovs:
-        cfg.exclude_fovs = args.exclude_fovs
-    if args.device is not None:
-        cfg.accelerator = args.device
-    if args.devices is not None:
-        cfg.devices = int(args.devices) if str(args.devices).lstrip("-").isdigit() else args.devices
-    if args.strategy is not None:
-        cfg.strategy = args.strategy
-    if args.num_nodes is not None:
-        cfg.num_nodes = args.num_nodes
-    if args.precision is not None:
-        from .config import PRECISIONS
-
-        if args.precision not in PRECISIONS:
-            raise ConfigError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}")
-        cfg.precision = args.precision
-    if args.loader_threads is not None:
-        cfg.num_workers = max(1, args.loader_threads)
-    if args.pca is not None:
-        cfg.pca_kwargs = {"n_components": args.pca}
-    if args.umap:
-        from .reduce import DEFAULT_UMAP_KWARGS
-
-        cfg.umap_kwargs = dict(DEFAULT_UMAP_KWARGS)
-    return cfg
+        cfg = PredictConfig.plain(args.plate, args.tracks, args.channels, tuple(args.z_range), args.patch_size,
+                                  args.norm_level)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+    if args.precision is not None and args.precision not in PRECISIONS:
+        raise ConfigError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+    devices = args.devices
+    if devices is not None and str(devices).lstrip("-").isdigit():
+        devices = int(devices)
+    flags = {
+        "ckpt_path": args.ckpt_path, "output_path": args.output, "overwrite": True if args.overwrite else None,
+        "batch_size": args.batch_size, "include_wells": args.include_wells or None,
+        "exclude_fovs": args.exclude_fovs or None, "accelerator": args.device, "devices": devices,
+        "strategy": args.strategy, "num_nodes": args.num_nodes, "precision": args.precision,
+        "num_workers": max(1, args.loader_threads) if args.loader_threads is not None else None,
+        "pca_kwargs": {"n_components": args.pca} if args.pca is not None else None,
+        "umap_kwargs": dict(DEFAULT_UMAP_KWARGS) if args.umap else None,
+    }
+    return cfg.with_overrides(**{k: v for k, v in flags.items() if v is not None})
 
 
 def _progress(total: int, quiet: bool):
@@ -125,7 +101,7 @@ def _progress(total: int, quiet: bool):
 
 
 def cmd_predict(args) -> int:
-    from .engine import run_prediction
+    from napari_dynaclr.predict.run import run_prediction
 
     cfg = build_config(args)
     total = {"n": None}
@@ -167,11 +143,11 @@ def _add_demo(sub):
 def cmd_demo(args) -> int:
     import shutil
 
-    from .config import load_predict_yaml
-    from .demo import make_demo_inputs, summarize
-    from .engine import run_prediction
-    from .errors import OutputError
-    from .synthetic import SyntheticSpec
+    from napari_dynaclr.core.config import load_predict_yaml
+    from napari_dynaclr.demo import make_demo_inputs, summarize
+    from napari_dynaclr.predict.run import run_prediction
+    from napari_dynaclr.errors import OutputError
+    from napari_dynaclr.core.synthetic import SyntheticSpec
 
     out = args.out
     if out.exists() and any(out.iterdir()):
@@ -212,8 +188,8 @@ def _add_info(sub):
 
 
 def cmd_info(args) -> int:
-    from .architecture import describe_config
-    from .model import infer_config, load_checkpoint, read_state_dict
+    from napari_dynaclr.core.architecture import describe_config
+    from napari_dynaclr.model.checkpoint import infer_config, load_checkpoint, read_state_dict
 
     sd = read_state_dict(args.checkpoint)
     cfg = infer_config(sd)
@@ -248,7 +224,7 @@ def _add_verify(sub):
 
 
 def _run_verify(args) -> int:
-    from . import verify
+    from napari_dynaclr import verify
 
     return verify.cli_run(args)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from .reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
-from .synthetic import SyntheticSpec, make_plate
+from napari_dynaclr.core.reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
+from napari_dynaclr.core.synthetic import SyntheticSpec, make_plate
 
 DEMO_ENCODER = {
     "backbone": "convnext_tiny",
@@ -84,7 +84,9 @@ def demo_config(out_dir: Path, output: str = "embeddings.zarr", umap: bool = Tru
 
 def make_demo_inputs(out_dir: str | Path, spec: SyntheticSpec | None = None, umap: bool = True) -> dict:
     """Write plate.zarr, tracks/, model.ckpt, predict.yml and truth.csv into *out_dir* (must not hold a plate)."""
-    from .model import EncoderConfig, deterministic_encoder, save_checkpoint
+    from napari_dynaclr.core.architecture import EncoderConfig
+    from napari_dynaclr.model.weights import deterministic_encoder
+    from napari_dynaclr.model.checkpoint import save_checkpoint
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

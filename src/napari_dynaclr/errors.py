@@ -38,6 +38,10 @@ class StoreError(DynaclrError):
     """An embedding store cannot be read or is not an AnnData embedding store."""
 
 
+class WorkerCrashed(DynaclrError):
+    """The napari plugin's work process died (a crash, out of memory, killed) or failed unexpectedly."""
+
+
 class Cancelled(DynaclrError):
     """The run was cancelled by the user; nothing was written."""
 

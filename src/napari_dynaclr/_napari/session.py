@@ -1,0 +1,502 @@
+"""The explorer session of one napari viewer: the cell table, the shown FOV's layers, and the links.
+
+Both docks (the main widget and the embedding view) share one :class:`ExplorerSession` per viewer
+(:func:`get_session`). It owns the image/Tracks/Points layers of the shown FOV and keeps them in step
+with the cell table; it emits psygnal signals the scatter listens to. No Qt here — only napari layers,
+all touched on the GUI thread.
+
+Helpers other widgets may reuse (e.g. the verify panel):
+
+- :func:`goto_cell(viewer, fov_name, t, y, x) <goto_cell>` — show that FOV, step to *t*, centre on (y, x).
+- :func:`color_cells_by(viewer, column, colormap) <color_cells_by>` — colour layers and scatter by a
+  cell-table column (categorical → cycle, continuous → colormap).
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from psygnal import Signal
+
+from napari_dynaclr._napari import explore, layers
+
+SELECTED_BORDER = np.array([1.0, 0.85, 0.0, 1.0], dtype=np.float32)
+PLAIN_BORDER = np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class ExplorerSession:
+    """Cell table + shown FOV + selection/highlight state for one viewer."""
+
+    table_changed = Signal()  # a new table: rebuild views
+    rows_changed = Signal(int, int)  # rows [start, stop) got coordinates (streaming)
+    columns_changed = Signal()  # columns were added (reductions, clusters)
+    colors_changed = Signal()
+    selection_changed = Signal()
+    highlight_changed = Signal(int)  # cell-table row, −1 for none
+    frame_changed = Signal(str, int)  # shown FOV, current t
+    fov_changed = Signal(str)
+
+    def __init__(self, viewer):
+        self._viewer = weakref.ref(viewer)
+        self.table: pd.DataFrame | None = None
+        self.frames: explore.FrameIndex | None = None
+        self.adata = None
+        self.store_path: Path | None = None
+        self.plate_path: Path | None = None
+        self.tracks_path: Path | None = None
+        self.plate = None
+        self.fov_name: str | None = None
+        self.overlay: layers.FovOverlay | None = None
+        self.image_layers: list = []
+        self.points_layer = None
+        self.tracks_layer = None
+        self.highlight_layer = None
+        self.color_column = "t"
+        self.colormap = "viridis"
+        self.colors: np.ndarray | None = None
+        self.selected = np.empty(0, dtype=np.int64)
+        self.highlighted = -1
+        self.current_t = 0
+        self.is_preview = False  # the table holds the cells a run would predict, no embeddings yet
+        self.click_radius_px = 20.0
+        self._syncing = False
+        viewer.dims.events.current_step.connect(self._on_step)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
+
+    @property
+    def viewer(self):
+        return self._viewer()
+
+    @property
+    def n_cells(self) -> int:
+        return 0 if self.table is None else len(self.table)
+
+    # ------------------------------------------------------------------ data
+
+    def set_table(self, table: pd.DataFrame, adata=None, store_path=None, plate_path=None,
+                  tracks_path=None, fov_name: str | None = None, color_column: str | None = None,
+                  preview: bool = False, plate=None) -> None:
+        """Show a new cell table (and, with a plate, the images of *fov_name* or the first FOV).
+
+        *plate*: the plate already open (a :class:`~napari_dynaclr.core.plate.Plate` opened in a worker; the
+        session closes it), instead of opening *plate_path* here — seconds for a 96-well plate.
+        ``preview=True``: the cells a run would predict, before it starts; a run whose plan holds the
+        same cells then keeps these layers (:meth:`adopt_result`) instead of building new ones."""
+        self._close_plate()
+        self.overlay = None  # the layers stay until show_fov (it refills them when they fit)
+        self.is_preview = preview
+        self.table = table
+        self.frames = explore.FrameIndex(table)
+        self.adata = adata
+        self.store_path = Path(store_path) if store_path else None
+        if plate is not None:
+            plate_path = plate.path
+        self.plate_path = Path(plate_path) if plate_path else None
+        self.tracks_path = Path(tracks_path) if tracks_path else None
+        self.selected = np.flatnonzero(np.asarray(table["selection"].cat.codes) == 1)
+        self.highlighted = -1
+        if plate is not None:
+            self.plate = plate
+        elif self.plate_path is not None:
+            from napari_dynaclr.core.plate import Plate
+
+            self.plate = Plate(self.plate_path)
+        col = color_column or (self.color_column if self.color_column in table.columns else "t")
+        self.color_column = col
+        self.colors = explore.column_colors(table[col], self.colormap)
+        self.table_changed.emit()
+        fovs = self.fov_names()
+        if fovs:
+            self.show_fov(fov_name if fov_name in fovs else fovs[0])
+        else:
+            self._remove_layers()
+
+    def adopt_result(self, table: pd.DataFrame, adata=None, store_path=None, plate_path=None,
+                     tracks_path=None) -> bool:
+        """The shown cells again, with other columns (a run's plan after a preview, a run's result
+        after its stream). Keep the layers and the user's selection, clusters and annotations; bring
+        the columns of the layers' features in line with *table* (no layer rebuild, no GUI stall).
+        Returns False (nothing changed) when *table* does not hold the shown cells in the same order (or,
+        when given, comes from another plate or tracks folder)."""
+        old = self.table
+        if old is None or self.overlay is None or len(old) != len(table):
+            return False
+        for given, shown in ((plate_path, self.plate_path), (tracks_path, self.tracks_path)):
+            if given is not None and (shown is None or Path(given).resolve() != shown.resolve()):
+                return False
+        for col in ("track_id", "t"):
+            if not np.array_equal(old[col].to_numpy(), table[col].to_numpy()):
+                return False
+        if not np.array_equal(old["fov_name"].astype(str).to_numpy(), table["fov_name"].astype(str).to_numpy()):
+            return False
+        for col in ("selection", "cluster", "annotation"):
+            if col in old.columns:
+                table[col] = old[col].to_numpy() if not isinstance(old[col].dtype, pd.CategoricalDtype) else old[col]
+        new_cols = [c for c in table.columns if c not in old.columns]
+        self.table = table
+        self.adata = adata
+        self.store_path = Path(store_path) if store_path else None
+        self.is_preview = False
+        for layer in (self.points_layer, self.tracks_layer):
+            if layer is not None:
+                stale = [c for c in layer.features.columns if c not in table.columns]
+                layer.features.drop(columns=stale, inplace=True)
+        self._push_features(new_cols)
+        self.table_changed.emit()
+        col = self.color_column if self.color_column in table.columns else "t"
+        if col != self.color_column or col not in old.columns or not old[col].equals(table[col]):
+            self.color_by(col)  # (unchanged colours are not pushed again: no layer redraw)
+        return True
+
+    def fov_names(self) -> list[str]:
+        if self.table is None:
+            return []
+        names = list(pd.unique(self.table["fov_name"].astype(str)))
+        return names
+
+    def update_rows(self, start: int, stop: int, values: dict[str, np.ndarray]) -> None:
+        """Streaming: fill columns for rows [start, stop) and refresh layers and views."""
+        for col, vals in values.items():
+            if col not in self.table.columns:
+                self.table[col] = np.full(len(self.table), np.nan, dtype=np.float32)
+            self.table.iloc[start:stop, self.table.columns.get_loc(col)] = vals
+        if self.overlay is not None:
+            self._push_features(list(values))
+        self.rows_changed.emit(start, stop)
+
+    def add_columns(self, columns: dict[str, object]) -> None:
+        """Add or replace whole columns (reductions, clusters, annotations) everywhere."""
+        for col, vals in columns.items():
+            self.table[col] = vals
+        self._push_features(list(columns))
+        self.columns_changed.emit()
+        if self.color_column in columns:
+            self.color_by(self.color_column)
+
+    def _push_features(self, cols: list[str]) -> None:
+        """Copy table columns into the overlay layers' features (same rows, same order)."""
+        if self.overlay is None:
+            return
+        rows = self.overlay.rows
+        for layer in (self.points_layer, self.tracks_layer):
+            if layer is None:
+                continue
+            feats = layer.features
+            for col in cols:
+                vals = self.table[col]
+                if isinstance(vals.dtype, pd.CategoricalDtype):
+                    codes = np.asarray(vals.cat.codes)[rows]
+                    feats[col] = pd.Categorical.from_codes(codes, categories=vals.cat.categories)
+                else:
+                    feats[col] = vals.to_numpy()[rows]
+
+    # ------------------------------------------------------------------ FOV layers
+
+    def show_fov(self, fov_name: str) -> None:
+        """Swap the image and overlays to *fov_name* (the cell table stays).
+
+        The layers of the previous FOV are refilled in place when they fit (same channels, same
+        dimensions): building napari layers anew costs 0.1–0.5 s each under software OpenGL."""
+        self.fov_name = str(fov_name)
+        fov = None
+        if self.plate is not None:
+            try:
+                fov = self.plate.fov(self.fov_name)
+            except Exception:
+                fov = None
+        if fov is not None:
+            images = layers.fov_image_layers(fov, self.plate.channel_names)
+            z, scale = fov.shape[2] > 1, layers.image_scale(fov)
+        else:
+            images, z, scale = [], False, (1.0, 1.0, 1.0)
+        ov = layers.fov_overlay(self.table, self.fov_name, z=z, scale=scale)
+        if not self._refill_layers(images, ov, scale):
+            self._build_layers(images, ov, scale)
+        self._apply_selection_borders()
+        self._update_highlight_layer()
+        if self.points_layer is not None:
+            self.viewer.layers.selection.active = self.points_layer
+        self.fov_changed.emit(self.fov_name)
+        self.current_t = -1
+        self._on_step()
+
+    def _build_layers(self, images: list, ov, scale) -> None:
+        viewer = self.viewer
+        self._remove_layers()
+        self.overlay = ov
+        for data, kwargs, _ in images:
+            self.image_layers.append(viewer.add_image(data, **kwargs))
+        if not len(ov.rows):
+            return
+        meta = {"dynaclr_fov": self.fov_name}
+        self.tracks_layer = viewer.add_tracks(
+            ov.tracks, graph=ov.graph, features=ov.features.copy(), scale=scale, name=f"{self.fov_name} tracks",
+            tail_length=8, tail_width=2, blending="translucent", metadata=dict(meta),
+        )
+        self.tracks_layer.track_colors = self.colors[ov.rows]
+        self.points_layer = viewer.add_points(
+            ov.points, features=ov.features.copy(), scale=scale, name=f"{self.fov_name} cells", size=14,
+            face_color=self.colors[ov.rows], border_color=PLAIN_BORDER, border_width=0.25,
+            border_width_is_relative=True, opacity=0.8, metadata=dict(meta),
+        )
+        self.points_layer.selected_data.events.items_changed.connect(self._on_points_selected)
+        self.highlight_layer = viewer.add_points(
+            np.empty((0, ov.points.shape[1])), scale=scale, name=f"{self.fov_name} highlight", size=30,
+            face_color="transparent", border_color="cyan", border_width=0.12, border_width_is_relative=True,
+            symbol="ring", metadata=dict(meta),
+        )
+
+    def _refill_layers(self, images: list, ov, scale) -> bool:
+        """Put another FOV into the shown layers (False, nothing changed, when they do not fit)."""
+        shown = [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]
+        if (not len(ov.rows) or any(layer is None for layer in shown)
+                or any(layer not in self.viewer.layers for layer in shown)
+                or len(images) != len(self.image_layers)
+                or any(layer.data.ndim != data.ndim for layer, (data, _, _) in zip(self.image_layers, images))
+                or self.points_layer.data.shape[1] != ov.points.shape[1]):
+            return False
+        self._syncing = True
+        try:
+            self.overlay = ov
+            for layer, (data, kwargs, _) in zip(self.image_layers, images):
+                layer.data = data
+                _set_scale(layer, kwargs["scale"])
+                if "contrast_limits" in kwargs:
+                    layer.contrast_limits = kwargs["contrast_limits"]
+                else:
+                    layer.reset_contrast_limits()
+            colors = self.colors[ov.rows]
+            tracks = self.tracks_layer
+            tracks.data = ov.tracks
+            tracks.features = ov.features.copy()
+            tracks.graph = ov.graph
+            tracks.track_colors = colors
+            points = self.points_layer
+            points.selected_data = set()
+            points.data = ov.points
+            points.features = ov.features.copy()
+            points.face_color = colors
+            self.highlight_layer.data = np.empty((0, ov.points.shape[1]))
+            for layer, (_, kwargs, _) in zip(self.image_layers, images):
+                layer.name, layer.metadata = kwargs["name"], kwargs["metadata"]
+            for layer, suffix in ((tracks, "tracks"), (points, "cells"), (self.highlight_layer, "highlight")):
+                _set_scale(layer, scale)
+                layer.name = f"{self.fov_name} {suffix}"
+                layer.metadata = {**layer.metadata, "dynaclr_fov": self.fov_name}
+        finally:
+            self._syncing = False
+        return True
+
+    def _remove_layers(self) -> None:
+        viewer = self.viewer
+        for layer in [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]:
+            if layer is not None and layer in viewer.layers:
+                viewer.layers.remove(layer)
+        self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer = [], None, None, None
+        self.overlay = None
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if layer is self.points_layer:
+            self.points_layer = None
+        elif layer is self.tracks_layer:
+            self.tracks_layer = None
+        elif layer is self.highlight_layer:
+            self.highlight_layer = None
+        elif layer in self.image_layers:
+            self.image_layers.remove(layer)
+
+    def _close_plate(self) -> None:
+        if self.plate is not None:
+            self.plate.close()
+        self.plate = None
+
+    # ------------------------------------------------------------------ colour
+
+    def color_by(self, column: str, colormap: str | None = None) -> None:
+        """Colour scatter, Points and Tracks by a table column (continuous → colormap, else cycle)."""
+        if self.table is None:
+            return
+        if column not in self.table.columns:
+            raise explore.ExploreError(f"no column {column!r} in the cell table")
+        self.colormap = colormap or self.colormap
+        self.color_column = column
+        self.colors = explore.column_colors(self.table[column], self.colormap)
+        if self.overlay is not None and len(self.overlay.rows):
+            colors = self.colors[self.overlay.rows]
+            if self.points_layer is not None:
+                self.points_layer.face_color = colors
+            if self.tracks_layer is not None:
+                self.tracks_layer.track_colors = colors
+        self.colors_changed.emit()
+
+    # ------------------------------------------------------------------ selection / highlight
+
+    def select(self, rows, mode: str = "replace") -> np.ndarray:
+        """Set the selected cells (cell-table rows); ``mode`` is replace, add or subtract."""
+        mask = np.zeros(len(self.table), dtype=bool)
+        if mode in ("add", "subtract"):
+            mask[self.selected] = True
+        mask[np.asarray(rows, dtype=np.int64)] = mode != "subtract"
+        rows = np.flatnonzero(mask)
+        self.selected = rows
+        self.table["selection"] = explore.selection_column(len(self.table), rows)
+        self._push_features(["selection"])
+        self._apply_selection_borders()
+        self.selection_changed.emit()
+        return rows
+
+    def _apply_selection_borders(self) -> None:
+        if self.points_layer is None or self.overlay is None:
+            return
+        mask = np.zeros(len(self.table), dtype=bool)
+        mask[self.selected] = True
+        sel = mask[self.overlay.rows]
+        self.points_layer.border_color = np.where(sel[:, None], SELECTED_BORDER, PLAIN_BORDER)
+
+    def highlight(self, row: int) -> None:
+        """Highlight one cell (cell-table row; −1 clears) in the image and the scatter."""
+        self.highlighted = int(row)
+        self._update_highlight_layer()
+        self.highlight_changed.emit(self.highlighted)
+
+    def _update_highlight_layer(self) -> None:
+        if self.highlight_layer is None or self.overlay is None:
+            return
+        row = self.highlighted
+        if row < 0 or str(self.table["fov_name"].iat[row]) != self.fov_name:
+            self.highlight_layer.data = np.empty((0, self.overlay.points.shape[1]))
+            return
+        tid = self.table["track_id"].iat[row]
+        on_track = self.table["track_id"].to_numpy()[self.overlay.rows] == tid
+        self.highlight_layer.data = self.overlay.points[on_track]
+
+    def _on_points_selected(self, event=None) -> None:
+        if self._syncing or self.points_layer is None or self.overlay is None:
+            return
+        sel = sorted(self.points_layer.selected_data)
+        if sel:
+            self.highlight(int(self.overlay.rows[sel[0]]))
+
+    def click_at(self, world_position) -> int:
+        """Highlight the cell of the shown FOV nearest to a world position at the current t."""
+        if self.overlay is None or self.table is None:
+            return -1
+        scale = np.asarray(self.overlay.scale)
+        rows = self.frames.rows(self.fov_name, self.current_t)
+        if not len(rows):
+            return -1
+        pos = np.asarray(world_position, dtype=float)[-2:]
+        sy, sx = scale[-2], scale[-1]
+        xy = np.column_stack([self.table["x"].to_numpy()[rows] * sx, self.table["y"].to_numpy()[rows] * sy])
+        i = explore.nearest_point(xy, (pos[1], pos[0]), self.click_radius_px, pixel_scale=(sx, sy))
+        if i < 0:
+            return -1
+        self.highlight(int(rows[i]))
+        return int(rows[i])
+
+    def _on_mouse_drag(self, viewer, event):
+        if self.overlay is None or event.button != 1:
+            return
+        mode = getattr(viewer.layers.selection.active, "mode", "pan_zoom")
+        if mode not in ("pan_zoom", "select"):
+            return
+        start = np.asarray(event.pos, dtype=float)
+        yield
+        moved = False
+        while event.type == "mouse_move":
+            moved = moved or np.abs(np.asarray(event.pos) - start).max() > 3
+            yield
+        if not moved and mode == "pan_zoom":
+            self.click_at(event.position)
+
+    # ------------------------------------------------------------------ time and navigation
+
+    def _time_axis(self) -> int:
+        ndim = self.viewer.dims.ndim
+        n = len(self.overlay.scale) if self.overlay is not None else 3
+        return max(0, ndim - n)
+
+    def _on_step(self, event=None) -> None:
+        if self.overlay is None:
+            return
+        viewer = self.viewer
+        axis = self._time_axis()
+        t = int(round(viewer.dims.point[axis] / (self.overlay.scale[0] or 1.0)))
+        if t != self.current_t:
+            self.current_t = t
+            self.frame_changed.emit(self.fov_name, t)
+
+    def goto(self, fov_name: str, t: int, y: float, x: float) -> None:
+        """Show *fov_name*, step the time slider to *t* and centre the camera on (y, x) pixels."""
+        if self.table is not None and str(fov_name) != self.fov_name and str(fov_name) in self.fov_names():
+            self.show_fov(str(fov_name))
+        viewer = self.viewer
+        scale = self.overlay.scale if self.overlay is not None else (1.0, 1.0, 1.0)
+        viewer.dims.set_point(self._time_axis(), float(t) * scale[0])
+        camera(viewer).center = (float(y) * scale[-2], float(x) * scale[-1])
+
+    def goto_row(self, row: int) -> None:
+        r = self.table.iloc[int(row)]
+        self.goto(str(r["fov_name"]), int(r["t"]), float(r["y"]), float(r["x"]))
+        self.highlight(int(row))
+
+    # ------------------------------------------------------------------ annotations
+
+    def assign_selection(self, name: str) -> int:
+        """Put the selected cells into annotation class *name*; return how many."""
+        explore.assign_class(self.table, self.selected, name)
+        self.add_columns({"annotation": self.table["annotation"]})
+        return len(self.selected)
+
+
+def _set_scale(layer, scale) -> None:
+    """Set a layer's scale only when it changes: each set re-slices and redraws (≈ 20 ms)."""
+    if not np.allclose(layer.scale, scale):
+        layer.scale = scale
+
+
+def camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9 (``viewer.camera`` is deprecated)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def get_session(viewer) -> ExplorerSession:
+    """The viewer's explorer session (created on first use).
+
+    napari hands widgets a ``PublicOnlyProxy`` of the viewer; the session is keyed by (and holds) the
+    real viewer so every dock of one viewer shares it.
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)
+    sess = _SESSIONS.get(viewer)
+    if sess is None:
+        sess = ExplorerSession(viewer)
+        _SESSIONS[viewer] = sess
+    return sess
+
+
+def goto_cell(viewer, fov_name: str, t: int, y: float, x: float) -> None:
+    """Move *viewer* to a cell: show its FOV (when loaded in the explorer), time *t*, centre on (y, x)."""
+    sess = get_session(viewer)
+    if sess.table is not None:
+        sess.goto(fov_name, t, y, x)
+        key = (sess.table["fov_name"].astype(str) == str(fov_name)) & (sess.table["t"] == int(t))
+        rows = np.flatnonzero(key.to_numpy())
+        if len(rows):
+            d = (sess.table["y"].to_numpy()[rows] - y) ** 2 + (sess.table["x"].to_numpy()[rows] - x) ** 2
+            sess.highlight(int(rows[np.argmin(d)]))
+        return
+    axis = max(0, viewer.dims.ndim - 3)
+    viewer.dims.set_point(axis, float(t))
+    camera(viewer).center = (float(y), float(x))
+
+
+def color_cells_by(viewer, column: str, colormap: str | None = None) -> None:
+    """Colour the explorer's layers and scatter by a cell-table column."""
+    get_session(viewer).color_by(column, colormap)

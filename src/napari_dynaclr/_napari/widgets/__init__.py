@@ -1,0 +1,1 @@
+"""Thin Qt docks on top of the session and the workers."""

@@ -1,0 +1,363 @@
+"""The embedding view dock: a linked 2-D scatter of all cells plus reductions, clustering, annotations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import threading
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+
+from napari_dynaclr._napari import explore
+from napari_dynaclr.core.reduce import CLUSTERINGS, available_reductions
+from napari_dynaclr.errors import Cancelled, DynaclrError
+from napari_dynaclr._napari.widgets.scatter import ScatterCanvas
+from napari_dynaclr._napari.session import get_session
+from napari_dynaclr._napari.widgets._jobs import DockJobs
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+COLORMAPS = ("viridis", "magma", "plasma", "turbo", "twilight", "gray")
+
+
+class EmbeddingView(QWidget):
+    """Scatter of every cell (UMAP by default, else PCA), linked to the viewer's image layers."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent=None):
+        super().__init__(parent)
+        self.session = get_session(viewer)
+        self.viewer = self.session.viewer
+        self.scatter = ScatterCanvas(parent=self)
+        self.x_axis = ComboBox(label="x", choices=[])
+        self.y_axis = ComboBox(label="y", choices=[])
+        self.color = ComboBox(label="colour by", choices=[])
+        self.cmap = ComboBox(label="colormap", choices=COLORMAPS, value="viridis")
+        self.mode = ComboBox(label="mouse", choices=ScatterCanvas.MODES, value="pan/zoom")
+        self.op = ComboBox(label="selection", choices=("replace", "add", "subtract"), value="replace")
+        self.clear_btn = PushButton(text="Clear selection")
+        self.status = Label(value="no cells yet: run a prediction or open embeddings")
+        self.reduction = ComboBox(label="reduction", choices=available_reductions(), value="UMAP")
+        self.reduce_input = ComboBox(label="on", choices=("features (X)", "projections"), value="features (X)")
+        self.reduce_btn = PushButton(text="Compute reduction")
+        self.clustering = ComboBox(label="clustering", choices=CLUSTERINGS, value="KMeans")
+        self.n_clusters = SpinBox(label="k (KMeans)", value=6, min=1, max=200)
+        self.min_size = SpinBox(label="min size (HDBSCAN)", value=10, min=2, max=100000)
+        self.cluster_btn = PushButton(text="Cluster")
+        self.save_results = CheckBox(text="also save results to the store", value=False)
+        self.class_name = LineEdit(label="class", value="class 1")
+        self.assign_btn = PushButton(text="Assign selection to class")
+        self.csv_path = FileEdit(label="annotations CSV", mode="w", filter="*.csv")
+        self.export_btn = PushButton(text="Export CSV")
+        self.import_btn = PushButton(text="Import CSV")
+        self.save_ann_btn = PushButton(text="Save annotations to store")
+        self.controls = Container(widgets=[
+            self.x_axis, self.y_axis, self.color, self.cmap, self.mode, self.op, self.clear_btn, self.status,
+            self.reduction, self.reduce_input, self.reduce_btn, self.clustering, self.n_clusters,
+            self.min_size, self.cluster_btn, self.save_results, self.class_name, self.assign_btn,
+            self.csv_path, self.export_btn, self.import_btn, self.save_ann_btn,
+        ])
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.controls.native)
+        self.scatter.native.setMinimumSize(280, 280)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.scatter.native, stretch=3)
+        layout.addWidget(scroll, stretch=2)
+        self.worker = None
+        self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
+        self._traj_rows = np.empty(0, dtype=np.int64)
+        self._updating = False
+
+        self.x_axis.changed.connect(self._replot)
+        self.y_axis.changed.connect(self._replot)
+        self.color.changed.connect(self._on_color)
+        self.cmap.changed.connect(self._on_color)
+        self.mode.changed.connect(lambda v: self.scatter.set_mode(v))
+        self.clear_btn.clicked.connect(lambda: self.session.select([]))
+        self.reduce_btn.clicked.connect(self.compute_reduction)
+        self.cluster_btn.clicked.connect(self.compute_clusters)
+        self.assign_btn.clicked.connect(self.assign_selection)
+        self.export_btn.clicked.connect(self.export_csv)
+        self.import_btn.clicked.connect(self.import_csv)
+        self.save_ann_btn.clicked.connect(self.save_annotations)
+        self.scatter.lasso_finished.connect(self.select_polygon)
+        self.scatter.point_clicked.connect(self._on_point_clicked)
+        s = self.session
+        s.table_changed.connect(self._on_table)
+        s.rows_changed.connect(self._on_rows)
+        s.columns_changed.connect(self._refresh_choices)
+        s.colors_changed.connect(self._on_colors)
+        s.selection_changed.connect(self._on_selection)
+        s.highlight_changed.connect(self._on_highlight)
+        s.frame_changed.connect(self._on_frame)
+        if s.table is not None:
+            self._on_table()
+
+    # ------------------------------------------------------------------ plotting
+
+    def axes(self) -> tuple[str, str]:
+        return self.x_axis.value, self.y_axis.value
+
+    def set_axes(self, x: str, y: str) -> None:
+        self._updating = True
+        self.x_axis.value, self.y_axis.value = x, y
+        self._updating = False
+        self._replot()
+
+    def xy(self) -> np.ndarray:
+        t = self.session.table
+        x, y = self.axes()
+        if t is None or x is None or y is None:
+            return np.empty((0, 2), dtype=np.float32)
+        return np.column_stack([t[x].to_numpy(dtype=np.float32), t[y].to_numpy(dtype=np.float32)])
+
+    def _refresh_choices(self) -> None:
+        t = self.session.table
+        if t is None:
+            return
+        self._updating = True
+        coords = explore.coordinate_columns(t)
+        old = self.axes()
+        self.x_axis.choices = coords
+        self.y_axis.choices = coords
+        self.color.choices = [c for c in t.columns if c != "cell_index"]
+        if old[0] in coords and old[1] in coords:
+            self.x_axis.value, self.y_axis.value = old
+        if self.session.color_column in self.color.choices:
+            self.color.value = self.session.color_column
+        self._updating = False
+
+    def _on_table(self) -> None:
+        t = self.session.table
+        self._refresh_choices()
+        self._updating = True
+        x, y = explore.default_axes(t)
+        self.x_axis.value, self.y_axis.value = x, y
+        self._updating = False
+        self._replot()
+        self._on_selection()
+        self._on_highlight(self.session.highlighted)
+
+    def _replot(self, *_):
+        if self._updating or self.session.table is None:
+            return
+        self.scatter.set_points(self.xy(), self.session.colors)
+        self._on_selection()
+        self._on_frame(self.session.fov_name, self.session.current_t)
+        self._on_highlight(self.session.highlighted)
+
+    def _on_rows(self, start: int, stop: int) -> None:
+        t = self.session.table
+        x, y = self.axes()
+        if x not in t.columns or y not in t.columns:
+            self._refresh_choices()
+            self._on_table()
+            return
+        self.scatter.set_points(self.xy(), self.session.colors, reset_view=True)
+        self._update_status()
+
+    def _on_color(self, *_):
+        if self._updating or self.session.table is None or self.color.value is None:
+            return
+        try:
+            self.session.color_by(self.color.value, self.cmap.value)
+        except explore.ExploreError as exc:
+            show_error(str(exc))
+
+    def color_by(self, column: str) -> None:
+        self.color.value = column
+        if self.session.color_column != column:
+            self.session.color_by(column, self.cmap.value)
+
+    def _on_colors(self) -> None:
+        self.scatter.set_colors(self.session.colors)
+        self._on_frame(self.session.fov_name, self.session.current_t)
+
+    # ------------------------------------------------------------------ selection and linking
+
+    def select_polygon(self, polygon, mode: str | None = None) -> np.ndarray:
+        """Select the cells inside *polygon* (data coordinates of the current axes)."""
+        mask = explore.points_in_polygon(self.xy(), np.asarray(polygon))
+        return self.session.select(np.flatnonzero(mask), mode or self.op.value)
+
+    def select_box(self, corner0, corner1, mode: str | None = None) -> np.ndarray:
+        mask = explore.points_in_box(self.xy(), corner0, corner1)
+        return self.session.select(np.flatnonzero(mask), mode or self.op.value)
+
+    def _on_selection(self) -> None:
+        self.scatter.show_selected(self.session.selected)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        t = self.session.table
+        if t is None:
+            return
+        n_done = int(self.scatter._finite.sum())
+        self.status.value = f"{n_done}/{len(t)} cells plotted, {len(self.session.selected)} selected"
+
+    def _on_point_clicked(self, i: int) -> None:
+        if i >= 0:
+            self.session.goto_row(i)
+
+    def _on_highlight(self, row: int) -> None:
+        self.scatter.show_highlight(row)
+        s = self.session
+        if row < 0 or s.table is None:
+            self._traj_rows = np.empty(0, dtype=np.int64)
+            self.scatter.show_trajectory([])
+            return
+        fov, tid = str(s.table["fov_name"].iat[row]), int(s.table["track_id"].iat[row])
+        branches = explore.track_trajectory(s.table, fov, tid)
+        self._traj_rows = np.unique(np.concatenate(branches)) if branches else np.empty(0, dtype=np.int64)
+        self.scatter.show_trajectory(branches, self._cursor_rows())
+
+    def _cursor_rows(self) -> np.ndarray:
+        if not len(self._traj_rows):
+            return self._traj_rows
+        t = self.session.table["t"].to_numpy()[self._traj_rows]
+        return self._traj_rows[t == self.session.current_t]
+
+    def _on_frame(self, fov, t) -> None:
+        s = self.session
+        if s.frames is None or fov is None:
+            return
+        self.scatter.show_now(s.frames.rows(fov, t))
+        if len(self._traj_rows):
+            self.scatter._overlay(self.scatter.cursor, self._cursor_rows(), 12, face=(1, 1, 1, 1),
+                                  edge=(1, 0.2, 0.2, 1), edge_width=2.0, symbol="diamond")
+
+    # ------------------------------------------------------------------ reductions / clustering
+
+    def _matrix(self) -> np.ndarray:
+        adata = self.session.adata
+        if adata is None:
+            raise explore.ExploreError("no embeddings loaded: run a prediction or open a store first")
+        if self.reduce_input.value == "projections" and "X_projections" in adata.obsm:
+            return np.asarray(adata.obsm["X_projections"])
+        return np.asarray(adata.X)
+
+    def _busy(self, busy: bool) -> None:
+        for w in (self.reduce_btn, self.cluster_btn):
+            w.enabled = not busy
+
+    def _start(self, worker, on_done, cancel=None):
+        self.worker = worker
+        self._busy(True)
+        worker.returned.connect(on_done)
+        worker.errored.connect(_show_job_error)
+        worker.finished.connect(lambda: self._busy(False))
+        self.jobs.track(worker, cancel)
+        worker.start()
+        return worker
+
+    def compute_reduction(self, method: str | None = None):
+        """Run PCA/UMAP/PHATE in a worker; the result becomes ``<METHOD>_0/1`` columns."""
+        method = method or self.reduction.value
+        try:
+            X = self._matrix()
+        except explore.ExploreError as exc:
+            show_error(str(exc))
+            return None
+        from napari_dynaclr._napari.workers import reduction_job
+
+        cancel = threading.Event()
+        worker = thread_worker(reduction_job, progress=True, ignore_errors=True)(X, method, cancel)
+
+        def done(result):
+            key, coords = result
+            cols = {}
+            for j in range(min(2 if key != "X_pca" else 8, coords.shape[1])):
+                cols[f"{explore.reduction_prefix(key)}_{j}"] = coords[:, j].astype(np.float32)
+            self.session.add_columns(cols)
+            self.set_axes(f"{explore.reduction_prefix(key)}_0", f"{explore.reduction_prefix(key)}_1")
+            if self.save_results.value:
+                self.save_to_store(reductions=[(key, coords)])
+
+        return self._start(worker, done, cancel)
+
+    def compute_clusters(self, method: str | None = None):
+        """KMeans/HDBSCAN in a worker on the embeddings; the result is the categorical ``cluster`` column."""
+        method = method or self.clustering.value
+        try:
+            X = self._matrix()
+        except explore.ExploreError as exc:
+            show_error(str(exc))
+            return None
+        from napari_dynaclr._napari.workers import cluster_job
+
+        cancel = threading.Event()
+        worker = thread_worker(cluster_job, progress=True, ignore_errors=True)(
+            X, method, cancel, n_clusters=self.n_clusters.value, min_cluster_size=self.min_size.value)
+
+        def done(labels):
+            self.session.add_columns({"cluster": labels})
+            self.color_by("cluster")
+            if self.save_results.value:
+                self.save_to_store(columns=["cluster"])
+
+        return self._start(worker, done, cancel)
+
+    def save_to_store(self, reductions=(), columns=()):
+        s = self.session
+        if s.adata is None or s.store_path is None:
+            show_error("no embedding store to save to (open or write one first)")
+            return None
+        from napari_dynaclr._napari.workers import save_to_store
+
+        worker = thread_worker(save_to_store, progress=True, ignore_errors=True)(
+            s.adata, s.table, s.store_path, list(reductions), list(columns))
+        worker.returned.connect(lambda p: show_info(f"saved to {p}"))
+        worker.errored.connect(_show_job_error)
+        self.jobs.track(worker)
+        worker.start()
+        self.worker = worker
+        return worker
+
+    # ------------------------------------------------------------------ annotations
+
+    def assign_selection(self, name: str | None = None) -> int:
+        name = name if isinstance(name, str) else self.class_name.value
+        try:
+            n = self.session.assign_selection(name)
+        except explore.ExploreError as exc:
+            show_error(str(exc))
+            return 0
+        self.color_by("annotation")
+        return n
+
+    def export_csv(self, path=None) -> int:
+        path = path if isinstance(path, (str,)) or hasattr(path, "suffix") else self.csv_path.value
+        try:
+            n = explore.write_annotations_csv(self.session.table, path)
+        except (OSError, explore.ExploreError) as exc:
+            show_error(f"cannot export annotations: {exc}")
+            return 0
+        show_info(f"{n} annotated cells written to {path}")
+        return n
+
+    def import_csv(self, path=None) -> int:
+        path = path if isinstance(path, (str,)) or hasattr(path, "suffix") else self.csv_path.value
+        try:
+            col, n = explore.read_annotations_csv(self.session.table, path)
+        except explore.ExploreError as exc:
+            show_error(str(exc))
+            return 0
+        self.session.add_columns({"annotation": col})
+        self.color_by("annotation")
+        show_info(f"{n} annotations matched cells")
+        return n
+
+    def save_annotations(self):
+        return self.save_to_store(columns=["annotation"])
+
+
+def _show_job_error(exc: BaseException) -> None:
+    if isinstance(exc, Cancelled):
+        return
+    show_error(str(exc) if isinstance(exc, DynaclrError) else f"{type(exc).__name__}: {exc}")

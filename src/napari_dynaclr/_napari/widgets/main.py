@@ -1,0 +1,580 @@
+"""The main dock: choose checkpoint, plate, tracks and settings; predict in a worker; open stores.
+
+The run is :func:`napari_dynaclr._napari.workers.prediction_job` — the CLI's engine, in the plugin's work
+process — driven by a napari generator thread worker: a napari progress bar advances per batch, cells
+stream into the layers and the scatter, Cancel kills the work process and nothing is written, errors
+(a crash of the work process too) become notifications and the widget returns to ready. napari's
+process never imports torch. The GUI predicts on one device (the first GPU, or the CPU).
+
+As soon as the plate and tracks are chosen, the widget plans the run in a worker (no model:
+:func:`napari_dynaclr._napari.workers.preview_cells`), says how many cells will be predicted (or what is wrong
+with the inputs) and shows the first FOV with those cells. The run then fills these layers instead
+of building new ones, so the viewer stays responsive while it streams.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import threading
+from pathlib import Path
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    PushButton,
+    Select,
+    SpinBox,
+)
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+
+from napari_dynaclr._napari import workers
+from napari_dynaclr.errors import Cancelled, DynaclrError
+from napari_dynaclr._napari.session import get_session
+from napari_dynaclr._napari.widgets._jobs import DockJobs
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+NORMALIZATIONS = ("from predict.yml", "fov_statistics", "dataset_statistics", "timepoint_statistics", "none")
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, DynaclrError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _path(value) -> Path | None:
+    if value is None:
+        return None
+    s = str(value)
+    return None if s in ("", ".") else Path(s)
+
+
+def _several_devices(cfg) -> bool:
+    """Whether a predict.yml asks for several devices or nodes (the dock predicts on one)."""
+    devices = cfg.devices
+    several = isinstance(devices, (list, tuple)) and len(devices) > 1
+    several = several or str(devices).lower() in ("auto", "-1") and str(cfg.accelerator).lower() in ("gpu", "cuda")
+    try:
+        several = several or int(devices) > 1
+    except (TypeError, ValueError):
+        pass
+    return several or int(cfg.num_nodes) > 1
+
+
+class DynaCLRWidget(QWidget):
+    """Predict DynaCLR embeddings for a plate (or open a store) and explore them in the viewer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent=None):
+        super().__init__(parent)
+        self.session = get_session(viewer)
+        self.viewer = self.session.viewer
+        self.yml_config = None
+        self.worker = None
+        self.cancel_event: threading.Event | None = None
+        self.last_error: str | None = None
+        self.last_result: workers.Finished | None = None
+        self._pbar = None
+        self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
+        self._inspect_worker = None
+        self._inspect_cancel: threading.Event | None = None
+
+        self.predict_yml = FileEdit(label="VisCy predict.yml", mode="r", filter="*.yml *.yaml")
+        self.load_yml_btn = PushButton(text="Load predict.yml")
+        self.ckpt = FileEdit(label="checkpoint", mode="r", filter="*.ckpt *.pt *.pth")
+        self.ckpt_info = Label(value="")
+        self.plate = FileEdit(label="plate (HCS zarr)", mode="d")
+        self.plate_info = Label(value="")
+        self.fovs = Select(label="FOVs to predict", choices=[])
+        self.tracks = FileEdit(label="tracks folder", mode="d")
+        self.cells_info = Label(value="")
+        self.channels = LineEdit(label="source channels", value="")
+        self.z_start = SpinBox(label="z start", value=0, min=0, max=10000)
+        self.z_stop = SpinBox(label="z stop (excl.)", value=1, min=1, max=10000)
+        self.patch = SpinBox(label="patch (initial YX)", value=160, min=8, max=4096)
+        self.final_patch = SpinBox(label="patch (final YX)", value=160, min=8, max=4096)
+        self.batch_size = SpinBox(label="batch size", value=32, min=1, max=4096)
+        self.device = ComboBox(label="device", choices=("auto", "cpu", "cuda"), value="auto",
+                               tooltip="one device: the first GPU when there is one (auto, cuda), else the CPU; "
+                                       "the command line predicts on several")
+        self.normalization = ComboBox(label="normalisation", choices=NORMALIZATIONS[1:], value="fov_statistics")
+        self.umap = CheckBox(text="UMAP at the end", value=True)
+        self.pca = CheckBox(text="PCA at the end", value=True)
+        self.output = FileEdit(label="output store", mode="w", filter="*.zarr")
+        self.overwrite = CheckBox(text="overwrite", value=False)
+        self.run_btn = PushButton(text="Run")
+        self.cancel_btn = PushButton(text="Cancel", enabled=False)
+        self.store = FileEdit(label="embedding store", mode="d")
+        self.open_btn = PushButton(text="Open embeddings")
+        self.show_fov = ComboBox(label="show FOV", choices=[])
+        self.status = Label(value="ready")
+        self.form = Container(widgets=[
+            self.predict_yml, self.load_yml_btn, self.ckpt, self.ckpt_info, self.plate, self.plate_info,
+            self.fovs, self.tracks, self.cells_info, self.channels, self.z_start, self.z_stop, self.patch,
+            self.final_patch, self.batch_size, self.device, self.normalization, self.umap, self.pca, self.output, self.overwrite,
+            self.run_btn, self.cancel_btn, self.store, self.open_btn, self.show_fov, self.status,
+        ])
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.form.native)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+
+        self.load_yml_btn.clicked.connect(lambda: self.load_predict_yml())
+        self.ckpt.changed.connect(lambda _: self.inspect_checkpoint())
+        self.plate.changed.connect(lambda _: self._on_plate())
+        self.patch.changed.connect(lambda v: setattr(self.final_patch, "value", min(self.final_patch.value, v)))
+        self.run_btn.clicked.connect(lambda: self.run())
+        self.cancel_btn.clicked.connect(lambda: self.cancel())
+        self.open_btn.clicked.connect(lambda: self.open_embeddings())
+        self.show_fov.changed.connect(self._on_show_fov)
+        self._preview_worker = None
+        self._preview_token = None
+        self._preview_timer = QTimer(self)  # the inputs change in bursts (a predict.yml sets them all)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(300)
+        self._preview_timer.timeout.connect(self._on_preview_timer)
+        self._plate_worker = None  # reading the plate's layout
+        self._fovs_plate: Path | None = None  # the plate the FOV list describes
+        for w in (self.plate, self.tracks, self.fovs, self.channels, self.z_start, self.z_stop, self.patch,
+                  self.final_patch):
+            w.changed.connect(lambda _: self._preview_timer.start())
+        self.session.table_changed.connect(self._refresh_fovs)
+        self.session.fov_changed.connect(self._on_fov_changed)
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        for layer in viewer.layers:
+            self._prefill_from(layer.metadata)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_layer_inserted(self, event) -> None:
+        self._prefill_from(getattr(event.value, "metadata", {}) or {})
+
+    def _prefill_from(self, meta: dict) -> None:
+        """Sample data layers carry the demo paths; fill empty fields from them."""
+        demo = meta.get("dynaclr_demo")
+        if not demo:
+            return
+        if _path(self.predict_yml.value) is None and demo.get("config"):
+            self.predict_yml.value = demo["config"]
+            self.load_predict_yml()
+        if _path(self.store.value) is None and demo.get("output"):
+            self.store.value = demo["output"]
+
+    def load_predict_yml(self, path=None) -> bool:
+        """Fill every field from a VisCy predict.yml (its normalisations are kept as they are)."""
+        from napari_dynaclr.core.config import load_predict_yaml
+
+        path = _path(path) or _path(self.predict_yml.value)
+        if path is None:
+            show_error("choose a predict.yml first")
+            return False
+        try:
+            cfg = load_predict_yaml(path)
+        except DynaclrError as exc:
+            self._fail(str(exc))
+            return False
+        self.yml_config = cfg
+        self.predict_yml.value = path
+        self.normalization.choices = NORMALIZATIONS
+        self.normalization.value = "from predict.yml"
+        same_plate = _path(self.plate.value) == Path(cfg.data_path)
+        self.plate.value = cfg.data_path
+        if same_plate:  # no change event: select the FOVs as this predict.yml does
+            self._on_plate()
+        self.tracks.value = cfg.tracks_path
+        self.channels.value = ", ".join(cfg.source_channel)
+        self.z_stop.value = cfg.z_range[1]
+        self.z_start.value = cfg.z_range[0]
+        self.patch.value = cfg.initial_yx_patch_size[0]
+        self.final_patch.value = cfg.patch_size[0]
+        self.batch_size.value = cfg.batch_size
+        self.device.value = cfg.accelerator if cfg.accelerator in self.device.choices else "auto"
+        self.umap.value = cfg.umap_kwargs is not None
+        self.pca.value = cfg.pca_kwargs is not None
+        if cfg.output_path is not None:
+            self.output.value = cfg.output_path
+            self.overwrite.value = cfg.overwrite
+        if cfg.ckpt_path is not None:
+            self.ckpt.value = cfg.ckpt_path  # triggers inspect_checkpoint
+        self.status.value = f"loaded {Path(path).name}"
+        return True
+
+    def _yml_selection(self, plate: Path | None) -> tuple[list[str] | None, list[str] | None]:
+        """The loaded predict.yml's ``fit_include_wells`` / ``fit_exclude_fovs`` when it names *plate*."""
+        base = self.yml_config
+        if base is None or plate is None or Path(base.data_path) != plate:
+            return None, None
+        return base.include_wells, base.exclude_fovs
+
+    def _on_plate(self):
+        """Read the plate's layout in a worker (a large plate on a network drive takes seconds), then list
+        its FOVs, selected as the predict.yml selects them (all without one). Returns the worker."""
+        from napari_dynaclr.core.plate import plate_info
+
+        path = _path(self.plate.value)
+        self._fovs_plate = None  # the FOV list does not describe the chosen plate (yet)
+        if path is None:
+            self._plate_worker = None
+            return None
+        self.plate_info.value = "reading the plate…"
+        worker = thread_worker(plate_info, ignore_errors=True)(path, *self._yml_selection(path))
+        self.jobs.track(worker)
+
+        def done(info):
+            if worker is not self._plate_worker or not self._alive():
+                return
+            self._plate_worker = None
+            t, _, z, y, x = info["shape"]
+            self.plate_info.value = (f"{len(info['fovs'])} FOVs in {len(info['wells'])} wells; channels: "
+                                     f"{', '.join(info['channels'])}; TZYX {t}×{z}×{y}×{x} {info['dtype']}")
+            self.fovs.choices = info["fovs"]
+            self.fovs.value = info["selected"]
+            self._fovs_plate = path
+            self.z_stop.max = max(z, 1)
+            if not self.channels.value:
+                self.channels.value = ", ".join(info["channels"])
+            self._preview_timer.start()
+
+        def failed(exc):
+            if worker is not self._plate_worker or not self._alive():
+                return
+            self._plate_worker = None
+            self.plate_info.value = f"✗ {_message(exc)}"
+            self.fovs.choices = []
+            self._preview_timer.start()
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self._plate_worker = worker
+        worker.start()
+        return worker
+
+    def inspect_checkpoint(self):
+        """Check the checkpoint in a worker: show the (inferred) config and whether all keys match."""
+        path = _path(self.ckpt.value)
+        if path is None:
+            return None
+        self.ckpt_info.value = "checking…"
+        encoder = self.yml_config.encoder if self.yml_config is not None else None
+        if self._inspect_cancel is not None:  # only the latest check counts
+            workers.cancel_job(self._inspect_cancel)
+        cancel = self._inspect_cancel = threading.Event()
+        worker = thread_worker(workers.inspect_checkpoint, ignore_errors=True)(path, encoder, cancel)
+
+        def done(text):
+            if worker is self._inspect_worker and self._alive():
+                self.ckpt_info.value = f"✓ {text}"
+
+        def failed(exc):
+            if worker is self._inspect_worker and self._alive() and not isinstance(exc, Cancelled):
+                self.ckpt_info.value = f"✗ {_message(exc)}"
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self._inspect_worker = worker
+        self.jobs.track(worker, cancel)
+        worker.start()
+        return worker
+
+    def build_config(self, require_output: bool = True):
+        """A :class:`~napari_dynaclr.core.config.PredictConfig` from the fields (on top of a loaded yml),
+        always on one device."""
+        from napari_dynaclr.core.config import PredictConfig, default_normalizations
+        from napari_dynaclr.core.reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
+
+        channels = [c.strip() for c in self.channels.value.split(",") if c.strip()]
+        plate, tracks = _path(self.plate.value), _path(self.tracks.value)
+        if plate is None or tracks is None:
+            raise DynaclrError("choose a plate and a tracks folder")
+        if plate == self._fovs_plate:  # the FOV list shows this plate: it is the selection
+            all_fovs, chosen = list(self.fovs.choices), list(self.fovs.value or [])
+            if not chosen:
+                raise DynaclrError("select at least one FOV to predict")
+            include_wells, exclude = None, [f for f in all_fovs if f not in chosen] or None
+        else:  # the plate is still being read: the predict.yml's selection (or every FOV)
+            include_wells, exclude = self._yml_selection(plate)
+        output = _path(self.output.value)
+        if output is None and require_output:
+            raise DynaclrError("choose an output store path")
+        norm, base = self.normalization.value, self.yml_config
+        if norm == "from predict.yml" and base is not None:
+            normalizations = base.normalizations
+        elif norm in ("none", "from predict.yml"):
+            normalizations = [] if norm == "none" else default_normalizations(channels)
+        else:
+            normalizations = default_normalizations(channels, norm)
+        umap_kwargs = pca_kwargs = None
+        if self.umap.value:
+            umap_kwargs = base.umap_kwargs if base is not None and base.umap_kwargs else dict(DEFAULT_UMAP_KWARGS)
+        if self.pca.value:
+            pca_kwargs = base.pca_kwargs if base is not None and base.pca_kwargs else dict(DEFAULT_PCA_KWARGS)
+        patch, final = self.patch.value, self.final_patch.value
+        if base is None:
+            base = PredictConfig.plain(plate, tracks, channels, (self.z_start.value, self.z_stop.value), patch)
+        return base.with_overrides(
+            data_path=plate, tracks_path=tracks, source_channel=channels,
+            z_range=(self.z_start.value, self.z_stop.value),
+            initial_yx_patch_size=(patch, patch), final_yx_patch_size=(final, final),
+            batch_size=self.batch_size.value, normalizations=normalizations, exclude_fovs=exclude,
+            include_wells=include_wells, ckpt_path=_path(self.ckpt.value), output_path=output,
+            overwrite=self.overwrite.value, accelerator=self.device.value, devices=1, num_nodes=1,
+            strategy="auto", umap_kwargs=umap_kwargs, pca_kwargs=pca_kwargs,
+        )
+
+    # ------------------------------------------------------------------ preview
+
+    def _alive(self) -> bool:
+        """False once Qt has deleted this dock (a worker may report after the viewer closed)."""
+        try:
+            self.objectName()
+        except RuntimeError:
+            return False
+        return True
+
+    def _on_preview_timer(self) -> None:
+        if self._plate_worker is None:  # otherwise the plate's layout restarts the timer when it arrives
+            self.preview_cells()
+
+    def preview_cells(self):
+        """Plan the run in a worker (no model): report how many cells it will predict, or what is wrong
+        with the inputs, and show them. Only while the viewer holds no embeddings (nothing or a preview);
+        returns the worker (or None)."""
+        self._preview_timer.stop()
+        if self.worker is not None:  # a run shows its own cells
+            return None
+        if self.session.table is not None and not self.session.is_preview:
+            # embeddings are shown (and the embedding view may be computing on them): leave them alone
+            self.cells_info.value = ""
+            return None
+        if _path(self.plate.value) is None or _path(self.tracks.value) is None:
+            self.cells_info.value = ""
+            return None
+        try:
+            cfg = self.build_config(require_output=False)
+        except DynaclrError as exc:
+            self.cells_info.value = f"✗ {exc}"
+            return None
+        token = self._preview_token = object()  # only the latest preview counts
+        worker = thread_worker(workers.preview_cells, ignore_errors=True)(cfg, keep_plate=True)
+
+        def done(result):
+            table, plate = result
+            if token is not self._preview_token or not self._alive():
+                plate.close()
+                return
+            n_fovs = table["fov_name"].nunique()
+            self.cells_info.value = f"{len(table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
+            s = self.session
+            if self.worker is not None or not (s.table is None or s.is_preview):  # (the user moved on)
+                plate.close()
+                return
+            s.set_table(table, plate=plate, tracks_path=cfg.tracks_path, fov_name=s.fov_name, preview=True)
+
+        def failed(exc):
+            if token is self._preview_token and self._alive():
+                self.cells_info.value = f"✗ {_message(exc)}"
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self.cells_info.value = "finding the cells…"
+        self._preview_worker = worker
+        self.jobs.track(worker)
+        worker.start()
+        return worker
+
+    # ------------------------------------------------------------------ run
+
+    def _set_running(self, running: bool) -> None:
+        self.run_btn.enabled = not running
+        self.open_btn.enabled = not running
+        self.cancel_btn.enabled = running
+        if not running:
+            self.status.value = "ready"
+
+    def _fail(self, msg: str) -> None:
+        self.last_error = msg
+        show_error(msg)
+        self.status.value = f"error: {msg}"
+
+    def run(self):
+        """Start a prediction worker; returns it (or None when the settings are invalid)."""
+        if self.worker is not None:
+            show_error("a job is already running")
+            return None
+        try:
+            cfg = self.build_config()
+        except DynaclrError as exc:
+            self._fail(str(exc))
+            return None
+        self.last_error = None
+        self.last_result = None
+        self._preview_timer.stop()
+        if self.yml_config is not None and _several_devices(self.yml_config):
+            show_info("the napari plugin predicts on one device; for several, run "
+                      "`napari-dynaclr predict -c predict.yml` on the command line")
+        self.cancel_event = threading.Event()
+        worker = thread_worker(workers.prediction_job, ignore_errors=True)(cfg, self.device.value, self.cancel_event)
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_finished)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_worker_done)
+        self._run_cfg = cfg
+        self.worker = worker
+        self.jobs.track(worker, self.cancel_event)
+        self._set_running(True)
+        self.status.value = "loading checkpoint and planning…"
+        worker.start()
+        return worker
+
+    def _start_progress(self, n_batches: int, worker) -> None:
+        if worker is not None and worker is self.worker and self._pbar is None and self._alive():
+            self._pbar = progress(total=n_batches, desc="DynaCLR prediction")
+
+    def cancel(self) -> None:
+        """Stop the run (the work process is killed); nothing is written."""
+        if self.cancel_event is not None:
+            workers.cancel_job(self.cancel_event)
+            self.status.value = "cancelling…"
+
+    def _on_event(self, ev) -> None:
+        from napari_dynaclr.predict.run import Planned, Stage
+
+        if ev is None or self.worker is None:  # a heartbeat, or a late event of a finished run
+            return
+        if isinstance(ev, workers.Warned):
+            show_warning(ev.message)
+        elif isinstance(ev, Planned):
+            from napari_dynaclr._napari.explore import cell_table
+
+            self.status.value = f"predicting {len(ev.obs)} cells in {ev.n_batches} batches on {ev.device} (one device)"
+            # the progress bar in its own event-loop turn: each GUI-thread slice stays short
+            QTimer.singleShot(0, lambda n=ev.n_batches, w=self.worker: self._start_progress(n, w))
+            table = cell_table(ev.obs)
+            table["preview_0"] = float("nan")
+            table["preview_1"] = float("nan")
+            cfg = self._run_cfg
+            # the previewed cells: keep their layers
+            if not self.session.adopt_result(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path):
+                self.session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
+                                       fov_name=self.session.fov_name)
+            self._ensure_embedding_view()
+        elif isinstance(ev, workers.Batch):
+            self.status.value = f"batch {ev.index + 1}/{ev.n_batches}"
+            if self._pbar is not None:
+                self._pbar.update(1)
+            self.session.update_rows(ev.start, ev.stop, {"preview_0": ev.preview[:, 0], "preview_1": ev.preview[:, 1]})
+        elif isinstance(ev, Stage):
+            self.status.value = f"{ev.name}…"
+            if ev.name == "writing":
+                self.cancel_btn.enabled = False
+        if self.worker is None:  # the run ended while this event was handled (nested event processing)
+            self._set_running(False)
+
+    def _on_finished(self, res: workers.Finished) -> None:
+        from napari_dynaclr._napari.explore import cell_table
+
+        self.last_result = res
+        cfg = self._run_cfg
+        adata = res.adata
+        table = cell_table(adata.obs, dict(adata.obsm))
+        if not self.session.adopt_result(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
+                                         tracks_path=cfg.tracks_path):
+            self.session.set_table(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
+                                   tracks_path=cfg.tracks_path, fov_name=self.session.fov_name,
+                                   color_column=self.session.color_column)
+        self.store.value = res.output_path
+        show_info(f"wrote {adata.n_obs} cells to {res.output_path} in {res.seconds:.1f} s")
+
+    def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self.last_error = None
+            show_info("prediction cancelled; nothing was written")
+            return
+        self._fail(_message(exc))
+
+    def _on_worker_done(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
+        self._inspect_worker = None
+        self._inspect_cancel: threading.Event | None = None
+        self.worker = None
+        self.cancel_event = None
+        err = self.last_error
+        self._set_running(False)
+        if err:
+            self.status.value = f"ready (last run failed: {err})"
+
+    # ------------------------------------------------------------------ open a store
+
+    def open_embeddings(self, path=None):
+        """Load an existing store (plus the plate/tracks fields or the store's recorded paths) in a worker."""
+        path = _path(path) or _path(self.store.value)
+        if path is None:
+            show_error("choose an embedding store first")
+            return None
+        worker = thread_worker(workers.open_store, ignore_errors=True)(
+            path, _path(self.plate.value), _path(self.tracks.value))
+
+        def done(opened: workers.OpenedStore):
+            if opened.plate_error:
+                self._fail(opened.plate_error)  # the cells are shown all the same, without images
+            self.session.set_table(opened.table, adata=opened.adata, store_path=path, plate=opened.plate,
+                                   tracks_path=opened.tracks_path)
+            self._ensure_embedding_view()
+            self.status.value = f"opened {path.name}: {len(opened.table)} cells"
+
+        worker.returned.connect(done)
+        worker.errored.connect(lambda exc: self._fail(_message(exc)))
+        worker.finished.connect(lambda: self._set_running(False) if self.worker is None else None)
+        self.open_btn.enabled = False
+        self.run_btn.enabled = False
+        self._open_worker = worker
+        self.jobs.track(worker)
+        worker.start()
+        return worker
+
+    # ------------------------------------------------------------------ FOV switching
+
+    def _refresh_fovs(self) -> None:
+        names = self.session.fov_names()
+        self._fov_sync = True
+        self.show_fov.choices = names
+        if self.session.fov_name in names:
+            self.show_fov.value = self.session.fov_name
+        self._fov_sync = False
+
+    def _on_fov_changed(self, name: str) -> None:
+        self._fov_sync = True
+        if name in self.show_fov.choices:
+            self.show_fov.value = name
+        self._fov_sync = False
+
+    def _on_show_fov(self, name) -> None:
+        if getattr(self, "_fov_sync", False) or name is None or name == self.session.fov_name:
+            return
+        self.session.show_fov(name)
+
+    def _ensure_embedding_view(self) -> None:
+        """Dock the embedding view once (through the manifest) so results have somewhere to go."""
+        window = getattr(self.viewer, "window", None)
+        if window is None or getattr(self, "_view_docked", False):
+            return
+        try:
+            window.add_plugin_dock_widget("napari-dynaclr", "Embedding view")
+            self._view_docked = True
+        except Exception as exc:  # pragma: no cover - plugin not registered (e.g. not installed)
+            show_error(f"cannot open the embedding view: {exc}")

@@ -1,0 +1,489 @@
+"""napari panel "Verify against reference": compare a prediction with a reference embedding store.
+
+Pick the reference store and the prediction (the store behind the cells in the viewer, an embedding
+Points layer, or a file), set the contract (defaults = VisCy's: atol 0.02, rtol 1e-2, Pearson r >= 0.999)
+and press *Verify*. The comparison (:func:`napari_dynaclr.verify.compare_stores`) runs in a worker thread.
+The panel then shows pass/fail and Pearson r per array, log-count histograms of |Δ| for the judged arrays
+and a sortable table of the worst cells. Selecting a row moves the viewer to that cell (FOV, time,
+position); *Colour cells by |Δ|* colours every cell layer by log10 of the cell's max |Δ|.
+
+No torch import here; the heavy work is numpy/pandas in the worker.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_dynaclr import verify
+from napari_dynaclr.errors import DynaclrError
+from napari_dynaclr._napari.session import camera, get_session, goto_cell
+from napari_dynaclr._napari.widgets._jobs import DockJobs
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+#: How many of the worst cells the table lists.
+MAX_TABLE_ROWS = 500
+#: Column added to cell tables / Points features by "Colour cells by |Δ|".
+COLOR_COLUMN = "verify_log10_max_abs"
+PASS_STYLE = "color: white; background: #2e7d32; font-weight: bold; padding: 4px;"
+FAIL_STYLE = "color: white; background: #c62828; font-weight: bold; padding: 4px;"
+PLAIN_STYLE = "padding: 4px;"
+
+
+class _NumItem(QTableWidgetItem):
+    """A table cell that shows formatted text and sorts by its number."""
+
+    def __init__(self, value: float, text: str | None = None):
+        self.value = float(value) if value is not None else float("nan")
+        super().__init__(text if text is not None else _fmt(self.value))
+        self.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+
+    def __lt__(self, other):
+        a, b = self.value, getattr(other, "value", float("nan"))
+        if math.isnan(a):
+            return not math.isnan(b)  # NaN sorts first (lowest)
+        if math.isnan(b):
+            return False
+        return a < b
+
+
+def _fmt(v: float, spec: str = ".3g") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "nan"
+    return format(v, spec)
+
+
+def _points_layers_with_cells(viewer):
+    from napari.layers import Points
+
+    for layer in viewer.layers:
+        if isinstance(layer, Points) and all(c in layer.features.columns for c in verify.REQUIRED_KEYS):
+            yield layer
+
+
+class VerifyWidget(QWidget):
+    """Dock widget: verify a prediction store against a reference store."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.jobs = DockJobs(self)
+        self.report: verify.VerifyReport | None = None
+        self.last_error: str | None = None
+        self.state = "ready"
+        self._worker = None
+        self._cell_rows: list[int] = []
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        layout.addLayout(form)
+
+        # prediction: session / embedding layer / file
+        self.prediction_combo = QComboBox()
+        self.prediction_combo.currentIndexChanged.connect(self._on_source_changed)
+        form.addRow("Prediction", self.prediction_combo)
+        self.prediction_edit = QLineEdit()
+        self.prediction_edit.setPlaceholderText("prediction store (.zarr)")
+        pred_row = QHBoxLayout()
+        pred_row.addWidget(self.prediction_edit)
+        self.prediction_browse = QPushButton("…")
+        self.prediction_browse.clicked.connect(lambda: self._browse(self.prediction_edit))
+        pred_row.addWidget(self.prediction_browse)
+        form.addRow("", pred_row)
+
+        self.reference_edit = QLineEdit()
+        self.reference_edit.setPlaceholderText("reference store (.zarr), e.g. VisCy's EmbeddingWriter output")
+        ref_row = QHBoxLayout()
+        ref_row.addWidget(self.reference_edit)
+        ref_browse = QPushButton("…")
+        ref_browse.clicked.connect(lambda: self._browse(self.reference_edit))
+        ref_row.addWidget(ref_browse)
+        form.addRow("Reference", ref_row)
+
+        # contract
+        c = verify.Contract()
+        self.atol_spin = self._spin(c.atol, 0, 1e6, 6)
+        self.rtol_spin = self._spin(c.rtol, 0, 1e6, 6)
+        self.pearson_spin = self._spin(c.min_pearson, -1, 1, 6)
+        tol_row = QHBoxLayout()
+        for label, spin in (("atol", self.atol_spin), ("rtol", self.rtol_spin), ("min r", self.pearson_spin)):
+            tol_row.addWidget(QLabel(label))
+            tol_row.addWidget(spin)
+        form.addRow("Contract", tol_row)
+        opt_row = QHBoxLayout()
+        self.allow_missing_check = QCheckBox("allow missing rows")
+        self.judge_reductions_check = QCheckBox("judge PCA/UMAP")
+        opt_row.addWidget(self.allow_missing_check)
+        opt_row.addWidget(self.judge_reductions_check)
+        form.addRow("", opt_row)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Verify")
+        self.run_button.clicked.connect(self.run)
+        self.color_button = QPushButton("Colour cells by |Δ|")
+        self.color_button.setEnabled(False)
+        self.color_button.clicked.connect(self.color_cells)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.color_button)
+        layout.addLayout(buttons)
+
+        self.verdict_label = QLabel("Choose a reference store and press Verify.")
+        self.verdict_label.setWordWrap(True)
+        self.verdict_label.setStyleSheet(PLAIN_STYLE)
+        self.verdict_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout.addWidget(self.verdict_label)
+
+        self.arrays_table = QTableWidget(0, 6)
+        self.arrays_table.setHorizontalHeaderLabels(["array", "max |Δ|", "mean |Δ|", "Pearson r", "outside",
+                                                     "verdict"])
+        self.arrays_table.verticalHeader().setVisible(False)
+        self.arrays_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.arrays_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.arrays_table.setMaximumHeight(120)
+        layout.addWidget(self.arrays_table)
+
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4.5, 2.2), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)
+        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        layout.addWidget(self.canvas)
+
+        layout.addWidget(QLabel("Worst cells (select a row to go to the cell; click a header to sort)"))
+        self.cells_table = QTableWidget(0, 0)
+        self.cells_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.cells_table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.cells_table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.cells_table.verticalHeader().setVisible(False)
+        self.cells_table.itemSelectionChanged.connect(self._on_cell_selected)
+        layout.addWidget(self.cells_table, stretch=1)
+
+        self.viewer.layers.events.inserted.connect(self.refresh_sources)
+        self.viewer.layers.events.removed.connect(self.refresh_sources)
+        self.refresh_sources()
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    @staticmethod
+    def _spin(value, lo, hi, decimals):
+        spin = QDoubleSpinBox()
+        spin.setDecimals(decimals)
+        spin.setRange(lo, hi)
+        spin.setSingleStep(10 ** -min(decimals, 3))
+        spin.setValue(value)
+        spin.setMinimumWidth(95)
+        return spin
+
+    def _browse(self, edit: QLineEdit) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose an embedding store (.zarr folder)")
+        if path:
+            edit.setText(path)
+
+    def refresh_sources(self, event=None) -> None:
+        """Fill the prediction choices: the explorer's cells, embedding Points layers, a file."""
+        current = self.prediction_combo.currentData()
+        self.prediction_combo.blockSignals(True)
+        self.prediction_combo.clear()
+        sess = get_session(self.viewer)
+        if sess.table is not None and (sess.adata is not None or sess.store_path):
+            name = Path(sess.store_path).name if sess.store_path else "prediction in memory"
+            self.prediction_combo.addItem(f"Cells in the viewer ({name})", "session")
+        for layer in self.viewer.layers:
+            store = (layer.metadata or {}).get("dynaclr_store")
+            if store:
+                self.prediction_combo.addItem(f"Layer {layer.name!r} ({Path(store).name})", f"layer:{layer.name}")
+        self.prediction_combo.addItem("File…", "file")
+        idx = self.prediction_combo.findData(current) if current is not None else -1
+        self.prediction_combo.setCurrentIndex(idx if idx >= 0 else 0)
+        self.prediction_combo.blockSignals(False)
+        self._on_source_changed()
+
+    def _on_source_changed(self, *_):
+        kind = str(self.prediction_combo.currentData() or "file").split(":", 1)[0]
+        self.prediction_edit.setEnabled(kind == "file")
+        self.prediction_browse.setEnabled(kind == "file")
+
+    def contract(self) -> verify.Contract:
+        return verify.Contract(
+            atol=self.atol_spin.value(), rtol=self.rtol_spin.value(), min_pearson=self.pearson_spin.value(),
+            allow_missing=self.allow_missing_check.isChecked(),
+            judge_reductions=self.judge_reductions_check.isChecked(),
+        )
+
+    def prediction_source(self):
+        """The prediction to compare: an AnnData or a store path. Raises DynaclrError when unset."""
+        kind, _, name = str(self.prediction_combo.currentData() or "file").partition(":")
+        if kind == "session":
+            sess = get_session(self.viewer)
+            if sess.adata is not None:
+                return sess.adata
+            if sess.store_path:
+                return Path(sess.store_path)
+            raise DynaclrError("the viewer holds no prediction any more; choose a file")
+        if kind == "layer":
+            if name in self.viewer.layers:
+                return Path(self.viewer.layers[name].metadata["dynaclr_store"])
+            raise DynaclrError(f"layer {name!r} is gone; choose another prediction")
+        text = self.prediction_edit.text().strip()
+        if not text:
+            raise DynaclrError("choose a prediction store")
+        return Path(text)
+
+    # ------------------------------------------------------------------------------------------- run
+
+    def run(self):
+        """Start the comparison in a worker; returns the worker (None when the inputs are incomplete)."""
+        from napari.qt.threading import thread_worker
+
+        if self.state == "running":
+            return self._worker
+        try:
+            prediction = self.prediction_source()
+            ref_text = self.reference_edit.text().strip()
+            if not ref_text:
+                raise DynaclrError("choose a reference store")
+            contract = self.contract()
+        except DynaclrError as exc:
+            self._show_error(str(exc))
+            return None
+        self.last_error = None
+        self.state = "running"
+        self.run_button.setEnabled(False)
+        self.verdict_label.setStyleSheet(PLAIN_STYLE)
+        self.verdict_label.setText("Comparing…")
+        worker = thread_worker(verify.compare_stores, ignore_errors=True)(prediction, Path(ref_text), contract)
+        worker.returned.connect(self._on_report)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.jobs.track(worker)
+        worker.start()
+        return worker
+
+    def _on_finished(self):
+        self.state = "ready"
+        self.run_button.setEnabled(True)
+        self._worker = None
+
+    def _on_error(self, exc: BaseException):
+        msg = str(exc) if isinstance(exc, DynaclrError) else f"{type(exc).__name__}: {exc}"
+        self._show_error(msg)
+
+    def _show_error(self, msg: str):
+        from napari.utils.notifications import show_error
+
+        self.last_error = msg
+        self.verdict_label.setStyleSheet(PLAIN_STYLE)
+        self.verdict_label.setText(f"Error: {msg}")
+        show_error(f"Verify: {msg}")
+
+    # ------------------------------------------------------------------------------------------ show
+
+    def _on_report(self, report: verify.VerifyReport):
+        self.report = report
+        r = report.rows
+        head = "PASS" if report.passed else "FAIL"
+        lines = [
+            f"{head}: {r.n_common:,} cells aligned; {r.n_only_in_reference:,} only in reference, "
+            f"{r.n_only_in_prediction:,} only in prediction; order {'differs' if r.order_differs else 'same'}"
+        ]
+        lines += [f"• {f}" for f in report.failures]
+        self.verdict_label.setText("\n".join(lines))
+        self.verdict_label.setStyleSheet(PASS_STYLE if report.passed else FAIL_STYLE)
+        self._fill_arrays(report)
+        self._draw_histograms(report)
+        self._fill_cells(report)
+        self.color_button.setEnabled(True)
+
+    def _fill_arrays(self, report):
+        t = self.arrays_table
+        t.setRowCount(0)
+        for a in report.arrays.values():
+            i = t.rowCount()
+            t.insertRow(i)
+            verdict = "reported" if not a.judged else ("PASS" if a.passed else "FAIL")
+            t.setItem(i, 0, QTableWidgetItem(a.label))
+            t.setItem(i, 1, _NumItem(a.max_abs))
+            t.setItem(i, 2, _NumItem(a.mean_abs))
+            t.setItem(i, 3, _NumItem(a.pearson, _fmt(a.pearson, ".6f")))
+            t.setItem(i, 4, _NumItem(a.n_elements_outside, f"{a.n_elements_outside:,}"))
+            item = QTableWidgetItem(verdict)
+            if a.judged:
+                item.setForeground(QColor("#66bb6a") if a.passed else QColor("#ef5350"))
+            t.setItem(i, 5, item)
+
+    def _draw_histograms(self, report):
+        fig = self.figure
+        fig.clear()
+        names = [k for k in report.arrays if report.arrays[k].judged][:3]
+        edges = verify.HIST_EDGES
+        for n, name in enumerate(names):
+            a = report.arrays[name]
+            ax = fig.add_subplot(1, len(names), n + 1)
+            counts = a.hist_counts
+            nz = np.flatnonzero(counts)
+            if len(nz):
+                lo, hi = nz[0], nz[-1] + 1
+                ax.stairs(counts[lo:hi], edges[lo:hi + 1], fill=True,
+                          color="#2e7d32" if a.passed else "#c62828", alpha=0.85)
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+            ax.axvline(report.contract.atol, color="k", ls="--", lw=0.8)
+            title = f"{a.label}: r={_fmt(a.pearson, '.5f')}"
+            if a.hist_zeros:
+                title += f", {a.hist_zeros:,} exact"
+            ax.set_title(title, fontsize=8)
+            ax.set_xlabel("|Δ|", fontsize=8)
+            if n == 0:
+                ax.set_ylabel("count (log)", fontsize=8)
+            ax.tick_params(labelsize=7)
+        self.canvas.draw_idle()
+
+    def _fill_cells(self, report):
+        judged = report.judged_arrays
+        keys = report.rows.key_columns
+        cols = keys + [f"{k}:max_abs" for k in judged] + [f"{judged[0]}:cosine", "tol_ratio"]
+        labels = keys + [f"{k} max|Δ|" for k in judged] + [f"{judged[0]} cos", "|Δ|/tol"]
+        worst = report.worst_cells(MAX_TABLE_ROWS)
+        t = self.cells_table
+        t.setSortingEnabled(False)
+        t.blockSignals(True)
+        t.clearContents()
+        t.setColumnCount(len(cols))
+        t.setHorizontalHeaderLabels(labels)
+        t.setRowCount(len(worst))
+        self._cell_rows = list(worst.index)
+        for i, (idx, rec) in enumerate(zip(worst.index, worst[cols].itertuples(index=False))):
+            for j, (col, v) in enumerate(zip(cols, rec)):
+                if col == "fov_name":
+                    item = QTableWidgetItem(str(v))
+                elif col in keys:
+                    item = _NumItem(v, str(int(v)) if float(v).is_integer() else str(v))
+                elif col.endswith(":cosine"):
+                    item = _NumItem(v, _fmt(v, ".6f"))
+                else:
+                    item = _NumItem(v)
+                if j == 0:
+                    item.setData(Qt.UserRole, int(idx))
+                if col == "tol_ratio" and v > 1:
+                    item.setForeground(QColor("#ef5350"))
+                t.setItem(i, j, item)
+        t.resizeColumnsToContents()
+        t.blockSignals(False)
+        t.setSortingEnabled(True)
+        t.sortItems(len(cols) - 1, Qt.DescendingOrder)
+
+    # ------------------------------------------------------------------------------------ navigation
+
+    def selected_cell(self) -> pd.Series | None:
+        rows = self.cells_table.selectionModel().selectedRows() if self.cells_table.selectionModel() else []
+        if not rows or self.report is None:
+            return None
+        item = self.cells_table.item(rows[0].row(), 0)
+        return self.report.cells.loc[int(item.data(Qt.UserRole))]
+
+    def _on_cell_selected(self):
+        cell = self.selected_cell()
+        if cell is not None:
+            self.go_to_cell(cell)
+
+    def go_to_cell(self, cell: pd.Series) -> bool:
+        """Move the viewer to *cell* (a row of ``report.cells``): its FOV, time and position.
+
+        Uses the explorer's FOV view when it holds the cell; else any Points layer whose features have
+        fov_name/track_id/t (the point is selected, the sliders and camera centred on it). Returns True
+        when a layer holding the cell was found.
+        """
+        fov, track, t = str(cell["fov_name"]), cell["track_id"], cell["t"]
+        cid = cell["id"] if "id" in cell.index else None
+        sess = get_session(self.viewer)
+        if sess.table is not None and "y" in cell.index:
+            row = verify.find_cell(sess.table, fov, track, t, cid)
+            if row is not None:
+                goto_cell(self.viewer, fov, int(t), float(cell["y"]), float(cell["x"]))
+                return True
+        for layer in _points_layers_with_cells(self.viewer):
+            row = verify.find_cell(layer.features, fov, track, t, cid)
+            if row is None:
+                continue
+            layer.visible = True
+            world = np.asarray(layer.data_to_world(layer.data[row]), dtype=float)
+            ndim = self.viewer.dims.ndim
+            axes = list(range(ndim - len(world), ndim))
+            displayed = set(self.viewer.dims.displayed)
+            for axis, value in zip(axes, world):
+                if axis not in displayed:
+                    self.viewer.dims.set_point(axis, float(value))
+            shown = [value for axis, value in zip(axes, world) if axis in displayed]
+            if shown:
+                camera(self.viewer).center = tuple(shown[-3:])
+            self.viewer.layers.selection.active = layer
+            layer.selected_data = {int(row)}
+            return True
+        if "y" in cell.index and self.viewer.dims.ndim >= 3:  # no layer holds it: step t, centre (y, x)
+            self.viewer.dims.set_point(self.viewer.dims.ndim - 3, float(t))
+            camera(self.viewer).center = (float(cell["y"]), float(cell["x"]))
+        return False
+
+    def color_cells(self) -> int:
+        """Colour the cells of every layer holding them by log10(max |Δ|); returns how many layers."""
+        if self.report is None:
+            return 0
+        done = 0
+        sess = get_session(self.viewer)
+        own = set()
+        if sess.table is not None:
+            vals = _log_delta(verify.map_cell_values(self.report, sess.table, "max_abs"))
+            sess.add_columns({COLOR_COLUMN: vals})
+            sess.color_by(COLOR_COLUMN, "magma")
+            own = {id(sess.points_layer), id(getattr(sess, "tracks_layer", None))}
+            done += 1
+        for layer in _points_layers_with_cells(self.viewer):
+            if id(layer) in own or not len(layer.data):
+                continue
+            vals = _log_delta(verify.map_cell_values(self.report, layer.features, "max_abs"))
+            feats = layer.features.copy()
+            feats[COLOR_COLUMN] = vals
+            layer.features = feats
+            layer.face_colormap = "magma"
+            layer.face_color = COLOR_COLUMN
+            done += 1
+        return done
+
+
+def _log_delta(values: np.ndarray) -> np.ndarray:
+    """log10(|Δ|); exact zeros and cells without a match one decade below the smallest non-zero |Δ|."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(values)
+    ok = np.isfinite(out)
+    floor = float(out[ok].min()) - 1.0 if ok.any() else 0.0
+    ceil = float(out[ok].max()) if ok.any() else 0.0
+    return np.where(ok, out, np.where(np.isposinf(out), ceil, floor)).astype(np.float32)

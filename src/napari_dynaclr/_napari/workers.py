@@ -1,0 +1,239 @@
+"""The plugin's background jobs, Qt-free: the docks run them in napari thread workers.
+
+Heavy work (the model, UMAP/PHATE/PCA, clustering) runs in the plugin's work process
+(:mod:`napari_dynaclr.predict.child`, one per napari session, started on first use): napari's process
+never imports torch, umap or numba, and nothing here changes anything process-wide. Light work (planning a
+preview, reading a store, opening a plate) runs in the worker thread itself.
+
+Every job that talks to the work process is a generator: it yields ``None`` while it waits, so napari can
+abort its worker at any time, and setting its *cancel* event kills the work process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_dynaclr.errors import ConfigError
+from napari_dynaclr.predict.client import ChildProcess, Event, Warned
+
+__all__ = ["Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "cluster_job", "inspect_checkpoint",
+           "open_store", "prediction_job", "preview_cells", "reduction_job", "save_to_store", "work_process",
+           "close_work_process"]
+
+_CHILD: ChildProcess | None = None
+_CHILD_LOCK = threading.Lock()
+
+
+def work_process() -> ChildProcess:
+    """The session's work process (started on its first request)."""
+    global _CHILD
+    with _CHILD_LOCK:
+        if _CHILD is None:
+            _CHILD = ChildProcess()
+            atexit.register(_CHILD.close)
+        return _CHILD
+
+
+def cancel_job(cancel: threading.Event) -> None:
+    """Cancel the job that was given *cancel*: when the work process serves it, kill the process now."""
+    cancel.set()
+    with _CHILD_LOCK:
+        child = _CHILD
+    if child is not None:
+        child.cancel(cancel)
+
+
+def close_work_process() -> None:
+    """Kill the work process and end every job waiting on it (napari is closing). A later job starts a
+    new one."""
+    global _CHILD
+    with _CHILD_LOCK:
+        child, _CHILD = _CHILD, None
+    if child is not None:
+        atexit.unregister(child.close)
+        child.close()
+
+
+# ------------------------------------------------------------------ prediction
+
+
+@dataclasses.dataclass
+class Batch:
+    """One predicted batch: rows [start, stop) with 2-D preview coordinates."""
+
+    start: int
+    stop: int
+    index: int
+    n_batches: int
+    preview: np.ndarray
+
+
+@dataclasses.dataclass
+class Finished:
+    adata: object
+    output_path: Path | None
+    seconds: float
+
+
+def prediction_job(cfg, device: str | None = None, cancel: threading.Event | None = None) -> Iterator:
+    """Predict *cfg* in the work process (the CLI's engine, on one device) and write its store there.
+
+    Yields ``Planned``, one :class:`Batch` per batch (with a streaming 2-D preview), ``Stage`` events,
+    :class:`Warned` and ``None`` heartbeats; returns :class:`Finished` with the AnnData rebuilt here from
+    the streamed batches (the store's content). Setting *cancel* kills the work process; nothing is
+    written then."""
+    from napari_dynaclr._napari.explore import StreamingProjector
+    from napari_dynaclr.core.store import build_anndata, uns_for
+    from napari_dynaclr.predict.batches import BatchResult, EmbeddingAccumulator
+    from napari_dynaclr.predict.run import Planned
+
+    if cfg.ckpt_path is None:
+        raise ConfigError("no checkpoint: choose a checkpoint file")
+    if cfg.output_path is None:
+        raise ConfigError("no output path: choose where to write the embedding store")
+    t0 = time.perf_counter()
+    project = StreamingProjector()
+    planned, acc = None, None
+    gen = work_process().stream("predict", cfg, device, cancel=cancel)
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if not isinstance(item, Event):
+                yield item
+                continue
+            ev = item.value
+            if isinstance(ev, Planned):
+                planned = ev
+                acc = EmbeddingAccumulator(len(ev.obs), ev.encoder.num_features, ev.encoder.projection_dim)
+                yield ev
+            elif isinstance(ev, BatchResult):
+                acc.add(ev)
+                yield Batch(ev.start, ev.stop, ev.index, ev.n_batches, project(ev.features))
+            else:
+                yield ev
+    finally:
+        gen.close()
+    summary = result["summary"]
+    adata = build_anndata(planned.obs, acc.features, acc.projections, cfg.embedding_key, uns_for(cfg))
+    for key, value in result["obsm"].items():
+        adata.obsm[key] = value
+    return Finished(adata, summary.output_path, time.perf_counter() - t0)
+
+
+def inspect_checkpoint(path, encoder=None, cancel: threading.Event | None = None) -> Iterator:
+    """Load a checkpoint strictly in the work process and describe it (the config, inferred or given)."""
+    return (yield from work_process().stream("inspect", path, encoder, cancel=cancel))
+
+
+def reduction_job(X, method: str, cancel: threading.Event | None = None, **kwargs) -> Iterator:
+    """PCA/UMAP/PHATE of *X* (VisCy's parameters) in the work process: ``(obsm key, coordinates)``."""
+    X = np.asarray(X, dtype=np.float32)
+    return (yield from work_process().stream("reduce", X, method, kwargs, cancel=cancel))
+
+
+def cluster_job(X, method: str, cancel: threading.Event | None = None, **kwargs) -> Iterator:
+    """KMeans/HDBSCAN labels of *X* in the work process."""
+    X = np.asarray(X, dtype=np.float32)
+    return (yield from work_process().stream("cluster", X, method, kwargs, cancel=cancel))
+
+
+# ------------------------------------------------------------------ light jobs (in the worker thread)
+
+
+def preview_cells(cfg, keep_plate: bool = False):
+    """The explorer's cell table of the cells a run with *cfg* would predict — the same plan as the run
+    (plate, tracks, border filter, FOV selection), without a checkpoint or a model (nor torch).
+
+    ``keep_plate=True`` returns ``(table, plate)``: the plan's open :class:`~napari_dynaclr.core.plate.Plate`
+    (its FOVs are the selected ones), for a viewer to show without opening the plate again on its GUI
+    thread (seconds for a 96-well plate); the caller closes it."""
+    from napari_dynaclr._napari.explore import cell_table
+    from napari_dynaclr.predict.plan import plan_prediction
+
+    plan = plan_prediction(cfg)
+    try:
+        table = cell_table(plan.index_frame())
+    except BaseException:
+        plan.close()
+        raise
+    if keep_plate:
+        return table, plan.plate
+    plan.close()
+    return table
+
+
+@dataclasses.dataclass
+class OpenedStore:
+    """An embedding store read for the explorer, with its plate opened (when found) off the GUI thread."""
+
+    adata: object
+    table: pd.DataFrame
+    plate: object | None  # an open napari_dynaclr.core.plate.Plate, owned by the receiver
+    tracks_path: Path | None
+    plate_error: str | None  # why the plate could not be opened (the cells are shown without images)
+
+
+def open_store(path, plate_path=None, tracks_path=None) -> OpenedStore:
+    """Read an embedding store, build the explorer's cell table (no model needed) and open its plate:
+    *plate_path*/*tracks_path*, else the folders recorded in the store (:func:`resolve_store_inputs`)."""
+    from napari_dynaclr._napari.explore import cell_table
+    from napari_dynaclr.core.plate import Plate
+    from napari_dynaclr.core.store import read_store
+    from napari_dynaclr.errors import DynaclrError
+
+    adata = read_store(path)
+    table = cell_table(adata.obs, dict(adata.obsm))
+    if plate_path is None or tracks_path is None:
+        recorded_plate, recorded_tracks = resolve_store_inputs(adata, path)
+        plate_path, tracks_path = plate_path or recorded_plate, tracks_path or recorded_tracks
+    plate, error = None, None
+    if plate_path is not None:
+        try:
+            plate = Plate(plate_path)
+        except DynaclrError as exc:
+            error = str(exc)
+    return OpenedStore(adata, table, plate, Path(tracks_path) if tracks_path else None, error)
+
+
+def resolve_store_inputs(adata, store_path) -> tuple[Path | None, Path | None]:
+    """The plate and tracks folders recorded in a store's ``uns`` (relative to the store), if present."""
+    out = []
+    for key in ("data_path", "tracks_path"):
+        val = adata.uns.get(key) if hasattr(adata, "uns") else None
+        p = None
+        if val:
+            p = Path(str(val)).expanduser()
+            if not p.is_absolute():
+                for base in (Path(store_path).parent, Path.cwd()):
+                    if (base / p).exists():
+                        p = base / p
+                        break
+            if not p.exists():
+                p = None
+        out.append(p)
+    return out[0], out[1]
+
+
+def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=()) -> Path:
+    """Copy reductions (obsm keys) and obs columns from the explorer into *adata* and rewrite the store."""
+    from napari_dynaclr.core.store import write_store
+
+    for key, coords in reductions:
+        adata.obsm[key] = np.asarray(coords)
+    for col in columns:
+        vals = table[col]
+        adata.obs[col] = pd.Categorical(vals.astype(str)) if isinstance(vals.dtype, pd.CategoricalDtype) \
+            else vals.to_numpy()
+    return write_store(adata, path, overwrite=True)

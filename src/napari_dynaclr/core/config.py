@@ -1,0 +1,297 @@
+"""Prediction settings, from a VisCy ``predict.yml`` (LightningCLI layout) or from plain arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from napari_dynaclr.core.architecture import EncoderConfig
+from napari_dynaclr.core.normalize import (
+    Normalization,
+    NormalizeSampled,
+    check_keys,
+    from_viscy,
+)
+from napari_dynaclr.errors import ConfigError, shorten
+
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+
+
+@dataclasses.dataclass
+class PredictConfig:
+    """Everything a prediction needs (VisCy ``TripletDataModule`` + ``EmbeddingWriter`` + trainer)."""
+
+    data_path: Path
+    tracks_path: Path
+    source_channel: list[str]
+    z_range: tuple[int, int]
+    initial_yx_patch_size: tuple[int, int] = (160, 160)
+    final_yx_patch_size: tuple[int, int] | None = None  # None: same as initial
+    batch_size: int = 16
+    normalizations: list[Normalization] = dataclasses.field(default_factory=list)
+    include_wells: list[str] | None = None
+    exclude_fovs: list[str] | None = None
+    include_cells: list[tuple[str, int]] | None = None  # VisCy predict_cells pairs
+    ckpt_path: Path | None = None
+    encoder: EncoderConfig | None = None
+    output_path: Path | None = None
+    overwrite: bool = False
+    embedding_key: str = "features"
+    pca_kwargs: dict | None = None
+    umap_kwargs: dict | None = None
+    phate_kwargs: dict | None = None
+    accelerator: str = "auto"
+    devices: int | str | list = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    num_workers: int = 2
+    # the paths exactly as given (VisCy writes them into uns unresolved)
+    data_path_as_given: str | None = None
+    tracks_path_as_given: str | None = None
+
+    def __post_init__(self):
+        self.data_path = Path(self.data_path)
+        self.tracks_path = Path(self.tracks_path)
+        if self.data_path_as_given is None:
+            self.data_path_as_given = str(self.data_path)
+        if self.tracks_path_as_given is None:
+            self.tracks_path_as_given = str(self.tracks_path)
+        if isinstance(self.source_channel, str):
+            self.source_channel = [self.source_channel]
+        self.source_channel = [str(c) for c in self.source_channel]
+        if not self.source_channel:
+            raise ConfigError("source_channel is empty: name at least one channel")
+        if len(set(self.source_channel)) != len(self.source_channel):
+            raise ConfigError(f"source_channel lists a channel twice: {self.source_channel}")
+        self.z_range = _pair(self.z_range, "z_range")
+        if not (0 <= self.z_range[0] < self.z_range[1]):
+            raise ConfigError(f"z_range {list(self.z_range)} must satisfy 0 <= start < stop (stop exclusive)")
+        self.initial_yx_patch_size = _pair(self.initial_yx_patch_size, "initial_yx_patch_size")
+        if self.final_yx_patch_size is not None:
+            self.final_yx_patch_size = _pair(self.final_yx_patch_size, "final_yx_patch_size")
+        for p in self.patch_size:
+            if p < 2:
+                raise ConfigError(f"patch size {list(self.patch_size)} is too small")
+        if any(f > i for f, i in zip(self.patch_size, self.initial_yx_patch_size, strict=True)):
+            raise ConfigError(
+                f"final_yx_patch_size {list(self.patch_size)} is larger than initial_yx_patch_size "
+                f"{list(self.initial_yx_patch_size)}"
+            )
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.embedding_key not in ("features", "projections"):
+            raise ConfigError(f"embedding_key must be 'features' or 'projections', got {self.embedding_key!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.normalizations = [
+            n if not isinstance(n, Mapping) else from_viscy(n) for n in (self.normalizations or [])
+        ]
+        check_keys(self.normalizations, self.source_channel)
+
+    @classmethod
+    def plain(cls, data_path, tracks_path, source_channel, z_range, patch_size, norm_level: str = "fov_statistics",
+              **fields) -> PredictConfig:
+        """The common case without a predict.yml (CLI flags, the napari dock's fields): square patches of
+        *patch_size* (one or two values, initial = final), every channel z-scored with its *norm_level*
+        statistics (``"none"``: no normalisation), batches of 32."""
+        if isinstance(source_channel, str):
+            source_channel = [source_channel]
+        patch = tuple(patch_size) if isinstance(patch_size, (list, tuple)) else (patch_size,)
+        if not 1 <= len(patch) <= 2:
+            raise ConfigError(f"patch size takes one or two values, got {list(patch)}")
+        patch = patch * (2 // len(patch))
+        norms = [] if norm_level == "none" else default_normalizations(source_channel, norm_level)
+        fields.setdefault("batch_size", 32)
+        return cls(data_path=data_path, tracks_path=tracks_path, source_channel=source_channel, z_range=z_range,
+                   initial_yx_patch_size=patch, final_yx_patch_size=patch, normalizations=norms, **fields)
+
+    def with_overrides(self, **changes) -> PredictConfig:
+        """A copy with *changes* applied and validated like a new config (the CLI's flags, the dock's
+        fields on top of a predict.yml). An unknown name is a :class:`ConfigError`."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {shorten(unknown)}")
+        for key in ("data_path", "tracks_path"):  # another folder: record it as given now
+            if key in changes and f"{key}_as_given" not in changes and Path(changes[key]) != getattr(self, key):
+                changes[f"{key}_as_given"] = None
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        """The YX size fed to the model."""
+        return self.final_yx_patch_size or (2 * (self.initial_yx_patch_size[0] // 2), 2 * (self.initial_yx_patch_size[1] // 2))
+
+    @property
+    def z_depth(self) -> int:
+        return self.z_range[1] - self.z_range[0]
+
+
+def _pair(value, name) -> tuple[int, int]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        vals = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{name} must be two integers, got {value!r}") from None
+    if len(vals) != 2:
+        raise ConfigError(f"{name} must be two integers, got {list(vals)}")
+    out = []
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
+            raise ConfigError(f"{name} must be two integers, got {list(vals)}")
+        out.append(int(v))
+    return out[0], out[1]
+
+
+def default_normalizations(channels: Sequence[str], level: str = "fov_statistics") -> list[Normalization]:
+    """z-score every channel with its FOV statistics (the plain-flags default)."""
+    return [NormalizeSampled(keys=tuple(channels), level=level, subtrahend="mean", divisor="std")]
+
+
+# --------------------------------------------------------------------------------------------------
+# VisCy predict.yml
+
+_MODULE_NAMES = {"ContrastiveModule"}
+_ENCODER_NAMES = {"ContrastiveEncoder"}
+_DATA_NAMES = {"TripletDataModule"}
+_WRITER_NAMES = {"EmbeddingWriter"}
+_TOP_KEYS = {"seed_everything", "trainer", "model", "data", "return_predictions", "ckpt_path", "launcher", "benchmark"}
+_DATA_USED = {
+    "data_path", "tracks_path", "source_channel", "z_range", "initial_yx_patch_size", "final_yx_patch_size",
+    "batch_size", "num_workers", "normalizations", "fit_include_wells", "fit_exclude_fovs", "predict_cells",
+    "include_fov_names", "include_track_ids", "z_window_size",
+}
+_DATA_IGNORED = {  # training-only or loader tuning: accepted and ignored, as VisCy ignores them in predict
+    "split_ratio", "augmentations", "augment_validation", "time_interval", "return_negative",
+    "persistent_workers", "prefetch_factor", "pin_memory", "cache_pool_bytes", "caching",
+}
+_WRITER_ARGS = {"output_path", "write_interval", "embedding_key", "umap_kwargs", "phate_kwargs", "pca_kwargs", "overwrite"}
+
+
+def load_predict_yaml(path: str | Path) -> PredictConfig:
+    """Parse a VisCy ``predict.yml`` (unchanged) into a :class:`PredictConfig`.
+
+    Relative paths (data, tracks, checkpoint, output) resolve against the config file's folder.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{path} must be a mapping with 'model', 'data' and 'trainer' sections")
+    return parse_predict_config(doc, base_dir=path.parent, source=str(path))
+
+
+def _cls_name(node, where: str, allowed: set[str], source: str) -> dict:
+    if not isinstance(node, Mapping) or "class_path" not in node:
+        raise ConfigError(f"{source}: '{where}' needs a 'class_path' (and 'init_args')")
+    name = str(node["class_path"]).rsplit(".", 1)[-1]
+    if name not in allowed:
+        raise ConfigError(
+            f"{source}: unsupported {where}.class_path {node['class_path']!r} (expected {' or '.join(sorted(allowed))})"
+        )
+    args = node.get("init_args") or {}
+    if not isinstance(args, Mapping):
+        raise ConfigError(f"{source}: '{where}.init_args' must be a mapping")
+    return dict(args)
+
+
+def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str = "config") -> PredictConfig:
+    base_dir = Path(base_dir)
+    unknown = set(doc) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {shorten(sorted(unknown))}")
+    for key in ("model", "data"):
+        if key not in doc:
+            raise ConfigError(f"{source}: missing '{key}' section")
+    model_args = _cls_name(doc["model"], "model", _MODULE_NAMES, source)
+    encoder = None
+    if "encoder" in model_args:
+        enc_args = _cls_name(model_args["encoder"], "model.init_args.encoder", _ENCODER_NAMES, source)
+        missing = [k for k in ("backbone", "in_channels", "in_stack_depth") if k not in enc_args]
+        if missing:
+            raise ConfigError(f"{source}: model.init_args.encoder.init_args lacks {', '.join(missing)}")
+        if enc_args.get("pretrained"):
+            raise ConfigError(f"{source}: encoder pretrained=true would download weights; set it to false")
+        encoder = EncoderConfig.from_dict(enc_args)
+    data = _cls_name(doc["data"], "data", _DATA_NAMES, source)
+    unknown = set(data) - _DATA_USED - _DATA_IGNORED
+    if unknown:
+        raise ConfigError(f"{source}: unknown data.init_args key(s) {shorten(sorted(unknown))}")
+    missing = [k for k in ("data_path", "tracks_path", "source_channel", "z_range") if data.get(k) is None]
+    if missing:
+        raise ConfigError(f"{source}: data.init_args lacks {', '.join(missing)}")
+
+    trainer = doc.get("trainer") or {}
+    if not isinstance(trainer, Mapping):
+        raise ConfigError(f"{source}: 'trainer' must be a mapping")
+    writer = {}
+    callbacks = trainer.get("callbacks") or []
+    if isinstance(callbacks, Mapping):
+        callbacks = [callbacks]
+    for cb in callbacks:
+        if isinstance(cb, Mapping) and str(cb.get("class_path", "")).rsplit(".", 1)[-1] in _WRITER_NAMES:
+            writer = dict(cb.get("init_args") or {})
+            bad = set(writer) - _WRITER_ARGS
+            if bad:
+                raise ConfigError(f"{source}: unknown EmbeddingWriter argument(s) {shorten(sorted(bad))}")
+    ckpt = doc.get("ckpt_path") or model_args.get("ckpt_path")
+
+    def resolve(p):
+        if p is None:
+            return None
+        p = Path(str(p)).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    include_cells = None
+    if data.get("predict_cells"):
+        names, ids = data.get("include_fov_names"), data.get("include_track_ids")
+        if not names or not ids or len(names) != len(ids):
+            raise ConfigError(
+                f"{source}: predict_cells needs include_fov_names and include_track_ids of equal length"
+            )
+        include_cells = [(str(f), int(t)) for f, t in zip(names, ids, strict=True)]
+    z_range = data["z_range"]
+    zw = data.get("z_window_size")
+    if zw is not None and int(zw) != int(z_range[1]) - int(z_range[0]):
+        raise ConfigError(f"{source}: z_window_size {zw} differs from the z_range length {z_range}")
+    initial = data.get("initial_yx_patch_size", (512, 512))
+    final = data.get("final_yx_patch_size", (224, 224))
+    num_workers = data.get("num_workers", 1)
+    return PredictConfig(
+        data_path=resolve(data["data_path"]),
+        tracks_path=resolve(data["tracks_path"]),
+        data_path_as_given=str(data["data_path"]),
+        tracks_path_as_given=str(data["tracks_path"]),
+        source_channel=data["source_channel"],
+        z_range=z_range,
+        initial_yx_patch_size=initial,
+        final_yx_patch_size=final,
+        batch_size=data.get("batch_size", 16),
+        normalizations=list(data.get("normalizations") or []),
+        include_wells=data.get("fit_include_wells"),
+        exclude_fovs=data.get("fit_exclude_fovs"),
+        include_cells=include_cells,
+        ckpt_path=resolve(ckpt),
+        encoder=encoder,
+        output_path=resolve(writer.get("output_path")),
+        overwrite=bool(writer.get("overwrite", False)),
+        embedding_key=writer.get("embedding_key", "features"),
+        pca_kwargs=writer.get("pca_kwargs"),
+        umap_kwargs=writer.get("umap_kwargs"),
+        phate_kwargs=writer.get("phate_kwargs"),
+        accelerator=str(trainer.get("accelerator", "auto")),
+        devices=trainer.get("devices", 1),
+        strategy=str(trainer.get("strategy", "auto")),
+        num_nodes=int(trainer.get("num_nodes", 1)),
+        precision=str(trainer.get("precision", "32-true")),
+        num_workers=max(1, int(num_workers or 1)),
+    )

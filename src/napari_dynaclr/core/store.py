@@ -1,0 +1,148 @@
+"""Embedding stores: AnnData zarr in VisCy's ``EmbeddingWriter`` layout, written atomically.
+
+Layout (as VisCy's writer): ``X`` = features float32 (N, 768), ``obsm["X_projections"]`` float32,
+``obs`` = ``fov_name`` (categorical), ``track_id, t, id, parent_track_id, parent_id, [z], y, x`` (int64),
+``var`` names ``"0".."D-1"``, ``uns`` = ``data_path``/``tracks_path`` as given, zarr format 2.
+With ``embedding_key="projections"``, ``X`` holds projections and ``obsm["X_backbone"]`` the features.
+
+One deliberate difference: obs names are the global row numbers ``"0".."N-1"`` (unique) instead of
+VisCy's per-batch positions (``"0".."B-1"`` repeated). VisCy's readers (``anndata.read_zarr``) and every
+join VisCy does use obs *columns*, so they work unchanged; unique names make the store usable by
+scanpy/cellxgene without warnings.
+
+A store is written beside the target (``.<name>.partial-*``) and renamed into place only when complete;
+an existing store is replaced only with ``overwrite`` and only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_dynaclr.core.tracks import INDEX_COLUMNS
+from napari_dynaclr.errors import OutputError, StoreError
+
+
+def uns_for(cfg) -> dict:
+    return {"data_path": str(cfg.data_path_as_given), "tracks_path": str(cfg.tracks_path_as_given)}
+
+
+def build_anndata(obs: pd.DataFrame, features: np.ndarray, projections: np.ndarray,
+                  embedding_key: str = "features", uns: Mapping | None = None):
+    """An AnnData with VisCy's layout from obs rows (index columns) and the two embedding arrays."""
+    import anndata as ad
+
+    obs = obs[[c for c in INDEX_COLUMNS if c in obs.columns]].copy()
+    obs["fov_name"] = pd.Categorical(obs["fov_name"].astype(str))
+    for col in obs.columns[1:]:
+        obs[col] = obs[col].astype(np.int64)
+    obs.index = pd.Index([str(i) for i in range(len(obs))])
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    projections = np.ascontiguousarray(projections, dtype=np.float32)
+    if embedding_key == "projections":
+        X, obsm = projections, {"X_backbone": features}
+    else:
+        X, obsm = features, {"X_projections": projections}
+    adata = ad.AnnData(X=X, obs=obs, obsm=obsm, uns=dict(uns or {}))
+    adata.var_names = [str(i) for i in range(X.shape[1])]
+    return adata
+
+
+def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an existing output unless *overwrite*; check the parent folder is writable."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"output {path} already exists; pass --overwrite to replace it")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output {path} exists and is a file, not a zarr store")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {parent} is not writable")
+    return path
+
+
+def write_store(adata, path: str | Path, overwrite: bool = False) -> Path:
+    """Write *adata* as zarr format 2 at *path*, atomically (never a partial store at *path*)."""
+    import anndata as ad
+
+    path = Path(path)
+    check_output_path(path, overwrite)
+    tag = uuid.uuid4().hex[:8]
+    tmp = path.with_name(f".{path.name}.partial-{tag}")
+    old = path.with_name(f".{path.name}.old-{tag}")
+    try:
+        with _zarr_v2(ad):
+            adata.write_zarr(tmp)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+    try:
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        raise OutputError(f"cannot move the new store into place at {path}: {exc.strerror or exc}") from exc
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+@contextlib.contextmanager
+def _zarr_v2(ad):
+    import warnings
+
+    with ad.settings.override(zarr_write_format=2), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*zarr v2.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*zarr v2.*")
+        yield
+
+
+def read_store(path: str | Path):
+    """Read an embedding store (ours or VisCy's) into memory, with a clear error when it is not one."""
+    import anndata as ad
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"embedding store not found: {path}")
+    try:
+        adata = ad.read_zarr(path)
+    except Exception as exc:
+        raise StoreError(
+            f"{path} is not a readable AnnData zarr store ({type(exc).__name__}: {str(exc)[:150]})"
+        ) from exc
+    missing = [c for c in ("fov_name", "track_id", "t") if c not in adata.obs.columns]
+    if missing:
+        raise StoreError(f"{path} is not an embedding store: obs lacks column(s) {', '.join(missing)}")
+    return adata
+
+
+def is_embedding_store(path: str | Path) -> bool:
+    """Cheap check (no array reads) that *path* looks like an AnnData zarr store."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    import json
+
+    for name in (".zattrs", "zarr.json"):
+        f = path / name
+        if f.is_file():
+            try:
+                attrs = json.loads(f.read_text())
+            except (OSError, ValueError):
+                return False
+            attrs = attrs.get("attributes", attrs)
+            return attrs.get("encoding-type") == "anndata"
+    return False

@@ -1,0 +1,87 @@
+"""Batches of a plan: read and normalised ahead in threads, and the arrays they fill."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from napari_dynaclr.predict.plan import PredictionPlan
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """One predicted batch: rows [start, stop) of the plan's cell table."""
+
+    index: int
+    start: int
+    stop: int
+    features: np.ndarray
+    projections: np.ndarray
+    n_batches: int
+    n_cells: int
+    elapsed: float
+
+
+
+def read_ahead(plan: PredictionPlan, indices, threads: int = 2, prefetch: int = 2, pin_memory: bool = False):
+    """Yield ``(i, normalised batch tensor)`` for batch *indices* in order, ``prefetch`` batches ahead.
+
+    Batches are read and normalised by *threads* background threads; the reader is told which cells
+    are coming, so each plane leaves its cache after its last cell. Closing the generator cancels the
+    pending reads and empties the cache.
+    """
+    indices = list(indices)
+    if not indices:
+        return
+    rows = [np.arange(*plan.batch_bounds(i)) for i in indices]
+    plan.reader.expect(plan.cells.iloc[np.concatenate(rows)])
+
+    def load(i):
+        x = plan.load_batch(i)
+        return x.pin_memory() if pin_memory else x
+
+    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="dynaclr-read")
+    pending: deque = deque()
+    it = iter(indices)
+    try:
+        for i in it:
+            pending.append((i, pool.submit(load, i)))
+            if len(pending) > prefetch:
+                break
+        while pending:
+            i, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(load, nxt)))
+            yield i, fut.result()
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        plan.reader.expect(None)
+        plan.reader.clear()
+
+
+class EmbeddingAccumulator:
+    """Preallocated output arrays filled batch by batch (memory = the final arrays only).
+
+    Rows start as NaN (so a row never filled cannot pass for an embedding) and are written up front, so the
+    process memory is allocated once, before the first batch.
+    """
+
+    def __init__(self, n_cells: int, feature_dim: int, projection_dim: int):
+        self.features = np.full((n_cells, feature_dim), np.nan, dtype=np.float32)
+        self.projections = np.full((n_cells, projection_dim), np.nan, dtype=np.float32)
+        self.filled = np.zeros(n_cells, dtype=bool)
+
+    def add(self, res: BatchResult) -> None:
+        self.features[res.start : res.stop] = res.features
+        self.projections[res.start : res.stop] = res.projections
+        self.filled[res.start : res.stop] = True
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.filled.all())

@@ -1,0 +1,136 @@
+"""The work process of the napari plugin: ``python -m napari_dynaclr.predict.child``.
+
+napari's process never runs the model or a reduction: torch, numba (UMAP) and BLAS hold the GIL for
+long stretches and would freeze the viewer. :class:`~napari_dynaclr.predict.client.ChildProcess` starts
+this module as a separate Python process and sends it one request at a time over an authenticated
+:mod:`multiprocessing.connection` socket. The child answers with a stream of messages:
+
+- ``("event", obj)`` — a progress event of the request (:class:`~napari_dynaclr.predict.run.Planned`,
+  :class:`~napari_dynaclr.predict.batches.BatchResult` with the batch's arrays, :class:`~napari_dynaclr.predict.run.Stage`);
+- ``("warning", text)`` — a warning raised while serving the request;
+- ``("done", value)`` — the request's result, the last message;
+- ``("error", class name, message, user error?)`` — the request failed, the last message.
+
+A prediction runs the same engine as the CLI (:func:`~napari_dynaclr.predict.run.prediction_events`) on one
+device and writes the store itself (atomically); its result carries the run summary and the reductions,
+so the GUI rebuilds the same AnnData from the streamed batches without reading the store back. The child
+stays up between requests (numba compiles once a session); cancelling a request kills it. The child
+exits when the connection closes (napari closed or crashed).
+
+Standard input carries the connection's address and key (one line, ``address authkey-hex``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import traceback
+import warnings
+
+
+def _serve_predict(send, cfg, device=None):
+    from napari_dynaclr.predict.run import prediction_events
+
+    # the GUI predicts on one device; several devices/nodes are a CLI feature (Lightning DDP would start
+    # more processes that cannot report to the viewer)
+    cfg = dataclasses.replace(cfg, devices=1, num_nodes=1, strategy="auto")
+    events = prediction_events(cfg, device, write=True)
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            summary, adata = stop.value
+            skip = {"X_projections", "X_backbone"}
+            return {"summary": summary, "obsm": {k: v for k, v in adata.obsm.items() if k not in skip},
+                    "uns": dict(adata.uns)}
+        send(("event", ev))
+
+
+def _serve_inspect(send, path, encoder=None):
+    from napari_dynaclr.core.architecture import describe_config
+    from napari_dynaclr.model.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path, encoder)
+    how = "inferred from the weights" if loaded.inferred else "from predict.yml"
+    return (f"{describe_config(loaded.config)}, {how}; all state-dict keys match "
+            f"({loaded.n_parameters / 1e6:.1f} M parameters)")
+
+
+def _serve_reduce(send, X, method, kwargs=None):
+    from napari_dynaclr.core.reduce import compute_reduction
+
+    return compute_reduction(X, method, **dict(kwargs or {}))
+
+
+def _serve_cluster(send, X, method, kwargs=None):
+    from napari_dynaclr.core.reduce import compute_clusters
+
+    return compute_clusters(X, method, **dict(kwargs or {}))
+
+
+def _serve_demo_inputs(send, folder, spec=None, umap=True):
+    from napari_dynaclr.demo import make_demo_inputs
+
+    return make_demo_inputs(folder, spec, umap=umap)
+
+
+HANDLERS = {
+    "predict": _serve_predict,
+    "inspect": _serve_inspect,
+    "reduce": _serve_reduce,
+    "cluster": _serve_cluster,
+    "demo_inputs": _serve_demo_inputs,
+}
+
+
+def serve(conn) -> None:
+    """Answer requests ``(kind, args, kwargs)`` on *conn* until it closes."""
+    from napari_dynaclr.errors import DynaclrError
+
+    def send(msg):
+        conn.send(msg)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        send(("warning", f"{category.__name__}: {message}" if category is not UserWarning else str(message)))
+
+    while True:
+        try:
+            kind, args, kwargs = conn.recv()
+        except (EOFError, OSError):
+            return
+        handler = HANDLERS.get(kind)
+        try:
+            if handler is None:
+                raise ValueError(f"unknown request {kind!r}")
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                warnings.showwarning = show_warning
+                value = handler(send, *args, **kwargs)
+            send(("done", value))
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            return
+        except DynaclrError as exc:
+            send(("error", type(exc).__name__, str(exc), True))
+        except BaseException as exc:  # a bug or a library failure: the message and the traceback's tail
+            tb = traceback.format_exception(exc)
+            print("".join(tb), file=sys.stderr, flush=True)
+            send(("error", type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "", False))
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                return
+
+
+def main() -> int:
+    from multiprocessing.connection import Client
+
+    line = sys.stdin.readline().split()
+    if len(line) != 2:
+        print("napari_dynaclr.predict.child: expected 'address authkey' on standard input", file=sys.stderr)
+        return 2
+    address, key = line
+    with Client(address, authkey=bytes.fromhex(key)) as conn:
+        serve(conn)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The whole prediction job, shared by the CLI, the napari child process and the benchmarks:
+checkpoint → plan → batches (one device, or several through Lightning) → reductions → AnnData store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from napari_dynaclr.core.architecture import EncoderConfig
+from napari_dynaclr.core.config import PredictConfig
+from napari_dynaclr.errors import Cancelled, ConfigError
+from napari_dynaclr.predict.batches import BatchResult, EmbeddingAccumulator
+from napari_dynaclr.predict.plan import plan_prediction
+from napari_dynaclr.predict.single import predict_batches, resolve_device
+
+
+@dataclasses.dataclass
+class RunSummary:
+    output_path: Path | None
+    n_cells: int
+    n_batches: int
+    n_fovs: int
+    predict_seconds: float  # checkpoint → embeddings (no reductions, no writing)
+    seconds: float  # including reductions
+    device: str
+    encoder: EncoderConfig
+    obsm_keys: list[str]
+
+    @property
+    def cells_per_second(self) -> float:
+        return self.n_cells / self.predict_seconds if self.predict_seconds else float("nan")
+
+
+@dataclasses.dataclass
+class Planned:
+    """First event of a run: the cells that will be predicted (obs rows in store order)."""
+
+    obs: pd.DataFrame
+    n_batches: int
+    encoder: EncoderConfig
+    device: str
+
+
+@dataclasses.dataclass
+class Stage:
+    """A named step after prediction: ``"reducing"``, ``"writing"``."""
+
+    name: str
+
+
+def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: threading.Event | None = None,
+                      write: bool = True):
+    """The whole job as a generator: checkpoint → plan → batches → reductions → AnnData store.
+
+    Yields :class:`Planned`, one :class:`BatchResult` per batch, then :class:`Stage` events, and returns
+    ``(RunSummary, AnnData)``. The CLI (:func:`run_prediction`) and the napari plugin's work process
+    (:mod:`napari_dynaclr.predict.child`) both run it. Data errors are raised before the model is built.
+    Setting *cancel* (or closing the generator) stops between batches; nothing is written then.
+    """
+    from napari_dynaclr.core.reduce import apply_reductions
+    from napari_dynaclr.core.store import (
+        build_anndata,
+        check_output_path,
+        uns_for,
+        write_store,
+    )
+    from napari_dynaclr.model.checkpoint import (
+        model_from_state_dict,
+        read_state_dict,
+        resolve_config,
+    )
+    from napari_dynaclr.predict.lightning import wants_lightning
+
+    if write:
+        if cfg.output_path is None:
+            raise ConfigError("no output path: give --output (or EmbeddingWriter output_path)")
+        check_output_path(cfg.output_path, cfg.overwrite)
+    if cfg.ckpt_path is None:
+        raise ConfigError("no checkpoint: give --ckpt-path (or ckpt_path in the config)")
+    cancel = cancel or threading.Event()
+    state_dict = read_state_dict(cfg.ckpt_path)
+    plan = plan_prediction(cfg, resolve_config(state_dict, cfg.encoder))  # data errors before the model
+    try:
+        loaded = model_from_state_dict(state_dict, cfg.encoder, cfg.ckpt_path)
+    except BaseException:
+        plan.close()
+        raise
+    del state_dict
+    t0 = time.perf_counter()
+    try:
+        multi = wants_lightning(cfg)
+        dev = "lightning" if multi else resolve_device(device or cfg.accelerator)
+        yield Planned(plan.index_frame(), plan.n_batches, loaded.config, dev)
+        if multi:
+            from napari_dynaclr.predict.lightning import predict_with_lightning
+
+            done: list[BatchResult] = []
+            features, projections, dev = predict_with_lightning(plan, loaded.model, cfg, on_batch=done.append)
+            yield from done
+        else:
+            acc = EmbeddingAccumulator(plan.n_cells, loaded.config.num_features, loaded.config.projection_dim)
+            for res in predict_batches(plan, loaded.model, dev, cancel=cancel):
+                acc.add(res)
+                yield res
+            features, projections = acc.features, acc.projections
+        obs = plan.index_frame()
+        predict_seconds = time.perf_counter() - t0
+    finally:
+        plan.close()
+    if cancel.is_set():
+        raise Cancelled("prediction cancelled")
+    yield Stage("reducing")
+    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg))
+    apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
+    if cancel.is_set():
+        raise Cancelled("prediction cancelled")
+    if write:
+        yield Stage("writing")
+        write_store(adata, cfg.output_path, overwrite=cfg.overwrite)
+    summary = RunSummary(
+        cfg.output_path if write else None,
+        plan.n_cells,
+        plan.n_batches,
+        int(obs["fov_name"].nunique()),
+        predict_seconds,
+        time.perf_counter() - t0,
+        dev,
+        loaded.config,
+        sorted(adata.obsm.keys()),
+    )
+    return summary, adata
+
+
+def run_prediction(
+    cfg: PredictConfig,
+    device: str | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    cancel: threading.Event | None = None,
+    write: bool = True,
+):
+    """Run :func:`prediction_events` to the end, calling *on_batch* per batch; return ``(RunSummary, AnnData)``.
+
+    Several devices or nodes (``cfg.devices > 1``, ``num_nodes > 1``) go through Lightning
+    (:mod:`napari_dynaclr.predict.lightning`); the store is the same as a single-device run's.
+    """
+    events = prediction_events(cfg, device, cancel, write)
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if on_batch is not None and isinstance(ev, BatchResult):
+            on_batch(ev)

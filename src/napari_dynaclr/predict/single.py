@@ -1,0 +1,101 @@
+"""The single-device backend: the model over a plan's batches on one CPU or GPU, in order, streaming."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from napari_dynaclr.errors import Cancelled, ConfigError
+from napari_dynaclr.predict.batches import BatchResult, read_ahead
+from napari_dynaclr.predict.plan import PredictionPlan
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    import torch
+
+    device = (device or "auto").lower()
+    if device in ("auto", "gpu"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if device == "gpu":
+            raise ConfigError("device 'gpu' requested but CUDA is not available")
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    if device.startswith("cuda") or device in ("cpu", "mps"):
+        return device
+    raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _precision_context(precision: str, device: str):
+    import torch
+
+    dev_type = device.split(":")[0]
+    if precision == "bf16-mixed":
+        return torch.autocast(dev_type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        if dev_type == "cpu":
+            raise ConfigError("precision 16-mixed needs a GPU; use bf16-mixed or 32-true on CPU")
+        return torch.autocast(dev_type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def predict_batches(
+    plan: PredictionPlan,
+    model,
+    device: str = "auto",
+    precision: str | None = None,
+    loader_threads: int | None = None,
+    prefetch: int = 2,
+    cancel: threading.Event | None = None,
+    batches: list[int] | None = None,
+    channels_last: bool = False,
+) -> Iterator[BatchResult]:
+    """Run *model* over the plan's batches (or the given batch indices), yielding results in order.
+
+    Batches are read and normalised ``prefetch`` ahead by ``loader_threads`` threads. Setting *cancel*
+    stops between batches with :class:`Cancelled`; closing the generator also stops cleanly.
+    """
+    import torch
+
+    dev = resolve_device(device)
+    precision = precision or plan.config.precision
+    true_dtype = {"bf16-true": torch.bfloat16, "16-true": torch.float16}.get(precision)
+    model = model.to(dev).eval()
+    if true_dtype is not None:
+        model = model.to(true_dtype)
+    if channels_last:  # 2-D convolutions only: the 3-D stem's 5-D weight has no channels_last layout
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
+    order = list(range(plan.n_batches)) if batches is None else list(batches)
+    pin = dev.startswith("cuda")
+    threads = max(1, loader_threads or plan.config.num_workers)
+    t0 = time.perf_counter()
+    batches_in = read_ahead(plan, order, threads, prefetch, pin_memory=pin)
+    try:
+        with torch.inference_mode(), _precision_context(precision, dev):
+            for i, x in batches_in:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("prediction cancelled")
+                x = x.to(dev, non_blocking=pin)
+                if true_dtype is not None:
+                    x = x.to(true_dtype)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
+                feats, projs = model(x)
+                start, stop = plan.batch_bounds(i)
+                yield BatchResult(
+                    index=i,
+                    start=start,
+                    stop=stop,
+                    features=feats.float().cpu().numpy(),
+                    projections=projs.float().cpu().numpy(),
+                    n_batches=plan.n_batches,
+                    n_cells=plan.n_cells,
+                    elapsed=time.perf_counter() - t0,
+                )
+    finally:
+        batches_in.close()

@@ -1,0 +1,233 @@
+"""The napari plugin's Qt-free jobs (no viewer): the preview plan, and the work process that runs the
+model and the reductions outside napari's process (its requests, cancel, crashes and exit)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from napari_fixtures import demo_inputs  # noqa: F401
+
+from napari_dynaclr._napari import workers
+from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.core.reduce import compute_clusters, compute_reduction
+from napari_dynaclr.core.store import read_store
+from napari_dynaclr.errors import Cancelled, PlateError, WorkerCrashed
+from napari_dynaclr.predict.client import ChildProcess
+from napari_dynaclr.predict.run import run_prediction
+
+
+def _drain(gen, on_item=None):
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_item is not None:
+            on_item(item)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_preview_is_the_runs_plan(demo_inputs):  # noqa: F811
+    cfg = load_predict_yaml(demo_inputs["config"])
+    table = workers.preview_cells(cfg)
+    _, adata = run_prediction(dataclasses.replace(cfg, pca_kwargs=None), device="cpu", write=False)
+    obs = adata.obs.reset_index(drop=True)
+    assert len(table) == adata.n_obs == 52
+    for col in ("fov_name", "track_id", "t", "id", "y", "x"):
+        np.testing.assert_array_equal(table[col].astype(str).to_numpy(), obs[col].astype(str).to_numpy())
+    # no checkpoint needed; excluded FOVs are left out, like in the run
+    first = str(table["fov_name"].iat[0])
+    fewer = workers.preview_cells(dataclasses.replace(cfg, ckpt_path=None, exclude_fovs=[first]))
+    assert first not in set(fewer["fov_name"].astype(str)) and 0 < len(fewer) < len(table)
+    # for a viewer: the plan's plate stays open (its FOVs are the selected ones)
+    kept, plate = workers.preview_cells(dataclasses.replace(cfg, exclude_fovs=[first]), keep_plate=True)
+    try:
+        pd.testing.assert_frame_equal(kept, fewer)
+        assert [f.name for f in plate.fovs] == sorted(set(fewer["fov_name"].astype(str)))
+        assert plate.fov(str(fewer["fov_name"].iat[0])).image.shape[0] == 4
+    finally:
+        plate.close()
+
+
+def test_preview_does_not_load_the_model_stack(demo_inputs):  # noqa: F811
+    """Planning needs the plate and tracks only: the first preview in a session must not wait for torch."""
+    code = textwrap.dedent(f"""
+        import sys
+        from napari_dynaclr._napari import workers
+        from napari_dynaclr.core.config import load_predict_yaml
+        n = len(workers.preview_cells(load_predict_yaml({str(demo_inputs["config"])!r})))
+        print(n, [m for m in ("torch", "lightning", "timm") if m in sys.modules])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split(None, 1) == ["52", "[]\n"]
+
+
+def test_preview_reports_bad_inputs(demo_inputs):  # noqa: F811
+    cfg = load_predict_yaml(demo_inputs["config"])
+    with pytest.raises(PlateError, match="z_range"):
+        workers.preview_cells(dataclasses.replace(cfg, z_range=(0, 5)))
+
+
+def test_prediction_job_equals_the_cli_and_its_store(demo_inputs, tmp_path):  # noqa: F811
+    """The GUI's run (in the work process) gives the CLI's numbers, writes the same store, and the AnnData
+    rebuilt from the streamed batches is the store's content."""
+    cfg = dataclasses.replace(load_predict_yaml(demo_inputs["config"]), output_path=tmp_path / "gui.zarr",
+                              umap_kwargs={"n_components": 2, "n_neighbors": 15}, batch_size=16)
+    kinds = []
+    done = _drain(workers.prediction_job(cfg, "cpu"), lambda ev: ev is None or kinds.append(type(ev).__name__))
+    assert kinds[0] == "Planned" and kinds.count("Batch") == 4 and "Stage" in kinds
+    _, ref = run_prediction(dataclasses.replace(cfg, output_path=tmp_path / "cli.zarr"), device="cpu")
+    stored = read_store(tmp_path / "gui.zarr")
+    for adata in (done.adata, stored):
+        np.testing.assert_array_equal(adata.X, ref.X)
+        pd.testing.assert_frame_equal(adata.obs, ref.obs)
+        assert sorted(adata.obsm) == sorted(ref.obsm) == ["X_pca", "X_projections", "X_umap"]
+        np.testing.assert_allclose(adata.obsm["X_umap"], ref.obsm["X_umap"], atol=1e-4)
+        np.testing.assert_allclose(np.abs(adata.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]), atol=1e-4)
+        assert dict(adata.uns) == dict(ref.uns)
+    assert done.output_path == tmp_path / "gui.zarr"
+
+
+def test_prediction_job_predicts_on_one_device(demo_inputs, tmp_path):  # noqa: F811
+    """A predict.yml asking for several devices (Lightning DDP) still runs on one in the GUI."""
+    cfg = dataclasses.replace(load_predict_yaml(demo_inputs["config"]), output_path=tmp_path / "one.zarr",
+                              devices=2, accelerator="cpu", strategy="ddp", pca_kwargs=None)
+    planned = []
+    _drain(workers.prediction_job(cfg, "cpu"), lambda ev: planned.append(ev) if type(ev).__name__ == "Planned"
+           else None)
+    assert planned[0].device == "cpu"
+    assert read_store(tmp_path / "one.zarr").n_obs == 52
+
+
+def test_user_errors_keep_their_type_and_message(demo_inputs, tmp_path):  # noqa: F811
+    cfg = dataclasses.replace(load_predict_yaml(demo_inputs["config"]), output_path=tmp_path / "x.zarr",
+                              exclude_fovs=["A/1/0", "A/1/1"])
+    with pytest.raises(PlateError, match="no FOV|FOV"):
+        _drain(workers.prediction_job(cfg, "cpu"))
+    assert not (tmp_path / "x.zarr").exists()
+    # the work process is still usable afterwards
+    key, coords = _drain(workers.reduction_job(np.eye(6, dtype=np.float32), "PCA", n_components=2))
+    assert key == "X_pca" and coords.shape == (6, 2)
+
+
+def test_explorer_jobs_equal_in_process():
+    X = np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32)
+    key, child = _drain(workers.reduction_job(X, "UMAP"))
+    ref_key, ref = compute_reduction(X, "UMAP")
+    assert key == ref_key == "X_umap"
+    np.testing.assert_allclose(child, ref, atol=1e-4)
+    labels = _drain(workers.cluster_job(X, "KMeans", n_clusters=3))
+    assert list(labels) == list(compute_clusters(X, "KMeans", n_clusters=3))
+
+
+def test_closing_the_job_stops_the_run_and_writes_nothing(demo_inputs, tmp_path):  # noqa: F811
+    cfg = dataclasses.replace(load_predict_yaml(demo_inputs["config"]), output_path=tmp_path / "x.zarr",
+                              batch_size=4)
+    cancel = threading.Event()
+    job = workers.prediction_job(cfg, "cpu", cancel)
+    names = []
+    while "Batch" not in names:
+        names.append(type(next(job)).__name__)
+    pid = workers.work_process().pid
+    workers.cancel_job(cancel)  # the Cancel button (or napari closing the dock)
+    with pytest.raises(Cancelled):
+        _drain(job)
+    assert pid is not None and not _alive(pid)
+    assert list(tmp_path.iterdir()) == []
+    # the next request starts a new work process
+    assert _drain(workers.reduction_job(np.eye(5, dtype=np.float32), "PCA"))[0] == "X_pca"
+    assert workers.work_process().pid not in (None, pid)
+
+
+def test_cancel_of_an_abandoned_request_frees_the_process():
+    """A napari worker aborted at quit never resumes its generator: cancelling its request must still
+    kill the process and let the next request through."""
+    child = ChildProcess(heartbeat=0.05)
+    cancel = threading.Event()
+    gen = child.stream("reduce", np.random.default_rng(0).normal(size=(20000, 64)).astype(np.float32), "UMAP", {},
+                       cancel=cancel)
+    next(gen)  # in flight; the generator is then never resumed
+    time.sleep(0.5)
+    pid = child.pid
+    child.cancel(cancel)
+    assert not _alive(pid)
+    t0 = time.perf_counter()
+    assert child.call("reduce", np.eye(4, dtype=np.float32), "PCA", {"n_components": 2})[0] == "X_pca"
+    assert time.perf_counter() - t0 < 60
+    child.close()
+    del gen
+
+
+def test_a_crash_of_the_work_process_is_one_error_and_it_recovers():
+    child = ChildProcess(heartbeat=0.05)
+    X = np.random.default_rng(0).normal(size=(20000, 64)).astype(np.float32)
+    gen = child.stream("reduce", X, "UMAP", {})
+    next(gen)
+    time.sleep(0.5)
+    os.kill(child.pid, signal.SIGSEGV)  # stands for a segfault in a native library, or the OOM killer
+    with pytest.raises(WorkerCrashed, match="SIGSEGV"):
+        _drain(gen)
+    assert child.call("reduce", np.eye(4, dtype=np.float32), "PCA", {"n_components": 2})[0] == "X_pca"
+    child.close()
+    assert child.pid is None
+
+
+def test_cancel_kills_a_child_that_ignores_sigterm():
+    """napari (or CI) started with SIGTERM ignored passes that on to the child: cancel must still end it."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = ChildProcess(heartbeat=0.05)
+    try:
+        child.call("reduce", np.eye(4, dtype=np.float32), "PCA", {"n_components": 2})  # starts ignoring SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    pid = child.pid
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    with pytest.raises(Cancelled):
+        child.call("reduce", np.random.default_rng(0).normal(size=(20000, 64)).astype(np.float32), "UMAP", {},
+                   cancel=cancel)
+    assert not _alive(pid)
+    child.close()
+
+
+def test_the_work_process_runs_the_package_module_not_the_users_script(tmp_path):
+    """napari scripts rarely have a main guard: the work process must not run them again, and leaving the
+    interpreter while it works must not wait for it or leave it behind."""
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent("""
+        import threading, time
+        import numpy as np
+        from napari_dynaclr._napari import workers
+        print("SCRIPT RAN", flush=True)
+        p = workers.work_process()
+        print("pca:", p.call("reduce", np.eye(4, dtype=np.float32), "PCA", {"n_components": 2})[0], flush=True)
+        print("pid:", p.pid, flush=True)
+        big = np.random.default_rng(0).normal(size=(50000, 64)).astype(np.float32)
+        threading.Thread(target=lambda: p.call("reduce", big, "UMAP", {}), daemon=True).start()
+        time.sleep(2)
+    """))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - t0
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("SCRIPT RAN") == 1 and "pca: X_pca" in out.stdout
+    pid = int(out.stdout.split("pid:")[1].split()[0])
+    assert seconds < 60 and not _alive(pid)  # the long UMAP was killed at exit
