@@ -151,27 +151,48 @@ def test_fov_overlay_sorted_with_lineage_graph():
 
 
 def test_streaming_projector_is_stable():
+    """The preview PCA is fitted on the first batch only: a cell's coordinates do not depend on the batches
+    that came between, and equal that first fit's projection."""
+    from sklearn.decomposition import PCA
+
     rng = np.random.default_rng(0)
+    first, b1, b2 = rng.normal(size=(10, 8)), rng.normal(size=(4, 8)), rng.normal(loc=3.0, size=(6, 8))
     proj = explore.StreamingProjector()
-    a = proj(rng.normal(size=(10, 8)))
-    b1 = rng.normal(size=(4, 8))
-    np.testing.assert_allclose(proj(b1), proj(b1))
-    assert a.shape == (10, 2)
+    a = proj(first)
+    before = proj(b1)
+    proj(b2)  # a different batch in between does not refit
+    np.testing.assert_allclose(proj(b1), before)
+    ref = PCA(n_components=2, random_state=42).fit(first)
+    np.testing.assert_allclose(a, ref.transform(first), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(before, ref.transform(b1), rtol=1e-5, atol=1e-6)
+    assert a.shape == (10, 2) and before.dtype == np.float32
+    # fewer than 3 cells: the first two features, until a batch large enough to fit arrives
+    small = explore.StreamingProjector()
+    np.testing.assert_array_equal(small(first[:2]), first[:2, :2].astype(np.float32))
 
 
-def test_manifest_packaged_copy_is_identical():
-    from importlib.resources import files
+def test_manifest_is_packaged_once_and_resolves():
+    """One napari.yaml, inside the package, found through the entry point; every command imports."""
+    from importlib.metadata import entry_points
 
-    root = (ROOT / "napari.yaml").read_text()
-    assert files("napari_dynaclr").joinpath("napari.yaml").read_text() == root
     import yaml
 
-    doc = yaml.safe_load(root)
+    assert not (ROOT / "napari.yaml").exists()
+    manifests = list((ROOT / "src").rglob("napari.yaml"))
+    assert [m.relative_to(ROOT).as_posix() for m in manifests] == ["src/napari_dynaclr/_napari/napari.yaml"]
+    (ep,) = [e for e in entry_points(group="napari.manifest") if e.name == "napari-dynaclr"]
+    module, _, resource = ep.value.partition(":")
+    from importlib.resources import files
+
+    doc = yaml.safe_load(files(module).joinpath(resource).read_text())
     widgets = {w["command"]: w["display_name"] for w in doc["contributions"]["widgets"]}
     assert widgets["napari-dynaclr.verify"] == "Verify against reference"
-    cmds = {c["id"]: c["python_name"] for c in doc["contributions"]["commands"]}
-    assert cmds["napari-dynaclr.verify"] == "napari_dynaclr._napari.widgets.verify_panel:VerifyWidget"
     assert doc["contributions"]["sample_data"][0]["display_name"] == "DynaCLR demo"
+    code = "import importlib, sys; " + "; ".join(
+        f"getattr(importlib.import_module({c['python_name'].split(':')[0]!r}), {c['python_name'].split(':')[1]!r})"
+        for c in doc["contributions"]["commands"])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_npe2_validates_manifest():

@@ -70,7 +70,7 @@ def test_full_run_streams_and_writes_store(docked, demo_inputs, tmp_path, qtbot,
     main.batch_size.value = 16
     events, plotted = [], []
     worker = main.run()
-    worker.yielded.connect(events.append)
+    worker.yielded.connect(lambda ev: ev is None or events.append(ev))  # (None: the worker's heartbeat)
     main.session.rows_changed.connect(lambda a, b: plotted.append(len(view.scatter.xy)))
     wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
     assert errors == [] and main.last_error is None
@@ -372,7 +372,11 @@ def test_image_click_highlights_scatter_point(docked, demo_store, demo_inputs, q
     viewer.dims.set_point(0, 2)
     assert s.current_t == 2
     rows = s.frames.rows(s.fov_name, 2)
-    row = int(rows[0])
+
+    def track_points(r):
+        return len(explore.track_trajectory(s.table, s.fov_name, int(s.table["track_id"].iat[r]))[0])
+
+    row = next(int(r) for r in rows if track_points(r) >= 2)  # a track with a trajectory to draw
     y, x = s.table["y"].iat[row], s.table["x"].iat[row]
 
     class Click:  # what napari passes to viewer mouse callbacks
@@ -382,17 +386,17 @@ def test_image_click_highlights_scatter_point(docked, demo_store, demo_inputs, q
     gen = s._on_mouse_drag(viewer, Click("mouse_press"))
     next(gen)
     with pytest.raises(StopIteration):
-        gen.send(None) if False else next(gen)  # release without moving
+        next(gen)  # release without moving
     assert s.highlighted == row
     hl = view.scatter.highlight
     assert hl.visible and np.allclose(hl._data["a_position"][0, :2], view.xy()[row])
     assert len(s.highlight_layer.data) >= 1  # the track is ringed in the image
     # its trajectory is drawn in embedding space with a marker at the current t
-    assert view.scatter.trajectory.visible or len(explore.track_trajectory(s.table, s.fov_name, s.table["track_id"].iat[row])[0]) < 2
+    assert view.scatter.trajectory.visible
     assert view.scatter.cursor.visible
     np.testing.assert_allclose(view.scatter.cursor._data["a_position"][0, :2], view.xy()[row])
     # selecting a point in the Points layer does the same
-    other = int(rows[1])
+    other = int(next(r for r in rows if int(r) != row))
     pos = int(np.flatnonzero(s.points_layer.features["cell_index"].to_numpy() == other)[0])
     s.points_layer.selected_data = {pos}
     assert s.highlighted == other
