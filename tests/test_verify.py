@@ -262,7 +262,7 @@ def test_chunked_lazy_read_equals_in_memory(ref, tmp_path, monkeypatch):
     pred.X = pred.X + rng.normal(0, 0.005, pred.X.shape).astype(np.float32)
     path = _write(pred, tmp_path / "p.zarr")
     whole = compare_stores(pred, _read())
-    monkeypatch.setattr(verify, "_CHUNK_ELEMENTS", 768 * 5)  # 5 rows per chunk, unordered reference rows
+    monkeypatch.setattr(verify.metrics, "_CHUNK_ELEMENTS", 768 * 5)  # 5 rows per chunk, unordered reference rows
     chunked = compare_stores(path, REF)
     for name in ("X", "X_projections"):
         w, c = whole.arrays[name], chunked.arrays[name]

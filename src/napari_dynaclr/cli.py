@@ -223,10 +223,36 @@ def _add_verify(sub):
     p.set_defaults(func=_run_verify)
 
 
-def _run_verify(args) -> int:
-    from napari_dynaclr import verify
+def contract_from_args(args):
+    """The :class:`~napari_dynaclr.verify.Contract` the ``verify`` flags describe."""
+    from napari_dynaclr.verify import Contract
 
-    return verify.cli_run(args)
+    return Contract(
+        atol=args.atol,
+        rtol=args.rtol,
+        min_pearson=args.min_pearson,
+        allow_missing=bool(getattr(args, "allow_missing", False)),
+        judge_reductions=bool(getattr(args, "judge_reductions", False)),
+        require_same_order=bool(getattr(args, "same_order", False)),
+    )
+
+
+def _run_verify(args) -> int:
+    """``napari-dynaclr verify``: print the report; 0 pass, 1 fail; raise StoreError (→ 2) on bad input."""
+    from napari_dynaclr.verify import compare_stores, format_report
+
+    contract = contract_from_args(args)
+    worst = int(getattr(args, "worst", 5) or 0)
+    report = compare_stores(args.prediction, args.reference, contract)
+    print(format_report(report, worst=worst))
+    if getattr(args, "json", None) is not None:
+        path = Path(args.json)
+        try:
+            path.write_text(report.to_json(worst=max(worst, 20)) + "\n")
+        except OSError as exc:
+            raise DynaclrError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        print(f"report written to {path}", file=sys.stderr)
+    return 0 if report.passed else 1
 
 
 def make_parser() -> argparse.ArgumentParser:

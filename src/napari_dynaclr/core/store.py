@@ -110,23 +110,68 @@ def _zarr_v2(ad):
         yield
 
 
+#: obs columns every embedding store has (the cell key, with ``id`` when present).
+REQUIRED_OBS_COLUMNS = ("fov_name", "track_id", "t")
+
+
+def check_store_obs(obs: pd.DataFrame, label) -> None:
+    """Raise :class:`StoreError` when *obs* (of the store *label*) lacks a required column."""
+    missing = [c for c in REQUIRED_OBS_COLUMNS if c not in obs.columns]
+    if missing:
+        raise StoreError(f"{label} is not an embedding store: obs lacks column(s) {', '.join(missing)}")
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise StoreError(f"embedding store not found: {path}")
+
+
 def read_store(path: str | Path):
     """Read an embedding store (ours or VisCy's) into memory, with a clear error when it is not one."""
     import anndata as ad
 
     path = Path(path)
-    if not path.exists():
-        raise StoreError(f"embedding store not found: {path}")
+    _check_exists(path)
     try:
         adata = ad.read_zarr(path)
     except Exception as exc:
         raise StoreError(
             f"{path} is not a readable AnnData zarr store ({type(exc).__name__}: {str(exc)[:150]})"
         ) from exc
-    missing = [c for c in ("fov_name", "track_id", "t") if c not in adata.obs.columns]
-    if missing:
-        raise StoreError(f"{path} is not an embedding store: obs lacks column(s) {', '.join(missing)}")
+    check_store_obs(adata.obs, path)
     return adata
+
+
+def open_store(path: str | Path):
+    """Open an AnnData zarr store for partial reading: its root zarr group, nothing read yet.
+
+    Raises :class:`StoreError` when *path* is missing, a file, not zarr, or not AnnData. Read its elements
+    (``group["obs"]``, ``group["X"]``, the members of ``group["obsm"]``) with :func:`read_element`.
+    """
+    import zarr
+
+    path = Path(path)
+    _check_exists(path)
+    if not path.is_dir():
+        raise StoreError(f"{path} is not an AnnData zarr store (it is a file, not a folder)")
+    try:
+        group = zarr.open_group(path, mode="r")
+    except Exception as exc:
+        raise StoreError(f"{path} is not a readable zarr store ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    if not is_embedding_store(path):
+        raise StoreError(f"{path} is not an AnnData store (no 'encoding-type: anndata' in its attributes)")
+    return group
+
+
+def read_element(node):
+    """One element of a store opened with :func:`open_store`: a dense 2-D array stays a lazy zarr array (index
+    it to read rows); anything else (obs data frame, sparse matrix, 1-D array ...) is read by anndata."""
+    import zarr
+    from anndata.io import read_elem
+
+    if isinstance(node, zarr.Array) and node.ndim == 2:
+        return node
+    return read_elem(node)
 
 
 def is_embedding_store(path: str | Path) -> bool:
