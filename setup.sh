@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up napari-dynaclr on a fresh Debian/Ubuntu machine: system libraries for Xvfb/Qt (napari tests and
-# screenshots), a virtual environment at .venv with pinned dependencies, and the package itself.
-# Idempotent: re-running only installs what is missing.
+# screenshots), a virtual environment at .venv, and the package itself (editable) with its dependencies and
+# the napari, test and bench extras, at the versions pinned in requirements.txt (used as constraints).
+# Idempotent: re-running installs only when something is missing or requirements.txt/pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,19 +36,26 @@ if [ -z "$PY" ]; then
     exit 1
 fi
 
-# 3. Virtual environment with pinned dependencies, then the package (editable)
+# 3. Virtual environment, then the package (editable) with its dependencies, pinned by requirements.txt
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv with $PY"
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari' 2>/dev/null \
-   || [ requirements.txt -nt .venv/.requirements-installed ]; then
-    say "installing pinned dependencies (first time: a few minutes, ~6 GB)"
-    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -m pip install -q -r requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata' \
+# pip, without the "WARNING: Location ... is ignored" lines of local indexes; fails when pip fails
+pip_q() {
+    .venv/bin/python -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
+}
+STAMP=.venv/.requirements-installed
+if ! .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil' \
+        2>/dev/null \
+   || [ ! -x .venv/bin/ruff ] || [ requirements.txt -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+    say "installing the package with pinned dependencies (first time: a few minutes, ~6 GB)"
+    pip_q install -q --upgrade pip \
+        || { echo "[setup] error: upgrading pip failed" >&2; exit 1; }
+    pip_q install -q -c requirements.txt -e ".[napari,test,bench]" \
         || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
-    touch .venv/.requirements-installed
+    .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil' \
+        || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
+    touch "$STAMP"
 fi
 say "ready: $(.venv/bin/napari-dynaclr --version)"
