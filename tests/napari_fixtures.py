@@ -54,16 +54,15 @@ def demo_copy(demo_store, tmp_path) -> Path:
 
 
 def wait_worker(qtbot, worker, timeout: int) -> None:
-    """Wait until a started napari worker is done and its signals were delivered.
+    """Wait until a started worker of a dock is done and its signals were delivered.
 
-    ``qtbot.waitSignal(worker.finished)`` connected after ``start()`` misses a worker that finishes
-    first (a corrupt checkpoint fails in milliseconds): the test then hangs until the timeout. superqt
-    keeps every started worker in ``WorkerBase._worker_set`` until its last signal reaches the GUI
-    thread (after ``finished``), so waiting for it to leave the set has no such race.
+    ``qtbot.waitSignal(worker.finished)`` connected after the start misses a worker that finishes first
+    (a corrupt checkpoint fails in milliseconds): the test then hangs until the timeout. The docks' workers
+    stay "running" until their ``finished`` signal reached the GUI thread, so waiting for that has no race.
     """
-    from superqt.utils._qthreading import WorkerBase
+    from napari_dynaclr._napari.widgets._jobs import is_running
 
-    qtbot.waitUntil(lambda: worker not in WorkerBase._worker_set, timeout=timeout)
+    qtbot.waitUntil(lambda: not is_running(worker), timeout=timeout)
     qtbot.wait(20)  # and let the GUI thread deliver anything still queued
 
 

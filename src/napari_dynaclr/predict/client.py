@@ -66,7 +66,8 @@ class ChildProcess:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
-    def _start(self) -> None:
+    def _launch(self, cancel: threading.Event):
+        """Start a child and wait for it to connect; returns ``(proc, conn)`` (not yet installed)."""
         key = secrets.token_bytes(32)
         with Listener(family="AF_UNIX" if os.name == "posix" else None, authkey=key) as listener:
             proc = subprocess.Popen(
@@ -75,20 +76,15 @@ class ChildProcess:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,  # a Ctrl-C in napari's terminal is napari's to handle
             )
-            with self._state:
-                self._proc = proc
-            proc.stdin.write(f"{listener.address} {key.hex()}\n".encode())
-            proc.stdin.close()
-            conn = self._accept(listener, proc)
-        with self._state:
-            if self._closed:
-                conn.close()
-                _kill(proc)
-                raise Cancelled("the work process was closed")
-            self._conn = conn
+            try:
+                proc.stdin.write(f"{listener.address} {key.hex()}\n".encode())
+                proc.stdin.close()
+            except OSError:
+                pass  # it died already: reported below
+            return proc, self._accept(listener, proc, cancel)
 
-    def _accept(self, listener, proc):
-        """Wait for the child to connect; notice a child that died on the way."""
+    def _accept(self, listener, proc, cancel: threading.Event):
+        """Wait for the child to connect; notice a child that died on the way, or a cancel."""
         result: dict = {}
 
         def accept():
@@ -102,17 +98,34 @@ class ChildProcess:
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while t.is_alive():
             t.join(0.05)
-            if proc.poll() is not None or time.monotonic() > deadline or self._closed:
+            stop = cancel.is_set() or self._closed
+            if t.is_alive() and (stop or proc.poll() is not None or time.monotonic() > deadline):
                 _kill(proc)
                 listener.close()  # ends the accept
                 t.join(1.0)
-                if self._closed:
-                    raise Cancelled("the work process was closed")
+                if stop:
+                    raise Cancelled("cancelled")
                 raise WorkerCrashed(f"the work process did not start ({_exit_text(proc.returncode)})")
         if "conn" not in result:
             _kill(proc)
             raise WorkerCrashed(f"the work process could not connect: {result.get('error')}")
         return result["conn"]
+
+    def _connection(self, cancel: threading.Event):
+        """The running child's ``(proc, conn)``, started when needed, for the request owning *cancel*."""
+        with self._state:
+            proc, conn = self._proc, self._conn
+        if proc is not None and conn is not None and proc.poll() is None:
+            return proc, conn
+        self.kill()
+        proc, conn = self._launch(cancel)
+        with self._turn, self._state:  # install it only while this request still owns the process
+            if self._owner is cancel and not self._closed and not cancel.is_set():
+                self._proc, self._conn = proc, conn
+                return proc, conn
+        conn.close()
+        _kill(proc)
+        raise Cancelled("cancelled")
 
     def kill(self) -> None:
         """Kill the child now (a cancelled request; the next request starts a new one)."""
@@ -161,12 +174,7 @@ class ChildProcess:
                 self._turn.wait(self.heartbeat)
             yield None
         try:
-            if self._closed:
-                raise Cancelled("the work process was closed")
-            if self._conn is None or self._proc is None or self._proc.poll() is not None:
-                self.kill()
-                self._start()
-            conn, proc = self._conn, self._proc
+            proc, conn = self._connection(cancel)
             try:
                 conn.send((kind, args, kwargs))
             except (OSError, ValueError):

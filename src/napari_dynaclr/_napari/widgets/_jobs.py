@@ -1,17 +1,45 @@
-"""Bookkeeping of a dock's napari workers: end them when the dock is deleted or napari quits.
+"""Where a dock's napari workers run, and how they end when the dock is deleted or napari quits.
 
-A dock runs its jobs in napari thread workers (:mod:`napari_dynaclr._napari.workers`). When napari
-closes, the dock is deleted while they may still run; :class:`DockJobs` then sets their cancel events
-(which kills the work process serving them) and asks the workers to quit, so that napari's own
-wait for running workers at quit returns at once. It uses only public Qt signals
-(``QObject.destroyed``, ``QCoreApplication.aboutToQuit``) and napari's public worker API.
+The docks' workers run on the plugin's own :class:`~qtpy.QtCore.QThreadPool`, not on Qt's global pool:
+most of them wait for the plugin's work process for a long time, and Qt itself uses the global pool for
+short internal tasks (e.g. scaling the frames of napari's activity indicator) whose caller blocks until they
+run — on a 2-core machine, two waiting workers in the global pool freeze the GUI. Starting a napari
+worker on another pool is the documented ``QThreadPool.start(worker)`` path.
+
+When napari closes, :class:`DockJobs` sets the jobs' cancel events (which kills the work process serving
+them), asks the workers to quit, waits briefly for the pool, and ends the work process. Only public Qt
+signals (``QObject.destroyed``, ``QCoreApplication.aboutToQuit``) and napari's public worker API are used.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 
-from qtpy.QtCore import QCoreApplication
+from qtpy.QtCore import QCoreApplication, QThreadPool
+
+#: how long napari's quit waits for the plugin's workers once they were asked to stop
+QUIT_WAIT_MS = 3000
+
+_POOL: QThreadPool | None = None
+_RUNNING: weakref.WeakSet = weakref.WeakSet()  # started and not finished
+
+
+def plugin_pool() -> QThreadPool:
+    """The plugin's thread pool (its own, sized for workers that mostly wait)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = QThreadPool()
+        _POOL.setMaxThreadCount(16)
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(_at_quit)
+    return _POOL
+
+
+def is_running(worker) -> bool:
+    """Whether *worker* was started here and has not finished yet."""
+    return worker in _RUNNING
 
 
 class DockJobs:
@@ -30,11 +58,19 @@ class DockJobs:
             app.aboutToQuit.connect(stop_all)
             owner.destroyed.connect(lambda *_: _disconnect(app.aboutToQuit, stop_all))
 
-    def track(self, worker, cancel: threading.Event | None = None):
-        """Remember *worker* (not yet started) until it finishes; return it."""
+    def start(self, worker, cancel: threading.Event | None = None):
+        """Start *worker* (a napari thread worker) on the plugin's pool and remember it until it finishes."""
         entry = (worker, cancel)
         self._running.append(entry)
-        worker.finished.connect(lambda: self._running.remove(entry) if entry in self._running else None)
+        _RUNNING.add(worker)
+
+        def done():
+            _RUNNING.discard(worker)
+            if entry in self._running:
+                self._running.remove(entry)
+
+        worker.finished.connect(done)
+        plugin_pool().start(worker)
         return worker
 
     def stop_all(self) -> None:
@@ -54,6 +90,16 @@ def _stop(running) -> None:
             worker.quit()
         except RuntimeError:  # its Qt side is gone already
             pass
+
+
+def _at_quit() -> None:
+    """napari is quitting (the docks' own handlers asked their workers to stop): end the work process,
+    then give the workers a moment to return."""
+    from napari_dynaclr._napari.workers import close_work_process
+
+    close_work_process()
+    if _POOL is not None:
+        _POOL.waitForDone(QUIT_WAIT_MS)
 
 
 def _disconnect(signal, slot) -> None:

@@ -252,8 +252,7 @@ class EmbeddingView(QWidget):
         worker.returned.connect(on_done)
         worker.errored.connect(_show_job_error)
         worker.finished.connect(lambda: self._busy(False))
-        self.jobs.track(worker, cancel)
-        worker.start()
+        self.jobs.start(worker, cancel)
         return worker
 
     def compute_reduction(self, method: str | None = None):
@@ -314,8 +313,7 @@ class EmbeddingView(QWidget):
             s.adata, s.table, s.store_path, list(reductions), list(columns))
         worker.returned.connect(lambda p: show_info(f"saved to {p}"))
         worker.errored.connect(_show_job_error)
-        self.jobs.track(worker)
-        worker.start()
+        self.jobs.start(worker)
         self.worker = worker
         return worker
 

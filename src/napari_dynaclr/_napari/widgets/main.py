@@ -230,7 +230,6 @@ class DynaCLRWidget(QWidget):
             return None
         self.plate_info.value = "reading the plate…"
         worker = thread_worker(plate_info, ignore_errors=True)(path, *self._yml_selection(path))
-        self.jobs.track(worker)
 
         def done(info):
             if worker is not self._plate_worker or not self._alive():
@@ -258,7 +257,7 @@ class DynaCLRWidget(QWidget):
         worker.returned.connect(done)
         worker.errored.connect(failed)
         self._plate_worker = worker
-        worker.start()
+        self.jobs.start(worker)
         return worker
 
     def inspect_checkpoint(self):
@@ -284,8 +283,7 @@ class DynaCLRWidget(QWidget):
         worker.returned.connect(done)
         worker.errored.connect(failed)
         self._inspect_worker = worker
-        self.jobs.track(worker, cancel)
-        worker.start()
+        self.jobs.start(worker, cancel)
         return worker
 
     def build_config(self, require_output: bool = True):
@@ -390,8 +388,7 @@ class DynaCLRWidget(QWidget):
         worker.errored.connect(failed)
         self.cells_info.value = "finding the cells…"
         self._preview_worker = worker
-        self.jobs.track(worker)
-        worker.start()
+        self.jobs.start(worker)
         return worker
 
     # ------------------------------------------------------------------ run
@@ -432,10 +429,9 @@ class DynaCLRWidget(QWidget):
         worker.finished.connect(self._on_worker_done)
         self._run_cfg = cfg
         self.worker = worker
-        self.jobs.track(worker, self.cancel_event)
         self._set_running(True)
         self.status.value = "loading checkpoint and planning…"
-        worker.start()
+        self.jobs.start(worker, self.cancel_event)
         return worker
 
     def _start_progress(self, n_batches: int, worker) -> None:
@@ -543,8 +539,7 @@ class DynaCLRWidget(QWidget):
         self.open_btn.enabled = False
         self.run_btn.enabled = False
         self._open_worker = worker
-        self.jobs.track(worker)
-        worker.start()
+        self.jobs.start(worker)
         return worker
 
     # ------------------------------------------------------------------ FOV switching

@@ -284,8 +284,7 @@ class VerifyWidget(QWidget):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
-        self.jobs.track(worker)
-        worker.start()
+        self.jobs.start(worker)
         return worker
 
     def _on_finished(self):

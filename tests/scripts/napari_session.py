@@ -1,0 +1,132 @@
+"""A whole napari session as a user has it, for tests that need napari's own process: the plugin's docks
+opened from the Plugins menu, one job, then napari closed. Prints one JSON line (``RESULT {...}``) with
+what the process looks like afterwards.
+
+    python napari_session.py MODE CONFIG STORE OUT_DIR
+
+MODE: ``full`` (a run with UMAP to the end, then close), or close while a job runs: ``preview``, ``run``,
+``reduction``, ``verify``, ``checkpoint``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import threadpoolctl
+
+MODE, CONFIG, STORE, OUT = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+FROZEN_BEFORE = gc.get_freeze_count()  # this interpreter may start with some (375 on a pyenv 3.12 build)
+LIMITS_BEFORE = {lib["filepath"]: lib["num_threads"] for lib in threadpoolctl.threadpool_info()}
+MODULES_BEFORE = {name for name, mod in sys.modules.items() if mod is None}
+
+import napari  # noqa: E402
+from qtpy.QtCore import QTimer  # noqa: E402
+
+viewer = napari.Viewer()
+_, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+_, view = viewer.window.add_plugin_dock_widget("napari-dynaclr", "Embedding view")
+_, verify = viewer.window.add_plugin_dock_widget("napari-dynaclr", "Verify against reference")
+state = {"pids": set(), "events": [], "closing_at": None, "error": None}
+
+
+def note_pid():
+    from napari_dynaclr._napari.workers import work_process
+
+    pid = work_process().pid
+    if pid:
+        state["pids"].add(pid)
+
+
+def close():
+    note_pid()
+    state["closing_at"] = time.time()
+    print("CLOSING", flush=True)
+    viewer.close()
+
+
+def later(ms, fn):
+    QTimer.singleShot(ms, fn)
+
+
+def poll(condition, then, every=100, timeout=180_000, waited=0):
+    """Call *then* once *condition()* holds (checked on the GUI thread)."""
+    note_pid()
+    if condition():
+        then()
+    elif waited > timeout:
+        state["error"] = f"timed out waiting in mode {MODE}"
+        close()
+    else:
+        later(every, lambda: poll(condition, then, every, timeout, waited + every))
+
+
+def start():
+    main.load_predict_yml(CONFIG)
+    main.output.value = OUT / "run.zarr"
+    main.device.value = "cpu"
+    if MODE == "full":
+        main.umap.value = True
+        main.batch_size.value = 16
+        worker = main.run()
+        worker.yielded.connect(lambda ev: ev is None or state["events"].append(type(ev).__name__))
+        poll(lambda: main.worker is None and main.last_result is not None, lambda: later(500, close))
+    elif MODE == "run":
+        main.batch_size.value = 4
+        worker = main.run()
+        worker.yielded.connect(lambda ev: ev is None or state["events"].append(type(ev).__name__))
+        poll(lambda: "Batch" in state["events"], close, every=20)
+    elif MODE == "preview":
+        main.preview_cells()
+        close()
+    elif MODE == "checkpoint":
+        main.inspect_checkpoint()
+        later(300, close)
+    elif MODE == "reduction":
+        worker = main.open_embeddings(STORE)
+        poll(lambda: main.session.adata is not None,
+             lambda: (view.compute_reduction("UMAP"), later(1500, close)))
+    elif MODE == "verify":
+        verify.prediction_combo.setCurrentIndex(verify.prediction_combo.findData("file"))
+        verify.prediction_edit.setText(str(STORE))
+        verify.reference_edit.setText(str(STORE))
+        verify.run()
+        close()
+    else:
+        raise SystemExit(f"unknown mode {MODE}")
+
+
+later(0, start)
+napari.run()
+closed = time.time()
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+time.sleep(0.2)
+limits_after = {lib["filepath"]: lib["num_threads"] for lib in threadpoolctl.threadpool_info()}
+result = {
+    "mode": MODE,
+    "error": state["error"],
+    "events": sorted(set(state["events"])),
+    "gc_frozen_since_start": gc.get_freeze_count() - FROZEN_BEFORE,
+    "none_modules": sorted({name for name, mod in sys.modules.items() if mod is None} - MODULES_BEFORE),
+    "limits_changed": {k: (v, limits_after.get(k)) for k, v in LIMITS_BEFORE.items() if limits_after.get(k) != v},
+    "heavy_modules": [m for m in ("torch", "lightning", "timm", "umap", "pynndescent") if m in sys.modules],  # (napari itself imports numba)
+    "pids": sorted(state["pids"]),
+    "alive_pids": [p for p in sorted(state["pids"]) if alive(p)],
+    "run_seconds": round(closed - state["closing_at"], 2) if state["closing_at"] else None,
+    "last_error": main.last_error,
+}
+print("RESULT " + json.dumps(result), flush=True)

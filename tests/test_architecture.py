@@ -1,0 +1,62 @@
+"""The package's import rules: layers and forbidden imports (import-linter contracts in pyproject.toml),
+no import cycles, and what importing each part actually loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "broken" not in out.stdout.lower().split("contracts:")[-1] or " 0 broken" in out.stdout
+
+
+def test_no_import_cycles():
+    import grimp
+
+    graph = grimp.build_graph("napari_dynaclr")
+    modules = sorted(graph.modules)
+    cycles = []
+    for a in modules:
+        for b in graph.find_modules_directly_imported_by(a):
+            if b != a and graph.chain_exists(importer=b, imported=a):
+                cycles.append((a, b))
+    assert cycles == []
+
+
+def _loaded_after(statement: str) -> list[str]:
+    code = textwrap.dedent(f"""
+        import sys
+        {statement}
+        heavy = ("torch", "lightning", "timm", "umap", "numba", "napari", "qtpy", "PyQt5", "PyQt6", "vispy", "magicgui")
+        print(" ".join(m for m in heavy if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_core_imports_no_qt_napari_or_torch():
+    core = sorted(p.stem for p in (ROOT / "src" / "napari_dynaclr" / "core").glob("*.py") if p.stem != "__init__")
+    assert {"config", "plate", "tracks", "patches", "normalize", "store", "reduce"} <= set(core)
+    assert _loaded_after("; ".join(f"import napari_dynaclr.core.{m}" for m in core)) == []
+
+
+def test_planning_and_verify_import_no_torch():
+    assert _loaded_after("import napari_dynaclr.predict, napari_dynaclr.predict.client, napari_dynaclr.verify") == []
+
+
+def test_what_napari_loads_at_start_up_stays_light():
+    """The manifest's modules (reader, sample data, docks): no torch, lightning, timm or umap."""
+    loaded = _loaded_after(
+        "import napari_dynaclr._napari.reader, napari_dynaclr._napari.sample_data; "
+        "import napari_dynaclr._napari.widgets.main, napari_dynaclr._napari.widgets.embedding_view; "
+        "import napari_dynaclr._napari.widgets.verify_panel"
+    )
+    assert not {"torch", "lightning", "timm", "umap"} & set(loaded)

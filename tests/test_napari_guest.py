@@ -1,0 +1,74 @@
+"""The plugin as a guest in napari's process: a whole napari session in a fresh process (docks from the
+Plugins menu, a job, napari closed) leaves napari's process as it found it, and closing napari while any
+of the plugin's jobs runs ends cleanly and quickly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from napari_fixtures import demo_inputs, demo_store  # noqa: F401
+
+SCRIPT = Path(__file__).parent / "scripts" / "napari_session.py"
+pytestmark = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (pytest-xvfb provides one)")
+
+
+def _session(mode, demo_inputs, demo_store, tmp_path, timeout=300):  # noqa: F811
+    env = {**os.environ, "NAPARI_DYNACLR_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), mode, str(demo_inputs["config"]), str(demo_store),
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    closing = None
+    lines = []
+    for line in proc.stdout:  # the moment napari is asked to close, seen from outside
+        lines.append(line)
+        if line.startswith("CLOSING"):
+            closing = time.monotonic()
+    proc.wait(timeout=timeout)
+    exited = time.monotonic()
+    stderr = proc.stderr.read()
+    results = [json.loads(x[len("RESULT "):]) for x in lines if x.startswith("RESULT ")]
+    assert proc.returncode == 0, stderr[-3000:]
+    assert results, "".join(lines)[-2000:] + stderr[-3000:]
+    return results[0], stderr, (exited - closing) if closing else None
+
+
+def _no_leftovers(out: Path) -> None:
+    left = sorted(p.name for p in out.iterdir() if p.name != "cache")
+    assert left in ([], ["run.zarr"]), left
+    if left:  # a store at the output path is a complete one
+        from napari_dynaclr.core.store import read_store
+
+        assert read_store(out / "run.zarr").n_obs == 52
+
+
+def test_a_full_session_leaves_naparis_process_as_it_found_it(demo_inputs, demo_store, tmp_path):  # noqa: F811
+    result, stderr, _ = _session("full", demo_inputs, demo_store, tmp_path)
+    assert result["error"] is None and result["last_error"] is None
+    assert {"Planned", "Batch", "Stage"} <= set(result["events"])
+    assert result["gc_frozen_since_start"] == 0  # nothing moved to the permanent generation
+    assert result["none_modules"] == []
+    assert result["limits_changed"] == {}
+    assert result["heavy_modules"] == []  # the model and UMAP ran in the work process
+    assert result["pids"] and result["alive_pids"] == []
+    assert "Traceback" not in stderr
+    from napari_dynaclr.core.store import read_store
+
+    adata = read_store(tmp_path / "run.zarr")
+    assert adata.n_obs == 52 and {"X_umap", "X_pca"} <= set(adata.obsm)
+
+
+@pytest.mark.parametrize("mode", ["preview", "checkpoint", "run", "reduction", "verify"])
+def test_closing_napari_while_a_job_runs_is_clean(mode, demo_inputs, demo_store, tmp_path):  # noqa: F811
+    result, stderr, seconds = _session(mode, demo_inputs, demo_store, tmp_path)
+    assert result["error"] is None
+    assert seconds is not None and seconds < 5, f"napari took {seconds:.1f} s to exit"
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr[-3000:]
+    assert result["alive_pids"] == []
+    if mode == "run":
+        assert "Batch" in result["events"]
+    _no_leftovers(tmp_path)
