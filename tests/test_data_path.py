@@ -11,7 +11,8 @@ from conftest import DATA, write_tracks
 from napari_dynaclr.core.config import PredictConfig, load_predict_yaml, parse_predict_config
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError
-from napari_dynaclr.core.normalize import NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable, from_viscy, normalize_batch
+from napari_dynaclr.core.normalize import NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable, from_viscy
+from napari_dynaclr.predict.transforms import normalize_batch
 from napari_dynaclr.core.plate import Plate
 from napari_dynaclr.core.tracks import build_cell_table, read_tracks, select_fov_cells
 

@@ -14,8 +14,9 @@ import torch
 from napari_dynaclr.core.config import load_predict_yaml
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.single import predict_batches
-from napari_dynaclr.core.normalize import MinMaxSampled, NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable, normalize_batch
-from napari_dynaclr.core.patches import PatchReader, sampled_affine
+from napari_dynaclr.core.normalize import MinMaxSampled, NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable
+from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine
+from napari_dynaclr.core.patches import PatchReader
 
 from conftest import CASES, DATA
 

@@ -15,7 +15,6 @@ percentile scaling; results for float input are unchanged).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -206,62 +205,3 @@ def check_keys(norms: Sequence[Normalization], source_channel: Sequence[str]) ->
                 f"{type(norm).__name__} keys {shorten(missing)} are not among source_channel "
                 f"{list(source_channel)}"
             )
-
-
-def normalize_batch(x, source_channel, norms, stats: StatsTable, fov_index, t):
-    """Normalise a (B, C, Z, Y, X) batch (torch tensor) channel by channel; returns float32 (B, C, Z, Y, X)."""
-    import torch
-
-    if x.dtype != torch.float32:
-        x = x.to(torch.float32)  # exact for uint8/uint16/int16 data
-    if not norms:
-        return x
-    chans = {name: x[:, i : i + 1] for i, name in enumerate(source_channel)}
-    for ni, norm in enumerate(norms):
-        for key in norm.keys:
-            img = chans[key]
-            if isinstance(norm, ScaleIntensityRangePercentiles):
-                chans[key] = _scale_percentiles(img, norm)
-                continue
-            a, b = stats.lookup(ni, key, fov_index, t)
-            shape = (-1,) + (1,) * (img.ndim - 1)
-            a = torch.from_numpy(a).reshape(shape).to(img.device)
-            b = torch.from_numpy(b).reshape(shape).to(img.device)
-            if isinstance(norm, NormalizeSampled):
-                chans[key] = (img - a) / (b + 1e-8)
-            else:  # MinMaxSampled
-                img = torch.clamp(img, min=a, max=b)
-                chans[key] = 2 * (img - a) / (b - a + 1e-8) - 1
-    return torch.cat([chans[name] for name in source_channel], dim=1)
-
-
-def _percentile(img, q: float):
-    """MONAI ``percentile`` on a tensor: torch.quantile (q cast to the tensor dtype) up to 1e6 elements,
-    ``np.percentile`` above (pytorch#64947)."""
-    import torch
-
-    if img.numel() > 1_000_000:
-        res = np.percentile(img.detach().cpu().numpy(), np.asarray(q))
-        return torch.as_tensor(res, dtype=img.dtype, device=img.device)
-    qt = torch.as_tensor(np.asarray(q) / 100.0, dtype=img.dtype, device=img.device)
-    return torch.quantile(img, qt)
-
-
-def _scale_percentiles(img, norm: ScaleIntensityRangePercentiles):
-    a_min = _percentile(img, norm.lower)
-    a_max = _percentile(img, norm.upper)
-    b_min, b_max = norm.b_min, norm.b_max
-    if norm.relative:
-        if b_min is None or b_max is None:
-            raise ConfigError("ScaleIntensityRangePercentilesd: relative=true needs b_min and b_max")
-        b_min = ((norm.b_max - norm.b_min) * (norm.lower / 100.0)) + norm.b_min
-        b_max = ((norm.b_max - norm.b_min) * (norm.upper / 100.0)) + norm.b_min
-    if float(a_max - a_min) == 0.0:
-        warnings.warn("percentile normalisation: upper == lower percentile in a batch", stacklevel=3)
-        return img - a_min if b_min is None else img - a_min + b_min
-    img = (img - a_min) / (a_max - a_min)
-    if b_min is not None and b_max is not None:
-        img = img * (b_max - b_min) + b_min
-    if norm.clip:
-        img = img.clamp(min=b_min, max=b_max)
-    return img

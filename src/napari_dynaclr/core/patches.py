@@ -10,9 +10,9 @@ We produce the same arrays but group a batch's cells by (FOV, t):
   size, with ``cache_bytes`` as a hard cap;
 * planes too large for the cache are read as the bounding box of the group's patches, or patch by patch
   when the patches are sparse in that box;
-* cropping is one numpy copy per cell (the GIL is released during the copy); with a
-  :class:`SampledAffine` the ``(x - subtrahend) / (divisor + 1e-8)`` of ``NormalizeSampled`` is fused into
-  the crop (same float32 operations in the same order as :func:`napari_dynaclr.core.normalize.normalize_batch`,
+* cropping is one numpy copy per cell (the GIL is released during the copy); with an affine
+  (:class:`napari_dynaclr.predict.transforms.SampledAffine`) the ``(x - subtrahend) / (divisor + 1e-8)`` of ``NormalizeSampled`` is fused into
+  the crop (same float32 operations in the same order as :func:`napari_dynaclr.predict.transforms.normalize_batch`,
   hence bit-identical results).
 
 No padding is ever applied (the border filter guarantees every patch fits).
@@ -20,56 +20,22 @@ No padding is ever applied (the border filter guarantees every patch fits).
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 
-@dataclasses.dataclass
-class SampledAffine:
-    """Per-cell, per-channel ``(x - sub) / div`` (``div`` already includes VisCy's ``+ 1e-8``).
-
-    ``sub`` and ``div`` are float32 arrays of shape ``(B, C)``; an identity channel has ``sub = 0``,
-    ``div = 1`` (both exact in float32).
-    """
+class Affine(Protocol):
+    """Per-cell, per-channel ``(x - sub) / div`` fused into the crop: float32 ``(B, C)`` arrays
+    (:class:`napari_dynaclr.predict.transforms.SampledAffine`)."""
 
     sub: np.ndarray
     div: np.ndarray
-
-
-def sampled_affine(norms, source_channel, stats, fov_index, t) -> SampledAffine | None:
-    """The fused form of *norms* for one batch, or ``None`` when they are not all ``NormalizeSampled``
-    (at most one per channel); ``None`` means: crop raw patches and call ``normalize_batch``."""
-    import torch
-
-    from napari_dynaclr.core.normalize import NormalizeSampled
-
-    if not norms:
-        return None
-    seen: set[str] = set()
-    for norm in norms:
-        if not isinstance(norm, NormalizeSampled):
-            return None
-        for key in norm.keys:
-            if key in seen:
-                return None
-            seen.add(key)
-    n, c = len(fov_index), len(source_channel)
-    sub = np.zeros((n, c), dtype=np.float32)
-    div = np.ones((n, c), dtype=np.float32)
-    for ni, norm in enumerate(norms):
-        for key in norm.keys:
-            ci = source_channel.index(key)
-            a, b = stats.lookup(ni, key, fov_index, t)
-            sub[:, ci] = a
-            # the divisor exactly as normalize_batch computes it: float32 tensor + python float
-            div[:, ci] = (torch.from_numpy(b) + 1e-8).numpy()
-    return SampledAffine(sub, div)
 
 
 class PatchReader:
@@ -247,7 +213,7 @@ class PatchReader:
             mask[k] = True
             yield self._read_region(f, t, slice(y - hy, y + hy), slice(x - hx, x + hx)), y - hy, x - hx, mask
 
-    def read(self, cells: pd.DataFrame, affine: SampledAffine | None = None) -> np.ndarray:
+    def read(self, cells: pd.DataFrame, affine: Affine | None = None) -> np.ndarray:
         """Patches for the rows of *cells* (columns ``fov_index``, ``t``, ``y``, ``x``), in row order.
 
         With *affine*, each patch is normalised as it is cropped (``(patch - sub) / div`` per channel).

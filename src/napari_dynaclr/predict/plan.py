@@ -14,11 +14,12 @@ import pandas as pd
 
 from napari_dynaclr.core.architecture import EncoderConfig, patch_multiple
 from napari_dynaclr.core.config import PredictConfig
-from napari_dynaclr.core.normalize import StatsTable, normalize_batch
-from napari_dynaclr.core.patches import PatchReader, sampled_affine
+from napari_dynaclr.core.normalize import StatsTable
+from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.plate import Plate
 from napari_dynaclr.core.tracks import build_cell_table
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError
+from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine
 
 
 @dataclasses.dataclass

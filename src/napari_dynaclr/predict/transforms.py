@@ -1,0 +1,117 @@
+"""The normalisations applied to a batch, as VisCy's transforms compute them (float32, the same torch ops in
+the same order, hence bit-identical): ``NormalizeSampled`` and ``MinMaxSampled`` from each FOV's
+statistics, MONAI's ``ScaleIntensityRangePercentilesd`` pooled over the whole batch, and the fused
+``(x - subtrahend) / (divisor + 1e-8)`` form the patch reader applies while cropping.
+
+The normalisation settings and statistics are in :mod:`napari_dynaclr.core.normalize` (no torch); this
+module imports torch when it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from napari_dynaclr.core.normalize import NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable
+from napari_dynaclr.errors import ConfigError
+
+
+@dataclasses.dataclass
+class SampledAffine:
+    """Per-cell, per-channel ``(x - sub) / div`` (``div`` already includes VisCy's ``+ 1e-8``).
+
+    ``sub`` and ``div`` are float32 arrays of shape ``(B, C)``; an identity channel has ``sub = 0``,
+    ``div = 1`` (both exact in float32).
+    """
+
+    sub: np.ndarray
+    div: np.ndarray
+
+
+def sampled_affine(norms, source_channel, stats, fov_index, t) -> SampledAffine | None:
+    """The fused form of *norms* for one batch, or ``None`` when they are not all ``NormalizeSampled``
+    (at most one per channel); ``None`` means: crop raw patches and call ``normalize_batch``."""
+    import torch
+
+    if not norms:
+        return None
+    seen: set[str] = set()
+    for norm in norms:
+        if not isinstance(norm, NormalizeSampled):
+            return None
+        for key in norm.keys:
+            if key in seen:
+                return None
+            seen.add(key)
+    n, c = len(fov_index), len(source_channel)
+    sub = np.zeros((n, c), dtype=np.float32)
+    div = np.ones((n, c), dtype=np.float32)
+    for ni, norm in enumerate(norms):
+        for key in norm.keys:
+            ci = source_channel.index(key)
+            a, b = stats.lookup(ni, key, fov_index, t)
+            sub[:, ci] = a
+            # the divisor exactly as normalize_batch computes it: float32 tensor + python float
+            div[:, ci] = (torch.from_numpy(b) + 1e-8).numpy()
+    return SampledAffine(sub, div)
+
+
+def normalize_batch(x, source_channel, norms, stats: StatsTable, fov_index, t):
+    """Normalise a (B, C, Z, Y, X) batch (torch tensor) channel by channel; returns float32 (B, C, Z, Y, X)."""
+    import torch
+
+    if x.dtype != torch.float32:
+        x = x.to(torch.float32)  # exact for uint8/uint16/int16 data
+    if not norms:
+        return x
+    chans = {name: x[:, i : i + 1] for i, name in enumerate(source_channel)}
+    for ni, norm in enumerate(norms):
+        for key in norm.keys:
+            img = chans[key]
+            if isinstance(norm, ScaleIntensityRangePercentiles):
+                chans[key] = _scale_percentiles(img, norm)
+                continue
+            a, b = stats.lookup(ni, key, fov_index, t)
+            shape = (-1,) + (1,) * (img.ndim - 1)
+            a = torch.from_numpy(a).reshape(shape).to(img.device)
+            b = torch.from_numpy(b).reshape(shape).to(img.device)
+            if isinstance(norm, NormalizeSampled):
+                chans[key] = (img - a) / (b + 1e-8)
+            else:  # MinMaxSampled
+                img = torch.clamp(img, min=a, max=b)
+                chans[key] = 2 * (img - a) / (b - a + 1e-8) - 1
+    return torch.cat([chans[name] for name in source_channel], dim=1)
+
+
+def _percentile(img, q: float):
+    """MONAI ``percentile`` on a tensor: torch.quantile (q cast to the tensor dtype) up to 1e6 elements,
+    ``np.percentile`` above (pytorch#64947)."""
+    import torch
+
+    if img.numel() > 1_000_000:
+        res = np.percentile(img.detach().cpu().numpy(), np.asarray(q))
+        return torch.as_tensor(res, dtype=img.dtype, device=img.device)
+    qt = torch.as_tensor(np.asarray(q) / 100.0, dtype=img.dtype, device=img.device)
+    return torch.quantile(img, qt)
+
+
+def _scale_percentiles(img, norm: ScaleIntensityRangePercentiles):
+    a_min = _percentile(img, norm.lower)
+    a_max = _percentile(img, norm.upper)
+    b_min, b_max = norm.b_min, norm.b_max
+    if norm.relative:
+        if b_min is None or b_max is None:
+            raise ConfigError("ScaleIntensityRangePercentilesd: relative=true needs b_min and b_max")
+        b_min = ((norm.b_max - norm.b_min) * (norm.lower / 100.0)) + norm.b_min
+        b_max = ((norm.b_max - norm.b_min) * (norm.upper / 100.0)) + norm.b_min
+    if float(a_max - a_min) == 0.0:
+        warnings.warn("percentile normalisation: upper == lower percentile in a batch", stacklevel=3)
+        return img - a_min if b_min is None else img - a_min + b_min
+    img = (img - a_min) / (a_max - a_min)
+    if b_min is not None and b_max is not None:
+        img = img * (b_max - b_min) + b_min
+    if norm.clip:
+        img = img.clamp(min=b_min, max=b_max)
+    return img
