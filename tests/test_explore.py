@@ -201,14 +201,6 @@ def test_npe2_validates_manifest():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_reader_accepts_only_stores(tmp_path):
-    from napari_dynaclr._napari.reader import get_reader
-
-    assert get_reader(str(tmp_path)) is None
-    (tmp_path / "x.zarr").mkdir()
-    assert get_reader(str(tmp_path / "x.zarr")) is None
-
-
 def test_plugin_modules_import_light():
     code = textwrap.dedent(
         """

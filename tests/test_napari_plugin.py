@@ -471,13 +471,6 @@ def test_clustering_reduction_and_annotations(docked, demo_copy, demo_inputs, tm
     assert (ad.read_zarr(demo_copy).obs["annotation"].astype(str).iloc[:3] == "dividing").all()
 
 
-def test_reader_opens_store_as_points(make_napari_viewer, demo_store):
-    viewer = make_napari_viewer()
-    layers = viewer.open(str(demo_store), plugin=PLUGIN)
-    assert len(layers) == 1 and layers[0].__class__.__name__ == "Points"
-    assert "UMAP_0" in layers[0].features and len(layers[0].data) == 52
-
-
 def test_sample_data_prefills_widget(make_napari_viewer, demo_inputs, tmp_path, monkeypatch):
     cache = tmp_path / "demo"
     shutil.copytree(Path(demo_inputs["config"]).parent, cache)

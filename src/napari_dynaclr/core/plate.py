@@ -107,6 +107,25 @@ class Plate:
         self.close()
 
 
+def is_hcs_plate(path: str | Path) -> bool:
+    """Cheap check (no array reads) that *path* is an OME-Zarr HCS plate (NGFF 0.4 or 0.5 metadata)."""
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    for name in (".zattrs", "zarr.json"):
+        f = path / name
+        if f.is_file():
+            try:
+                attrs = json.loads(f.read_text())
+            except (OSError, ValueError):
+                return False
+            attrs = attrs.get("attributes", attrs)
+            return isinstance(attrs, dict) and ("plate" in attrs or "plate" in (attrs.get("ome") or {}))
+    return False
+
+
 def open_plate(path: Path):
     """Open *path* read-only as an iohub HCS plate, with a clear error for anything else."""
     from iohub.ngff import open_ome_zarr

@@ -162,7 +162,11 @@ class DynaCLRWidget(QWidget):
         self._prefill_from(getattr(event.value, "metadata", {}) or {})
 
     def _prefill_from(self, meta: dict) -> None:
-        """Sample data layers carry the demo paths; fill empty fields from them."""
+        """Sample data layers carry the demo paths, a plate opened by our reader its path; fill empty
+        fields from them."""
+        plate = meta.get("dynaclr_plate")
+        if plate and _path(self.plate.value) is None:
+            self.plate.value = plate
         demo = meta.get("dynaclr_demo")
         if not demo:
             return
