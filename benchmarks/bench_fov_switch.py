@@ -30,8 +30,8 @@ def main(argv=None) -> int:
 
     from napari_dynaclr._napari import workers as jobs
     from napari_dynaclr.core.config import load_predict_yaml
-    from napari_dynaclr.demo import make_demo_inputs
     from napari_dynaclr.core.synthetic import SyntheticSpec
+    from napari_dynaclr.demo import make_demo_inputs
 
     work = Path(tempfile.mkdtemp(prefix="dynaclr-fov-"))
     spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, timepoints=args.timepoints,

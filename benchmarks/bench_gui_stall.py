@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     import numpy as np
     import psutil
 
-    from napari_dynaclr.demo import make_demo_inputs
     from napari_dynaclr.core.synthetic import SyntheticSpec
+    from napari_dynaclr.demo import make_demo_inputs
 
     work = Path(tempfile.mkdtemp(prefix="dynaclr-gui-"))
     spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, timepoints=args.timepoints,

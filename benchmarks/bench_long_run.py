@@ -30,11 +30,11 @@ def main(argv=None) -> int:
     import psutil
 
     from make_bench_plate import make_bench_plate
-    from napari_dynaclr.core.config import PredictConfig, default_normalizations
-    from napari_dynaclr.predict.run import run_prediction
     from napari_dynaclr.core.architecture import EncoderConfig
-    from napari_dynaclr.model.weights import deterministic_encoder
+    from napari_dynaclr.core.config import PredictConfig, default_normalizations
     from napari_dynaclr.model.checkpoint import save_checkpoint
+    from napari_dynaclr.model.weights import deterministic_encoder
+    from napari_dynaclr.predict.run import run_prediction
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dynaclr-long-"))
     t0 = time.perf_counter()

@@ -33,7 +33,6 @@ import threading
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -91,8 +90,8 @@ def make_config(plate_dir: Path, args):
 def make_model(seed: int = 0):
     import torch
 
-    from napari_dynaclr.model.encoder import ContrastiveEncoder
     from napari_dynaclr.core.architecture import EncoderConfig
+    from napari_dynaclr.model.encoder import ContrastiveEncoder
 
     torch.manual_seed(seed)
     return ContrastiveEncoder(EncoderConfig(backbone="convnext_tiny", in_channels=1, in_stack_depth=1,

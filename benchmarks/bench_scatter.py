@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
     from napari_dynaclr._napari.session import get_session
+    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 
     t0 = time.perf_counter()
     table = synthetic_table(args.cells, args.fov_cells, args.frames)

@@ -53,9 +53,9 @@ def main(argv=None) -> int:
 
     import_model_stack()  # torch before OpenGL (see jobs._guard_triton)
     from napari_dynaclr.core.config import load_predict_yaml
+    from napari_dynaclr.core.synthetic import SyntheticSpec
     from napari_dynaclr.demo import make_demo_inputs
     from napari_dynaclr.predict.run import run_prediction
-    from napari_dynaclr.core.synthetic import SyntheticSpec
 
     shutil.rmtree(args.work, ignore_errors=True)
     spec = SyntheticSpec(wells=("A/1", "B/1"), fovs_per_well=1, timepoints=8, size=(256, 256), cells_per_fov=10)

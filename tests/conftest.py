@@ -21,8 +21,8 @@ def case_json(case: str) -> dict:
 def conformance_ckpt(tmp_path_factory):
     """Factory: path of the rebuilt checkpoint of a conformance case (built once per session)."""
     from napari_dynaclr.core.architecture import EncoderConfig
-    from napari_dynaclr.model.weights import deterministic_encoder
     from napari_dynaclr.model.checkpoint import save_checkpoint
+    from napari_dynaclr.model.weights import deterministic_encoder
 
     built = {}
 

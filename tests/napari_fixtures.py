@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from napari_dynaclr.core.synthetic import SyntheticSpec
+import timm  # noqa: E402,F401
 
 # The test process itself (not the plugin: napari's process never imports torch) builds checkpoints and
 # runs the CLI engine. Load torch and timm before any test opens an OpenGL context: Mesa's llvmpipe maps
 # libLLVM, and triton (probed by torch) crashes when its own LLVM is loaded after it.
 import torch  # noqa: E402,F401
-import timm  # noqa: E402,F401
+
+from napari_dynaclr.core.synthetic import SyntheticSpec
 
 #: 1 well × 2 FOVs × 4 timepoints, 6 cells each (+ a division): 52 cells, 2 batches of 32 — seconds on CPU
 SMALL_SPEC = SyntheticSpec(wells=("A/1",), fovs_per_well=2, timepoints=4, size=(128, 128), cells_per_fov=6)

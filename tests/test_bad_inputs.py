@@ -202,8 +202,8 @@ def test_matrix_has_at_least_25_cases():
 def test_uint16_with_percentile_scaling_works(case_copy, conformance_ckpt, tmp_path):
     """VisCy crashes here (torch.quantile on uint16); we promote to float32 and predict."""
     from napari_dynaclr.core.config import load_predict_yaml
-    from napari_dynaclr.predict.run import run_prediction
     from napari_dynaclr.core.normalize import ScaleIntensityRangePercentiles
+    from napari_dynaclr.predict.run import run_prediction
 
     root = case_copy("dev2d")
     cfg = load_predict_yaml(root / "predict.yml")
@@ -217,8 +217,8 @@ def test_uint16_with_percentile_scaling_works(case_copy, conformance_ckpt, tmp_p
 def test_output_folder_not_writable(monkeypatch, tmp_path):
     import os
 
-    from napari_dynaclr.errors import OutputError
     from napari_dynaclr.core.store import check_output_path
+    from napari_dynaclr.errors import OutputError
 
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, m: False if str(p) == str(tmp_path) else real(p, m))
@@ -230,8 +230,8 @@ def test_disk_full_while_writing(monkeypatch, tmp_path):
     """A write that fails midway (ENOSPC) leaves nothing at the output path and no temporary folder."""
     import anndata as ad
 
-    from napari_dynaclr.errors import OutputError
     from napari_dynaclr.core.store import build_anndata, write_store
+    from napari_dynaclr.errors import OutputError
 
     obs = pd.DataFrame({"fov_name": ["A/1/0"] * 3, "track_id": [1, 2, 3], "t": 0, "id": [1, 2, 3],
                         "parent_track_id": -1, "parent_id": -1, "y": 5, "x": 5})

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CASES, DATA
 
+from conftest import CASES, DATA
 from napari_dynaclr.core.config import load_predict_yaml
-from napari_dynaclr.predict.run import run_prediction
 from napari_dynaclr.core.store import read_store
+from napari_dynaclr.predict.run import run_prediction
 
 TOL = 1e-4
 

@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import DATA, write_tracks
 
+from conftest import DATA, write_tracks
 from napari_dynaclr.core.config import PredictConfig, load_predict_yaml, parse_predict_config
-from napari_dynaclr.predict.plan import plan_prediction
-from napari_dynaclr.errors import ConfigError, PlateError, TracksError
 from napari_dynaclr.core.normalize import NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable, from_viscy
-from napari_dynaclr.predict.transforms import normalize_batch
 from napari_dynaclr.core.plate import Plate
 from napari_dynaclr.core.tracks import build_cell_table, read_tracks, select_fov_cells
+from napari_dynaclr.errors import ConfigError, PlateError, TracksError
+from napari_dynaclr.predict.plan import plan_prediction
+from napari_dynaclr.predict.transforms import normalize_batch
 
 
 def make_plate(path, fovs, shape=(2, 1, 1, 64, 64), dtype="float32", channels=("Phase3D",), attrs=True, version="0.4"):

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.core.store import read_store
 from napari_dynaclr.predict.lightning import device_count, wants_lightning
 from napari_dynaclr.predict.run import run_prediction
-from napari_dynaclr.core.store import read_store
 
 
 def _free_port() -> int:
@@ -72,8 +73,8 @@ def test_device_count():
 
 def test_read_ahead_order_and_cleanup(case_copy):
     """The per-rank read-ahead yields this rank's batches in order and releases the plane cache."""
-    from napari_dynaclr.predict.plan import plan_prediction
     from napari_dynaclr.predict.batches import read_ahead
+    from napari_dynaclr.predict.plan import plan_prediction
 
     cfg = load_predict_yaml(case_copy("dev2d") / "predict.yml")
     plan = plan_prediction(cfg)

@@ -10,9 +10,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_dynaclr.errors import PlateError, TracksError
 from napari_dynaclr.core.normalize import NormalizeSampled, StatsTable
 from napari_dynaclr.core.tracks import REQUIRED_COLUMNS, read_tracks, select_fov_cells
+from napari_dynaclr.errors import PlateError, TracksError
 
 cell = st.one_of(
     st.integers(-300, 300),

@@ -10,14 +10,14 @@ import threading
 import time
 
 import pytest
-from conftest import DATA
 
+from conftest import DATA
 from napari_dynaclr.core.config import load_predict_yaml
-from napari_dynaclr.predict.single import predict_batches
-from napari_dynaclr.predict.plan import plan_prediction
-from napari_dynaclr.predict.run import run_prediction
 from napari_dynaclr.errors import Cancelled
 from napari_dynaclr.model.checkpoint import load_checkpoint
+from napari_dynaclr.predict.plan import plan_prediction
+from napari_dynaclr.predict.run import run_prediction
+from napari_dynaclr.predict.single import predict_batches
 
 
 def _leftovers(folder):

@@ -7,12 +7,12 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from conftest import CASES, case_json
 
-from napari_dynaclr.errors import CheckpointError, ConfigError
-from napari_dynaclr.model.encoder import ContrastiveEncoder
+from conftest import CASES, case_json
 from napari_dynaclr.core.architecture import EncoderConfig
+from napari_dynaclr.errors import CheckpointError, ConfigError
 from napari_dynaclr.model.checkpoint import infer_config, load_checkpoint, read_state_dict, save_checkpoint
+from napari_dynaclr.model.encoder import ContrastiveEncoder
 
 CONFIGS = {
     "convnext_tiny_2d": (EncoderConfig("convnext_tiny", 1, 1, (1, 4, 4), (1, 4, 4), 768, 32), 194),

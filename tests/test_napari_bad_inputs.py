@@ -8,6 +8,7 @@ import shutil
 
 import pandas as pd
 import pytest
+
 from napari_fixtures import *  # noqa: F403
 from napari_fixtures import load_yml, wait_worker
 

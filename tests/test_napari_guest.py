@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from napari_fixtures import demo_inputs, demo_store  # noqa: F401
 
 SCRIPT = Path(__file__).parent / "scripts" / "napari_session.py"

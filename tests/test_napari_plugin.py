@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from napari_fixtures import *  # noqa: F403
-from napari_fixtures import load_yml, wait_worker
-from napari_fixtures import SMALL_SPEC
 
 from napari_dynaclr._napari import explore
 from napari_dynaclr.core.tracks import INDEX_COLUMNS
+from napari_fixtures import *  # noqa: F403
+from napari_fixtures import SMALL_SPEC, load_yml, wait_worker
 
 PLUGIN = "napari-dynaclr"
 RUN_TIMEOUT_MS = 150_000
@@ -32,7 +31,8 @@ def docked(make_napari_viewer):
 
 
 def _errors(monkeypatch):
-    from napari_dynaclr._napari.widgets import embedding_view, main as main_widget
+    from napari_dynaclr._napari.widgets import embedding_view
+    from napari_dynaclr._napari.widgets import main as main_widget
 
     seen = []
     monkeypatch.setattr(main_widget, "show_error", seen.append)

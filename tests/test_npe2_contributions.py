@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 import yaml
+
 from napari_fixtures import demo_inputs, demo_store  # noqa: F401
 
 PLUGIN = "napari-dynaclr"

@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import CASES, DATA
 from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.core.normalize import MinMaxSampled, NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable
+from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.single import predict_batches
-from napari_dynaclr.core.normalize import MinMaxSampled, NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable
 from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine
-from napari_dynaclr.core.patches import PatchReader
-
-from conftest import CASES, DATA
 
 
 def naive_patches(fovs, channels, z_range, patch, cells) -> np.ndarray:

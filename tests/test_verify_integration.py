@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CASES, DATA
 
+from conftest import CASES, DATA
 from napari_dynaclr.cli import main
 from napari_dynaclr.core.config import load_predict_yaml
 from napari_dynaclr.predict.run import run_prediction

@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from napari_fixtures import demo_inputs  # noqa: F401
 
 from napari_dynaclr._napari import workers
 from napari_dynaclr.core.config import load_predict_yaml
@@ -24,6 +23,7 @@ from napari_dynaclr.core.store import read_store
 from napari_dynaclr.errors import Cancelled, PlateError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess
 from napari_dynaclr.predict.run import run_prediction
+from napari_fixtures import demo_inputs  # noqa: F401
 
 
 def _drain(gen, on_item=None):

@@ -144,10 +144,10 @@ def cmd_demo(args) -> int:
     import shutil
 
     from napari_dynaclr.core.config import load_predict_yaml
-    from napari_dynaclr.demo import make_demo_inputs, summarize
-    from napari_dynaclr.predict.run import run_prediction
-    from napari_dynaclr.errors import OutputError
     from napari_dynaclr.core.synthetic import SyntheticSpec
+    from napari_dynaclr.demo import make_demo_inputs, summarize
+    from napari_dynaclr.errors import OutputError
+    from napari_dynaclr.predict.run import run_prediction
 
     out = args.out
     if out.exists() and any(out.iterdir()):

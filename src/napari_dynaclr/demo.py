@@ -85,8 +85,8 @@ def demo_config(out_dir: Path, output: str = "embeddings.zarr", umap: bool = Tru
 def make_demo_inputs(out_dir: str | Path, spec: SyntheticSpec | None = None, umap: bool = True) -> dict:
     """Write plate.zarr, tracks/, model.ckpt, predict.yml and truth.csv into *out_dir* (must not hold a plate)."""
     from napari_dynaclr.core.architecture import EncoderConfig
-    from napari_dynaclr.model.weights import deterministic_encoder
     from napari_dynaclr.model.checkpoint import save_checkpoint
+    from napari_dynaclr.model.weights import deterministic_encoder
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,14 @@ a :class:`VerifyReport` and renders it as text (``format_report``) or JSON. No Q
 from napari_dynaclr.verify.align import KEY_COLUMNS, REQUIRED_KEYS, RowsResult, align_rows
 from napari_dynaclr.verify.metrics import HIST_EDGES, REDUCTION_PREFIXES, ArrayResult, Contract, is_reduction
 from napari_dynaclr.verify.report import (
-    OBS_COLUMNS, SCHEMA, SCHEMA_VERSION, VerifyReport, compare_stores, find_cell, format_report, map_cell_values,
+    OBS_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    VerifyReport,
+    compare_stores,
+    find_cell,
+    format_report,
+    map_cell_values,
 )
 
 __all__ = [

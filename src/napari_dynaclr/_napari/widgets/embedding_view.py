@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
@@ -13,11 +12,11 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from napari_dynaclr._napari import explore
-from napari_dynaclr.core.reduce import CLUSTERINGS, available_reductions
-from napari_dynaclr.errors import Cancelled, DynaclrError
-from napari_dynaclr._napari.widgets.scatter import ScatterCanvas
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets.scatter import ScatterCanvas
+from napari_dynaclr.core.reduce import CLUSTERINGS, available_reductions
+from napari_dynaclr.errors import Cancelled, DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer

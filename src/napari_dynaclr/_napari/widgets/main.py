@@ -14,10 +14,9 @@ of building new ones, so the viewer stays responsive while it streams.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from magicgui.widgets import (
     CheckBox,
@@ -37,9 +36,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from napari_dynaclr._napari import workers
-from napari_dynaclr.errors import Cancelled, DynaclrError
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr.errors import Cancelled, DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer

@@ -40,9 +40,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dynaclr import verify
-from napari_dynaclr.errors import DynaclrError
 from napari_dynaclr._napari.session import camera, get_session, goto_cell
 from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr.errors import DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer
