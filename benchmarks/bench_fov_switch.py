@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     def switch(rebuild: bool) -> list[float]:
         times = []
-        for i in range(args.switches):
+        for _ in range(args.switches):
             name = names[(names.index(session.fov_name) + 1) % len(names)]
             t0 = time.perf_counter()
             if rebuild:

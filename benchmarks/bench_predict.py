@@ -278,10 +278,12 @@ def main(argv=None):
         )
     print(f"\n== median of {args.repeats} ({n_cells} cells, {device}, {args.precision}, batch {args.batch_size}, "
           f"{args.loader_threads} loader threads, torch threads {torch.get_num_threads()}) ==")
-    print(f"data path     {summary['data_cells_per_s']:>10,.0f} cells/s   (peak RSS {summary['peak_rss_data_mib']:,.0f} MiB)")
+    print(f"data path     {summary['data_cells_per_s']:>10,.0f} cells/s   "
+          f"(peak RSS {summary['peak_rss_data_mib']:,.0f} MiB)")
     if res["model"]:
         print(f"model only    {summary['model_cells_per_s']:>10,.1f} cells/s")
-        print(f"end to end    {summary['e2e_cells_per_s']:>10,.1f} cells/s   (peak RSS {summary['peak_rss_e2e_mib']:,.0f} MiB)")
+        print(f"end to end    {summary['e2e_cells_per_s']:>10,.1f} cells/s   "
+              f"(peak RSS {summary['peak_rss_e2e_mib']:,.0f} MiB)")
         print(f"e2e / model   {summary['ratio_e2e_model']:>10.3f}")
     print(f"process max RSS {summary['max_rss_mib']:,.0f} MiB; load average {os.getloadavg()}")
     if args.json:

@@ -47,9 +47,9 @@ def test_embeddings_match_viscy(case, predicted, reference_arrays):
 def test_obs_identical_row_by_row(case, predicted, reference_arrays):
     adata, ref = predicted(case), reference_arrays(case)
     cols = [k[4:] for k in ref if k.startswith("obs_") and k != "obs_names"]
-    assert list(adata.obs.columns) == [c for c in
-                                       ["fov_name", "track_id", "t", "id", "parent_track_id", "parent_id", "z", "y", "x"]
-                                       if c in cols]
+    assert list(adata.obs.columns) == [
+        c for c in ["fov_name", "track_id", "t", "id", "parent_track_id", "parent_id", "z", "y", "x"] if c in cols
+    ]
     for col in cols:
         ours = adata.obs[col].astype(str).to_numpy() if col == "fov_name" else adata.obs[col].to_numpy()
         np.testing.assert_array_equal(ours, ref[f"obs_{col}"], err_msg=col)

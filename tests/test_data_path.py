@@ -141,12 +141,14 @@ class _FOV:
 
 def test_normalize_sampled_levels():
     fovs = [_FOV("A/1/0", {"Ph": {"fov_statistics": {"mean": 1.0, "std": 2.0},
-                                  "timepoint_statistics": {"0": {"mean": 0.0, "std": 1.0}, "1": {"mean": 10.0, "std": 5.0}}}}),
+                                  "timepoint_statistics": {"0": {"mean": 0.0, "std": 1.0},
+                                                           "1": {"mean": 10.0, "std": 5.0}}}}),
             _FOV("A/1/1", {"Ph": {"fov_statistics": {"mean": 3.0, "std": 4.0}}})]
     x, f, t = _batch([5.0, 5.0, 5.0], [0, 1, 0], [0, 0, 1])
     norm = NormalizeSampled(keys=("Ph",), level="fov_statistics")
     out = normalize_batch(x, ["Ph"], [norm], StatsTable(fovs, [norm]), f, t)
-    expected = (x - torch.tensor([1.0, 3.0, 1.0]).reshape(-1, 1, 1, 1, 1)) / (torch.tensor([2.0, 4.0, 2.0]).reshape(-1, 1, 1, 1, 1) + 1e-8)
+    expected = ((x - torch.tensor([1.0, 3.0, 1.0]).reshape(-1, 1, 1, 1, 1))
+                / (torch.tensor([2.0, 4.0, 2.0]).reshape(-1, 1, 1, 1, 1) + 1e-8))
     assert torch.equal(out, expected)
     tp = NormalizeSampled(keys=("Ph",), level="timepoint_statistics")
     out = normalize_batch(x[[0, 2]], ["Ph"], [tp], StatsTable(fovs, [tp], used=[0]), np.array([0, 0]), np.array([0, 1]))
@@ -175,7 +177,8 @@ def test_normalization_config_parsing():
     with pytest.raises(ConfigError, match="unsupported normalization class_path 'monai.transforms.RandFlipd'"):
         from_viscy({"class_path": "monai.transforms.RandFlipd", "init_args": {"keys": ["x"]}})
     with pytest.raises(ConfigError, match="level 'plate_statistics'"):
-        from_viscy({"class_path": "viscy_transforms.NormalizeSampled", "init_args": {"keys": ["x"], "level": "plate_statistics"}})
+        from_viscy({"class_path": "viscy_transforms.NormalizeSampled",
+                    "init_args": {"keys": ["x"], "level": "plate_statistics"}})
 
 
 def test_predict_yaml_paths_resolve_against_config_folder():

@@ -37,8 +37,10 @@ def _obs(n_t=4):
 def test_cell_table_columns_and_dtypes():
     obs = _obs()
     umap = np.random.default_rng(0).normal(size=(len(obs), 2))
-    table = explore.cell_table(obs, {"X_umap": umap, "X_pca": np.ones((len(obs), 10)), "X_projections": np.ones((len(obs), 32))})
-    for col in ["fov_name", "track_id", "t", "frame", "cell_index", "UMAP_0", "UMAP_1", "PCA_7", "selection", "cluster", "annotation"]:
+    table = explore.cell_table(
+        obs, {"X_umap": umap, "X_pca": np.ones((len(obs), 10)), "X_projections": np.ones((len(obs), 32))})
+    for col in ["fov_name", "track_id", "t", "frame", "cell_index", "UMAP_0", "UMAP_1", "PCA_7", "selection", "cluster",
+                "annotation"]:
         assert col in table.columns, col
     assert "PCA_8" not in table.columns and not any(c.startswith("PROJECTIONS") for c in table.columns)
     for col in ("fov_name", "selection", "cluster", "annotation"):

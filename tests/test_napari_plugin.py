@@ -411,7 +411,8 @@ def test_scatter_click_moves_viewer_to_cell(docked, demo_store, demo_inputs, qtb
     assert int(round(viewer.dims.point[0])) == 3
     np.testing.assert_allclose(viewer.camera.center[-2:], (s.table["y"].iat[target], s.table["x"].iat[target]))
     # pick() maps a data position to the nearest plotted point
-    assert view.scatter.pick(view.xy()[target], radius_px=50) in (target, *np.flatnonzero(np.all(view.xy() == view.xy()[target], axis=1)))
+    assert view.scatter.pick(view.xy()[target], radius_px=50) in (
+        target, *np.flatnonzero(np.all(view.xy() == view.xy()[target], axis=1)))
 
 
 def test_time_step_emphasises_current_cells(docked, demo_store, demo_inputs, qtbot):

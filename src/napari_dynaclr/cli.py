@@ -129,7 +129,8 @@ def cmd_predict(args) -> int:
 
 def _add_demo(sub):
     p = sub.add_parser("demo", help="build a synthetic plate + checkpoint offline and predict it")
-    p.add_argument("--out", type=Path, default=Path("dynaclr-demo"), help="folder for the demo (default ./dynaclr-demo)")
+    p.add_argument("--out", type=Path, default=Path("dynaclr-demo"),
+                   help="folder for the demo (default ./dynaclr-demo)")
     p.add_argument("--fovs-per-well", type=int, default=2)
     p.add_argument("--cells-per-fov", type=int, default=10)
     p.add_argument("--timepoints", type=int, default=8)

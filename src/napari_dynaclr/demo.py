@@ -68,7 +68,9 @@ def demo_config(out_dir: Path, output: str = "embeddings.zarr", umap: bool = Tru
                 "normalizations": [
                     {
                         "class_path": "viscy_transforms.NormalizeSampled",
-                        "init_args": {"keys": ["Phase3D"], "level": "fov_statistics", "subtrahend": "mean", "divisor": "std"},
+                        "init_args": {
+                            "keys": ["Phase3D"], "level": "fov_statistics", "subtrahend": "mean", "divisor": "std",
+                        },
                     },
                     {
                         "class_path": "viscy_transforms.ScaleIntensityRangePercentilesd",

@@ -365,7 +365,9 @@ def write_annotations_csv(table: pd.DataFrame, path: str | Path, column: str = "
     return len(rows)
 
 
-def read_annotations_csv(table: pd.DataFrame, path: str | Path, column: str = "annotation") -> tuple[pd.Categorical, int]:
+def read_annotations_csv(
+    table: pd.DataFrame, path: str | Path, column: str = "annotation"
+) -> tuple[pd.Categorical, int]:
     """Match an annotation CSV to the table on (fov_name, track_id, t).
 
     Returns the new annotation column (existing classes kept where the CSV says nothing) and the

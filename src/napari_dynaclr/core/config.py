@@ -122,7 +122,9 @@ class PredictConfig:
     @property
     def patch_size(self) -> tuple[int, int]:
         """The YX size fed to the model."""
-        return self.final_yx_patch_size or (2 * (self.initial_yx_patch_size[0] // 2), 2 * (self.initial_yx_patch_size[1] // 2))
+        return self.final_yx_patch_size or (
+            2 * (self.initial_yx_patch_size[0] // 2), 2 * (self.initial_yx_patch_size[1] // 2)
+        )
 
     @property
     def z_depth(self) -> int:
@@ -168,7 +170,9 @@ _DATA_IGNORED = {  # training-only or loader tuning: accepted and ignored, as Vi
     "split_ratio", "augmentations", "augment_validation", "time_interval", "return_negative",
     "persistent_workers", "prefetch_factor", "pin_memory", "cache_pool_bytes", "caching",
 }
-_WRITER_ARGS = {"output_path", "write_interval", "embedding_key", "umap_kwargs", "phate_kwargs", "pca_kwargs", "overwrite"}
+_WRITER_ARGS = {
+    "output_path", "write_interval", "embedding_key", "umap_kwargs", "phate_kwargs", "pca_kwargs", "overwrite",
+}
 
 
 def load_predict_yaml(path: str | Path) -> PredictConfig:

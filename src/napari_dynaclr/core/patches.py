@@ -11,9 +11,9 @@ We produce the same arrays but group a batch's cells by (FOV, t):
 * planes too large for the cache are read as the bounding box of the group's patches, or patch by patch
   when the patches are sparse in that box;
 * cropping is one numpy copy per cell (the GIL is released during the copy); with an affine
-  (:class:`napari_dynaclr.predict.transforms.SampledAffine`) the ``(x - subtrahend) / (divisor + 1e-8)`` of ``NormalizeSampled`` is fused into
-  the crop (same float32 operations in the same order as :func:`napari_dynaclr.predict.transforms.normalize_batch`,
-  hence bit-identical results).
+  (:class:`napari_dynaclr.predict.transforms.SampledAffine`) the ``(x - subtrahend) / (divisor + 1e-8)``
+  of ``NormalizeSampled`` is fused into the crop (same float32 operations in the same order as
+  :func:`napari_dynaclr.predict.transforms.normalize_batch`, hence bit-identical results).
 
 No padding is ever applied (the border filter guarantees every patch fits).
 """

@@ -137,14 +137,15 @@ def make_plate(out_dir: str | Path, spec: SyntheticSpec | None = None) -> dict:
                 per_fov[name] = (pos, img)
                 d = tracks_path / name
                 d.mkdir(parents=True, exist_ok=True)
-                df[["track_id", "t", "id", "parent_track_id", "parent_id", "y", "x"]].to_csv(d / "tracks.csv", index=False)
+                df[["track_id", "t", "id", "parent_track_id", "parent_id", "y", "x"]].to_csv(
+                    d / "tracks.csv", index=False)
                 gt = df[["track_id", "t", "cell_type", "infected"]].copy()
                 gt.insert(0, "fov_name", name)
                 truth.append(gt)
         grid = (slice(None), slice(None), slice(None, None, 32), slice(None, None, 32))
         dataset = {ch: _stats(np.concatenate([img[:, c][grid].ravel() for _, img in per_fov.values()]))
                    for c, ch in enumerate(CHANNELS)}
-        for name, (pos, img) in per_fov.items():
+        for _name, (pos, img) in per_fov.items():
             pos.zattrs["normalization"] = {
                 ch: {
                     "dataset_statistics": dataset[ch],

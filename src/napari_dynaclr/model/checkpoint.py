@@ -189,7 +189,8 @@ def model_from_state_dict(sd: Mapping, config: EncoderConfig | Mapping | None = 
             try:
                 guess = infer_config(sd)
                 if guess != cfg:
-                    exc = ConfigError(f"{exc}; the weights look like {describe_config(guess)}, not {describe_config(cfg)}")
+                    exc = ConfigError(f"{exc}; the weights look like {describe_config(guess)}, "
+                                      f"not {describe_config(cfg)}")
             except CheckpointError:
                 pass
         raise exc from None

@@ -6,7 +6,8 @@ this module as a separate Python process and sends it one request at a time over
 :mod:`multiprocessing.connection` socket. The child answers with a stream of messages:
 
 - ``("event", obj)`` — a progress event of the request (:class:`~napari_dynaclr.predict.run.Planned`,
-  :class:`~napari_dynaclr.predict.batches.BatchResult` with the batch's arrays, :class:`~napari_dynaclr.predict.run.Stage`);
+  :class:`~napari_dynaclr.predict.batches.BatchResult` with the batch's arrays,
+  :class:`~napari_dynaclr.predict.run.Stage`);
 - ``("warning", text)`` — a warning raised while serving the request;
 - ``("done", value)`` — the request's result, the last message;
 - ``("error", class name, message, user error?)`` — the request failed, the last message.

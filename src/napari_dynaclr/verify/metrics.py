@@ -172,8 +172,11 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
             shift_p, shift_r = float(a[both].mean()), float(b[both].mean())
         if shift_p is not None:
             ac, bc = np.where(both, a - shift_p, 0.0), np.where(both, b - shift_r, 0.0)
-            sp += float(ac.sum()); sr += float(bc.sum())
-            spp += float((ac * ac).sum()); srr += float((bc * bc).sum()); spr += float((ac * bc).sum())
+            sp += float(ac.sum())
+            sr += float(bc.sum())
+            spp += float((ac * ac).sum())
+            srr += float((bc * bc).sum())
+            spr += float((ac * bc).sum())
             n_valid += int(both.sum())
         # per cell: Pearson across dimensions and cosine
         with np.errstate(divide="ignore", invalid="ignore"):

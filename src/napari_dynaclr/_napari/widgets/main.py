@@ -120,7 +120,8 @@ class DynaCLRWidget(QWidget):
         self.form = Container(widgets=[
             self.predict_yml, self.load_yml_btn, self.ckpt, self.ckpt_info, self.plate, self.plate_info,
             self.fovs, self.tracks, self.cells_info, self.channels, self.z_start, self.z_stop, self.patch,
-            self.final_patch, self.batch_size, self.device, self.normalization, self.umap, self.pca, self.output, self.overwrite,
+            self.final_patch, self.batch_size, self.device, self.normalization, self.umap, self.pca, self.output,
+            self.overwrite,
             self.run_btn, self.cancel_btn, self.store, self.open_btn, self.show_fov, self.status,
         ])
         scroll = QScrollArea(self)

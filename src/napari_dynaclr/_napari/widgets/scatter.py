@@ -121,8 +121,8 @@ class ScatterCanvas:
             return
         lo, hi = finite.min(axis=0), finite.max(axis=0)
         pad = np.maximum((hi - lo) * 0.05, 1e-3)
-        self.view.camera.set_range(x=(lo[0] - pad[0], hi[0] + pad[0]), y=(lo[1] - pad[1], hi[1] + pad[1]), z=(-1.0, 1.0),
-                                   margin=0)
+        self.view.camera.set_range(x=(lo[0] - pad[0], hi[0] + pad[0]), y=(lo[1] - pad[1], hi[1] + pad[1]),
+                                   z=(-1.0, 1.0), margin=0)
 
     def _overlay(self, visual, rows, size, face=None, edge=(1, 1, 1, 1), edge_width=1.0, symbol="o"):
         rows = np.asarray(rows, dtype=np.int64)
