@@ -52,6 +52,20 @@ def main(argv=None) -> int:
     viewer.window.add_plugin_dock_widget("napari-dynaclr", "Embedding view")
     clock = QElapsedTimer()
     clock.start()
+    import gc
+
+    collections = []  # (GUI-clock ms at the end, generation, ms) of full and slow collections, measured only
+
+    gc_start = [0.0]
+
+    def on_gc(phase, info):
+        now = clock.nsecsElapsed() / 1e6
+        if phase == "start":
+            gc_start[0] = now
+        elif info["generation"] == 2 or now - gc_start[0] > 20:
+            collections.append((round(now), info["generation"], round(now - gc_start[0])))
+
+    gc.callbacks.append(on_gc)  # the benchmark's own instrumentation (the plugin tunes nothing)
 
     def watch(start, finished_signal) -> tuple[np.ndarray, list, list]:
         """Run *start()* and the event loop until *finished_signal*; return the 5 ms timer's gaps."""
@@ -111,6 +125,7 @@ def main(argv=None) -> int:
           f"error: {main_w.last_error}")
     report("the run", gaps, long_gaps)
     print(f"  events: {[e for e in events if e[0] != 'Batch']}")
+    print(f"  garbage collections (any thread; ms since start, generation, ms): {collections}")
     print(f"RSS before the run {rss0 / 2**20:.0f} MiB, after {proc.memory_info().rss / 2**20:.0f} MiB; "
           f"torch imported in napari's process: {'torch' in sys.modules}")
     viewer.close()
