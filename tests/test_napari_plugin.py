@@ -133,6 +133,39 @@ def test_cancel_mid_run_leaves_no_store(docked, demo_inputs, tmp_path, qtbot, mo
     assert main.status.value == "ready" and main.run_btn.enabled
 
 
+def test_a_crash_of_the_work_process_is_one_notification_and_the_dock_recovers(docked, demo_inputs, tmp_path,
+                                                                               qtbot, monkeypatch):
+    """The work process dies mid-run (the OOM killer, a segfault): one error notification, nothing at the
+    output path, the dock ready again, and the next run works."""
+    import os
+    import signal
+
+    from napari_dynaclr._napari.workers import work_process
+
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    load_yml(qtbot, main, demo_inputs["config"])
+    out = tmp_path / "crashed.zarr"
+    main.output.value = out
+    main.device.value = "cpu"
+    main.batch_size.value = 4
+
+    def on_event(ev):
+        if type(ev).__name__ == "Batch" and work_process().pid:
+            os.kill(work_process().pid, signal.SIGKILL)
+
+    worker = main.run()
+    worker.yielded.connect(on_event)
+    wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
+    assert len(errors) == 1 and "work process stopped unexpectedly (killed by SIGKILL)" in errors[0]
+    assert not out.exists() and main.worker is None and main.run_btn.enabled
+    assert main.status.value.startswith("ready")
+    main.batch_size.value = 32
+    worker = main.run()
+    wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
+    assert len(errors) == 1 and out.exists() and main.last_result is not None
+
+
 def test_bad_channel_shows_error_and_recovers(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
     viewer, main, view = docked
     errors = _errors(monkeypatch)

@@ -109,21 +109,10 @@ class Plate:
 
 def is_hcs_plate(path: str | Path) -> bool:
     """Cheap check (no array reads) that *path* is an OME-Zarr HCS plate (NGFF 0.4 or 0.5 metadata)."""
-    import json
+    from napari_dynaclr.core.zattrs import group_attributes
 
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    for name in (".zattrs", "zarr.json"):
-        f = path / name
-        if f.is_file():
-            try:
-                attrs = json.loads(f.read_text())
-            except (OSError, ValueError):
-                return False
-            attrs = attrs.get("attributes", attrs)
-            return isinstance(attrs, dict) and ("plate" in attrs or "plate" in (attrs.get("ome") or {}))
-    return False
+    attrs = group_attributes(path)
+    return attrs is not None and ("plate" in attrs or "plate" in (attrs.get("ome") or {}))
 
 
 def open_plate(path: Path):

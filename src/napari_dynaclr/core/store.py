@@ -176,18 +176,7 @@ def read_element(node):
 
 def is_embedding_store(path: str | Path) -> bool:
     """Cheap check (no array reads) that *path* looks like an AnnData zarr store."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    import json
+    from napari_dynaclr.core.zattrs import group_attributes
 
-    for name in (".zattrs", "zarr.json"):
-        f = path / name
-        if f.is_file():
-            try:
-                attrs = json.loads(f.read_text())
-            except (OSError, ValueError):
-                return False
-            attrs = attrs.get("attributes", attrs)
-            return attrs.get("encoding-type") == "anndata"
-    return False
+    attrs = group_attributes(path)
+    return attrs is not None and attrs.get("encoding-type") == "anndata"

@@ -254,44 +254,36 @@ class EmbeddingView(QWidget):
         self.jobs.start(worker, cancel)
         return worker
 
-    def compute_reduction(self, method: str | None = None):
-        """Run PCA/UMAP/PHATE in a worker; the result becomes ``<METHOD>_0/1`` columns."""
-        method = method or self.reduction.value
+    def _run_on_matrix(self, job, on_done, *args, **kwargs):
+        """Start *job(X, *args, cancel=..., **kwargs)* on the embeddings in a worker (the work process)."""
         try:
             X = self._matrix()
         except explore.ExploreError as exc:
             show_error(str(exc))
             return None
-        from napari_dynaclr._napari.workers import reduction_job
-
         cancel = threading.Event()
-        worker = thread_worker(reduction_job, progress=True, ignore_errors=True)(X, method, cancel)
+        worker = thread_worker(job, progress=True, ignore_errors=True)(X, *args, cancel=cancel, **kwargs)
+        return self._start(worker, on_done, cancel)
+
+    def compute_reduction(self, method: str | None = None):
+        """Run PCA/UMAP/PHATE in a worker; the result becomes ``<METHOD>_0/1`` columns."""
+        from napari_dynaclr._napari.workers import reduction_job
 
         def done(result):
             key, coords = result
-            cols = {}
-            for j in range(min(2 if key != "X_pca" else 8, coords.shape[1])):
-                cols[f"{explore.reduction_prefix(key)}_{j}"] = coords[:, j].astype(np.float32)
+            prefix = explore.reduction_prefix(key)
+            cols = {f"{prefix}_{j}": coords[:, j].astype(np.float32)
+                    for j in range(min(2 if key != "X_pca" else 8, coords.shape[1]))}
             self.session.add_columns(cols)
-            self.set_axes(f"{explore.reduction_prefix(key)}_0", f"{explore.reduction_prefix(key)}_1")
+            self.set_axes(f"{prefix}_0", f"{prefix}_1")
             if self.save_results.value:
                 self.save_to_store(reductions=[(key, coords)])
 
-        return self._start(worker, done, cancel)
+        return self._run_on_matrix(reduction_job, done, method or self.reduction.value)
 
     def compute_clusters(self, method: str | None = None):
         """KMeans/HDBSCAN in a worker on the embeddings; the result is the categorical ``cluster`` column."""
-        method = method or self.clustering.value
-        try:
-            X = self._matrix()
-        except explore.ExploreError as exc:
-            show_error(str(exc))
-            return None
         from napari_dynaclr._napari.workers import cluster_job
-
-        cancel = threading.Event()
-        worker = thread_worker(cluster_job, progress=True, ignore_errors=True)(
-            X, method, cancel, n_clusters=self.n_clusters.value, min_cluster_size=self.min_size.value)
 
         def done(labels):
             self.session.add_columns({"cluster": labels})
@@ -299,7 +291,8 @@ class EmbeddingView(QWidget):
             if self.save_results.value:
                 self.save_to_store(columns=["cluster"])
 
-        return self._start(worker, done, cancel)
+        return self._run_on_matrix(cluster_job, done, method or self.clustering.value,
+                                   n_clusters=self.n_clusters.value, min_cluster_size=self.min_size.value)
 
     def save_to_store(self, reductions=(), columns=()):
         s = self.session

@@ -364,7 +364,7 @@ class VerifyWidget(QWidget):
             if n == 0:
                 ax.set_ylabel("count (log)", fontsize=8)
             ax.tick_params(labelsize=7)
-        self.canvas.draw_idle()
+        self.canvas.draw()  # now: a deferred draw could land after the dock was deleted
 
     def _fill_cells(self, report):
         judged = report.judged_arrays
