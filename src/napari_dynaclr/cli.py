@@ -49,6 +49,9 @@ def _add_predict(sub):
     p.add_argument("--loader-threads", type=int, help="background threads that read and normalise batches")
     p.add_argument("--pca", type=int, metavar="N", help="add obsm X_pca with N components")
     p.add_argument("--umap", action="store_true", help="add obsm X_umap (VisCy's UMAP parameters)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="predict cells whose patch holds NaN/Inf pixels and write NaN embeddings (counted and "
+                        "reported) instead of refusing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
@@ -87,6 +90,7 @@ def build_config(args):
         "num_workers": max(1, args.loader_threads) if args.loader_threads is not None else None,
         "pca_kwargs": {"n_components": args.pca} if args.pca is not None else None,
         "umap_kwargs": dict(DEFAULT_UMAP_KWARGS) if args.umap else None,
+        "allow_nonfinite": True if args.allow_nonfinite else None,
     }
     return cfg.with_overrides(**{k: v for k, v in flags.items() if v is not None})
 

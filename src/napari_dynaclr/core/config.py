@@ -47,6 +47,8 @@ class PredictConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     num_workers: int = 2
+    allow_nonfinite: bool = False  # NaN/Inf pixels or embeddings: refused unless allowed (then counted, reported)
+    config_path: Path | None = None  # the predict.yml this came from (an input: never overwritten)
     # the paths exactly as given (VisCy writes them into uns unresolved)
     data_path_as_given: str | None = None
     tracks_path_as_given: str | None = None
@@ -191,7 +193,9 @@ def load_predict_yaml(path: str | Path) -> PredictConfig:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{path} must be a mapping with 'model', 'data' and 'trainer' sections")
-    return parse_predict_config(doc, base_dir=path.parent, source=str(path))
+    cfg = parse_predict_config(doc, base_dir=path.parent, source=str(path))
+    cfg.config_path = path
+    return cfg
 
 
 def _cls_name(node, where: str, allowed: set[str], source: str) -> dict:
