@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError
+from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError, InterruptedAfterCommit
 
 PROG = "napari-dynaclr"
 
@@ -146,19 +146,19 @@ def _add_demo(sub):
 
 
 def cmd_demo(args) -> int:
-    import shutil
-
     from napari_dynaclr.core.config import load_predict_yaml
     from napari_dynaclr.core.synthetic import SyntheticSpec
-    from napari_dynaclr.demo import make_demo_inputs, summarize
+    from napari_dynaclr.demo import clear_demo_folder, make_demo_inputs, summarize
     from napari_dynaclr.errors import OutputError
     from napari_dynaclr.predict.run import run_prediction
 
     out = args.out
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"demo folder {out} is a file; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise OutputError(f"demo folder {out} is not empty; pass --overwrite or choose --out")
-        shutil.rmtree(out)
+        clear_demo_folder(out)
     spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, cells_per_fov=args.cells_per_fov,
                          timepoints=args.timepoints)
     paths = make_demo_inputs(out, spec, umap=not args.no_umap)
@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if os.name == "posix" else None
     try:
         return int(args.func(args) or 0)
+    except InterruptedAfterCommit as exc:  # the store was already complete: say so
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except Cancelled as exc:
         print(f"{PROG}: {exc}; nothing written", file=sys.stderr)
         return 130

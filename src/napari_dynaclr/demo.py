@@ -102,6 +102,31 @@ def make_demo_inputs(out_dir: str | Path, spec: SyntheticSpec | None = None, uma
             "truth": out / "truth.csv", "output": out / "embeddings.zarr"}
 
 
+#: what a demo folder holds (and all that ``demo --overwrite`` may remove)
+DEMO_ENTRIES = ("plate.zarr", "tracks", "model.ckpt", "predict.yml", "truth.csv", "embeddings.zarr")
+
+
+def clear_demo_folder(out: Path) -> None:
+    """Remove an earlier demo from *out* — only the demo's own entries, and only when nothing else is there
+    (the folder itself stays: it may be the current folder)."""
+    from napari_dynaclr.errors import OutputError
+
+    entries = sorted(p.name for p in Path(out).iterdir())
+    foreign = [n for n in entries if n not in DEMO_ENTRIES and not n.startswith(".dynaclr-")]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
+        raise OutputError(f"demo folder {out} holds files the demo did not make ({shown}); refusing to empty it "
+                          "— choose another --out")
+    import shutil
+
+    for name in entries:
+        target = Path(out) / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+
+
 def summarize(adata, truth_csv: Path | None = None) -> list[str]:
     """A few lines describing a demo store (and how well embeddings separate the hidden cell types)."""
     import numpy as np

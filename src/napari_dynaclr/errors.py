@@ -48,6 +48,12 @@ class Cancelled(DynaclrError):
     exit_code = 130
 
 
+class InterruptedAfterCommit(DynaclrError):
+    """Interrupted (Ctrl-C, SIGTERM) just after the new store was moved into place: it is complete and kept."""
+
+    exit_code = 130
+
+
 def shorten(names, limit: int = 5) -> str:
     """Comma-join the first *limit* names and say how many more there are."""
     names = [str(n) for n in names]

@@ -121,6 +121,11 @@ class PredictConfig:
                 changes[f"{key}_as_given"] = None
         return dataclasses.replace(self, **changes)
 
+    def input_paths(self) -> dict[str, Path | None]:
+        """What a run reads: an output may never be, contain or lie inside any of these."""
+        return {"plate": self.data_path, "tracks": self.tracks_path, "checkpoint": self.ckpt_path,
+                "config": self.config_path}
+
     @property
     def patch_size(self) -> tuple[int, int]:
         """The YX size fed to the model."""

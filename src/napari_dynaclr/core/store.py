@@ -10,24 +10,23 @@ VisCy's per-batch positions (``"0".."B-1"`` repeated). VisCy's readers (``anndat
 join VisCy does use obs *columns*, so they work unchanged; unique names make the store usable by
 scanpy/cellxgene without warnings.
 
-A store is written beside the target (``.<name>.partial-*``) and renamed into place only when complete;
-an existing store is replaced only with ``overwrite`` and only after the new one is complete.
+Stores are written through :mod:`napari_dynaclr.core.output`: never over an input or anything that is not an
+embedding store, one writer per output, beside the target and swapped in atomically when complete.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from napari_dynaclr.core.output import check_output_path, write_atomically  # noqa: F401 (re-exported)
 from napari_dynaclr.core.tracks import INDEX_COLUMNS
-from napari_dynaclr.errors import OutputError, StoreError
+from napari_dynaclr.core.zattrs import is_embedding_store  # noqa: F401 (re-exported)
+from napari_dynaclr.errors import StoreError
 
 
 def uns_for(cfg) -> dict:
@@ -55,49 +54,16 @@ def build_anndata(obs: pd.DataFrame, features: np.ndarray, projections: np.ndarr
     return adata
 
 
-def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
-    """Refuse an existing output unless *overwrite*; check the parent folder is writable."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputError(f"output {path} already exists; pass --overwrite to replace it")
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output {path} exists and is a file, not a zarr store")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise OutputError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {parent} is not writable")
-    return path
-
-
-def write_store(adata, path: str | Path, overwrite: bool = False) -> Path:
-    """Write *adata* as zarr format 2 at *path*, atomically (never a partial store at *path*)."""
+def write_store(adata, path: str | Path, overwrite: bool = False, inputs=None, guard=None) -> Path:
+    """Write *adata* as zarr format 2 at *path*, atomically and never over an input or anything that is not
+    an embedding store (:mod:`napari_dynaclr.core.output`); *guard*: the run's held output guard."""
     import anndata as ad
 
-    path = Path(path)
-    check_output_path(path, overwrite)
-    tag = uuid.uuid4().hex[:8]
-    tmp = path.with_name(f".{path.name}.partial-{tag}")
-    old = path.with_name(f".{path.name}.old-{tag}")
-    try:
+    def write(tmp: Path) -> None:
         with _zarr_v2(ad):
             adata.write_zarr(tmp)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
-    try:
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not path.exists():
-            os.replace(old, path)
-        raise OutputError(f"cannot move the new store into place at {path}: {exc.strerror or exc}") from exc
-    shutil.rmtree(old, ignore_errors=True)
-    return path
+
+    return write_atomically(Path(path), write, overwrite, inputs, guard)
 
 
 @contextlib.contextmanager
@@ -172,11 +138,3 @@ def read_element(node):
     if isinstance(node, zarr.Array) and node.ndim == 2:
         return node
     return read_elem(node)
-
-
-def is_embedding_store(path: str | Path) -> bool:
-    """Cheap check (no array reads) that *path* looks like an AnnData zarr store."""
-    from napari_dynaclr.core.zattrs import group_attributes
-
-    attrs = group_attributes(path)
-    return attrs is not None and attrs.get("encoding-type") == "anndata"

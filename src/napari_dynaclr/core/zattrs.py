@@ -22,3 +22,9 @@ def group_attributes(path: str | Path) -> dict | None:
             attrs = attrs.get("attributes", attrs) if isinstance(attrs, dict) else None
             return attrs if isinstance(attrs, dict) else None
     return None
+
+
+def is_embedding_store(path: str | Path) -> bool:
+    """Cheap check (no array reads) that *path* looks like an AnnData zarr store."""
+    attrs = group_attributes(path)
+    return attrs is not None and attrs.get("encoding-type") == "anndata"

@@ -55,21 +55,43 @@ class Stage:
 
 
 def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: threading.Event | None = None,
-                      write: bool = True):
+                      write: bool = True, overwrite_hint: str = "pass --overwrite"):
     """The whole job as a generator: checkpoint → plan → batches → reductions → AnnData store.
 
     Yields :class:`Planned`, one :class:`BatchResult` per batch, then :class:`Stage` events, and returns
     ``(RunSummary, AnnData)``. The CLI (:func:`run_prediction`) and the napari plugin's work process
     (:mod:`napari_dynaclr.predict.child`) both run it. Data errors are raised before the model is built.
     Setting *cancel* (or closing the generator) stops between batches; nothing is written then.
+
+    With *write*, the output is checked and locked for the whole run before anything else happens
+    (:class:`~napari_dynaclr.core.output.OutputGuard`: never an input, never anything but an embedding
+    store, one writer, atomic replacement); *overwrite_hint* says how the user asks for a replacement.
     """
+    from napari_dynaclr.core.output import OutputGuard
+
+    if not write or _secondary_rank():  # (other ranks of a Lightning run never write)
+        return (yield from _events(cfg, device, cancel, write, None))
+    if cfg.output_path is None:
+        raise ConfigError("no output path: give --output (or EmbeddingWriter output_path)")
+    with OutputGuard(cfg.output_path, cfg.overwrite, cfg.input_paths(), overwrite_hint) as guard:
+        return (yield from _events(cfg, device, cancel, write, guard))
+
+
+def _secondary_rank() -> bool:
+    """A process that Lightning (or SLURM, torchrun) started for rank > 0 of a run."""
+    import os
+
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "0")
+        if value.isdigit() and int(value) > 0:
+            return True
+    return False
+
+
+def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
+    """:func:`prediction_events`' body (*guard*: the held output guard when writing)."""
     from napari_dynaclr.core.reduce import apply_reductions
-    from napari_dynaclr.core.store import (
-        build_anndata,
-        check_output_path,
-        uns_for,
-        write_store,
-    )
+    from napari_dynaclr.core.store import build_anndata, uns_for, write_store
     from napari_dynaclr.model.checkpoint import (
         model_from_state_dict,
         read_state_dict,
@@ -77,10 +99,6 @@ def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: thr
     )
     from napari_dynaclr.predict.lightning import wants_lightning
 
-    if write:
-        if cfg.output_path is None:
-            raise ConfigError("no output path: give --output (or EmbeddingWriter output_path)")
-        check_output_path(cfg.output_path, cfg.overwrite)
     if cfg.ckpt_path is None:
         raise ConfigError("no checkpoint: give --ckpt-path (or ckpt_path in the config)")
     cancel = cancel or threading.Event()
@@ -122,7 +140,7 @@ def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: thr
         raise Cancelled("prediction cancelled")
     if write:
         yield Stage("writing")
-        write_store(adata, cfg.output_path, overwrite=cfg.overwrite)
+        write_store(adata, cfg.output_path, overwrite=cfg.overwrite, guard=guard)
     summary = RunSummary(
         cfg.output_path if write else None,
         plan.n_cells,
