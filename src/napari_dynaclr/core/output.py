@@ -73,6 +73,13 @@ def check_output_path(path: str | Path, overwrite: bool = False, inputs: Mapping
     *inputs*: ``{"plate": path, "tracks": path, ...}`` (None values are skipped). *overwrite_hint*: how the
     user asks for a replacement (the CLI's flag, the dock's checkbox)."""
     path = Path(path)
+    parent_dir = Path(os.path.abspath(path)).parent
+    try:
+        name_max = os.pathconf(parent_dir if parent_dir.exists() else "/", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(path.name)) > name_max:
+        raise OutputError(f"output name {path.name[:40]}… is longer than this file system allows ({name_max} bytes)")
     if path.is_symlink():
         raise OutputError(f"output {path} is a symbolic link (to {os.readlink(path)}); give the real path")
     real = _real(path)
@@ -93,12 +100,6 @@ def check_output_path(path: str | Path, overwrite: bool = False, inputs: Mapping
         raise OutputError(f"output folder {path.parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {path.parent} is not writable")
-    try:
-        name_max = os.pathconf(parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        name_max = 255
-    if len(os.fsencode(path.name)) > name_max:
-        raise OutputError(f"output name {path.name[:40]}… is longer than this file system allows ({name_max} bytes)")
     if path.exists():
         if not overwrite:
             raise OutputError(f"output {path} already exists; {overwrite_hint} to replace it")
