@@ -213,18 +213,14 @@ class OutputGuard:
 
     def commit(self, tmp: Path) -> Path:
         """Move the complete store at *tmp* to the output path, atomically; remove the old store."""
-        held = _signals_held()
-        try:
-            with held:
-                try:
-                    old = self._swap_in(tmp)
-                except BaseException:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    raise
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-        except KeyboardInterrupt:  # a signal held back during the commit, delivered as it ended
-            held.pending = True
+        with _signals_held() as held:
+            try:
+                old = self._swap_in(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
         if held.pending:
             raise InterruptedAfterCommit(
                 f"interrupted after the new store was complete: {self.path} holds it and is kept"
@@ -328,21 +324,26 @@ def _rename_noreplace(src: Path, dst: Path) -> bool:
 
 
 class _signals_held:
-    """Hold SIGINT/SIGTERM back (main thread only) during a commit; ``pending`` says one arrived."""
+    """Hold SIGINT/SIGTERM back during a commit: while it runs they are only recorded (``pending``), so the
+    swap and the removal of the old store always complete. Python runs signal handlers in the main thread
+    only, so this applies there (the CLI, the work process); elsewhere nothing changes."""
 
-    _SIGS = {signal.SIGINT, signal.SIGTERM}
+    _SIGS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
-        self.active = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-        self.pending = False
-        if self.active:
-            self._old = signal.pthread_sigmask(signal.SIG_BLOCK, self._SIGS)
+        self.pending: list[int] = []
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._SIGS:
+                self._old[sig] = signal.signal(sig, self._record)
         return self
 
+    def _record(self, signum, frame):
+        self.pending.append(signum)
+
     def __exit__(self, *exc):
-        if self.active:
-            self.pending = bool(signal.sigpending() & self._SIGS)
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)  # a pending signal is delivered now
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
         return False
 
 
