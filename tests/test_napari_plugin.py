@@ -534,3 +534,49 @@ def test_widget_construction_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("target, needle", [("plate", "is the input plate"), ("tracks", "is the input tracks"),
+                                            ("config", "is the input config")])
+def test_the_dock_never_writes_over_an_input(docked, demo_inputs, qtbot, monkeypatch, target, needle):
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    load_yml(qtbot, main, demo_inputs["config"])
+    main.output.value = demo_inputs[target]
+    main.overwrite.value = True
+    before = sorted(p.name for p in Path(demo_inputs[target]).parent.iterdir())
+    assert main.run() is None
+    assert len(errors) == 1 and needle in errors[0]
+    assert sorted(p.name for p in Path(demo_inputs[target]).parent.iterdir()) == before
+
+
+def test_the_dock_names_its_checkbox_and_refuses_a_second_writer(docked, demo_inputs, tmp_path, qtbot, monkeypatch):
+    import subprocess
+    import sys
+
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    load_yml(qtbot, main, demo_inputs["config"])
+    out = tmp_path / "taken.zarr"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    main.output.value = out
+    main.device.value = "cpu"
+    assert main.run() is None and "tick 'overwrite' in the DynaCLR dock" in errors[-1]
+    main.overwrite.value = True
+    assert main.run() is None and "not an embedding store" in errors[-1] and (out / "notes.txt").exists()
+    # another process (a second napari, the CLI) is writing the same output: the run fails at once, naming it
+    out = tmp_path / "busy.zarr"
+    main.output.value = out
+    code = ("import time; from napari_dynaclr.core.output import OutputGuard\n"
+            f"with OutputGuard({str(out)!r}):\n    print('LOCKED', flush=True); time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"
+        worker = main.run()
+        wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
+        assert f"another napari-dynaclr run (pid {holder.pid}" in errors[-1]
+        assert not out.exists() and main.run_btn.enabled
+    finally:
+        holder.kill()
+        holder.wait()

@@ -35,7 +35,7 @@ def _serve_predict(send, cfg, device=None):
     # the GUI predicts on one device; several devices/nodes are a CLI feature (Lightning DDP would start
     # more processes that cannot report to the viewer)
     cfg = dataclasses.replace(cfg, devices=1, num_nodes=1, strategy="auto")
-    events = prediction_events(cfg, device, write=True)
+    events = prediction_events(cfg, device, write=True, overwrite_hint="tick 'overwrite' in the DynaCLR dock")
     while True:
         try:
             ev = next(events)

@@ -43,6 +43,8 @@ from napari_dynaclr.errors import Cancelled, DynaclrError
 if TYPE_CHECKING:
     import napari.viewer
 
+#: how the dock's messages tell the user to allow a replacement (the CLI says "pass --overwrite")
+OVERWRITE_HINT = "tick 'overwrite' in the DynaCLR dock"
 NORMALIZATIONS = ("from predict.yml", "fov_statistics", "dataset_statistics", "timepoint_statistics", "none")
 
 
@@ -414,8 +416,13 @@ class DynaCLRWidget(QWidget):
         if self.worker is not None:
             show_error("a job is already running")
             return None
+        from napari_dynaclr.core.output import check_output_path
+
         try:
             cfg = self.build_config()
+            # the output may never be an input or anything but an embedding store (checked again, and
+            # locked, by the run itself)
+            check_output_path(cfg.output_path, cfg.overwrite, cfg.input_paths(), OVERWRITE_HINT)
         except DynaclrError as exc:
             self._fail(str(exc))
             return None
