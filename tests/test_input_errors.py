@@ -106,14 +106,21 @@ def test_output_exists(dev2d, capsys):
     assert (out / "keep.txt").read_text() == "precious"
 
 
-def test_overwrite_replaces_atomically(dev2d, capsys):
+def test_overwrite_replaces_an_old_store_atomically(dev2d, capsys):
+    """--overwrite replaces an embedding store (and only that: tests/test_output_hazards.py) in one swap."""
+    import numpy as np
+    import pandas as pd
+
+    from napari_dynaclr.core.store import build_anndata, read_store, write_store
+
     _, out, base = dev2d
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    obs = pd.DataFrame({"fov_name": ["A/1/0"], "track_id": [1], "t": [0], "id": [1], "parent_track_id": [-1],
+                        "parent_id": [-1], "y": [5], "x": [5]})
+    write_store(build_anndata(obs, np.zeros((1, 4), np.float32), np.zeros((1, 2), np.float32)), out)
     code, _, err = run_cli(base + ["--overwrite"], capsys)
     assert code == 0, err
-    assert not (out / "old.txt").exists() and (out / ".zattrs").exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".out.zarr")]
+    assert read_store(out).n_obs == 72
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no lock, partial or old store
 
 
 def test_corrupt_checkpoint(dev2d, capsys, tmp_path):

@@ -58,7 +58,7 @@ def _add_predict(sub):
 
 def build_config(args):
     """The PredictConfig from -c and/or flags (flags win)."""
-    from napari_dynaclr.core.config import PRECISIONS, PredictConfig, load_predict_yaml
+    from napari_dynaclr.core.config import PRECISIONS, PredictConfig, check_reduction_kwargs, load_predict_yaml
     from napari_dynaclr.core.reduce import DEFAULT_UMAP_KWARGS
 
     if args.config is not None:
@@ -92,7 +92,9 @@ def build_config(args):
         "umap_kwargs": dict(DEFAULT_UMAP_KWARGS) if args.umap else None,
         "allow_nonfinite": True if args.allow_nonfinite else None,
     }
-    return cfg.with_overrides(**{k: v for k, v in flags.items() if v is not None})
+    cfg = cfg.with_overrides(**{k: v for k, v in flags.items() if v is not None})
+    check_reduction_kwargs(cfg)  # before any work: a bad argument never fails after the prediction
+    return cfg
 
 
 def _progress(total: int, quiet: bool):
@@ -282,6 +284,10 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    def _capped(exc: BaseException, limit: int = 500) -> str:  # a 2 KB input never prints megabytes
+        msg = str(exc)
+        return msg if len(msg) <= limit else msg[: limit - 1] + "…"
+
     parser = make_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -298,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InterruptedAfterCommit as exc:  # the store was already complete: say so
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {_capped(exc)}", file=sys.stderr)
         return exc.exit_code
     except Cancelled as exc:
-        print(f"{PROG}: {exc}; nothing written", file=sys.stderr)
+        print(f"{PROG}: {_capped(exc)}; nothing written", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     except DynaclrError as exc:
         if debug:
             raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {_capped(exc)}", file=sys.stderr)
         return exc.exit_code
     finally:
         if previous is not None:
