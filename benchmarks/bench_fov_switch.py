@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from napari_dynaclr._napari import workers as jobs
-    from napari_dynaclr.core.config import load_predict_yaml
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.core.synthetic import SyntheticSpec
     from napari_dynaclr.demo import make_demo_inputs
 

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     from napari_dynaclr._napari.workers import import_model_stack
 
     import_model_stack()  # torch before OpenGL (see jobs._guard_triton)
-    from napari_dynaclr.core.config import load_predict_yaml
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.core.synthetic import SyntheticSpec
     from napari_dynaclr.demo import make_demo_inputs
     from napari_dynaclr.predict.run import run_prediction

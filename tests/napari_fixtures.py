@@ -35,7 +35,7 @@ def demo_store(demo_inputs, tmp_path_factory) -> Path:
     """An embedding store predicted by the core engine (no Qt) from the demo inputs, with PCA + UMAP."""
     import dataclasses
 
-    from napari_dynaclr.core.config import load_predict_yaml
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.predict.run import run_prediction
 
     out = tmp_path_factory.mktemp("napari-store") / "embeddings.zarr"

@@ -201,8 +201,8 @@ def test_matrix_has_at_least_25_cases():
 
 def test_uint16_with_percentile_scaling_works(case_copy, conformance_ckpt, tmp_path):
     """VisCy crashes here (torch.quantile on uint16); we promote to float32 and predict."""
-    from napari_dynaclr.core.config import load_predict_yaml
     from napari_dynaclr.core.normalize import ScaleIntensityRangePercentiles
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.predict.run import run_prediction
 
     root = case_copy("dev2d")

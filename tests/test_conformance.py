@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import CASES, DATA
-from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.store import read_store
 from napari_dynaclr.predict.run import run_prediction
 

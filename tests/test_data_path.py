@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from conftest import DATA, write_tracks
-from napari_dynaclr.core.config import PredictConfig, load_predict_yaml, parse_predict_config
+from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.normalize import NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable, from_viscy
 from napari_dynaclr.core.plate import Plate
+from napari_dynaclr.core.predict_yml import load_predict_yaml, parse_predict_config
 from napari_dynaclr.core.tracks import build_cell_table, read_tracks, select_fov_cells
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError
 from napari_dynaclr.predict.plan import plan_prediction

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.store import read_store
 from napari_dynaclr.predict.lightning import device_count, wants_lightning
 from napari_dynaclr.predict.run import run_prediction

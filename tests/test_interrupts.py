@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import DATA
-from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.errors import Cancelled
 from napari_dynaclr.model.checkpoint import load_checkpoint
 from napari_dynaclr.predict.plan import plan_prediction

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import CASES, DATA
-from napari_dynaclr.core.config import load_predict_yaml
 from napari_dynaclr.core.normalize import MinMaxSampled, NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable
 from napari_dynaclr.core.patches import PatchReader
+from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.single import predict_batches
 from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine

@@ -16,13 +16,9 @@ import pytest
 import yaml
 
 from napari_dynaclr.cli import main
-from napari_dynaclr.core.config import (
-    MAX_CONFIG_BYTES,
-    PredictConfig,
-    check_reduction_kwargs,
-    load_predict_yaml,
-    parse_predict_config,
-)
+from napari_dynaclr.core.config import PredictConfig
+from napari_dynaclr.core.predict_yml import MAX_CONFIG_BYTES, load_predict_yaml, parse_predict_config
+from napari_dynaclr.core.schema import check_reduction_kwargs
 from napari_dynaclr.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
@@ -203,7 +199,7 @@ def test_loading_a_config_with_umap_kwargs_does_not_import_umap(tmp_path):
     path = write_yml(tmp_path, lambda d: _writer(d).update(umap_kwargs={"n_neighbors": 15, "min_dist": 0.1}))
     code = textwrap.dedent(f"""
         import sys
-        from napari_dynaclr.core.config import load_predict_yaml
+        from napari_dynaclr.core.predict_yml import load_predict_yaml
         cfg = load_predict_yaml({str(path)!r})
         assert cfg.umap_kwargs == {{"n_neighbors": 15, "min_dist": 0.1}}
         try:

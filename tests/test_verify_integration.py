@@ -21,7 +21,7 @@ import pytest
 
 from conftest import CASES, DATA
 from napari_dynaclr.cli import main
-from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.predict.run import run_prediction
 from napari_dynaclr.verify import Contract, compare_stores
 

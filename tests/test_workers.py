@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from napari_dynaclr._napari import workers
-from napari_dynaclr.core.config import load_predict_yaml
+from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.reduce import compute_clusters, compute_reduction
 from napari_dynaclr.core.store import read_store
 from napari_dynaclr.errors import Cancelled, PlateError, WorkerCrashed
@@ -72,7 +72,7 @@ def test_preview_does_not_load_the_model_stack(demo_inputs):  # noqa: F811
     code = textwrap.dedent(f"""
         import sys
         from napari_dynaclr._napari import workers
-        from napari_dynaclr.core.config import load_predict_yaml
+        from napari_dynaclr.core.predict_yml import load_predict_yaml
         n = len(workers.preview_cells(load_predict_yaml({str(demo_inputs["config"])!r})))
         print(n, [m for m in ("torch", "lightning", "timm") if m in sys.modules])
     """)

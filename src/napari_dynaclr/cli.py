@@ -58,8 +58,10 @@ def _add_predict(sub):
 
 def build_config(args):
     """The PredictConfig from -c and/or flags (flags win)."""
-    from napari_dynaclr.core.config import PRECISIONS, PredictConfig, check_reduction_kwargs, load_predict_yaml
+    from napari_dynaclr.core.config import PRECISIONS, PredictConfig
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.core.reduce import DEFAULT_UMAP_KWARGS
+    from napari_dynaclr.core.schema import check_reduction_kwargs
 
     if args.config is not None:
         cfg = load_predict_yaml(args.config)
@@ -148,7 +150,7 @@ def _add_demo(sub):
 
 
 def cmd_demo(args) -> int:
-    from napari_dynaclr.core.config import load_predict_yaml
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.core.synthetic import SyntheticSpec
     from napari_dynaclr.demo import clear_demo_folder, make_demo_inputs, summarize
     from napari_dynaclr.errors import OutputError

@@ -180,7 +180,7 @@ class DynaCLRWidget(QWidget):
 
     def load_predict_yml(self, path=None) -> bool:
         """Fill every field from a VisCy predict.yml (its normalisations are kept as they are)."""
-        from napari_dynaclr.core.config import load_predict_yaml
+        from napari_dynaclr.core.predict_yml import load_predict_yaml
 
         path = _path(path) or _path(self.predict_yml.value)
         if path is None:

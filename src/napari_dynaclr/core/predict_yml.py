@@ -1,0 +1,295 @@
+"""VisCy's ``predict.yml`` (LightningCLI layout: ``class_path``/``init_args``), read safely and turned into a
+:class:`~napari_dynaclr.core.config.PredictConfig`. Relative paths resolve against the file's folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+
+from napari_dynaclr.core.architecture import EncoderConfig
+from napari_dynaclr.core.config import PredictConfig
+from napari_dynaclr.core.normalize import Normalization, from_viscy
+from napari_dynaclr.core.schema import (
+    DataSchema,
+    EncoderSchema,
+    ModuleSchema,
+    NormalizationArgsSchema,
+    NormalizationSchema,
+    TopSchema,
+    TrainerSchema,
+    WriterSchema,
+    brief,
+    check_reduction_kwargs,
+    check_types,
+    clip,
+)
+from napari_dynaclr.errors import ConfigError, shorten
+
+# --------------------------------------------------------------------------------------------------
+# VisCy predict.yml
+
+_MODULE_NAMES = {"ContrastiveModule"}
+_ENCODER_NAMES = {"ContrastiveEncoder"}
+_DATA_NAMES = {"TripletDataModule"}
+_WRITER_NAMES = {"EmbeddingWriter"}
+_TOP_KEYS = {"seed_everything", "trainer", "model", "data", "return_predictions", "ckpt_path", "launcher", "benchmark"}
+_DATA_USED = {
+    "data_path", "tracks_path", "source_channel", "z_range", "initial_yx_patch_size", "final_yx_patch_size",
+    "batch_size", "num_workers", "normalizations", "fit_include_wells", "fit_exclude_fovs", "predict_cells",
+    "include_fov_names", "include_track_ids", "z_window_size",
+}
+_DATA_IGNORED = {  # training-only or loader tuning: accepted and ignored, as VisCy ignores them in predict
+    "split_ratio", "augmentations", "augment_validation", "time_interval", "return_negative",
+    "persistent_workers", "prefetch_factor", "pin_memory", "cache_pool_bytes", "caching",
+}
+_WRITER_ARGS = {
+    "output_path", "write_interval", "embedding_key", "umap_kwargs", "phate_kwargs", "pca_kwargs", "overwrite",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# safe YAML: size, encoding, alias expansion
+
+MAX_CONFIG_BYTES = 10 * 1024 * 1024  # a predict.yml is a few KB
+MAX_YAML_VALUES = 100_000  # values counted with repetition (an alias repeats what it points to)
+MAX_YAML_DEPTH = 100
+
+
+def load_predict_yaml(path: str | Path) -> PredictConfig:
+    """Parse a VisCy ``predict.yml`` (unchanged) into a :class:`PredictConfig`.
+
+    Relative paths (data, tracks, checkpoint, output) resolve against the config file's folder.
+    A file over 10 MB, not UTF-8, not YAML, or expanding (through aliases) to more than 100,000 values
+    is a :class:`ConfigError`, as is any wrongly typed value.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 2**20} MB ({size} bytes); a predict.yml "
+                              "is a few KB: refusing")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:  # grew since stat
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 2**20} MB; a predict.yml is a few KB: refusing")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path} is not valid YAML: {clip(first, 200)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML nests deeper than {MAX_YAML_DEPTH} levels; refusing") from None
+    except (ValueError, OverflowError) as exc:  # e.g. a date like 2024-02-30
+        raise ConfigError(f"{path} is not valid YAML: {clip(str(exc), 200)}") from None
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{path} must be a mapping with 'model', 'data' and 'trainer' sections")
+    cfg = parse_predict_config(doc, base_dir=path.parent, source=str(path))
+    cfg.config_path = path
+    return cfg
+
+
+def _children(node):
+    if isinstance(node, Mapping):
+        return itertools.chain.from_iterable(node.items())
+    return iter(node)
+
+
+def _is_container(node) -> bool:
+    return isinstance(node, (Mapping, list, tuple, set, frozenset))
+
+
+def check_expansion(doc, source: str = "config") -> None:
+    """Refuse a document that, counting every value each time it is reached (YAML aliases make one
+    object appear many times: a "billion laughs" file of 2 KB), holds more than :data:`MAX_YAML_VALUES`
+    values or nests deeper than :data:`MAX_YAML_DEPTH` (a self-referencing alias nests forever).
+
+    The walk keeps one iterator per level and stops at the limit, so it never expands the document.
+    """
+    if not _is_container(doc):
+        return
+    count = 1
+    stack = [_children(doc)]
+    while stack:
+        child = next(stack[-1], _END)
+        if child is _END:
+            stack.pop()
+            continue
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{source}: the YAML expands to more than {MAX_YAML_VALUES} values (aliases?); refusing"
+            )
+        if _is_container(child):
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise ConfigError(
+                    f"{source}: the YAML nests deeper than {MAX_YAML_DEPTH} levels (a recursive alias?); refusing"
+                )
+            stack.append(_children(child))
+
+
+_END = object()
+
+
+
+def _cls_name(node, where: str, allowed: set[str], source: str) -> dict:
+    if not isinstance(node, Mapping) or "class_path" not in node:
+        raise ConfigError(f"{source}: '{where}' needs a 'class_path' (and 'init_args')")
+    if not isinstance(node["class_path"], str):
+        got = brief(node["class_path"])
+        raise ConfigError(f"{source}: {where}.class_path: expected a class path (string), got {got}")
+    name = node["class_path"].rsplit(".", 1)[-1]
+    if name not in allowed:
+        raise ConfigError(
+            f"{source}: unsupported {where}.class_path {clip(repr(node['class_path']), 120)} "
+            f"(expected {' or '.join(sorted(allowed))})"
+        )
+    args = node.get("init_args") or {}
+    if not isinstance(args, Mapping):
+        raise ConfigError(f"{source}: '{where}.init_args' must be a mapping")
+    return dict(args)
+
+
+def _normalizations(entries, source: str) -> list[Normalization]:
+    """``data.init_args.normalizations`` → normalisation objects; a problem names its entry."""
+    out = []
+    for i, entry in enumerate(entries or []):
+        where = f"data.init_args.normalizations[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{source}: {where}: expected a {{class_path, init_args}} mapping, got {brief(entry)}")
+        if "class_path" not in entry:
+            raise ConfigError(f"{source}: {where}: normalization entry has no 'class_path'")
+        check_types(NormalizationSchema, entry, where, source)
+        check_types(NormalizationArgsSchema, entry.get("init_args") or {}, f"{where}.init_args", source)
+        try:
+            out.append(from_viscy(entry))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {where}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {where}: invalid arguments ({clip(str(exc), 120)})") from None
+    return out
+
+
+def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str = "config") -> PredictConfig:
+    base_dir = Path(base_dir)
+    check_expansion(doc, source)
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source} must be a mapping with 'model', 'data' and 'trainer' sections")
+    unknown = set(doc) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {clip(shorten(sorted(map(str, unknown))), 200)}")
+    for key in ("model", "data"):
+        if key not in doc:
+            raise ConfigError(f"{source}: missing '{key}' section")
+    check_types(TopSchema, doc, "", source)
+    model_args = _cls_name(doc["model"], "model", _MODULE_NAMES, source)
+    check_types(ModuleSchema, model_args, "model.init_args", source)
+    encoder = None
+    if "encoder" in model_args:
+        enc_args = _cls_name(model_args["encoder"], "model.init_args.encoder", _ENCODER_NAMES, source)
+        missing = [k for k in ("backbone", "in_channels", "in_stack_depth") if k not in enc_args]
+        if missing:
+            raise ConfigError(f"{source}: model.init_args.encoder.init_args lacks {', '.join(missing)}")
+        check_types(EncoderSchema, enc_args, "model.init_args.encoder.init_args", source)
+        if enc_args.get("pretrained"):
+            raise ConfigError(f"{source}: encoder pretrained=true would download weights; set it to false")
+        encoder = EncoderConfig.from_dict(enc_args)
+    data = _cls_name(doc["data"], "data", _DATA_NAMES, source)
+    unknown = set(data) - _DATA_USED - _DATA_IGNORED
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown data.init_args key(s) {clip(shorten(sorted(map(str, unknown))), 200)}"
+        )
+    missing = [k for k in ("data_path", "tracks_path", "source_channel", "z_range") if data.get(k) is None]
+    if missing:
+        raise ConfigError(f"{source}: data.init_args lacks {', '.join(missing)}")
+    check_types(DataSchema, data, "data.init_args", source)
+    normalizations = _normalizations(data.get("normalizations"), source)
+
+    trainer = doc.get("trainer") or {}
+    if not isinstance(trainer, Mapping):
+        raise ConfigError(f"{source}: 'trainer' must be a mapping")
+    check_types(TrainerSchema, trainer, "trainer", source)
+    writer = {}
+    callbacks = trainer.get("callbacks") or []
+    if isinstance(callbacks, Mapping):
+        callbacks = [callbacks]
+    for cb in callbacks:
+        if isinstance(cb, Mapping) and str(cb.get("class_path", "")).rsplit(".", 1)[-1] in _WRITER_NAMES:
+            init_args = cb.get("init_args") or {}
+            if not isinstance(init_args, Mapping):
+                raise ConfigError(f"{source}: trainer.callbacks[EmbeddingWriter].init_args must be a mapping")
+            writer = dict(init_args)
+            bad = set(writer) - _WRITER_ARGS
+            if bad:
+                raise ConfigError(
+                    f"{source}: unknown EmbeddingWriter argument(s) {clip(shorten(sorted(map(str, bad))), 200)}"
+                )
+            check_types(WriterSchema, writer, "trainer.callbacks[EmbeddingWriter]", source)
+    ckpt = doc.get("ckpt_path") or model_args.get("ckpt_path")
+
+    def resolve(p):
+        if p is None:
+            return None
+        p = Path(str(p)).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    include_cells = None
+    if data.get("predict_cells"):
+        names, ids = data.get("include_fov_names"), data.get("include_track_ids")
+        if not names or not ids or len(names) != len(ids):
+            raise ConfigError(
+                f"{source}: predict_cells needs include_fov_names and include_track_ids of equal length"
+            )
+        include_cells = [(str(f), int(t)) for f, t in zip(names, ids, strict=True)]
+    z_range = data["z_range"]
+    zw = data.get("z_window_size")
+    if zw is not None and int(zw) != int(z_range[1]) - int(z_range[0]):
+        raise ConfigError(f"{source}: z_window_size {zw} differs from the z_range length {z_range}")
+    initial = data.get("initial_yx_patch_size", (512, 512))
+    final = data.get("final_yx_patch_size", (224, 224))
+    num_workers = data.get("num_workers", 1)
+    cfg = PredictConfig(
+        data_path=resolve(data["data_path"]),
+        tracks_path=resolve(data["tracks_path"]),
+        data_path_as_given=str(data["data_path"]),
+        tracks_path_as_given=str(data["tracks_path"]),
+        source_channel=data["source_channel"],
+        z_range=z_range,
+        initial_yx_patch_size=initial,
+        final_yx_patch_size=final,
+        batch_size=data.get("batch_size", 16),
+        normalizations=normalizations,
+        include_wells=data.get("fit_include_wells"),
+        exclude_fovs=data.get("fit_exclude_fovs"),
+        include_cells=include_cells,
+        ckpt_path=resolve(ckpt),
+        encoder=encoder,
+        output_path=resolve(writer.get("output_path")),
+        overwrite=bool(writer.get("overwrite", False)),
+        embedding_key=writer.get("embedding_key", "features"),
+        pca_kwargs=writer.get("pca_kwargs"),
+        umap_kwargs=writer.get("umap_kwargs"),
+        phate_kwargs=writer.get("phate_kwargs"),
+        accelerator=str(trainer.get("accelerator", "auto")),
+        devices=trainer.get("devices", 1),
+        strategy=str(trainer.get("strategy", "auto")),
+        num_nodes=int(trainer.get("num_nodes", 1)),
+        precision=str(trainer.get("precision", "32-true")),
+        num_workers=max(1, int(num_workers or 1)),
+    )
+    check_reduction_kwargs(cfg, source=source)
+    return cfg
+
+
