@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_dynaclr.errors import ConfigError
+from napari_dynaclr.errors import Cancelled, ConfigError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 
 __all__ = ["Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "cluster_job", "inspect_checkpoint",
@@ -92,8 +92,6 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     written then."""
     from napari_dynaclr._napari.explore import StreamingProjector
     from napari_dynaclr.core.store import build_anndata, uns_for
-    from napari_dynaclr.predict.batches import BatchResult, EmbeddingAccumulator
-    from napari_dynaclr.predict.run import Planned
 
     if cfg.ckpt_path is None:
         raise ConfigError("no checkpoint: choose a checkpoint file")
@@ -101,35 +99,49 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
         raise ConfigError("no output path: choose where to write the embedding store")
     t0 = time.perf_counter()
     project = StreamingProjector()
-    planned, acc = None, None
     gen = work_process().stream("predict", cfg, device, cancel=cancel)
     try:
-        while True:
-            try:
-                item = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if not isinstance(item, Event):
-                yield item
-                continue
-            ev = item.value
-            if isinstance(ev, Planned):
-                planned = ev
-                acc = EmbeddingAccumulator(len(ev.obs), ev.encoder.num_features, ev.encoder.projection_dim)
-                yield ev
-            elif isinstance(ev, BatchResult):
-                acc.add(ev)
-                yield Batch(ev.start, ev.stop, ev.index, ev.n_batches, project(ev.features))
-            else:
-                yield ev
+        yield from _stream_events(gen, project, state := {})
+    except (Cancelled, WorkerCrashed):
+        from napari_dynaclr.core.output import clean_after_kill
+
+        clean_after_kill(cfg.output_path)  # the killed process's lock file and partial store
+        raise
     finally:
         gen.close()
+    planned, acc, result = state["planned"], state["acc"], state["result"]
     summary = result["summary"]
     adata = build_anndata(planned.obs, acc.features, acc.projections, cfg.embedding_key, uns_for(cfg))
     for key, value in result["obsm"].items():
         adata.obsm[key] = value
     return Finished(adata, summary.output_path, time.perf_counter() - t0)
+
+
+def _stream_events(gen, project, state: dict) -> Iterator:
+    """Pass the work process's run events on (batches with their 2-D preview), accumulating the arrays in
+    *state* (``planned``, ``acc``, ``result``)."""
+    from napari_dynaclr.predict.batches import BatchResult, EmbeddingAccumulator
+    from napari_dynaclr.predict.run import Planned
+
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            state["result"] = stop.value
+            return
+        if not isinstance(item, Event):
+            yield item
+            continue
+        ev = item.value
+        if isinstance(ev, Planned):
+            state["planned"] = ev
+            state["acc"] = EmbeddingAccumulator(len(ev.obs), ev.encoder.num_features, ev.encoder.projection_dim)
+            yield ev
+        elif isinstance(ev, BatchResult):
+            state["acc"].add(ev)
+            yield Batch(ev.start, ev.stop, ev.index, ev.n_batches, project(ev.features))
+        else:
+            yield ev
 
 
 def inspect_checkpoint(path, encoder=None, cancel: threading.Event | None = None) -> Iterator:

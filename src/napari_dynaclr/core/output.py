@@ -245,6 +245,20 @@ class OutputGuard:
         return None
 
 
+def clean_after_kill(path: str | Path) -> None:
+    """After the process writing *path* was killed (a cancelled or crashed napari run): remove its lock file
+    and hidden partial store, unless another run holds the output now."""
+    guard = OutputGuard(path)
+    try:
+        guard._acquire()
+    except OutputError:
+        return  # a live run owns it: its leftovers are its own
+    try:
+        guard._clean_leftovers()
+    finally:
+        guard._release()
+
+
 def write_atomically(path: Path, write: Callable[[Path], None], overwrite: bool = False,
                      inputs: Mapping[str, object] | None = None, guard: OutputGuard | None = None) -> Path:
     """``write(tmp)`` a complete store beside *path*, then commit it (with its own guard unless *guard*)."""

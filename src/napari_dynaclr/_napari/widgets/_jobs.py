@@ -46,7 +46,7 @@ class DockJobs:
     """The running jobs of one dock (a worker and, for jobs that use the work process, a cancel event)."""
 
     def __init__(self, owner):
-        self._running: list[tuple[object, threading.Event | None]] = []
+        self._running: list[tuple] = []  # (worker, cancel event or None, on_stop or None)
         running = self._running  # the slots below must not hold the dock itself
 
         def stop_all(*_):
@@ -58,9 +58,11 @@ class DockJobs:
             app.aboutToQuit.connect(stop_all)
             owner.destroyed.connect(lambda *_: _disconnect(app.aboutToQuit, stop_all))
 
-    def start(self, worker, cancel: threading.Event | None = None):
-        """Start *worker* (a napari thread worker) on the plugin's pool and remember it until it finishes."""
-        entry = (worker, cancel)
+    def start(self, worker, cancel: threading.Event | None = None, on_stop=None):
+        """Start *worker* (a napari thread worker) on the plugin's pool and remember it until it finishes.
+        *on_stop*: called after the job was stopped from outside (napari closing), e.g. to remove what a
+        killed work process left beside its output."""
+        entry = (worker, cancel, on_stop)
         self._running.append(entry)
         _RUNNING.add(worker)
 
@@ -83,13 +85,15 @@ class DockJobs:
 def _stop(running) -> None:
     from napari_dynaclr._napari.workers import cancel_job
 
-    for worker, cancel in list(running):
+    for worker, cancel, on_stop in list(running):
         if cancel is not None:
             cancel_job(cancel)
         try:
             worker.quit()
         except RuntimeError:  # its Qt side is gone already
             pass
+        if on_stop is not None:
+            on_stop()
 
 
 def _at_quit() -> None:

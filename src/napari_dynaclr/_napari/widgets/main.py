@@ -442,7 +442,9 @@ class DynaCLRWidget(QWidget):
         self.worker = worker
         self._set_running(True)
         self.status.value = "loading checkpoint and planning…"
-        self.jobs.start(worker, self.cancel_event)
+        from napari_dynaclr.core.output import clean_after_kill
+
+        self.jobs.start(worker, self.cancel_event, on_stop=lambda out=cfg.output_path: clean_after_kill(out))
         return worker
 
     def _start_progress(self, n_batches: int, worker) -> None:
