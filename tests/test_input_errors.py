@@ -45,7 +45,7 @@ def assert_clean_failure(code, err, out_path, *needles):
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert not out_path.exists()
-    assert not [p for p in out_path.parent.iterdir() if p.name.startswith(f".{out_path.name}")]
+    assert not [p for p in out_path.parent.iterdir() if p.name.startswith((f".{out_path.name}", ".dynaclr-"))]
 
 
 def test_plain_flags_run_succeeds(dev2d, capsys, reference_arrays):
@@ -154,3 +154,24 @@ def test_no_traceback_in_subprocess(dev2d):
     debug = subprocess.run([sys.executable, "-m", "napari_dynaclr", "--debug", *map(str, args)],
                            capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_fifo_as_tracks_csv_is_refused_not_waited_on(dev2d, capsys):
+    """A named pipe where a CSV should be would block the run forever."""
+    import os
+
+    root, out, base = dev2d
+    folder = root / "tracks" / "A" / "1" / "0"
+    for f in folder.glob("*.csv"):
+        f.unlink()
+    os.mkfifo(folder / "tracks.csv")
+    code, _, err = run_cli(base, capsys)
+    assert_clean_failure(code, err, out, "tracks.csv is not a regular file")
+
+
+@pytest.mark.parametrize("device, needle", [("mps", "'mps'"), ("tpu", "unknown device 'tpu'"),
+                                            ("cuda:7", "CUDA is not available")])
+def test_an_unusable_device_is_refused_before_the_model(dev2d, capsys, device, needle):
+    root, out, base = dev2d
+    code, _, err = run_cli(_replace(base, "--device", device), capsys)
+    assert_clean_failure(code, err, out, needle)

@@ -33,6 +33,8 @@ def find_tracks_csv(tracks_path: str | Path, fov_name: str) -> Path:
         warnings.warn(
             f"FOV {fov_name}: {len(csvs)} CSV files in {folder}; using {csvs[0].name}", stacklevel=2
         )
+    if not csvs[0].is_file():  # a FIFO, a socket or a device would block or never end
+        raise TracksError(f"tracks CSV {csvs[0]} is not a regular file")
     return csvs[0]
 
 
