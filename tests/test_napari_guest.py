@@ -67,7 +67,8 @@ def test_a_full_session_leaves_naparis_process_as_it_found_it(demo_inputs, demo_
 def test_closing_napari_while_a_job_runs_is_clean(mode, demo_inputs, demo_store, tmp_path):  # noqa: F811
     result, stderr, seconds = _session(mode, demo_inputs, demo_store, tmp_path)
     assert result["error"] is None
-    print(f"{mode}: napari exited {seconds:.2f} s after being closed (its event loop ended after {result['run_seconds']} s)")
+    print(f"{mode}: napari exited {seconds:.2f} s after being closed "
+          f"(its event loop ended after {result['run_seconds']} s)")
     assert seconds is not None and seconds < 5, f"napari took {seconds:.1f} s to exit"
     assert "Traceback" not in stderr and "Error" not in stderr, stderr[-3000:]
     assert result["alive_pids"] == []

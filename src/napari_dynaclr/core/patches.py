@@ -15,7 +15,9 @@ We produce the same arrays but group a batch's cells by (FOV, t):
   of ``NormalizeSampled`` is fused into the crop (same float32 operations in the same order as
   :func:`napari_dynaclr.predict.transforms.normalize_batch`, hence bit-identical results).
 
-No padding is ever applied (the border filter guarantees every patch fits).
+No padding is ever applied (the border filter guarantees every patch fits). Any failure to read pixels (a
+corrupt, truncated or unreadable chunk: blosc/numcodecs/zarr ``RuntimeError``, ``ValueError``, ``OSError``...)
+is a one-line :class:`~napari_dynaclr.errors.PlateError` naming the FOV, the timepoint and the channel.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+
+from napari_dynaclr.errors import PlateError
 
 
 class Affine(Protocol):
@@ -49,6 +53,7 @@ class PatchReader:
     patch_size : initial YX patch size; the crop is ``2*(p//2)``
     final_size : YX size after a centre crop (VisCy legacy behaviour when smaller than patch_size)
     cache_bytes : hard cap of the plane cache; planes larger than a quarter of it are never cached
+    channel_names : names of *channel_indices* (for error messages); plate indices are named otherwise
     """
 
     def __init__(
@@ -59,9 +64,14 @@ class PatchReader:
         patch_size: tuple[int, int],
         final_size: tuple[int, int] | None = None,
         cache_bytes: int = 512 * 2**20,
+        channel_names: Sequence[str] | None = None,
     ):
         self.fovs = list(fovs)
         self.channels = [int(c) for c in channel_indices]
+        if channel_names is not None and len(channel_names) == len(self.channels):
+            self.channel_names = [str(n) for n in channel_names]
+        else:
+            self.channel_names = [f"index {c}" for c in self.channels]
         self.z0, self.z1 = int(z_range[0]), int(z_range[1])
         self.hy, self.hx = int(patch_size[0]) // 2, int(patch_size[1]) // 2
         self.final = tuple(final_size) if final_size is not None else (2 * self.hy, 2 * self.hx)
@@ -127,18 +137,45 @@ class PatchReader:
         return len(self.channels) * (self.z1 - self.z0) * h * w * itemsize
 
     def _read_region(self, fov_index: int, t: int, ys: slice, xs: slice) -> np.ndarray:
-        img = self._image(fov_index)
-        zs = slice(self.z0, self.z1)
-        how, cs, reorder = self._chan_read
-        if how == "each":
-            out = np.stack([np.asarray(img[t, c, zs, ys, xs]) for c in self.channels])
-        else:
-            out = np.asarray(img[t, cs, zs, ys, xs])
+        try:
+            img = self._image(fov_index)
+            zs = slice(self.z0, self.z1)
+            how, cs, reorder = self._chan_read
+            if how == "each":
+                out = np.stack([np.asarray(img[t, c, zs, ys, xs]) for c in self.channels])
+            else:
+                out = np.asarray(img[t, cs, zs, ys, xs])
+        except MemoryError:
+            raise
+        except Exception as exc:  # corrupt/truncated/unreadable chunk: blosc, numcodecs, zarr, OSError...
+            raise self._read_error(fov_index, t, ys, xs, exc) from exc
         if reorder is not None:
             out = out[reorder]
         self.bytes_read += out.nbytes
         self.reads += 1
         return out.astype(np.float32, copy=False)
+
+    def _read_error(self, fov_index: int, t: int, ys: slice, xs: slice, exc: Exception) -> PlateError:
+        """One line naming the FOV, t and the channel that fails (each channel is read again on its own to
+        find it) with the first line of the library's message."""
+        from napari_dynaclr.core.plate import first_line
+
+        name = getattr(self.fovs[fov_index], "name", str(fov_index))
+        zs = slice(self.z0, self.z1)
+        try:
+            img = self._image(fov_index)
+        except Exception as again:
+            return PlateError(f"cannot read FOV {name} (t={t}): {first_line(again)}")
+        for c, cname in zip(self.channels, self.channel_names, strict=True):
+            try:
+                np.asarray(img[t, c, zs, ys, xs])
+            except MemoryError:
+                raise
+            except Exception as again:
+                return PlateError(f"cannot read FOV {name} (t={t}, channel {cname}): {first_line(again)}")
+        return PlateError(
+            f"cannot read FOV {name} (t={t}, channels {', '.join(self.channel_names)}): {first_line(exc)}"
+        )
 
     def _plane(self, fov_index: int, t: int) -> np.ndarray:
         key = (fov_index, t)

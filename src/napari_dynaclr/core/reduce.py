@@ -1,6 +1,10 @@
 """Dimensionality reductions with VisCy's parameters (``EmbeddingWriter`` pca/umap/phate kwargs).
 
 All run on ``adata.X`` in VisCy's order UMAP → PHATE → PCA and store ``obsm["X_umap"|"X_phate"|"X_pca"]``.
+A requested reduction that cannot run is a :class:`~napari_dynaclr.errors.ConfigError` with the reason (VisCy
+logs a failing PCA/PHATE and leaves it out; a store without the reduction asked for is not written here).
+Rows of ``X`` holding NaN/Inf (written only with ``allow_nonfinite``) are left out of the fit and get NaN
+coordinates; the others are computed exactly as without them.
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ def apply_reductions(adata, pca_kwargs: Mapping | None = None, umap_kwargs: Mapp
                      phate_kwargs: Mapping | None = None) -> list[str]:
     """Add the requested reductions to ``adata.obsm`` (VisCy order); return the keys added.
 
-    Like VisCy, a failing PHATE or PCA is logged as a warning and skipped; a failing UMAP raises.
+    A reduction that cannot run raises :class:`ConfigError` naming it and the reason. Rows of ``adata.X``
+    with NaN/Inf are left out of the fit and get NaN coordinates (see :func:`finite_rows`).
     """
     added = []
     for kw, name in ((umap_kwargs, "umap"), (phate_kwargs, "phate"), (pca_kwargs, "pca")):
@@ -89,17 +94,41 @@ def apply_reductions(adata, pca_kwargs: Mapping | None = None, umap_kwargs: Mapp
         if not isinstance(kw, Mapping):
             raise ConfigError(f"{name}_kwargs must be a mapping or null, got {kw!r}")
         func = {"umap": umap, "phate": phate, "pca": pca}[name]
-        try:
-            adata.obsm[f"X_{name}"] = func(adata.X, **dict(kw))
-        except ConfigError:
-            raise
-        except Exception as exc:
-            if name == "umap":
-                raise
-            warnings.warn(f"{name.upper()} failed and is left out: {exc}", stacklevel=2)
-            continue
+        adata.obsm[f"X_{name}"] = _on_finite_rows(func, np.asarray(adata.X), name.upper(), f"{name}_kwargs", kw)
         added.append(f"X_{name}")
     return added
+
+
+def finite_rows(X: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of *X* without NaN/Inf."""
+    return np.isfinite(X).all(axis=1)
+
+
+def _on_finite_rows(func, X: np.ndarray, label: str, source: str, kwargs: Mapping) -> np.ndarray:
+    """*func*(X, **kwargs) on the finite rows of *X*, NaN for the others (all rows: unchanged call).
+    Failures become a :class:`ConfigError` naming *label*, *source* (where it was asked for) and the reason."""
+    ok = finite_rows(X)
+    n_ok = int(ok.sum())
+    if n_ok == 0:
+        raise ConfigError(f"{label} ({source}) cannot run: none of the {len(X)} embedding rows is finite")
+    try:
+        coords = np.asarray(func(X if n_ok == len(X) else X[ok], **dict(kwargs)))
+    except ConfigError as exc:
+        raise ConfigError(f"{label} ({source}) cannot run: {exc}") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # sklearn/umap/phate: too few cells, bad arguments, missing package...
+        raise ConfigError(f"{label} ({source}) cannot run: {_first_line(exc)}") from exc
+    if n_ok == len(X):
+        return coords
+    out = np.full((len(X), *coords.shape[1:]), np.nan, dtype=np.result_type(coords.dtype, np.float32))
+    out[ok] = coords
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,13 +148,11 @@ def compute_reduction(X: np.ndarray, method: str, n_components: int = 2, **kwarg
     """(obsm key, coordinates) with VisCy's parameters."""
     method = method.upper()
     X = np.asarray(X, dtype=np.float32)
-    if method == "PCA":
-        return "X_pca", np.asarray(pca(X, n_components=n_components, **kwargs))
-    if method == "UMAP":
-        return "X_umap", np.asarray(umap(X, n_components=n_components, **kwargs))
-    if method == "PHATE":
-        return "X_phate", np.asarray(phate(X, n_components=n_components, **kwargs))
-    raise ConfigError(f"unknown reduction {method!r}; use one of {', '.join(REDUCTIONS)}")
+    funcs = {"PCA": pca, "UMAP": umap, "PHATE": phate}
+    if method not in funcs:
+        raise ConfigError(f"unknown reduction {method!r}; use one of {', '.join(REDUCTIONS)}")
+    kwargs = {"n_components": n_components, **kwargs}
+    return f"X_{method.lower()}", _on_finite_rows(funcs[method], X, method, "on demand", kwargs)
 
 
 def compute_clusters(X: np.ndarray, method: str, n_clusters: int = 8, min_cluster_size: int = 5,

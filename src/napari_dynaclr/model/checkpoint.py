@@ -111,7 +111,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} has an empty or invalid 'state_dict'")
     if not any(k.startswith(PREFIX) for k in sd):  # a bare ContrastiveEncoder state dict
         sd = {PREFIX + k: v for k, v in sd.items()}
+    check_finite(sd, path)
     return dict(sd)
+
+
+def check_finite(state_dict: Mapping, path: str | Path = "checkpoint") -> None:
+    """Refuse a state dict with NaN/Inf in any floating-point tensor (weights, biases, BatchNorm running
+    statistics): every embedding computed with it would be NaN or meaningless. Names the first bad key, its
+    count and how many other tensors are affected."""
+    bad: list[tuple[str, int, int]] = []
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()):
+            continue
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad.append((key, int((~finite).sum()), value.numel()))
+    if bad:
+        key, n, total = bad[0]
+        more = f"; {len(bad) - 1} more tensor(s) too: {shorten([b[0] for b in bad[1:]], 3)}" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"checkpoint {path}: tensor {key} has {n} NaN/Inf value(s) of {total}{more}; "
+            "the weights are corrupt (or training diverged)"
+        )
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"):

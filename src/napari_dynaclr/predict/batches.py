@@ -1,4 +1,5 @@
-"""Batches of a plan: read and normalised ahead in threads, and the arrays they fill."""
+"""Batches of a plan: read and normalised ahead in threads, the arrays they fill, and the check that no
+NaN/Inf embedding passes for a result."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from napari_dynaclr.errors import DynaclrError
 from napari_dynaclr.predict.plan import PredictionPlan
+
+
+class NonfiniteEmbeddings(DynaclrError):
+    """The model gave NaN/Inf features or projections (refused unless ``allow_nonfinite``)."""
 
 
 @dataclasses.dataclass
@@ -24,6 +30,32 @@ class BatchResult:
     n_cells: int
     elapsed: float
 
+
+def nonfinite_rows(features: np.ndarray, projections: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows holding a NaN/Inf feature or projection."""
+    return ~(np.isfinite(features).all(axis=1) & np.isfinite(projections).all(axis=1))
+
+
+def describe_cell(plan: PredictionPlan, row: int) -> str:
+    """``FOV A/1/0, track_id 3, t=2`` of cell *row* of the plan."""
+    r = plan.cells.iloc[row]
+    return f"FOV {r['fov_name']}, track_id {int(r['track_id'])}, t={int(r['t'])}"
+
+
+def check_embeddings(plan: PredictionPlan, start: int, features: np.ndarray, projections: np.ndarray,
+                     where: str) -> int:
+    """The number of rows (cells ``start…``) with NaN/Inf embeddings; refused with
+    :class:`NonfiniteEmbeddings` (the count and the first cell) unless ``allow_nonfinite``."""
+    bad = nonfinite_rows(features, projections)
+    n_bad = int(bad.sum())
+    if n_bad and not plan.config.allow_nonfinite:
+        first = describe_cell(plan, start + int(np.flatnonzero(bad)[0]))
+        raise NonfiniteEmbeddings(
+            f"the model gave NaN/Inf embeddings for {n_bad} of {len(bad)} cells of {where} (first: {first}); "
+            "their patches are finite, so the weights or the precision overflow (try --precision 32-true); "
+            "pass --allow-nonfinite to write them as NaN rows"
+        )
+    return n_bad
 
 
 def read_ahead(plan: PredictionPlan, indices, threads: int = 2, prefetch: int = 2, pin_memory: bool = False):

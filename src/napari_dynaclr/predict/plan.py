@@ -1,12 +1,18 @@
 """The plan of a prediction: plate, tracks and settings checked against each other and the encoder, with
 VisCy's cell order and batch partition fixed. No model and no torch at import time: the napari preview
 plans with it.
+
+Nothing broken passes for a result: missing image chunks (zarr would read them as 0) are refused when planning,
+and every batch is checked for NaN/Inf pixels after reading and normalisation (one ``np.isfinite`` pass);
+both are refused with a :class:`~napari_dynaclr.errors.PlateError` naming the FOV (and the cell) unless
+``allow_nonfinite``, in which case they are counted and reported.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import warnings
 
 import numpy as np  # noqa: E402
@@ -16,10 +22,28 @@ from napari_dynaclr.core.architecture import EncoderConfig, patch_multiple
 from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.normalize import StatsTable
 from napari_dynaclr.core.patches import PatchReader
-from napari_dynaclr.core.plate import Plate
+from napari_dynaclr.core.plate import Plate, missing_chunks
 from napari_dynaclr.core.tracks import build_cell_table
-from napari_dynaclr.errors import ConfigError, PlateError, TracksError
+from napari_dynaclr.errors import ConfigError, PlateError, TracksError, shorten
 from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine
+
+
+@dataclasses.dataclass
+class NonfiniteInputs:
+    """Cells whose normalised patch held NaN/Inf values (counted when ``allow_nonfinite``): thread-safe, the
+    read-ahead threads add to it."""
+
+    cells: int = 0
+    values: int = 0
+    first: str | None = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, cells: int, values: int, first: str) -> None:
+        with self.lock:
+            self.cells += cells
+            self.values += values
+            if self.first is None:
+                self.first = first
 
 
 @dataclasses.dataclass
@@ -33,6 +57,8 @@ class PredictionPlan:
     stats: StatsTable
     reader: PatchReader
     fov_counts: dict
+    nonfinite: NonfiniteInputs = dataclasses.field(default_factory=NonfiniteInputs)
+    missing_chunks: dict = dataclasses.field(default_factory=dict)  # FOV name -> (missing, needed), if allowed
 
     @property
     def n_cells(self) -> int:
@@ -56,7 +82,11 @@ class PredictionPlan:
         return self.reader.read(self.cells.iloc[start:stop])
 
     def load_batch(self, i: int):
-        """Normalised float32 torch tensor (B, C, Z, Y, X) of batch *i*, as VisCy feeds the model."""
+        """Normalised float32 torch tensor (B, C, Z, Y, X) of batch *i*, as VisCy feeds the model.
+
+        Cells whose patch holds NaN/Inf (in the raw pixels, or after normalisation) are refused with a
+        :class:`PlateError` naming the first one, unless ``allow_nonfinite`` (then counted in ``nonfinite``).
+        """
         import torch
 
         start, stop = self.batch_bounds(i)
@@ -65,9 +95,51 @@ class PredictionPlan:
         cfg = self.config
         affine = sampled_affine(cfg.normalizations, cfg.source_channel, self.stats, fov_index, t)
         if affine is not None:  # NormalizeSampled fused into the crop: one pass, bit-identical
-            return torch.from_numpy(self.reader.read(rows, affine))
-        x = torch.from_numpy(self.reader.read(rows))
-        return normalize_batch(x, cfg.source_channel, cfg.normalizations, self.stats, fov_index, t)
+            out = self.reader.read(rows, affine)
+            self._check_finite(i, rows, out)
+            return torch.from_numpy(out)
+        raw = self.reader.read(rows)
+        bad = self._check_finite(i, rows, raw, count=not cfg.normalizations)
+        x = normalize_batch(torch.from_numpy(raw), cfg.source_channel, cfg.normalizations, self.stats, fov_index, t)
+        if cfg.normalizations:
+            self._check_finite(i, rows, x.numpy(), raw_bad=bad)
+        return x
+
+    def _check_finite(self, i: int, rows: pd.DataFrame, x: np.ndarray, raw_bad: np.ndarray | None = None,
+                      count: bool = True) -> np.ndarray | None:
+        """(B, C) mask of the patch channels of batch *i* holding NaN/Inf (None when all are finite).
+
+        Refuses them with a :class:`PlateError` naming the first cell unless ``allow_nonfinite``. *raw_bad*:
+        the raw pixels' mask of a batch checked again after its normalisation (cells that only the
+        normalisation made non-finite are named as such). *count*: add the bad cells to ``nonfinite`` (the
+        last check of a batch does).
+        """
+        bad = ~np.isfinite(x).all(axis=tuple(range(2, x.ndim)))
+        if raw_bad is not None:
+            bad |= raw_bad
+        if not bad.any():
+            return None
+        cells_bad = bad.any(axis=1)
+        k = int(np.flatnonzero(cells_bad)[0])
+        c = int(np.flatnonzero(bad[k])[0])
+        n_values = int((~np.isfinite(x[k, c])).sum())
+        row = rows.iloc[k]
+        channel = self.config.source_channel[c]
+        cell = f"FOV {row['fov_name']}, track_id {int(row['track_id'])}, t={int(row['t'])}, channel {channel}"
+        if raw_bad is not None and not raw_bad[k, c]:
+            what = f"the normalisation gives {n_values} NaN/Inf value(s) of {x[k, c].size} in its patch"
+        else:
+            what = f"{n_values} of {x[k, c].size} patch pixels are NaN/Inf"
+        if not self.config.allow_nonfinite:
+            others = int(cells_bad.sum()) - 1
+            more = f" (and {others} more cell(s) of batch {i})" if others else ""
+            raise PlateError(
+                f"{cell}: {what}{more}; its embedding would be NaN. Fix the plate, or pass --allow-nonfinite "
+                "to write such cells as NaN rows"
+            )
+        if count:
+            self.nonfinite.add(int(cells_bad.sum()), int((~np.isfinite(x[cells_bad])).sum()), f"{cell}: {what}")
+        return bad
 
     def index_frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
         """obs-style rows (VisCy index columns) for cells [start, stop)."""
@@ -110,10 +182,36 @@ def _plan(cfg: PredictConfig, plate: Plate, encoder: EncoderConfig | None) -> Pr
         )
     used = sorted(set(cells["fov_index"].tolist()))
     stats = StatsTable(plate.fovs, cfg.normalizations, used)
+    missing = _check_chunks(cfg, plate, cells, channel_indices)
     reader = PatchReader(
-        plate.fovs, channel_indices, cfg.z_range, cfg.initial_yx_patch_size, cfg.patch_size
+        plate.fovs, channel_indices, cfg.z_range, cfg.initial_yx_patch_size, cfg.patch_size,
+        channel_names=cfg.source_channel,
     )
-    return PredictionPlan(cfg, plate, cells, channel_indices, stats, reader, counts)
+    return PredictionPlan(cfg, plate, cells, channel_indices, stats, reader, counts, missing_chunks=missing)
+
+
+def _check_chunks(cfg: PredictConfig, plate: Plate, cells: pd.DataFrame, channel_indices: list[int]) -> dict:
+    """Missing image chunks (read as 0 by zarr) of the planes the plan reads: refused with a
+    :class:`PlateError` unless ``allow_nonfinite`` (then one warning); returns FOV -> (missing, needed)."""
+    missing: dict[str, tuple[int, int]] = {}
+    for f, group in cells.groupby("fov_index", sort=True):
+        fov = plate.fovs[int(f)]
+        res = missing_chunks(fov, group["t"].unique().tolist(), channel_indices, cfg.z_range)
+        if res is not None and res[0]:
+            missing[fov.name] = res
+    if not missing:
+        return missing
+    name, (n_missing, n_needed) = next(iter(missing.items()))
+    more = ""
+    if len(missing) > 1:
+        rest = sum(m for m, _ in list(missing.values())[1:])
+        more = f" (and {rest} in {len(missing) - 1} more FOV(s): {shorten(list(missing)[1:])})"
+    msg = (f"FOV {name}: {n_missing} of {n_needed} image chunks are missing (they would be read as 0){more}; "
+           "a chunk may be absent because it was deleted or never written")
+    if not cfg.allow_nonfinite:
+        raise PlateError(f"{msg}. Restore the plate, or pass --allow-nonfinite to read them as 0")
+    warnings.warn(f"{msg}; reading them as 0 (--allow-nonfinite)", stacklevel=3)
+    return missing
 
 
 def _check_encoder(cfg: PredictConfig, enc: EncoderConfig) -> None:

@@ -7,15 +7,23 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from napari_dynaclr.core.architecture import EncoderConfig
 from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.errors import Cancelled, ConfigError
-from napari_dynaclr.predict.batches import BatchResult, EmbeddingAccumulator
+from napari_dynaclr.predict.batches import (
+    BatchResult,
+    EmbeddingAccumulator,
+    NonfiniteEmbeddings,
+    describe_cell,
+    nonfinite_rows,
+)
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.single import predict_batches, resolve_device
 
@@ -31,6 +39,9 @@ class RunSummary:
     device: str
     encoder: EncoderConfig
     obsm_keys: list[str]
+    n_nonfinite_rows: int = 0  # rows written as NaN/Inf (only with allow_nonfinite)
+    n_nonfinite_inputs: int = 0  # cells whose patch held NaN/Inf (only with allow_nonfinite)
+    n_missing_chunks: int = 0  # image chunks absent from the plate, read as 0 (only with allow_nonfinite)
 
     @property
     def cells_per_second(self) -> float:
@@ -129,18 +140,30 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
             features, projections = acc.features, acc.projections
         obs = plan.index_frame()
         predict_seconds = time.perf_counter() - t0
+        if cancel.is_set():
+            raise Cancelled("prediction cancelled")
+        bad_rows = nonfinite_rows(features, projections)  # every path (Lightning too), unfilled rows too
+        n_bad = int(bad_rows.sum())
+        first_bad = describe_cell(plan, int(np.flatnonzero(bad_rows)[0])) if n_bad else ""
+        inputs, missing = plan.nonfinite, plan.missing_chunks
     finally:
         plan.close()
-    if cancel.is_set():
-        raise Cancelled("prediction cancelled")
+    if n_bad and not cfg.allow_nonfinite:
+        raise NonfiniteEmbeddings(
+            f"{n_bad} of {len(bad_rows)} embedding rows are NaN/Inf (first: {first_bad}); nothing is written. "
+            "Pass --allow-nonfinite to write them as NaN rows"
+        )
     yield Stage("reducing")
     adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg))
-    apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
+    reductions = apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
+    if n_bad:
+        adata.uns["nonfinite_rows"] = n_bad
     if cancel.is_set():
         raise Cancelled("prediction cancelled")
     if write:
         yield Stage("writing")
         write_store(adata, cfg.output_path, overwrite=cfg.overwrite, guard=guard)
+    _warn_nonfinite(n_bad, len(bad_rows), first_bad, inputs, reductions, adata)
     summary = RunSummary(
         cfg.output_path if write else None,
         plan.n_cells,
@@ -151,8 +174,28 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
         dev,
         loaded.config,
         sorted(adata.obsm.keys()),
+        n_nonfinite_rows=n_bad,
+        n_nonfinite_inputs=inputs.cells,
+        n_missing_chunks=sum(m for m, _ in missing.values()),
     )
     return summary, adata
+
+
+def _warn_nonfinite(n_bad: int, n_rows: int, first_bad: str, inputs, reductions: list[str], adata) -> None:
+    """One warning, at the end, for what ``allow_nonfinite`` let through: cells with NaN/Inf pixels, NaN/Inf
+    embedding rows (written as such) and the reductions computed without them."""
+    parts = []
+    if inputs.cells:
+        parts.append(f"{inputs.cells} cell(s) had NaN/Inf in their normalised patch (first: {inputs.first})")
+    if n_bad:
+        parts.append(f"{n_bad} of {n_rows} embedding rows are NaN/Inf and are written as such (first: {first_bad})")
+        if reductions:
+            from napari_dynaclr.core.reduce import finite_rows
+
+            n_ok = int(finite_rows(adata.X).sum())
+            parts.append(f"{', '.join(reductions)} computed on the {n_ok} finite rows (NaN for the others)")
+    if parts:
+        warnings.warn("; ".join(parts) + " (--allow-nonfinite)", stacklevel=3)
 
 
 def run_prediction(

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 from napari_dynaclr.errors import Cancelled, ConfigError
-from napari_dynaclr.predict.batches import BatchResult, read_ahead
+from napari_dynaclr.predict.batches import BatchResult, check_embeddings, read_ahead
 from napari_dynaclr.predict.plan import PredictionPlan
 
 
@@ -24,6 +24,14 @@ def resolve_device(device: str | None = "auto") -> str:
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    if device.startswith("cuda:"):
+        index = device.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 … cuda:N-1)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' requested but Apple's MPS is not available on this machine; "
+                          "use auto, cpu or cuda")
     if device.startswith("cuda") or device in ("cpu", "mps"):
         return device
     raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
@@ -56,7 +64,9 @@ def predict_batches(
     """Run *model* over the plan's batches (or the given batch indices), yielding results in order.
 
     Batches are read and normalised ``prefetch`` ahead by ``loader_threads`` threads. Setting *cancel*
-    stops between batches with :class:`Cancelled`; closing the generator also stops cleanly.
+    stops between batches with :class:`Cancelled`; closing the generator also stops cleanly. A batch with
+    NaN/Inf embeddings raises :class:`~napari_dynaclr.predict.batches.NonfiniteEmbeddings` unless the
+    plan's config has ``allow_nonfinite``.
     """
     import torch
 
@@ -87,12 +97,14 @@ def predict_batches(
                     x = x.contiguous(memory_format=torch.channels_last_3d)
                 feats, projs = model(x)
                 start, stop = plan.batch_bounds(i)
+                feats, projs = feats.float().cpu().numpy(), projs.float().cpu().numpy()
+                check_embeddings(plan, start, feats, projs, f"batch {i}")  # NaN/Inf: refused unless allowed
                 yield BatchResult(
                     index=i,
                     start=start,
                     stop=stop,
-                    features=feats.float().cpu().numpy(),
-                    projections=projs.float().cpu().numpy(),
+                    features=feats,
+                    projections=projs,
                     n_batches=plan.n_batches,
                     n_cells=plan.n_cells,
                     elapsed=time.perf_counter() - t0,

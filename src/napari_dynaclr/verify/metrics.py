@@ -3,7 +3,10 @@
 :func:`array_metrics` reads the aligned rows chunk by chunk and measures max and mean ``|Δ|``, ``|Δ|`` per
 cell (max) and per dimension (mean), a log-binned histogram of ``|Δ|``, Pearson r over all elements and per
 cell, cosine similarity per cell, and numpy's ``allclose`` rule ``|p - r| <= atol + rtol * |r|`` (``r`` =
-reference) with how many elements and cells break it. Non-finite values equal on both sides count as equal.
+reference) with how many elements and cells break it. A judged array fails whenever it holds NaN/Inf: on one
+side only (or a different NaN/Inf on each side), and the same NaN/Inf on both sides too (NaN/Inf embeddings are
+not a result: all-NaN against all-NaN compares nothing, and is said so). Equal NaN/Inf still count as equal in
+the metrics (|Δ| 0), so the rest of the report describes the finite values.
 The :class:`Contract` says what "reproduced" means; its defaults are VisCy's GPU reproducibility contract
 (``test_inference_reproducibility``): ``atol=0.02, rtol=1e-2``, Pearson r >= 0.999, no missing rows.
 Reductions (``X_pca``, ``X_umap`` ...) are measured but judged only with ``judge_reductions``.
@@ -83,6 +86,10 @@ class ArrayResult:
     hist_counts: np.ndarray
     hist_zeros: int
     failures: list[str]
+    n_nonfinite_prediction: int = 0  # NaN/Inf values in the prediction's aligned rows
+    n_nonfinite_reference: int = 0
+    n_nonfinite_both: int = 0  # the same NaN/Inf on both sides
+    n_compared: int = 0  # values finite on both sides
 
     @property
     def passed(self) -> bool | None:
@@ -106,6 +113,10 @@ class ArrayResult:
             "n_elements_outside": self.n_elements_outside,
             "n_cells_outside": self.n_cells_outside,
             "n_nonfinite_mismatch": self.n_nonfinite_mismatch,
+            "n_nonfinite_prediction": self.n_nonfinite_prediction,
+            "n_nonfinite_reference": self.n_nonfinite_reference,
+            "n_nonfinite_both": self.n_nonfinite_both,
+            "n_compared": self.n_compared,
             "per_dim_mean_abs": [json_value(v) for v in self.per_dim_mean_abs],
             "histogram": {
                 "edges": [float(e) for e in HIST_EDGES],
@@ -137,6 +148,9 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
     n_out = 0
     n_nonfinite = 0
     n_valid = 0
+    nf_pred = nf_ref = nf_both = 0  # NaN/Inf values: in the prediction, in the reference, equal on both
+    only_pred = only_ref = 0  # NaN/Inf on one side, finite on the other
+    cells_nf_pred = cells_nf_ref = cells_nf_both = 0
     shift_p = shift_r = None
     sp = sr = spp = srr = spr = 0.0
     for start in range(0, n, chunk):
@@ -151,7 +165,16 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
         same_nonfinite = ~fa & ~fb & ((np.isnan(a) & np.isnan(b)) | (a == b))
         mismatch = ~both & ~same_nonfinite
         n_nonfinite += int(mismatch.sum())
-        diff = np.where(both, np.abs(a - b), np.where(mismatch, np.inf, 0.0))
+        nf_pred += int((~fa).sum())
+        nf_ref += int((~fb).sum())
+        nf_both += int(same_nonfinite.sum())
+        only_pred += int((~fa & fb).sum())
+        only_ref += int((fa & ~fb).sum())
+        cells_nf_pred += int((~fa & fb).any(axis=1).sum()) if d else 0
+        cells_nf_ref += int((fa & ~fb).any(axis=1).sum()) if d else 0
+        cells_nf_both += int(same_nonfinite.any(axis=1).sum()) if d else 0
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, NaN: masked by both
+            diff = np.where(both, np.abs(a - b), np.where(mismatch, np.inf, 0.0))
         limit = contract.atol + contract.rtol * np.abs(np.where(fb, b, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(diff == 0, 0.0, diff / limit)
@@ -193,7 +216,10 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
         pearson = cov / math.sqrt(vp * vr) if vp > 0 and vr > 0 else float("nan")
     else:
         pearson = float("nan")
-    if n and d:
+    if n and d and not n_valid and not n_nonfinite:  # all NaN/Inf alike on both sides: nothing compared
+        max_abs = mean_abs = float("nan")
+        per_dim = np.full(d, np.nan)
+    elif n and d:
         max_abs = float(cell_max.max())
         mean_abs = total_abs / (n * d) if not n_nonfinite else float("inf")
         per_dim = dim_sum / n
@@ -211,13 +237,31 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
     allclose = n_out == 0 and n_nonfinite == 0
     failures = []
     if judged:
-        if not allclose:
+        if n and d and not n_valid:
             failures.append(
-                f"{name}: {n_out + n_nonfinite:,} of {n * d:,} values outside atol={contract.atol:g}, "
+                f"{name}: no value is finite on both sides ({nf_pred:,} of {n * d:,} NaN/Inf in the prediction, "
+                f"{nf_ref:,} in the reference): nothing was compared"
+            )
+        if only_pred:
+            failures.append(f"{name}: {only_pred:,} values are NaN/Inf in the prediction but finite in the reference "
+                            f"({cells_nf_pred:,} cells)")
+        if only_ref:
+            failures.append(f"{name}: {only_ref:,} values are NaN/Inf in the reference but finite in the prediction "
+                            f"({cells_nf_ref:,} cells)")
+        differ = n_nonfinite - only_pred - only_ref
+        if differ:
+            failures.append(f"{name}: {differ:,} values are a different NaN/Inf on each side")
+        if nf_both and n_valid:
+            failures.append(f"{name}: {nf_both:,} values are NaN/Inf in both stores ({cells_nf_both:,} cells); "
+                            "NaN/Inf embeddings are not a reproduction")
+        n_out_finite = n_out - n_nonfinite  # (a NaN/Inf mismatch is outside too: reported above)
+        if n_out_finite:
+            failures.append(
+                f"{name}: {n_out_finite:,} of {n * d:,} values outside atol={contract.atol:g}, "
                 f"rtol={contract.rtol:g} in {int((cell_tol > 1).sum()):,} cells (max |Δ| {max_abs:.3g})"
             )
         exact = max_abs == 0
-        if not exact and not (pearson >= contract.min_pearson):
+        if n_valid and not exact and not (pearson >= contract.min_pearson):
             failures.append(f"{name}: Pearson r {pearson:.6f} < {contract.min_pearson:g}")
     return ArrayResult(
         name=name,
@@ -232,11 +276,15 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
         cosine_min=float(np.nanmin(cell_cos)) if np.isfinite(cell_cos).any() else float("nan"),
         cosine_mean=float(np.nanmean(cell_cos)) if np.isfinite(cell_cos).any() else float("nan"),
         allclose=allclose,
-        n_elements_outside=n_out + n_nonfinite,
+        n_elements_outside=n_out,  # NaN/Inf mismatches included (their |Δ| is inf)
         n_cells_outside=int((cell_tol > 1).sum()),
         n_nonfinite_mismatch=n_nonfinite,
         per_dim_mean_abs=per_dim,
         hist_counts=hist,
         hist_zeros=zeros,
         failures=failures,
+        n_nonfinite_prediction=nf_pred,
+        n_nonfinite_reference=nf_ref,
+        n_nonfinite_both=nf_both,
+        n_compared=n_valid,
     )

@@ -319,6 +319,11 @@ def _arrays_lines(report: VerifyReport) -> list[str]:
     formatters = {"max |Δ|": _fmt, "mean |Δ|": _fmt, "Pearson r": lambda v: _fmt(v, ".7f"),
                   "min cell r": lambda v: _fmt(v, ".4f"), "min cos": lambda v: _fmt(v, ".4f")}
     out = _text_table(table, formatters, left=("array", "verdict"))
+    for a in report.arrays.values():
+        if a.n_nonfinite_prediction or a.n_nonfinite_reference:
+            out.append(f"{a.name}: NaN/Inf values: {a.n_nonfinite_prediction:,} in the prediction, "
+                       f"{a.n_nonfinite_reference:,} in the reference ({a.n_nonfinite_both:,} alike on both sides; "
+                       f"{a.n_compared:,} values finite on both sides)")
     for k, why in report.arrays_not_comparable.items():
         out.append(f"{k}: not compared ({why})")
     if report.arrays_only_in_prediction or report.arrays_only_in_reference:
