@@ -184,3 +184,23 @@ def test_invalid_encoder_configs():
         EncoderConfig("convnext_tiny", 1, 35, (5, 4, 4), (5, 4, 4))
     with pytest.raises(ConfigError, match="unknown encoder argument"):
         EncoderConfig.from_dict({"backbone": "convnext_tiny", "in_chans": 1})
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda sd: {**sd, "model.projection.0.bias": "not a tensor"}, "model.projection.0.bias is a str, not a tensor"),
+    (lambda sd: {**sd, 5: sd["model.projection.0.bias"]}, "state_dict key 5 is not a name"),
+    (lambda sd: {**sd, "model.stem.conv.weight": sd["model.stem.conv.weight"][:0]}, "an empty stem"),
+    (lambda sd: [1, 2], "empty or invalid 'state_dict'"),
+])
+def test_malformed_checkpoints_are_one_line(conformance_ckpt, tmp_path, capsys, damage, needle):
+    """Hand-edited or corrupted checkpoints: `info` and `predict` both give one line, no traceback."""
+    import torch
+
+    from napari_dynaclr.cli import main
+
+    sd = torch.load(conformance_ckpt("dev2d"), weights_only=False)["state_dict"]
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": damage(dict(sd))}, bad)
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("napari-dynaclr: error:") and needle in err[0], err

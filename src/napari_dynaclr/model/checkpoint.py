@@ -33,6 +33,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> EncoderConfig:
     if len(w.shape) != 5:
         raise CheckpointError(f"'model.stem.conv.weight' has shape {tuple(w.shape)}, expected 5 dims")
     stem_out, in_channels, kz, ky, kx = (int(v) for v in w.shape)
+    if min(stem_out, in_channels, kz, ky, kx) < 1:
+        raise CheckpointError(f"'model.stem.conv.weight' has shape {tuple(w.shape)}: an empty stem (a dimension "
+                              "is 0); the checkpoint is corrupt")
     if "encoder.layer1.0.conv1.weight" in sd:
         bottleneck = "encoder.layer1.0.conv3.weight" in sd
         depths = tuple(_count_blocks(sd, f"encoder.layer{i}.") for i in range(1, 5))
@@ -109,6 +112,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict' (top-level keys: {keys})")
     if not isinstance(sd, Mapping) or not sd:
         raise CheckpointError(f"checkpoint {path} has an empty or invalid 'state_dict'")
+    not_named = [k for k in sd if not isinstance(k, str)]
+    if not_named:
+        raise CheckpointError(f"checkpoint {path}: state_dict key {not_named[0]!r} is not a name "
+                              f"({len(not_named)} such key(s)); the file is not a model's state dict")
+    not_tensors = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"checkpoint {path}: {not_tensors[0]} is a {type(sd[not_tensors[0]]).__name__}, "
+                              f"not a tensor ({len(not_tensors)} such value(s))")
     if not any(k.startswith(PREFIX) for k in sd):  # a bare ContrastiveEncoder state dict
         sd = {PREFIX + k: v for k, v in sd.items()}
     check_finite(sd, path)
