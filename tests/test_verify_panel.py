@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from qtpy.QtCore import Qt
 
 pytest.importorskip("napari")
 
@@ -99,7 +100,7 @@ def test_panel_fail_state_histograms_table_and_navigation(make_napari_viewer, qt
     assert float(ct.item(0, 4).text()) == pytest.approx(BAD_DELTA, rel=1e-3)
     ratios = [float(ct.item(i, ct.columnCount() - 1).text()) for i in range(ct.rowCount())]
     assert ratios == sorted(ratios, reverse=True)
-    ct.sortItems(4, 0)  # ascending by X max|Δ|: the edited cell goes last
+    ct.sortItems(4, Qt.SortOrder.AscendingOrder)  # ascending by X max|Δ|: the edited cell goes last
     assert ct.item(ct.rowCount() - 1, 1).text() == str(bad["track_id"])
     # selecting the row moves the viewer: time slider, camera centre, the cell's FOV layer and point
     viewer.dims.set_point(0, 0)
