@@ -209,7 +209,7 @@ def test_plugin_modules_import_light():
         import sys
         import napari_dynaclr._napari.reader, napari_dynaclr._napari.sample_data, napari_dynaclr._napari.explore
         import napari_dynaclr._napari.layers, napari_dynaclr._napari.workers
-        heavy = [m for m in ("torch", "lightning", "timm", "umap", "PyQt5") if m in sys.modules]
+        heavy = [m for m in ("torch", "lightning", "timm", "umap", "PyQt5", "PyQt6") if m in sys.modules]
         print(heavy)
         """
     )
