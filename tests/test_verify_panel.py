@@ -88,7 +88,7 @@ def test_panel_fail_state_histograms_table_and_navigation(make_napari_viewer, qt
     assert t.item(0, 3).text() == f"{rep.arrays['X'].pearson:.6f}"
     # histograms: one axis per judged array, log-count bars, the X bars reach |Δ| = 0.5
     axes = panel.figure.axes
-    assert [ax.get_title().split(":")[0] for ax in axes] == ["X (features)", "X_projections"]
+    assert [ax.get_title().split("\n")[0] for ax in axes] == ["X (features)", "X_projections"]
     assert axes[0].get_yscale() == "log" and axes[0].get_xscale() == "log"
     assert axes[0].patches and axes[0].get_xlim()[1] >= BAD_DELTA
     # worst-cells table: sorted by |Δ|/tol, the edited cell first
@@ -207,3 +207,36 @@ def test_panel_uses_the_explorer_session(make_napari_viewer, qtbot, perturbed_st
     panel.color_cells()
     assert sess.color_column == COLOR_COLUMN
     assert sess.table[COLOR_COLUMN].idxmax() == BAD_ROW
+
+
+def test_panel_shows_the_contract_as_written_and_every_array(make_napari_viewer, qtbot):
+    """0.999 is not clipped to 0.99, 0.02 has no trailing digits, 1e-4 can be entered; identical stores say
+    "all |Δ| = 0" instead of empty axes; every compared array is visible without scrolling."""
+    viewer = make_napari_viewer()
+    panel = VerifyWidget(viewer)
+    qtbot.addWidget(panel)
+    assert [panel.atol_spin.text(), panel.rtol_spin.text(), panel.pearson_spin.text()] == ["0.02", "0.01", "0.999"]
+    panel.atol_spin.setValue(1e-4)
+    assert panel.atol_spin.text() == "0.0001" and panel.contract().atol == 1e-4
+    assert panel.contract().min_pearson == 0.999
+    panel.atol_spin.setValue(0.02)
+    _run(panel, qtbot, prediction=REF, reference=REF)
+    t = panel.arrays_table
+    assert t.rowCount() == len(panel.report.arrays) >= 3
+    rows = sum(t.rowHeight(i) for i in range(t.rowCount()))
+    assert t.height() >= rows + t.horizontalHeader().height() and not t.verticalScrollBar().isVisible()
+    texts = [txt.get_text() for ax in panel.figure.axes for txt in ax.texts]
+    assert texts and all(x.startswith("all |Δ| = 0") for x in texts)
+
+
+def test_panel_offers_the_newest_cells_in_the_viewer(make_napari_viewer, qtbot):
+    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari.session import get_session
+
+    viewer = make_napari_viewer()
+    panel = VerifyWidget(viewer)
+    qtbot.addWidget(panel)
+    assert panel.prediction_combo.currentData() == "file"
+    adata = _read()
+    get_session(viewer).set_table(explore.cell_table(adata.obs, {}), adata=adata, store_path=REF)
+    assert panel.prediction_combo.currentData() == "session"

@@ -56,6 +56,37 @@ FAIL_STYLE = "color: white; background: #c62828; font-weight: bold; padding: 4px
 PLAIN_STYLE = "padding: 4px;"
 
 
+class _ToleranceSpin(QDoubleSpinBox):
+    """A tolerance as the user writes it: ``0.02``, ``0.999``, ``1e-4`` (up to 10 decimals, no trailing
+    zeros), with steps that follow the value's magnitude."""
+
+    def __init__(self, value: float, lo: float, hi: float):
+        super().__init__()
+        self.setDecimals(10)
+        self.setRange(lo, hi)
+        self.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
+        self.setValue(value)
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance("0.0000001") + 40)
+
+    def textFromValue(self, value: float) -> str:
+        return f"{value:.10g}"
+
+    def valueFromText(self, text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text, pos):
+        from qtpy.QtGui import QValidator
+
+        try:
+            float(text)
+        except ValueError:
+            return (QValidator.State.Intermediate, text, pos)
+        return (QValidator.State.Acceptable, text, pos)
+
+
 class _NumItem(QTableWidgetItem):
     """A table cell that shows formatted text and sorts by its number."""
 
@@ -128,14 +159,12 @@ class VerifyWidget(QWidget):
 
         # contract
         c = verify.Contract()
-        self.atol_spin = self._spin(c.atol, 0, 1e6, 6)
-        self.rtol_spin = self._spin(c.rtol, 0, 1e6, 6)
-        self.pearson_spin = self._spin(c.min_pearson, -1, 1, 6)
-        tol_row = QHBoxLayout()
-        for label, spin in (("atol", self.atol_spin), ("rtol", self.rtol_spin), ("min r", self.pearson_spin)):
-            tol_row.addWidget(QLabel(label))
-            tol_row.addWidget(spin)
-        form.addRow("Contract", tol_row)
+        self.atol_spin = _ToleranceSpin(c.atol, 0, 1e6)
+        self.rtol_spin = _ToleranceSpin(c.rtol, 0, 1e6)
+        self.pearson_spin = _ToleranceSpin(c.min_pearson, -1, 1)
+        form.addRow("atol (max |Δ|)", self.atol_spin)
+        form.addRow("rtol", self.rtol_spin)
+        form.addRow("min Pearson r", self.pearson_spin)
         opt_row = QHBoxLayout()
         self.allow_missing_check = QCheckBox("allow missing rows")
         self.judge_reductions_check = QCheckBox("judge PCA/UMAP")
@@ -165,7 +194,7 @@ class VerifyWidget(QWidget):
         self.arrays_table.verticalHeader().setVisible(False)
         self.arrays_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.arrays_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.arrays_table.setMaximumHeight(120)
+        self.arrays_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout.addWidget(self.arrays_table)
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -188,19 +217,10 @@ class VerifyWidget(QWidget):
 
         self.viewer.layers.events.inserted.connect(self.refresh_sources)
         self.viewer.layers.events.removed.connect(self.refresh_sources)
+        get_session(self.viewer).table_changed.connect(self._on_new_cells)
         self.refresh_sources()
 
     # ------------------------------------------------------------------------------------------ inputs
-
-    @staticmethod
-    def _spin(value, lo, hi, decimals):
-        spin = QDoubleSpinBox()
-        spin.setDecimals(decimals)
-        spin.setRange(lo, hi)
-        spin.setSingleStep(10 ** -min(decimals, 3))
-        spin.setValue(value)
-        spin.setMinimumWidth(95)
-        return spin
 
     def _browse(self, edit: QLineEdit) -> None:
         path = QFileDialog.getExistingDirectory(self, "Choose an embedding store (.zarr folder)")
@@ -225,6 +245,16 @@ class VerifyWidget(QWidget):
         self.prediction_combo.setCurrentIndex(idx if idx >= 0 else 0)
         self.prediction_combo.blockSignals(False)
         self._on_source_changed()
+
+    def _on_new_cells(self) -> None:
+        """New cells in the viewer (a run's result, an opened store): offer them as the prediction."""
+        try:
+            self.refresh_sources()
+        except RuntimeError:  # the panel's Qt side was deleted (the viewer closed)
+            return
+        idx = self.prediction_combo.findData("session")
+        if idx >= 0:
+            self.prediction_combo.setCurrentIndex(idx)
 
     def _on_source_changed(self, *_):
         kind = str(self.prediction_combo.currentData() or "file").split(":", 1)[0]
@@ -338,6 +368,10 @@ class VerifyWidget(QWidget):
             if a.judged:
                 item.setForeground(QColor("#66bb6a") if a.passed else QColor("#ef5350"))
             t.setItem(i, 5, item)
+        # every compared array visible, without a scroll bar
+        height = t.horizontalHeader().height() + 2 * t.frameWidth()
+        height += sum(t.rowHeight(i) for i in range(t.rowCount()))
+        t.setFixedHeight(height)
 
     def _draw_histograms(self, report):
         fig = self.figure
@@ -349,20 +383,27 @@ class VerifyWidget(QWidget):
             ax = fig.add_subplot(1, len(names), n + 1)
             counts = a.hist_counts
             nz = np.flatnonzero(counts)
+            if not len(nz) and a.hist_zeros:
+                ax.text(0.5, 0.5, f"all |Δ| = 0\n({a.hist_zeros:,} values identical)", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=9)
+                ax.set_xticks([])
+                ax.set_yticks([])
             if len(nz):
                 lo, hi = nz[0], nz[-1] + 1
                 ax.stairs(counts[lo:hi], edges[lo:hi + 1], fill=True,
                           color="#2e7d32" if a.passed else "#c62828", alpha=0.85)
                 ax.set_xscale("log")
                 ax.set_yscale("log")
-            ax.axvline(report.contract.atol, color="k", ls="--", lw=0.8)
-            title = f"{a.label}: r={_fmt(a.pearson, '.5f')}"
+            if len(nz):
+                ax.axvline(report.contract.atol, color="k", ls="--", lw=0.8)
+            title = f"{a.label}\nr={_fmt(a.pearson, '.5f')}"
             if a.hist_zeros:
                 title += f", {a.hist_zeros:,} exact"
             ax.set_title(title, fontsize=8)
-            ax.set_xlabel("|Δ|", fontsize=8)
-            if n == 0:
-                ax.set_ylabel("count (log)", fontsize=8)
+            if len(nz):
+                ax.set_xlabel("|Δ|", fontsize=8)
+                if n == 0:
+                    ax.set_ylabel("count (log)", fontsize=8)
             ax.tick_params(labelsize=7)
         self.canvas.draw()  # now: a deferred draw could land after the dock was deleted
 
