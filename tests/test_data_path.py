@@ -250,3 +250,14 @@ def test_legacy_centre_crop_when_initial_larger(tmp_path):
         np.testing.assert_array_equal(plan.read_batch(0)[0, 0, 0], img[48 - 16:48 + 16, 48 - 16:48 + 16])
     finally:
         plan.close()
+
+
+@pytest.mark.parametrize("devices, accelerator, nodes, several", [
+    (1, "auto", 1, False), (2, "cpu", 1, True), ([0, 1], "gpu", 1, True), ([0], "gpu", 1, False),
+    ("auto", "gpu", 1, True), ("auto", "cpu", 1, False), (1, "gpu", 2, True),
+])
+def test_asks_several_devices(devices, accelerator, nodes, several):
+    """What makes the napari dock say it predicts on one device."""
+    cfg = PredictConfig(data_path="p", tracks_path="t", source_channel=["a"], z_range=(0, 1), devices=devices,
+                        accelerator=accelerator, num_nodes=nodes)
+    assert cfg.asks_several_devices() is several

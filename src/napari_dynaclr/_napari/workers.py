@@ -91,7 +91,7 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     the streamed batches (the store's content). Setting *cancel* kills the work process; nothing is
     written then."""
     from napari_dynaclr._napari.explore import StreamingProjector
-    from napari_dynaclr.core.store import build_anndata, uns_for
+    from napari_dynaclr.core.store import build_anndata
 
     if cfg.ckpt_path is None:
         raise ConfigError("no checkpoint: choose a checkpoint file")
@@ -111,7 +111,8 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
         gen.close()
     planned, acc, result = state["planned"], state["acc"], state["result"]
     summary = result["summary"]
-    adata = build_anndata(planned.obs, acc.features, acc.projections, cfg.embedding_key, uns_for(cfg))
+    # the store's own uns (paths as given, and e.g. the rows a --allow-nonfinite run left NaN)
+    adata = build_anndata(planned.obs, acc.features, acc.projections, cfg.embedding_key, result["uns"])
     for key, value in result["obsm"].items():
         adata.obsm[key] = value
     return Finished(adata, summary.output_path, time.perf_counter() - t0)

@@ -121,6 +121,18 @@ class PredictConfig:
                 changes[f"{key}_as_given"] = None
         return dataclasses.replace(self, **changes)
 
+    def asks_several_devices(self) -> bool:
+        """Whether the trainer settings ask for several devices or nodes (napari predicts on one)."""
+        devices = self.devices
+        if isinstance(devices, (list, tuple)):
+            return len(devices) > 1 or int(self.num_nodes) > 1
+        if str(devices).lower() in ("auto", "-1"):
+            return str(self.accelerator).lower() in ("gpu", "cuda") or int(self.num_nodes) > 1
+        try:
+            return int(devices) > 1 or int(self.num_nodes) > 1
+        except (TypeError, ValueError):
+            return int(self.num_nodes) > 1
+
     def input_paths(self) -> dict[str, Path | None]:
         """What a run reads: an output may never be, contain or lie inside any of these."""
         return {"plate": self.data_path, "tracks": self.tracks_path, "checkpoint": self.ckpt_path,

@@ -39,9 +39,6 @@ from pathlib import Path
 
 from napari_dynaclr.errors import InterruptedAfterCommit, OutputError
 
-#: the kinds of input an output may never touch, as named in messages
-INPUT_NAMES = ("plate", "tracks", "checkpoint", "config")
-
 
 def describe_folder(path: Path) -> str:
     """What a folder is, in a few words, for a message."""
@@ -236,7 +233,8 @@ class OutputGuard:
             check_replaceable(path)
             old = path.parent / f"{self._prefix}.old-{uuid.uuid4().hex[:12]}"
             if _rename_exchange(tmp, path):  # tmp now holds the old store
-                return _moved(tmp, old)
+                os.rename(tmp, old)
+                return old
             os.rename(path, old)  # not atomic (no renameat2): the next run restores a hidden old store
             os.rename(tmp, path)
             return old
@@ -285,11 +283,6 @@ def _storage_error(exc: BaseException, path: Path) -> OutputError | None:
     if isinstance(exc, RuntimeError) and any(s in text for s in ("No space left", "Disk quota", "Read-only file")):
         return OutputError(f"cannot write {path}: {text.splitlines()[0][:200]}")
     return None
-
-
-def _moved(src: Path, dst: Path) -> Path:
-    os.rename(src, dst)
-    return dst
 
 
 # ------------------------------------------------------------------ renameat2 (Linux), signals

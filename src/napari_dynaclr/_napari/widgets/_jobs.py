@@ -75,12 +75,6 @@ class DockJobs:
         plugin_pool().start(worker)
         return worker
 
-    def stop_all(self) -> None:
-        _stop(self._running)
-
-    def __len__(self) -> int:
-        return len(self._running)
-
 
 def _stop(running) -> None:
     from napari_dynaclr._napari.workers import cancel_job

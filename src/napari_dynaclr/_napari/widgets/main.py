@@ -61,18 +61,6 @@ def _path(value) -> Path | None:
     return None if s in ("", ".") else Path(s)
 
 
-def _several_devices(cfg) -> bool:
-    """Whether a predict.yml asks for several devices or nodes (the dock predicts on one)."""
-    devices = cfg.devices
-    several = isinstance(devices, (list, tuple)) and len(devices) > 1
-    several = several or str(devices).lower() in ("auto", "-1") and str(cfg.accelerator).lower() in ("gpu", "cuda")
-    try:
-        several = several or int(devices) > 1
-    except (TypeError, ValueError):
-        pass
-    return several or int(cfg.num_nodes) > 1
-
-
 class DynaCLRWidget(QWidget):
     """Predict DynaCLR embeddings for a plate (or open a store) and explore them in the viewer."""
 
@@ -429,7 +417,7 @@ class DynaCLRWidget(QWidget):
         self.last_error = None
         self.last_result = None
         self._preview_timer.stop()
-        if self.yml_config is not None and _several_devices(self.yml_config):
+        if self.yml_config is not None and self.yml_config.asks_several_devices():
             show_info("the napari plugin predicts on one device; for several, run "
                       "`napari-dynaclr predict -c predict.yml` on the command line")
         self.cancel_event = threading.Event()
