@@ -157,6 +157,34 @@ def test_closing_the_job_stops_the_run_and_writes_nothing(demo_inputs, tmp_path)
     assert workers.work_process().pid not in (None, pid)
 
 
+def test_a_cancel_from_another_thread_still_leaves_nothing(demo_inputs, tmp_path, monkeypatch):  # noqa: F811
+    """The Cancel button kills the work process on the GUI thread while the job's thread notices the cancel:
+    the job must wait for that death before cleaning up, or the dying process's lock file stays behind."""
+    from napari_dynaclr.predict import client
+
+    real_kill = client._kill
+
+    def slow_kill(proc):  # the GUI thread's kill, slowed so the job's thread gets there first
+        if threading.current_thread().name == "cancel-button":
+            time.sleep(0.5)
+        real_kill(proc)
+
+    monkeypatch.setattr(client, "_kill", slow_kill)
+    cfg = dataclasses.replace(load_predict_yaml(demo_inputs["config"]), output_path=tmp_path / "x.zarr",
+                              batch_size=4)
+    cancel = threading.Event()
+    job = workers.prediction_job(cfg, "cpu", cancel)
+    names = []
+    while "Batch" not in names:
+        names.append(type(next(job)).__name__)
+    button = threading.Thread(target=workers.cancel_job, args=(cancel,), name="cancel-button")
+    button.start()
+    with pytest.raises(Cancelled):
+        _drain(job)
+    button.join()
+    assert list(tmp_path.iterdir()) == []  # no lock file, no partial store
+
+
 def test_cancel_of_an_abandoned_request_frees_the_process():
     """A napari worker aborted at quit never resumes its generator: cancelling its request must still
     kill the process and let the next request through."""

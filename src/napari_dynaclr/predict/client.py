@@ -140,6 +140,12 @@ class ChildProcess:
             except OSError:
                 pass
 
+    def _end(self, proc: subprocess.Popen) -> None:
+        """Kill the child and return only once *proc* is dead: a cancel from another thread may be killing
+        it right now, and the caller's clean-up (the output's lock file) needs it gone."""
+        self.kill()
+        _kill(proc)
+
     def close(self) -> None:
         """Kill the child and refuse further requests (napari is closing)."""
         self._closed = True
@@ -186,7 +192,7 @@ class ChildProcess:
                 except (OSError, ValueError):  # closed under us (kill/close from another thread)
                     ready = True
                 if cancel.is_set() or self._closed:
-                    self.kill()
+                    self._end(proc)
                     raise Cancelled("cancelled")
                 if not ready:
                     yield None
@@ -195,6 +201,7 @@ class ChildProcess:
                     msg = conn.recv()
                 except (EOFError, OSError, ValueError):
                     if cancel.is_set() or self._closed:
+                        self._end(proc)
                         raise Cancelled("cancelled") from None
                     code = _wait(proc)
                     self.kill()
@@ -239,9 +246,15 @@ def _kill(proc: subprocess.Popen) -> None:
     """SIGKILL (a child started with SIGTERM ignored — nohup-like launchers — would survive SIGTERM)."""
     if proc.poll() is None:
         try:
-            proc.kill()
+            if hasattr(os, "killpg"):
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: anything it started goes too
+            else:
+                proc.kill()
         except OSError:
-            pass
+            try:
+                proc.kill()
+            except OSError:
+                pass
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
