@@ -23,11 +23,10 @@ RUN_TIMEOUT_MS = 150_000
 
 @pytest.fixture
 def docked(make_napari_viewer):
-    """A shown viewer with the main widget and the embedding view docked through the manifest."""
+    """A shown viewer with the DynaCLR dock docked through the manifest; *view* is its Explore tab."""
     viewer = make_napari_viewer(show=True)
     _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
-    _, view = viewer.window.add_plugin_dock_widget(PLUGIN, "Embedding view")
-    return viewer, main, view
+    return viewer, main, main.explore
 
 
 def _errors(monkeypatch):
@@ -261,7 +260,8 @@ def test_plate_is_read_in_a_worker_and_the_yml_selects_the_fovs(docked, demo_inp
     # a plate that is not one: said in place, the FOV list emptied
     bad = tmp_path / "not-a-plate"
     bad.mkdir()
-    main.plate.value = bad
+    main.plate.value = bad  # read once the typing pauses
+    qtbot.waitUntil(lambda: main._plate_worker is not None, timeout=5_000)
     wait_worker(qtbot, main._plate_worker, 60_000)
     assert main.plate_info.value.startswith("✗") and "not-a-plate" in main.plate_info.value
     assert list(main.fovs.choices) == [] and errors == []
@@ -442,7 +442,7 @@ def test_scatter_click_moves_viewer_to_cell(docked, demo_store, demo_inputs, qtb
     view.scatter.point_clicked.emit(target)
     assert s.fov_name == "A/1/1" and s.highlighted == target
     assert int(round(viewer.dims.point[0])) == 3
-    np.testing.assert_allclose(viewer.camera.center[-2:], (s.table["y"].iat[target], s.table["x"].iat[target]))
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], (s.table["y"].iat[target], s.table["x"].iat[target]))
     # pick() maps a data position to the nearest plotted point
     assert view.scatter.pick(view.xy()[target], radius_px=50) in (
         target, *np.flatnonzero(np.all(view.xy() == view.xy()[target], axis=1)))

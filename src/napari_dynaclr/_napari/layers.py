@@ -67,6 +67,11 @@ def fov_overlay(table: pd.DataFrame, fov_name: str, z: bool = False,
     return FovOverlay(str(fov_name), rows, points, tracks, graph, features, tuple(scale))
 
 
+def axis_labels(ndim: int) -> tuple[str, ...]:
+    """The axis names of a FOV's layers (what napari shows on its sliders): t, [z], y, x."""
+    return ("t", "y", "x") if ndim == 3 else ("t", "z", "y", "x")
+
+
 def image_scale(fov) -> tuple[float, ...]:
     """World scale of a FOV image as layered: (t, y, x) for one Z slice, else (t, z, y, x)."""
     st, _, sz, sy, sx = fov.scale
@@ -102,6 +107,7 @@ def fov_image_layers(fov, channel_names: list[str]) -> list[tuple]:
         kwargs = {
             "name": f"{fov.name} {name}",
             "scale": scale,
+            "axis_labels": axis_labels(len(scale)),
             "colormap": CHANNEL_COLORMAPS[c % len(CHANNEL_COLORMAPS)],
             "blending": "additive" if c else "translucent",
             "metadata": {"dynaclr_fov": fov.name, "dynaclr_channel": name},

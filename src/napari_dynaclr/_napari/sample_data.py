@@ -60,5 +60,6 @@ def make_demo_sample(folder: Path | None = None):
         table = explore.cell_table(df[[c for c in INDEX_COLUMNS if c in df.columns]])
         ov = layers.fov_overlay(table, fov.name, z=fov.shape[2] > 1, scale=layers.image_scale(fov))
         out.append((ov.tracks, {"graph": ov.graph, "features": ov.features, "scale": ov.scale,
-                                "name": f"{fov.name} tracks", "metadata": meta, "tail_length": 8}, "tracks"))
+                                "name": f"{fov.name} tracks", "metadata": meta, "tail_length": 8,
+                                "axis_labels": layers.axis_labels(len(ov.scale))}, "tracks"))
     return out

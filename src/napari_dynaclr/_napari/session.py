@@ -234,21 +234,22 @@ class ExplorerSession:
         if not len(ov.rows):
             return
         meta = {"dynaclr_fov": self.fov_name}
+        labels = layers.axis_labels(ov.points.shape[1])
         self.tracks_layer = viewer.add_tracks(
             ov.tracks, graph=ov.graph, features=ov.features.copy(), scale=scale, name=f"{self.fov_name} tracks",
-            tail_length=8, tail_width=2, blending="translucent", metadata=dict(meta),
+            tail_length=8, tail_width=2, blending="translucent", metadata=dict(meta), axis_labels=labels,
         )
         self.tracks_layer.track_colors = self.colors[ov.rows]
         self.points_layer = viewer.add_points(
             ov.points, features=ov.features.copy(), scale=scale, name=f"{self.fov_name} cells", size=14,
             face_color=self.colors[ov.rows], border_color=PLAIN_BORDER, border_width=0.25,
-            border_width_is_relative=True, opacity=0.8, metadata=dict(meta),
+            border_width_is_relative=True, opacity=0.8, metadata=dict(meta), axis_labels=labels,
         )
         self.points_layer.selected_data.events.items_changed.connect(self._on_points_selected)
         self.highlight_layer = viewer.add_points(
             np.empty((0, ov.points.shape[1])), scale=scale, name=f"{self.fov_name} highlight", size=30,
             face_color="transparent", border_color="cyan", border_width=0.12, border_width_is_relative=True,
-            symbol="ring", metadata=dict(meta),
+            symbol="ring", metadata=dict(meta), axis_labels=labels,
         )
 
     def _refill_layers(self, images: list, ov, scale) -> bool:

@@ -6,13 +6,15 @@ import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+from superqt import QCollapsible
 
 from napari_dynaclr._napari import explore
 from napari_dynaclr._napari.session import get_session
+from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section
 from napari_dynaclr._napari.widgets._jobs import DockJobs
 from napari_dynaclr._napari.widgets.scatter import ScatterCanvas
 from napari_dynaclr.core.reduce import CLUSTERINGS, available_reductions
@@ -39,7 +41,7 @@ class EmbeddingView(QWidget):
         self.mode = ComboBox(label="mouse", choices=ScatterCanvas.MODES, value="pan/zoom")
         self.op = ComboBox(label="selection", choices=("replace", "add", "subtract"), value="replace")
         self.clear_btn = PushButton(text="Clear selection")
-        self.status = Label(value="no cells yet: run a prediction or open embeddings")
+        self.status = Message("no cells yet: run a prediction or open embeddings")
         self.reduction = ComboBox(label="reduction", choices=available_reductions(), value="UMAP")
         self.reduce_input = ComboBox(label="on", choices=("features (X)", "projections"), value="features (X)")
         self.reduce_btn = PushButton(text="Compute reduction")
@@ -54,20 +56,39 @@ class EmbeddingView(QWidget):
         self.export_btn = PushButton(text="Export CSV")
         self.import_btn = PushButton(text="Import CSV")
         self.save_ann_btn = PushButton(text="Save annotations to store")
-        self.controls = Container(widgets=[
+        keep_button_text(self.csv_path)
+        self.controls = Container(widgets=[  # every control, for whoever wants to walk them
             self.x_axis, self.y_axis, self.color, self.cmap, self.mode, self.op, self.clear_btn, self.status,
             self.reduction, self.reduce_input, self.reduce_btn, self.clustering, self.n_clusters,
             self.min_size, self.cluster_btn, self.save_results, self.class_name, self.assign_btn,
             self.csv_path, self.export_btn, self.import_btn, self.save_ann_btn,
-        ])
-        scroll = QScrollArea(self)
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.controls.native)
-        self.scatter.native.setMinimumSize(280, 280)
+        ], labels=False)
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(form([("x", self.x_axis), ("y", self.y_axis), ("colour by", self.color),
+                            ("colormap", self.cmap)]))
+        lay.addWidget(section("Select", form([("mouse", self.mode), ("selection", self.op), self.clear_btn])))
+        self.reduce_box = QCollapsible("Reduce and cluster")
+        self.reduce_box.addWidget(form([
+            ("reduction", self.reduction), ("on", self.reduce_input), self.reduce_btn,
+            ("clustering", self.clustering), ("k (KMeans)", self.n_clusters),
+            ("min size (HDBSCAN)", self.min_size), self.cluster_btn, self.save_results,
+        ]))
+        self.annotate_box = QCollapsible("Annotate")
+        self.annotate_box.addWidget(form([
+            ("class", self.class_name), self.assign_btn, ("annotations CSV", self.csv_path),
+            self.export_btn, self.import_btn, self.save_ann_btn,
+        ]))
+        lay.addWidget(self.reduce_box)
+        lay.addWidget(self.annotate_box)
+        lay.addStretch(1)
+        self.scatter.native.setMinimumSize(240, 240)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.scatter.native, stretch=3)
-        layout.addWidget(scroll, stretch=2)
+        layout.addWidget(self.status.native)
+        layout.addWidget(scrolling(page), stretch=2)
         self.worker = None
         self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
         self._traj_rows = np.empty(0, dtype=np.int64)

@@ -21,9 +21,7 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
-    Label,
     LineEdit,
     PushButton,
     Select,
@@ -33,11 +31,20 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QHBoxLayout,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
 
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import get_session
+from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section
 from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
+from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
 if TYPE_CHECKING:
@@ -48,9 +55,27 @@ OVERWRITE_HINT = "tick 'overwrite' in the DynaCLR dock"
 NORMALIZATIONS = ("from predict.yml", "fov_statistics", "dataset_statistics", "timepoint_statistics", "none")
 
 
+#: the command line's words in the engine's messages, and the dock's controls that do the same
+GUI_WORDS = (
+    ("pass --overwrite", OVERWRITE_HINT),
+    ("pass --allow-nonfinite", "tick 'allow non-finite values' (Predict > Advanced settings)"),
+    ("(--allow-nonfinite)", "('allow non-finite values')"),
+    ("try --precision 32-true", "set trainer precision: 32-true in the predict.yml"),
+    ("give --output (or EmbeddingWriter output_path)", "choose an 'output store'"),
+    ("give --ckpt-path (or ckpt_path in the config)", "choose a 'checkpoint'"),
+)
+
+
+def gui_wording(message: str) -> str:
+    """*message* with the command line's flags replaced by the dock's controls."""
+    for cli, gui in GUI_WORDS:
+        message = message.replace(cli, gui)
+    return message
+
+
 def _message(exc: BaseException) -> str:
     if isinstance(exc, DynaclrError):
-        return str(exc)
+        return gui_wording(str(exc))
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -81,12 +106,12 @@ class DynaCLRWidget(QWidget):
         self.predict_yml = FileEdit(label="VisCy predict.yml", mode="r", filter="*.yml *.yaml")
         self.load_yml_btn = PushButton(text="Load predict.yml")
         self.ckpt = FileEdit(label="checkpoint", mode="r", filter="*.ckpt *.pt *.pth")
-        self.ckpt_info = Label(value="")
+        self.ckpt_info = Message()
         self.plate = FileEdit(label="plate (HCS zarr)", mode="d")
-        self.plate_info = Label(value="")
+        self.plate_info = Message()
         self.fovs = Select(label="FOVs to predict", choices=[])
         self.tracks = FileEdit(label="tracks folder", mode="d")
-        self.cells_info = Label(value="")
+        self.cells_info = Message()
         self.channels = LineEdit(label="source channels", value="")
         self.z_start = SpinBox(label="z start", value=0, min=0, max=10000)
         self.z_stop = SpinBox(label="z stop (excl.)", value=1, min=1, max=10000)
@@ -106,24 +131,33 @@ class DynaCLRWidget(QWidget):
         self.store = FileEdit(label="embedding store", mode="d")
         self.open_btn = PushButton(text="Open embeddings")
         self.show_fov = ComboBox(label="show FOV", choices=[])
-        self.status = Label(value="ready")
-        self.form = Container(widgets=[
-            self.predict_yml, self.load_yml_btn, self.ckpt, self.ckpt_info, self.plate, self.plate_info,
-            self.fovs, self.tracks, self.cells_info, self.channels, self.z_start, self.z_stop, self.patch,
-            self.final_patch, self.batch_size, self.device, self.normalization, self.umap, self.pca, self.output,
-            self.overwrite,
-            self.run_btn, self.cancel_btn, self.store, self.open_btn, self.show_fov, self.status,
-        ])
-        scroll = QScrollArea(self)
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.form.native)
+        self.status = Message("ready")
+        self.allow_nonfinite = CheckBox(
+            text="allow non-finite values", value=False,
+            tooltip="write NaN rows for cells whose patch or embedding is not finite (and read missing chunks "
+                    "as 0) instead of refusing the run")
+        keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store)
+        self.explore = EmbeddingView(viewer)
+        self.verify = VerifyWidget(viewer)
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self._predict_tab(), "Predict")
+        self.tabs.addTab(self.explore, "Explore")
+        self.tabs.addTab(self.verify, "Verify")
+        footer = QHBoxLayout()
+        footer.addWidget(self.run_btn.native)
+        footer.addWidget(self.cancel_btn.native)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(scroll)
+        layout.addWidget(self.tabs, stretch=1)
+        layout.addLayout(footer)
+        layout.addWidget(self.status.native)
 
         self.load_yml_btn.clicked.connect(lambda: self.load_predict_yml())
-        self.ckpt.changed.connect(lambda _: self.inspect_checkpoint())
-        self.plate.changed.connect(lambda _: self._on_plate())
+        # typing a path checks it once the typing pauses; only the latest check's result is shown
+        self._ckpt_timer = self._debounce(self.inspect_checkpoint)
+        self._plate_timer = self._debounce(self._on_plate)
+        self.ckpt.changed.connect(lambda _: self._ckpt_timer.start())
+        self.plate.changed.connect(lambda _: self._plate_timer.start())
         self.patch.changed.connect(lambda v: setattr(self.final_patch, "value", min(self.final_patch.value, v)))
         self.run_btn.clicked.connect(lambda: self.run())
         self.cancel_btn.clicked.connect(lambda: self.cancel())
@@ -145,6 +179,44 @@ class DynaCLRWidget(QWidget):
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         for layer in viewer.layers:
             self._prefill_from(layer.metadata)
+
+    def _debounce(self, slot, ms: int = 400) -> QTimer:
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(ms)
+        timer.timeout.connect(lambda: slot())
+        return timer
+
+    def _predict_tab(self) -> QWidget:
+        """Inputs, the advanced settings (collapsed), the output and opening a store: scrolls vertically
+        only, and fits any dock width from 320 px."""
+        inputs = form([
+            ("VisCy predict.yml", self.predict_yml), self.load_yml_btn,
+            ("checkpoint", self.ckpt), self.ckpt_info,
+            ("plate (HCS zarr)", self.plate), self.plate_info,
+            ("FOVs to predict", self.fovs),
+            ("tracks folder", self.tracks), self.cells_info,
+        ])
+        advanced = QCollapsible("Advanced settings")
+        advanced.addWidget(form([
+            ("source channels", self.channels), ("z start", self.z_start), ("z stop (excl.)", self.z_stop),
+            ("patch (initial YX)", self.patch), ("patch (final YX)", self.final_patch),
+            ("batch size", self.batch_size), ("device", self.device), ("normalisation", self.normalization),
+            self.umap, self.pca, self.allow_nonfinite,
+        ]))
+        self.advanced = advanced
+        output = form([("output store", self.output), self.overwrite])
+        opened = form([("embedding store", self.store), self.open_btn, ("show FOV", self.show_fov)])
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(section("Inputs", inputs))
+        lay.addWidget(advanced)
+        lay.addWidget(section("Output", output))
+        lay.addWidget(section("Open a store", opened))
+        lay.addStretch(1)
+        self.predict_scroll = scrolling(page)
+        return self.predict_scroll
 
     # ------------------------------------------------------------------ inputs
 
@@ -183,10 +255,9 @@ class DynaCLRWidget(QWidget):
         self.predict_yml.value = path
         self.normalization.choices = NORMALIZATIONS
         self.normalization.value = "from predict.yml"
-        same_plate = _path(self.plate.value) == Path(cfg.data_path)
         self.plate.value = cfg.data_path
-        if same_plate:  # no change event: select the FOVs as this predict.yml does
-            self._on_plate()
+        self._plate_timer.stop()  # read now (selected as this predict.yml selects its FOVs)
+        self._on_plate()
         self.tracks.value = cfg.tracks_path
         self.channels.value = ", ".join(cfg.source_channel)
         self.z_stop.value = cfg.z_range[1]
@@ -200,8 +271,11 @@ class DynaCLRWidget(QWidget):
         if cfg.output_path is not None:
             self.output.value = cfg.output_path
             self.overwrite.value = cfg.overwrite
+        self.allow_nonfinite.value = cfg.allow_nonfinite
         if cfg.ckpt_path is not None:
-            self.ckpt.value = cfg.ckpt_path  # triggers inspect_checkpoint
+            self.ckpt.value = cfg.ckpt_path
+            self._ckpt_timer.stop()
+            self.inspect_checkpoint()
         self.status.value = f"loaded {Path(path).name}"
         return True
 
@@ -321,7 +395,8 @@ class DynaCLRWidget(QWidget):
             initial_yx_patch_size=(patch, patch), final_yx_patch_size=(final, final),
             batch_size=self.batch_size.value, normalizations=normalizations, exclude_fovs=exclude,
             include_wells=include_wells, ckpt_path=_path(self.ckpt.value), output_path=output,
-            overwrite=self.overwrite.value, accelerator=self.device.value, devices=1, num_nodes=1,
+            overwrite=self.overwrite.value, allow_nonfinite=self.allow_nonfinite.value,
+            accelerator=self.device.value, devices=1, num_nodes=1,
             strategy="auto", umap_kwargs=umap_kwargs, pca_kwargs=pca_kwargs,
         )
 
@@ -336,7 +411,8 @@ class DynaCLRWidget(QWidget):
         return True
 
     def _on_preview_timer(self) -> None:
-        if self._plate_worker is None:  # otherwise the plate's layout restarts the timer when it arrives
+        # otherwise the plate's layout restarts the timer when it arrives
+        if self._plate_worker is None and not self._plate_timer.isActive():
             self.preview_cells()
 
     def preview_cells(self):
@@ -391,10 +467,9 @@ class DynaCLRWidget(QWidget):
         self.run_btn.enabled = not running
         self.open_btn.enabled = not running
         self.cancel_btn.enabled = running
-        if not running:
-            self.status.value = "ready"
 
     def _fail(self, msg: str) -> None:
+        msg = gui_wording(msg)
         self.last_error = msg
         show_error(msg)
         self.status.value = f"error: {msg}"
@@ -451,7 +526,7 @@ class DynaCLRWidget(QWidget):
         if ev is None or self.worker is None:  # a heartbeat, or a late event of a finished run
             return
         if isinstance(ev, workers.Warned):
-            show_warning(ev.message)
+            show_warning(gui_wording(ev.message))
         elif isinstance(ev, Planned):
             from napari_dynaclr._napari.explore import cell_table
 
@@ -512,8 +587,7 @@ class DynaCLRWidget(QWidget):
         self.cancel_event = None
         err = self.last_error
         self._set_running(False)
-        if err:
-            self.status.value = f"ready (last run failed: {err})"
+        self.status.value = f"ready (last run failed: {err})" if err else "ready"
 
     # ------------------------------------------------------------------ open a store
 
@@ -565,12 +639,5 @@ class DynaCLRWidget(QWidget):
         self.session.show_fov(name)
 
     def _ensure_embedding_view(self) -> None:
-        """Dock the embedding view once (through the manifest) so results have somewhere to go."""
-        window = getattr(self.viewer, "window", None)
-        if window is None or getattr(self, "_view_docked", False):
-            return
-        try:
-            window.add_plugin_dock_widget("napari-dynaclr", "Embedding view")
-            self._view_docked = True
-        except Exception as exc:  # pragma: no cover - plugin not registered (e.g. not installed)
-            show_error(f"cannot open the embedding view: {exc}")
+        """Show the Explore tab, where the cells now are."""
+        self.tabs.setCurrentWidget(self.explore)

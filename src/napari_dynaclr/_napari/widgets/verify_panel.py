@@ -133,6 +133,7 @@ class VerifyWidget(QWidget):
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # labels above fields in a narrow dock
         layout.addLayout(form)
 
         # prediction: session / embedding layer / file
@@ -206,7 +207,9 @@ class VerifyWidget(QWidget):
         self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         layout.addWidget(self.canvas)
 
-        layout.addWidget(QLabel("Worst cells (select a row to go to the cell; click a header to sort)"))
+        worst = QLabel("Worst cells (select a row to go to the cell; click a header to sort)")
+        worst.setWordWrap(True)
+        layout.addWidget(worst)
         self.cells_table = QTableWidget(0, 0)
         self.cells_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.cells_table.setSelectionBehavior(QAbstractItemView.SelectRows)

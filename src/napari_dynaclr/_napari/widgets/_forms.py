@@ -1,0 +1,70 @@
+"""Small layout pieces the docks share: forms that fit a narrow dock, wrapping status lines."""
+
+from __future__ import annotations
+
+from magicgui.widgets import FileEdit, Label
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFormLayout, QFrame, QGroupBox, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+
+
+class Message(Label):
+    """A status line that wraps (and never widens the dock); its whole text is its tooltip too."""
+
+    def __init__(self, value: str = ""):
+        super().__init__(value=value)
+        native = self.native
+        native.setWordWrap(True)
+        native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    @property
+    def value(self) -> str:
+        return Label.value.fget(self)
+
+    @value.setter
+    def value(self, text) -> None:
+        Label.value.fset(self, text)
+        self.native.setToolTip(str(text))
+
+
+def keep_button_text(*edits: FileEdit) -> None:
+    """A file field gives up width from its text box, never from its dialog button's label."""
+    for edit in edits:
+        edit.choose_btn.tooltip = edit.choose_btn.text  # "Choose directory", "Select file"…
+        edit.choose_btn.text = "Browse…"
+        button = edit.choose_btn.native
+        button.setSizePolicy(QSizePolicy.Policy.Fixed, button.sizePolicy().verticalPolicy())
+
+
+def form(rows) -> QWidget:
+    """A form that puts each label above its field when the dock is too narrow for both on one line."""
+    box = QWidget()
+    layout = QFormLayout(box)
+    layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    layout.setContentsMargins(4, 4, 4, 4)
+    for row in rows:
+        if isinstance(row, tuple):
+            layout.addRow(row[0], row[1].native)
+        else:
+            layout.addRow(row.native)
+    return box
+
+
+def section(title: str, body: QWidget) -> QGroupBox:
+    """*body* under a titled frame."""
+    group = QGroupBox(title)
+    lay = QVBoxLayout(group)
+    lay.setContentsMargins(2, 6, 2, 2)
+    lay.addWidget(body)
+    return group
+
+
+def scrolling(page: QWidget) -> QScrollArea:
+    """*page* in a scroll area that scrolls vertically only (the page always gets the dock's width)."""
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setWidget(page)
+    return scroll
