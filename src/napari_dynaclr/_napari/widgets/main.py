@@ -232,11 +232,26 @@ class DynaCLRWidget(QWidget):
         demo = meta.get("dynaclr_demo")
         if not demo:
             return
+        from napari_dynaclr._napari.sample_data import demo_complete, when_demo_ready
+
+        folder = Path(demo["config"]).parent
+        if not demo_complete(folder):  # Open Sample is still building it: fill the fields once it is there
+            if not getattr(self, "_awaiting_demo", False):
+                self._awaiting_demo = True
+                self.status.value = "waiting for the demo's files (see napari's activity dock)…"
+                when_demo_ready(folder, lambda: self._demo_ready(meta))
+            return
         if _path(self.predict_yml.value) is None and demo.get("config"):
             self.predict_yml.value = demo["config"]
             self.load_predict_yml()
         if _path(self.store.value) is None and demo.get("output"):
             self.store.value = demo["output"]
+
+    def _demo_ready(self, meta: dict) -> None:
+        if self._alive():
+            self._awaiting_demo = False
+            self.status.value = "ready"
+            self._prefill_from(meta)
 
     def load_predict_yml(self, path=None) -> bool:
         """Fill every field from a VisCy predict.yml (its normalisations are kept as they are)."""
@@ -591,14 +606,20 @@ class DynaCLRWidget(QWidget):
 
     # ------------------------------------------------------------------ open a store
 
-    def open_embeddings(self, path=None):
-        """Load an existing store (plus the plate/tracks fields or the store's recorded paths) in a worker."""
+    def open_embeddings(self, path=None, use_fields: bool = True):
+        """Load an existing store in a worker, with the plate and tracks of the fields (unless
+        *use_fields* is False) or else those the store records."""
         path = _path(path) or _path(self.store.value)
         if path is None:
-            show_error("choose an embedding store first")
+            show_error("choose an 'embedding store' first")
             return None
-        worker = thread_worker(workers.open_store, ignore_errors=True)(
-            path, _path(self.plate.value), _path(self.tracks.value))
+        if self.worker is not None:
+            show_error("a prediction is running: cancel it before opening a store")
+            return None
+        plate, tracks = (_path(self.plate.value), _path(self.tracks.value)) if use_fields else (None, None)
+        self.store.value = path
+        self.status.value = f"opening {path.name}…"
+        worker = thread_worker(workers.open_store, ignore_errors=True)(path, plate, tracks)
 
         def done(opened: workers.OpenedStore):
             if opened.plate_error:
@@ -610,7 +631,7 @@ class DynaCLRWidget(QWidget):
 
         worker.returned.connect(done)
         worker.errored.connect(lambda exc: self._fail(_message(exc)))
-        worker.finished.connect(lambda: self._set_running(False) if self.worker is None else None)
+        worker.finished.connect(lambda: self._set_running(False) if self.worker is None and self._alive() else None)
         self.open_btn.enabled = False
         self.run_btn.enabled = False
         self._open_worker = worker
