@@ -36,6 +36,15 @@ def _attrs(root, fn, fov="A/1/0"):
     path.write_text(json.dumps(attrs))
 
 
+def _nan_in_a_cell(root, fov="A/1/0"):
+    """A NaN pixel at the centre of the first cell of *fov* at t = 0."""
+    import zarr
+
+    cell = pd.read_csv(root / "tracks" / fov / "tracks.csv").query("t == 0").iloc[0]
+    arr = zarr.open_array(str(root / "plate.zarr" / fov / "0"), mode="r+")
+    arr[0, 0, 0, int(round(cell["y"])), int(round(cell["x"]))] = float("nan")
+
+
 CASES = [
     ("corrupt-checkpoint", lambda r, w: ((r / "model.ckpt").write_bytes(b"PK\x03\x04 broken"), None)[1], "model.ckpt"),
     ("missing-tracks-csv", lambda r, w: (r / "tracks" / "A" / "1" / "1" / "tracks.csv").unlink(), "no tracks CSV for FOV A/1/1"),
@@ -52,6 +61,7 @@ CASES = [
     ("patch-larger-than-image", lambda r, w: (setattr(w.patch, "value", 192), setattr(w.final_patch, "value", 192)),
      "does not fit FOV A/1/0"),
     ("output-exists", lambda r, w: (r / "out.zarr").mkdir(), "already exists"),
+    ("nan-pixel", lambda r, w: _nan_in_a_cell(r), "tick 'allow non-finite values' (Predict > Advanced settings)"),
 ]
 
 
@@ -76,7 +86,33 @@ def test_widget_bad_input(case_id, setup, needle, make_napari_viewer, inputs, qt
     assert len(errors) == 1, errors
     assert needle in errors[0], errors[0]
     assert "\n" not in errors[0]
+    assert " --" not in errors[0], errors[0]  # the dock's controls, never the command line's flags
     if not existed_before:
         assert not out.exists()
     assert not [p.name for p in inputs.iterdir() if p.name.startswith(".out.zarr")]
     assert main.worker is None and main.run_btn.enabled and not main.cancel_btn.enabled
+
+
+def test_a_nan_pixel_runs_once_allowed_in_the_dock(make_napari_viewer, inputs, qtbot, monkeypatch):
+    import anndata as ad
+    import numpy as np
+
+    from napari_dynaclr._napari.widgets import main as main_widget
+
+    errors = []
+    monkeypatch.setattr(main_widget, "show_error", errors.append)
+    _nan_in_a_cell(inputs)
+    viewer = make_napari_viewer()
+    _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+    load_yml(qtbot, main, inputs / "predict.yml")
+    out = inputs / "out.zarr"
+    main.output.value, main.device.value, main.umap.value = out, "cpu", False
+    main.allow_nonfinite.value = True
+    wait_worker(qtbot, main.run(), RUN_TIMEOUT_MS)
+    assert errors == []
+    adata = ad.read_zarr(out)
+    nan_rows = ~np.isfinite(adata.X).all(axis=1)
+    # the cells whose patch holds the pixel: NaN rows, recorded; the others are embedded as usual
+    assert 1 <= nan_rows.sum() < adata.n_obs and adata.uns["nonfinite_rows"] == nan_rows.sum()
+    assert np.isfinite(adata.obsm["X_pca"][~nan_rows]).all()
+    assert main.session.table is not None and len(main.session.table) == adata.n_obs

@@ -580,3 +580,25 @@ def test_the_dock_names_its_checkbox_and_refuses_a_second_writer(docked, demo_in
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_typing_a_checkpoint_path_checks_it_once(docked, demo_inputs, qtbot, monkeypatch):
+    """Each keystroke in a path field does not start a check: the check runs once the typing pauses, and
+    only the latest check's result is shown (no '✗ checkpoint not found: /w' while typing)."""
+    from napari_dynaclr._napari import workers
+
+    viewer, main, view = docked
+    checked = []
+    real = workers.inspect_checkpoint
+
+    def spy(path, *args, **kwargs):
+        checked.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(workers, "inspect_checkpoint", spy)
+    edit = main.ckpt.line_edit.native
+    edit.setFocus()
+    qtbot.keyClicks(edit, str(demo_inputs["checkpoint"]))  # one keystroke after the other
+    assert main._ckpt_timer.isActive() and checked == [] and main.ckpt_info.value == ""
+    qtbot.waitUntil(lambda: main.ckpt_info.value.startswith("✓"), timeout=60_000)
+    assert checked == [str(demo_inputs["checkpoint"])]

@@ -317,22 +317,26 @@ def track_trajectory(table: pd.DataFrame, fov_name: str, track_id: int) -> list[
 # reductions and clustering (run these in worker threads)
 
 class StreamingProjector:
-    """2-D preview coordinates while predicting: PCA fitted on the first batch, applied to the rest."""
+    """2-D preview coordinates while predicting: PCA fitted on the first batch with three finite rows,
+    applied to the rest. Rows that are not finite (a run allowing non-finite values) get NaN coordinates,
+    so the scatter hides them."""
 
     def __init__(self):
         self._pca = None
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        if self._pca is None and len(X) >= 3:
+        finite = np.isfinite(X).all(axis=1) if X.ndim == 2 else np.zeros(len(X), dtype=bool)
+        if self._pca is None and finite.sum() >= 3:
             from sklearn.decomposition import PCA
 
-            self._pca = PCA(n_components=2, random_state=42).fit(X)
+            self._pca = PCA(n_components=2, random_state=42).fit(X[finite])
+        out = np.full((len(X), 2), np.nan, dtype=np.float32)
         if self._pca is None:
-            out = np.zeros((len(X), 2), dtype=np.float32)
-            out[:, : min(2, X.shape[1])] = X[:, :2]
-            return out
-        return self._pca.transform(X).astype(np.float32)
+            out[finite, : min(2, X.shape[1])] = X[finite, :2]
+        elif finite.any():
+            out[finite] = self._pca.transform(X[finite])
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
