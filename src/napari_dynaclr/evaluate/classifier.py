@@ -268,7 +268,9 @@ def predict_classes(model: ClassifierModel, X: np.ndarray) -> tuple[np.ndarray, 
         return labels, proba
     Xs = model.transform(X if ok.all() else X[ok])
     p = model.classifier.predict_proba(Xs)
-    labels[ok] = model.classifier.predict(Xs)
+    # the class of the highest probability = LogisticRegression.predict (softmax/expit keep the order of the
+    # decision values); one product with the coefficients instead of two
+    labels[ok] = model.classifier.classes_[np.argmax(p, axis=1)]
     proba[ok] = p
     return labels, proba
 

@@ -1,11 +1,10 @@
 """Nearest neighbours in embedding space, and representative samples of a selection (the GUI's gallery).
 
-:class:`NeighbourIndex` is exact (scikit-learn ``NearestNeighbors``, brute force) up to ``exact_limit`` cells
-(100,000) and approximate above (``pynndescent.NNDescent``, seeded; imported only then: it loads numba).
-Cosine distance is ``1 − cos``; for the exact index the rows are L2-normalised once and searched with the
-Euclidean distance, which ranks exactly as cosine (``|a − b|² = 2 (1 − cos)`` for unit rows) and avoids
-normalising the whole matrix on every query. Rows with NaN/Inf (or all-zero rows under cosine) are not indexed
-and are never returned.
+:class:`NeighbourIndex` is exact (brute force) up to ``exact_limit`` cells (100,000) and approximate above
+(``pynndescent.NNDescent``, seeded; imported only then: it loads numba and compiles on first use). Cosine distance
+is ``1 − cos``; the rows are L2-normalised once, so a cosine query is one matrix-vector product, and the approximate
+index searches the unit rows with the Euclidean distance, which ranks exactly as cosine (``|a − b|² = 2 (1 − cos)``).
+Rows with NaN/Inf (or all-zero rows under cosine) are not indexed and are never returned.
 """
 
 from __future__ import annotations
@@ -35,6 +34,10 @@ class NeighbourIndex:
 
     ``NeighbourIndex(X, metric="cosine")``; ``query(row, k)`` → (rows, distances) of the *k* nearest other rows,
     nearest first; ``query_vector(v, k)`` for any vector. ``exact`` says which search was built.
+
+    Exact search is a brute-force scan of the float32 rows (one matrix-vector product, as scikit-learn's
+    brute-force ``NearestNeighbors`` does, without its per-query overhead); the best ``k + 32`` candidates are
+    re-ranked with float64 distances, so the order and the distances returned are exact (ties: lower row first).
     """
 
     def __init__(self, X: np.ndarray, metric: str = "cosine", exact: bool | None = None,
@@ -55,9 +58,7 @@ class NeighbourIndex:
         self._data = data if ok.all() else data[ok]
         self.exact = len(self._rows) <= exact_limit if exact is None else bool(exact)
         if self.exact:
-            from sklearn.neighbors import NearestNeighbors
-
-            self._nn = NearestNeighbors(algorithm="brute", metric="euclidean", n_jobs=n_jobs).fit(self._data)
+            self._sq = np.einsum("ij,ij->i", self._data, self._data) if metric == "euclidean" else None
         else:
             import pynndescent
 
@@ -65,21 +66,31 @@ class NeighbourIndex:
                                              n_jobs=n_jobs, low_memory=True)
             self._nn.prepare()
 
-    def _exact_distance(self, vector: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """The k distances recomputed in float64 (the search itself runs in float32)."""
+    def _distances(self, vector: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Distances from *vector* to the indexed rows *idx*, in float64."""
         a = np.asarray(vector, dtype=np.float64).reshape(-1)
         B = self._data[idx].astype(np.float64)
         if self.metric == "cosine":
             return np.clip(1.0 - B @ a, 0.0, 2.0)
         return np.linalg.norm(B - a, axis=1)
 
-    def _search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, len(self._rows))
+    def _search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(index positions, float64 distances) of the *k* nearest indexed rows, nearest first."""
+        n = len(self._rows)
+        k = min(k, n)
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0)
         if self.exact:
-            d, i = self._nn.kneighbors(vectors, n_neighbors=k)
+            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+            score = -(self._data @ v) if self.metric == "cosine" else self._sq - 2 * (self._data @ v)
+            m = min(n, k + 32)
+            cand = np.argpartition(score, m - 1)[:m] if m < n else np.arange(n)
         else:
-            i, d = self._nn.query(vectors, k=k)
-        return i, d
+            i, _ = self._nn.query(np.asarray(vector, dtype=np.float32).reshape(1, -1), k=min(n, k + 8))
+            cand = i[0][i[0] >= 0]
+        d = self._distances(vector, cand)
+        order = np.lexsort((cand, d))[:k]
+        return cand[order], d[order]
 
     def query(self, row: int, k: int = 10, include_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The *k* nearest rows to *row* (itself left out unless *include_self*) and their distances."""
@@ -88,26 +99,25 @@ class NeighbourIndex:
         p = self._pos[row]
         if p < 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        i, d = self._search(self._data[p:p + 1], k + (0 if include_self else 1))
-        rows, dist = self._rows[i[0]], self._exact_distance(self._data[p], i[0])
+        i, d = self._search(self._data[p], k + (0 if include_self else 1))
         if not include_self:
-            keep = rows != row
-            rows, dist = rows[keep][:k], dist[keep][:k]
-        return rows, dist
+            keep = i != p
+            i, d = i[keep][:k], d[keep][:k]
+        return self._rows[i], d
 
     def query_vector(self, vector: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The *k* nearest rows to an embedding vector (e.g. a selection's centroid)."""
         v, ok = _prepared(np.asarray(vector).reshape(1, -1), self.metric)
         if not ok[0]:
             return np.zeros(0, np.int64), np.zeros(0)
-        i, d = self._search(v, k)
-        return self._rows[i[0]], self._exact_distance(v[0], i[0])
+        i, d = self._search(v[0], k)
+        return self._rows[i], d
 
 
-def _unit(X: np.ndarray, metric: str) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
+def _unit(X: np.ndarray, metric: str, dtype=np.float64) -> np.ndarray:
+    X = np.asarray(X, dtype=dtype)
     if metric == "cosine":
-        n = np.linalg.norm(X, axis=1, keepdims=True)
+        n = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
         X = X / np.where(n > 0, n, 1)
     return X
 
@@ -133,29 +143,33 @@ def order_by_centroid(X: np.ndarray, rows, metric: str = "cosine") -> tuple[np.n
 
 
 def representative_sample(X: np.ndarray, rows, n: int = GALLERY_SIZE, metric: str = "cosine",
-                          random_state: int = 42, max_fit: int = 20_000) -> np.ndarray:
+                          random_state: int = 42, max_fit: int = 2_000, n_pca: int = 32) -> np.ndarray:
     """At most *n* rows of the selection *rows* that cover it, ordered by distance to its centroid.
 
-    A selection of *n* rows or fewer is returned whole. Otherwise k-means (k = *n*, seeded, on the unit rows for
-    cosine; fitted on at most *max_fit* rows drawn with the same seed) splits the selection, and the member nearest
-    each cluster centre represents it — so dense regions and outlying groups are both shown. Deterministic.
+    A selection of *n* rows or fewer is returned whole. Otherwise the selection (unit rows for cosine) is projected
+    on its first *n_pca* principal components and split by k-means (k = *n*), both fitted on at most *max_fit* rows
+    drawn with *random_state*; the member nearest each cluster centre represents it, so dense regions and outlying
+    groups are both shown. Deterministic (same selection, same rows, whatever its order).
     """
     from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
 
     rows = np.unique(np.asarray(rows, dtype=np.int64))
     if n < 1:
         raise ConfigError(f"sample size must be >= 1, got {n}")
-    V = _unit(np.asarray(X)[rows], metric)
+    V = _unit(np.asarray(X)[rows], metric, np.float32)
     finite = np.isfinite(V).all(axis=1)
     rows, V = rows[finite], V[finite]
     if len(rows) <= n:
         return order_by_centroid(X, rows, metric)[0]
     rng = np.random.default_rng(random_state)
     fit = V if len(V) <= max_fit else V[np.sort(rng.choice(len(V), max_fit, replace=False))]
-    km = KMeans(n_clusters=n, n_init=1, random_state=random_state).fit(fit.astype(np.float32))
-    labels = km.predict(V.astype(np.float32))
-    centres = km.cluster_centers_.astype(np.float64)
-    d = np.linalg.norm(V - centres[labels], axis=1)
+    n_comp = min(n_pca, fit.shape[1], len(fit) - 1)
+    pca = PCA(n_components=n_comp, svd_solver="randomized", iterated_power=2, random_state=random_state).fit(fit)
+    P, F = pca.transform(V), pca.transform(fit)
+    km = KMeans(n_clusters=n, n_init=1, random_state=random_state).fit(F)
+    labels = km.predict(P)
+    d = np.linalg.norm(P - km.cluster_centers_[labels], axis=1)
     chosen = []
     for c in range(n):
         members = np.flatnonzero(labels == c)
