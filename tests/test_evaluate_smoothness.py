@@ -164,3 +164,13 @@ def test_umap_loosely_like_viscy(stores):
     overlap = np.mean([len(set(x) & set(y)) / 5 for x, y in zip(a, b)])
     assert overlap >= 0.6, overlap
     assert 0.2 < np.ptp(coords, axis=0).max() / np.ptp(want, axis=0).max() < 5
+
+
+def test_threaded_kde_gives_the_same_peak():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_dynaclr.evaluate.smoothness import find_distribution_peak
+
+    data = np.random.default_rng(0).gamma(2.0, size=30_000)
+    with ThreadPoolExecutor(2) as pool:
+        assert find_distribution_peak(data, pool) == find_distribution_peak(data)

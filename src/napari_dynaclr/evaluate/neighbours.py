@@ -23,9 +23,10 @@ def _prepared(X: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(X, dtype=np.float32)
     ok = np.isfinite(X).all(axis=1)
     if metric == "cosine":
-        norms = np.linalg.norm(np.where(ok[:, None], X, 0), axis=1)
+        clean = X if ok.all() else np.where(ok[:, None], X, 0)
+        norms = np.sqrt(np.einsum("ij,ij->i", clean, clean))
         ok &= norms > 0
-        X = X / np.where(ok, norms, 1)[:, None]
+        X = clean / np.where(ok, norms, 1)[:, None]
     return np.ascontiguousarray(X), ok
 
 
