@@ -345,7 +345,7 @@ def cmd_evaluate_smoothness(args) -> int:
     import numpy as np
 
     from napari_dynaclr.core.store import read_store
-    from napari_dynaclr.evaluate.smoothness import STAT_NAMES, compute_smoothness, smoothness_by_group
+    from napari_dynaclr.evaluate.smoothness import STAT_NAMES, STEPS, compute_smoothness, smoothness_by_group
 
     _check_json_output(args.json, {"store": args.store})
     _quiet_obs_names()
@@ -353,7 +353,18 @@ def cmd_evaluate_smoothness(args) -> int:
     X = np.asarray(adata.X)
     meta = {"store": str(args.store), "metric": args.metric, "order": args.order}
     if args.group_by is None:
-        res = compute_smoothness(X, adata.obs, metric=args.metric, order=args.order)
+        bar = _steps(len(STEPS), "smoothness", args.quiet)
+
+        def step_done(step: str) -> None:
+            if bar:
+                bar.set_postfix_str(step)
+                bar.update(1)
+
+        try:
+            res = compute_smoothness(X, adata.obs, metric=args.metric, order=args.order, progress=step_done)
+        finally:
+            if bar:
+                bar.close()
         payload = {**res.to_dict(distributions=args.distributions), **meta}
         lines = [f"{k}: {res.stats[k]:.6g}" for k in STAT_NAMES]
     else:

@@ -41,6 +41,8 @@ METRICS = ("cosine", "euclidean")
 ORDERS = ("time", "stored")
 TRACK_KEY = ["fov_name", "track_id"]
 RANDOM_BATCH = 10_000
+#: the steps :func:`compute_smoothness` reports to its ``progress`` callback
+STEPS = ("z-score", "adjacent distances", "random distances", "KDE peaks")
 _CHUNK = 8192
 
 
@@ -167,9 +169,11 @@ def _adjacent_pairs(obs: pd.DataFrame, order: str, time_offsets: Sequence[int]):
 
 
 def compute_smoothness(X: np.ndarray, obs: pd.DataFrame, metric: str = "cosine", order: str = "time",
-                       time_offsets: Sequence[int] = (1,), seed: int = 42) -> SmoothnessResult:
+                       time_offsets: Sequence[int] = (1,), seed: int = 42,
+                       progress: Callable[[str], None] | None = None) -> SmoothnessResult:
     """VisCy's smoothness statistics for the rows of *X* (see the module), with both distance distributions and a
     per-track table. *order*: ``"time"`` (rows of a track sorted by ``t``) or ``"stored"`` (VisCy's order).
+    *progress*: called with the name of each of the :data:`STEPS` when it is done.
     Raises :class:`ConfigError` for an unknown metric/order and when no track has two rows."""
     from sklearn.preprocessing import StandardScaler
 
@@ -189,11 +193,16 @@ def compute_smoothness(X: np.ndarray, obs: pd.DataFrame, metric: str = "cosine",
     i, j, g, codes, table = _adjacent_pairs(obs, order, time_offsets)
     if len(i) == 0:
         raise ConfigError("no track has two or more rows: there are no adjacent frames to compare")
+    done = progress or (lambda _step: None)
     Z = StandardScaler().fit_transform(X)
+    done(STEPS[0])
     adjacent = pair_distances(Z, i, j, metric)
+    done(STEPS[1])
     ri, rj = random_pairs(len(Z), len(adjacent), seed)
     rand = pair_distances(Z, ri, rj, metric)
+    done(STEPS[2])
     a_peak, r_peak = _peaks(adjacent, rand)
+    done(STEPS[3])
     stats = {
         "adjacent_frame_mean": float(np.mean(adjacent)),
         "adjacent_frame_std": float(np.std(adjacent)),
