@@ -56,7 +56,7 @@ def test_evaluation_imports_no_torch_qt_or_numba():
     """The evaluation layer (the GUI's gallery, classifier and smoothness) loads no torch, Qt, UMAP or numba;
     pynndescent (numba) is imported only when an approximate neighbour index is built."""
     assert _loaded_after(
-        "import napari_dynaclr.evaluate.annotations, napari_dynaclr.evaluate.classifier, "
+        "import napari_dynaclr.evaluate, napari_dynaclr.evaluate.annotations, napari_dynaclr.evaluate.classifier, "
         "napari_dynaclr.evaluate.smoothness, napari_dynaclr.evaluate.neighbours"
     ) == []
 

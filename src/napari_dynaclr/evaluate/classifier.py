@@ -132,12 +132,12 @@ def train_classifier(X: np.ndarray, labels, groups=None, split: str | None = "ce
     if not 0 < train_fraction <= 1:
         raise ConfigError(f"train fraction must be in (0, 1], got {train_fraction}")
     notes: list[str] = []
-    mask = labelled(labels)
-    finite = np.isfinite(X).all(axis=1) if X.dtype.kind == "f" else np.ones(len(X), bool)
-    if (mask & ~finite).any():
-        notes.append(f"{int((mask & ~finite).sum())} labelled rows with NaN/Inf embeddings were left out")
-        mask &= finite
-    rows = np.flatnonzero(mask)
+    rows = np.flatnonzero(labelled(labels))
+    if X.dtype.kind == "f":  # only the labelled rows are looked at: a retrain never scans the whole store
+        finite = np.isfinite(X[rows]).all(axis=1)
+        if not finite.all():
+            notes.append(f"{int((~finite).sum())} labelled rows with NaN/Inf embeddings were left out")
+            rows = rows[finite]
     y = labels[rows]
     what = f"task {task!r}" if task else "the labels"
     counts = pd.Series(y).value_counts(sort=False)
