@@ -158,3 +158,23 @@ def test_apply_and_write_like_viscy(stores, tmp_path):
     with pytest.raises(OutputError, match="not an embedding store"):
         write_predictions(src, tmp_path / "notastore", res.model, overwrite=True)
     assert (tmp_path / "notastore" / "keep.txt").read_text() == "mine"
+
+
+def test_too_few_cells_for_a_validation_split(stores):
+    X = stores["dev2d"].X
+    labels = np.array(["a", "a", "b", "b"] + [None] * (len(X) - 4), dtype=object)
+    with pytest.raises(AnnotationError, match="too few labelled cells \\(4\\)"):
+        train_classifier(X, labels)
+
+
+def test_compare_splits_reports_both_accuracies(stores):
+    from napari_dynaclr.evaluate.classifier import compare_splits
+
+    adata = stores["synthetic"]
+    labels = _labels(adata, "synthetic", "infection_state")
+    both = compare_splits(adata.X, labels, track_groups(adata.obs))
+    runs = expected()["linear_classifier"]["synthetic"]["infection_state"]["runs"]
+    assert both["cell"].metrics["val_accuracy"] == runs["stratified_liblinear"]["metrics"]["val_accuracy"]
+    assert both["track"].metrics["val_accuracy"] == runs["grouped_fov_name_track_id_liblinear"]["metrics"][
+        "val_accuracy"]
+    assert both["track"].metrics["val_accuracy"] < both["cell"].metrics["val_accuracy"]  # 0.68 vs 0.93

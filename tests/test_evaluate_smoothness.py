@@ -174,3 +174,11 @@ def test_threaded_kde_gives_the_same_peak():
     data = np.random.default_rng(0).gamma(2.0, size=30_000)
     with ThreadPoolExecutor(2) as pool:
         assert find_distribution_peak(data, pool) == find_distribution_peak(data)
+
+
+def test_identical_embeddings_give_a_defined_peak():
+    X = np.ones((6, 4))
+    X[:, 0] = [1, 1, 1, 2, 2, 2]
+    obs = pd.DataFrame({"fov_name": ["A/1/0"] * 6, "track_id": [1, 1, 1, 2, 2, 2], "t": [0, 1, 2] * 2})
+    res = compute_smoothness(X, obs, metric="euclidean")
+    assert res.stats["adjacent_frame_peak"] == 0.0 and np.isfinite(res.stats["random_frame_peak"])

@@ -10,6 +10,7 @@ The API the GUI uses::
     join_annotations(obs, csv_or_frame, task) -> pd.Series            # VisCy's join, obs order
     save_annotations(path, obs, {task: labels})                      # a CSV VisCy reads
     train_classifier(X, labels, groups=track_groups(obs), split="cell"|"track"|None) -> ClassifierResult
+    compare_splits(X, labels, groups) -> {"cell": ClassifierResult, "track": ClassifierResult}
     predict_classes(result.model, X) -> (labels, proba)
     apply_predictions(adata, model, task) / write_predictions(store, out, model, task)
     compute_smoothness(X, obs, metric="cosine", order="time"|"stored") -> SmoothnessResult
@@ -23,6 +24,7 @@ from napari_dynaclr.evaluate.classifier import (
     ClassifierModel,
     ClassifierResult,
     apply_predictions,
+    compare_splits,
     predict_classes,
     track_groups,
     train_classifier,
@@ -33,7 +35,7 @@ from napari_dynaclr.evaluate.smoothness import STAT_NAMES, SmoothnessResult, com
 
 __all__ = [
     "STAT_NAMES", "ClassifierModel", "ClassifierResult", "NeighbourIndex", "SmoothnessResult", "apply_predictions",
-    "compute_smoothness", "join_annotations", "labelled", "order_by_centroid", "predict_classes", "read_annotations",
-    "representative_sample", "save_annotations", "smoothness_by_group", "track_groups", "train_classifier",
-    "write_predictions",
+    "compare_splits", "compute_smoothness", "join_annotations", "labelled", "order_by_centroid", "predict_classes",
+    "read_annotations", "representative_sample", "save_annotations", "smoothness_by_group", "track_groups",
+    "train_classifier", "write_predictions",
 ]

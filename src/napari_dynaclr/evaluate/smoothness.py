@@ -89,6 +89,8 @@ def find_distribution_peak(data: np.ndarray, pool=None) -> float:
     from scipy.signal import find_peaks
     from scipy.stats import gaussian_kde
 
+    if len(data) < 2 or np.ptp(data) == 0:  # no spread: VisCy's KDE raises; the peak is the value itself
+        return float(np.median(data))
     kde = gaussian_kde(data)
     x = np.linspace(np.min(data), np.max(data), 1000)
     if pool is None or len(data) < 20_000:
