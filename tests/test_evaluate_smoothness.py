@@ -182,3 +182,11 @@ def test_identical_embeddings_give_a_defined_peak():
     obs = pd.DataFrame({"fov_name": ["A/1/0"] * 6, "track_id": [1, 1, 1, 2, 2, 2], "t": [0, 1, 2] * 2})
     res = compute_smoothness(X, obs, metric="euclidean")
     assert res.stats["adjacent_frame_peak"] == 0.0 and np.isfinite(res.stats["random_frame_peak"])
+
+
+@pytest.mark.parametrize("store", ["dev2d", "dev3d2ch"])
+def test_viscys_stores_are_in_time_order_so_both_orders_agree(stores, store):
+    adata = stores[store]
+    stored = compute_smoothness(adata.X, adata.obs, order="stored")
+    timed = compute_smoothness(adata.X, adata.obs, order="time")
+    assert timed.stats == stored.stats and timed.adjacent_pairs.tolist() == stored.adjacent_pairs.tolist()
