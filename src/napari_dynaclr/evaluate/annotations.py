@@ -16,6 +16,7 @@ The join (VisCy ``viscy_utils.evaluation.annotation.load_annotation_anndata``, c
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -134,7 +135,8 @@ def labelled(labels) -> np.ndarray:
 
 
 def save_annotations(path: str | Path, obs: pd.DataFrame, labels: Mapping[str, Sequence], key: str = "auto",
-                     only_labelled: bool = True, overwrite: bool = False) -> Path:
+                     only_labelled: bool = True, overwrite: bool = False,
+                     overwrite_hint: str = "pass overwrite=True") -> Path:
     """Write labels as an annotation CSV VisCy reads: ``fov_name``, the key columns, ``y, x`` when obs has them
     (so a file with duplicate keys still joins), then one column per task. Written atomically (a hidden file beside
     *path*, then renamed). *key*: ``"id"``, ``"track"`` (``fov_name, t, track_id``) or ``"auto"`` (id when obs has
@@ -160,19 +162,20 @@ def save_annotations(path: str | Path, obs: pd.DataFrame, labels: Mapping[str, S
         keep |= pd.notna(pd.Series(values)).to_numpy()
     if only_labelled:
         frame = frame[keep]
-    write_text_atomically(path, frame.to_csv(index=False), overwrite=overwrite)
+    write_text_atomically(path, frame.to_csv(index=False), overwrite=overwrite, overwrite_hint=overwrite_hint)
     return path
 
 
-def write_text_atomically(path: str | Path, text: str, overwrite: bool = True) -> Path:
+def write_text_atomically(path: str | Path, text: str, overwrite: bool = True,
+                          overwrite_hint: str = "pass --overwrite") -> Path:
     """Write a small text file (a CSV, a JSON report) through a hidden file beside it and one rename, so *path*
     holds the old content or the complete new one. A folder, a symbolic link or (without *overwrite*) an existing
     file at *path* is refused with :class:`~napari_dynaclr.errors.OutputError`."""
     from napari_dynaclr.errors import OutputError
 
     path = Path(path)
-    check_text_output(path, overwrite)
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    check_text_output(path, overwrite, overwrite_hint)
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -186,7 +189,7 @@ def write_text_atomically(path: str | Path, text: str, overwrite: bool = True) -
     return path
 
 
-def check_text_output(path: str | Path, overwrite: bool = True) -> Path:
+def check_text_output(path: str | Path, overwrite: bool = True, overwrite_hint: str = "pass --overwrite") -> Path:
     """Refuse a text output path before any work: a folder, a link, a missing or read-only parent folder, or an
     existing file when *overwrite* is False."""
     from napari_dynaclr.errors import OutputError
@@ -202,5 +205,5 @@ def check_text_output(path: str | Path, overwrite: bool = True) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {path.parent} is not writable")
     if path.exists() and not overwrite:
-        raise OutputError(f"output {path} already exists; pass --overwrite to replace it")
+        raise OutputError(f"output {path} already exists; {overwrite_hint} to replace it")
     return path
