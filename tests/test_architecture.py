@@ -52,6 +52,15 @@ def test_planning_and_verify_import_no_torch():
     assert _loaded_after("import napari_dynaclr.predict, napari_dynaclr.predict.client, napari_dynaclr.verify") == []
 
 
+def test_evaluation_imports_no_torch_qt_or_numba():
+    """The evaluation layer (the GUI's gallery, classifier and smoothness) loads no torch, Qt, UMAP or numba;
+    pynndescent (numba) is imported only when an approximate neighbour index is built."""
+    assert _loaded_after(
+        "import napari_dynaclr.evaluate, napari_dynaclr.evaluate.annotations, napari_dynaclr.evaluate.classifier, "
+        "napari_dynaclr.evaluate.smoothness, napari_dynaclr.evaluate.neighbours"
+    ) == []
+
+
 def test_what_napari_loads_at_start_up_stays_light():
     """The manifest's modules (reader, sample data, docks): no torch, lightning, timm or umap."""
     loaded = _loaded_after(

@@ -38,6 +38,10 @@ class StoreError(DynaclrError):
     """An embedding store cannot be read or is not an AnnData embedding store."""
 
 
+class AnnotationError(DynaclrError):
+    """An annotation CSV is missing or malformed, or the labels it gives cannot train or test a classifier."""
+
+
 class WorkerCrashed(DynaclrError):
     """The napari plugin's work process died (a crash, out of memory, killed) or failed unexpectedly."""
 
