@@ -3,8 +3,9 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots.py [--work /tmp/dynaclr-shots]
 
 Builds the demo (synthetic plate, tracks, checkpoint), predicts with the core engine (PCA + UMAP),
-opens the store in the DynaCLR dock, lasso-selects a group of cells, highlights one cell's track and
-saves: the main widget, the image overlays, the embedding view with the selection, and the whole window.
+opens the store in the DynaCLR dock at a laptop's (1366×768) and a monitor's (1920×1080) window size,
+lasso-selects a group of cells, highlights one cell's track and saves: the whole window at both sizes,
+the dock's Predict and Explore tabs, the scatter and the image overlays.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 MAX_BYTES = 300_000
+SIZES = ((1366, 768), (1920, 1080))  # a laptop, a monitor
 
 
 def _save(img: np.ndarray, path: Path, max_width: int = 1100) -> None:
@@ -49,9 +51,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "images")
     args = ap.parse_args(argv)
 
-    from napari_dynaclr._napari.workers import import_model_stack
-
-    import_model_stack()  # torch before OpenGL (see jobs._guard_triton)
     from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.core.synthetic import SyntheticSpec
     from napari_dynaclr.demo import make_demo_inputs
@@ -66,44 +65,52 @@ def main(argv=None) -> int:
 
     import napari
     from qtpy.QtCore import QEventLoop
-    from qtpy.QtWidgets import QApplication
+    from qtpy.QtWidgets import QApplication, QWidget
 
     app = QApplication.instance() or QApplication([])
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
-    _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
-    _, view = viewer.window.add_plugin_dock_widget("napari-dynaclr", "Embedding view")
-    main.load_predict_yml(paths["config"])
-    worker = main.open_embeddings(paths["output"])
-    loop = QEventLoop()
-    worker.finished.connect(loop.quit)
-    loop.exec_()
-    s = main.session
-    viewer.dims.set_point(0, 5)
-    view.color_by("track_id")
-    xy = view.xy()
-    c = xy[np.argmax(xy[:, 0])]
-    ang = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-    span = xy.max(axis=0) - xy.min(axis=0)
-    view.select_polygon(c + 0.3 * span * np.column_stack([np.cos(ang), np.sin(ang)]), mode="replace")
-    rows = s.frames.rows(s.fov_name, 5)
-    s.highlight(int(rows[len(rows) // 2]))
-    from qtpy.QtWidgets import QWidget
-
-    for w in viewer.window._qt_window.findChildren(QWidget):
-        if type(w).__name__ == "NapariQtNotification":
-            w.close()  # toasts (e.g. the PyQt5 deprecation notice) would cover the canvas
-    for _ in range(20):
-        app.processEvents()
     args.out.mkdir(parents=True, exist_ok=True)
-    _save(viewer.screenshot(canvas_only=False, flash=False), args.out / "napari_window.png", 1400)
-    _save(viewer.screenshot(canvas_only=True, flash=False), args.out / "napari_overlays.png", 800)
-    form = main.form.native
-    form.resize(form.sizeHint())
-    _save(_grab(form), args.out / "napari_widget.png", 520)
-    _save(_grab(view.scatter.native), args.out / "napari_scatter.png", 600)
-    viewer.close()
+    for size in SIZES:
+        viewer = napari.Viewer(show=True)
+        viewer.window.resize(*size)
+        _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+        main.load_predict_yml(paths["config"])
+        worker = main.open_embeddings(paths["output"])
+        loop = QEventLoop()
+        worker.finished.connect(loop.quit)
+        loop.exec()
+        view = main.explore
+        s = main.session
+        viewer.dims.set_point(0, 5)
+        view.color_by("track_id")
+        xy = view.xy()
+        c = xy[np.argmax(xy[:, 0])]
+        ang = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+        span = xy.max(axis=0) - xy.min(axis=0)
+        view.select_polygon(c + 0.3 * span * np.column_stack([np.cos(ang), np.sin(ang)]), mode="replace")
+        rows = s.frames.rows(s.fov_name, 5)
+        s.highlight(int(rows[len(rows) // 2]))
+        _settle(app, viewer, QWidget)
+        tag = f"{size[0]}x{size[1]}"
+        _save(viewer.screenshot(canvas_only=False, flash=False), args.out / f"napari_window_{tag}.png", size[0])
+        if size == SIZES[0]:
+            _save(viewer.screenshot(canvas_only=True, flash=False), args.out / "napari_overlays.png", 800)
+            _save(_grab(view.scatter.native), args.out / "napari_scatter.png", 600)
+            _save(_grab(main), args.out / "napari_explore_tab.png", 600)
+            main.tabs.setCurrentIndex(0)
+            main.advanced.expand(animate=False)
+            _settle(app, viewer, QWidget)
+            _save(_grab(main), args.out / "napari_predict_tab.png", 600)
+        viewer.close()
     return 0
+
+
+def _settle(app, viewer, QWidget) -> None:
+    for top in app.topLevelWidgets():
+        for w in top.findChildren(QWidget):
+            if type(w).__name__ == "NapariQtNotification":
+                w.close()  # toasts would cover the canvas
+    for _ in range(30):
+        app.processEvents()
 
 
 if __name__ == "__main__":
