@@ -1,7 +1,7 @@
 """The plugin's background jobs, Qt-free: the docks run them in napari thread workers.
 
 Heavy work (the model, UMAP/PHATE/PCA, clustering) runs in the plugin's work process
-(:mod:`napari_dynaclr.predict.child`, one per napari session, started on first use): napari's process
+(:mod:`napari_dynaclr.child`, one per napari session, started on first use): napari's process
 never imports torch, umap or numba, and nothing here changes anything process-wide. Light work (planning a
 preview, reading a store, opening a plate) runs in the worker thread itself.
 
@@ -160,6 +160,47 @@ def cluster_job(X, method: str, cancel: threading.Event | None = None, **kwargs)
     """KMeans/HDBSCAN labels of *X* in the work process."""
     X = np.asarray(X, dtype=np.float32)
     return (yield from work_process().stream("cluster", X, method, kwargs, cancel=cancel))
+
+
+def gallery_job(cfg, cells: pd.DataFrame, projection: str = "middle slice",
+                cancel: threading.Event | None = None) -> Iterator:
+    """The normalised patches of *cells* as the model receives them (the work process cuts them with the
+    run's plan and reader): ``(index, patches (N, C, Y, X))``."""
+    return (yield from work_process().stream("gallery", cfg, cells, projection, cancel=cancel))
+
+
+_SENT: dict = {}  # which matrix the current work process holds: {"pid": ..., "token": ...}
+
+
+def _matrix_request(kind: str, token, X, *args, cancel: threading.Event | None = None) -> Iterator:
+    """A request on the explorer's embedding matrix: sent once per work process and *token* (a new
+    table), then named by its token."""
+    child = work_process()
+    held = _SENT.get("pid") == child.pid and child.pid is not None and _SENT.get("token") == token
+    result = yield from child.stream(kind, token, None if held else np.asarray(X, dtype=np.float32), *args,
+                                     cancel=cancel)
+    _SENT.update(pid=child.pid, token=token)
+    return result
+
+
+def neighbours_job(token, X, metric: str, row: int, k: int, cancel: threading.Event | None = None) -> Iterator:
+    """The *k* nearest cells of *row* (cosine or euclidean; exact up to 10⁵ cells, else approximate), built
+    once per table and metric in the work process: ``(rows, distances)``."""
+    return (yield from _matrix_request("neighbours", token, X, metric, row, k, cancel=cancel))
+
+
+def classify_job(token, X, labels, groups, task: str, cancel: threading.Event | None = None) -> Iterator:
+    """VisCy's linear classifier on the labelled rows, with a cell and a track split, and its prediction for
+    every cell (the work process): a dict with ``predicted``, ``proba``, ``classes``, ``metrics`` per split,
+    ``notes`` and the ``model``."""
+    return (yield from _matrix_request("classify", token, X, labels, groups, task, cancel=cancel))
+
+
+def smoothness_job(token, X, obs: pd.DataFrame, metric: str, order: str, group_by: str | None = None,
+                   cancel: threading.Event | None = None) -> Iterator:
+    """VisCy's temporal smoothness statistics of the table (and per group), the two distance distributions
+    and a per-row (per-track) score, in the work process."""
+    return (yield from _matrix_request("smoothness", token, X, obs, metric, order, group_by, cancel=cancel))
 
 
 # ------------------------------------------------------------------ light jobs (in the worker thread)

@@ -1,8 +1,8 @@
 """Prediction: plan → batches → one device or several (Lightning) → AnnData store.
 
-``plan`` and ``batches`` need no torch; the backends import it when they run. ``child`` is the process
-the napari plugin runs all of this in (``python -m napari_dynaclr.predict.child``), ``client`` its
-GUI-side counterpart.
+``plan`` and ``batches`` need no torch; the backends import it when they run. The napari plugin runs all of
+this in its work process (:mod:`napari_dynaclr.child`, ``python -m napari_dynaclr.child``); ``client`` is
+that process's GUI-side counterpart.
 """
 
 from napari_dynaclr.predict.batches import BatchResult, EmbeddingAccumulator, read_ahead

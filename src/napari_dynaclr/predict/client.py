@@ -1,6 +1,6 @@
-"""The GUI side of the work process (:mod:`napari_dynaclr.predict.child`). No torch, no Qt.
+"""The GUI side of the work process (:mod:`napari_dynaclr.child`). No torch, no Qt.
 
-:class:`ChildProcess` starts ``python -m napari_dynaclr.predict.child`` on first use, sends it one request
+:class:`ChildProcess` starts ``python -m napari_dynaclr.child`` on first use, sends it one request
 at a time and yields its answer as a stream. A request can be cancelled (the child is killed; the next
 request starts a new one); a child that dies (a segfault, CUDA out of memory, the OOM killer) becomes one
 :class:`~napari_dynaclr.errors.WorkerCrashed` error. :meth:`ChildProcess.stream` yields ``None`` every
@@ -71,7 +71,7 @@ class ChildProcess:
         key = secrets.token_bytes(32)
         with Listener(family="AF_UNIX" if os.name == "posix" else None, authkey=key) as listener:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "napari_dynaclr.predict.child"],
+                [sys.executable, "-m", "napari_dynaclr.child"],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=None,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,  # a Ctrl-C in napari's terminal is napari's to handle

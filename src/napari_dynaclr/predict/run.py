@@ -71,7 +71,7 @@ def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: thr
 
     Yields :class:`Planned`, one :class:`BatchResult` per batch, then :class:`Stage` events, and returns
     ``(RunSummary, AnnData)``. The CLI (:func:`run_prediction`) and the napari plugin's work process
-    (:mod:`napari_dynaclr.predict.child`) both run it. Data errors are raised before the model is built.
+    (:mod:`napari_dynaclr.child`) both run it. Data errors are raised before the model is built.
     Setting *cancel* (or closing the generator) stops between batches; nothing is written then.
 
     With *write*, the output is checked and locked for the whole run before anything else happens

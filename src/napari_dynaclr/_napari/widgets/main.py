@@ -43,6 +43,7 @@ from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section
 from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets.cells_view import CellsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, DynaclrError
@@ -138,10 +139,12 @@ class DynaCLRWidget(QWidget):
                     "as 0) instead of refusing the run")
         keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store)
         self.explore = EmbeddingView(viewer)
+        self.cells = CellsView(viewer, config=lambda: self.build_config(require_output=False))
         self.verify = VerifyWidget(viewer)
         self.tabs = QTabWidget(self)
         self.tabs.addTab(self._predict_tab(), "Predict")
         self.tabs.addTab(self.explore, "Explore")
+        self.tabs.addTab(self.cells, "Cells")
         self.tabs.addTab(self.verify, "Verify")
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)
@@ -624,6 +627,10 @@ class DynaCLRWidget(QWidget):
         def done(opened: workers.OpenedStore):
             if opened.plate_error:
                 self._fail(opened.plate_error)  # the cells are shown all the same, without images
+            if opened.plate is not None and _path(self.plate.value) is None:  # the store's own plate and tracks
+                self.plate.value = opened.plate.path
+                if opened.tracks_path is not None and _path(self.tracks.value) is None:
+                    self.tracks.value = opened.tracks_path
             self.session.set_table(opened.table, adata=opened.adata, store_path=path, plate=opened.plate,
                                    tracks_path=opened.tracks_path)
             self._ensure_embedding_view()

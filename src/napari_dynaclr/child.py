@@ -1,4 +1,4 @@
-"""The work process of the napari plugin: ``python -m napari_dynaclr.predict.child``.
+"""The work process of the napari plugin: ``python -m napari_dynaclr.child``.
 
 napari's process never runs the model or a reduction: torch, numba (UMAP) and BLAS hold the GIL for
 long stretches and would freeze the viewer. :class:`~napari_dynaclr.predict.client.ChildProcess` starts
@@ -75,7 +75,67 @@ def _serve_demo_inputs(send, folder, spec=None, umap=True):
     return make_demo_inputs(folder, spec, umap=umap)
 
 
+def _serve_gallery(send, cfg, cells, projection="middle slice"):
+    from napari_dynaclr.predict.gallery import model_inputs
+
+    return model_inputs(cfg, cells, projection)
+
+
+# the explorer's embedding matrix, sent once per session table (requests then name it by its token)
+_MATRIX: dict = {"token": None, "X": None, "indexes": {}}
+
+
+def _matrix(token, X):
+    if X is not None:
+        _MATRIX.update(token=token, X=X, indexes={})
+    elif _MATRIX["token"] != token:
+        raise LookupError(f"matrix {token} is not loaded")
+    return _MATRIX["X"]
+
+
+def _serve_neighbours(send, token, X, metric, row, k):
+    from napari_dynaclr.evaluate import NeighbourIndex
+
+    X = _matrix(token, X)
+    index = _MATRIX["indexes"].get(metric)
+    if index is None:
+        index = _MATRIX["indexes"][metric] = NeighbourIndex(X, metric=metric)
+    return index.query(int(row), int(k))
+
+
+def _serve_classify(send, token, X, labels, groups, task):
+    import warnings as _warnings
+
+    from napari_dynaclr.evaluate import compare_splits, predict_classes
+
+    X = _matrix(token, X)
+    with _warnings.catch_warnings():  # the lbfgs note is in the result's notes, not a warning per retrain
+        _warnings.simplefilter("ignore", UserWarning)
+        results = compare_splits(X, labels, groups, task=task)
+    predicted, proba = predict_classes(results["cell"].model, X)
+    return {"predicted": predicted, "proba": proba, "classes": list(results["cell"].classes),
+            "metrics": {split: dict(r.metrics) for split, r in results.items()},
+            "notes": sorted({n for r in results.values() for n in r.notes}), "model": results["cell"].model}
+
+
+def _serve_smoothness(send, token, X, obs, metric, order, group_by=None):
+    from napari_dynaclr.evaluate import compute_smoothness, smoothness_by_group
+
+    X = _matrix(token, X)
+    result = compute_smoothness(X, obs, metric=metric, order=order)
+    groups = {}
+    if group_by:
+        groups = {str(k): dict(v.stats) for k, v in smoothness_by_group(X, obs, group_by, metric=metric,
+                                                                          order=order).items()}
+    return {"stats": dict(result.stats), "adjacent": result.adjacent, "random": result.random,
+            "per_row": result.per_row_score(), "groups": groups, "notes": list(result.notes)}
+
+
 HANDLERS = {
+    "gallery": _serve_gallery,
+    "neighbours": _serve_neighbours,
+    "classify": _serve_classify,
+    "smoothness": _serve_smoothness,
     "predict": _serve_predict,
     "inspect": _serve_inspect,
     "reduce": _serve_reduce,
@@ -125,7 +185,7 @@ def main() -> int:
 
     line = sys.stdin.readline().split()
     if len(line) != 2:
-        print("napari_dynaclr.predict.child: expected 'address authkey' on standard input", file=sys.stderr)
+        print("napari_dynaclr.child: expected 'address authkey' on standard input", file=sys.stderr)
         return 2
     address, key = line
     with Client(address, authkey=bytes.fromhex(key)) as conn:

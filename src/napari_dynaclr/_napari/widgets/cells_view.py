@@ -1,0 +1,476 @@
+"""The Cells tab: what is this region of the embedding? A gallery of the selected cells as the model saw them,
+a clicked cell's nearest neighbours, a live linear classifier from the annotations, temporal smoothness.
+
+The heavy work runs in the plugin's work process (:mod:`napari_dynaclr.predict.gallery` cuts the patches with
+the run's own plan, reader and normalisation; :mod:`napari_dynaclr.evaluate` does the rest, as VisCy
+defines it); the results come back as ``features`` columns of the session's table (``predicted_<task>``,
+``predicted_<task>_proba``, ``smoothness``), so the image layers and the scatter can be coloured by them.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import CheckBox, ComboBox, PushButton, SpinBox
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtGui import QIcon, QImage, QPixmap
+from qtpy.QtWidgets import QListView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from napari_dynaclr._napari import workers
+from napari_dynaclr._napari.explore import UNASSIGNED
+from napari_dynaclr._napari.session import get_session
+from napari_dynaclr._napari.widgets._forms import Message, form, scrolling
+from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr.errors import Cancelled, DynaclrError
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+GALLERY_SIZE = 64
+TILE_PX = 80
+DEFAULT_COLORS = ((1.0, 1.0, 1.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0))
+
+
+def composite(patches: np.ndarray, colors) -> np.ndarray:
+    """(N, C, Y, X) patches → (N, Y, X, 3) uint8 tiles: each channel stretched between its 1st and 99th
+    percentile over all tiles, tinted with its colour and added (napari's additive blending)."""
+    n, c, h, w = patches.shape
+    out = np.zeros((n, h, w, 3), dtype=np.float32)
+    for ch in range(c):
+        values = patches[:, ch]
+        finite = values[np.isfinite(values)]
+        lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+        scaled = np.clip((np.nan_to_num(values, nan=lo) - lo) / ((hi - lo) or 1.0), 0, 1)
+        out += scaled[..., None] * np.asarray(colors[ch % len(colors)], dtype=np.float32)
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def _qimage(rgb: np.ndarray) -> QImage:
+    rgb = np.ascontiguousarray(rgb)
+    h, w, _ = rgb.shape
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class CellsView(QWidget):
+    """Gallery, neighbours, classifier and smoothness for the session's cells (see the module)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, config: Callable | None = None, parent=None):
+        super().__init__(parent)
+        self.session = get_session(viewer)
+        self.viewer = self.session.viewer
+        self._config = config  # () -> PredictConfig of the Predict tab (the gallery cuts patches with it)
+        self.jobs = DockJobs(self)
+        self._workers: dict[str, object] = {}
+        self._cancels: dict[str, threading.Event] = {}
+        self._token = None  # the session table the work process holds as its matrix
+        self._skip_neighbours = False
+        self.tile_rows: list[int] = []  # the cell-table row of each gallery tile, in tile order
+        self.classifier: dict | None = None
+        self.smoothness: dict | None = None
+
+        # gallery
+        self.projection = ComboBox(label="z", choices=("middle slice", "max projection"), value="middle slice",
+                                   tooltip="how a 3-D patch is shown (the model sees the whole z window)")
+        self.follow_selection = CheckBox(text="follow the selection", value=True)
+        self.gallery_btn = PushButton(text="Show the selection")
+        self.gallery_info = Message("select cells in the scatter (lasso/box), or click a cell for its neighbours")
+        self.gallery = QListWidget()
+        self.gallery.setViewMode(QListView.ViewMode.IconMode)
+        self.gallery.setIconSize(QSize(TILE_PX, TILE_PX))
+        self.gallery.setResizeMode(QListView.ResizeMode.Adjust)
+        self.gallery.setMovement(QListView.Movement.Static)
+        self.gallery.setUniformItemSizes(True)
+        self.gallery.setWordWrap(True)
+        self.gallery.setMinimumHeight(2 * TILE_PX + 40)
+        self.gallery.itemClicked.connect(self._on_tile)
+        # neighbours
+        self.k = SpinBox(label="k", value=10, min=1, max=500)
+        self.metric = ComboBox(label="metric", choices=("cosine", "euclidean"), value="cosine")
+        self.follow_clicks = CheckBox(text="neighbours of each clicked cell", value=True)
+        self.neighbours_btn = PushButton(text="Neighbours of the highlighted cell")
+        self.neighbours_info = Message("")
+        # classifier
+        self.task = ComboBox(label="labels", choices=["annotation"], value="annotation",
+                             tooltip="the categorical column whose classes train the classifier")
+        self.live = CheckBox(text="retrain after each change", value=True)
+        self.train_btn = PushButton(text="Train classifier")
+        self.save_pred_btn = PushButton(text="Save predictions to the store", enabled=False)
+        self.classifier_info = Message("assign cells to two or more classes (Explore > Annotate)")
+        # smoothness
+        self.smooth_metric = ComboBox(label="metric", choices=("cosine", "euclidean"), value="cosine")
+        self.order = ComboBox(label="order", choices=("time", "stored"), value="time",
+                              tooltip="time: a track's rows sorted by t; stored: VisCy's order (the store's rows)")
+        self.group_by = ComboBox(label="per group", choices=["(none)"], value="(none)")
+        self.smooth_btn = PushButton(text="Compute smoothness")
+        self.smooth_info = Message("")
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.2, 1.8), tight_layout=True)
+        self.plot = FigureCanvasQTAgg(self.figure)
+        self.plot.setMinimumHeight(150)
+        self.plot.setVisible(False)
+
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(form([("z", self.projection), self.follow_selection, self.gallery_btn, self.gallery_info]))
+        lay.addWidget(self.gallery, stretch=1)
+        self.neighbours_box = QCollapsible("Nearest neighbours")
+        self.neighbours_box.addWidget(form([("k", self.k), ("metric", self.metric), self.follow_clicks,
+                                            self.neighbours_btn, self.neighbours_info]))
+        self.classifier_box = QCollapsible("Classifier (from annotations)")
+        self.classifier_box.addWidget(form([("labels", self.task), self.live, self.train_btn, self.classifier_info,
+                                            self.save_pred_btn]))
+        self.smooth_box = QCollapsible("Temporal smoothness")
+        smooth = form([("metric", self.smooth_metric), ("order", self.order), ("per group", self.group_by),
+                       self.smooth_btn, self.smooth_info])
+        smooth.layout().addRow(self.plot)
+        self.smooth_box.addWidget(smooth)
+        for box in (self.neighbours_box, self.classifier_box, self.smooth_box):
+            lay.addWidget(box)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(scrolling(page))
+
+        self._gallery_timer = QTimer(self)
+        self._gallery_timer.setSingleShot(True)
+        self._gallery_timer.setInterval(300)
+        self._gallery_timer.timeout.connect(lambda: self.show_gallery())
+        self._train_timer = QTimer(self)
+        self._train_timer.setSingleShot(True)
+        self._train_timer.setInterval(300)
+        self._train_timer.timeout.connect(lambda: self.train())
+        self.gallery_btn.clicked.connect(lambda: self.show_gallery())
+        self.neighbours_btn.clicked.connect(lambda: self.neighbours())
+        self.train_btn.clicked.connect(lambda: self.train())
+        self.save_pred_btn.clicked.connect(lambda: self.save_predictions())
+        self.smooth_btn.clicked.connect(lambda: self.compute_smoothness())
+        s = self.session
+        s.selection_changed.connect(self._on_selection)
+        s.highlight_changed.connect(self._on_highlight)
+        s.table_changed.connect(self._on_table)
+        s.columns_changed.connect(self._on_columns)
+        self._annotation_state = None
+        if s.table is not None:
+            self._on_table()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _alive(self) -> bool:
+        try:
+            self.objectName()
+        except RuntimeError:
+            return False
+        return True
+
+    def _matrix(self) -> np.ndarray:
+        adata = self.session.adata
+        if adata is None:
+            raise DynaclrError("no embeddings yet: run a prediction or open a store first")
+        return np.asarray(adata.X)
+
+    def _start(self, name: str, job, args, on_done, on_error=None):
+        """Run *job* in a worker; a newer job of the same *name* supersedes it (only the latest result is
+        shown). Returns the worker."""
+        if name in self._cancels:
+            workers.cancel_job(self._cancels.pop(name))
+        cancel = self._cancels[name] = threading.Event()
+        worker = thread_worker(job, ignore_errors=True)(*args, cancel=cancel)
+
+        def done(result):
+            if self._workers.get(name) is worker and self._alive():
+                on_done(result)
+
+        def failed(exc):
+            if self._workers.get(name) is not worker or not self._alive() or isinstance(exc, Cancelled):
+                return
+            message = str(exc) if isinstance(exc, DynaclrError) else f"{type(exc).__name__}: {exc}"
+            (on_error or show_error)(message)
+
+        def finished():
+            if self._workers.get(name) is worker:
+                self._workers.pop(name, None)
+                self._cancels.pop(name, None)
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        worker.finished.connect(finished)
+        self._workers[name] = worker
+        return self.jobs.start(worker, cancel)
+
+    def worker(self, name: str):
+        """The running worker of *name* (gallery, neighbours, classifier, smoothness), or None."""
+        return self._workers.get(name)
+
+    def _on_table(self) -> None:
+        self._token = uuid.uuid4().hex  # a new table: a new matrix for the work process
+        self.tile_rows = []
+        self.gallery.clear()
+        self.classifier = self.smoothness = None
+        self._annotation_state = None
+        self._on_columns()
+
+    def _on_columns(self) -> None:
+        t = self.session.table
+        if t is None:
+            return
+        cats = [c for c in t.columns if isinstance(t[c].dtype, pd.CategoricalDtype)
+                and c not in ("selection", "cluster") and not c.startswith("predicted_")]
+        self.task.choices = cats or ["annotation"]
+        groups = ["(none)"] + [c for c in t.columns if (isinstance(t[c].dtype, pd.CategoricalDtype)
+                                                         or t[c].dtype == object) and c not in ("selection",)]
+        self.group_by.choices = groups
+        state = self._labels_state()
+        if self.live.value and state is not None and state != self._annotation_state:
+            self._annotation_state = state
+            self._train_timer.start()
+
+    # ------------------------------------------------------------------ gallery
+
+    def _on_selection(self) -> None:
+        if self.follow_selection.value:
+            self._gallery_timer.start()
+
+    def show_gallery(self, rows=None):
+        """Tiles of the selected cells (or *rows*) as the model received them: at most 64, chosen to cover
+        the selection, nearest its centre first. Returns the worker (None when there is nothing to show)."""
+        s = self.session
+        rows = np.asarray(s.selected if rows is None else rows, dtype=np.int64)
+        if s.table is None or not len(rows):
+            self.gallery.clear()
+            self.tile_rows = []
+            self.gallery_info.value = "no cells selected"
+            return None
+        if self._config is None:
+            self.gallery_info.value = "✗ the gallery cuts patches with the DynaCLR dock's Predict settings"
+            return None
+        try:
+            cfg = self._config()
+            X = self._matrix()
+        except DynaclrError as exc:
+            self.gallery_info.value = f"✗ {exc} (the gallery cuts patches with the Predict tab's settings)"
+            return None
+        keys = s.table[["fov_name", "track_id", "t"]].iloc[rows].assign(row=rows).reset_index(drop=True)
+        self.gallery_info.value = f"cutting the patches of {min(len(rows), GALLERY_SIZE)} cells…"
+        return self._start("gallery", _gallery, (cfg, X, keys, self.projection.value), self._show_tiles,
+                           lambda msg: setattr(self.gallery_info, "value", f"✗ {msg}"))
+
+    def _colors(self, n_channels: int) -> list:
+        layers = self.session.image_layers
+        if len(layers) == n_channels:
+            try:
+                return [tuple(layer.colormap.map(np.array([1.0]))[0][:3]) for layer in layers]
+            except Exception:  # noqa: BLE001 - a layer without a usable colormap: the defaults
+                pass
+        return list(DEFAULT_COLORS)
+
+    def _show_tiles(self, result) -> None:
+        rows, n_selected, index, patches = result
+        tiles = composite(patches, self._colors(patches.shape[1]))
+        self.gallery.clear()
+        for row, (_, cell), rgb in zip(rows, index.iterrows(), tiles, strict=True):
+            item = QListWidgetItem(QIcon(QPixmap.fromImage(_qimage(rgb))),
+                                   f"{cell['fov_name']}\ntrack {int(cell['track_id'])} · t {int(cell['t'])}")
+            item.setData(Qt.ItemDataRole.UserRole, int(row))
+            item.setToolTip(f"FOV {cell['fov_name']}, track {int(cell['track_id'])}, t {int(cell['t'])}: "
+                            "click to go to the cell")
+            self.gallery.addItem(item)
+        self.tile_rows = [int(r) for r in rows]
+        sample = "all" if len(rows) == n_selected else f"{len(rows)} representative of"
+        self.gallery_info.value = (f"{sample} {n_selected} selected cells, nearest the selection's centre first "
+                                   "(normalised as the model received them)")
+
+    def _on_tile(self, item) -> None:
+        row = item.data(Qt.ItemDataRole.UserRole)
+        if row is None:
+            return
+        self._skip_neighbours = True  # going to a tile's cell must not replace the selection shown
+        try:
+            self.session.goto_row(int(row))
+        finally:
+            self._skip_neighbours = False
+
+    # ------------------------------------------------------------------ neighbours
+
+    def _on_highlight(self, row: int) -> None:
+        if row >= 0 and self.follow_clicks.value and not self._skip_neighbours and self.session.adata is not None:
+            self.neighbours(row)
+
+    def neighbours(self, row: int | None = None):
+        """Select the highlighted cell (or *row*) and its k nearest cells in feature space, over every FOV and
+        timepoint; the gallery shows them. Returns the worker."""
+        s = self.session
+        row = s.highlighted if row is None else int(row)
+        if s.table is None or row is None or row < 0:
+            self.neighbours_info.value = "click a cell in the image or the scatter first"
+            return None
+        try:
+            X = self._matrix()
+        except DynaclrError as exc:
+            self.neighbours_info.value = f"✗ {exc}"
+            return None
+        metric, k = self.metric.value, self.k.value
+
+        def done(result):
+            rows, dist = result
+            self.session.select(np.concatenate([[row], rows]))
+            cell = self.session.table.iloc[row]
+            far = f"; farthest at {dist[-1]:.3g}" if len(dist) else ""
+            self.neighbours_info.value = (f"{len(rows)} nearest of {cell['fov_name']} track {int(cell['track_id'])} "
+                                          f"t {int(cell['t'])} ({metric}{far}); selected")
+            self.show_gallery()
+
+        self.neighbours_info.value = "searching…"
+        return self._start("neighbours", workers.neighbours_job, (self._token, X, metric, row, k), done,
+                           lambda msg: setattr(self.neighbours_info, "value", f"✗ {msg}"))
+
+    # ------------------------------------------------------------------ classifier
+
+    def _labels(self) -> tuple[str, np.ndarray] | None:
+        t = self.session.table
+        task = self.task.value
+        if t is None or task not in t.columns:
+            return None
+        values = t[task].astype(object).to_numpy()
+        values = np.where(pd.isna(values) | (values == UNASSIGNED), None, values)
+        return task, values
+
+    def _labels_state(self):
+        got = self._labels()
+        if got is None:
+            return None
+        task, values = got
+        return task, hash(tuple(values.tolist()))
+
+    def train(self):
+        """Train VisCy's linear classifier on the labelled cells (a cell and a track split) in the work process
+        and put its prediction for every cell into the table. Returns the worker."""
+        got = self._labels()
+        if got is None:
+            self.classifier_info.value = "no labels: assign cells to classes in Explore > Annotate"
+            return None
+        task, labels = got
+        classes = sorted({str(v) for v in labels if v is not None})
+        if len(classes) < 2:
+            self.classifier_info.value = f"label cells of two or more classes in '{task}' (now: {len(classes)})"
+            return None
+        try:
+            X = self._matrix()
+        except DynaclrError as exc:
+            self.classifier_info.value = f"✗ {exc}"
+            return None
+        from napari_dynaclr.evaluate import track_groups
+
+        groups = track_groups(self.session.table)
+        self.classifier_info.value = f"training on {sum(v is not None for v in labels)} labelled cells…"
+        return self._start("classifier", workers.classify_job, (self._token, X, labels, groups, task),
+                           lambda result: self._show_classifier(task, result),
+                           lambda msg: setattr(self.classifier_info, "value", f"✗ {msg}"))
+
+    def _show_classifier(self, task: str, result: dict) -> None:
+        self.classifier = {**result, "task": task}
+        proba = np.asarray(result["proba"], dtype=np.float64)
+        predicted = pd.Categorical(pd.Series(result["predicted"]).astype(object).where(
+            pd.notna(pd.Series(result["predicted"])), UNASSIGNED).astype(str))
+        best = np.nanmax(np.where(np.isfinite(proba), proba, -np.inf), axis=1) if proba.size else proba
+        self.session.add_columns({f"predicted_{task}": predicted,
+                                  f"predicted_{task}_proba": np.where(np.isfinite(best), best, np.nan)})
+        self.session.color_by(f"predicted_{task}")
+        m = result["metrics"]
+        text = (f"{len(result['classes'])} classes; validation accuracy {m['cell']['val_accuracy']:.3f} with a cell "
+                f"split (VisCy's), {m['track']['val_accuracy']:.3f} with a track split (no track on both sides); "
+                f"columns predicted_{task}, predicted_{task}_proba")
+        if result["notes"]:
+            text += "; " + "; ".join(result["notes"])
+        self.classifier_info.value = text
+        self.save_pred_btn.enabled = self.session.store_path is not None
+
+    def save_predictions(self):
+        """Write ``obs["predicted_<task>"]``, ``obsm["predicted_<task>_proba"]`` and
+        ``uns["predicted_<task>_classes"]`` into the session's store (replaced atomically). Returns the worker."""
+        s = self.session
+        if self.classifier is None or s.adata is None or s.store_path is None:
+            show_error("train a classifier on a store first")
+            return None
+        from napari_dynaclr.evaluate import apply_predictions
+
+        adata, path, model, task = s.adata, s.store_path, self.classifier["model"], self.classifier["task"]
+
+        def write():
+            from napari_dynaclr.core.store import write_store
+
+            apply_predictions(adata, model, task)
+            return write_store(adata, path, overwrite=True)
+
+        worker = thread_worker(write, ignore_errors=True)()
+        worker.returned.connect(lambda p: show_info(f"wrote predicted_{task} into {p}"))
+        worker.errored.connect(lambda exc: show_error(str(exc)))
+        return self.jobs.start(worker)
+
+    # ------------------------------------------------------------------ smoothness
+
+    def compute_smoothness(self):
+        """VisCy's temporal smoothness of the embeddings (and per group) in the work process: the two distance
+        distributions plotted, the statistics shown, a per-track ``smoothness`` column. Returns the worker."""
+        s = self.session
+        try:
+            X = self._matrix()
+        except DynaclrError as exc:
+            self.smooth_info.value = f"✗ {exc}"
+            return None
+        obs = s.adata.obs.copy()
+        group = None if self.group_by.value in (None, "(none)") else self.group_by.value
+        if group is not None and group not in obs.columns:
+            obs[group] = s.table[group].astype(str).to_numpy()
+        self.smooth_info.value = "computing…"
+        return self._start("smoothness", workers.smoothness_job,
+                           (self._token, X, obs, self.smooth_metric.value, self.order.value, group),
+                           self._show_smoothness, lambda msg: setattr(self.smooth_info, "value", f"✗ {msg}"))
+
+    def _show_smoothness(self, result: dict) -> None:
+        self.smoothness = result
+        st = result["stats"]
+        text = (f"smoothness score {st['smoothness_score']:.3f} (adjacent {st['adjacent_frame_mean']:.3g} / random "
+                f"{st['random_frame_mean']:.3g}; lower is smoother), dynamic range {st['dynamic_range']:.3g}; "
+                "column 'smoothness' = each track's score")
+        for name, g in result["groups"].items():
+            text += f"\n{name}: {g['smoothness_score']:.3f}"
+        self.smooth_info.value = text
+        self.session.add_columns({"smoothness": np.asarray(result["per_row"], dtype=np.float32)})
+        self.figure.clf()
+        ax = self.figure.add_subplot(111)
+        bins = np.histogram_bin_edges(np.concatenate([result["adjacent"], result["random"]]), bins=40)
+        ax.hist(result["random"], bins=bins, alpha=0.6, color="#888888", label="random pairs", density=True)
+        ax.hist(result["adjacent"], bins=bins, alpha=0.7, color="#3b8bd6", label="adjacent frames", density=True)
+        ax.set_xlabel(f"{self.smooth_metric.value} distance (z-scored features)", fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+        self.plot.setVisible(True)
+        self.plot.draw_idle()
+
+
+def _gallery(cfg, X, keys: pd.DataFrame, projection: str, cancel=None):
+    """(worker thread) pick up to 64 cells covering the selection, then cut their patches in the work process."""
+    from napari_dynaclr.evaluate import representative_sample
+
+    rows = keys["row"].to_numpy()
+    picked = representative_sample(X, rows, n=GALLERY_SIZE)
+    order = pd.Series(np.arange(len(rows)), index=rows)
+    cells = keys.iloc[order.loc[picked].to_numpy()]
+    index, patches = yield from workers.gallery_job(cfg, cells[["fov_name", "track_id", "t"]], projection,
+                                                    cancel=cancel)
+    # the cells the run would not predict (too near the border) are left out: keep rows and tiles aligned
+    lookup = pd.Series(cells["row"].to_numpy(), index=pd.MultiIndex.from_frame(
+        cells[["fov_name", "track_id", "t"]].astype({"fov_name": str})))
+    kept = lookup.reindex(pd.MultiIndex.from_frame(index[["fov_name", "track_id", "t"]].astype({"fov_name": str})))
+    return kept.to_numpy(dtype=np.int64), len(rows), index, patches

@@ -1,0 +1,133 @@
+"""The Cells tab driven as a user drives it: select cells → gallery → click a tile; click a cell → its
+neighbours; label two classes → predicted columns; smoothness → the plot and a per-track column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_fixtures import *  # noqa: F403
+from napari_fixtures import load_yml, wait_worker
+
+PLUGIN = "napari-dynaclr"
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def opened(make_napari_viewer, demo_store, demo_inputs, qtbot):
+    """The DynaCLR dock with the demo store open and its predict.yml loaded (the gallery's settings)."""
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    load_yml(qtbot, main, demo_inputs["config"])
+    wait_worker(qtbot, main.open_embeddings(demo_store), 60_000)
+    main.tabs.setCurrentWidget(main.cells)
+    assert main.session.adata is not None and len(main.session.table) == 52
+    return viewer, main, main.cells
+
+
+def _wait(qtbot, cells, name):
+    qtbot.waitUntil(lambda: cells.worker(name) is not None, timeout=5_000)
+    wait_worker(qtbot, cells.worker(name), TIMEOUT_MS)
+
+
+def test_selection_shows_the_patches_the_model_saw_and_a_tile_goes_to_its_cell(opened, demo_inputs, qtbot):
+    viewer, main, cells = opened
+    s = main.session
+    cells.follow_clicks.value = False
+    rows = np.flatnonzero(s.table["fov_name"].astype(str) == "A/1/1")[:6]
+    main.explore.select_polygon(np.array([[-1e9, -1e9], [1e9, -1e9], [1e9, 1e9], [-1e9, 1e9]]))  # a lasso
+    s.select(rows)
+    _wait(qtbot, cells, "gallery")
+    assert sorted(cells.tile_rows) == sorted(rows.tolist()) and cells.gallery.count() == len(rows)
+    assert cells.gallery_info.value.startswith("all 6 selected cells")
+    # the tiles are the model's input: the run's plan, reader and normalisation cut the same numbers
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
+    from napari_dynaclr.predict.gallery import model_inputs
+    from napari_dynaclr.predict.plan import plan_prediction
+
+    cfg = load_predict_yaml(demo_inputs["config"])
+    keys = s.table[["fov_name", "track_id", "t"]].iloc[rows[:2]]
+    index, patches = model_inputs(cfg, keys)
+    plan = plan_prediction(cfg)  # the run: its batches (percentile scaling is pooled over a batch, as VisCy's)
+    try:
+        have = plan.cells.reset_index(drop=True)
+        for i, (_, cell) in enumerate(index.iterrows()):
+            j = have.index[(have["fov_name"].astype(str) == cell["fov_name"]) & (have["track_id"] == cell["track_id"])
+                           & (have["t"] == cell["t"])][0]
+            batch = plan.load_batch(j // cfg.batch_size).numpy()
+            np.testing.assert_array_equal(patches[i], batch[j % cfg.batch_size][:, 0])
+    finally:
+        plan.close()
+    # clicking a tile takes the viewer to that cell
+    target = cells.tile_rows[2]
+    cells._on_tile(cells.gallery.item(2))
+    assert s.highlighted == target and s.fov_name == "A/1/1"
+    assert int(viewer.dims.current_step[0]) == int(s.table["t"].iat[target])
+
+
+def test_a_large_selection_shows_a_representative_sample(opened, qtbot, monkeypatch):
+    from napari_dynaclr._napari.widgets import cells_view
+
+    viewer, main, cells = opened
+    monkeypatch.setattr(cells_view, "GALLERY_SIZE", 8)
+    cells.follow_clicks.value = False
+    main.session.select(np.arange(40))
+    _wait(qtbot, cells, "gallery")
+    assert len(cells.tile_rows) == 8 and set(cells.tile_rows) <= set(range(40))
+    assert cells.gallery_info.value.startswith("8 representative of 40 selected cells")
+
+
+def test_clicking_a_cell_selects_its_nearest_neighbours(opened, qtbot):
+    viewer, main, cells = opened
+    s = main.session
+    cells.k.value = 5
+    s.highlight(3)  # what a click in the image or the scatter does
+    _wait(qtbot, cells, "neighbours")
+    X = np.asarray(s.adata.X, dtype=np.float64)
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    nearest = np.argsort(1 - unit @ unit[3])[:6]  # itself and its 5 nearest (cosine)
+    assert sorted(s.selected.tolist()) == sorted(nearest.tolist())
+    assert cells.neighbours_info.value.startswith("5 nearest of")
+    _wait(qtbot, cells, "gallery")  # and the gallery shows them
+    assert sorted(cells.tile_rows) == sorted(nearest.tolist())
+
+
+def test_two_labelled_classes_predict_every_cell(opened, demo_inputs, qtbot):
+    """The demo has two cell types: label a few of each, the classifier (trained in the work process after
+    the change) predicts every cell, as columns the layers and the scatter are coloured by."""
+    viewer, main, cells = opened
+    s = main.session
+    cells.follow_clicks.value = False
+    truth = pd.read_csv(demo_inputs["truth"])
+    table = s.table.merge(truth, on=["fov_name", "track_id", "t"], how="left")
+    for kind, name in (("A", "round"), ("B", "elongated")):
+        s.select(np.flatnonzero(table["cell_type"].to_numpy() == kind)[::2])  # every other cell of the kind
+        main.explore.assign_selection(name)
+    _wait(qtbot, cells, "classifier")
+    assert {"predicted_annotation", "predicted_annotation_proba"} <= set(s.table.columns)
+    assert "predicted_annotation" in s.points_layer.features and s.color_column == "predicted_annotation"
+    predicted = s.table["predicted_annotation"].astype(str).to_numpy()
+    want = np.where(table["cell_type"].to_numpy() == "A", "round", "elongated")
+    accuracy = float((predicted == want).mean())
+    assert accuracy > 0.8, accuracy
+    m = cells.classifier["metrics"]
+    assert set(m) == {"cell", "track"} and "val_accuracy" in m["cell"] and "val_accuracy" in m["track"]
+    assert "cell split" in cells.classifier_info.value and "track split" in cells.classifier_info.value
+
+
+def test_smoothness_is_plotted_and_scores_each_track(opened, qtbot):
+    viewer, main, cells = opened
+    s = main.session
+    worker = cells.compute_smoothness()
+    wait_worker(qtbot, worker, TIMEOUT_MS)
+    st = cells.smoothness["stats"]
+    from napari_dynaclr.evaluate import compute_smoothness
+
+    want = compute_smoothness(np.asarray(s.adata.X), s.adata.obs, metric="cosine", order="time").stats
+    assert st["smoothness_score"] == pytest.approx(want["smoothness_score"], rel=1e-12)
+    assert cells.plot.isVisible() and len(cells.figure.axes[0].patches) > 0
+    assert "smoothness" in s.table.columns and "smoothness" in s.points_layer.features
+    per_track = s.table.groupby(["fov_name", "track_id"], observed=True)["smoothness"].nunique(dropna=False)
+    assert (per_track == 1).all()  # one score per track
+    assert cells.smooth_info.value.startswith("smoothness score")
