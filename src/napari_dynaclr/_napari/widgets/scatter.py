@@ -107,6 +107,8 @@ class ScatterCanvas:
         self._grid: explore.PointGrid | None = None
         self._bins: np.ndarray | None = None  # density-bin index of every point for the current raster
         self._bin_geom = None  # (x_range, y_range, shape) of the current raster
+        self.raster_image = np.zeros((0, 0, 4), np.float32)  # RGBA of the density raster shown
+        self.selection_image = np.zeros((0, 0, 4), np.float32)  # RGBA of a large selection's raster
         self._base_stale = True  # markers not uploaded since the points/colours changed (density mode)
         self.point_size = 4.0
         self.density_mode = "auto"
@@ -132,6 +134,7 @@ class ScatterCanvas:
         m = scene.visuals.Markers(parent=self.view.scene, scaling="fixed", antialias=0.5)
         m.order = order
         m.set_gl_state(depth_test=False, blend=True, blend_func=("src_alpha", "one_minus_src_alpha"))
+        m.set_data(np.zeros((1, 2), np.float32), face_color=(0, 0, 0, 0), size=0, edge_width=0)  # has bounds
         return m
 
     def _image(self, order: int):
@@ -239,10 +242,16 @@ class ScatterCanvas:
             self._bin_geom = (x_range, y_range, shape)
         (x0, x1), (y0, y1), shape = self._bin_geom
         img = explore.density_image(self._bins, shape, self.colors)
+        self.raster_image = img
         self.raster.set_data(img)
         self.raster.transform.scale = ((x1 - x0) / shape[1], (y1 - y0) / shape[0])
         self.raster.transform.translate = (x0, y0)
         self.raster.visible = True
+
+    @property
+    def raster_geometry(self):
+        """``((x0, x1), (y0, y1), (rows, cols))`` of the density raster shown now, or None."""
+        return self._bin_geom
 
     def density_counts(self) -> np.ndarray:
         """Cells per bin of the raster shown now ((rows along y, cols along x); empty when not in density mode)."""
@@ -306,7 +315,8 @@ class ScatterCanvas:
                 geom = self._bin_geom
                 counts = explore.density_counts(self._bins, geom[2], rows)
             (x0, x1), (y0, y1), shape = geom
-            self.sel_raster.set_data(explore.selection_outline(counts > 0))
+            self.selection_image = explore.selection_outline(counts > 0)
+            self.sel_raster.set_data(self.selection_image)
             self.sel_raster.transform.scale = ((x1 - x0) / shape[1], (y1 - y0) / shape[0])
             self.sel_raster.transform.translate = (x0, y0)
             self.sel_raster.visible = True
