@@ -281,3 +281,32 @@ def test_box_and_lasso_select_the_right_rows_in_both_modes(canvas, qtbot, densit
     canvas.set_mode("lasso")
     _drag(canvas, a, b, qtbot)  # a lasso along a straight line: a degenerate polygon selects ~nothing
     assert len(polys) == 2 and explore.points_in_polygon(xy, polys[1]).sum() < 50
+
+
+def test_embedding_view_wires_labels_key_hover_and_density(make_napari_viewer, qtbot):
+    from napari_dynaclr._napari.session import get_session
+    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
+
+    viewer = make_napari_viewer(show=True)
+    view = EmbeddingView(viewer)
+    viewer.window.add_dock_widget(view, name="Embedding view")
+    s = get_session(viewer)
+    table = _table(2000)
+    table["cluster"] = pd.Categorical(np.arange(len(table)) % 3)
+    s.set_table(table)
+    sc = view.scatter
+    assert (sc.x_axis.axis.axis_label, sc.y_axis.axis.axis_label) == ("UMAP_0", "UMAP_1")
+    assert sc.key.kind == "continuous" and sc.key.texts()[0] == s.color_column == "t"
+    view.color_by("cluster")
+    assert sc.key.kind == "categorical" and sc.key.texts() == ["cluster", "0", "1", "2"]
+    view.set_axes("UMAP_1", "UMAP_0")
+    assert (sc.x_axis.axis.axis_label, sc.y_axis.axis.axis_label) == ("UMAP_1", "UMAP_0")
+    row = 77
+    sc.hover(view.xy()[row])
+    assert sc.hovered >= 0 and sc.hover_label.text == explore.describe_row(s.table, sc.hovered, "cluster")
+    assert "cluster" in sc.hover_label.text and "FOV" in sc.hover_label.text
+    assert view.density.value == "auto" and not sc.density_active
+    view.density.value = "on"
+    assert sc.density_active and sc.density_counts().sum() == len(table)
+    rows = view.select_box((-1e9, -1e9), (1e9, 1e9))  # the dock still selects every row in density mode
+    assert len(rows) == len(table) and sc.sel_inner.visible and len(sc.selected_rows()) == len(table)
