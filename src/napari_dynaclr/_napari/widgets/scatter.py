@@ -298,7 +298,10 @@ class ScatterCanvas:
 
     def show_selected(self, rows) -> None:
         """Draw the selection on top: double-outlined markers, or an outlined raster when large."""
-        self._selected = np.unique(np.asarray(rows, dtype=np.int64))
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        if len(rows) > 1 and not (rows[1:] > rows[:-1]).all():  # the session passes sorted unique rows
+            rows = np.unique(rows)
+        self._selected = rows
         self._refresh_selection()
 
     def _refresh_selection(self) -> None:
