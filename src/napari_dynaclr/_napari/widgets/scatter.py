@@ -260,15 +260,20 @@ class ScatterCanvas:
         return explore.density_counts(self._bins, self._bin_geom[2])
 
     def _on_camera(self, event=None) -> None:
-        if self.density_active and len(self.xy):
+        if len(self.xy) and (self.density_active or self.sel_raster.visible):
             self._density_timer.stop()
             self._density_timer.start()
 
     def _on_camera_settled(self, event=None) -> None:
-        if self.density_active and len(self.xy):
+        """Re-bin the rasters (density, large selection) for the range the camera settled on."""
+        if not len(self.xy):
+            return
+        if self.density_active:
             if self._bin_geom is not None and self._raster_geometry() == self._bin_geom:
                 return
             self._update_raster(rebin=True)
+            self._refresh_selection()
+        elif self.sel_raster.visible:
             self._refresh_selection()
 
     def reset_view(self) -> None:
