@@ -310,3 +310,15 @@ def test_embedding_view_wires_labels_key_hover_and_density(make_napari_viewer, q
     assert sc.density_active and sc.density_counts().sum() == len(table)
     rows = view.select_box((-1e9, -1e9), (1e9, 1e9))  # the dock still selects every row in density mode
     assert len(rows) == len(table) and sc.sel_inner.visible and len(sc.selected_rows()) == len(table)
+
+
+def test_finite_rows_and_range_match_the_2d_reductions():
+    rng = np.random.default_rng(5)
+    xy = rng.normal(size=(1000, 2)).astype(np.float32)
+    xy[3, 0], xy[7, 1], xy[9] = np.nan, np.inf, -np.inf
+    finite = np.isfinite(xy).all(axis=1)
+    np.testing.assert_array_equal(explore.finite_rows(xy), finite)
+    lo, hi = explore.finite_range(xy)
+    np.testing.assert_array_equal(lo, xy[finite].min(axis=0))
+    np.testing.assert_array_equal(hi, xy[finite].max(axis=0))
+    assert explore.finite_range(np.full((4, 2), np.nan)) is None and explore.finite_range(np.empty((0, 2))) is None

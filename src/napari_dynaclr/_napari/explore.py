@@ -454,6 +454,26 @@ def describe_row(table: pd.DataFrame, row: int, color_column: str | None = None)
     return "  ".join(parts)
 
 
+def finite_rows(xy: np.ndarray) -> np.ndarray:
+    """Rows of an (N, 2) array with both coordinates finite (column-wise: ~25× ``isfinite(xy).all(1)``)."""
+    xy = np.asarray(xy)
+    if not len(xy):
+        return np.zeros(0, dtype=bool)
+    return np.isfinite(xy[:, 0]) & np.isfinite(xy[:, 1])
+
+
+def finite_range(xy: np.ndarray, finite: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lo, hi) float64 per column over the finite rows, or None; column-wise (an axis-0 min of an
+    (N, 2) array is ~50× slower than two 1-D ones)."""
+    xy = np.asarray(xy)
+    finite = finite_rows(xy) if finite is None else finite
+    if not finite.any():
+        return None
+    cols = [xy[:, k] if finite.all() else xy[finite, k] for k in range(2)]
+    return (np.array([c.min() for c in cols], dtype=np.float64),
+            np.array([c.max() for c in cols], dtype=np.float64))
+
+
 class PointGrid:
     """A uniform-grid index over 2-D points for nearest-point queries at a million points.
 
@@ -464,14 +484,10 @@ class PointGrid:
     def __init__(self, xy: np.ndarray, cells: int = 255):
         xy = np.asarray(xy)
         self.xy = xy
-        finite = np.isfinite(xy).all(axis=1) if len(xy) else np.zeros(0, dtype=bool)
+        finite = finite_rows(xy)
         self.g = cells
-        if finite.all() and len(xy):
-            self.lo, hi = xy.min(axis=0).astype(np.float64), xy.max(axis=0).astype(np.float64)
-        elif finite.any():
-            self.lo, hi = xy[finite].min(axis=0).astype(np.float64), xy[finite].max(axis=0).astype(np.float64)
-        else:
-            self.lo, hi = np.zeros(2), np.ones(2)
+        rng = finite_range(xy, finite)
+        self.lo, hi = rng if rng is not None else (np.zeros(2), np.ones(2))
         span = hi - self.lo
         self.step = np.where(span > 0, span / cells, 1.0)
         # ≤ 255² + 1 buckets fit uint16, which numpy sorts with a radix sort (O(n): ~10× an int64 argsort)

@@ -161,7 +161,7 @@ class ScatterCanvas:
         xy = np.asarray(xy, dtype=np.float32)
         self.xy = xy
         self.colors = np.asarray(colors, dtype=np.float32)
-        self._finite = np.isfinite(xy).all(axis=1) if len(xy) else np.zeros(0, dtype=bool)
+        self._finite = explore.finite_rows(xy)
         self._selected = self._selected[self._selected < len(xy)]
         self._grid = None  # built on the first hover / click
         self._bins = None
@@ -277,10 +277,10 @@ class ScatterCanvas:
             self._refresh_selection()
 
     def reset_view(self) -> None:
-        finite = self.xy[self._finite] if len(self.xy) else self.xy
-        if not len(finite):
+        rng = explore.finite_range(self.xy, self._finite)
+        if rng is None:
             return
-        lo, hi = finite.min(axis=0), finite.max(axis=0)
+        lo, hi = rng
         pad = np.maximum((hi - lo) * 0.05, 1e-3)
         self.view.camera.set_range(x=(lo[0] - pad[0], hi[0] + pad[0]), y=(lo[1] - pad[1], hi[1] + pad[1]),
                                    z=(-1.0, 1.0), margin=0)
