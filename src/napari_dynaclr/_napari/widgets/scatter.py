@@ -338,7 +338,8 @@ class ScatterCanvas:
         return self._selected.copy()
 
     def show_now(self, rows) -> None:
-        self._overlay(self.now, rows, self.point_size + 5, edge=(1, 1, 1, 0.9), edge_width=1.0)
+        # filled, with a thin dark edge: not the selection's white-in-black ring
+        self._overlay(self.now, rows, self.point_size + 4, edge=(0.08, 0.08, 0.1, 1.0), edge_width=1.0)
 
     def show_highlight(self, row: int) -> None:
         self._overlay(self.highlight, [row] if row >= 0 else [], 18, face=(0, 0, 0, 0),
