@@ -322,3 +322,22 @@ def test_finite_rows_and_range_match_the_2d_reductions():
     np.testing.assert_array_equal(lo, xy[finite].min(axis=0))
     np.testing.assert_array_equal(hi, xy[finite].max(axis=0))
     assert explore.finite_range(np.full((4, 2), np.nan)) is None and explore.finite_range(np.empty((0, 2))) is None
+
+
+def test_large_selection_raster_in_markers_mode_follows_the_camera(canvas, qtbot):
+    from napari_dynaclr._napari.widgets import scatter
+
+    xy = _cloud(80_000)
+    canvas.set_points(xy, np.ones((len(xy), 4), np.float32))
+    assert not canvas.density_active
+    many = np.flatnonzero(xy[:, 1] > -3.5)  # ~55 000 cells: above the marker cap
+    assert len(many) > scatter.SELECTION_MARKER_CAP
+    canvas.show_selected(many)
+    assert canvas.sel_raster.visible and not canvas.sel_inner.visible
+    before = canvas.selection_image.copy()
+    canvas.view.camera.set_range(x=(100, 120), y=(-4, -3), margin=0)  # only the lower, unselected edge
+    qtbot.waitUntil(lambda: not np.array_equal(canvas.selection_image, before), timeout=3000)
+    rows_y = canvas.selection_image[..., 3].any(axis=1)  # marked raster rows (bottom → top)
+    r = canvas.view.camera.rect
+    ys = r.bottom + (np.arange(len(rows_y)) + 0.5) * (r.top - r.bottom) / len(rows_y)
+    assert rows_y.any() and not rows_y[ys < -3.5 - 0.05].any()  # re-binned for the zoomed range
