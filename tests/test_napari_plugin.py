@@ -389,8 +389,9 @@ def test_lasso_selects_cells_inside_and_highlights_layers(docked, demo_store, de
     assert np.allclose(border[sel_layer], [1.0, 0.85, 0.0, 1.0])
     assert not np.allclose(border[~sel_layer], [1.0, 0.85, 0.0, 1.0])
     np.testing.assert_array_equal(view.scatter.selected_rows(), expected)
-    edges = view.scatter.base._data["a_fg_color"]
-    assert np.allclose(edges[expected], (1.0, 0.85, 0.0, 1.0)) and np.allclose(np.delete(edges, expected, 0)[:, 3], 0)
+    ring = view.scatter.sel_inner._data  # the selection overlay: white-ringed markers on the selected cells
+    np.testing.assert_allclose(ring["a_position"][:, :2], view.xy()[expected])
+    assert np.allclose(ring["a_fg_color"], (1.0, 1.0, 1.0, 1.0))
     # add / subtract modes and box selection
     box_rows = view.select_box(lo - 1, hi + 1, mode="subtract")
     assert len(box_rows) == 0

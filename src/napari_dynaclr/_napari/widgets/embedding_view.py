@@ -16,7 +16,7 @@ from napari_dynaclr._napari import explore
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section
 from napari_dynaclr._napari.widgets._jobs import DockJobs
-from napari_dynaclr._napari.widgets.scatter import ScatterCanvas
+from napari_dynaclr._napari.widgets.scatter import DENSITY_MODES, ScatterCanvas
 from napari_dynaclr.core.reduce import CLUSTERINGS, available_reductions
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
@@ -39,6 +39,7 @@ class EmbeddingView(QWidget):
         self.color = ComboBox(label="colour by", choices=[])
         self.cmap = ComboBox(label="colormap", choices=COLORMAPS, value="viridis")
         self.mode = ComboBox(label="mouse", choices=ScatterCanvas.MODES, value="pan/zoom")
+        self.density = ComboBox(label="density", choices=DENSITY_MODES, value="auto")
         self.op = ComboBox(label="selection", choices=("replace", "add", "subtract"), value="replace")
         self.clear_btn = PushButton(text="Clear selection")
         self.status = Message("no cells yet: run a prediction or open embeddings")
@@ -58,7 +59,8 @@ class EmbeddingView(QWidget):
         self.save_ann_btn = PushButton(text="Save annotations to store")
         keep_button_text(self.csv_path)
         self.controls = Container(widgets=[  # every control, for whoever wants to walk them
-            self.x_axis, self.y_axis, self.color, self.cmap, self.mode, self.op, self.clear_btn, self.status,
+            self.x_axis, self.y_axis, self.color, self.cmap, self.mode, self.density, self.op, self.clear_btn,
+            self.status,
             self.reduction, self.reduce_input, self.reduce_btn, self.clustering, self.n_clusters,
             self.min_size, self.cluster_btn, self.save_results, self.class_name, self.assign_btn,
             self.csv_path, self.export_btn, self.import_btn, self.save_ann_btn,
@@ -67,7 +69,7 @@ class EmbeddingView(QWidget):
         lay = QVBoxLayout(page)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(form([("x", self.x_axis), ("y", self.y_axis), ("colour by", self.color),
-                            ("colormap", self.cmap)]))
+                            ("colormap", self.cmap), ("density", self.density)]))
         lay.addWidget(section("Select", form([("mouse", self.mode), ("selection", self.op), self.clear_btn])))
         self.reduce_box = QCollapsible("Reduce and cluster")
         self.reduce_box.addWidget(form([
@@ -99,6 +101,8 @@ class EmbeddingView(QWidget):
         self.color.changed.connect(self._on_color)
         self.cmap.changed.connect(self._on_color)
         self.mode.changed.connect(lambda v: self.scatter.set_mode(v))
+        self.density.changed.connect(lambda v: self.scatter.set_density(v))
+        self.scatter.describe = self._describe
         self.clear_btn.clicked.connect(lambda: self.session.select([]))
         self.reduce_btn.clicked.connect(self.compute_reduction)
         self.cluster_btn.clicked.connect(self.compute_clusters)
@@ -167,7 +171,9 @@ class EmbeddingView(QWidget):
     def _replot(self, *_):
         if self._updating or self.session.table is None:
             return
+        self.scatter.set_labels(*self.axes())
         self.scatter.set_points(self.xy(), self.session.colors)
+        self.scatter.set_key(self._color_key())
         self._on_selection()
         self._on_frame(self.session.fov_name, self.session.current_t)
         self._on_highlight(self.session.highlighted)
@@ -196,8 +202,19 @@ class EmbeddingView(QWidget):
             self.session.color_by(column, self.cmap.value)
 
     def _on_colors(self) -> None:
-        self.scatter.set_colors(self.session.colors)
+        self.scatter.set_colors(self.session.colors, self._color_key())
         self._on_frame(self.session.fov_name, self.session.current_t)
+
+    def _color_key(self) -> dict | None:
+        s = self.session
+        if s.table is None or s.color_column not in s.table.columns:
+            return None
+        return explore.color_key(s.table[s.color_column], s.colormap)
+
+    def _describe(self, row: int) -> str:
+        """Hover read-out of a scatter point: FOV, track, t, cluster, class, colour value."""
+        s = self.session
+        return "" if s.table is None else explore.describe_row(s.table, row, s.color_column)
 
     # ------------------------------------------------------------------ selection and linking
 
@@ -218,7 +235,7 @@ class EmbeddingView(QWidget):
         t = self.session.table
         if t is None:
             return
-        n_done = int(self.scatter._finite.sum())
+        n_done = self.scatter.n_plotted
         self.status.value = f"{n_done}/{len(t)} cells plotted, {len(self.session.selected)} selected"
 
     def _on_point_clicked(self, i: int) -> None:
@@ -249,8 +266,7 @@ class EmbeddingView(QWidget):
             return
         self.scatter.show_now(s.frames.rows(fov, t))
         if len(self._traj_rows):
-            self.scatter._overlay(self.scatter.cursor, self._cursor_rows(), 12, face=(1, 1, 1, 1),
-                                  edge=(1, 0.2, 0.2, 1), edge_width=2.0, symbol="diamond")
+            self.scatter.show_cursor(self._cursor_rows())
 
     # ------------------------------------------------------------------ reductions / clustering
 

@@ -1,37 +1,88 @@
-"""A GPU scatter canvas (vispy ``SceneCanvas`` + ``Markers``) for up to millions of cells.
+"""The embedding scatter: a vispy plot (axes, colour key, hover read-out) of up to millions of cells.
 
-All cells are one ``Markers`` visual whose colours are replaced with one ``set_data`` call; the current
-frame's cells, the selection, the highlighted cell and a track trajectory are small overlay visuals, so a
-time step or a click never re-uploads the full point cloud. Lasso and box selections are hit-tested in
-data coordinates with :func:`napari_dynaclr._napari.explore.points_in_polygon` (vectorised).
+Two ways to draw the cells:
+
+* **markers** — one ``Markers`` visual, every cell a dot in its colour (the default up to
+  :data:`DENSITY_THRESHOLD` plotted cells);
+* **density** — a 2-D histogram raster of the visible range (one bin per :attr:`ScatterCanvas.density_px`
+  screen pixels): log-scaled counts as opacity, each bin tinted with the mean colour of its cells, so
+  colouring by a column still reads. It is recomputed (debounced) when the camera moves and replaces the
+  million-marker draw, which software OpenGL cannot do interactively.
+
+In both modes the current frame's cells, the selection, the highlighted cell and a track trajectory are
+small overlay visuals drawn on top, so a time step or a click never re-uploads the point cloud. The
+selection is a double outline (white ring inside a black ring) that no category or colormap colour can
+be mistaken for; a selection of more than :data:`SELECTION_MARKER_CAP` cells is drawn as a raster of the
+same style (translucent white bins, a white edge and a black edge outside the selected region).
+
+Lasso and box selections are hit-tested in data coordinates with
+:func:`napari_dynaclr._napari.explore.points_in_polygon` (vectorised), never on the raster.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from psygnal import Signal
+from vispy import app as vispy_app
 from vispy import scene
+from vispy.visuals.transforms import STTransform
 
 from napari_dynaclr._napari import explore
+from napari_dynaclr._napari.widgets.plot_key import ColorKey
 
 BACKGROUND = "#262930"
-SELECTED_EDGE = (1.0, 0.85, 0.0, 1.0)
+AXIS_COLOR = (0.75, 0.75, 0.75, 1.0)
+#: selection style: a white ring inside a black ring (neither is a tab10 or viridis colour)
+SELECTED_INNER = (1.0, 1.0, 1.0, 1.0)
+SELECTED_OUTER = (0.0, 0.0, 0.0, 1.0)
+#: density mode "auto" switches to the raster above this many plotted cells
+DENSITY_THRESHOLD = 100_000
+#: larger selections are drawn as a raster outline instead of markers
+SELECTION_MARKER_CAP = 50_000
+DENSITY_MODES = ("auto", "on", "off")
 
 
 class ScatterCanvas:
-    """vispy scene with a base point cloud and overlays; emits ``lasso_finished`` / ``point_clicked``."""
+    """vispy plot of the cells; emits ``lasso_finished`` / ``point_clicked`` / ``point_hovered``.
+
+    Public API used by the embedding view: :meth:`set_points`, :meth:`set_colors` (with an optional
+    colour key for the legend / colour bar), :meth:`set_labels`, :meth:`set_density`,
+    :meth:`show_selected`, :meth:`show_now`, :meth:`show_highlight`, :meth:`show_trajectory`,
+    :meth:`show_cursor`, :meth:`set_mode`, :meth:`pick`, :attr:`describe` (row → hover text) and
+    :attr:`n_plotted`.
+    """
 
     lasso_finished = Signal(object)  # (K, 2) polygon in data coordinates
     point_clicked = Signal(int)  # index into the plotted points (−1: empty space)
+    point_hovered = Signal(int)  # index under the mouse (−1: none); throttled
 
     MODES = ("pan/zoom", "lasso", "box")
 
     def __init__(self, parent=None):
         self.canvas = scene.SceneCanvas(keys=None, bgcolor=BACKGROUND, size=(420, 420), parent=parent)
         self.canvas.unfreeze()
-        self.view = self.canvas.central_widget.add_view()
+        grid = self.canvas.central_widget.add_grid(spacing=0, margin=2)
+        axis_kw = dict(axis_font_size=8, tick_font_size=7, axis_color=AXIS_COLOR, tick_color=AXIS_COLOR,
+                       text_color=AXIS_COLOR, tick_label_margin=4)
+        self.y_axis = scene.AxisWidget(orientation="left", axis_label="", axis_label_margin=34, **axis_kw)
+        self.y_axis.width_max = self.y_axis.width_min = 52
+        self.x_axis = scene.AxisWidget(orientation="bottom", axis_label="", axis_label_margin=26, **axis_kw)
+        self.x_axis.height_max = self.x_axis.height_min = 38
+        grid.add_widget(self.y_axis, row=0, col=0)
+        grid.add_widget(self.x_axis, row=1, col=1)
+        self.view = grid.add_view(row=0, col=1, border_color=(0.4, 0.4, 0.4, 1.0))
         self.view.camera = scene.PanZoomCamera(aspect=None)
+        self.key_box = grid.add_view(row=0, col=2, row_span=2)
+        self.key_box.width_max = self.key_box.width_min = 96
+        self.key = ColorKey(self.key_box)
+        self.x_axis.link_view(self.view)
+        self.y_axis.link_view(self.view)
+
         self.base = self._markers(order=0)
+        self.raster = self._image(order=0)
+        self.sel_raster = self._image(order=1)
+        self.sel_outer = self._markers(order=1)
+        self.sel_inner = self._markers(order=1)
         self.now = self._markers(order=2)
         self.trajectory = scene.visuals.Line(parent=self.view.scene, width=2, connect="segments",
                                              antialias=True)
@@ -42,28 +93,66 @@ class ScatterCanvas:
         self.lasso_line = scene.visuals.Line(parent=self.view.scene, width=1.5, color="white")
         self.lasso_line.order = 6
         self.lasso_line.set_gl_state(depth_test=False, blend=True)
+        for v in (self.raster, self.sel_raster, self.sel_outer, self.sel_inner, self.now, self.trajectory,
+                  self.cursor, self.highlight, self.lasso_line):
+            v.visible = False
+        self.hover_label = scene.visuals.Text("", parent=self.view, color="white", font_size=7,
+                                              anchor_x="left", anchor_y="bottom", pos=(6, 14))
+        self.hover_label.order = 10
+
         self.xy = np.empty((0, 2), dtype=np.float32)
         self.colors = np.empty((0, 4), dtype=np.float32)
         self._finite = np.zeros(0, dtype=bool)
-        self._selected_mask = np.zeros(0, dtype=bool)
+        self._selected = np.empty(0, dtype=np.int64)
+        self._grid: explore.PointGrid | None = None
+        self._bins: np.ndarray | None = None  # density-bin index of every point for the current raster
+        self._bin_geom = None  # (x_range, y_range, shape) of the current raster
+        self.raster_image = np.zeros((0, 0, 4), np.float32)  # RGBA of the density raster shown
+        self.selection_image = np.zeros((0, 0, 4), np.float32)  # RGBA of a large selection's raster
+        self._base_stale = True  # markers not uploaded since the points/colours changed (density mode)
         self.point_size = 4.0
+        self.density_mode = "auto"
+        self.density_px = 2
         self.mode = "pan/zoom"
+        self.describe = None  # callable(row) -> str for the hover read-out
+        self.hovered = -1
         self._drag: list | None = None
         self._press = None
+        self._hover_pos = None
+        self._hover_timer = vispy_app.Timer(interval=0.05, connect=self._do_hover, iterations=1, start=False)
+        self._density_timer = vispy_app.Timer(interval=0.12, connect=self._on_camera_settled, iterations=1,
+                                              start=False)
         ev = self.canvas.events
         ev.mouse_press.connect(self._on_press)
         ev.mouse_move.connect(self._on_move)
         ev.mouse_release.connect(self._on_release)
+        self.view.scene.transform.changed.connect(self._on_camera)
+        self.view.events.resize.connect(self._on_camera)
+        self.key_box.events.resize.connect(lambda e: self.key.relayout())
 
     def _markers(self, order: int):
         m = scene.visuals.Markers(parent=self.view.scene, scaling="fixed", antialias=0.5)
         m.order = order
         m.set_gl_state(depth_test=False, blend=True, blend_func=("src_alpha", "one_minus_src_alpha"))
+        m.set_data(np.zeros((1, 2), np.float32), face_color=(0, 0, 0, 0), size=0, edge_width=0)  # has bounds
         return m
+
+    def _image(self, order: int):
+        im = scene.visuals.Image(np.zeros((1, 1, 4), np.float32), parent=self.view.scene, clim=(0, 1),
+                                 interpolation="nearest")
+        im.transform = STTransform()
+        im.order = order
+        im.set_gl_state("translucent", depth_test=False)
+        return im
 
     @property
     def native(self):
         return self.canvas.native
+
+    @property
+    def n_plotted(self) -> int:
+        """Cells with finite coordinates."""
+        return int(self._finite.sum())
 
     # ------------------------------------------------------------------ data
 
@@ -72,57 +161,132 @@ class ScatterCanvas:
         xy = np.asarray(xy, dtype=np.float32)
         self.xy = xy
         self.colors = np.asarray(colors, dtype=np.float32)
-        self._upload_base()
+        self._finite = explore.finite_rows(xy)
+        self._selected = self._selected[self._selected < len(xy)]
+        self._grid = None  # built on the first hover / click
+        self._bins = None
+        self._base_stale = True
         if reset_view:
             self.reset_view()
+        self._redraw_points()
+
+    def set_colors(self, colors: np.ndarray, key: dict | None = None) -> None:
+        """Recolour all points; *key* (:func:`explore.color_key`) is shown as legend or colour bar."""
+        self.colors = np.asarray(colors, dtype=np.float32)
+        self._base_stale = True
+        if key is not None:
+            self.key.show(key)
+        self._redraw_points()
+        self._refresh_selection()
+
+    def set_key(self, key: dict | None) -> None:
+        self.key.show(key)
+
+    def set_labels(self, x: str, y: str) -> None:
+        """Axis labels (the plotted columns)."""
+        self.x_axis.axis.axis_label = x
+        self.y_axis.axis.axis_label = y
+
+    def set_density(self, mode: str) -> None:
+        """``"auto"`` (raster above :data:`DENSITY_THRESHOLD` cells), ``"on"`` or ``"off"``."""
+        if mode not in DENSITY_MODES:
+            raise ValueError(f"density must be one of {DENSITY_MODES}")
+        self.density_mode = mode
+        self._redraw_points()
+        self._refresh_selection()
+
+    @property
+    def density_active(self) -> bool:
+        if self.density_mode == "auto":
+            return self.n_plotted > DENSITY_THRESHOLD
+        return self.density_mode == "on"
+
+    def _redraw_points(self) -> None:
+        if self.density_active:
+            self.base.visible = False
+            self._update_raster(rebin=self._bins is None)
+        else:
+            self.raster.visible = False
+            self._upload_base()
 
     def _upload_base(self) -> None:
+        self.base.visible = True
+        if not self._base_stale:
+            return
         xy = self.xy
-        finite = np.isfinite(xy).all(axis=1) if len(xy) else np.zeros(0, dtype=bool)
-        self._finite = finite
         if not len(xy):
             self.base.set_data(np.zeros((1, 2), np.float32), face_color=(0, 0, 0, 0), size=0, edge_width=0)
+        else:
+            colors = self.colors
+            if not self._finite.all():
+                colors = colors.copy()
+                colors[~self._finite, 3] = 0
+            self.base.set_data(np.where(self._finite[:, None], xy, 0).astype(np.float32), face_color=colors,
+                               size=self.point_size, edge_width=0)
+        self._base_stale = False
+
+    # ------------------------------------------------------------------ density raster
+
+    def _raster_geometry(self):
+        r = self.view.camera.rect
+        w, h = (max(1, int(s)) for s in self.view.size)
+        shape = (min(1024, max(1, h // self.density_px)), min(1024, max(1, w // self.density_px)))
+        return (float(r.left), float(r.right)), (float(r.bottom), float(r.top)), shape
+
+    def _update_raster(self, rebin: bool = True) -> None:
+        if rebin or self._bin_geom is None:
+            x_range, y_range, shape = self._raster_geometry()
+            if not (x_range[1] > x_range[0] and y_range[1] > y_range[0]):
+                return
+            self._bins = explore.density_bins(self.xy, x_range, y_range, shape)
+            self._bin_geom = (x_range, y_range, shape)
+        (x0, x1), (y0, y1), shape = self._bin_geom
+        img = explore.density_image(self._bins, shape, self.colors)
+        self.raster_image = img
+        self.raster.set_data(img)
+        self.raster.transform.scale = ((x1 - x0) / shape[1], (y1 - y0) / shape[0])
+        self.raster.transform.translate = (x0, y0)
+        self.raster.visible = True
+
+    @property
+    def raster_geometry(self):
+        """``((x0, x1), (y0, y1), (rows, cols))`` of the density raster shown now, or None."""
+        return self._bin_geom
+
+    def density_counts(self) -> np.ndarray:
+        """Cells per bin of the raster shown now ((rows along y, cols along x); empty when not in density mode)."""
+        if self._bins is None or self._bin_geom is None:
+            return np.zeros((0, 0), dtype=np.int64)
+        return explore.density_counts(self._bins, self._bin_geom[2])
+
+    def _on_camera(self, event=None) -> None:
+        if len(self.xy) and (self.density_active or self.sel_raster.visible):
+            self._density_timer.stop()
+            self._density_timer.start()
+
+    def _on_camera_settled(self, event=None) -> None:
+        """Re-bin the rasters (density, large selection) for the range the camera settled on."""
+        if not len(self.xy):
             return
-        self.base.set_data(np.where(finite[:, None], xy, 0).astype(np.float32), face_color=self._face(),
-                           size=self.point_size, edge_width=0, edge_color=(0, 0, 0, 0))
-        self._selected_mask = np.zeros(len(xy), dtype=bool)
-
-    def _face(self) -> np.ndarray:
-        colors = self.colors
-        if not self._finite.all():
-            colors = colors.copy()
-            colors[~self._finite, 3] = 0
-        return colors
-
-    def _update_fields(self, **fields) -> None:
-        """Replace attribute columns of the base markers in place and re-upload once (no re-plot).
-
-        vispy's ``Markers.set_data`` rebuilds and validates every attribute; for a colour or selection
-        change only one or two columns of the interleaved vertex buffer change, so those are written into
-        the visual's existing record array and the buffer is uploaded as is.
-        """
-        data = getattr(self.base, "_data", None)
-        if data is None or len(data) != len(self.xy):
-            self._upload_base()
-            return
-        for name, values in fields.items():
-            data[name] = values
-        self.base._vbo.set_data(data)
-        self.base.update()
-
-    def set_colors(self, colors: np.ndarray) -> None:
-        """Recolour all points in place (one buffer upload)."""
-        self.colors = np.asarray(colors, dtype=np.float32)
-        self._update_fields(a_bg_color=self._face())
+        if self.density_active:
+            if self._bin_geom is not None and self._raster_geometry() == self._bin_geom:
+                return
+            self._update_raster(rebin=True)
+            self._refresh_selection()
+        elif self.sel_raster.visible:
+            self._refresh_selection()
 
     def reset_view(self) -> None:
-        finite = self.xy[np.isfinite(self.xy).all(axis=1)] if len(self.xy) else self.xy
-        if not len(finite):
+        rng = explore.finite_range(self.xy, self._finite)
+        if rng is None:
             return
-        lo, hi = finite.min(axis=0), finite.max(axis=0)
+        lo, hi = rng
         pad = np.maximum((hi - lo) * 0.05, 1e-3)
         self.view.camera.set_range(x=(lo[0] - pad[0], hi[0] + pad[0]), y=(lo[1] - pad[1], hi[1] + pad[1]),
                                    z=(-1.0, 1.0), margin=0)
+        self._bins = None
+
+    # ------------------------------------------------------------------ overlays
 
     def _overlay(self, visual, rows, size, face=None, edge=(1, 1, 1, 1), edge_width=1.0, symbol="o"):
         rows = np.asarray(rows, dtype=np.int64)
@@ -138,25 +302,53 @@ class ScatterCanvas:
         visual.set_data(xy, face_color=face, edge_color=edge, size=size, edge_width=edge_width, symbol=symbol)
 
     def show_selected(self, rows) -> None:
-        """Outline the selected points (edge colour/width columns of the base markers, in place)."""
-        n = len(self.xy)
-        mask = np.zeros(n, dtype=bool)
-        mask[np.asarray(rows, dtype=np.int64)] = True
-        edge = np.zeros((n, 4), dtype=np.float32)
-        edge[mask] = SELECTED_EDGE
-        self._selected_mask = mask
-        self._update_fields(a_fg_color=edge, a_edgewidth=np.where(mask, 1.5, 0).astype(np.float32),
-                            a_size=np.where(mask, self.point_size + 3, self.point_size).astype(np.float32))
+        """Draw the selection on top: double-outlined markers, or an outlined raster when large."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        if len(rows) > 1 and not (rows[1:] > rows[:-1]).all():  # the session passes sorted unique rows
+            rows = np.unique(rows)
+        self._selected = rows
+        self._refresh_selection()
+
+    def _refresh_selection(self) -> None:
+        rows = self._selected
+        big = len(rows) > SELECTION_MARKER_CAP
+        if big:
+            self.sel_outer.visible = self.sel_inner.visible = False
+            geom_ok = self.density_active and self._bins is not None
+            if not geom_ok:  # markers mode: bin the selection on the visible range at screen resolution
+                x_range, y_range, shape = self._raster_geometry()
+                bins, geom = explore.density_bins(self.xy[rows], x_range, y_range, shape), (x_range, y_range, shape)
+                counts = explore.density_counts(bins, shape)
+            else:
+                geom = self._bin_geom
+                counts = explore.density_counts(self._bins, geom[2], rows)
+            (x0, x1), (y0, y1), shape = geom
+            self.selection_image = explore.selection_outline(counts > 0)
+            self.sel_raster.set_data(self.selection_image)
+            self.sel_raster.transform.scale = ((x1 - x0) / shape[1], (y1 - y0) / shape[0])
+            self.sel_raster.transform.translate = (x0, y0)
+            self.sel_raster.visible = True
+            return
+        self.sel_raster.visible = False
+        p = self.point_size
+        self._overlay(self.sel_outer, rows, p + 7, face=(0, 0, 0, 0), edge=SELECTED_OUTER, edge_width=1.5)
+        self._overlay(self.sel_inner, rows, p + 3, edge=SELECTED_INNER, edge_width=1.5)
 
     def selected_rows(self) -> np.ndarray:
-        return np.flatnonzero(getattr(self, "_selected_mask", np.zeros(0, dtype=bool)))
+        return self._selected.copy()
 
     def show_now(self, rows) -> None:
-        self._overlay(self.now, rows, self.point_size + 5, edge=(1, 1, 1, 0.9), edge_width=1.0)
+        # filled, with a thin dark edge: not the selection's white-in-black ring
+        self._overlay(self.now, rows, self.point_size + 4, edge=(0.08, 0.08, 0.1, 1.0), edge_width=1.0)
 
     def show_highlight(self, row: int) -> None:
         self._overlay(self.highlight, [row] if row >= 0 else [], 18, face=(0, 0, 0, 0),
                       edge=(0.0, 1.0, 1.0, 1.0), edge_width=2.5)
+
+    def show_cursor(self, rows) -> None:
+        """Diamonds on the trajectory's cells at the current time."""
+        self._overlay(self.cursor, list(rows), 12, face=(1, 1, 1, 1), edge=(1, 0.2, 0.2, 1),
+                      edge_width=2.0, symbol="diamond")
 
     def show_trajectory(self, branches: list[np.ndarray], cursor_rows=()) -> None:
         """Polylines through the rows of each branch (ordered by t) plus cursor markers."""
@@ -175,8 +367,7 @@ class ScatterCanvas:
             self.trajectory.visible = True
         else:
             self.trajectory.visible = False
-        self._overlay(self.cursor, list(cursor_rows), 12, face=(1, 1, 1, 1), edge=(1, 0.2, 0.2, 1),
-                      edge_width=2.0, symbol="diamond")
+        self.show_cursor(cursor_rows)
 
     # ------------------------------------------------------------------ interaction
 
@@ -190,6 +381,10 @@ class ScatterCanvas:
         tr = self.canvas.scene.node_transform(self.view.scene)
         return np.asarray(tr.map(np.asarray(canvas_pos, dtype=float)[:2])[:2], dtype=float)
 
+    def to_canvas(self, data_pos) -> np.ndarray:
+        tr = self.view.scene.node_transform(self.canvas.scene)
+        return np.asarray(tr.map(np.asarray(data_pos, dtype=float)[:2])[:2], dtype=float)
+
     def pixel_size(self) -> tuple[float, float]:
         """Data units per screen pixel along x and y."""
         a, b, c = self.to_data((0, 0)), self.to_data((1, 0)), self.to_data((0, 1))
@@ -197,7 +392,26 @@ class ScatterCanvas:
 
     def pick(self, data_pos, radius_px: float = 8.0) -> int:
         """Index of the plotted point nearest to *data_pos* within *radius_px* screen pixels, or −1."""
-        return explore.nearest_point(self.xy, data_pos, radius_px, pixel_scale=self.pixel_size())
+        if self._grid is None or self._grid.xy.shape[0] != len(self.xy):
+            self._grid = explore.PointGrid(self.xy)
+        return self._grid.nearest(data_pos, radius_px, pixel_scale=self.pixel_size())
+
+    def hover(self, data_pos) -> int:
+        """Show the read-out of the point under *data_pos* (data coordinates); return its index or −1."""
+        i = self.pick(data_pos) if len(self.xy) else -1
+        if i != self.hovered:
+            self.hovered = i
+            text = ""
+            if i >= 0:
+                text = self.describe(i) if self.describe is not None else f"cell {i}"
+            self.hover_label.text = text
+            self.point_hovered.emit(i)
+        return i
+
+    def _do_hover(self, event=None) -> None:
+        pos, self._hover_pos = self._hover_pos, None
+        if pos is not None:
+            self.hover(self.to_data(pos))
 
     def _on_press(self, event):
         if event.button != 1:
@@ -208,6 +422,10 @@ class ScatterCanvas:
 
     def _on_move(self, event):
         if self._drag is None:
+            if not event.buttons:  # hover: throttled to one look-up per timer interval
+                self._hover_pos = event.pos
+                if not self._hover_timer.running:
+                    self._hover_timer.start()
             return
         p = self.to_data(event.pos)
         if self.mode == "lasso":

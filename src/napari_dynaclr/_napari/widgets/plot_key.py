@@ -1,0 +1,94 @@
+"""The scatter's colour key: a legend for categorical colours or a colour bar for continuous ones.
+
+Drawn with plain vispy visuals inside a ``ViewBox`` whose scene coordinates are its pixels (y down),
+so it needs no camera. :meth:`ColorKey.show` takes the dict of
+:func:`napari_dynaclr._napari.explore.color_key`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from vispy import scene
+from vispy.visuals.transforms import STTransform
+
+TEXT = (0.85, 0.85, 0.85, 1.0)
+ROW = 15  # legend row height, px
+
+
+class ColorKey:
+    """Legend / colour bar visuals in *box* (a ``ViewBox`` with the default base camera)."""
+
+    def __init__(self, box):
+        self.box = box
+        self.key: dict | None = None
+        self.title = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=7, bold=True,
+                                        anchor_x="left", anchor_y="bottom", pos=(4, 14))
+        self.swatches = scene.visuals.Markers(parent=box.scene, scaling="fixed")
+        self.labels = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6,
+                                         anchor_x="left", anchor_y="center")
+        self.bar = scene.visuals.Image(np.zeros((2, 1, 4), np.float32), parent=box.scene, clim=(0, 1),
+                                       interpolation="nearest")
+        self.bar.transform = STTransform()
+        self.ticks = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6,
+                                        anchor_x="left", anchor_y="center")
+        for v in (self.swatches, self.labels, self.bar, self.ticks):
+            v.visible = False
+
+    @property
+    def kind(self) -> str | None:
+        return None if self.key is None else self.key["kind"]
+
+    def texts(self) -> list[str]:
+        """Every string the key shows (title first): what a test or a screen reader reads."""
+        out = [self.title.text] if self.title.text else []
+        for v in (self.labels, self.ticks):
+            if v.visible:
+                t = v.text
+                out.extend([t] if isinstance(t, str) else list(t))
+        return out
+
+    def show(self, key: dict | None) -> None:
+        self.key = key
+        for v in (self.swatches, self.labels, self.bar, self.ticks):
+            v.visible = False
+        if key is None:
+            self.title.text = ""
+            return
+        self.title.text = key["title"]
+        if key["kind"] == "categorical":
+            self._legend(key)
+        else:
+            self._colorbar(key)
+
+    def _legend(self, key: dict) -> None:
+        labels = list(key["labels"])
+        if key.get("more"):
+            labels.append(f"… {key['more']} more")
+        if not labels:
+            return
+        y = 30 + ROW * np.arange(len(labels), dtype=np.float32)
+        n = len(key["labels"])
+        if n:
+            self.swatches.set_data(np.column_stack([np.full(n, 10.0), y[:n]]).astype(np.float32),
+                                   face_color=np.asarray(key["colors"], np.float32), size=9, edge_width=0)
+            self.swatches.visible = True
+        self.labels.text = labels
+        self.labels.pos = np.column_stack([np.full(len(labels), 18.0), y]).astype(np.float32)
+        self.labels.visible = True
+
+    def _colorbar(self, key: dict) -> None:
+        lut = np.asarray(key["lut"], np.float32)[::-1]  # row 0 (top) = high values
+        self.bar.set_data(lut[:, None, :])
+        top, height = 30.0, max(40.0, float(self.box.size[1]) - 46.0)
+        self.bar.transform.scale = (12.0, height / len(lut))
+        self.bar.transform.translate = (6.0, top)
+        lo, hi = key["range"]
+        vals = [hi, (lo + hi) / 2, lo]
+        self.ticks.text = [f"{v:.3g}" for v in vals]
+        self.ticks.pos = np.array([[22.0, top], [22.0, top + height / 2], [22.0, top + height]], np.float32)
+        self.bar.visible = self.ticks.visible = True
+
+    def relayout(self) -> None:
+        """Refit the colour bar to the box height (call on resize)."""
+        if self.kind == "continuous":
+            self._colorbar(self.key)
