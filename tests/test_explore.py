@@ -215,3 +215,11 @@ def test_plugin_modules_import_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_fov_mask_is_the_string_compare_for_categorical_and_plain_columns():
+    names = ["A/1/0", "B/2/1", "A/1/0", "C/3/2"]
+    for col in (pd.Categorical(names), pd.Series(names, dtype=object)):
+        table = pd.DataFrame({"fov_name": col})
+        for name in ("A/1/0", "C/3/2", "Z/9/9"):
+            np.testing.assert_array_equal(explore.fov_mask(table, name), np.asarray(names) == name)

@@ -49,6 +49,18 @@ class ExploreError(DynaclrError):
 # the cell table
 
 
+def fov_mask(table: pd.DataFrame, fov_name: str) -> np.ndarray:
+    """Which rows belong to *fov_name* (on a categorical column: one integer compare, no string array)."""
+    col = table["fov_name"]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = col.cat.categories.astype(str)
+        hit = np.flatnonzero(cats == str(fov_name))
+        if not len(hit):
+            return np.zeros(len(col), dtype=bool)
+        return col.cat.codes.to_numpy() == hit[0]
+    return col.astype(str).to_numpy() == str(fov_name)
+
+
 def cell_table(obs: pd.DataFrame, obsm: Mapping[str, np.ndarray] | None = None,
                max_components: int = 8) -> pd.DataFrame:
     """Build the explorer's cell table from store ``obs`` and 2-D+ reductions in ``obsm``."""
@@ -272,7 +284,7 @@ class FrameIndex:
 
 def lineage_tracks(table: pd.DataFrame, fov_name: str, track_id: int) -> list[int]:
     """The track, its ancestors and its descendants (same FOV), parents before children."""
-    sub = table[table["fov_name"].astype(str) == str(fov_name)]
+    sub = table[fov_mask(table, fov_name)]
     parents = sub.groupby("track_id")["parent_track_id"].first().to_dict()
     children: dict[int, list[int]] = {}
     for child, parent in parents.items():
@@ -297,7 +309,7 @@ def track_trajectory(table: pd.DataFrame, fov_name: str, track_id: int) -> list[
     Each branch is one track's rows; a child branch starts at its parent's last row, so the
     polylines join at divisions.
     """
-    sub = table[table["fov_name"].astype(str) == str(fov_name)]
+    sub = table[fov_mask(table, fov_name)]
     branches = []
     last_row: dict[int, int] = {}
     for tid in lineage_tracks(table, fov_name, track_id):

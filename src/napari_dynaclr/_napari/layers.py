@@ -13,6 +13,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from napari_dynaclr._napari.explore import fov_mask
+
 CHANNEL_COLORMAPS = ("gray", "magenta", "green", "cyan", "yellow", "red", "blue")
 
 
@@ -31,7 +33,7 @@ class FovOverlay:
 
 def fov_rows(table: pd.DataFrame, fov_name: str) -> np.ndarray:
     """Row numbers of *fov_name*'s cells, sorted by (track_id, t)."""
-    sub = table.index[table["fov_name"].astype(str) == str(fov_name)]
+    sub = table.index[fov_mask(table, fov_name)]
     part = table.loc[sub, ["track_id", "t"]]
     order = np.lexsort((part["t"].to_numpy(), part["track_id"].to_numpy()))
     return np.asarray(sub, dtype=np.int64)[order]

@@ -487,8 +487,8 @@ def goto_cell(viewer, fov_name: str, t: int, y: float, x: float) -> None:
     sess = get_session(viewer)
     if sess.table is not None:
         sess.goto(fov_name, t, y, x)
-        key = (sess.table["fov_name"].astype(str) == str(fov_name)) & (sess.table["t"] == int(t))
-        rows = np.flatnonzero(key.to_numpy())
+        key = explore.fov_mask(sess.table, fov_name) & (sess.table["t"].to_numpy() == int(t))
+        rows = np.flatnonzero(key)
         if len(rows):
             d = (sess.table["y"].to_numpy()[rows] - y) ** 2 + (sess.table["x"].to_numpy()[rows] - x) ** 2
             sess.highlight(int(rows[np.argmin(d)]))
