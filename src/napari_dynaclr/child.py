@@ -106,16 +106,17 @@ def _serve_neighbours(send, token, X, metric, row, k):
 def _serve_classify(send, token, X, labels, groups, task):
     import warnings as _warnings
 
-    from napari_dynaclr.evaluate import compare_splits, predict_classes
+    from napari_dynaclr.evaluate import compare_splits, predict_classes, train_classifier
 
     X = _matrix(token, X)
     with _warnings.catch_warnings():  # the lbfgs note is in the result's notes, not a warning per retrain
         _warnings.simplefilter("ignore", UserWarning)
-        results = compare_splits(X, labels, groups, task=task)
-    predicted, proba = predict_classes(results["cell"].model, X)
-    return {"predicted": predicted, "proba": proba, "classes": list(results["cell"].classes),
+        results = compare_splits(X, labels, groups, task=task)  # VisCy's metrics: 80/20, cell or track split
+        final = train_classifier(X, labels, split=None, task=task)  # every label counts for the prediction
+    predicted, proba = predict_classes(final.model, X)
+    return {"predicted": predicted, "proba": proba, "classes": list(final.classes),
             "metrics": {split: dict(r.metrics) for split, r in results.items()},
-            "notes": sorted({n for r in results.values() for n in r.notes}), "model": results["cell"].model}
+            "notes": sorted({n for r in [*results.values(), final] for n in r.notes}), "model": final.model}
 
 
 def _serve_smoothness(send, token, X, obs, metric, order, group_by=None):

@@ -89,6 +89,7 @@ class CellsView(QWidget):
         self.gallery.setMovement(QListView.Movement.Static)
         self.gallery.setUniformItemSizes(True)
         self.gallery.setWordWrap(True)
+        self.gallery.setGridSize(QSize(TILE_PX + 14, TILE_PX + 36))
         self.gallery.setMinimumHeight(2 * TILE_PX + 40)
         self.gallery.itemClicked.connect(self._on_tile)
         # neighbours
@@ -279,7 +280,7 @@ class CellsView(QWidget):
         self.gallery.clear()
         for row, (_, cell), rgb in zip(rows, index.iterrows(), tiles, strict=True):
             item = QListWidgetItem(QIcon(QPixmap.fromImage(_qimage(rgb))),
-                                   f"{cell['fov_name']}\ntrack {int(cell['track_id'])} · t {int(cell['t'])}")
+                                   f"{cell['fov_name']}\ntr {int(cell['track_id'])} t {int(cell['t'])}")
             item.setData(Qt.ItemDataRole.UserRole, int(row))
             item.setToolTip(f"FOV {cell['fov_name']}, track {int(cell['track_id'])}, t {int(cell['t'])}: "
                             "click to go to the cell")

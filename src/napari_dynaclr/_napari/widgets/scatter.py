@@ -63,11 +63,14 @@ class ScatterCanvas:
         self.canvas.unfreeze()
         grid = self.canvas.central_widget.add_grid(spacing=0, margin=2)
         axis_kw = dict(axis_font_size=8, tick_font_size=7, axis_color=AXIS_COLOR, tick_color=AXIS_COLOR,
-                       text_color=AXIS_COLOR, tick_label_margin=4)
-        self.y_axis = scene.AxisWidget(orientation="left", axis_label="", axis_label_margin=34, **axis_kw)
+                       text_color=AXIS_COLOR)
+        self.y_axis = scene.AxisWidget(orientation="left", axis_label="", axis_label_margin=34, tick_label_margin=4,
+                                       **axis_kw)
         self.y_axis.width_max = self.y_axis.width_min = 52
-        self.x_axis = scene.AxisWidget(orientation="bottom", axis_label="", axis_label_margin=26, **axis_kw)
-        self.x_axis.height_max = self.x_axis.height_min = 38
+        # tick labels are centred on their anchor: below the ticks they need a text height of margin
+        self.x_axis = scene.AxisWidget(orientation="bottom", axis_label="", axis_label_margin=28,
+                                       tick_label_margin=12, **axis_kw)
+        self.x_axis.height_max = self.x_axis.height_min = 46
         grid.add_widget(self.y_axis, row=0, col=0)
         grid.add_widget(self.x_axis, row=1, col=1)
         self.view = grid.add_view(row=0, col=1, border_color=(0.4, 0.4, 0.4, 1.0))
