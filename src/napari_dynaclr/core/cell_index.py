@@ -164,7 +164,7 @@ def _lineage(df: pd.DataFrame) -> pd.Series:
         parent = {g: tid_to_gid[int(p)] for g, p in zip(first["global_track_id"], first["parent_track_id"])
                   if int(p) in tid_to_gid}
 
-        def root(g: str) -> str:
+        def root(g: str, parent=parent) -> str:
             seen = set()
             while g in parent and g not in seen:
                 seen.add(g)
@@ -186,7 +186,7 @@ def preprocess_cell_index(df: pd.DataFrame, plates: dict, focus_channel: str | N
     df = df.copy()
     stats = np.full((len(df), len(NORM_STATS)), np.nan, dtype=np.float32)
     computed = []
-    for (store, well, fov_part, channel), group in df.groupby(["store_path", "well", "fov", "channel_name"],
+    for (store, _well, fov_part, channel), group in df.groupby(["store_path", "well", "fov", "channel_name"],
                                                               sort=False):
         fov = _first_fov_named(plates[store], fov_part)  # VisCy's lookup, see _first_fov_named
         table = timepoint_statistics(fov, plates[store].channel_names, channel, computed)

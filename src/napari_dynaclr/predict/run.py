@@ -154,7 +154,8 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
             "Pass --allow-nonfinite to write them as NaN rows"
         )
     yield Stage("reducing")
-    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg))
+    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg),
+                          layout=getattr(plan, "obs_layout", "classic"))
     reductions = apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
     if n_bad:
         adata.uns["nonfinite_rows"] = n_bad
