@@ -59,7 +59,7 @@ class BocConfig:
     z_window: int = 1
     z_extraction_window: int | None = None
     z_focus_offset: float = 0.5
-    yx_patch_size: tuple[int, int] = (256, 256)
+    yx_patch_size: tuple[int, int] = (192, 192)
     final_yx_patch_size: tuple[int, int] = (160, 160)
     max_border_shift: int = -1
     normalizations: list[BocNormalization] = dataclasses.field(default_factory=list)
