@@ -51,6 +51,7 @@ class BocConfig:
 
     cell_index_path: Path | None = None
     collection_path: Path | None = None
+    collection: dict | None = None  # a collection given as a mapping (the CLI's experiment flags)
     data_path: Path | None = None  # with a collection: the plate of every experiment
     tracks_path: Path | None = None  # with a collection: the tracks folder of every experiment
     focus_channel: str | None = None
@@ -89,9 +90,10 @@ class BocConfig:
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, Path(value))
-        if (self.cell_index_path is None) == (self.collection_path is None):
-            raise ConfigError("give either a cell index (--cell-index, cell_index_path) or a collection "
-                              "(--collection with --plate/--tracks), not both and not neither")
+        given = [x is not None for x in (self.cell_index_path, self.collection_path, self.collection)]
+        if sum(given) != 1:
+            raise ConfigError("give one source of cells: a cell index (--cell-index), or a plate and tracks with the "
+                              "experiment metadata (--collection, or --channels with --markers)")
         self.yx_patch_size = _pair(self.yx_patch_size, "yx_patch_size")
         self.final_yx_patch_size = _pair(self.final_yx_patch_size, "final_yx_patch_size")
         for name in ("z_window", "batch_size"):
@@ -128,6 +130,41 @@ class BocConfig:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if len(self.normalizations) > 1:
             raise ConfigError("a BoC prediction takes at most one NormalizeSampled (keys [channel_0])")
+
+    @classmethod
+    def plain(cls, cell_index=None, collection=None, plate=None, tracks=None, channels=None, markers=None,
+              pixel_size=None, perturbation_wells=None, interval_minutes=None, start_hpi=None, z_window=1,
+              z_extraction_window=None, z_focus_offset=0.5, focus_channel=None, reference_pixel_size=None,
+              patch_size=(192, 192), final_patch_size=None, norm_level="timepoint_statistics", z_reduction=None,
+              **fields) -> BocConfig:
+        """The common case without a predict.yml (the CLI's flags). Cells from *cell_index*, from *collection*
+        (a collection YAML; *plate* / *tracks* replace its paths), or from *plate* + *tracks* with one experiment
+        per channel of *channels* (``<marker>`` named by *markers*, *pixel_size* ``[xy, z]`` in um,
+        *perturbation_wells* ``{label: [wells]}``). *z_reduction* defaults to on for a one-slice model."""
+        collection_doc = None
+        if channels:
+            if cell_index is not None or collection is not None:
+                raise ConfigError("--channels/--markers describe the experiments of --plate/--tracks; they cannot be "
+                                  "combined with --cell-index or --collection")
+            collection_doc = _flag_collection(plate, tracks, channels, markers, pixel_size, perturbation_wells,
+                                              interval_minutes, start_hpi)
+        elif markers or pixel_size or perturbation_wells:
+            raise ConfigError("--markers, --pixel-size and --perturbation-wells need --channels (the plate's channels, "
+                              "one experiment each)")
+        ref = list(reference_pixel_size or [])
+        if len(ref) > 2:
+            raise ConfigError("--reference-pixel-size takes one or two values (xy [z], micrometres)")
+        patch = _square(patch_size, "--patch-size")
+        final = _square(final_patch_size, "--final-patch-size") if final_patch_size is not None else patch
+        norms = [] if norm_level == "none" else [BocNormalization(level=norm_level)]
+        return cls(cell_index_path=cell_index, collection_path=collection, collection=collection_doc,
+                   data_path=plate if collection is not None else None,
+                   tracks_path=tracks if collection is not None else None,
+                   focus_channel=focus_channel, reference_pixel_size_xy_um=ref[0] if ref else None,
+                   reference_pixel_size_z_um=ref[1] if len(ref) > 1 else None, z_window=z_window,
+                   z_extraction_window=z_extraction_window, z_focus_offset=z_focus_offset, yx_patch_size=patch,
+                   final_yx_patch_size=final, normalizations=norms,
+                   z_reduction=(z_window == 1) if z_reduction is None else bool(z_reduction), **fields)
 
     @property
     def extraction_depth(self) -> int:
@@ -167,8 +204,69 @@ class BocConfig:
         return PredictConfig.asks_several_devices(self)  # same trainer settings, same answer
 
     def input_paths(self) -> dict[str, Path | None]:
-        return {"cell index": self.cell_index_path, "collection": self.collection_path, "plate": self.data_path,
-                "tracks": self.tracks_path, "checkpoint": self.ckpt_path, "config": self.config_path}
+        """What a run reads (an output may never be, contain or lie inside any of these), the plates a cell
+        index names included."""
+        paths = {"cell index": self.cell_index_path, "collection": self.collection_path, "plate": self.data_path,
+                 "tracks": self.tracks_path, "checkpoint": self.ckpt_path, "config": self.config_path}
+        for i, exp in enumerate((self.collection or {}).get("experiments") or []):
+            if isinstance(exp, dict):
+                paths[f"plate {i}"], paths[f"tracks {i}"] = exp.get("data_path"), exp.get("tracks_path")
+        if self.cell_index_path is not None:
+            for i, store in enumerate(_index_stores(self.cell_index_path)):
+                paths[f"plate {i} of the cell index"] = store
+        return paths
+
+
+def _index_stores(path: Path) -> list[Path]:
+    """The plates a cell-index parquet names (relative ones resolved against its folder); [] if unreadable."""
+    try:
+        import pyarrow.parquet as pq
+
+        stores = pq.read_table(path, columns=["store_path"]).column(0).unique().to_pylist()
+    except Exception:  # noqa: BLE001 - reading the index properly reports its problems
+        return []
+    out = []
+    for s in stores:
+        if s:
+            p = Path(str(s)).expanduser()
+            out.append(p if p.is_absolute() else path.parent / p)
+    return out
+
+
+def _square(value, flag: str) -> tuple[int, int]:
+    vals = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not 1 <= len(vals) <= 2:
+        raise ConfigError(f"{flag} takes one or two values, got {vals}")
+    return _pair(vals * (2 // len(vals)), flag)
+
+
+def _flag_collection(plate, tracks, channels, markers, pixel_size, perturbation_wells, interval_minutes,
+                     start_hpi) -> dict:
+    """A collection mapping (one experiment per channel) from the CLI's experiment flags."""
+    if plate is None or tracks is None:
+        raise ConfigError("--channels with --markers need --plate and --tracks")
+    markers = list(markers or [])
+    if len(markers) != len(channels):
+        raise ConfigError(f"--markers needs one marker per channel of --channels ({len(channels)}), got "
+                          f"{len(markers)}: the marker names what a channel images and decides its z reduction")
+    if not perturbation_wells:
+        raise ConfigError("--perturbation-wells is missing (e.g. mock=A/1 infected=A/2,B/1): VisCy's cell index "
+                          "keeps only the wells it lists")
+    px = list(pixel_size or [])
+    if len(px) > 2:
+        raise ConfigError("--pixel-size takes one or two values (xy [z], micrometres)")
+    stem = Path(str(plate)).name.removesuffix(".zarr")
+    exp = {"data_path": str(plate), "tracks_path": str(tracks), "perturbation_wells": perturbation_wells}
+    if px:
+        exp["pixel_size_xy_um"] = px[0]
+    if len(px) > 1:
+        exp["pixel_size_z_um"] = px[1]
+    if interval_minutes is not None:
+        exp["interval_minutes"] = interval_minutes
+    if start_hpi is not None:
+        exp["start_hpi"] = start_hpi
+    return {"experiments": [{"name": f"{stem}_{m}", "channels": [{"name": c, "marker": m}], **exp}
+                            for c, m in zip(channels, markers)]}
 
 
 # ------------------------------------------------------------------------------------------------------ geometry

@@ -224,9 +224,13 @@ def _resolve_store(store: str, base: Path) -> Path:
 
 def _built_index(cfg: BocConfig, plates: dict) -> tuple[pd.DataFrame, dict]:
     from napari_dynaclr.core.cell_index import build_cell_index, preprocess_cell_index
-    from napari_dynaclr.core.collection import load_collection
+    from napari_dynaclr.core.collection import load_collection, parse_collection
 
-    experiments = load_collection(cfg.collection_path, cfg.data_path, cfg.tracks_path)
+    if cfg.collection is not None:
+        experiments = parse_collection(cfg.collection, Path.cwd(), "the experiment flags", cfg.data_path,
+                                       cfg.tracks_path)
+    else:
+        experiments = load_collection(cfg.collection_path, cfg.data_path, cfg.tracks_path)
     for exp in experiments:
         if cfg.reference_pixel_size_xy_um is not None and exp.pixel_size_xy_um is None:
             raise ConfigError(f"experiment {exp.name}: pixel_size_xy_um is missing but the model's reference pixel "
