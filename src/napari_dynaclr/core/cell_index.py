@@ -240,7 +240,7 @@ def timepoint_statistics(fov, channel_names: Sequence[str], channel: str, comput
 
 def sampled_statistics(image, t: int, c: int, spacing: int = GRID_SPACING) -> dict:
     """``viscy preprocess``'s statistics of one timepoint and channel: every Z, every *spacing*-th Y and X."""
-    values = np.asarray(image[t, c, :, ::spacing, ::spacing], dtype=np.float64).ravel()
+    values = np.asarray(image[t, c, :, ::spacing, ::spacing]).ravel()  # as stored: float32 sums, as VisCy
     if values.size == 0 or not np.isfinite(values).any():
         return {}
     p25, p50, p75 = np.nanpercentile(values, [25, 50, 75])
