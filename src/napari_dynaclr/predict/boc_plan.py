@@ -105,23 +105,36 @@ class BocPlan:
                              "y": rows["yc"].to_numpy(), "x": rows["xc"].to_numpy()})
 
     def read_batch(self, i: int) -> np.ndarray:
-        """Model inputs (B, 1, Z, Y, X) float32 of batch *i*."""
+        """Model inputs (B, 1, Z, Y, X) float32 of batch *i*.
+
+        Per sample, from a view into the cached plane: the z reduction first (a max over the source slices the
+        resize would repeat, or the one middle slice), then the resize + crop as one index selection, then
+        ``(x - mean) / (std + 1e-8)`` on what is left. Every step is a selection, a max or the same pointwise
+        float32 arithmetic as VisCy's (resize, normalise, reduce, crop), and the normalisation is monotone,
+        so the values are VisCy's, bit for bit, for a fraction of the work.
+        """
         start, stop = self.batch_bounds(i)
         rows = self.cells.iloc[start:stop]
         cfg = self.config
         out = np.empty((len(rows), 1, cfg.z_window, *cfg.final_yx_patch_size), dtype=np.float32)
         exp_index = rows["exp_index"].to_numpy()
+        sub = rows["sub"].to_numpy()
+        div = rows["div"].to_numpy()
         for k in np.unique(exp_index):
             exp = self.experiments[int(k)]
             sel = np.flatnonzero(exp_index == k)
-            part = rows.iloc[sel]
-            affine = _Affine(part["sub"].to_numpy().reshape(-1, 1), part["div"].to_numpy().reshape(-1, 1))
-            raw = exp.reader.read(self.reader_rows(part), affine)  # (b, 1, n_z, 2h, 2h), normalised
             zi, yi, xi = exp.index
-            x = raw[:, :, zi][:, :, :, yi][:, :, :, :, xi]
-            if exp.reduce_max:
-                x = x.max(axis=2, keepdims=True)
-            out[sel] = x
+            ys, xs = _as_slice(yi), _as_slice(xi)
+            zs = _as_slice(np.unique(zi)) if exp.reduce_max else None
+            for j, window in exp.reader.windows(self.reader_rows(rows.iloc[sel])):
+                dst = out[sel[j]]
+                if exp.reduce_max:  # MIP: max over the slices the resize would repeat, then the YX selection
+                    plane = window[0, zs].max(axis=0) if isinstance(zs, slice) else window[0, np.unique(zi)].max(0)
+                    picked = _take_yx(plane, yi, xi, ys, xs)[None]
+                else:
+                    picked = np.stack([_take_yx(window[0, z], yi, xi, ys, xs) for z in zi.tolist()])
+                np.subtract(picked, sub[sel[j]], out=dst[0])
+                np.divide(dst[0], div[sel[j]], out=dst[0])
         self._check_finite(i, rows, out)
         return out
 
@@ -153,10 +166,17 @@ class BocPlan:
             plate.close()
 
 
-@dataclasses.dataclass
-class _Affine:
-    sub: np.ndarray
-    div: np.ndarray
+def _as_slice(index: np.ndarray):
+    """A contiguous ascending index as a slice (a view instead of a gather), else the index itself."""
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return slice(int(index[0]), int(index[0]) + len(index))
+    return index
+
+
+def _take_yx(plane: np.ndarray, yi, xi, ys, xs) -> np.ndarray:
+    """``plane[yi][:, xi]`` (a view where the indices are contiguous)."""
+    a = plane[ys] if isinstance(ys, slice) else plane.take(yi, axis=0)
+    return a[:, xs] if isinstance(xs, slice) else a.take(xi, axis=1)
 
 
 # -------------------------------------------------------------------------------------------------- planning
