@@ -177,3 +177,21 @@ def test_two_cpu_processes_give_the_single_device_store(conformance_ckpt, tmp_pa
     assert one.obs.equals(two.obs)
     np.testing.assert_array_equal(one.X, two.X)
     np.testing.assert_array_equal(one.obsm["X_projections"], two.obsm["X_projections"])
+
+
+@pytest.mark.parametrize("case,depth,stem", [("boc2d_mip", 1, (1, 4, 4)), ("boc3d", 8, (4, 4, 4))])
+def test_boc_checkpoints_load_strictly_with_the_inferred_config(case, depth, stem, conformance_ckpt):
+    """in_channels 1, 2-D and 3-D stems: the config inferred from the weights is the training config."""
+    import json
+
+    from napari_dynaclr.core.architecture import EncoderConfig
+    from napari_dynaclr.model.checkpoint import infer_config, model_from_state_dict, read_state_dict
+
+    model = json.loads((DATA / case / "case.json").read_text())["model"]
+    sd = read_state_dict(conformance_ckpt(case))
+    cfg = infer_config(sd)
+    assert cfg == EncoderConfig.from_dict(model["encoder_init_args"])
+    assert (cfg.in_channels, cfg.in_stack_depth, cfg.stem_kernel_size) == (1, depth, stem)
+    loaded = model_from_state_dict(sd)
+    assert not loaded.model.training
+    assert loaded.n_parameters == model["weights"]["n_parameters"]
