@@ -112,6 +112,8 @@ CASES = [
     ("index-missing", lambda r: ["--cell-index", str(r / "none.parquet")], None, ["cell index not found", "none.parquet"]),
     ("index-fov-not-in-plate", lambda r: _parquet(r, lambda d: d.assign(fov=d["fov"].replace("000001", "000009"))),
      None, ["FOV(s) A/2/000009 of the cell index not in plate"]),
+    ("index-t-outside-the-plate", lambda r: _parquet(r, lambda d: d.assign(t=d["t"].where(d.index != 5, 7))), None,
+     ["experiment boc3d_Phase3D", "rows at t=7 for FOV A/1/000000, which has 3 timepoint(s)"]),
     ("z-window-larger-than-stack", _index, lambda a: _with(a, "--z-extraction-window", "40"),
      ["z window of 40 slices is larger than the stack", "Z=16"]),
     ("z-window-not-the-models", _index, lambda a: _with(_with(a, "--z-window", "4"), "--z-extraction-window", "4"),

@@ -328,6 +328,11 @@ def _experiment(cfg: BocConfig, name: str, group: pd.DataFrame, plate: Plate, k:
         if 2 * hy > height or 2 * hx > width:
             raise PlateError(f"{where}: the read window of {2 * hy}x{2 * hx} px (patch {list(cfg.yx_patch_size)} at "
                              f"pixel size {px_xy} um) does not fit FOV {fov_name} of {height}x{width} px")
+        n_t = plate.fovs[fi].shape[0]
+        bad_t = sub["t"][(sub["t"] < 0) | (sub["t"] >= n_t)]
+        if len(bad_t):
+            raise TracksError(f"{where}: the cell index has rows at t={int(bad_t.iloc[0])} for FOV {fov_name}, "
+                              f"which has {n_t} timepoint(s) (t = 0..{n_t - 1})")
         keep, yc, xc = clamp_rows(sub["y"].to_numpy(), sub["x"].to_numpy(), height, width, cfg.half_patch,
                                   cfg.border_shift)
         # a read wider than the clamp range (pixels finer than the reference) stays inside the image;
