@@ -136,3 +136,41 @@ def test_batch_size_does_not_change_results(conformance_ckpt, predicted):
     adata = run_prediction(_config("boc2d_mip", conformance_ckpt("boc2d_mip"), batch_size=7), write=False)[1]
     np.testing.assert_allclose(adata.X, predicted("boc2d_mip").X, atol=TOL)
     assert adata.obs.equals(predicted("boc2d_mip").obs)
+
+
+BOC3D_FLAGS = ["--focus-channel", "Phase3D", "--reference-pixel-size", "0.1494", "0.174", "--z-window", "8",
+               "--z-extraction-window", "10", "--z-focus-offset", "0.3", "--patch-size", "96", "--final-patch-size",
+               "64", "--batch-size", "10", "--device", "cpu", "--quiet"]
+
+
+@pytest.mark.parametrize("source", ["cell-index", "collection", "flags"])
+def test_cli_plain_flags_reproduce_the_case(source, conformance_ckpt, reference_arrays, tmp_path, capsys):
+    """`predict` without a predict.yml: a cell index, a plate + tracks + collection, or a plate + tracks with the
+    experiment metadata as flags."""
+    from napari_dynaclr.cli import main
+
+    d = DATA / "boc3d"
+    given = {
+        "cell-index": ["--cell-index", str(d / "cell_index.parquet")],
+        "collection": ["--plate", str(d / "plate.zarr"), "--tracks", str(d / "tracks"),
+                       "--collection", str(d / "collection.yml")],
+        "flags": ["--plate", str(d / "plate.zarr"), "--tracks", str(d / "tracks"),
+                  "--channels", "Phase3D", "raw mCherry EX561 EM600-37", "--markers", "Phase3D", "SEC61B",
+                  "--pixel-size", "0.2", "0.25", "--perturbation-wells", "mock=A/1", "DENV=A/2",
+                  "--interval-minutes", "20", "--start-hpi", "24"],
+    }[source]
+    out = tmp_path / "out.zarr"
+    rc = main(["predict", *given, "--checkpoint", str(conformance_ckpt("boc3d")), "-o", str(out), *BOC3D_FLAGS])
+    assert rc == 0, capsys.readouterr().err
+    adata, ref = read_store(out), reference_arrays("boc3d")
+    if source == "flags":  # the flags declare SEC61B for every well (the collection: A/2 only)
+        assert adata.n_obs > len(ref["features"])
+        assert sorted(set(adata.obs["experiment"].astype(str))) == ["plate_Phase3D", "plate_SEC61B"]
+        keep = (adata.obs["marker"].astype(str) == "Phase3D").to_numpy()
+        ref_keep = ref["obs_marker"] == "Phase3D"
+        assert np.abs(adata.X[keep] - ref["features"][ref_keep]).max() <= TOL
+        return
+    assert np.abs(adata.X - ref["features"]).max() <= TOL
+    for col in ("fov_name", "experiment", "marker", "perturbation"):
+        np.testing.assert_array_equal(adata.obs[col].astype(str).to_numpy(), ref[f"obs_{col}"])
+    np.testing.assert_array_equal(adata.obs["hours_post_perturbation"].to_numpy(), ref["obs_hours_post_perturbation"])
