@@ -174,3 +174,23 @@ def test_cli_plain_flags_reproduce_the_case(source, conformance_ckpt, reference_
     for col in ("fov_name", "experiment", "marker", "perturbation"):
         np.testing.assert_array_equal(adata.obs[col].astype(str).to_numpy(), ref[f"obs_{col}"])
     np.testing.assert_array_equal(adata.obs["hours_post_perturbation"].to_numpy(), ref["obs_hours_post_perturbation"])
+
+
+def test_verify_matches_boc_rows_by_experiment(conformance_ckpt, tmp_path):
+    """`verify` against VisCy's store pairs the samples of one cell by experiment, whatever the row order (VisCy's
+    default build-cell-index orders experiments by completion)."""
+    import anndata as ad
+
+    from napari_dynaclr.verify import Contract, compare_stores
+
+    out = tmp_path / "ours.zarr"
+    run_prediction(_config("boc2d_mip", conformance_ckpt("boc2d_mip"), output_path=out))
+    ref = ad.read_zarr(DATA / "boc2d_mip" / "reference.zarr")
+    order = np.argsort(ref.obs["experiment"].astype(str).to_numpy(), kind="stable")  # G3BP1 block first
+    swapped = ref[order].copy()
+    swapped.obs_names = [str(i) for i in range(swapped.n_obs)]
+    swapped.write_zarr(tmp_path / "reordered.zarr")
+    report = compare_stores(out, tmp_path / "reordered.zarr", Contract(atol=TOL))
+    assert report.rows.key_columns == ["fov_name", "track_id", "t", "experiment"]
+    assert report.rows.n_common == 84 and report.rows.order_differs
+    assert report.passed
