@@ -195,3 +195,20 @@ def test_boc_checkpoints_load_strictly_with_the_inferred_config(case, depth, ste
     loaded = model_from_state_dict(sd)
     assert not loaded.model.training
     assert loaded.n_parameters == model["weights"]["n_parameters"]
+
+
+def test_plate_without_focus_statistics_centres_the_window_with_a_warning(conformance_ckpt, tmp_path):
+    import json
+
+    shutil.copytree(DATA / "boc3d" / "plate.zarr", tmp_path / "plate.zarr")
+    shutil.copy(DATA / "boc3d" / "cell_index.parquet", tmp_path / "cell_index.parquet")
+    meta_file = tmp_path / "plate.zarr" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["attributes"]["focus_slice"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="no focus_slice"):
+        plan = plan_prediction(_boc3d(conformance_ckpt, cell_index_path=tmp_path / "cell_index.parquet"))
+    try:
+        assert {e.geometry.z_range for e in plan.experiments} == {(5, 15)}  # Z // 2 = 8, 8 - int(10 * 0.3)
+    finally:
+        plan.close()

@@ -306,7 +306,7 @@ def _experiment(cfg: BocConfig, name: str, group: pd.DataFrame, plate: Plate, k:
         raise PlateError(f"{where}: the z window of {cfg.extraction_depth} slices is larger than the stack of plate "
                          f"{plate.path} (Z={z_total})")
     focus_ch = cfg.focus_channel or channel
-    focus = ((plate._plate.zattrs.get("focus_slice") or {}).get(focus_ch) or {}).get("dataset_statistics") or {}
+    focus = ((plate.attrs.get("focus_slice") or {}).get(focus_ch) or {}).get("dataset_statistics") or {}
     focus_mean = focus.get("z_focus_mean")
     if focus_mean is None:
         warnings.warn(f"{where}: plate {plate.path} has no focus_slice[{focus_ch}] statistics; the z window is "
