@@ -194,3 +194,38 @@ def test_verify_matches_boc_rows_by_experiment(conformance_ckpt, tmp_path):
     assert report.rows.key_columns == ["fov_name", "track_id", "t", "experiment"]
     assert report.rows.n_common == 84 and report.rows.order_differs
     assert report.passed
+
+
+@pytest.mark.parametrize("case", BOC_CASES)
+def test_cell_index_command_writes_viscys_parquets(case, tmp_path, capsys):
+    """`napari-dynaclr cell-index` = VisCy's build-cell-index (--raw) and + preprocess-cell-index, read back with
+    pyarrow as VisCy reads them; written atomically, replaced only with --overwrite, never over another file."""
+    from napari_dynaclr.cli import main
+
+    d = DATA / case
+    base = ["cell-index", "--collection", str(d / "collection.yml")]  # store_path as the collection gives it
+    out, raw = tmp_path / "cell_index.parquet", tmp_path / "raw.parquet"
+    assert main([*base, "--focus-channel", "Phase3D", "-o", str(out)]) == 0
+    assert main([*base, "--raw", "-o", str(raw)]) == 0
+    pd.testing.assert_frame_equal(read_cell_index(out), read_cell_index(d / "cell_index.parquet"))
+    pd.testing.assert_frame_equal(read_cell_index(raw), read_cell_index(d / "cell_index_raw.parquet"))
+    import pyarrow.parquet as pq
+
+    ours, viscys = pq.read_schema(out), pq.read_schema(d / "cell_index.parquet")
+    assert ours.names == viscys.names
+    assert [str(t) for t in ours.types] == [str(t) for t in viscys.types]
+    capsys.readouterr()
+    assert main([*base, "--raw", "-o", str(out)]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+    assert main([*base, "--raw", "-o", str(out), "--overwrite"]) == 0
+    pd.testing.assert_frame_equal(read_cell_index(out), read_cell_index(d / "cell_index_raw.parquet"))
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    assert main([*base, "-o", str(other), "--overwrite"]) == 2
+    assert "not a parquet file; refusing to replace it" in capsys.readouterr().err
+    assert other.read_text() == "mine"
+    assert main([*base, "-o", str(tmp_path / "x" / "y.parquet")]) == 2
+    assert main([*base, "--plate", str(d / "plate.zarr"), "-o", str(other.with_suffix(".parquet"))]) == 0
+    assert set(read_cell_index(other.with_suffix(".parquet"))["store_path"]) == {str(d / "plate.zarr")}
+    other.with_suffix(".parquet").unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell_index.parquet", "notes.txt", "raw.parquet"]

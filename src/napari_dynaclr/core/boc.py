@@ -146,7 +146,7 @@ class BocConfig:
             if cell_index is not None or collection is not None:
                 raise ConfigError("--channels/--markers describe the experiments of --plate/--tracks; they cannot be "
                                   "combined with --cell-index or --collection")
-            collection_doc = _flag_collection(plate, tracks, channels, markers, pixel_size, perturbation_wells,
+            collection_doc = flag_collection(plate, tracks, channels, markers, pixel_size, perturbation_wells,
                                               interval_minutes, start_hpi)
         elif markers or pixel_size or perturbation_wells:
             raise ConfigError("--markers, --pixel-size and --perturbation-wells need --channels (the plate's channels, "
@@ -240,7 +240,7 @@ def _square(value, flag: str) -> tuple[int, int]:
     return _pair(vals * (2 // len(vals)), flag)
 
 
-def _flag_collection(plate, tracks, channels, markers, pixel_size, perturbation_wells, interval_minutes,
+def flag_collection(plate, tracks, channels, markers, pixel_size, perturbation_wells, interval_minutes,
                      start_hpi) -> dict:
     """A collection mapping (one experiment per channel) from the CLI's experiment flags."""
     if plate is None or tracks is None:

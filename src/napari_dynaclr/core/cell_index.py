@@ -246,3 +246,40 @@ def sampled_statistics(image, t: int, c: int, spacing: int = GRID_SPACING) -> di
     p25, p50, p75 = np.nanpercentile(values, [25, 50, 75])
     return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "median": float(p50),
             "iqr": float(p75 - p25), "max": float(np.nanmax(values)), "min": float(np.nanmin(values))}
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+
+def cell_index_from_plates(experiments: Sequence[Experiment], focus_channel: str | None = None,
+                           include_wells: Sequence[str] | None = None, exclude_fovs: Sequence[str] | None = None,
+                           preprocess: bool = True) -> pd.DataFrame:
+    """``build-cell-index`` (+ ``preprocess-cell-index`` unless *preprocess* is false) of *experiments*."""
+    from napari_dynaclr.core.plate import Plate
+
+    raw = build_cell_index(experiments, include_wells, exclude_fovs)
+    if not preprocess:
+        return raw
+    plates: dict = {}
+    try:
+        for e in experiments:
+            key = e.data_path_as_given or str(e.data_path)
+            if key not in plates:
+                plates[key] = Plate(e.data_path)
+        return preprocess_cell_index(raw, plates, focus_channel)
+    finally:
+        for p in plates.values():
+            p.close()
+
+
+def write_cell_index(df: pd.DataFrame, path: str | Path, overwrite: bool = False, inputs=None) -> Path:
+    """Write *df* as VisCy's cell-index parquet (the 38-column schema), atomically and never over anything but a
+    parquet file (:mod:`napari_dynaclr.core.output`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from napari_dynaclr.core.output import write_atomically
+
+    types = {"object": pa.string(), "float32": pa.float32(), "int16": pa.int16(), "int32": pa.int32()}
+    schema = pa.schema([(name, types[kind]) for name, kind in SCHEMA.items()])
+    table = pa.Table.from_pandas(df[list(SCHEMA)], schema=schema, preserve_index=False)
+    return write_atomically(Path(path), lambda tmp: pq.write_table(table, tmp), overwrite, inputs, kind="parquet")
