@@ -1,4 +1,4 @@
-"""Command line: ``napari-dynaclr predict | verify | evaluate | demo | info``.
+"""Command line: ``napari-dynaclr predict | verify | evaluate | cell-index | demo | info``.
 
 Bad input prints one line ``napari-dynaclr: error: ...`` and exits non-zero (2); ``--debug`` shows the
 traceback. Ctrl-C / SIGTERM stop the run and leave nothing at the output path (exit 130).
@@ -35,9 +35,32 @@ def _add_predict(sub):
     p.add_argument("--z-range", nargs=2, type=int, metavar=("START", "STOP"), help="z slices, stop exclusive")
     p.add_argument("--patch-size", nargs="+", type=int, metavar="PX", help="YX patch size (one or two values)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--norm-level", default="fov_statistics",
+    p.add_argument("--norm-level", default=None,
                    choices=["fov_statistics", "dataset_statistics", "timepoint_statistics", "none"],
-                   help="plain flags: z-score every channel with these statistics (default fov_statistics)")
+                   help="plain flags: z-score every channel with these statistics (default fov_statistics; "
+                        "Bag of Channels: timepoint_statistics)")
+    boc = p.add_argument_group(
+        "Bag of Channels", "VisCy's BoC models (one sample per cell, timepoint and channel): cells from --cell-index, "
+        "or from --plate/--tracks with the experiment metadata (--collection, or --channels with --markers, "
+        "--pixel-size and --perturbation-wells)")
+    boc.add_argument("--cell-index", type=Path, help="VisCy cell-index parquet (build-/preprocess-cell-index)")
+    boc.add_argument("--collection", type=Path, help="VisCy collection YAML (experiments: channels, markers, "
+                     "perturbation wells, pixel sizes); --plate/--tracks replace its paths")
+    boc.add_argument("--markers", nargs="+", help="the marker each of --channels images (e.g. Phase3D G3BP1)")
+    boc.add_argument("--pixel-size", nargs="+", type=float, metavar="UM", help="plate pixel size: xy [z] (um)")
+    boc.add_argument("--perturbation-wells", nargs="+", metavar="LABEL=WELLS",
+                     help="wells per perturbation, e.g. mock=A/1 infected=A/2,B/1")
+    boc.add_argument("--interval-minutes", type=float, help="minutes between timepoints (default 30)")
+    boc.add_argument("--start-hpi", type=float, help="hours post perturbation at t=0 (default 0)")
+    boc.add_argument("--z-window", type=int, help="slices the model takes (default 1)")
+    boc.add_argument("--z-extraction-window", type=int, help="slices read around the focus before the z reduction")
+    boc.add_argument("--z-focus-offset", type=float, help="fraction of the window below the focus (default 0.5)")
+    boc.add_argument("--focus-channel", help="channel of the plate's focus_slice statistics (e.g. Phase3D)")
+    boc.add_argument("--reference-pixel-size", nargs="+", type=float, metavar="UM",
+                     help="the model's pixel size: xy [z] (um); patches are rescaled to it")
+    boc.add_argument("--final-patch-size", nargs="+", type=int, metavar="PX", help="YX size fed to the model")
+    boc.add_argument("--no-z-reduction", action="store_true",
+                     help="no projection (default for one-slice models: max over z, middle slice for label-free)")
     p.add_argument("--include-wells", nargs="+", metavar="WELL", help="only these wells, e.g. A/1 B/2")
     p.add_argument("--exclude-fovs", nargs="+", metavar="FOV", help="skip these FOVs, e.g. A/1/0")
     p.add_argument("-o", "--output", type=Path, help="output AnnData zarr store")
@@ -64,11 +87,14 @@ def build_config(args):
     from napari_dynaclr.core.reduce import DEFAULT_UMAP_KWARGS
     from napari_dynaclr.core.schema import check_reduction_kwargs
 
+    boc_flags = [f for f in BOC_FLAGS if getattr(args, f, None) not in (None, False)]
     if args.config is not None:
         cfg = load_predict_yaml(args.config)
-        for flag in ("plate", "tracks", "channels", "z_range", "patch_size"):
-            if getattr(args, flag) is not None:
+        for flag in ("plate", "tracks", "channels", "z_range", "patch_size", *BOC_FLAGS):
+            if getattr(args, flag) not in (None, False):
                 raise ConfigError(f"--{flag.replace('_', '-')} cannot be combined with -c/--config; edit the config")
+    elif boc_flags or args.cell_index is not None:
+        cfg = _boc_config(args)
     else:
         missing = [f"--{n.replace('_', '-')}" for n in ("plate", "tracks", "channels", "z_range", "patch_size")
                    if getattr(args, n) is None]
@@ -77,7 +103,7 @@ def build_config(args):
         if len(args.patch_size) > 2:
             raise ConfigError("--patch-size takes one or two values")
         cfg = PredictConfig.plain(args.plate, args.tracks, args.channels, tuple(args.z_range), args.patch_size,
-                                  args.norm_level)
+                                  args.norm_level or "fov_statistics")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
     if args.precision is not None and args.precision not in PRECISIONS:
@@ -98,6 +124,32 @@ def build_config(args):
     cfg = cfg.with_overrides(**{k: v for k, v in flags.items() if v is not None})
     check_reduction_kwargs(cfg)  # before any work: a bad argument never fails after the prediction
     return cfg
+
+
+BOC_FLAGS = ("cell_index", "collection", "markers", "pixel_size", "perturbation_wells", "interval_minutes",
+             "start_hpi", "z_window", "z_extraction_window", "z_focus_offset", "focus_channel",
+             "reference_pixel_size", "final_patch_size", "no_z_reduction")
+
+
+def _boc_config(args):
+    """A Bag-of-Channels config from plain flags (--cell-index, or --plate/--tracks with the experiment metadata)."""
+    from napari_dynaclr.core.boc import BocConfig
+
+    if args.z_range is not None:
+        raise ConfigError("--z-range is for classic models; a Bag-of-Channels run places its z window at the plate's "
+                          "focus (--z-window, --z-extraction-window, --z-focus-offset)")
+    wells = _perturbation_wells(args.perturbation_wells)
+    optional = {k: v for k, v in {"z_extraction_window": args.z_extraction_window,
+                                  "z_focus_offset": args.z_focus_offset, "z_window": args.z_window,
+                                  "patch_size": args.patch_size}.items() if v is not None}
+    return BocConfig.plain(
+        cell_index=args.cell_index, collection=args.collection, plate=args.plate, tracks=args.tracks,
+        channels=args.channels, markers=args.markers, pixel_size=args.pixel_size, perturbation_wells=wells,
+        interval_minutes=args.interval_minutes, start_hpi=args.start_hpi, focus_channel=args.focus_channel,
+        reference_pixel_size=args.reference_pixel_size, final_patch_size=args.final_patch_size,
+        norm_level=args.norm_level or "timepoint_statistics", z_reduction=False if args.no_z_reduction else None,
+        **optional,
+    )
 
 
 def _progress(total: int, quiet: bool):
@@ -134,6 +186,72 @@ def cmd_predict(args) -> int:
         f"obsm: {', '.join(summary.obsm_keys)}"
     )
     return 0
+
+
+def _add_cell_index(sub):
+    p = sub.add_parser(
+        "cell-index",
+        help="build VisCy's cell-index parquet from a plate, its tracks and the experiment metadata",
+        description="Build the cell index of a Bag-of-Channels prediction as VisCy's build-cell-index + "
+        "preprocess-cell-index do (the same parquet), from a collection YAML (--collection, with --plate/--tracks "
+        "replacing its paths) or flags (--plate --tracks --channels --markers --pixel-size --perturbation-wells).",
+    )
+    p.add_argument("--collection", type=Path, help="VisCy collection YAML")
+    p.add_argument("--plate", type=Path)
+    p.add_argument("--tracks", type=Path)
+    p.add_argument("--channels", nargs="+", help="the plate's channels, one experiment each")
+    p.add_argument("--markers", nargs="+", help="the marker each channel images")
+    p.add_argument("--pixel-size", nargs="+", type=float, metavar="UM", help="xy [z] (um)")
+    p.add_argument("--perturbation-wells", nargs="+", metavar="LABEL=WELLS")
+    p.add_argument("--interval-minutes", type=float)
+    p.add_argument("--start-hpi", type=float)
+    p.add_argument("--focus-channel", help="channel of the plate's focus_slice attributes (z, z_focus_mean)")
+    p.add_argument("--include-wells", nargs="+", metavar="WELL")
+    p.add_argument("--exclude-fovs", nargs="+", metavar="FOV")
+    p.add_argument("--raw", action="store_true", help="build-cell-index only (no statistics, as VisCy's raw index)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output parquet")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing parquet file")
+    p.set_defaults(func=cmd_cell_index)
+
+
+def cmd_cell_index(args) -> int:
+    from napari_dynaclr.core.cell_index import cell_index_from_plates, write_cell_index
+    from napari_dynaclr.core.collection import load_collection, parse_collection
+
+    if args.collection is not None:
+        if args.channels or args.markers:
+            raise ConfigError("--channels/--markers describe the experiments; give them or --collection, not both")
+        experiments = load_collection(args.collection, args.plate, args.tracks)
+        inputs = {"collection": args.collection}
+    else:
+        from napari_dynaclr.core.boc import flag_collection
+
+        if not args.channels:
+            raise ConfigError("give --collection, or --plate --tracks --channels --markers --perturbation-wells")
+        doc = flag_collection(args.plate, args.tracks, args.channels, args.markers, args.pixel_size,
+                               _perturbation_wells(args.perturbation_wells), args.interval_minutes, args.start_hpi)
+        experiments = parse_collection(doc, Path.cwd(), "the experiment flags")
+        inputs = {}
+    for i, e in enumerate(experiments):
+        inputs[f"plate {i}"], inputs[f"tracks {i}"] = e.data_path, e.tracks_path
+    df = cell_index_from_plates(experiments, args.focus_channel, args.include_wells, args.exclude_fovs,
+                                preprocess=not args.raw)
+    write_cell_index(df, args.output, args.overwrite, inputs)
+    print(f"wrote {args.output}: {len(df)} rows ({df['experiment'].nunique()} experiment(s), "
+          f"{(df['well'] + '/' + df['fov']).nunique()} FOV(s))")
+    return 0
+
+
+def _perturbation_wells(items):
+    if not items:
+        return None
+    wells: dict = {}
+    for item in items:
+        label, sep, listed = item.partition("=")
+        if not sep or not label or not listed:
+            raise ConfigError(f"--perturbation-wells {item!r}: expected LABEL=WELL[,WELL...] (e.g. mock=A/1)")
+        wells.setdefault(label, []).extend(w for w in listed.split(",") if w)
+    return wells
 
 
 def _add_demo(sub):
@@ -445,6 +563,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_verify(sub)
     _add_evaluate(sub)
+    _add_cell_index(sub)
     _add_demo(sub)
     _add_info(sub)
     return parser

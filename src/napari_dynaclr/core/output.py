@@ -64,11 +64,13 @@ def _real(path: Path) -> Path:
 
 
 def check_output_path(path: str | Path, overwrite: bool = False, inputs: Mapping[str, object] | None = None,
-                      overwrite_hint: str = "pass --overwrite") -> Path:
+                      overwrite_hint: str = "pass --overwrite", kind: str = "store") -> Path:
     """Refuse an output that would destroy data, before any work starts; return it as a Path.
 
     *inputs*: ``{"plate": path, "tracks": path, ...}`` (None values are skipped). *overwrite_hint*: how the
-    user asks for a replacement (the CLI's flag, the dock's checkbox)."""
+    user asks for a replacement (the CLI's flag, the dock's checkbox). *kind*: what the output is, hence what
+    ``overwrite`` may replace (``"store"``: an embedding store or an empty folder; ``"parquet"``: a parquet
+    file, e.g. a cell index)."""
     path = Path(path)
     parent_dir = Path(os.path.abspath(path)).parent
     try:
@@ -100,14 +102,20 @@ def check_output_path(path: str | Path, overwrite: bool = False, inputs: Mapping
     if path.exists():
         if not overwrite:
             raise OutputError(f"output {path} already exists; {overwrite_hint} to replace it")
-        check_replaceable(path)
+        check_replaceable(path, kind)
     return path
 
 
-def check_replaceable(path: Path) -> None:
-    """Refuse to replace anything but an embedding store (or an empty folder)."""
+def check_replaceable(path: Path, kind: str = "store") -> None:
+    """Refuse to replace anything but an embedding store (or an empty folder); for ``kind="parquet"``, anything
+    but a parquet file."""
     from napari_dynaclr.core.zattrs import is_embedding_store
 
+    if kind == "parquet":
+        if path.is_file() and _is_parquet(path):
+            return
+        what = "a folder" if path.is_dir() else "not a parquet file"
+        raise OutputError(f"output {path} exists and is {what}; refusing to replace it (choose another output path)")
     if not path.is_dir():
         raise OutputError(f"output {path} exists and is a file, not an embedding store; refusing to replace it")
     if is_embedding_store(path) or not any(path.iterdir()):
@@ -118,12 +126,35 @@ def check_replaceable(path: Path) -> None:
     )
 
 
+def _is_parquet(path: Path) -> bool:
+    """A file with parquet's magic bytes at both ends."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+            fh.seek(-4, os.SEEK_END)
+            return head == b"PAR1" and fh.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    """Remove a hidden store folder or file of ours (quietly: what cannot be removed is left)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
 class OutputGuard:
     """The checks, the lock, the leftovers and the atomic commit for one output store (see the module)."""
 
     def __init__(self, path: str | Path, overwrite: bool = False, inputs: Mapping[str, object] | None = None,
-                 overwrite_hint: str = "pass --overwrite"):
+                 overwrite_hint: str = "pass --overwrite", kind: str = "store"):
         self.path = Path(path)
+        self.kind = kind
         self.overwrite = overwrite
         self.inputs = dict(inputs or {})
         self.overwrite_hint = overwrite_hint
@@ -136,11 +167,11 @@ class OutputGuard:
     # ------------------------------------------------------------------ checks and lock
 
     def __enter__(self) -> OutputGuard:
-        check_output_path(self.path, self.overwrite, self.inputs, self.overwrite_hint)
+        check_output_path(self.path, self.overwrite, self.inputs, self.overwrite_hint, self.kind)
         self._acquire()
         try:
             self._clean_leftovers()
-            check_output_path(self.path, self.overwrite, self.inputs, self.overwrite_hint)  # (a restored store)
+            check_output_path(self.path, self.overwrite, self.inputs, self.overwrite_hint, self.kind)  # (restored)
             self._existed = self.path.exists()
         except BaseException:
             self._release()
@@ -200,7 +231,7 @@ class OutputGuard:
             os.rename(olds[-1], self.path)
             olds = olds[:-1]
         for p in [*parent.glob(f"{self._prefix}.partial-*"), *olds]:
-            shutil.rmtree(p, ignore_errors=True)
+            _remove(p)
 
     # ------------------------------------------------------------------ writing
 
@@ -214,10 +245,10 @@ class OutputGuard:
             try:
                 old = self._swap_in(tmp)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                _remove(tmp)
                 raise
             if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old)
         if held.pending:
             raise InterruptedAfterCommit(
                 f"interrupted after the new store was complete: {self.path} holds it and is kept"
@@ -230,7 +261,7 @@ class OutputGuard:
             if not self.overwrite:
                 raise OutputError(f"output {path} appeared while this run was predicting; it was not replaced "
                                   f"({self.overwrite_hint} to replace it)")
-            check_replaceable(path)
+            check_replaceable(path, self.kind)
             old = path.parent / f"{self._prefix}.old-{uuid.uuid4().hex[:12]}"
             if _rename_exchange(tmp, path):  # tmp now holds the old store
                 os.rename(tmp, old)
@@ -258,16 +289,18 @@ def clean_after_kill(path: str | Path) -> None:
 
 
 def write_atomically(path: Path, write: Callable[[Path], None], overwrite: bool = False,
-                     inputs: Mapping[str, object] | None = None, guard: OutputGuard | None = None) -> Path:
-    """``write(tmp)`` a complete store beside *path*, then commit it (with its own guard unless *guard*)."""
+                     inputs: Mapping[str, object] | None = None, guard: OutputGuard | None = None,
+                     kind: str = "store") -> Path:
+    """``write(tmp)`` a complete store (or file, *kind* ``"parquet"``) beside *path*, then commit it (with its
+    own guard unless *guard*)."""
     if guard is None:
-        with OutputGuard(path, overwrite, inputs) as own:
-            return write_atomically(path, write, overwrite, inputs, own)
+        with OutputGuard(path, overwrite, inputs, kind=kind) as own:
+            return write_atomically(path, write, overwrite, inputs, own, kind)
     tmp = guard.temporary()
     try:
         write(tmp)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         error = _storage_error(exc, path)
         if error is None:
             raise

@@ -250,6 +250,29 @@ class PatchReader:
             mask[k] = True
             yield self._read_region(f, t, slice(y - hy, y + hy), slice(x - hx, x + hx)), y - hy, x - hx, mask
 
+    def windows(self, cells: pd.DataFrame):
+        """Yield ``(row, window)`` for the rows of *cells* (grouped by plane, not in row order): *window* is a
+        read-only view ``(C, Z, 2*hy, 2*hx)`` into the cached plane (or region) — no copy, the caller selects
+        what it needs from it (the Bag-of-Channels plan: z reduction, resize and crop as one selection)."""
+        if len(cells) == 0:
+            return
+        hy, hx = self.hy, self.hx
+        fov_idx = cells["fov_index"].to_numpy()
+        ts = cells["t"].to_numpy()
+        ys = cells["y"].to_numpy()
+        xs = cells["x"].to_numpy()
+        order = np.lexsort((ts, fov_idx))
+        fo, to = fov_idx[order], ts[order]
+        bounds = np.flatnonzero((np.diff(fo) != 0) | (np.diff(to) != 0)) + 1
+        for group in np.split(order, bounds):
+            f, t = int(fov_idx[group[0]]), int(ts[group[0]])
+            for region, y0, x0, mask in self._group_regions(f, t, ys[group], xs[group]):
+                members = group if mask is None else group[mask]
+                for i in members.tolist():
+                    yy, xx = int(ys[i]) - hy - y0, int(xs[i]) - hx - x0
+                    yield i, region[:, :, yy : yy + 2 * hy, xx : xx + 2 * hx]
+            self._done_with(f, t, len(group))
+
     def read(self, cells: pd.DataFrame, affine: Affine | None = None) -> np.ndarray:
         """Patches for the rows of *cells* (columns ``fov_index``, ``t``, ``y``, ``x``), in row order.
 

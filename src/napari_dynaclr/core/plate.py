@@ -127,6 +127,14 @@ class Plate:
                 "(its first FOV's); the channels would be mixed up"
             )
 
+    @property
+    def attrs(self) -> dict:
+        """The plate-level attributes (e.g. ``focus_slice``), {} when unreadable."""
+        try:
+            return dict(self._plate.zattrs)
+        except Exception:  # noqa: BLE001 - no attributes is the same as none
+            return {}
+
     def fov(self, name: str) -> FOV:
         for f in self.fovs:
             if f.name == name:

@@ -32,7 +32,7 @@ from napari_dynaclr.errors import ConfigError, shorten
 
 _MODULE_NAMES = {"ContrastiveModule"}
 _ENCODER_NAMES = {"ContrastiveEncoder"}
-_DATA_NAMES = {"TripletDataModule"}
+_DATA_NAMES = {"TripletDataModule", "MultiExperimentDataModule"}
 _WRITER_NAMES = {"EmbeddingWriter"}
 _TOP_KEYS = {"seed_everything", "trainer", "model", "data", "return_predictions", "ckpt_path", "launcher", "benchmark"}
 _DATA_USED = {
@@ -206,6 +206,13 @@ def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str =
             raise ConfigError(f"{source}: encoder pretrained=true would download weights; set it to false")
         encoder = EncoderConfig.from_dict(enc_args)
     data = _cls_name(doc["data"], "data", _DATA_NAMES, source)
+    run = run_settings(doc, base_dir, source, model_args)
+    if str(doc["data"]["class_path"]).rsplit(".", 1)[-1] == "MultiExperimentDataModule":
+        from napari_dynaclr.core.boc_yml import boc_config
+
+        cfg = boc_config(data, base_dir, source, encoder=encoder, **run)
+        check_reduction_kwargs(cfg, source=source)
+        return cfg
     unknown = set(data) - _DATA_USED - _DATA_IGNORED
     if unknown:
         raise ConfigError(
@@ -217,33 +224,8 @@ def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str =
     check_types(DataSchema, data, "data.init_args", source)
     normalizations = _normalizations(data.get("normalizations"), source)
 
-    trainer = doc.get("trainer") or {}
-    if not isinstance(trainer, Mapping):
-        raise ConfigError(f"{source}: 'trainer' must be a mapping")
-    check_types(TrainerSchema, trainer, "trainer", source)
-    writer = {}
-    callbacks = trainer.get("callbacks") or []
-    if isinstance(callbacks, Mapping):
-        callbacks = [callbacks]
-    for cb in callbacks:
-        if isinstance(cb, Mapping) and str(cb.get("class_path", "")).rsplit(".", 1)[-1] in _WRITER_NAMES:
-            init_args = cb.get("init_args") or {}
-            if not isinstance(init_args, Mapping):
-                raise ConfigError(f"{source}: trainer.callbacks[EmbeddingWriter].init_args must be a mapping")
-            writer = dict(init_args)
-            bad = set(writer) - _WRITER_ARGS
-            if bad:
-                raise ConfigError(
-                    f"{source}: unknown EmbeddingWriter argument(s) {clip(shorten(sorted(map(str, bad))), 200)}"
-                )
-            check_types(WriterSchema, writer, "trainer.callbacks[EmbeddingWriter]", source)
-    ckpt = doc.get("ckpt_path") or model_args.get("ckpt_path")
-
     def resolve(p):
-        if p is None:
-            return None
-        p = Path(str(p)).expanduser()
-        return p if p.is_absolute() else base_dir / p
+        return resolve_path(p, base_dir)
 
     include_cells = None
     if data.get("predict_cells"):
@@ -274,22 +256,59 @@ def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str =
         include_wells=data.get("fit_include_wells"),
         exclude_fovs=data.get("fit_exclude_fovs"),
         include_cells=include_cells,
-        ckpt_path=resolve(ckpt),
         encoder=encoder,
-        output_path=resolve(writer.get("output_path")),
-        overwrite=bool(writer.get("overwrite", False)),
-        embedding_key=writer.get("embedding_key", "features"),
-        pca_kwargs=writer.get("pca_kwargs"),
-        umap_kwargs=writer.get("umap_kwargs"),
-        phate_kwargs=writer.get("phate_kwargs"),
-        accelerator=str(trainer.get("accelerator", "auto")),
-        devices=trainer.get("devices", 1),
-        strategy=str(trainer.get("strategy", "auto")),
-        num_nodes=int(trainer.get("num_nodes", 1)),
-        precision=str(trainer.get("precision", "32-true")),
         num_workers=max(1, int(num_workers or 1)),
+        **run,
     )
     check_reduction_kwargs(cfg, source=source)
     return cfg
 
 
+
+
+def resolve_path(p, base_dir: Path) -> Path | None:
+    """A path of a config: relative ones resolve against the config file's folder."""
+    if p is None:
+        return None
+    p = Path(str(p)).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
+def run_settings(doc: Mapping, base_dir: Path, source: str, model_args: Mapping) -> dict:
+    """The trainer, EmbeddingWriter and checkpoint settings of a predict.yml (any data module), checked."""
+    trainer = doc.get("trainer") or {}
+    if not isinstance(trainer, Mapping):
+        raise ConfigError(f"{source}: 'trainer' must be a mapping")
+    check_types(TrainerSchema, trainer, "trainer", source)
+    writer = {}
+    callbacks = trainer.get("callbacks") or []
+    if isinstance(callbacks, Mapping):
+        callbacks = [callbacks]
+    for cb in callbacks:
+        if isinstance(cb, Mapping) and str(cb.get("class_path", "")).rsplit(".", 1)[-1] in _WRITER_NAMES:
+            init_args = cb.get("init_args") or {}
+            if not isinstance(init_args, Mapping):
+                raise ConfigError(f"{source}: trainer.callbacks[EmbeddingWriter].init_args must be a mapping")
+            writer = dict(init_args)
+            bad = set(writer) - _WRITER_ARGS
+            if bad:
+                raise ConfigError(
+                    f"{source}: unknown EmbeddingWriter argument(s) {clip(shorten(sorted(map(str, bad))), 200)}"
+                )
+            check_types(WriterSchema, writer, "trainer.callbacks[EmbeddingWriter]", source)
+    ckpt = doc.get("ckpt_path") or model_args.get("ckpt_path")
+
+    return {
+        "ckpt_path": resolve_path(ckpt, base_dir),
+        "output_path": resolve_path(writer.get("output_path"), base_dir),
+        "overwrite": bool(writer.get("overwrite", False)),
+        "embedding_key": writer.get("embedding_key", "features"),
+        "pca_kwargs": writer.get("pca_kwargs"),
+        "umap_kwargs": writer.get("umap_kwargs"),
+        "phate_kwargs": writer.get("phate_kwargs"),
+        "accelerator": str(trainer.get("accelerator", "auto")),
+        "devices": trainer.get("devices", 1),
+        "strategy": str(trainer.get("strategy", "auto")),
+        "num_nodes": int(trainer.get("num_nodes", 1)),
+        "precision": str(trainer.get("precision", "32-true")),
+    }

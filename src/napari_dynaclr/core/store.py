@@ -30,18 +30,33 @@ from napari_dynaclr.errors import StoreError
 
 
 def uns_for(cfg) -> dict:
+    """VisCy's ``uns``: the data module's ``data_path``/``tracks_path`` (a Bag-of-Channels data module has
+    neither: empty)."""
+    if not hasattr(cfg, "data_path_as_given"):
+        return {}
     return {"data_path": str(cfg.data_path_as_given), "tracks_path": str(cfg.tracks_path_as_given)}
 
 
 def build_anndata(obs: pd.DataFrame, features: np.ndarray, projections: np.ndarray,
-                  embedding_key: str = "features", uns: Mapping | None = None):
-    """An AnnData with VisCy's layout from obs rows (index columns) and the two embedding arrays."""
+                  embedding_key: str = "features", uns: Mapping | None = None, layout: str = "classic"):
+    """An AnnData with VisCy's layout from obs rows (index columns) and the two embedding arrays.
+
+    *layout* ``"classic"``: ``TripletDataModule``'s obs (int64 index columns); ``"boc"``: a Bag-of-Channels
+    obs as given (``fov_name, track_id, t, parent_track_id, z, y, x, experiment, marker, perturbation,
+    hours_post_perturbation, organelle, microscope`` in their own dtypes), strings categorical.
+    """
     import anndata as ad
 
-    obs = obs[[c for c in INDEX_COLUMNS if c in obs.columns]].copy()
-    obs["fov_name"] = pd.Categorical(obs["fov_name"].astype(str))
-    for col in obs.columns[1:]:
-        obs[col] = obs[col].astype(np.int64)
+    if layout == "boc":
+        obs = obs.copy()
+        for col in obs.columns:
+            if obs[col].dtype == object:
+                obs[col] = pd.Categorical(obs[col])
+    else:
+        obs = obs[[c for c in INDEX_COLUMNS if c in obs.columns]].copy()
+        obs["fov_name"] = pd.Categorical(obs["fov_name"].astype(str))
+        for col in obs.columns[1:]:
+            obs[col] = obs[col].astype(np.int64)
     obs.index = pd.Index([str(i) for i in range(len(obs))])
     features = np.ascontiguousarray(features, dtype=np.float32)
     projections = np.ascontiguousarray(projections, dtype=np.float32)

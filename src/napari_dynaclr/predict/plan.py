@@ -150,7 +150,9 @@ class PredictionPlan:
 
 
 def plan_prediction(cfg: PredictConfig, encoder: EncoderConfig | None = None) -> PredictionPlan:
-    """Open the plate and tracks and check them against the config and the encoder."""
+    """Open the plate and tracks and check them against the config and the encoder (a Bag-of-Channels
+    config is planned by :func:`napari_dynaclr.predict.boc_plan.plan_boc`; :func:`napari_dynaclr.predict.run
+    .plan_for` takes either)."""
     plate = Plate(cfg.data_path, cfg.include_wells, cfg.exclude_fovs)
     try:
         return _plan(cfg, plate, encoder)

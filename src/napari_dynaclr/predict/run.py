@@ -88,6 +88,18 @@ def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: thr
         return (yield from _events(cfg, device, cancel, write, guard))
 
 
+def plan_for(cfg, encoder=None):
+    """The plan of a classic (:class:`PredictConfig`) or a Bag-of-Channels (:class:`BocConfig`) run: both
+    have the same interface, so everything after planning is one engine."""
+    from napari_dynaclr.core.boc import BocConfig
+
+    if isinstance(cfg, BocConfig):
+        from napari_dynaclr.predict.boc_plan import plan_boc
+
+        return plan_boc(cfg, encoder)
+    return plan_prediction(cfg, encoder)
+
+
 def _secondary_rank() -> bool:
     """A process that Lightning (or SLURM, torchrun) started for rank > 0 of a run."""
     import os
@@ -114,7 +126,7 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
         raise ConfigError("no checkpoint: give --ckpt-path (or ckpt_path in the config)")
     cancel = cancel or threading.Event()
     state_dict = read_state_dict(cfg.ckpt_path)
-    plan = plan_prediction(cfg, resolve_config(state_dict, cfg.encoder))  # data errors before the model
+    plan = plan_for(cfg, resolve_config(state_dict, cfg.encoder))  # data errors before the model
     try:
         loaded = model_from_state_dict(state_dict, cfg.encoder, cfg.ckpt_path)
     except BaseException:
@@ -154,7 +166,8 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
             "Pass --allow-nonfinite to write them as NaN rows"
         )
     yield Stage("reducing")
-    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg))
+    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg),
+                          layout=getattr(plan, "obs_layout", "classic"))
     reductions = apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
     if n_bad:
         adata.uns["nonfinite_rows"] = n_bad

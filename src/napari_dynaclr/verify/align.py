@@ -20,7 +20,10 @@ from napari_dynaclr.core.store import REQUIRED_OBS_COLUMNS
 from napari_dynaclr.errors import StoreError
 
 #: Rows are matched on these obs columns (those both stores have; fov_name, track_id, t are required).
-KEY_COLUMNS = ("fov_name", "track_id", "t", "id")
+#: ``experiment`` tells the samples of one cell apart in Bag-of-Channels stores (one row per channel).
+KEY_COLUMNS = ("fov_name", "track_id", "t", "id", "experiment")
+#: key columns compared as text (the others as numbers)
+STRING_KEYS = ("fov_name", "experiment")
 REQUIRED_KEYS = REQUIRED_OBS_COLUMNS
 
 
@@ -41,8 +44,9 @@ def key_frame(obs: pd.DataFrame, keys: Sequence[str], label: str) -> pd.DataFram
     out = {}
     for k in keys:
         col = obs[k]
-        if k == "fov_name":
-            out[k] = col.astype(str).str.lstrip("/").to_numpy(dtype=object)
+        if k in STRING_KEYS:
+            text = col.astype(str)
+            out[k] = (text.str.lstrip("/") if k == "fov_name" else text).to_numpy(dtype=object)
             continue
         vals = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
         if not np.isfinite(vals).all():
@@ -50,7 +54,7 @@ def key_frame(obs: pd.DataFrame, keys: Sequence[str], label: str) -> pd.DataFram
         out[k] = vals.astype(np.int64) if np.array_equal(vals, np.round(vals)) else vals
     frame = pd.DataFrame(out)
     for k in keys[1:]:
-        if frame[k].dtype != np.int64:
+        if k not in STRING_KEYS and frame[k].dtype != np.int64:
             frame[k] = frame[k].astype(np.float64)
     return frame
 
@@ -88,7 +92,7 @@ def align_rows(pred_obs: pd.DataFrame, ref_obs: pd.DataFrame, keys: Sequence[str
     kp = key_frame(pred_obs, keys, labels[0])
     kr = key_frame(ref_obs, keys, labels[1])
     for k in keys[1:]:  # one side integral, the other not: compare as floats
-        if kp[k].dtype != kr[k].dtype:
+        if k not in STRING_KEYS and kp[k].dtype != kr[k].dtype:
             kp[k] = kp[k].astype(np.float64)
             kr[k] = kr[k].astype(np.float64)
     kp["_dup"] = kp.groupby(keys, sort=False).cumcount()

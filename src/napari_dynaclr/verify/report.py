@@ -20,7 +20,14 @@ import numpy as np
 import pandas as pd
 
 from napari_dynaclr.errors import StoreError
-from napari_dynaclr.verify.align import REQUIRED_KEYS, RowsResult, align_rows, json_value, key_frame
+from napari_dynaclr.verify.align import (
+    REQUIRED_KEYS,
+    STRING_KEYS,
+    RowsResult,
+    align_rows,
+    json_value,
+    key_frame,
+)
 from napari_dynaclr.verify.metrics import ArrayResult, Contract, array_metrics, is_reduction
 from napari_dynaclr.verify.sources import load_source
 
@@ -207,7 +214,10 @@ def compare_stores(prediction, reference, contract: Contract | None = None, *,
 def _cell_keys(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     out = pd.DataFrame({"fov_name": frame["fov_name"].astype(str).str.lstrip("/").to_numpy(dtype=object)})
     for k in keys[1:]:
-        out[k] = pd.to_numeric(frame[k], errors="coerce").to_numpy(np.float64)
+        if k in STRING_KEYS:
+            out[k] = frame[k].astype(str).to_numpy(dtype=object)
+        else:
+            out[k] = pd.to_numeric(frame[k], errors="coerce").to_numpy(np.float64)
     return out
 
 
