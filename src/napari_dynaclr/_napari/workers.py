@@ -112,7 +112,10 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     planned, acc, result = state["planned"], state["acc"], state["result"]
     summary = result["summary"]
     # the store's own uns (paths as given, and e.g. the rows a --allow-nonfinite run left NaN)
-    adata = build_anndata(planned.obs, acc.features, acc.projections, cfg.embedding_key, result["uns"])
+    from napari_dynaclr.core.boc import BocConfig
+
+    layout = "boc" if isinstance(cfg, BocConfig) else "classic"  # as the engine wrote it
+    adata = build_anndata(planned.obs, acc.features, acc.projections, cfg.embedding_key, result["uns"], layout=layout)
     for key, value in result["obsm"].items():
         adata.obsm[key] = value
     return Finished(adata, summary.output_path, time.perf_counter() - t0)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.normalize import ScaleIntensityRangePercentiles
-from napari_dynaclr.errors import TracksError
+from napari_dynaclr.errors import ConfigError, TracksError
 from napari_dynaclr.predict.plan import plan_prediction
 
 PROJECTIONS = ("middle slice", "max projection")
@@ -31,6 +31,9 @@ def model_inputs(cfg: PredictConfig, cells: pd.DataFrame, projection: str = "mid
     (too near the border, another FOV selection) are left out; NaN/Inf pixels are shown, not refused."""
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}")
+    if not isinstance(cfg, PredictConfig):
+        raise ConfigError("the gallery shows the patches of classic (TripletDataModule) models; a "
+                          "Bag-of-Channels model's samples are not shown yet")
     want = cells[KEY].astype({"fov_name": str}).reset_index(drop=True)
     if want.empty:
         return pd.DataFrame(columns=[*KEY, "y", "x"]), np.empty((0, len(cfg.source_channel), 0, 0), np.float32)

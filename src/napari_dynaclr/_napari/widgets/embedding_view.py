@@ -23,6 +23,7 @@ from napari_dynaclr.errors import Cancelled, DynaclrError
 if TYPE_CHECKING:
     import napari.viewer
 
+ALL_MARKERS = "all markers"
 COLORMAPS = ("viridis", "magma", "plasma", "turbo", "twilight", "gray")
 
 
@@ -40,6 +41,12 @@ class EmbeddingView(QWidget):
         self.cmap = ComboBox(label="colormap", choices=COLORMAPS, value="viridis")
         self.mode = ComboBox(label="mouse", choices=ScatterCanvas.MODES, value="pan/zoom")
         self.density = ComboBox(label="density", choices=DENSITY_MODES, value="auto")
+        self.marker = ComboBox(label="marker", choices=[ALL_MARKERS], value=ALL_MARKERS,
+                               tooltip="Bag-of-Channels stores: each cell has one embedding per marker")
+        self.marker_row = Container(widgets=[self.marker])  # shown for Bag-of-Channels tables only
+        self.marker_row.margins = (0, 0, 0, 0)
+        self.marker_row.visible = False
+        self.has_markers = False
         self.op = ComboBox(label="selection", choices=("replace", "add", "subtract"), value="replace")
         self.clear_btn = PushButton(text="Clear selection")
         self.status = Message("no cells yet: run a prediction or open embeddings")
@@ -59,7 +66,8 @@ class EmbeddingView(QWidget):
         self.save_ann_btn = PushButton(text="Save annotations to store")
         keep_button_text(self.csv_path)
         self.controls = Container(widgets=[  # every control, for whoever wants to walk them
-            self.x_axis, self.y_axis, self.color, self.cmap, self.mode, self.density, self.op, self.clear_btn,
+            self.x_axis, self.y_axis, self.color, self.cmap, self.mode, self.density, self.marker, self.op,
+            self.clear_btn,
             self.status,
             self.reduction, self.reduce_input, self.reduce_btn, self.clustering, self.n_clusters,
             self.min_size, self.cluster_btn, self.save_results, self.class_name, self.assign_btn,
@@ -69,7 +77,7 @@ class EmbeddingView(QWidget):
         lay = QVBoxLayout(page)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(form([("x", self.x_axis), ("y", self.y_axis), ("colour by", self.color),
-                            ("colormap", self.cmap), ("density", self.density)]))
+                            ("colormap", self.cmap), ("density", self.density), self.marker_row]))
         lay.addWidget(section("Select", form([("mouse", self.mode), ("selection", self.op), self.clear_btn])))
         self.reduce_box = QCollapsible("Reduce and cluster")
         self.reduce_box.addWidget(form([
@@ -97,6 +105,7 @@ class EmbeddingView(QWidget):
         self._updating = False
 
         self.x_axis.changed.connect(self._replot)
+        self.marker.changed.connect(self._replot)
         self.y_axis.changed.connect(self._replot)
         self.color.changed.connect(self._on_color)
         self.cmap.changed.connect(self._on_color)
@@ -115,7 +124,7 @@ class EmbeddingView(QWidget):
         s = self.session
         s.table_changed.connect(self._on_table)
         s.rows_changed.connect(self._on_rows)
-        s.columns_changed.connect(self._refresh_choices)
+        s.columns_changed.connect(self._on_columns)
         s.colors_changed.connect(self._on_colors)
         s.selection_changed.connect(self._on_selection)
         s.highlight_changed.connect(self._on_highlight)
@@ -139,7 +148,21 @@ class EmbeddingView(QWidget):
         x, y = self.axes()
         if t is None or x is None or y is None:
             return np.empty((0, 2), dtype=np.float32)
-        return np.column_stack([t[x].to_numpy(dtype=np.float32), t[y].to_numpy(dtype=np.float32)])
+        xy = np.column_stack([t[x].to_numpy(dtype=np.float32), t[y].to_numpy(dtype=np.float32)])
+        marker = self.marker.value
+        if marker not in (None, ALL_MARKERS) and "marker" in t.columns:  # the other markers' rows are hidden
+            xy[t["marker"].astype(str).to_numpy() != marker] = np.nan
+        return xy
+
+    def _refresh_markers(self) -> None:
+        """A Bag-of-Channels table has one row per cell and marker: offer a marker filter."""
+        t = self.session.table
+        markers = sorted(t["marker"].astype(str).unique()) if t is not None and "marker" in t.columns else []
+        self.marker.choices = [ALL_MARKERS, *markers]
+        self.has_markers = len(markers) > 1
+        self.marker_row.visible = self.has_markers
+        if self.marker.value not in self.marker.choices:
+            self.marker.value = ALL_MARKERS
 
     def _refresh_choices(self) -> None:
         t = self.session.table
@@ -163,8 +186,22 @@ class EmbeddingView(QWidget):
         self._updating = True
         x, y = explore.default_axes(t)
         self.x_axis.value, self.y_axis.value = x, y
+        self._refresh_markers()
         self._updating = False
         self._replot()
+        self._marker_colours()
+
+    def _on_columns(self) -> None:
+        self._refresh_choices()
+        had = self.has_markers
+        self._refresh_markers()
+        if self.has_markers and not had:
+            self._replot()
+            self._marker_colours()
+
+    def _marker_colours(self) -> None:
+        if self.has_markers and self.session.color_column in (None, "t"):
+            self.color_by("marker")  # one embedding per cell and marker: tell the markers apart first
         self._on_selection()
         self._on_highlight(self.session.highlighted)
 

@@ -271,17 +271,11 @@ class DynaCLRWidget(QWidget):
             return False
         self.yml_config = cfg
         self.predict_yml.value = path
-        self.normalization.choices = NORMALIZATIONS
-        self.normalization.value = "from predict.yml"
-        self.plate.value = cfg.data_path
-        self._plate_timer.stop()  # read now (selected as this predict.yml selects its FOVs)
-        self._on_plate()
-        self.tracks.value = cfg.tracks_path
-        self.channels.value = ", ".join(cfg.source_channel)
-        self.z_stop.value = cfg.z_range[1]
-        self.z_start.value = cfg.z_range[0]
-        self.patch.value = cfg.initial_yx_patch_size[0]
-        self.final_patch.value = cfg.patch_size[0]
+        self._set_classic(not self.is_boc)
+        if self.is_boc:
+            self._load_boc(cfg)
+        else:
+            self._load_classic(cfg)
         self.batch_size.value = cfg.batch_size
         self.device.value = cfg.accelerator if cfg.accelerator in self.device.choices else "auto"
         self.umap.value = cfg.umap_kwargs is not None
@@ -297,10 +291,43 @@ class DynaCLRWidget(QWidget):
         self.status.value = f"loaded {Path(path).name}"
         return True
 
+    @property
+    def is_boc(self) -> bool:
+        """Whether the loaded predict.yml is a Bag-of-Channels one (MultiExperimentDataModule)."""
+        from napari_dynaclr.core.boc import BocConfig
+
+        return isinstance(self.yml_config, BocConfig)
+
+    def _set_classic(self, on: bool) -> None:
+        """The classic data fields apply to TripletDataModule configs only."""
+        for w in (self.plate, self.fovs, self.tracks, self.channels, self.z_start, self.z_stop, self.patch,
+                  self.final_patch, self.normalization):
+            w.enabled = on
+
+    def _load_boc(self, cfg) -> None:
+        source = cfg.cell_index_path or cfg.collection_path or cfg.data_path
+        self.plate_info.value = (f"Bag-of-Channels predict.yml: samples from {Path(str(source)).name} (one per cell, "
+                                 "timepoint and channel; z window from focus, pixel-size rescaling, VisCy's "
+                                 "normalisation); the plate, tracks and patch fields are not used")
+        self.cells_info.value = ""
+
+    def _load_classic(self, cfg) -> None:
+        self.normalization.choices = NORMALIZATIONS
+        self.normalization.value = "from predict.yml"
+        self.plate.value = cfg.data_path
+        self._plate_timer.stop()  # read now (selected as this predict.yml selects its FOVs)
+        self._on_plate()
+        self.tracks.value = cfg.tracks_path
+        self.channels.value = ", ".join(cfg.source_channel)
+        self.z_stop.value = cfg.z_range[1]
+        self.z_start.value = cfg.z_range[0]
+        self.patch.value = cfg.initial_yx_patch_size[0]
+        self.final_patch.value = cfg.patch_size[0]
+
     def _yml_selection(self, plate: Path | None) -> tuple[list[str] | None, list[str] | None]:
         """The loaded predict.yml's ``fit_include_wells`` / ``fit_exclude_fovs`` when it names *plate*."""
         base = self.yml_config
-        if base is None or plate is None or Path(base.data_path) != plate:
+        if base is None or self.is_boc or plate is None or Path(base.data_path) != plate:
             return None, None
         return base.include_wells, base.exclude_fovs
 
@@ -373,11 +400,14 @@ class DynaCLRWidget(QWidget):
         return worker
 
     def build_config(self, require_output: bool = True):
-        """A :class:`~napari_dynaclr.core.config.PredictConfig` from the fields (on top of a loaded yml),
-        always on one device."""
+        """The run's config from the fields (on top of a loaded predict.yml), always on one device: a
+        :class:`~napari_dynaclr.core.config.PredictConfig`, or for a Bag-of-Channels predict.yml its
+        :class:`~napari_dynaclr.core.boc.BocConfig` with the dock's run settings."""
         from napari_dynaclr.core.config import PredictConfig, default_normalizations
-        from napari_dynaclr.core.reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
 
+        run = self._run_fields(require_output)
+        if self.is_boc:  # its samples come from its cell index / collection
+            return self.yml_config.with_overrides(**run)
         channels = [c.strip() for c in self.channels.value.split(",") if c.strip()]
         plate, tracks = _path(self.plate.value), _path(self.tracks.value)
         if plate is None or tracks is None:
@@ -389,9 +419,6 @@ class DynaCLRWidget(QWidget):
             include_wells, exclude = None, [f for f in all_fovs if f not in chosen] or None
         else:  # the plate is still being read: the predict.yml's selection (or every FOV)
             include_wells, exclude = self._yml_selection(plate)
-        output = _path(self.output.value)
-        if output is None and require_output:
-            raise DynaclrError("choose an output store path")
         norm, base = self.normalization.value, self.yml_config
         if norm == "from predict.yml" and base is not None:
             normalizations = base.normalizations
@@ -399,11 +426,6 @@ class DynaCLRWidget(QWidget):
             normalizations = [] if norm == "none" else default_normalizations(channels)
         else:
             normalizations = default_normalizations(channels, norm)
-        umap_kwargs = pca_kwargs = None
-        if self.umap.value:
-            umap_kwargs = base.umap_kwargs if base is not None and base.umap_kwargs else dict(DEFAULT_UMAP_KWARGS)
-        if self.pca.value:
-            pca_kwargs = base.pca_kwargs if base is not None and base.pca_kwargs else dict(DEFAULT_PCA_KWARGS)
         patch, final = self.patch.value, self.final_patch.value
         if base is None:
             base = PredictConfig.plain(plate, tracks, channels, (self.z_start.value, self.z_stop.value), patch)
@@ -411,12 +433,26 @@ class DynaCLRWidget(QWidget):
             data_path=plate, tracks_path=tracks, source_channel=channels,
             z_range=(self.z_start.value, self.z_stop.value),
             initial_yx_patch_size=(patch, patch), final_yx_patch_size=(final, final),
-            batch_size=self.batch_size.value, normalizations=normalizations, exclude_fovs=exclude,
-            include_wells=include_wells, ckpt_path=_path(self.ckpt.value), output_path=output,
-            overwrite=self.overwrite.value, allow_nonfinite=self.allow_nonfinite.value,
-            accelerator=self.device.value, devices=1, num_nodes=1,
-            strategy="auto", umap_kwargs=umap_kwargs, pca_kwargs=pca_kwargs,
+            normalizations=normalizations, exclude_fovs=exclude, include_wells=include_wells, **run,
         )
+
+    def _run_fields(self, require_output: bool) -> dict:
+        """How to run, whatever the data: checkpoint, output, batch size, device (one), reductions."""
+        from napari_dynaclr.core.reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
+
+        output = _path(self.output.value)
+        if output is None and require_output:
+            raise DynaclrError("choose an output store path")
+        base = self.yml_config
+        umap_kwargs = pca_kwargs = None
+        if self.umap.value:
+            umap_kwargs = base.umap_kwargs if base is not None and base.umap_kwargs else dict(DEFAULT_UMAP_KWARGS)
+        if self.pca.value:
+            pca_kwargs = base.pca_kwargs if base is not None and base.pca_kwargs else dict(DEFAULT_PCA_KWARGS)
+        return {"batch_size": self.batch_size.value, "ckpt_path": _path(self.ckpt.value), "output_path": output,
+                "overwrite": self.overwrite.value, "allow_nonfinite": self.allow_nonfinite.value,
+                "accelerator": self.device.value, "devices": 1, "num_nodes": 1, "strategy": "auto",
+                "umap_kwargs": umap_kwargs, "pca_kwargs": pca_kwargs}
 
     # ------------------------------------------------------------------ preview
 
@@ -438,7 +474,7 @@ class DynaCLRWidget(QWidget):
         with the inputs, and show them. Only while the viewer holds no embeddings (nothing or a preview);
         returns the worker (or None)."""
         self._preview_timer.stop()
-        if self.worker is not None:  # a run shows its own cells
+        if self.worker is not None or self.is_boc:  # a run shows its own cells; a BoC yml has no plate fields
             return None
         if self.session.table is not None and not self.session.is_preview:
             # embeddings are shown (and the embedding view may be computing on them): leave them alone
