@@ -111,8 +111,12 @@ def test_annotation_csv_round_trip(tmp_path):
     assert isinstance(table["annotation"].dtype, pd.CategoricalDtype)
     path = tmp_path / "ann.csv"
     assert explore.write_annotations_csv(table, path) == 3
-    csv = pd.read_csv(path)
-    assert list(csv.columns) == ["fov_name", "track_id", "t", "annotation"]
+    csv = pd.read_csv(path)  # VisCy's keys (fov_name, id; t, track_id, y, x for its mitosis rule)
+    assert list(csv.columns[:2]) == ["fov_name", "id"] and csv.columns[-1] == "annotation" and len(csv) == 3
+    from napari_dynaclr.evaluate import join_annotations
+
+    joined = join_annotations(table, path, "annotation")  # VisCy's join reads it back
+    assert list(joined.fillna("").astype(str)) == list(table["annotation"].astype(str))
     fresh = explore.cell_table(_obs())
     col, n = explore.read_annotations_csv(fresh, path)
     assert n == 3

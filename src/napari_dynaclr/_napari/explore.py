@@ -372,48 +372,48 @@ def assign_class(table: pd.DataFrame, rows, name: str) -> None:
 
 
 def write_annotations_csv(table: pd.DataFrame, path: str | Path, column: str = "annotation") -> int:
-    """Write annotated cells as CSV ``fov_name,track_id,t,<column>``; return the number of rows."""
-    ann = table[column].astype(str)
-    rows = table.loc[ann != UNASSIGNED, KEY_COLUMNS].copy()
-    rows["fov_name"] = rows["fov_name"].astype(str)
-    rows[column] = ann[ann != UNASSIGNED].to_numpy()
-    rows.to_csv(path, index=False)
-    return len(rows)
+    """Write the annotated cells as an annotation CSV VisCy joins (keyed ``fov_name, id`` when the table has
+    ``id``, else ``fov_name, t, track_id``; ``y, x`` too, for its mitosis rule; the class in *column*), atomically;
+    return the number of rows."""
+    from napari_dynaclr.errors import AnnotationError
+    from napari_dynaclr.evaluate import save_annotations
+
+    ann = table[column].astype(str).to_numpy(dtype=object)
+    labels = np.where(ann == UNASSIGNED, None, ann)
+    try:
+        save_annotations(path, table, {column: labels}, overwrite=True)
+    except (AnnotationError, OSError) as exc:
+        raise ExploreError(f"cannot write annotations to {path}: {exc}") from None
+    return int((ann != UNASSIGNED).sum())
 
 
 def read_annotations_csv(
     table: pd.DataFrame, path: str | Path, column: str = "annotation"
 ) -> tuple[pd.Categorical, int]:
-    """Match an annotation CSV to the table on (fov_name, track_id, t).
+    """Join an annotation CSV (ours or VisCy's: keyed ``fov_name, id``, else ``fov_name, t, track_id`` with
+    VisCy's mitosis rule) to the table; the class is the CSV's *column*, else its only task column.
 
-    Returns the new annotation column (existing classes kept where the CSV says nothing) and the
-    number of CSV rows that matched a cell. Unknown keys are ignored; a malformed file raises.
-    """
+    Returns the new annotation column (existing classes kept where the CSV says nothing) and the number of
+    cells it labels. A file that cannot be joined raises :class:`ExploreError` naming the problem."""
+    from napari_dynaclr.errors import AnnotationError
+    from napari_dynaclr.evaluate import join_annotations, read_annotations
+
     path = Path(path)
     try:
-        csv = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ExploreError(f"cannot read annotation CSV {path}: {str(exc).splitlines()[0][:150]}") from None
-    label_col = column if column in csv.columns else next(
-        (c for c in csv.columns if c not in KEY_COLUMNS), None)
-    missing = [c for c in KEY_COLUMNS if c not in csv.columns]
-    if missing or label_col is None:
-        raise ExploreError(
-            f"annotation CSV {path} needs columns fov_name, track_id, t and a class column "
-            f"(has: {', '.join(map(str, csv.columns))})"
-        )
-    if csv.duplicated(KEY_COLUMNS).any():
-        raise ExploreError(f"annotation CSV {path} lists a (fov_name, track_id, t) cell twice")
-    key_csv = pd.MultiIndex.from_arrays(
-        [csv["fov_name"].astype(str).str.strip("/"), csv["track_id"].astype(np.int64), csv["t"].astype(np.int64)])
-    key_tab = pd.MultiIndex.from_arrays(
-        [table["fov_name"].astype(str), table["track_id"].astype(np.int64), table["t"].astype(np.int64)])
-    pos = key_csv.get_indexer(key_tab)
-    hit = pos >= 0
+        csv = read_annotations(path)
+        keys = {"fov_name", "id", "t", "track_id", "y", "x", "parent_track_id", "parent_id", "z"}
+        tasks = [c for c in csv.columns if c not in keys]
+        task = column if column in csv.columns else (tasks[0] if len(tasks) == 1 else None)
+        if task is None:
+            raise ExploreError(f"annotation CSV {path}: which column holds the classes? it has "
+                               f"{', '.join(map(str, csv.columns))}; name it '{column}'")
+        joined = join_annotations(table, csv, task)
+    except AnnotationError as exc:
+        raise ExploreError(str(exc)) from None
+    hit = pd.notna(joined).to_numpy()
     vals = table[column].astype(str).to_numpy(dtype=object) if column in table.columns else \
         np.full(len(table), UNASSIGNED, dtype=object)
-    labels = csv[label_col].astype(object).where(csv[label_col].notna(), UNASSIGNED).astype(str).to_numpy()
-    vals[hit] = labels[pos[hit]]
+    vals[hit] = joined[hit].astype(str).to_numpy()
     return _annotation_categorical(vals), int(hit.sum())
 
 
