@@ -58,6 +58,40 @@ def report(name: str, seconds: float, target: float | None = None) -> None:
     print(f"{name:<58} {seconds * 1000:9.1f} ms{tgt}{verdict}")
 
 
+def gallery(X: np.ndarray, selection: np.ndarray) -> float:
+    """What the Cells tab does for a selection: pick <= 64 representative rows, cut their patches as the model
+    receives them (predict.gallery.model_inputs on the demo plate: the rows are mapped onto its cells) and tint
+    them (explore.composite). Best of 3, after one warm-up."""
+    import tempfile
+    from pathlib import Path
+
+    from napari_dynaclr._napari.explore import composite
+    from napari_dynaclr._napari.sample_data import DEMO_SPEC
+    from napari_dynaclr.core.config import PredictConfig, default_normalizations
+    from napari_dynaclr.core.synthetic import make_plate
+    from napari_dynaclr.evaluate.neighbours import representative_sample
+    from napari_dynaclr.predict.gallery import model_inputs
+    from napari_dynaclr.predict.plan import plan_prediction
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-gallery-"))
+    paths = make_plate(folder, DEMO_SPEC)
+    channels = ["Phase3D", "RFP"]
+    cfg = PredictConfig.plain(paths["plate"], paths["tracks"], channels, (0, 1), 64).with_overrides(
+        normalizations=default_normalizations(channels), batch_size=32)
+    plan = plan_prediction(cfg)
+    cells = plan.cells[["fov_name", "track_id", "t"]].reset_index(drop=True)
+    plan.close()
+
+    def run():
+        rows = representative_sample(X, selection)
+        index, patches = model_inputs(cfg, cells.iloc[rows % len(cells)].drop_duplicates())
+        return composite(patches, [(1, 1, 1), (1, 0, 1)])
+
+    run()
+    t, _ = timed(run, repeat=3)
+    return t
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", type=int, default=100_000)
@@ -125,6 +159,10 @@ def main(argv=None) -> int:
     report(f"representative sample of a 20,000-cell selection ({len(sample)} rows)", t_rep)
     t_ord, _ = timed(lambda: order_by_centroid(X, selection))
     report("centroid order of the 20,000-cell selection", t_ord)
+
+    t_gal = gallery(X, selection)
+    report("gallery of 64 tiles: sample of the 20,000-cell selection + cutting and normalising the patches "
+           "(the demo plate, the run's reader) + composite", t_gal, 0.5)
 
     if args.approximate:
         t_ab, approx = timed(lambda: NeighbourIndex(X, metric="cosine", exact=False))

@@ -24,7 +24,7 @@ from qtpy.QtGui import QIcon, QImage, QPixmap
 from qtpy.QtWidgets import QListView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from napari_dynaclr._napari import workers
+from napari_dynaclr._napari import explore, workers
 from napari_dynaclr._napari.explore import UNASSIGNED
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, scrolling
@@ -37,20 +37,6 @@ if TYPE_CHECKING:
 GALLERY_SIZE = 64
 TILE_PX = 80
 DEFAULT_COLORS = ((1.0, 1.0, 1.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0))
-
-
-def composite(patches: np.ndarray, colors) -> np.ndarray:
-    """(N, C, Y, X) patches → (N, Y, X, 3) uint8 tiles: each channel stretched between its 1st and 99th
-    percentile over all tiles, tinted with its colour and added (napari's additive blending)."""
-    n, c, h, w = patches.shape
-    out = np.zeros((n, h, w, 3), dtype=np.float32)
-    for ch in range(c):
-        values = patches[:, ch]
-        finite = values[np.isfinite(values)]
-        lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-        scaled = np.clip((np.nan_to_num(values, nan=lo) - lo) / ((hi - lo) or 1.0), 0, 1)
-        out += scaled[..., None] * np.asarray(colors[ch % len(colors)], dtype=np.float32)
-    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
 def _qimage(rgb: np.ndarray) -> QImage:
@@ -276,7 +262,7 @@ class CellsView(QWidget):
 
     def _show_tiles(self, result) -> None:
         rows, n_selected, index, patches = result
-        tiles = composite(patches, self._colors(patches.shape[1]))
+        tiles = explore.composite(patches, self._colors(patches.shape[1]))
         self.gallery.clear()
         for row, (_, cell), rgb in zip(rows, index.iterrows(), tiles, strict=True):
             item = QListWidgetItem(QIcon(QPixmap.fromImage(_qimage(rgb))),
