@@ -13,7 +13,6 @@ reduce, crop).
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from napari_dynaclr.core.cell_index import read_cell_index, sampled_statistics
 from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.plate import Plate, missing_chunks
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError, shorten
+from napari_dynaclr.predict.plan import BatchPartition, NonfiniteInputs
 
 #: obs columns of a BoC store (VisCy's ``index`` of a sample), in order, with their dtypes
 OBS_COLUMNS = {"fov_name": "object", "track_id": "int32", "t": "int32", "parent_track_id": "int32", "z": "int16",
@@ -68,7 +68,7 @@ class _Readers:
 
 
 @dataclasses.dataclass
-class BocPlan:
+class BocPlan(BatchPartition):
     config: BocConfig
     cells: pd.DataFrame  # kept rows in parquet order: obs columns + exp_index, fov_index, yc, xc, sub, div
     experiments: list[_Experiment]
@@ -78,26 +78,8 @@ class BocPlan:
     obs_layout: str = "boc"
 
     def __post_init__(self):
-        from napari_dynaclr.predict.plan import NonfiniteInputs
-
         self.nonfinite = NonfiniteInputs()
         self.reader = _Readers(self)
-
-    @property
-    def n_cells(self) -> int:
-        return len(self.cells)
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.batch_size
-
-    @property
-    def n_batches(self) -> int:
-        return math.ceil(self.n_cells / self.batch_size)
-
-    def batch_bounds(self, i: int) -> tuple[int, int]:
-        start = i * self.batch_size
-        return start, min(start + self.batch_size, self.n_cells)
 
     @staticmethod
     def reader_rows(rows: pd.DataFrame) -> pd.DataFrame:

@@ -46,19 +46,9 @@ class NonfiniteInputs:
                 self.first = first
 
 
-@dataclasses.dataclass
-class PredictionPlan:
-    """A validated prediction: plate, ordered cell table, batch partition, reader and statistics."""
-
-    config: PredictConfig
-    plate: Plate
-    cells: pd.DataFrame
-    channel_indices: list[int]
-    stats: StatsTable
-    reader: PatchReader
-    fov_counts: dict
-    nonfinite: NonfiniteInputs = dataclasses.field(default_factory=NonfiniteInputs)
-    missing_chunks: dict = dataclasses.field(default_factory=dict)  # FOV name -> (missing, needed), if allowed
+class BatchPartition:
+    """The run's batches over ``self.cells`` in order, ``self.config.batch_size`` rows each (the last one
+    shorter): shared by the classic and the Bag-of-Channels plans."""
 
     @property
     def n_cells(self) -> int:
@@ -75,6 +65,21 @@ class PredictionPlan:
     def batch_bounds(self, i: int) -> tuple[int, int]:
         start = i * self.batch_size
         return start, min(start + self.batch_size, self.n_cells)
+
+
+@dataclasses.dataclass
+class PredictionPlan(BatchPartition):
+    """A validated prediction: plate, ordered cell table, batch partition, reader and statistics."""
+
+    config: PredictConfig
+    plate: Plate
+    cells: pd.DataFrame
+    channel_indices: list[int]
+    stats: StatsTable
+    reader: PatchReader
+    fov_counts: dict
+    nonfinite: NonfiniteInputs = dataclasses.field(default_factory=NonfiniteInputs)
+    missing_chunks: dict = dataclasses.field(default_factory=dict)  # FOV name -> (missing, needed), if allowed
 
     def read_batch(self, i: int) -> np.ndarray:
         """Raw float32 patches (B, C, Z, Y, X) of batch *i*."""
