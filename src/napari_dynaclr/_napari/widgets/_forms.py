@@ -68,3 +68,12 @@ def scrolling(page: QWidget) -> QScrollArea:
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setWidget(page)
     return scroll
+
+
+def alive(widget) -> bool:
+    """False once Qt has deleted *widget* (a worker may report after its dock or the viewer closed)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True

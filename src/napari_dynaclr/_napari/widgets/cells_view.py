@@ -27,7 +27,7 @@ from superqt import QCollapsible
 from napari_dynaclr._napari import explore, workers
 from napari_dynaclr._napari.explore import UNASSIGNED
 from napari_dynaclr._napari.session import get_session
-from napari_dynaclr._napari.widgets._forms import Message, form, scrolling
+from napari_dynaclr._napari.widgets._forms import Message, alive, form, scrolling
 from napari_dynaclr._napari.widgets._jobs import DockJobs
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
@@ -153,11 +153,7 @@ class CellsView(QWidget):
     # ------------------------------------------------------------------ plumbing
 
     def _alive(self) -> bool:
-        try:
-            self.objectName()
-        except RuntimeError:
-            return False
-        return True
+        return alive(self)
 
     def _matrix(self) -> np.ndarray:
         adata = self.session.adata

@@ -41,7 +41,7 @@ from superqt import QCollapsible
 
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import get_session
-from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section
+from napari_dynaclr._napari.widgets._forms import Message, alive, form, keep_button_text, scrolling, section
 from napari_dynaclr._napari.widgets._jobs import DockJobs
 from napari_dynaclr._napari.widgets.cells_view import CellsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
@@ -457,12 +457,7 @@ class DynaCLRWidget(QWidget):
     # ------------------------------------------------------------------ preview
 
     def _alive(self) -> bool:
-        """False once Qt has deleted this dock (a worker may report after the viewer closed)."""
-        try:
-            self.objectName()
-        except RuntimeError:
-            return False
-        return True
+        return alive(self)
 
     def _on_preview_timer(self) -> None:
         # otherwise the plate's layout restarts the timer when it arrives
