@@ -131,3 +131,29 @@ def test_smoothness_is_plotted_and_scores_each_track(opened, qtbot):
     per_track = s.table.groupby(["fov_name", "track_id"], observed=True)["smoothness"].nunique(dropna=False)
     assert (per_track == 1).all()  # one score per track
     assert cells.smooth_info.value.startswith("smoothness score")
+
+
+def test_predictions_are_saved_into_the_store_as_viscy_writes_them(make_napari_viewer, demo_copy, demo_inputs,
+                                                                     qtbot):
+    import anndata as ad
+
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    wait_worker(qtbot, main.open_embeddings(demo_copy), 60_000)
+    s, cells = main.session, main.cells
+    cells.follow_clicks.value = False
+    cells.follow_selection.value = False
+    s.select(np.arange(0, 10))
+    main.explore.assign_selection("early")
+    s.select(np.arange(30, 40))
+    main.explore.assign_selection("late")
+    _wait(qtbot, cells, "classifier")
+    assert cells.save_pred_btn.enabled
+    wait_worker(qtbot, cells.save_predictions(), 60_000)
+    stored = ad.read_zarr(demo_copy)
+    assert list(stored.uns["predicted_annotation_classes"]) == ["early", "late"]
+    assert stored.obsm["predicted_annotation_proba"].shape == (stored.n_obs, 2)
+    np.testing.assert_array_equal(stored.obs["predicted_annotation"].astype(str).to_numpy(),
+                                  s.table["predicted_annotation"].astype(str).to_numpy())
+    np.testing.assert_allclose(stored.obsm["predicted_annotation_proba"].max(axis=1),
+                               s.table["predicted_annotation_proba"].to_numpy(), rtol=1e-12)
