@@ -157,3 +157,24 @@ def test_predictions_are_saved_into_the_store_as_viscy_writes_them(make_napari_v
                                   s.table["predicted_annotation"].astype(str).to_numpy())
     np.testing.assert_allclose(stored.obsm["predicted_annotation_proba"].max(axis=1),
                                s.table["predicted_annotation_proba"].to_numpy(), rtol=1e-12)
+
+
+def test_a_class_or_a_track_is_selected_for_the_gallery(opened, qtbot):
+    viewer, main, cells = opened
+    s = main.session
+    cells.follow_clicks.value = False
+    s.select([1, 2, 3])
+    main.explore.assign_selection("round")
+    s.select([])
+    cells.pick_column.value = "annotation"
+    assert list(cells.pick_value.choices) == ["round"]
+    assert cells.select_where() == 3 and sorted(s.selected.tolist()) == [1, 2, 3]
+    _wait(qtbot, cells, "gallery")
+    assert sorted(cells.tile_rows) == [1, 2, 3]
+    # a track: every timepoint of the highlighted cell's track
+    s.highlight(5)
+    n = cells.select_track()
+    fov, track = str(s.table["fov_name"].iat[5]), int(s.table["track_id"].iat[5])
+    mine = np.flatnonzero((s.table["fov_name"].astype(str) == fov).to_numpy()
+                          & (s.table["track_id"] == track).to_numpy())
+    assert n >= len(mine) and set(mine) <= set(s.selected.tolist())

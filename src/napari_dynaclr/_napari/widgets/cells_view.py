@@ -67,6 +67,11 @@ class CellsView(QWidget):
                                    tooltip="how a 3-D patch is shown (the model sees the whole z window)")
         self.follow_selection = CheckBox(text="follow the selection", value=True)
         self.gallery_btn = PushButton(text="Show the selection")
+        self.pick_column = ComboBox(label="select by", choices=["cluster"], value="cluster",
+                                    tooltip="select every cell whose column has the value (a cluster, a class…)")
+        self.pick_value = ComboBox(label="value", choices=[])
+        self.pick_btn = PushButton(text="Select these cells")
+        self.track_btn = PushButton(text="Select the highlighted cell's track")
         self.gallery_info = Message("select cells in the scatter (lasso/box), or click a cell for its neighbours")
         self.gallery = QListWidget()
         self.gallery.setViewMode(QListView.ViewMode.IconMode)
@@ -109,7 +114,9 @@ class CellsView(QWidget):
         page = QWidget()
         lay = QVBoxLayout(page)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(form([("z", self.projection), self.follow_selection, self.gallery_btn, self.gallery_info]))
+        lay.addWidget(form([("select by", self.pick_column), ("value", self.pick_value), self.pick_btn,
+                            self.track_btn, ("z", self.projection), self.follow_selection, self.gallery_btn,
+                            self.gallery_info]))
         lay.addWidget(self.gallery, stretch=1)
         self.neighbours_box = QCollapsible("Nearest neighbours")
         self.neighbours_box.addWidget(form([("k", self.k), ("metric", self.metric), self.follow_clicks,
@@ -137,6 +144,9 @@ class CellsView(QWidget):
         self._train_timer.setInterval(300)
         self._train_timer.timeout.connect(lambda: self.train())
         self.gallery_btn.clicked.connect(lambda: self.show_gallery())
+        self.pick_column.changed.connect(lambda _: self._refresh_values())
+        self.pick_btn.clicked.connect(lambda: self.select_where())
+        self.track_btn.clicked.connect(lambda: self.select_track())
         self.neighbours_btn.clicked.connect(lambda: self.neighbours())
         self.train_btn.clicked.connect(lambda: self.train())
         self.save_pred_btn.clicked.connect(lambda: self.save_predictions())
@@ -206,6 +216,11 @@ class CellsView(QWidget):
         t = self.session.table
         if t is None:
             return
+        pickable = [c for c in t.columns if (isinstance(t[c].dtype, pd.CategoricalDtype) or t[c].dtype == object)
+                    and c != "selection"]
+        if list(self.pick_column.choices) != pickable:
+            self.pick_column.choices = pickable or ["cluster"]
+        self._refresh_values()
         cats = [c for c in t.columns if isinstance(t[c].dtype, pd.CategoricalDtype)
                 and c not in ("selection", "cluster") and not c.startswith("predicted_")]
         self.task.choices = cats or ["annotation"]
@@ -271,6 +286,36 @@ class CellsView(QWidget):
         sample = "all" if len(rows) == n_selected else f"{len(rows)} representative of"
         self.gallery_info.value = (f"{sample} {n_selected} selected cells, nearest the selection's centre first "
                                    "(normalised as the model received them)")
+
+    def _refresh_values(self) -> None:
+        t, col = self.session.table, self.pick_column.value
+        values = [] if t is None or col not in t.columns else sorted({str(v) for v in t[col].astype(str)} - {""})
+        if list(self.pick_value.choices) != values:
+            self.pick_value.choices = values
+
+    def select_where(self, column: str | None = None, value: str | None = None) -> int:
+        """Select every cell whose *column* is *value* (a cluster, an annotation class, a marker…); the gallery
+        follows. Returns how many."""
+        t = self.session.table
+        column = column or self.pick_column.value
+        value = self.pick_value.value if value is None else value
+        if t is None or column not in t.columns or value is None:
+            return 0
+        rows = np.flatnonzero(t[column].astype(str).to_numpy() == str(value))
+        self.session.select(rows)
+        return len(rows)
+
+    def select_track(self) -> int:
+        """Select every timepoint of the highlighted cell's track (its lineage too); the gallery follows."""
+        s = self.session
+        if s.table is None or s.highlighted is None or s.highlighted < 0:
+            self.gallery_info.value = "click a cell in the image or the scatter first"
+            return 0
+        cell = s.table.iloc[s.highlighted]
+        branches = explore.track_trajectory(s.table, str(cell["fov_name"]), int(cell["track_id"]))
+        rows = np.unique(np.concatenate(branches)) if branches else np.array([s.highlighted])
+        s.select(rows)
+        return len(rows)
 
     def _on_tile(self, item) -> None:
         row = item.data(Qt.ItemDataRole.UserRole)
