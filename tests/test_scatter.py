@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_dynaclr._napari import explore
+from napari_dynaclr._napari import explore, plotting
 
 pytest.importorskip("pytestqt")
 
@@ -79,7 +79,7 @@ def test_legend_for_categories_and_colour_bar_for_continuous(canvas, qtbot):
     n = 600
     cats = pd.Series(pd.Categorical(np.repeat(["mitosis", "interphase", "death"], n // 3)), name="annotation")
     canvas.set_points(_cloud(n), explore.column_colors(cats))
-    canvas.set_colors(explore.column_colors(cats), explore.color_key(cats))
+    canvas.set_colors(explore.column_colors(cats), plotting.color_key(cats))
     _flush(qtbot)
     assert canvas.key.kind == "categorical"
     texts = canvas.key.texts()
@@ -93,7 +93,7 @@ def test_legend_for_categories_and_colour_bar_for_continuous(canvas, qtbot):
         np.testing.assert_allclose(swatch[i], colors[np.flatnonzero(cats == name)[0]], atol=1e-6)
     # a continuous column: a colour bar labelled with the mapped range
     score = pd.Series(np.linspace(-2.0, 6.0, n), name="score")
-    canvas.set_colors(explore.column_colors(score), explore.color_key(score, "magma"))
+    canvas.set_colors(explore.column_colors(score), plotting.color_key(score, "magma"))
     _flush(qtbot)
     lo, hi = np.percentile(score, [1, 99])
     assert canvas.key.kind == "continuous" and canvas.key.bar.visible and not canvas.key.swatches.visible
@@ -103,7 +103,7 @@ def test_legend_for_categories_and_colour_bar_for_continuous(canvas, qtbot):
 
 def test_colour_key_truncates_many_categories():
     s = pd.Series(np.arange(30), name="track_id")
-    key = explore.color_key(s, max_categories=12)
+    key = plotting.color_key(s, max_categories=12)
     assert key["kind"] == "categorical" and len(key["labels"]) == 12 and key["more"] == 18
     np.testing.assert_allclose(key["colors"][10, :3], explore.CATEGORY_CYCLE[0])  # the cycle repeats
 
@@ -113,7 +113,7 @@ def test_hover_reads_out_the_cell_under_the_mouse(canvas, qtbot):
     table["cluster"] = pd.Categorical(np.arange(len(table)) % 4)
     xy = np.column_stack([table["UMAP_0"], table["UMAP_1"]]).astype(np.float32)
     canvas.set_points(xy, explore.column_colors(table["score"]))
-    canvas.describe = lambda i: explore.describe_row(table, i, "score")
+    canvas.describe = lambda i: plotting.describe_row(table, i, "score")
     _flush(qtbot)
     row = 1234
     explore.assign_class(table, [row], "mitosis")
@@ -139,7 +139,7 @@ def test_point_grid_matches_brute_force():
     rng = np.random.default_rng(3)
     xy = rng.normal(size=(20000, 2)) * [5, 0.1]
     xy[::97] = np.nan
-    grid = explore.PointGrid(xy, cells=64)
+    grid = plotting.PointGrid(xy, cells=64)
     for target in rng.normal(size=(200, 2)) * [5, 0.1]:
         for radius, scale in ((8.0, (0.05, 0.001)), (1.0, (0.01, 0.0001)), (50.0, (1.0, 0.02))):
             assert grid.nearest(target, radius, scale) == explore.nearest_point(xy, target, radius, scale)
@@ -239,7 +239,7 @@ def test_selection_drawn_on_top_in_density_mode(canvas, qtbot):
     assert len(many) > scatter.SELECTION_MARKER_CAP
     canvas.show_selected(many)
     assert canvas.sel_raster.visible and not canvas.sel_inner.visible and canvas.sel_raster.order > canvas.raster.order
-    sel_counts = explore.density_counts(canvas._bins, canvas.raster_geometry[2], many)
+    sel_counts = plotting.density_counts(canvas._bins, canvas.raster_geometry[2], many)
     img = canvas.selection_image
     marked = img[..., 3] > 0
     assert ((sel_counts > 0) <= marked).all()  # every bin holding a selected cell is marked
@@ -303,7 +303,7 @@ def test_embedding_view_wires_labels_key_hover_and_density(make_napari_viewer, q
     assert (sc.x_axis.axis.axis_label, sc.y_axis.axis.axis_label) == ("UMAP_1", "UMAP_0")
     row = 77
     sc.hover(view.xy()[row])
-    assert sc.hovered >= 0 and sc.hover_label.text == explore.describe_row(s.table, sc.hovered, "cluster")
+    assert sc.hovered >= 0 and sc.hover_label.text == plotting.describe_row(s.table, sc.hovered, "cluster")
     assert "cluster" in sc.hover_label.text and "FOV" in sc.hover_label.text
     assert view.density.value == "auto" and not sc.density_active
     view.density.value = "on"
@@ -317,11 +317,11 @@ def test_finite_rows_and_range_match_the_2d_reductions():
     xy = rng.normal(size=(1000, 2)).astype(np.float32)
     xy[3, 0], xy[7, 1], xy[9] = np.nan, np.inf, -np.inf
     finite = np.isfinite(xy).all(axis=1)
-    np.testing.assert_array_equal(explore.finite_rows(xy), finite)
-    lo, hi = explore.finite_range(xy)
+    np.testing.assert_array_equal(plotting.finite_rows(xy), finite)
+    lo, hi = plotting.finite_range(xy)
     np.testing.assert_array_equal(lo, xy[finite].min(axis=0))
     np.testing.assert_array_equal(hi, xy[finite].max(axis=0))
-    assert explore.finite_range(np.full((4, 2), np.nan)) is None and explore.finite_range(np.empty((0, 2))) is None
+    assert plotting.finite_range(np.full((4, 2), np.nan)) is None and plotting.finite_range(np.empty((0, 2))) is None
 
 
 def test_large_selection_raster_in_markers_mode_follows_the_camera(canvas, qtbot):

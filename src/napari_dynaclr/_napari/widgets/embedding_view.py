@@ -12,7 +12,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from napari_dynaclr._napari import explore
+from napari_dynaclr._napari import explore, plotting
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section
 from napari_dynaclr._napari.widgets._jobs import DockJobs
@@ -246,12 +246,12 @@ class EmbeddingView(QWidget):
         s = self.session
         if s.table is None or s.color_column not in s.table.columns:
             return None
-        return explore.color_key(s.table[s.color_column], s.colormap)
+        return plotting.color_key(s.table[s.color_column], s.colormap)
 
     def _describe(self, row: int) -> str:
         """Hover read-out of a scatter point: FOV, track, t, cluster, class, colour value."""
         s = self.session
-        return "" if s.table is None else explore.describe_row(s.table, row, s.color_column)
+        return "" if s.table is None else plotting.describe_row(s.table, row, s.color_column)
 
     # ------------------------------------------------------------------ selection and linking
 

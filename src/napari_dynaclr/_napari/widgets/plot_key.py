@@ -2,7 +2,7 @@
 
 Drawn with plain vispy visuals inside a ``ViewBox`` whose scene coordinates are its pixels (y down),
 so it needs no camera. :meth:`ColorKey.show` takes the dict of
-:func:`napari_dynaclr._napari.explore.color_key`.
+:func:`napari_dynaclr._napari.plotting.color_key`.
 """
 
 from __future__ import annotations

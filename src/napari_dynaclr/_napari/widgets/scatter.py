@@ -27,7 +27,7 @@ from vispy import app as vispy_app
 from vispy import scene
 from vispy.visuals.transforms import STTransform
 
-from napari_dynaclr._napari import explore
+from napari_dynaclr._napari import plotting
 from napari_dynaclr._napari.widgets.plot_key import ColorKey
 
 BACKGROUND = "#262930"
@@ -107,7 +107,7 @@ class ScatterCanvas:
         self.colors = np.empty((0, 4), dtype=np.float32)
         self._finite = np.zeros(0, dtype=bool)
         self._selected = np.empty(0, dtype=np.int64)
-        self._grid: explore.PointGrid | None = None
+        self._grid: plotting.PointGrid | None = None
         self._bins: np.ndarray | None = None  # density-bin index of every point for the current raster
         self._bin_geom = None  # (x_range, y_range, shape) of the current raster
         self.raster_image = np.zeros((0, 0, 4), np.float32)  # RGBA of the density raster shown
@@ -164,7 +164,7 @@ class ScatterCanvas:
         xy = np.asarray(xy, dtype=np.float32)
         self.xy = xy
         self.colors = np.asarray(colors, dtype=np.float32)
-        self._finite = explore.finite_rows(xy)
+        self._finite = plotting.finite_rows(xy)
         self._selected = self._selected[self._selected < len(xy)]
         self._grid = None  # built on the first hover / click
         self._bins = None
@@ -174,7 +174,7 @@ class ScatterCanvas:
         self._redraw_points()
 
     def set_colors(self, colors: np.ndarray, key: dict | None = None) -> None:
-        """Recolour all points; *key* (:func:`explore.color_key`) is shown as legend or colour bar."""
+        """Recolour all points; *key* (:func:`plotting.color_key`) is shown as legend or colour bar."""
         self.colors = np.asarray(colors, dtype=np.float32)
         self._base_stale = True
         if key is not None:
@@ -241,10 +241,10 @@ class ScatterCanvas:
             x_range, y_range, shape = self._raster_geometry()
             if not (x_range[1] > x_range[0] and y_range[1] > y_range[0]):
                 return
-            self._bins = explore.density_bins(self.xy, x_range, y_range, shape)
+            self._bins = plotting.density_bins(self.xy, x_range, y_range, shape)
             self._bin_geom = (x_range, y_range, shape)
         (x0, x1), (y0, y1), shape = self._bin_geom
-        img = explore.density_image(self._bins, shape, self.colors)
+        img = plotting.density_image(self._bins, shape, self.colors)
         self.raster_image = img
         self.raster.set_data(img)
         self.raster.transform.scale = ((x1 - x0) / shape[1], (y1 - y0) / shape[0])
@@ -260,7 +260,7 @@ class ScatterCanvas:
         """Cells per bin of the raster shown now ((rows along y, cols along x); empty when not in density mode)."""
         if self._bins is None or self._bin_geom is None:
             return np.zeros((0, 0), dtype=np.int64)
-        return explore.density_counts(self._bins, self._bin_geom[2])
+        return plotting.density_counts(self._bins, self._bin_geom[2])
 
     def _on_camera(self, event=None) -> None:
         if len(self.xy) and (self.density_active or self.sel_raster.visible):
@@ -280,7 +280,7 @@ class ScatterCanvas:
             self._refresh_selection()
 
     def reset_view(self) -> None:
-        rng = explore.finite_range(self.xy, self._finite)
+        rng = plotting.finite_range(self.xy, self._finite)
         if rng is None:
             return
         lo, hi = rng
@@ -320,13 +320,13 @@ class ScatterCanvas:
             geom_ok = self.density_active and self._bins is not None
             if not geom_ok:  # markers mode: bin the selection on the visible range at screen resolution
                 x_range, y_range, shape = self._raster_geometry()
-                bins, geom = explore.density_bins(self.xy[rows], x_range, y_range, shape), (x_range, y_range, shape)
-                counts = explore.density_counts(bins, shape)
+                bins, geom = plotting.density_bins(self.xy[rows], x_range, y_range, shape), (x_range, y_range, shape)
+                counts = plotting.density_counts(bins, shape)
             else:
                 geom = self._bin_geom
-                counts = explore.density_counts(self._bins, geom[2], rows)
+                counts = plotting.density_counts(self._bins, geom[2], rows)
             (x0, x1), (y0, y1), shape = geom
-            self.selection_image = explore.selection_outline(counts > 0)
+            self.selection_image = plotting.selection_outline(counts > 0)
             self.sel_raster.set_data(self.selection_image)
             self.sel_raster.transform.scale = ((x1 - x0) / shape[1], (y1 - y0) / shape[0])
             self.sel_raster.transform.translate = (x0, y0)
@@ -396,7 +396,7 @@ class ScatterCanvas:
     def pick(self, data_pos, radius_px: float = 8.0) -> int:
         """Index of the plotted point nearest to *data_pos* within *radius_px* screen pixels, or −1."""
         if self._grid is None or self._grid.xy.shape[0] != len(self.xy):
-            self._grid = explore.PointGrid(self.xy)
+            self._grid = plotting.PointGrid(self.xy)
         return self._grid.nearest(data_pos, radius_px, pixel_scale=self.pixel_size())
 
     def hover(self, data_pos) -> int:

@@ -1,0 +1,200 @@
+"""Qt-free helpers of the scatter plot: the colour key (legend / colour bar), the hover read-out, a point
+index for hover and click, and the density raster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from napari_dynaclr._napari.explore import (
+    CATEGORY_CYCLE,
+    UNASSIGNED,
+    categorical_codes,
+    colormap_lut,
+    is_categorical,
+    nearest_point,
+)
+
+
+def continuous_range(series: pd.Series) -> tuple[float, float]:
+    """The value range :func:`column_colors` maps onto a colormap (1st–99th percentile of the finite values)."""
+    vals = np.asarray(series, dtype=np.float64)
+    finite = np.isfinite(vals)
+    if not finite.any():
+        return 0.0, 1.0
+    lo, hi = np.percentile(vals[finite], [1, 99])
+    return float(lo), float(hi)
+
+
+def color_key(series: pd.Series, colormap: str = "viridis", max_categories: int = 12) -> dict:
+    """What a legend or colour bar shows for the colours :func:`column_colors` gives *series*.
+
+    Categorical: ``{"kind": "categorical", "title", "labels", "colors", "more"}`` — the first
+    *max_categories* categories (``more`` counts the rest; the cycle repeats after 10, and the legend
+    shows that honestly). Continuous: ``{"kind": "continuous", "title", "range", "lut"}``.
+    """
+    title = str(series.name)
+    if is_categorical(series):
+        _, cats = categorical_codes(series)
+        shown = cats[:max_categories]
+        colors = np.ones((len(shown), 4), dtype=np.float32)
+        if shown:
+            colors[:, :3] = CATEGORY_CYCLE[np.arange(len(shown)) % len(CATEGORY_CYCLE)]
+        labels = [("(none)" if str(c) == UNASSIGNED else str(c)) for c in shown]
+        return {"kind": "categorical", "title": title, "labels": labels, "colors": colors,
+                "more": max(0, len(cats) - len(shown))}
+    return {"kind": "continuous", "title": title, "range": continuous_range(series),
+            "lut": colormap_lut(colormap)}
+
+
+def describe_row(table: pd.DataFrame, row: int, color_column: str | None = None) -> str:
+    """The hover read-out of one cell: FOV, track, t, then cluster / annotation / the colour column."""
+    if row < 0 or row >= len(table):
+        return ""
+    r = table.iloc[int(row)]
+    parts = [f"FOV {r['fov_name']}", f"track {r['track_id']}", f"t {r['t']}"]
+    if "cluster" in table.columns and str(r["cluster"]) not in ("-1", "nan"):
+        parts.append(f"cluster {r['cluster']}")
+    if "annotation" in table.columns and str(r["annotation"]) not in (UNASSIGNED, "nan"):
+        parts.append(f"class {r['annotation']}")
+    if color_column and color_column in table.columns and color_column not in (
+            "fov_name", "track_id", "t", "cluster", "annotation"):
+        v = r[color_column]
+        text = f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+        parts.append(f"{color_column} {text}")
+    return "  ".join(parts)
+
+
+def finite_rows(xy: np.ndarray) -> np.ndarray:
+    """Rows of an (N, 2) array with both coordinates finite (column-wise: ~25× ``isfinite(xy).all(1)``)."""
+    xy = np.asarray(xy)
+    if not len(xy):
+        return np.zeros(0, dtype=bool)
+    return np.isfinite(xy[:, 0]) & np.isfinite(xy[:, 1])
+
+
+def finite_range(xy: np.ndarray, finite: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lo, hi) float64 per column over the finite rows, or None; column-wise (an axis-0 min of an
+    (N, 2) array is ~50× slower than two 1-D ones)."""
+    xy = np.asarray(xy)
+    finite = finite_rows(xy) if finite is None else finite
+    if not finite.any():
+        return None
+    cols = [xy[:, k] if finite.all() else xy[finite, k] for k in range(2)]
+    return (np.array([c.min() for c in cols], dtype=np.float64),
+            np.array([c.max() for c in cols], dtype=np.float64))
+
+
+class PointGrid:
+    """A uniform-grid index over 2-D points for nearest-point queries at a million points.
+
+    Built once per point set (one sort); :meth:`nearest` looks only at the grid cells the search
+    rectangle touches and gives the same answer as :func:`nearest_point` on all points.
+    """
+
+    def __init__(self, xy: np.ndarray, cells: int = 255):
+        xy = np.asarray(xy)
+        self.xy = xy
+        finite = finite_rows(xy)
+        self.g = cells
+        rng = finite_range(xy, finite)
+        self.lo, hi = rng if rng is not None else (np.zeros(2), np.ones(2))
+        span = hi - self.lo
+        self.step = np.where(span > 0, span / cells, 1.0)
+        # ≤ 255² + 1 buckets fit uint16, which numpy sorts with a radix sort (O(n): ~10× an int64 argsort)
+        dtype = np.uint16 if cells * cells < 65535 else np.int64
+        with np.errstate(invalid="ignore"):
+            cell = self._cell(xy)
+        ids = np.where(finite, cell[:, 1] * cells + cell[:, 0], cells * cells).astype(dtype)  # NaN: own bucket
+        self.order = np.argsort(ids, kind="stable")
+        self.starts = np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=cells * cells + 1))])
+
+    def _cell(self, pts: np.ndarray) -> np.ndarray:
+        f = (pts - self.lo.astype(pts.dtype)) / self.step.astype(pts.dtype)
+        return np.clip(np.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0), 0, self.g - 1).astype(np.int64)
+
+    def candidates(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        (i0, j0), (i1, j1) = self._cell(np.array([[x0, y0], [x1, y1]], dtype=np.float64))
+        # one cell of slack: a point's cell was computed in its own dtype (float32 rounding at cell edges)
+        i0, j0, i1, j1 = max(i0 - 1, 0), max(j0 - 1, 0), min(i1 + 1, self.g - 1), min(j1 + 1, self.g - 1)
+        if not len(self.xy):
+            return np.empty(0, dtype=np.int64)
+        parts = [self.order[self.starts[j * self.g + i0]:self.starts[j * self.g + i1 + 1]]
+                 for j in range(j0, j1 + 1)]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def nearest(self, target, radius: float, pixel_scale=(1.0, 1.0)) -> int:
+        """Like :func:`nearest_point`: index within *radius* (in scaled units) of *target*, or −1."""
+        sx, sy = pixel_scale
+        tx, ty = float(target[0]), float(target[1])
+        cand = self.candidates(tx - radius * sx, ty - radius * sy, tx + radius * sx, ty + radius * sy)
+        if not len(cand):
+            return -1
+        cand = np.sort(cand)  # ties resolve to the lowest index, as nearest_point does
+        i = nearest_point(np.asarray(self.xy[cand], dtype=np.float64), (tx, ty), radius, pixel_scale)
+        return int(cand[i]) if i >= 0 else -1
+
+
+def density_bins(xy: np.ndarray, x_range, y_range, shape: tuple[int, int]) -> np.ndarray:
+    """Flat raster-bin index (row-major, ``shape`` = (rows along y, cols along x)) of each point; −1 outside."""
+    xy = np.asarray(xy)
+    ny, nx = shape
+    (x0, x1), (y0, y1) = x_range, y_range
+    fx = (xy[:, 0] - x0) * (nx / (x1 - x0))
+    fy = (xy[:, 1] - y0) * (ny / (y1 - y0))
+    ok = (fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny)  # NaN compares False: outside
+    out = np.full(len(xy), -1, dtype=np.int64)
+    out[ok] = fy[ok].astype(np.int64) * nx + fx[ok].astype(np.int64)
+    return out
+
+
+def density_counts(bins: np.ndarray, shape: tuple[int, int], rows=None) -> np.ndarray:
+    """Points per raster bin, (rows, cols) int64; *rows* restricts the count to those points."""
+    b = bins if rows is None else bins[np.asarray(rows, dtype=np.int64)]
+    b = b[b >= 0]
+    return np.bincount(b, minlength=shape[0] * shape[1]).reshape(shape)
+
+
+def density_image(bins: np.ndarray, shape: tuple[int, int], colors: np.ndarray | None = None,
+                  floor: float = 0.2) -> np.ndarray:
+    """RGBA float32 raster of a 2-D histogram: log-scaled counts as opacity, tinted by the points' mean colour.
+
+    Opacity of a non-empty bin is ``floor + (1 − floor) · log1p(count) / log1p(max count)``; empty bins
+    are transparent. With *colors* (N, 4) each bin takes the mean RGB of its points (so colouring by a
+    column still reads in density mode); without, white.
+    """
+    inside = bins >= 0
+    b = bins[inside]
+    n = shape[0] * shape[1]
+    counts = np.bincount(b, minlength=n).astype(np.float64)
+    img = np.zeros((n, 4), dtype=np.float32)
+    nz = counts > 0
+    if not nz.any():
+        return img.reshape(shape + (4,))
+    if colors is None:
+        img[nz, :3] = 1.0
+    else:
+        c = np.asarray(colors)[inside]
+        for k in range(3):
+            img[nz, k] = np.bincount(b, weights=c[:, k], minlength=n)[nz] / counts[nz]
+    img[nz, 3] = floor + (1 - floor) * np.log1p(counts[nz]) / np.log1p(counts.max())
+    return img.reshape(shape + (4,))
+
+
+def selection_outline(mask: np.ndarray) -> np.ndarray:
+    """RGBA raster marking selected bins: white fill (translucent), a white edge and a black edge outside.
+
+    The double outline cannot be mistaken for a category or colormap colour.
+    """
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    mask = np.asarray(mask, dtype=bool)
+    img = np.zeros(mask.shape + (4,), dtype=np.float32)
+    if not mask.any():
+        return img
+    edge = mask & ~binary_erosion(mask, border_value=0)
+    outside = binary_dilation(mask) & ~mask
+    img[mask] = (1, 1, 1, 0.2)
+    img[edge] = (1, 1, 1, 1)
+    img[outside] = (0, 0, 0, 1)
+    return img
