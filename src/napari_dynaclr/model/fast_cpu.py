@@ -8,6 +8,7 @@ than oneDNN's (measured here: 60 – 67 against 85 – 109 GFLOP/s on the stage 
 
 :class:`FusedConvNeXtEncoder` computes the same function with the same float32 weights:
 
+* (a ``conv_mlp`` block's 1x1 convolutions are the same matmuls and are fused the same way);
 * the whole 2-D body runs in channels_last, so every NCHW ↔ NHWC permute is a view, never a copy;
 * ``fc1`` + GELU (erf, as eager) is one oneDNN matmul with an eltwise post-op;
 * γ is folded into ``fc2`` (``W2' = γ ⊙ W2``, ``b2' = γ ⊙ b2``) and the residual add is the matmul's binary
@@ -63,6 +64,7 @@ def why_not_fusable(model) -> str | None:
     if not model.config.family.startswith("convnext"):
         return f"the backbone {model.config.backbone} is not a ConvNeXt"
     try:
+        from timm.layers import Mlp
         from timm.models.convnext import ConvNeXtBlock
     except ImportError:  # pragma: no cover - timm is a dependency
         return "timm's ConvNeXtBlock is not importable"
@@ -71,18 +73,29 @@ def why_not_fusable(model) -> str | None:
         return "the backbone has a pre-head norm"
     for stage in enc.stages:
         for blk in stage.blocks:
-            if not isinstance(blk, ConvNeXtBlock) or blk.use_conv_mlp:
-                return "a block is not a channels-last-MLP ConvNeXt block"
+            if not isinstance(blk, ConvNeXtBlock):
+                return "a block is not a timm ConvNeXt block"
             mlp = blk.mlp
-            if not all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("fc1", "fc2")):
-                return "a block's MLP is not Linear-GELU-Linear"
+            if type(mlp) is not Mlp or not all(_is_dense(getattr(mlp, n, None)) for n in ("fc1", "fc2")):
+                return "a block's MLP is not Linear-GELU-Linear (e.g. ConvNeXt-V2's GRN)"
             if not _is_exact_gelu(mlp.act) or not isinstance(mlp.norm, nn.Identity):
                 return "a block's MLP has another activation or a norm"
-            if not isinstance(blk.shortcut, nn.Identity) or type(blk.norm).__name__ != "LayerNorm":
+            if not isinstance(blk.shortcut, nn.Identity) or type(blk.norm).__name__ not in ("LayerNorm", "LayerNorm2d"):
                 return "a block has a projection shortcut or another norm"
-            if blk.mlp.fc1.bias is None or blk.mlp.fc2.bias is None:
-                return "a block's MLP has no bias"
     return None
+
+
+def _is_dense(layer) -> bool:
+    """A Linear, or the 1x1 Conv2d of a ``conv_mlp`` block (the same matmul), with a bias."""
+    if isinstance(layer, nn.Linear):
+        return layer.bias is not None
+    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.stride == (1, 1)
+            and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1 and layer.bias is not None)
+
+
+def _matrix(layer) -> torch.Tensor:
+    w = layer.weight.detach()
+    return w.reshape(w.shape[0], w.shape[1])
 
 
 class FusedConvNeXtBlock(nn.Module):
@@ -93,8 +106,9 @@ class FusedConvNeXtBlock(nn.Module):
         self.conv_dw = blk.conv_dw  # shared with the eager model
         self.norm = blk.norm
         fc1, fc2 = blk.mlp.fc1, blk.mlp.fc2
-        self.fc1 = fc1
-        w2, b2 = fc2.weight.detach(), fc2.bias.detach()
+        self.register_buffer("w1", _matrix(fc1), persistent=False)  # shares the eager weight's storage
+        self.register_buffer("b1", fc1.bias.detach(), persistent=False)
+        w2, b2 = _matrix(fc2), fc2.bias.detach()
         if blk.gamma is not None:
             g = blk.gamma.detach()
             w2, b2 = w2 * g[:, None], b2 * g
@@ -105,7 +119,7 @@ class FusedConvNeXtBlock(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)  # a no-op inside the fused body
         y = self.conv_dw(x).permute(0, 2, 3, 1)  # NHWC view
         y = F.layer_norm(y, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
-        y = torch.ops.mkldnn._linear_pointwise(y, self.fc1.weight, self.fc1.bias, "gelu", [], "none")
+        y = torch.ops.mkldnn._linear_pointwise(y, self.w1, self.b1, "gelu", [], "none")
         y = torch.ops.mkldnn._linear_pointwise.binary(y, x.permute(0, 2, 3, 1), self.w2, self.b2, "add")
         return y.permute(0, 3, 1, 2)  # channels_last NCHW view
 
