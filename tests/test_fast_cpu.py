@@ -21,6 +21,8 @@ from napari_dynaclr.predict.single import predict_batches
 
 TOL = 1e-4  # VisCy's float32 reference, as tests/test_conformance.py
 needs_onednn = pytest.mark.skipif(not fast_cpu._ops_available(), reason="torch without oneDNN fused linear ops")
+BACKENDS = ["onednn", pytest.param("openvino", marks=pytest.mark.skipif(
+    not fast_cpu.openvino_available(), reason="openvino not installed (optional: pip install openvino)"))]
 
 
 def _embed(case, ckpt, backend, info=None):
@@ -35,19 +37,29 @@ def _embed(case, ckpt, backend, info=None):
 
 
 @needs_onednn
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES)
-def test_fused_path_is_used_and_within_conformance(case, conformance_ckpt, reference_arrays):
-    """Fails if the automatic fast path changes the numbers beyond float32 rounding (or is not used)."""
+def test_fast_backend_within_conformance(case, backend, conformance_ckpt, reference_arrays):
+    """Fails if a fast CPU backend changes the numbers beyond float32 rounding."""
     ref = reference_arrays(case)
     info: dict = {}
-    feats, projs = _embed(case, conformance_ckpt(case), "auto", info)
-    assert info["backend"] == "onednn", info
+    feats, projs = _embed(case, conformance_ckpt(case), backend, info)
+    assert info["backend"] == backend, info
     assert info["probe_max_abs"] is not None and info["probe_max_abs"] <= 1e-5
     assert np.abs(feats - ref["features"]).max() <= TOL
     assert np.abs(projs - ref["projections"]).max() <= TOL
     eager_feats, eager_projs = _embed(case, conformance_ckpt(case), "eager")
-    assert np.abs(feats - eager_feats).max() <= 2e-5  # observed ≤ 4e-6
+    assert np.abs(feats - eager_feats).max() <= 2e-5  # observed ≤ 5e-6
     assert np.abs(projs - eager_projs).max() <= 2e-5
+
+
+@needs_onednn
+def test_auto_picks_the_fastest_installed_backend(conformance_ckpt):
+    """The automatic path (what the CLI, napari and tests/test_conformance.py run) is a fast backend."""
+    info: dict = {}
+    _embed("dev3d2ch", conformance_ckpt("dev3d2ch"), "auto", info)
+    assert info["backend"] == ("openvino" if fast_cpu.openvino_available() else "onednn"), info
+    assert info["probe_max_abs"] <= 1e-5
 
 
 @needs_onednn
@@ -77,6 +89,7 @@ def test_a_deviating_fused_model_falls_back_to_eager(conformance_ckpt, reference
     case = "dev2d"
     real = fast_cpu.FusedConvNeXtBlock.forward
     monkeypatch.setattr(fast_cpu.FusedConvNeXtBlock, "forward", lambda self, x: real(self, x) + 1e-3)
+    monkeypatch.setattr(fast_cpu, "openvino_available", lambda: False)
     info: dict = {}
     with pytest.warns(UserWarning, match="deviates"):
         feats, projs = _embed(case, conformance_ckpt(case), "auto", info)
@@ -91,10 +104,12 @@ def test_a_deviating_fused_model_falls_back_to_eager(conformance_ckpt, reference
 def test_where_the_fused_model_does_not_apply():
     model = ContrastiveEncoder(EncoderConfig("convnext_atto", 1, 1, (1, 4, 4), (1, 4, 4), 768, 32)).eval()
     assert fast_cpu.choose_backend(model, "cpu", "32-true", "eager").backend == "eager"
+    assert fast_cpu.choose_backend(model, "cpu", "32-true", "auto").backend == "onednn"  # no example: no OpenVINO
     assert fast_cpu.choose_backend(model, "cpu", "bf16-mixed", "auto").backend == "eager"
     assert fast_cpu.choose_backend(model, "cuda", "32-true", "auto").backend == "eager"
-    with pytest.raises(ConfigError, match="not float32"):
-        fast_cpu.choose_backend(model, "cpu", "bf16-mixed", "onednn")
+    for explicit in ("onednn", "openvino"):
+        with pytest.raises(ConfigError, match="not float32|not installed"):
+            fast_cpu.choose_backend(model, "cpu", "bf16-mixed", explicit)
     v2 = ContrastiveEncoder(EncoderConfig("convnextv2_atto", 1, 1, (1, 4, 4), (1, 4, 4), 768, 32)).eval()
     assert "GRN" in fast_cpu.why_not_fusable(v2)
     assert fast_cpu.choose_backend(v2, "cpu", "32-true", "auto").backend == "eager"

@@ -82,7 +82,7 @@ class BocConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     num_workers: int = 2
-    cpu_backend: str = "auto"  # CPU encoder kernels: auto (fused oneDNN when exact), onednn, eager
+    cpu_backend: str = "auto"  # CPU encoder kernels: auto (the fastest exact one), openvino, onednn, eager
     allow_nonfinite: bool = False
     config_path: Path | None = None
 

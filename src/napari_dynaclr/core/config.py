@@ -15,11 +15,11 @@ from napari_dynaclr.core.normalize import (
 )
 from napari_dynaclr.errors import ConfigError, shorten
 
-CPU_BACKENDS = ("auto", "onednn", "eager")
+CPU_BACKENDS = ("auto", "openvino", "onednn", "eager")
 
 
 def check_cpu_backend(value) -> str:
-    """The CPU encoder kernels (:mod:`napari_dynaclr.model.fast_cpu`): auto, onednn or eager."""
+    """The CPU encoder kernels (:mod:`napari_dynaclr.model.fast_cpu`): auto, openvino, onednn or eager."""
     if value not in CPU_BACKENDS:
         raise ConfigError(f"cpu_backend {value!r} is not one of {', '.join(CPU_BACKENDS)}")
     return value
@@ -56,7 +56,7 @@ class PredictConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     num_workers: int = 2
-    cpu_backend: str = "auto"  # CPU encoder kernels: auto (fused oneDNN when exact), onednn, eager
+    cpu_backend: str = "auto"  # CPU encoder kernels: auto (the fastest exact one), openvino, onednn, eager
     allow_nonfinite: bool = False  # NaN/Inf pixels or embeddings: refused unless allowed (then counted, reported)
     config_path: Path | None = None  # the predict.yml this came from (an input: never overwritten)
     # the paths exactly as given (VisCy writes them into uns unresolved)

@@ -154,37 +154,102 @@ class BackendChoice:
     """What :func:`choose_backend` decided: the model to run and why."""
 
     model: nn.Module
-    backend: str  # "onednn" or "eager"
+    backend: str  # "openvino", "onednn" or "eager"
     reason: str
     eager: nn.Module | None = None  # the eager model, kept for the first-batch check
     probe_max_abs: float | None = None
-    strict: bool = False  # cpu_backend "onednn": a failed check is an error, not a fallback
+    strict: bool = False  # an explicit cpu_backend: a failed check is an error, not a fallback
+    setup_seconds: float = 0.0  # building the faster model (OpenVINO: conversion + compilation)
 
 
-def choose_backend(model, device: str, precision: str, cpu_backend: str = "auto") -> BackendChoice:
-    """The fused oneDNN model when it applies (CPU, float32, a ConvNeXt encoder, the ops present), else eager.
+def openvino_available() -> bool:
+    import importlib.util
 
-    ``cpu_backend="onednn"`` raises :class:`ConfigError` where the fused model does not apply.
+    return importlib.util.find_spec("openvino") is not None
+
+
+class OpenVinoEncoder:
+    """The encoder converted to OpenVINO (from the PyTorch module directly, no ONNX file) and compiled for
+    the CPU at float32 (``INFERENCE_PRECISION_HINT f32``: OpenVINO would otherwise pick bf16 on CPUs with
+    bf16 instructions), with a dynamic batch dimension. Called like the model: ``(features, projections)``."""
+
+    def __init__(self, model, example: torch.Tensor, threads: int | None = None):
+        import openvino as ov
+
+        shape = list(example.shape[1:])
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation, inside OpenVINO
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            converted = ov.convert_model(model, example_input=torch.zeros([1, *shape]),
+                                         input=[ov.PartialShape([-1, *shape])])
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+        self.compiled = ov.Core().compile_model(converted, "CPU", config)
+        self.config = model.config
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+
+        out = self.compiled([np.ascontiguousarray(x.numpy(), dtype=np.float32)]).to_tuple()
+        return tuple(torch.from_numpy(np.array(o, dtype=np.float32, copy=True)) for o in out)
+
+
+def choose_backend(model, device: str, precision: str, cpu_backend: str = "auto",
+                   example: torch.Tensor | None = None) -> BackendChoice:
+    """The fastest exact CPU model that applies: OpenVINO (when installed), else fused oneDNN blocks (a
+    ConvNeXt encoder), else eager. Only float32 runs on the CPU are accelerated. *example* (a batch) gives
+    OpenVINO its input shape; without it OpenVINO is skipped.
+
+    An explicit ``cpu_backend`` (``"openvino"``, ``"onednn"``) raises :class:`ConfigError` where it does not apply.
     """
+    import time
+
     check_cpu_backend(cpu_backend)
     if cpu_backend == "eager":
         return BackendChoice(model, "eager", "cpu_backend eager")
-    reason = None
+    strict = cpu_backend != "auto"
+    common = None
     if not str(device).startswith("cpu"):
-        reason = f"device {device} is not the CPU"
+        common = f"device {device} is not the CPU"
     elif precision not in ("32-true", "32"):
-        reason = f"precision {precision} is not float32"
-    elif not _ops_available():
+        common = f"precision {precision} is not float32"
+    if cpu_backend in ("auto", "openvino") and common is None:
+        reason = None
+        from napari_dynaclr.model.encoder import ContrastiveEncoder
+
+        if not openvino_available():
+            reason = "openvino is not installed (pip install openvino)"
+        elif not isinstance(model, ContrastiveEncoder):
+            reason = f"the model is a {type(model).__name__}, not a ContrastiveEncoder"
+        elif example is None:
+            reason = "no example batch"
+        else:
+            t0 = time.perf_counter()
+            try:
+                ov_model = OpenVinoEncoder(model, example)
+            except Exception as err:  # noqa: BLE001 - any conversion failure: the next backend
+                if strict:
+                    raise ConfigError(f"cpu_backend openvino failed to convert the model: {err}") from err
+                warnings.warn(f"OpenVINO could not convert the encoder ({err}); using the next CPU backend",
+                              stacklevel=2)
+            else:
+                return BackendChoice(ov_model, "openvino", "OpenVINO CPU, float32", eager=model, strict=strict,
+                                     setup_seconds=time.perf_counter() - t0)
+        if cpu_backend == "openvino":
+            raise ConfigError(f"cpu_backend openvino is not available: {reason}; use auto or eager")
+    reason = common
+    if reason is None and not _ops_available():
         reason = "this torch build has no oneDNN fused linear ops"
-    else:
+    if reason is None:
         reason = why_not_fusable(model)
     if reason is not None:
-        if cpu_backend == "onednn":
-            raise ConfigError(f"cpu_backend onednn is not available: {reason}; use auto or eager")
+        if strict:
+            raise ConfigError(f"cpu_backend {cpu_backend} is not available: {reason}; use auto or eager")
         return BackendChoice(model, "eager", reason)
+    t0 = time.perf_counter()
     fused = FusedConvNeXtEncoder(model).eval()
     return BackendChoice(fused, "onednn", "fused ConvNeXt blocks (oneDNN, channels_last)", eager=model,
-                         strict=cpu_backend == "onednn")
+                         strict=strict, setup_seconds=time.perf_counter() - t0)
 
 
 def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -212,7 +277,7 @@ def check_first_batch(choice: BackendChoice, x: torch.Tensor, out: tuple[torch.T
     if delta <= PROBE_TOL * scale:
         choice.eager = None
         return choice, out
-    msg = (f"the fused oneDNN encoder deviates by max |Δ| {delta:.2e} from the eager model on the first cells "
+    msg = (f"the {choice.backend} encoder deviates by max |Δ| {delta:.2e} from the eager model on the first cells "
            f"(tolerance {PROBE_TOL * scale:.1e})")
     if choice.strict:
         raise ConfigError(msg + "; use cpu_backend auto or eager")

@@ -72,8 +72,9 @@ def predict_batches(
 
     *cpu_backend* (default: the plan's config's, else ``"auto"``) chooses the CPU encoder kernels
     (:mod:`napari_dynaclr.model.fast_cpu`): ``auto`` runs fused oneDNN ConvNeXt blocks on a float32 CPU run,
-    checked against the eager model on the first cells of the first batch (eager again beyond
-    ``PROBE_TOL``); ``eager`` is plain PyTorch; ``onednn`` requires the fused blocks. *backend_info*, when
+    or the encoder compiled by OpenVINO when it is installed, checked against the eager model on the first
+    cells of the first batch (eager again beyond ``PROBE_TOL``); ``eager`` is plain PyTorch; ``openvino``
+    and ``onednn`` require that backend. *backend_info*, when
     given, receives ``backend``, ``reason`` and ``probe_max_abs``.
     """
     import torch
@@ -91,8 +92,7 @@ def predict_batches(
             if isinstance(m, torch.nn.Conv2d):
                 m.to(memory_format=torch.channels_last)
     backend = cpu_backend or getattr(plan.config, "cpu_backend", None) or "auto"
-    choice = choose_backend(model, dev, precision, backend)
-    _record(backend_info, choice)
+    choice = None  # chosen on the first batch (OpenVINO needs its shape)
     order = list(range(plan.n_batches)) if batches is None else list(batches)
     pin = dev.startswith("cuda")
     threads = max(1, loader_threads or plan.config.num_workers)
@@ -108,6 +108,9 @@ def predict_batches(
                     x = x.to(true_dtype)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
+                if choice is None:
+                    choice = choose_backend(model, dev, precision, backend, example=x)
+                    _record(backend_info, choice)
                 out = choice.model(x)
                 if choice.eager is not None:  # first batch of the fused model: checked against eager
                     choice, out = check_first_batch(choice, x, out)
@@ -132,4 +135,5 @@ def predict_batches(
 
 def _record(info: dict | None, choice) -> None:
     if info is not None:
-        info.update(backend=choice.backend, reason=choice.reason, probe_max_abs=choice.probe_max_abs)
+        info.update(backend=choice.backend, reason=choice.reason, probe_max_abs=choice.probe_max_abs,
+                    setup_seconds=choice.setup_seconds)
