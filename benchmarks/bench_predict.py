@@ -182,8 +182,12 @@ def run_pipeline(yml: Path, backend: str, args):
 
     out = yml.parent / f"prediction-{backend}.zarr"
     cmd = [sys.executable, "-m", "napari_dynaclr", "predict", "-c", str(yml), "--output", str(out),
-           "--overwrite", "--device", args.device, "--cpu-backend", backend, "--quiet"]
+           "--overwrite", "--device", args.device, "--quiet"]
     env = dict(os.environ)
+    if backend == "before":  # another source tree (e.g. ``git archive <commit> src``), its own defaults
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(args.before_src).resolve()), env.get("PYTHONPATH", "")])
+    else:
+        cmd += ["--cpu-backend", backend]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ps, peak = psutil.Process(proc.pid), 0
@@ -317,6 +321,9 @@ def main(argv=None):
     p.add_argument("--skip-model", action="store_true", help="data path only")
     p.add_argument("--skip-batches", action="store_true", help="no model-only / batches phases")
     p.add_argument("--pipeline", action="store_true", help="also the whole CLI run per backend (fresh process)")
+    p.add_argument("--before-src", type=Path,
+                   help="with --pipeline: also run the pipeline from this src folder (label 'before'), e.g. "
+                        "`git archive <commit> src | tar -x -C /tmp/before` then /tmp/before/src")
     p.add_argument("--json", type=Path, help="also write all figures here")
     args = p.parse_args(argv)
 
@@ -371,7 +378,7 @@ def main(argv=None):
             print(f"[{r + 1}] batches ({b} -> {info.get('backend')}): {n} cells in {dt:.2f} s = {n / dt:,.1f} cells/s, "
                   f"peak RSS {m.peak / 2**20:,.0f} MiB; max |Δ| vs eager on first cells {info.get('probe_max_abs')}; "
                   f"load {os.getloadavg()[0]:.2f}", flush=True)
-        for b in backends if yml is not None else []:
+        for b in ((["before"] if args.before_src else []) + backends) if yml is not None else []:
             dt, peak, tail = run_pipeline(yml, b, args)
             res.setdefault(f"pipeline[{b}]", []).append(n_cells / dt)
             res.setdefault(f"pipeline_s[{b}]", []).append(dt)
@@ -402,7 +409,7 @@ def main(argv=None):
           f"batch {args.batch_size}, {args.loader_threads} loader threads, torch threads {torch.get_num_threads()}) ==")
     print(f"data path              {summary['data_cells_per_s']:>10,.0f} cells/s   "
           f"(peak RSS {summary['peak_rss_data_mib']:,.0f} MiB)")
-    for b in backends:
+    for b in (["before"] if args.before_src else []) + backends:
         for key, label in (("model", "model only"), ("batches", "batches"), ("pipeline", "whole pipeline")):
             if f"{key}[{b}]" in res:
                 v = med(res[f"{key}[{b}]"])
@@ -410,10 +417,11 @@ def main(argv=None):
                 rss = res.get(f"rss_{key}[{b}]")
                 extra = f"   (peak RSS {med(rss) / 2**20:,.0f} MiB)" if rss and key != "model" else ""
                 ratio = ""
-                if b != backends[0] and f"{key}[{backends[0]}]" in res:
-                    pairs = zip(res[f"{key}[{b}]"], res[f"{key}[{backends[0]}]"], strict=True)
-                    summary[f"{key}_ratio[{b}/{backends[0]}]"] = r_ = med([x / y for x, y in pairs])
-                    ratio = f"   {r_:.2f}x {backends[0]} (median of paired runs)"
+                base = "before" if args.before_src and key == "pipeline" else backends[0]
+                if b != base and f"{key}[{base}]" in res:
+                    pairs = zip(res[f"{key}[{b}]"], res[f"{key}[{base}]"], strict=True)
+                    summary[f"{key}_ratio[{b}/{base}]"] = r_ = med([x / y for x, y in pairs])
+                    ratio = f"   {r_:.2f}x {base} (median of paired runs)"
                 print(f"{label + ' (' + b + ')':<22} {v:>10,.1f} cells/s{extra}{ratio}")
     print(f"process max RSS {summary['max_rss_mib']:,.0f} MiB; load average {os.getloadavg()}")
     if args.json:
