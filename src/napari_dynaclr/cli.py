@@ -71,6 +71,9 @@ def _add_predict(sub):
     p.add_argument("--num-nodes", type=int, help="nodes for multi-node runs (Lightning cluster environments)")
     p.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed (GPU)")
     p.add_argument("--loader-threads", type=int, help="background threads that read and normalise batches")
+    p.add_argument("--cpu-backend", help="CPU encoder kernels at float32: auto (default: OpenVINO when installed, "
+                   "else fused oneDNN ConvNeXt blocks; checked against plain PyTorch on the first cells), openvino, "
+                   "onednn, eager (plain PyTorch)")
     p.add_argument("--pca", type=int, metavar="N", help="add obsm X_pca with N components")
     p.add_argument("--umap", action="store_true", help="add obsm X_umap (VisCy's UMAP parameters)")
     p.add_argument("--allow-nonfinite", action="store_true",
@@ -82,7 +85,7 @@ def _add_predict(sub):
 
 def build_config(args):
     """The PredictConfig from -c and/or flags (flags win)."""
-    from napari_dynaclr.core.config import PRECISIONS, PredictConfig
+    from napari_dynaclr.core.config import CPU_BACKENDS, PRECISIONS, PredictConfig
     from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.core.reduce import DEFAULT_UMAP_KWARGS
     from napari_dynaclr.core.schema import check_reduction_kwargs
@@ -108,6 +111,8 @@ def build_config(args):
         raise ConfigError("--batch-size must be >= 1")
     if args.precision is not None and args.precision not in PRECISIONS:
         raise ConfigError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if args.cpu_backend is not None and args.cpu_backend not in CPU_BACKENDS:
+        raise ConfigError(f"--cpu-backend {args.cpu_backend!r} is not one of {', '.join(CPU_BACKENDS)}")
     devices = args.devices
     if devices is not None and str(devices).lstrip("-").isdigit():
         devices = int(devices)
@@ -117,6 +122,7 @@ def build_config(args):
         "exclude_fovs": args.exclude_fovs or None, "accelerator": args.device, "devices": devices,
         "strategy": args.strategy, "num_nodes": args.num_nodes, "precision": args.precision,
         "num_workers": max(1, args.loader_threads) if args.loader_threads is not None else None,
+        "cpu_backend": args.cpu_backend,
         "pca_kwargs": {"n_components": args.pca} if args.pca is not None else None,
         "umap_kwargs": dict(DEFAULT_UMAP_KWARGS) if args.umap else None,
         "allow_nonfinite": True if args.allow_nonfinite else None,
@@ -185,6 +191,8 @@ def cmd_predict(args) -> int:
         f"in {summary.predict_seconds:.1f} s ({summary.cells_per_second:.1f} cells/s on {summary.device}); "
         f"obsm: {', '.join(summary.obsm_keys)}"
     )
+    if summary.describe_backend():
+        print(summary.describe_backend())
     return 0
 
 

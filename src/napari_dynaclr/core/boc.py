@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_dynaclr.core.architecture import EncoderConfig
-from napari_dynaclr.core.config import PRECISIONS, _pair
+from napari_dynaclr.core.config import PRECISIONS, _pair, check_cpu_backend
 from napari_dynaclr.errors import ConfigError, shorten
 
 #: statistics a BoC ``NormalizeSampled`` can use (the cell index's ``norm_<stat>`` columns)
@@ -82,6 +82,7 @@ class BocConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     num_workers: int = 2
+    cpu_backend: str = "auto"  # CPU encoder kernels: auto (the fastest exact one), openvino, onednn, eager
     allow_nonfinite: bool = False
     config_path: Path | None = None
 
@@ -128,6 +129,7 @@ class BocConfig:
             raise ConfigError(f"embedding_key must be 'features' or 'projections', got {self.embedding_key!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        check_cpu_backend(self.cpu_backend)
         if len(self.normalizations) > 1:
             raise ConfigError("a BoC prediction takes at most one NormalizeSampled (keys [channel_0])")
 

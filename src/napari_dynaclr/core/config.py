@@ -15,6 +15,15 @@ from napari_dynaclr.core.normalize import (
 )
 from napari_dynaclr.errors import ConfigError, shorten
 
+CPU_BACKENDS = ("auto", "openvino", "onednn", "eager")
+
+
+def check_cpu_backend(value) -> str:
+    """The CPU encoder kernels (:mod:`napari_dynaclr.model.fast_cpu`): auto, openvino, onednn or eager."""
+    if value not in CPU_BACKENDS:
+        raise ConfigError(f"cpu_backend {value!r} is not one of {', '.join(CPU_BACKENDS)}")
+    return value
+
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 
 
@@ -47,6 +56,7 @@ class PredictConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     num_workers: int = 2
+    cpu_backend: str = "auto"  # CPU encoder kernels: auto (the fastest exact one), openvino, onednn, eager
     allow_nonfinite: bool = False  # NaN/Inf pixels or embeddings: refused unless allowed (then counted, reported)
     config_path: Path | None = None  # the predict.yml this came from (an input: never overwritten)
     # the paths exactly as given (VisCy writes them into uns unresolved)
@@ -87,6 +97,7 @@ class PredictConfig:
             raise ConfigError(f"embedding_key must be 'features' or 'projections', got {self.embedding_key!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        check_cpu_backend(self.cpu_backend)
         self.normalizations = [
             n if not isinstance(n, Mapping) else from_viscy(n) for n in (self.normalizations or [])
         ]

@@ -194,7 +194,35 @@ def _plan(cfg: PredictConfig, plate: Plate, encoder: EncoderConfig | None) -> Pr
         plate.fovs, channel_indices, cfg.z_range, cfg.initial_yx_patch_size, cfg.patch_size,
         channel_names=cfg.source_channel,
     )
+    reader.cache_bytes = plane_cache_bytes(reader, plate, cells, reader.cache_bytes)
     return PredictionPlan(cfg, plate, cells, channel_indices, stats, reader, counts, missing_chunks=missing)
+
+
+#: the most the plane cache may grow to hold one FOV's working set (also at most 1/8 of the machine's memory)
+MAX_PLANE_CACHE = 2 * 2**30
+
+
+def plane_cache_bytes(reader: PatchReader, plate: Plate, cells: pd.DataFrame, default: int) -> int:
+    """The plane cache cap for this plan. Cells come FOV by FOV, track by track, so every timepoint of the
+    current FOV stays in use until its last track: that is the working set. When it exceeds *default*
+    (3-D stacks: 2 channels x 30 slices x 512^2 float32 is 63 MB per plane, 1.26 GB for 20 timepoints) the LRU
+    would evict every plane before its next use and re-decode it for every track; the cap is then raised to
+    hold the working set (plus 4 planes of read-ahead), up to :data:`MAX_PLANE_CACHE` and 1/8 of the RAM.
+    A working set beyond that keeps *default* (such planes are read as bounding boxes anyway)."""
+    import os
+
+    work = 0
+    for f, group in cells.groupby("fov_index", sort=False):
+        plane = reader._plane_nbytes(plate.fovs[int(f)])
+        work = max(work, (group["t"].nunique() + 4) * plane)
+    if work <= default:
+        return default
+    limit = MAX_PLANE_CACHE
+    try:
+        limit = min(limit, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8)
+    except (AttributeError, ValueError, OSError):
+        pass
+    return work if work <= limit else default
 
 
 def _check_chunks(cfg: PredictConfig, plate: Plate, cells: pd.DataFrame, channel_indices: list[int]) -> dict:

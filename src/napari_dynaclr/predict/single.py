@@ -60,6 +60,8 @@ def predict_batches(
     cancel: threading.Event | None = None,
     batches: list[int] | None = None,
     channels_last: bool = False,
+    cpu_backend: str | None = None,
+    backend_info: dict | None = None,
 ) -> Iterator[BatchResult]:
     """Run *model* over the plan's batches (or the given batch indices), yielding results in order.
 
@@ -67,8 +69,17 @@ def predict_batches(
     stops between batches with :class:`Cancelled`; closing the generator also stops cleanly. A batch with
     NaN/Inf embeddings raises :class:`~napari_dynaclr.predict.batches.NonfiniteEmbeddings` unless the
     plan's config has ``allow_nonfinite``.
+
+    *cpu_backend* (default: the plan's config's, else ``"auto"``) chooses the CPU encoder kernels
+    (:mod:`napari_dynaclr.model.fast_cpu`): ``auto`` runs fused oneDNN ConvNeXt blocks on a float32 CPU run,
+    or the encoder compiled by OpenVINO when it is installed, checked against the eager model on the first
+    cells of the first batch (eager again beyond ``PROBE_TOL``); ``eager`` is plain PyTorch; ``openvino``
+    and ``onednn`` require that backend. *backend_info*, when
+    given, receives ``backend``, ``reason`` and ``probe_max_abs``.
     """
     import torch
+
+    from napari_dynaclr.model.fast_cpu import check_first_batch, choose_backend
 
     dev = resolve_device(device)
     precision = precision or plan.config.precision
@@ -80,6 +91,8 @@ def predict_batches(
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.to(memory_format=torch.channels_last)
+    backend = cpu_backend or getattr(plan.config, "cpu_backend", None) or "auto"
+    choice = None  # chosen on the first batch (OpenVINO needs its shape)
     order = list(range(plan.n_batches)) if batches is None else list(batches)
     pin = dev.startswith("cuda")
     threads = max(1, loader_threads or plan.config.num_workers)
@@ -95,7 +108,14 @@ def predict_batches(
                     x = x.to(true_dtype)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
-                feats, projs = model(x)
+                if choice is None:
+                    choice = choose_backend(model, dev, precision, backend, example=x)
+                    _record(backend_info, choice)
+                out = choice.model(x)
+                if choice.eager is not None:  # first batch of the fused model: checked against eager
+                    choice, out = check_first_batch(choice, x, out)
+                    _record(backend_info, choice)
+                feats, projs = out
                 start, stop = plan.batch_bounds(i)
                 feats, projs = feats.float().cpu().numpy(), projs.float().cpu().numpy()
                 check_embeddings(plan, start, feats, projs, f"batch {i}")  # NaN/Inf: refused unless allowed
@@ -111,3 +131,9 @@ def predict_batches(
                 )
     finally:
         batches_in.close()
+
+
+def _record(info: dict | None, choice) -> None:
+    if info is not None:
+        info.update(backend=choice.backend, reason=choice.reason, probe_max_abs=choice.probe_max_abs,
+                    setup_seconds=choice.setup_seconds)

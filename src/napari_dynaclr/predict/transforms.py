@@ -85,9 +85,9 @@ def normalize_batch(x, source_channel, norms, stats: StatsTable, fov_index, t):
     return torch.cat([chans[name] for name in source_channel], dim=1)
 
 
-def _percentile(img, q: float):
+def _percentile(img, q):
     """MONAI ``percentile`` on a tensor: torch.quantile (q cast to the tensor dtype) up to 1e6 elements,
-    ``np.percentile`` above (pytorch#64947)."""
+    ``np.percentile`` above (pytorch#64947). *q*: one value, or several (a tensor of results)."""
     import torch
 
     if img.numel() > 1_000_000:
@@ -98,8 +98,9 @@ def _percentile(img, q: float):
 
 
 def _scale_percentiles(img, norm: ScaleIntensityRangePercentiles):
-    a_min = _percentile(img, norm.lower)
-    a_max = _percentile(img, norm.upper)
+    # both percentiles from one call (one partition of the batch, not two): the same values as MONAI's two
+    # calls, since np.percentile / torch.quantile compute each q independently from the same order statistics
+    a_min, a_max = _percentile(img, [norm.lower, norm.upper])
     b_min, b_max = norm.b_min, norm.b_max
     if norm.relative:
         if b_min is None or b_max is None:
