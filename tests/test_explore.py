@@ -227,3 +227,14 @@ def test_fov_mask_is_the_string_compare_for_categorical_and_plain_columns():
         table = pd.DataFrame({"fov_name": col})
         for name in ("A/1/0", "C/3/2", "Z/9/9"):
             np.testing.assert_array_equal(explore.fov_mask(table, name), np.asarray(names) == name)
+
+
+def test_column_values_and_fingerprint():
+    cat = pd.Series(pd.Categorical(["b", "", "a", "b"], categories=["", "a", "b", "unused"]))
+    obj = pd.Series(["b", None, "a", "b"], dtype=object)
+    assert explore.column_values(cat) == explore.column_values(obj) == ["a", "b"]
+    for series in (cat, obj):
+        changed = series.copy()
+        changed.iloc[0] = "a"
+        assert explore.column_fingerprint(series) == explore.column_fingerprint(series.copy())
+        assert explore.column_fingerprint(series) != explore.column_fingerprint(changed)

@@ -247,6 +247,24 @@ def points_in_box(xy: np.ndarray, corner0, corner1) -> np.ndarray:
     return (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
 
 
+def column_values(series: pd.Series) -> list[str]:
+    """The distinct non-empty values of a column, as sorted strings (a categorical's used categories: no pass
+    over the rows as strings)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = np.unique(series.cat.codes.to_numpy())
+        values = series.cat.categories[codes[codes >= 0]]
+    else:
+        values = pd.unique(series.dropna())
+    return sorted({str(v) for v in values} - {""})
+
+
+def column_fingerprint(series: pd.Series):
+    """A cheap value that changes when the column's values change (to skip work on unchanged labels)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return tuple(map(str, series.cat.categories)), hash(series.cat.codes.to_numpy().tobytes())
+    return int(pd.util.hash_pandas_object(series, index=False).sum())
+
+
 def selection_column(n: int, rows: np.ndarray | Sequence[int]) -> pd.Categorical:
     codes = np.zeros(n, dtype=np.int64)
     codes[np.asarray(rows, dtype=np.int64)] = 1

@@ -289,7 +289,7 @@ class CellsView(QWidget):
 
     def _refresh_values(self) -> None:
         t, col = self.session.table, self.pick_column.value
-        values = [] if t is None or col not in t.columns else sorted({str(v) for v in t[col].astype(str)} - {""})
+        values = [] if t is None or col not in t.columns else explore.column_values(t[col])
         if list(self.pick_value.choices) != values:
             self.pick_value.choices = values
 
@@ -373,11 +373,10 @@ class CellsView(QWidget):
         return task, values
 
     def _labels_state(self):
-        got = self._labels()
-        if got is None:
+        t, task = self.session.table, self.task.value
+        if t is None or task not in t.columns:
             return None
-        task, values = got
-        return task, hash(tuple(values.tolist()))
+        return task, explore.column_fingerprint(t[task])
 
     def train(self):
         """Train VisCy's linear classifier on the labelled cells (a cell and a track split) in the work process

@@ -157,7 +157,7 @@ class EmbeddingView(QWidget):
     def _refresh_markers(self) -> None:
         """A Bag-of-Channels table has one row per cell and marker: offer a marker filter."""
         t = self.session.table
-        markers = sorted(t["marker"].astype(str).unique()) if t is not None and "marker" in t.columns else []
+        markers = explore.column_values(t["marker"]) if t is not None and "marker" in t.columns else []
         self.marker.choices = [ALL_MARKERS, *markers]
         self.has_markers = len(markers) > 1
         self.marker_row.visible = self.has_markers
