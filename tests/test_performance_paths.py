@@ -17,7 +17,7 @@ from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.single import predict_batches
-from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine
+from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine, scale_pooled
 
 
 def naive_patches(fovs, channels, z_range, patch, cells) -> np.ndarray:
@@ -68,8 +68,8 @@ def test_fused_normalisation_is_bit_identical(case_plan):
         assert got.dtype == torch.float32 and got.shape == ref.shape
         assert torch.equal(got, ref), f"{case} batch {i}"
     fused = sampled_affine(cfg.normalizations, cfg.source_channel, plan.stats, np.zeros(1, int), np.zeros(1, int))
-    # dev3d2ch has a batch-pooled percentile normalisation: no fused form, normalize_batch is used
-    assert (fused is None) == (case == "dev3d2ch")
+    # dev3d2ch has a batch-pooled percentile normalisation: cropped raw, then scaled in place
+    assert fused is not None and bool(fused.pooled) == (case == "dev3d2ch")
 
 
 def test_predict_batches_threads_give_serial_batches(case_plan):
@@ -189,6 +189,43 @@ def test_fused_equals_normalize_batch_on_arrays(dtype, level):
     assert torch.equal(got, ref)
 
 
+@pytest.mark.parametrize("pct", [
+    ScaleIntensityRangePercentiles(keys=("ch1",), lower=50, upper=99, b_min=0.0, b_max=1.0),
+    ScaleIntensityRangePercentiles(keys=("ch1",), lower=1, upper=99.5, b_min=-1.0, b_max=1.0, clip=True),
+    ScaleIntensityRangePercentiles(keys=("ch1",), lower=5, upper=95, b_min=None, b_max=None),
+])
+@pytest.mark.parametrize("n_cells", [6, 90])  # 6 x 4 x 48 x 48 < 1e6 values: torch.quantile; 90: numpy's
+def test_fused_percentile_channels_equal_the_reference(pct, n_cells):
+    """NormalizeSampled on ch3 and ch0 fused into the crop, percentile scaling of ch1 in place: the same bits
+    as VisCy's order of operations (np.percentile / torch.quantile, then out-of-place float32 torch ops)."""
+    fovs = _fovs(shape=(3, 6, 4, 96, 120))
+    names = ["ch3", "ch1", "ch0"]
+    norms = [NormalizeSampled(keys=("ch3",)), pct, NormalizeSampled(keys=("ch0",), level="timepoint_statistics")]
+    stats = StatsTable(fovs, norms)
+    cells = _cells(fovs, n_cells, (48, 48))
+    reader = PatchReader(fovs, [3, 1, 0], (0, 4), (48, 48))
+    fi, t = cells["fov_index"].to_numpy(), cells["t"].to_numpy()
+    aff = sampled_affine(norms, names, stats, fi, t)
+    assert [c for c, _ in aff.pooled] == [1]
+    got = reader.read(cells, aff)
+    scale_pooled(got, aff)
+
+    raw = torch.from_numpy(reader.read(cells))
+    img = raw[:, 1:2]
+    if img.numel() > 1_000_000:  # MONAI's percentile
+        lo, hi = (torch.tensor(np.percentile(img.numpy(), q), dtype=torch.float32) for q in (pct.lower, pct.upper))
+    else:
+        lo, hi = (torch.quantile(img, torch.tensor(q / 100, dtype=torch.float32)) for q in (pct.lower, pct.upper))
+    ref1 = (img - lo) / (hi - lo)
+    if pct.b_min is not None:
+        ref1 = ref1 * (pct.b_max - pct.b_min) + pct.b_min
+    if pct.clip:
+        ref1 = ref1.clamp(min=pct.b_min, max=pct.b_max)
+    ref = normalize_batch(raw, names, norms, stats, fi, t)
+    assert torch.equal(ref[:, 1:2], ref1)
+    assert torch.equal(torch.from_numpy(got), ref)
+
+
 def test_no_fused_form_for_other_normalisations():
     fovs = _fovs()
     names = ["ch0", "ch1"]
@@ -196,8 +233,9 @@ def test_no_fused_form_for_other_normalisations():
     for norms in (
         [],
         [MinMaxSampled(keys=("ch0",))],
-        [ScaleIntensityRangePercentiles(keys=("ch1",))],
+        [ScaleIntensityRangePercentiles(keys=("ch1",)), MinMaxSampled(keys=("ch0",))],
         [NormalizeSampled(keys=("ch0",)), NormalizeSampled(keys=("ch0",), level="timepoint_statistics")],
+        [NormalizeSampled(keys=("ch1",)), ScaleIntensityRangePercentiles(keys=("ch1",))],
     ):
         stats = StatsTable(fovs, [n for n in norms if not isinstance(n, ScaleIntensityRangePercentiles)])
         assert sampled_affine(norms, names, stats, fi, t) is None

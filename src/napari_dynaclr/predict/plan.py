@@ -25,7 +25,7 @@ from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.plate import Plate, missing_chunks
 from napari_dynaclr.core.tracks import build_cell_table
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError, shorten
-from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine
+from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine, scale_pooled
 
 
 @dataclasses.dataclass
@@ -99,9 +99,14 @@ class PredictionPlan(BatchPartition):
         fov_index, t = rows["fov_index"].to_numpy(), rows["t"].to_numpy()
         cfg = self.config
         affine = sampled_affine(cfg.normalizations, cfg.source_channel, self.stats, fov_index, t)
-        if affine is not None:  # NormalizeSampled fused into the crop: one pass, bit-identical
+        if affine is not None:  # NormalizeSampled fused into the crop, percentiles in place: bit-identical
             out = self.reader.read(rows, affine)
-            self._check_finite(i, rows, out)
+            if affine.pooled:  # the percentile channels are still raw: refuse NaN/Inf before pooling them
+                bad = self._check_finite(i, rows, out, count=False, channels=[c for c, _ in affine.pooled])
+                scale_pooled(out, affine)
+                self._check_finite(i, rows, out, raw_bad=bad)
+            else:
+                self._check_finite(i, rows, out)
             return torch.from_numpy(out)
         raw = self.reader.read(rows)
         bad = self._check_finite(i, rows, raw, count=not cfg.normalizations)
@@ -111,15 +116,20 @@ class PredictionPlan(BatchPartition):
         return x
 
     def _check_finite(self, i: int, rows: pd.DataFrame, x: np.ndarray, raw_bad: np.ndarray | None = None,
-                      count: bool = True) -> np.ndarray | None:
+                      count: bool = True, channels: list[int] | None = None) -> np.ndarray | None:
         """(B, C) mask of the patch channels of batch *i* holding NaN/Inf (None when all are finite).
 
         Refuses them with a :class:`PlateError` naming the first cell unless ``allow_nonfinite``. *raw_bad*:
         the raw pixels' mask of a batch checked again after its normalisation (cells that only the
         normalisation made non-finite are named as such). *count*: add the bad cells to ``nonfinite`` (the
-        last check of a batch does).
+        last check of a batch does). *channels*: check only these channels (the others count as finite).
         """
-        bad = ~np.isfinite(x).all(axis=tuple(range(2, x.ndim)))
+        if channels is None:
+            bad = ~np.isfinite(x).all(axis=tuple(range(2, x.ndim)))
+        else:
+            bad = np.zeros(x.shape[:2], dtype=bool)
+            for c in channels:
+                bad[:, c] = ~np.isfinite(x[:, c]).all(axis=tuple(range(1, x.ndim - 1)))
         if raw_bad is not None:
             bad |= raw_bad
         if not bad.any():

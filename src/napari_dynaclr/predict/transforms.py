@@ -15,31 +15,37 @@ import warnings
 import numpy as np
 
 from napari_dynaclr.core.normalize import NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable
+from napari_dynaclr.core.percentile import percentiles
 from napari_dynaclr.errors import ConfigError
 
 
 @dataclasses.dataclass
 class SampledAffine:
-    """Per-cell, per-channel ``(x - sub) / div`` (``div`` already includes VisCy's ``+ 1e-8``).
+    """Per-cell, per-channel ``(x - sub) / div`` (``div`` already includes VisCy's ``+ 1e-8``), then the
+    batch-pooled percentile scaling of the channels in *pooled*.
 
     ``sub`` and ``div`` are float32 arrays of shape ``(B, C)``; an identity channel has ``sub = 0``,
-    ``div = 1`` (both exact in float32).
+    ``div = 1`` (both exact in float32). *pooled*: ``(channel index, ScaleIntensityRangePercentiles)`` pairs,
+    applied in place by :func:`scale_pooled` once the whole batch is cropped.
     """
 
     sub: np.ndarray
     div: np.ndarray
+    pooled: tuple = ()
 
 
 def sampled_affine(norms, source_channel, stats, fov_index, t) -> SampledAffine | None:
-    """The fused form of *norms* for one batch, or ``None`` when they are not all ``NormalizeSampled``
-    (at most one per channel); ``None`` means: crop raw patches and call ``normalize_batch``."""
+    """The fused form of *norms* for one batch, or ``None`` when there is none (no normalisation, a
+    ``MinMaxSampled``, or two normalisations of one channel); ``None`` means: crop raw patches and call
+    ``normalize_batch``. ``NormalizeSampled`` channels are normalised as they are cropped; percentile-scaled
+    channels are cropped raw and scaled afterwards (:func:`scale_pooled`)."""
     import torch
 
     if not norms:
         return None
     seen: set[str] = set()
     for norm in norms:
-        if not isinstance(norm, NormalizeSampled):
+        if not isinstance(norm, (NormalizeSampled, ScaleIntensityRangePercentiles)):
             return None
         for key in norm.keys:
             if key in seen:
@@ -48,14 +54,28 @@ def sampled_affine(norms, source_channel, stats, fov_index, t) -> SampledAffine 
     n, c = len(fov_index), len(source_channel)
     sub = np.zeros((n, c), dtype=np.float32)
     div = np.ones((n, c), dtype=np.float32)
+    pooled = []
     for ni, norm in enumerate(norms):
+        if isinstance(norm, ScaleIntensityRangePercentiles):
+            pooled += [(source_channel.index(key), norm) for key in norm.keys]
+            continue
         for key in norm.keys:
             ci = source_channel.index(key)
             a, b = stats.lookup(ni, key, fov_index, t)
             sub[:, ci] = a
             # the divisor exactly as normalize_batch computes it: float32 tensor + python float
             div[:, ci] = (torch.from_numpy(b) + 1e-8).numpy()
-    return SampledAffine(sub, div)
+    return SampledAffine(sub, div, tuple(pooled))
+
+
+def scale_pooled(x: np.ndarray, affine: SampledAffine) -> None:
+    """The percentile scaling of *affine*'s pooled channels, in place on the cropped (B, C, Z, Y, X) batch:
+    the same float32 torch operations as :func:`normalize_batch`, without its copies."""
+    import torch
+
+    for ci, norm in affine.pooled:
+        view = torch.from_numpy(x)[:, ci : ci + 1]
+        _scale_percentiles(view, norm, out=view)
 
 
 def normalize_batch(x, source_channel, norms, stats: StatsTable, fov_index, t):
@@ -87,17 +107,20 @@ def normalize_batch(x, source_channel, norms, stats: StatsTable, fov_index, t):
 
 def _percentile(img, q):
     """MONAI ``percentile`` on a tensor: torch.quantile (q cast to the tensor dtype) up to 1e6 elements,
-    ``np.percentile`` above (pytorch#64947). *q*: one value, or several (a tensor of results)."""
+    ``np.percentile`` above (pytorch#64947; computed by :func:`~napari_dynaclr.core.percentile.percentiles`,
+    the same values without sorting the batch). *q*: one value, or several (a tensor of results)."""
     import torch
 
     if img.numel() > 1_000_000:
-        res = np.percentile(img.detach().cpu().numpy(), np.asarray(q))
+        res = percentiles(img.detach().cpu().numpy(), np.asarray(q))
         return torch.as_tensor(res, dtype=img.dtype, device=img.device)
     qt = torch.as_tensor(np.asarray(q) / 100.0, dtype=img.dtype, device=img.device)
     return torch.quantile(img, qt)
 
 
-def _scale_percentiles(img, norm: ScaleIntensityRangePercentiles):
+def _scale_percentiles(img, norm: ScaleIntensityRangePercentiles, out=None):
+    """MONAI's ScaleIntensityRangePercentiles on *img*; with *out* (= *img*), in place (in-place torch ops give
+    the same values as their out-of-place forms)."""
     # both percentiles from one call (one partition of the batch, not two): the same values as MONAI's two
     # calls, since np.percentile / torch.quantile compute each q independently from the same order statistics
     a_min, a_max = _percentile(img, [norm.lower, norm.upper])
@@ -109,10 +132,20 @@ def _scale_percentiles(img, norm: ScaleIntensityRangePercentiles):
         b_max = ((norm.b_max - norm.b_min) * (norm.upper / 100.0)) + norm.b_min
     if float(a_max - a_min) == 0.0:
         warnings.warn("percentile normalisation: upper == lower percentile in a batch", stacklevel=3)
-        return img - a_min if b_min is None else img - a_min + b_min
-    img = (img - a_min) / (a_max - a_min)
+        if out is None:
+            return img - a_min if b_min is None else img - a_min + b_min
+        out.sub_(a_min)
+        return out if b_min is None else out.add_(b_min)
+    if out is None:
+        img = (img - a_min) / (a_max - a_min)
+        if b_min is not None and b_max is not None:
+            img = img * (b_max - b_min) + b_min
+        if norm.clip:
+            img = img.clamp(min=b_min, max=b_max)
+        return img
+    out.sub_(a_min).div_(a_max - a_min)
     if b_min is not None and b_max is not None:
-        img = img * (b_max - b_min) + b_min
+        out.mul_(b_max - b_min).add_(b_min)
     if norm.clip:
-        img = img.clamp(min=b_min, max=b_max)
-    return img
+        out.clamp_(min=b_min, max=b_max)
+    return out
