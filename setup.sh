@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up napari-dynaclr on a fresh Debian/Ubuntu machine: system libraries for Xvfb/Qt (napari tests and
 # screenshots), a virtual environment at .venv, and the package itself (editable) with its dependencies and
-# the napari, test and bench extras, at the versions pinned in requirements.txt (used as constraints).
+# the napari, test, bench and cpu (OpenVINO: the fastest exact CPU encoder) extras, at the versions pinned in
+# requirements.txt (used as constraints).
 # Idempotent: re-running installs only when something is missing or requirements.txt/pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -46,15 +47,15 @@ pip_q() {
     .venv/bin/python -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
 }
 STAMP=.venv/.requirements-installed
-if ! .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil' \
+if ! .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil, openvino' \
         2>/dev/null \
    || [ ! -x .venv/bin/ruff ] || [ requirements.txt -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     say "installing the package with pinned dependencies (first time: a few minutes, ~6 GB)"
     pip_q install -q --upgrade pip \
         || { echo "[setup] error: upgrading pip failed" >&2; exit 1; }
-    pip_q install -q -c requirements.txt -e ".[napari,test,bench]" \
+    pip_q install -q -c requirements.txt -e ".[napari,test,bench,cpu]" \
         || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
-    .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil' \
+    .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil, openvino' \
         || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
     touch "$STAMP"
 fi

@@ -174,8 +174,9 @@ def write_predict_yml(plate_dir: Path, args, model) -> Path:
 
 
 def run_pipeline(yml: Path, backend: str, args):
-    """``napari-dynaclr predict -c predict.yml`` in a fresh process: wall seconds, the child's peak RSS and
-    its last output lines."""
+    """``napari-dynaclr predict -c predict.yml`` in a fresh process: wall seconds, the child's peak RSS, its CPU
+    seconds (user + system, all its threads: a figure that other load on the machine barely changes) and its
+    last output lines."""
     import subprocess
 
     import psutil
@@ -188,6 +189,7 @@ def run_pipeline(yml: Path, backend: str, args):
         env["PYTHONPATH"] = os.pathsep.join([str(Path(args.before_src).resolve()), env.get("PYTHONPATH", "")])
     else:
         cmd += ["--cpu-backend", backend]
+    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ps, peak = psutil.Process(proc.pid), 0
@@ -199,9 +201,11 @@ def run_pipeline(yml: Path, backend: str, args):
         time.sleep(0.02)
     dt = time.perf_counter() - t0
     stdout, stderr = proc.communicate()
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     if proc.returncode:
         raise SystemExit(f"pipeline ({backend}) failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return dt, peak, stdout.strip().splitlines()[-2:]
+    return dt, peak, cpu, stdout.strip().splitlines()[-2:]
 
 
 class NullModel:
@@ -379,12 +383,14 @@ def main(argv=None):
                   f"peak RSS {m.peak / 2**20:,.0f} MiB; max |Δ| vs eager on first cells {info.get('probe_max_abs')}; "
                   f"load {os.getloadavg()[0]:.2f}", flush=True)
         for b in ((["before"] if args.before_src else []) + backends) if yml is not None else []:
-            dt, peak, tail = run_pipeline(yml, b, args)
+            dt, peak, cpu, tail = run_pipeline(yml, b, args)
             res.setdefault(f"pipeline[{b}]", []).append(n_cells / dt)
             res.setdefault(f"pipeline_s[{b}]", []).append(dt)
+            res.setdefault(f"pipeline_cpu_ms_per_cell[{b}]", []).append(1000 * cpu / n_cells)
             res.setdefault(f"rss_pipeline[{b}]", []).append(peak)
             print(f"[{r + 1}] whole pipeline ({b}): {n_cells} cells in {dt:.1f} s = {n_cells / dt:,.1f} cells/s, "
-                  f"child peak RSS {peak / 2**20:,.0f} MiB; load {os.getloadavg()[0]:.2f}", flush=True)
+                  f"{1000 * cpu / n_cells:,.1f} ms CPU per cell, child peak RSS {peak / 2**20:,.0f} MiB; "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
             for line in tail:
                 print(f"      {line}", flush=True)
 
@@ -423,6 +429,15 @@ def main(argv=None):
                     summary[f"{key}_ratio[{b}/{base}]"] = r_ = med([x / y for x, y in pairs])
                     ratio = f"   {r_:.2f}x {base} (median of paired runs)"
                 print(f"{label + ' (' + b + ')':<22} {v:>10,.1f} cells/s{extra}{ratio}")
+                if key == "pipeline":
+                    cpu = res[f"pipeline_cpu_ms_per_cell[{b}]"]
+                    summary[f"pipeline_cpu_ms_per_cell[{b}]"] = med(cpu)
+                    ratio = ""
+                    if b != base and f"pipeline_cpu_ms_per_cell[{base}]" in res:
+                        pairs = zip(res[f"pipeline_cpu_ms_per_cell[{base}]"], cpu, strict=True)
+                        summary[f"pipeline_cpu_ratio[{b}/{base}]"] = r_ = med([x / y for x, y in pairs])
+                        ratio = f"   {r_:.2f}x less CPU than {base}"
+                    print(f"{'':<22} {med(cpu):>10,.1f} ms CPU per cell{ratio}")
     print(f"process max RSS {summary['max_rss_mib']:,.0f} MiB; load average {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1, default=float))

@@ -55,11 +55,20 @@ def test_fast_backend_within_conformance(case, backend, conformance_ckpt, refere
 
 @needs_onednn
 def test_auto_picks_the_fastest_installed_backend(conformance_ckpt):
-    """The automatic path (what the CLI, napari and tests/test_conformance.py run) is a fast backend."""
+    """The automatic path (what the CLI, napari and tests/test_conformance.py run) is a fast backend: the oneDNN
+    blocks for a small run (OpenVINO's conversion would cost more than it saves), OpenVINO when installed from
+    OPENVINO_MIN_CELLS cells on."""
     info: dict = {}
-    _embed("dev3d2ch", conformance_ckpt("dev3d2ch"), "auto", info)
-    assert info["backend"] == ("openvino" if fast_cpu.openvino_available() else "onednn"), info
+    _embed("dev3d2ch", conformance_ckpt("dev3d2ch"), "auto", info)  # a few dozen cells
+    assert info["backend"] == "onednn", info
     assert info["probe_max_abs"] <= 1e-5
+    model = ContrastiveEncoder(EncoderConfig("convnext_atto", 1, 1, (1, 4, 4), (1, 4, 4), 768, 32)).eval()
+    x = torch.randn(2, 1, 1, 64, 64)
+    for n_cells, want in ((fast_cpu.OPENVINO_MIN_CELLS - 1, "onednn"),
+                          (fast_cpu.OPENVINO_MIN_CELLS, "openvino" if fast_cpu.openvino_available() else "onednn")):
+        assert fast_cpu.choose_backend(model, "cpu", "32-true", "auto", example=x, n_cells=n_cells).backend == want
+    if fast_cpu.openvino_available():  # an explicit choice ignores the size
+        assert fast_cpu.choose_backend(model, "cpu", "32-true", "openvino", example=x, n_cells=5).backend == "openvino"
 
 
 @needs_onednn

@@ -72,7 +72,8 @@ def predict_batches(
 
     *cpu_backend* (default: the plan's config's, else ``"auto"``) chooses the CPU encoder kernels
     (:mod:`napari_dynaclr.model.fast_cpu`): ``auto`` runs fused oneDNN ConvNeXt blocks on a float32 CPU run,
-    or the encoder compiled by OpenVINO when it is installed, checked against the eager model on the first
+    or the encoder compiled by OpenVINO when it is installed and the run has at least
+    ``fast_cpu.OPENVINO_MIN_CELLS`` cells, checked against the eager model on the first
     cells of the first batch (eager again beyond ``PROBE_TOL``); ``eager`` is plain PyTorch; ``openvino``
     and ``onednn`` require that backend. *backend_info*, when
     given, receives ``backend``, ``reason`` and ``probe_max_abs``.
@@ -109,7 +110,8 @@ def predict_batches(
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
                 if choice is None:
-                    choice = choose_backend(model, dev, precision, backend, example=x)
+                    n_cells = sum(stop - start for start, stop in map(plan.batch_bounds, order))
+                    choice = choose_backend(model, dev, precision, backend, example=x, n_cells=n_cells)
                     _record(backend_info, choice)
                 out = choice.model(x)
                 if choice.eager is not None:  # first batch of the fused model: checked against eager
