@@ -63,9 +63,9 @@ def test_auto_picks_the_fastest_installed_backend(conformance_ckpt):
     assert info["backend"] == "onednn", info
     assert info["probe_max_abs"] <= 1e-5
     model = ContrastiveEncoder(EncoderConfig("convnext_atto", 1, 1, (1, 4, 4), (1, 4, 4), 768, 32)).eval()
-    x = torch.randn(2, 1, 1, 64, 64)
-    for n_cells, want in ((fast_cpu.OPENVINO_MIN_CELLS - 1, "onednn"),
-                          (fast_cpu.OPENVINO_MIN_CELLS, "openvino" if fast_cpu.openvino_available() else "onednn")):
+    x = torch.randn(2, 1, 1, 64, 80)  # a cell of 64 x 80 px is a fifth of a 160-px one
+    for n_cells, want in ((5 * fast_cpu.OPENVINO_MIN_CELLS - 1, "onednn"),
+                          (5 * fast_cpu.OPENVINO_MIN_CELLS, "openvino" if fast_cpu.openvino_available() else "onednn")):
         assert fast_cpu.choose_backend(model, "cpu", "32-true", "auto", example=x, n_cells=n_cells).backend == want
     if fast_cpu.openvino_available():  # an explicit choice ignores the size
         assert fast_cpu.choose_backend(model, "cpu", "32-true", "openvino", example=x, n_cells=5).backend == "openvino"

@@ -72,9 +72,8 @@ def _add_predict(sub):
     p.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed (GPU)")
     p.add_argument("--loader-threads", type=int, help="background threads that read and normalise batches")
     p.add_argument("--cpu-backend", help="CPU encoder kernels at float32: auto (default: OpenVINO when installed and "
-                   "the run has >= 1000 cells, else fused oneDNN ConvNeXt blocks; checked against plain PyTorch on "
-                   "the first cells), openvino, "
-                   "onednn, eager (plain PyTorch)")
+                   "the run has >= 1000 cells of 160 px, else fused oneDNN ConvNeXt blocks; checked against plain "
+                   "PyTorch on the first cells), openvino, onednn, eager (plain PyTorch)")
     p.add_argument("--pca", type=int, metavar="N", help="add obsm X_pca with N components")
     p.add_argument("--umap", action="store_true", help="add obsm X_umap (VisCy's UMAP parameters)")
     p.add_argument("--allow-nonfinite", action="store_true",

@@ -149,10 +149,16 @@ class FusedConvNeXtEncoder(nn.Module):
         return features, self.projection(features)
 
 
-# auto runs OpenVINO from this many cells on: its conversion takes ≈ 2 s (≈ 5 s on a loaded 2-core machine) and
-# it saves ≈ 11 ms of CPU per 160-px cell against the fused oneDNN blocks (docs/performance.md), so it repays
-# itself from a few hundred cells; below, the oneDNN blocks (no set-up) are as fast
+# auto runs OpenVINO from this much work on (cells of 160 x 160 px; smaller patches count in proportion to their
+# area): its conversion takes ≈ 2 s (≈ 5 s on a loaded 2-core machine) and it saves ≈ 11 ms of CPU per 160-px
+# cell against the fused oneDNN blocks (docs/performance.md), so it repays itself from a few hundred such cells;
+# below, the oneDNN blocks (no set-up) are as fast
 OPENVINO_MIN_CELLS = 1000
+
+
+def _work(n_cells: int, example: torch.Tensor) -> float:
+    """*n_cells* in cells of 160 x 160 px (the encoder's cost grows with the patch area)."""
+    return n_cells * example.shape[-2] * example.shape[-1] / 160**2
 
 
 @dataclasses.dataclass
@@ -205,7 +211,8 @@ def choose_backend(model, device: str, precision: str, cpu_backend: str = "auto"
     """The fastest exact CPU model that applies: OpenVINO (when installed), else fused oneDNN blocks (a
     ConvNeXt encoder), else eager. Only float32 runs on the CPU are accelerated. *example* (a batch) gives
     OpenVINO its input shape; without it OpenVINO is skipped. *n_cells*: the run's size; ``auto`` skips
-    OpenVINO below :data:`OPENVINO_MIN_CELLS`, where its conversion (≈ 2–5 s) costs more than it saves.
+    OpenVINO below :data:`OPENVINO_MIN_CELLS` cells of 160 x 160 px, where its conversion (≈ 2–5 s) costs
+    more than it saves.
 
     An explicit ``cpu_backend`` (``"openvino"``, ``"onednn"``) raises :class:`ConfigError` where it does not apply.
     """
@@ -230,8 +237,9 @@ def choose_backend(model, device: str, precision: str, cpu_backend: str = "auto"
             reason = f"the model is a {type(model).__name__}, not a ContrastiveEncoder"
         elif example is None:
             reason = "no example batch"
-        elif not strict and n_cells is not None and n_cells < OPENVINO_MIN_CELLS:
-            reason = f"{n_cells} cells: fewer than the {OPENVINO_MIN_CELLS} that repay OpenVINO's conversion"
+        elif not strict and n_cells is not None and _work(n_cells, example) < OPENVINO_MIN_CELLS:
+            reason = (f"{n_cells} cells of {example.shape[-2]} x {example.shape[-1]} px: less work than the "
+                      f"{OPENVINO_MIN_CELLS} cells of 160 x 160 px that repay OpenVINO's conversion")
         else:
             t0 = time.perf_counter()
             try:
