@@ -151,6 +151,9 @@ def measure_open(args, app) -> None:
           f"ratio {gap / OPEN_TARGET_MS:.2f}); {time.perf_counter() - t0:.1f} s until shown")
     viewer.close()
     app.processEvents()
+    import shutil
+
+    shutil.rmtree(store.parent, ignore_errors=True)
 
 
 def main(argv=None) -> int:
