@@ -10,11 +10,22 @@ Helpers other widgets may reuse (e.g. the verify panel):
 - :func:`goto_cell(viewer, fov_name, t, y, x) <goto_cell>` — show that FOV, step to *t*, centre on (y, x).
 - :func:`color_cells_by(viewer, column, colormap) <color_cells_by>` — colour layers and scatter by a
   cell-table column (categorical → cycle, continuous → colormap).
+
+**Large tables open in steps.** :meth:`ExplorerSession.set_table` does everything at once on the GUI thread
+(fine up to :data:`ASYNC_CELLS` cells). Above that, opening a store takes seconds of work that must not block
+the GUI: :func:`prepare_table` (Qt-free, for a worker thread) builds the frame index, the colours, the shown
+FOV's overlay and its napari layer *objects* (layers are models: building one touches no viewer), and
+:meth:`ExplorerSession.install` puts them into the viewer one step per event-loop turn (each step one layer,
+the Tracks and Points layers first hidden, then shown in their own turns, so that no turn both inserts and
+first-draws a 100,000-cell layer). A newer ``set_table``/``show_fov``/``install`` makes a running install stale
+(a generation counter): it stops at its next step, and the newer call takes over the session's layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +37,27 @@ from napari_dynaclr._napari import explore, layers
 SELECTED_BORDER = np.array([1.0, 0.85, 0.0, 1.0], dtype=np.float32)
 PLAIN_BORDER = np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: tables with more cells than this open through :func:`prepare_table` (a worker) + :meth:`ExplorerSession.install`
+#: (GUI steps); smaller ones through :meth:`ExplorerSession.set_table` at once (≈ 0.1–0.3 s at 20,000 cells)
+ASYNC_CELLS = 20_000
+
+
+@dataclasses.dataclass
+class PreparedTable:
+    """A cell table with what showing it needs, built off the GUI thread by :func:`prepare_table`."""
+
+    table: pd.DataFrame
+    frames: explore.FrameIndex
+    fov_names: list[str]
+    color_column: str
+    colormap: str
+    colors: np.ndarray
+    fov_name: str | None = None  # the FOV the layers show (None: no cells)
+    overlay: layers.FovOverlay | None = None
+    image_layers: list = dataclasses.field(default_factory=list)
+    tracks_layer: object = None  # napari layers, not in any viewer; Tracks and Points hidden
+    points_layer: object = None
+    highlight_layer: object = None
 
 
 class ExplorerSession:
@@ -64,6 +96,9 @@ class ExplorerSession:
         self.is_preview = False  # the table holds the cells a run would predict, no embeddings yet
         self.click_radius_px = 20.0
         self._syncing = False
+        self._generation = 0  # bumped by set_table, show_fov and install: a running install is then stale
+        self._fov_names: tuple = (None, [])  # (table, its FOV names)
+        self._leaving: list = []  # layers of the previous table an install has still to remove
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
@@ -86,12 +121,26 @@ class ExplorerSession:
         *plate*: the plate already open (a :class:`~napari_dynaclr.core.plate.Plate` opened in a worker; the
         session closes it), instead of opening *plate_path* here — seconds for a 96-well plate.
         ``preview=True``: the cells a run would predict, before it starts; a run whose plan holds the
-        same cells then keeps these layers (:meth:`adopt_result`) instead of building new ones."""
+        same cells then keeps these layers (:meth:`adopt_result`) instead of building new ones.
+        All on the GUI thread at once: for tables above :data:`ASYNC_CELLS` cells, see :meth:`install`."""
+        self._generation += 1
+        self._set_state(table, adata, store_path, plate_path, tracks_path, preview, plate)
+        col = color_column or (self.color_column if self.color_column in table.columns else "t")
+        self.color_column = col
+        self.colors = explore.column_colors(table[col], self.colormap)
+        self.table_changed.emit()
+        fovs = self.fov_names()
+        if fovs:
+            self.show_fov(fov_name if fov_name in fovs else fovs[0])
+        else:
+            self._remove_layers()
+
+    def _set_state(self, table, adata, store_path, plate_path, tracks_path, preview, plate, frames=None) -> None:
         self._close_plate()
         self.overlay = None  # the layers stay until show_fov (it refills them when they fit)
         self.is_preview = preview
         self.table = table
-        self.frames = explore.FrameIndex(table)
+        self.frames = frames if frames is not None else explore.FrameIndex(table)
         self.adata = adata
         self.store_path = Path(store_path) if store_path else None
         if plate is not None:
@@ -106,15 +155,86 @@ class ExplorerSession:
             from napari_dynaclr.core.plate import Plate
 
             self.plate = Plate(self.plate_path)
-        col = color_column or (self.color_column if self.color_column in table.columns else "t")
-        self.color_column = col
-        self.colors = explore.column_colors(table[col], self.colormap)
+
+    def install(self, prepared: PreparedTable, adata=None, store_path=None, plate=None,
+                tracks_path=None) -> Iterator[None]:
+        """Show a table prepared by :func:`prepare_table` (what :meth:`set_table` does), one short GUI-thread
+        step per ``next()``: the caller runs each step in its own event-loop turn.
+
+        Step 1 makes the table and the prepared layers the session's (the views rebuild; the layers are not
+        yet in the viewer, but colouring, selecting or adding columns already reaches them); then the
+        previous layers leave the viewer (together, in one step); then each new layer is added, the Tracks and Points
+        layers hidden; then each of these two is shown; the last step applies the selection and highlight
+        and announces the FOV. A newer ``set_table``, ``show_fov`` or ``install`` makes this one stale: it
+        ends at its next step and adds nothing more. *plate*: the open plate (the session closes it)."""
+        self._generation += 1
+        gen = self._generation
+        viewer = self.viewer
+        # the shown layers leave at the next step; until then the session still owns them (a newer call removes them)
+        self._leaving = [layer for layer in (*self._leaving, self.highlight_layer, self.points_layer, self.tracks_layer,
+                                             *self.image_layers) if layer is not None and layer in viewer.layers]
+        self._set_state(prepared.table, adata, store_path, None, tracks_path, False, plate, frames=prepared.frames)
+        self._fov_names = (prepared.table, prepared.fov_names)
+        col = self.color_column if self.color_column in prepared.table.columns else "t"  # as set_table chooses
+        colors = prepared.colors
+        if (col, self.colormap) != (prepared.color_column, prepared.colormap):  # (changed while it was prepared)
+            colors = explore.column_colors(prepared.table[col], self.colormap)
+        self.color_column, self.colors = col, colors
+        self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer = [], None, None, None
+        if prepared.overlay is not None:
+            self.fov_name = prepared.fov_name
+            self.overlay = prepared.overlay
+            self.image_layers = list(prepared.image_layers)
+            self.tracks_layer, self.points_layer = prepared.tracks_layer, prepared.points_layer
+            self.highlight_layer = prepared.highlight_layer
+            if self.points_layer is not None:
+                if colors is not prepared.colors:
+                    self.tracks_layer.track_colors = colors[prepared.overlay.rows]
+                    self.points_layer.face_color = colors[prepared.overlay.rows]
+                self.points_layer.selected_data.events.items_changed.connect(self._on_points_selected)
         self.table_changed.emit()
-        fovs = self.fov_names()
-        if fovs:
-            self.show_fov(fov_name if fov_name in fovs else fovs[0])
-        else:
-            self._remove_layers()
+        yield
+        if gen != self._generation:
+            return
+        if self._leaving:
+            # all in one step: painted between two removals, a lone remaining layer (an additive image, an empty
+            # highlight) crashed software OpenGL here. napari collects garbage at each removal (≈ 0.2 s each with
+            # a 10⁶-cell table in memory): reopening costs that block once per shown layer.
+            leaving, self._leaving = self._leaving, []
+            for layer in leaving:
+                if layer in viewer.layers:
+                    viewer.layers.remove(layer)
+            yield
+        if prepared.overlay is None:
+            return
+        new = [*prepared.image_layers, prepared.tracks_layer, prepared.points_layer, prepared.highlight_layer]
+        for layer in new:
+            if gen != self._generation:
+                return
+            if self._owns(layer) and layer not in viewer.layers:
+                viewer.layers.append(layer)
+                yield
+        for layer in (prepared.tracks_layer, prepared.points_layer):
+            if gen != self._generation:
+                return
+            if self._owns(layer) and not layer.visible:
+                layer.visible = True
+                yield
+        if gen != self._generation:
+            return
+        self._apply_selection_borders()
+        self._update_highlight_layer()
+        if self.points_layer is not None and self.points_layer in viewer.layers:
+            viewer.layers.selection.active = self.points_layer
+        self.fov_changed.emit(self.fov_name)
+        self.current_t = -1
+        self._on_step()
+
+    def _owns(self, layer) -> bool:
+        """Whether *layer* is still one of the session's layers (the user may delete one mid-install)."""
+        return layer is not None and (layer is self.tracks_layer or layer is self.points_layer
+                                      or layer is self.highlight_layer
+                                      or any(layer is image for image in self.image_layers))
 
     def adopt_result(self, table: pd.DataFrame, adata=None, store_path=None, plate_path=None,
                      tracks_path=None) -> bool:
@@ -154,10 +274,12 @@ class ExplorerSession:
         return True
 
     def fov_names(self) -> list[str]:
+        """The table's FOVs in order of appearance (remembered per table)."""
         if self.table is None:
             return []
-        names = list(pd.unique(self.table["fov_name"].astype(str)))
-        return names
+        if self._fov_names[0] is not self.table:
+            self._fov_names = (self.table, table_fov_names(self.table))
+        return list(self._fov_names[1])
 
     def update_rows(self, start: int, stop: int, values: dict[str, np.ndarray]) -> None:
         """Streaming: fill columns for rows [start, stop) and refresh layers and views."""
@@ -202,6 +324,7 @@ class ExplorerSession:
 
         The layers of the previous FOV are refilled in place when they fit (same channels, same
         dimensions): building napari layers anew costs 0.1–0.5 s each under software OpenGL."""
+        self._generation += 1
         self.fov_name = str(fov_name)
         fov = None
         if self.plate is not None:
@@ -233,29 +356,17 @@ class ExplorerSession:
             self.image_layers.append(viewer.add_image(data, **kwargs))
         if not len(ov.rows):
             return
-        meta = {"dynaclr_fov": self.fov_name}
-        labels = layers.axis_labels(ov.points.shape[1])
-        self.tracks_layer = viewer.add_tracks(
-            ov.tracks, graph=ov.graph, features=ov.features.copy(), scale=scale, name=f"{self.fov_name} tracks",
-            tail_length=8, tail_width=2, blending="translucent", metadata=dict(meta), axis_labels=labels,
-        )
+        kwargs = fov_layer_kwargs(ov, scale, self.fov_name)
+        self.tracks_layer = viewer.add_tracks(ov.tracks, **kwargs["tracks"])
         self.tracks_layer.track_colors = self.colors[ov.rows]
-        self.points_layer = viewer.add_points(
-            ov.points, features=ov.features.copy(), scale=scale, name=f"{self.fov_name} cells", size=14,
-            face_color=self.colors[ov.rows], border_color=PLAIN_BORDER, border_width=0.25,
-            border_width_is_relative=True, opacity=0.8, metadata=dict(meta), axis_labels=labels,
-        )
+        self.points_layer = viewer.add_points(ov.points, face_color=self.colors[ov.rows], **kwargs["points"])
         self.points_layer.selected_data.events.items_changed.connect(self._on_points_selected)
-        self.highlight_layer = viewer.add_points(
-            np.empty((0, ov.points.shape[1])), scale=scale, name=f"{self.fov_name} highlight", size=30,
-            face_color="transparent", border_color="cyan", border_width=0.12, border_width_is_relative=True,
-            symbol="ring", metadata=dict(meta), axis_labels=labels,
-        )
+        self.highlight_layer = viewer.add_points(np.empty((0, ov.points.shape[1])), **kwargs["highlight"])
 
     def _refill_layers(self, images: list, ov, scale) -> bool:
         """Put another FOV into the shown layers (False, nothing changed, when they do not fit)."""
         shown = [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]
-        if (not len(ov.rows) or any(layer is None for layer in shown)
+        if (not len(ov.rows) or self._leaving or any(layer is None for layer in shown)
                 or any(layer not in self.viewer.layers for layer in shown)
                 or len(images) != len(self.image_layers)
                 or any(layer.data.ndim != data.ndim for layer, (data, _, _) in zip(self.image_layers, images))
@@ -295,7 +406,8 @@ class ExplorerSession:
 
     def _remove_layers(self) -> None:
         viewer = self.viewer
-        for layer in [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]:
+        leaving, self._leaving = self._leaving, []
+        for layer in [*leaving, *self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]:
             if layer is not None and layer in viewer.layers:
                 viewer.layers.remove(layer)
         self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer = [], None, None, None
@@ -454,6 +566,75 @@ class ExplorerSession:
         explore.assign_class(self.table, self.selected, name)
         self.add_columns({"annotation": self.table["annotation"]})
         return len(self.selected)
+
+
+def table_fov_names(table: pd.DataFrame) -> list[str]:
+    """The FOVs of a cell table in order of appearance (on a categorical column: from the codes, no 10⁶-row
+    string array)."""
+    col = table["fov_name"]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        if not (codes < 0).any():
+            return [str(name) for name in col.cat.categories.astype(str)[pd.unique(codes)]]
+    return list(pd.unique(col.astype(str)))
+
+
+def fov_layer_kwargs(ov, scale, fov_name: str) -> dict[str, dict]:
+    """The keyword arguments of the Tracks, Points and highlight layers of a FOV (colours apart), as the
+    session builds them at once (:meth:`ExplorerSession.show_fov`) or in a worker (:func:`prepare_table`)."""
+    meta = {"dynaclr_fov": fov_name}
+    labels = layers.axis_labels(ov.points.shape[1])
+    return {
+        "tracks": dict(graph=ov.graph, features=ov.features.copy(), scale=scale, name=f"{fov_name} tracks",
+                       tail_length=8, tail_width=2, blending="translucent", metadata=dict(meta), axis_labels=labels),
+        "points": dict(features=ov.features.copy(), scale=scale, name=f"{fov_name} cells", size=14,
+                       border_color=PLAIN_BORDER, border_width=0.25, border_width_is_relative=True, opacity=0.8,
+                       metadata=dict(meta), axis_labels=labels),
+        "highlight": dict(scale=scale, name=f"{fov_name} highlight", size=30, face_color="transparent",
+                          border_color="cyan", border_width=0.12, border_width_is_relative=True, symbol="ring",
+                          metadata=dict(meta), axis_labels=labels),
+    }
+
+
+def prepare_table(table: pd.DataFrame, plate=None, fov_name: str | None = None, color_column: str | None = None,
+                  colormap: str = "viridis") -> PreparedTable:
+    """Everything :meth:`ExplorerSession.install` needs to show *table* (Qt-free: for a worker thread): the
+    frame index, the FOV names, the colours (*color_column* when the table has it, else ``t``), and, for
+    *fov_name* (or the first FOV), the overlay and its napari layer objects — one image layer per channel of
+    *plate* (an open :class:`~napari_dynaclr.core.plate.Plate`, or None), the Tracks and Points layers
+    (hidden: the install shows them in turns of their own) and the highlight layer. No viewer is touched."""
+    import napari.layers
+
+    names = table_fov_names(table)
+    col = color_column if color_column in table.columns else "t"
+    colors = explore.column_colors(table[col], colormap)
+    out = PreparedTable(table, explore.FrameIndex(table), names, col, colormap, colors)
+    if not names:
+        return out
+    out.fov_name = str(fov_name) if fov_name in names else names[0]
+    fov = None
+    if plate is not None:
+        try:
+            fov = plate.fov(out.fov_name)
+        except Exception:
+            fov = None
+    if fov is not None:
+        images = layers.fov_image_layers(fov, plate.channel_names)
+        z, scale = fov.shape[2] > 1, layers.image_scale(fov)
+    else:
+        images, z, scale = [], False, (1.0, 1.0, 1.0)
+    ov = layers.fov_overlay(table, out.fov_name, z=z, scale=scale)
+    out.overlay = ov
+    out.image_layers = [napari.layers.Image(data, **kwargs) for data, kwargs, _ in images]
+    if not len(ov.rows):
+        out.tracks_layer = out.points_layer = out.highlight_layer = None
+        return out
+    kwargs = fov_layer_kwargs(ov, scale, out.fov_name)
+    out.tracks_layer = napari.layers.Tracks(ov.tracks, visible=False, **kwargs["tracks"])
+    out.tracks_layer.track_colors = colors[ov.rows]
+    out.points_layer = napari.layers.Points(ov.points, face_color=colors[ov.rows], visible=False, **kwargs["points"])
+    out.highlight_layer = napari.layers.Points(np.empty((0, ov.points.shape[1])), **kwargs["highlight"])
+    return out
 
 
 def _set_scale(layer, scale) -> None:

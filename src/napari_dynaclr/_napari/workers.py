@@ -24,8 +24,9 @@ import pandas as pd
 from napari_dynaclr.errors import Cancelled, ConfigError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 
-__all__ = ["Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "cluster_job", "inspect_checkpoint",
-           "open_store", "prediction_job", "preview_cells", "reduction_job", "save_to_store", "work_process",
+__all__ = ["Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "cluster_job",
+           "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells", "reduction_job",
+           "save_to_store", "work_process",
            "close_work_process"]
 
 _CHILD: ChildProcess | None = None
@@ -240,6 +241,7 @@ class OpenedStore:
     plate: object | None  # an open napari_dynaclr.core.plate.Plate, owned by the receiver
     tracks_path: Path | None
     plate_error: str | None  # why the plate could not be opened (the cells are shown without images)
+    prepared: object = None  # a session.PreparedTable, for tables the GUI thread shows in steps
 
 
 def open_store(path, plate_path=None, tracks_path=None) -> OpenedStore:
@@ -262,6 +264,47 @@ def open_store(path, plate_path=None, tracks_path=None) -> OpenedStore:
         except DynaclrError as exc:
             error = str(exc)
     return OpenedStore(adata, table, plate, Path(tracks_path) if tracks_path else None, error)
+
+
+def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int = 20_000,
+                   color_column: str | None = None, colormap: str = "viridis",
+                   shown: threading.Event | None = None) -> Iterator:
+    """:func:`open_store`, and for a table of more than *prepare_above* cells also everything the GUI thread
+    would build to show it (:func:`napari_dynaclr._napari.session.prepare_table`: the frame index, colours,
+    the first FOV's overlay and napari layer objects; the first use of napari's Tracks layer also pays its
+    imports and unit registry here).
+
+    A small table is returned at once (the GUI shows it in one go). A large one is yielded as the
+    :class:`OpenedStore` (with ``prepared``; the GUI thread then shows it in steps, an event-loop turn apart);
+    the job then yields ``None`` every 50 ms (so that napari can abort it) until the GUI thread sets *shown*
+    (the store is shown, or the result was stale), and returns the same :class:`OpenedStore`: the job runs
+    as long as the store is being opened."""
+    try:
+        opened = open_store(path, plate_path, tracks_path)
+    except RuntimeError as exc:
+        raise _not_runtime(exc) from exc
+    if len(opened.table) <= prepare_above or shown is None:
+        return opened
+    from napari_dynaclr._napari.session import prepare_table
+
+    try:
+        opened.prepared = prepare_table(opened.table, opened.plate, None, color_column, colormap)
+    except BaseException as exc:
+        if opened.plate is not None:
+            opened.plate.close()
+        if isinstance(exc, RuntimeError):
+            raise _not_runtime(exc) from exc
+        raise
+    yield opened
+    while not shown.wait(0.05):
+        yield None
+    return opened
+
+
+def _not_runtime(exc: RuntimeError) -> Exception:
+    """A RuntimeError raised in a generator worker is taken by napari's worker for a deleted Qt object: the
+    worker then ends without ``errored`` or ``finished``. The same message as another type."""
+    return Exception(f"{type(exc).__name__}: {exc}")
 
 
 def resolve_store_inputs(adata, store_path) -> tuple[Path | None, Path | None]:

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 #: how the dock's messages tell the user to allow a replacement (the CLI says "pass --overwrite")
 OVERWRITE_HINT = "tick 'overwrite' in the DynaCLR dock"
+#: the pause between two steps of showing a large store (see ``open_embeddings``)
+STEP_MS = 1
 NORMALIZATIONS = ("from predict.yml", "fov_statistics", "dataset_statistics", "timepoint_statistics", "none")
 
 
@@ -173,6 +175,8 @@ class DynaCLRWidget(QWidget):
         self._preview_timer.setInterval(300)
         self._preview_timer.timeout.connect(self._on_preview_timer)
         self._plate_worker = None  # reading the plate's layout
+        self._open_worker = None  # opening a store (runs until the store is shown)
+        self._open_token = None  # the latest open; an earlier one's result is discarded
         self._fovs_plate: Path | None = None  # the plate the FOV list describes
         for w in (self.plate, self.tracks, self.fovs, self.channels, self.z_start, self.z_stop, self.patch,
                   self.final_patch):
@@ -642,7 +646,18 @@ class DynaCLRWidget(QWidget):
 
     def open_embeddings(self, path=None, use_fields: bool = True):
         """Load an existing store in a worker, with the plate and tracks of the fields (unless
-        *use_fields* is False) or else those the store records."""
+        *use_fields* is False) or else those the store records; returns the worker, which runs until the
+        store is shown.
+
+        A table of up to :data:`~napari_dynaclr._napari.session.ASYNC_CELLS` cells is shown at once
+        (``set_table``). A larger one never blocks the GUI thread for long: the worker also builds the frame
+        index, colours and the first FOV's napari layers (:func:`~napari_dynaclr._napari.session.prepare_table`),
+        and the GUI thread puts them into the viewer one step per event-loop turn
+        (:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`), each step asked for by the worker
+        once the previous one was taken (:class:`~napari_dynaclr._napari.workers.Pacer`). Only the latest
+        open counts: an earlier one still reading is discarded, one still showing stops at its next step."""
+        from napari_dynaclr._napari.session import ASYNC_CELLS
+
         path = _path(path) or _path(self.store.value)
         if path is None:
             show_error("choose an 'embedding store' first")
@@ -653,23 +668,86 @@ class DynaCLRWidget(QWidget):
         plate, tracks = (_path(self.plate.value), _path(self.tracks.value)) if use_fields else (None, None)
         self.store.value = path
         self.status.value = f"opening {path.name}…"
-        worker = thread_worker(workers.open_store, ignore_errors=True)(path, plate, tracks)
+        s = self.session
+        shown = threading.Event()  # the worker runs until the store is shown (or its result is stale)
+        token = self._open_token = object()  # only the latest open counts
+        worker = thread_worker(workers.open_store_job, ignore_errors=True)(
+            path, plate, tracks, ASYNC_CELLS, s.color_column, s.colormap, shown)
+        steps = []
+        # each step in its own event-loop turn, after the paint the previous one caused: a timer, not a queued
+        # call (Qt delivers posted events, paints included, before it looks at timers and input again)
+        turn = QTimer(self)
+        turn.setSingleShot(True)
+        turn.setInterval(STEP_MS)
 
-        def done(opened: workers.OpenedStore):
+        def current() -> bool:
+            return token is self._open_token and self._alive()
+
+        def use_fields_of(opened: workers.OpenedStore) -> None:
             if opened.plate_error:
                 self._fail(opened.plate_error)  # the cells are shown all the same, without images
             if opened.plate is not None and _path(self.plate.value) is None:  # the store's own plate and tracks
                 self.plate.value = opened.plate.path
                 if opened.tracks_path is not None and _path(self.tracks.value) is None:
                     self.tracks.value = opened.tracks_path
-            self.session.set_table(opened.table, adata=opened.adata, store_path=path, plate=opened.plate,
-                                   tracks_path=opened.tracks_path)
+
+        def shown_now(opened: workers.OpenedStore) -> None:
             self._ensure_embedding_view()
             self.status.value = f"opened {path.name}: {len(opened.table)} cells"
 
+        def step() -> None:
+            """One step of showing a large store, in this event-loop turn; then the next one is scheduled."""
+            if not current() or not steps:
+                shown.set()
+                return
+            try:
+                next(steps[0])
+            except StopIteration:
+                shown.set()
+                if s.table is steps[1].table:  # (else a newer table took over)
+                    shown_now(steps[1])
+                return
+            except Exception as exc:  # a step failed: say so; the next open or FOV switch rebuilds the layers
+                shown.set()
+                self._fail(_message(exc))
+                return
+            turn.start()
+
+        turn.timeout.connect(step)
+
+        def yielded(item) -> None:
+            if not isinstance(item, workers.OpenedStore):
+                return
+            if not current():  # a newer open (or the dock is gone): drop this one
+                shown.set()
+                if item.plate is not None:
+                    item.plate.close()
+                return
+            use_fields_of(item)
+            steps[:] = [s.install(item.prepared, adata=item.adata, store_path=path, plate=item.plate,
+                                  tracks_path=item.tracks_path), item]
+            step()
+
+        def done(opened: workers.OpenedStore) -> None:
+            if opened.prepared is not None:  # shown in steps (or discarded) already
+                return
+            if not current():
+                if opened.plate is not None:
+                    opened.plate.close()
+                return
+            use_fields_of(opened)
+            s.set_table(opened.table, adata=opened.adata, store_path=path, plate=opened.plate,
+                        tracks_path=opened.tracks_path)
+            shown_now(opened)
+
+        def finished() -> None:
+            if token is self._open_token and self.worker is None and self._alive():
+                self._set_running(False)
+
+        worker.yielded.connect(yielded)
         worker.returned.connect(done)
-        worker.errored.connect(lambda exc: self._fail(_message(exc)))
-        worker.finished.connect(lambda: self._set_running(False) if self.worker is None and self._alive() else None)
+        worker.errored.connect(lambda exc: self._fail(_message(exc)) if current() else None)
+        worker.finished.connect(finished)
         self.open_btn.enabled = False
         self.run_btn.enabled = False
         self._open_worker = worker

@@ -18,18 +18,19 @@ ROW = 15  # legend row height, px
 class ColorKey:
     """Legend / colour bar visuals in *box* (a ``ViewBox`` with the default base camera)."""
 
-    def __init__(self, box):
+    def __init__(self, box, fonts=None):
+        """*fonts*: a vispy ``FontManager`` to share the glyphs with the plot's other texts."""
         self.box = box
         self.key: dict | None = None
-        self.title = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=7, bold=True,
+        self.title = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=7, bold=True, font_manager=fonts,
                                         anchor_x="left", anchor_y="bottom", pos=(4, 14))
         self.swatches = scene.visuals.Markers(parent=box.scene, scaling="fixed")
-        self.labels = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6,
+        self.labels = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6, font_manager=fonts,
                                          anchor_x="left", anchor_y="center")
         self.bar = scene.visuals.Image(np.zeros((2, 1, 4), np.float32), parent=box.scene, clim=(0, 1),
                                        interpolation="nearest")
         self.bar.transform = STTransform()
-        self.ticks = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6,
+        self.ticks = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6, font_manager=fonts,
                                         anchor_x="left", anchor_y="center")
         for v in (self.swatches, self.labels, self.bar, self.ticks):
             v.visible = False

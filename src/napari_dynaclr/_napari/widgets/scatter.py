@@ -25,6 +25,7 @@ import numpy as np
 from psygnal import Signal
 from vispy import app as vispy_app
 from vispy import scene
+from vispy.visuals.text.text import FontManager
 from vispy.visuals.transforms import STTransform
 
 from napari_dynaclr._napari import plotting
@@ -77,7 +78,10 @@ class ScatterCanvas:
         self.view.camera = scene.PanZoomCamera(aspect=None)
         self.key_box = grid.add_view(row=0, col=2, row_span=2)
         self.key_box.width_max = self.key_box.width_min = 96
-        self.key = ColorKey(self.key_box)
+        # one glyph cache for the plot's own texts (each vispy Text otherwise renders its own copy of every glyph,
+        # ≈ 6 ms each under software OpenGL, plus 9 for the font's metrics)
+        self.fonts = FontManager()
+        self.key = ColorKey(self.key_box, fonts=self.fonts)
         self.x_axis.link_view(self.view)
         self.y_axis.link_view(self.view)
 
@@ -99,7 +103,7 @@ class ScatterCanvas:
         for v in (self.raster, self.sel_raster, self.sel_outer, self.sel_inner, self.now, self.trajectory,
                   self.cursor, self.highlight, self.lasso_line):
             v.visible = False
-        self.hover_label = scene.visuals.Text("", parent=self.view, color="white", font_size=7,
+        self.hover_label = scene.visuals.Text("", parent=self.view, color="white", font_size=7, font_manager=self.fonts,
                                               anchor_x="left", anchor_y="bottom", pos=(6, 14))
         self.hover_label.order = 10
 
@@ -132,6 +136,23 @@ class ScatterCanvas:
         self.view.scene.transform.changed.connect(self._on_camera)
         self.view.events.resize.connect(self._on_camera)
         self.key_box.events.resize.connect(lambda e: self.key.relayout())
+        # The canvas's first paint would render every glyph of the axes and the key and build every shader at
+        # once (≈ 1 s in one paint under software OpenGL): the plot area is drawn first, then these, one more
+        # per paint (an event-loop turn apart), each paying only its own first draw.
+        self._first_draws = [self.y_axis, self.x_axis, self.key_box]
+        for node in self._first_draws:
+            node.visible = False
+        self._reveal_timer = vispy_app.Timer(interval=0.001, connect=self._reveal_next, iterations=1, start=False)
+        ev.draw.connect(self._on_drawn)
+
+    def _on_drawn(self, event=None) -> None:
+        if self._first_draws and not self._reveal_timer.running:
+            self._reveal_timer.start()
+
+    def _reveal_next(self, event=None) -> None:
+        """Show the next part held back from the first paint (the canvas then paints again)."""
+        if self._first_draws:
+            self._first_draws.pop(0).visible = True
 
     def _markers(self, order: int):
         m = scene.visuals.Markers(parent=self.view.scene, scaling="fixed", antialias=0.5)
