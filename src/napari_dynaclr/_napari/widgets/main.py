@@ -653,8 +653,8 @@ class DynaCLRWidget(QWidget):
         (``set_table``). A larger one never blocks the GUI thread for long: the worker also builds the frame
         index, colours and the first FOV's napari layers (:func:`~napari_dynaclr._napari.session.prepare_table`),
         and the GUI thread puts them into the viewer one step per event-loop turn
-        (:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`), each step asked for by the worker
-        once the previous one was taken (:class:`~napari_dynaclr._napari.workers.Pacer`). Only the latest
+        (:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`), each step started by a single-shot
+        timer once the previous one (and the paint it caused) is done. Only the latest
         open counts: an earlier one still reading is discarded, one still showing stops at its next step."""
         from napari_dynaclr._napari.session import ASYNC_CELLS
 
