@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -183,7 +184,13 @@ def openvino_available() -> bool:
 class OpenVinoEncoder:
     """The encoder converted to OpenVINO (from the PyTorch module directly, no ONNX file) and compiled for
     the CPU at float32 (``INFERENCE_PRECISION_HINT f32``: OpenVINO would otherwise pick bf16 on CPUs with
-    bf16 instructions), with a dynamic batch dimension. Called like the model: ``(features, projections)``."""
+    bf16 instructions), with a dynamic batch dimension. Called like the model: ``(features, projections)``.
+
+    Throughput mode: one stream per thread, each running its share of the batch single-threaded (an
+    ``AsyncInferQueue``), instead of every thread working on the whole batch together. The cells' results
+    are the same bits either way (checked: max |Δ| 0 on the 2-D and 3-D benchmark encoders); it needs
+    5–10 % less CPU per cell, and threads that never wait for each other do not stall when another process
+    takes a core (on the loaded 2-core machine: 23–25 against 11–16 cells/s, 2-D encoder)."""
 
     def __init__(self, model, example: torch.Tensor, threads: int | None = None):
         import openvino as ov
@@ -194,16 +201,28 @@ class OpenVinoEncoder:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             converted = ov.convert_model(model, example_input=torch.zeros([1, *shape]),
                                          input=[ov.PartialShape([-1, *shape])])
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+        threads = max(1, int(threads or torch.get_num_threads()))
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": threads,
+                  "INFERENCE_NUM_THREADS": threads}
         self.compiled = ov.Core().compile_model(converted, "CPU", config)
+        self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))
+        self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
+        self.queue.set_callback(self._collect)
+        self._parts: dict[int, list] = {}
         self.config = model.config
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        import numpy as np
+    def _collect(self, request, index: int) -> None:
+        self._parts[index] = [np.array(t.data, dtype=np.float32, copy=True) for t in request.output_tensors]
 
-        out = self.compiled([np.ascontiguousarray(x.numpy(), dtype=np.float32)]).to_tuple()
-        return tuple(torch.from_numpy(np.array(o, dtype=np.float32, copy=True)) for o in out)
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        arr = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        parts = np.array_split(arr, min(self.streams, len(arr))) if len(arr) else [arr]
+        self._parts = {}
+        for i, part in enumerate(parts):
+            self.queue.start_async([part], i)
+        self.queue.wait_all()
+        return tuple(torch.from_numpy(np.concatenate([self._parts[i][k] for i in range(len(parts))]))
+                     for k in range(2))
 
 
 def choose_backend(model, device: str, precision: str, cpu_backend: str = "auto",
