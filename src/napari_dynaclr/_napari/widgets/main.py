@@ -633,9 +633,6 @@ class DynaCLRWidget(QWidget):
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
-        self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
-        self._inspect_worker = None
-        self._inspect_cancel: threading.Event | None = None
         self.worker = None
         self.cancel_event = None
         err = self.last_error
