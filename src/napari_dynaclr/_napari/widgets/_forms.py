@@ -1,6 +1,8 @@
-"""Small layout pieces the docks share: forms that fit a narrow dock, wrapping status lines."""
+"""Small pieces the docks share: forms that fit a narrow dock, wrapping status lines, file fields read as paths."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from magicgui.widgets import FileEdit, Label
 from qtpy.QtCore import Qt
@@ -25,6 +27,14 @@ class Message(Label):
     def value(self, text) -> None:
         Label.value.fset(self, text)
         self.native.setToolTip(str(text))
+
+
+def field_path(value) -> Path | None:
+    """A file field's value as a path; None when it is empty (magicgui shows an empty one as ".")."""
+    if value is None:
+        return None
+    s = str(value)
+    return None if s in ("", ".") else Path(s)
 
 
 def keep_button_text(*edits: FileEdit) -> None:

@@ -1,0 +1,190 @@
+"""The Predict tab's checks of its inputs, each in a worker, each shown beside its field; only the latest
+check of each kind counts.
+
+- the checkpoint: its (inferred) config and whether all keys match, once the typing of its path pauses;
+- the plate: its layout, then its FOVs listed, selected as the predict.yml selects them (all without one);
+- the cells: the run planned without a model (:func:`napari_dynaclr._napari.workers.preview_cells`), how many
+  cells it will predict (or what is wrong with the inputs), and the first FOV shown with those cells. The run
+  then fills these layers instead of building new ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from napari.qt.threading import thread_worker
+from qtpy.QtCore import QTimer
+
+from napari_dynaclr._napari import workers
+from napari_dynaclr._napari.widgets._forms import alive, field_path
+from napari_dynaclr._napari.widgets._wording import error_message
+from napari_dynaclr._napari.widgets.predict_form import yml_selection
+from napari_dynaclr.errors import Cancelled, DynaclrError
+
+
+def _debounce(parent, slot, ms: int) -> QTimer:
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(ms)
+    timer.timeout.connect(lambda: slot())
+    return timer
+
+
+class InputChecks:
+    """The checks of the Predict fields of *dock* (the DynaCLR dock; see the module); connects itself to the
+    fields."""
+
+    def __init__(self, dock):
+        self.dock = dock
+        self.fovs_plate: Path | None = None  # the plate the FOV list describes
+        self.plate_worker = None  # reading the plate's layout
+        self._inspect_worker = None
+        self._inspect_cancel: threading.Event | None = None
+        self._preview_token = None
+        # typing a path checks it once the typing pauses; only the latest check's result is shown
+        self.ckpt_timer = _debounce(dock, self.inspect_checkpoint, 400)
+        self.plate_timer = _debounce(dock, self.read_plate, 400)
+        self.preview_timer = _debounce(dock, self._on_preview_timer, 300)  # the inputs change in bursts
+        dock.ckpt.changed.connect(lambda _: self.ckpt_timer.start())
+        dock.plate.changed.connect(lambda _: self.plate_timer.start())
+        for w in (dock.plate, dock.tracks, dock.fovs, dock.channels, dock.z_start, dock.z_stop, dock.patch,
+                  dock.final_patch):
+            w.changed.connect(lambda _: self.preview_timer.start())
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def inspect_checkpoint(self):
+        """Check the checkpoint in a worker: show the (inferred) config and whether all keys match."""
+        d = self.dock
+        path = field_path(d.ckpt.value)
+        if path is None:
+            return None
+        d.ckpt_info.value = "checking…"
+        encoder = d.yml_config.encoder if d.yml_config is not None else None
+        if self._inspect_cancel is not None:  # only the latest check counts
+            workers.cancel_job(self._inspect_cancel)
+        cancel = self._inspect_cancel = threading.Event()
+        worker = thread_worker(workers.inspect_checkpoint, ignore_errors=True)(path, encoder, cancel)
+
+        def done(text):
+            if worker is self._inspect_worker and alive(d):
+                d.ckpt_info.value = f"✓ {text}"
+
+        def failed(exc):
+            if worker is self._inspect_worker and alive(d) and not isinstance(exc, Cancelled):
+                d.ckpt_info.value = f"✗ {error_message(exc)}"
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self._inspect_worker = worker
+        d.jobs.start(worker, cancel)
+        return worker
+
+    def inspect_checkpoint_now(self):
+        """Check the checkpoint without waiting for the typing to pause."""
+        self.ckpt_timer.stop()
+        return self.inspect_checkpoint()
+
+    # ------------------------------------------------------------------ plate
+
+    def read_plate(self):
+        """Read the plate's layout in a worker (a large plate on a network drive takes seconds), then list
+        its FOVs, selected as the predict.yml selects them (all without one). Returns the worker."""
+        from napari_dynaclr.core.plate import plate_info
+
+        d = self.dock
+        path = field_path(d.plate.value)
+        self.fovs_plate = None  # the FOV list does not describe the chosen plate (yet)
+        if path is None:
+            self.plate_worker = None
+            return None
+        d.plate_info.value = "reading the plate…"
+        worker = thread_worker(plate_info, ignore_errors=True)(path, *yml_selection(d.yml_config, path))
+
+        def done(info):
+            if worker is not self.plate_worker or not alive(d):
+                return
+            self.plate_worker = None
+            t, _, z, y, x = info["shape"]
+            d.plate_info.value = (f"{len(info['fovs'])} FOVs in {len(info['wells'])} wells; channels: "
+                                  f"{', '.join(info['channels'])}; TZYX {t}×{z}×{y}×{x} {info['dtype']}")
+            d.fovs.choices = info["fovs"]
+            d.fovs.value = info["selected"]
+            self.fovs_plate = path
+            d.z_stop.max = max(z, 1)
+            if not d.channels.value:
+                d.channels.value = ", ".join(info["channels"])
+            self.preview_timer.start()
+
+        def failed(exc):
+            if worker is not self.plate_worker or not alive(d):
+                return
+            self.plate_worker = None
+            d.plate_info.value = f"✗ {error_message(exc)}"
+            d.fovs.choices = []
+            self.preview_timer.start()
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self.plate_worker = worker
+        d.jobs.start(worker)
+        return worker
+
+    def read_plate_now(self):
+        """Read the plate without waiting for the typing to pause."""
+        self.plate_timer.stop()
+        return self.read_plate()
+
+    # ------------------------------------------------------------------ cells
+
+    def _on_preview_timer(self) -> None:
+        # otherwise the plate's layout restarts the timer when it arrives
+        if self.plate_worker is None and not self.plate_timer.isActive():
+            self.preview_cells()
+
+    def preview_cells(self):
+        """Plan the run in a worker (no model): report how many cells it will predict, or what is wrong
+        with the inputs, and show them. Only while the viewer holds no embeddings (nothing or a preview);
+        returns the worker (or None)."""
+        d = self.dock
+        self.preview_timer.stop()
+        if d.worker is not None or d.is_boc:  # a run shows its own cells; a BoC yml has no plate fields
+            return None
+        if d.session.table is not None and not d.session.is_preview:
+            # embeddings are shown (and the embedding view may be computing on them): leave them alone
+            d.cells_info.value = ""
+            return None
+        if field_path(d.plate.value) is None or field_path(d.tracks.value) is None:
+            d.cells_info.value = ""
+            return None
+        try:
+            cfg = d.build_config(require_output=False)
+        except DynaclrError as exc:
+            d.cells_info.value = f"✗ {exc}"
+            return None
+        token = self._preview_token = object()  # only the latest preview counts
+        worker = thread_worker(workers.preview_cells, ignore_errors=True)(cfg, keep_plate=True)
+
+        def done(result):
+            table, plate = result
+            if token is not self._preview_token or not alive(d):
+                plate.close()
+                return
+            n_fovs = table["fov_name"].nunique()
+            d.cells_info.value = f"{len(table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
+            s = d.session
+            if d.worker is not None or not (s.table is None or s.is_preview):  # (the user moved on)
+                plate.close()
+                return
+            s.set_table(table, plate=plate, tracks_path=cfg.tracks_path, fov_name=s.fov_name, preview=True)
+
+        def failed(exc):
+            if token is self._preview_token and alive(d):
+                d.cells_info.value = f"✗ {error_message(exc)}"
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        d.cells_info.value = "finding the cells…"
+        d.jobs.start(worker)
+        return worker

@@ -1,0 +1,124 @@
+"""Opening an embedding store for the DynaCLR dock: read in a worker, shown in the session without blocking
+the GUI thread for long.
+
+A table of up to :data:`~napari_dynaclr._napari.session.ASYNC_CELLS` cells is shown at once (``set_table``).
+A larger one never blocks the GUI thread for long: the worker also builds the frame index, colours and the
+first FOV's napari layers (:func:`~napari_dynaclr._napari.session.prepare_table`), and the GUI thread puts
+them into the viewer one step per event-loop turn
+(:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`), each step started by a single-shot timer
+once the previous one (and the paint it caused) is done. Only the latest open counts: an earlier one still
+reading is discarded, one still showing stops at its next step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from napari.qt.threading import thread_worker
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QWidget
+
+from napari_dynaclr._napari import workers
+from napari_dynaclr._napari.session import ExplorerSession
+from napari_dynaclr._napari.widgets._forms import alive
+from napari_dynaclr._napari.widgets._jobs import DockJobs
+
+#: the pause between two steps of showing a large store
+STEP_MS = 1
+
+
+class StoreOpener:
+    """Opens stores for *owner* (the dock): *opened* gets each store read for the latest open (before it is
+    shown), *shown* the path and store once it is shown, *failed* the error of the latest open, *finished*
+    is called when the latest open's worker is done."""
+
+    def __init__(self, owner: QWidget, session: ExplorerSession, jobs: DockJobs, *,
+                 opened: Callable[[workers.OpenedStore], None],
+                 shown: Callable[[Path, workers.OpenedStore], None],
+                 failed: Callable[[BaseException], None],
+                 finished: Callable[[], None]):
+        self.owner = owner
+        self.session = session
+        self.jobs = jobs
+        self._opened, self._shown, self._failed, self._finished = opened, shown, failed, finished
+        self.worker = None  # the latest open (runs until the store is shown)
+        self._token = None  # the latest open; an earlier one's result is discarded
+
+    def open(self, path: Path, plate: Path | None, tracks: Path | None):
+        """Read the store at *path* (with *plate* and *tracks*, or else those it records) in a worker and
+        show it; returns the worker, which runs until the store is shown."""
+        from napari_dynaclr._napari.session import ASYNC_CELLS  # (read now: the tests lower it)
+
+        s = self.session
+        shown = threading.Event()  # the worker runs until the store is shown (or its result is stale)
+        token = self._token = object()  # only the latest open counts
+        worker = thread_worker(workers.open_store_job, ignore_errors=True)(
+            path, plate, tracks, ASYNC_CELLS, s.color_column, s.colormap, shown)
+        steps = []
+        # each step in its own event-loop turn, after the paint the previous one caused: a timer, not a queued
+        # call (Qt delivers posted events, paints included, before it looks at timers and input again)
+        turn = QTimer(self.owner)
+        turn.setSingleShot(True)
+        turn.setInterval(STEP_MS)
+
+        def current() -> bool:
+            return token is self._token and alive(self.owner)
+
+        def step() -> None:
+            """One step of showing a large store, in this event-loop turn; then the next one is scheduled."""
+            if not current() or not steps:
+                shown.set()
+                return
+            try:
+                next(steps[0])
+            except StopIteration:
+                shown.set()
+                if s.table is steps[1].table:  # (else a newer table took over)
+                    self._shown(path, steps[1])
+                return
+            except Exception as exc:  # a step failed: say so; the next open or FOV switch rebuilds the layers
+                shown.set()
+                self._failed(exc)
+                return
+            turn.start()
+
+        turn.timeout.connect(step)
+
+        def yielded(item) -> None:
+            if not isinstance(item, workers.OpenedStore):
+                return
+            if not current():  # a newer open (or the dock is gone): drop this one
+                shown.set()
+                if item.plate is not None:
+                    item.plate.close()
+                return
+            self._opened(item)
+            steps[:] = [s.install(item.prepared, adata=item.adata, store_path=path, plate=item.plate,
+                                  tracks_path=item.tracks_path), item]
+            step()
+
+        def done(opened: workers.OpenedStore) -> None:
+            if opened.prepared is not None:  # shown in steps (or discarded) already
+                return
+            if not current():
+                if opened.plate is not None:
+                    opened.plate.close()
+                return
+            self._opened(opened)
+            s.set_table(opened.table, adata=opened.adata, store_path=path, plate=opened.plate,
+                        tracks_path=opened.tracks_path)
+            self._shown(path, opened)
+
+        def finished() -> None:
+            if current():
+                self._finished()
+
+        worker.yielded.connect(yielded)
+        worker.returned.connect(done)
+        worker.errored.connect(lambda exc: self._failed(exc) if current() else None)
+        worker.finished.connect(finished)
+        self.worker = worker
+        self.jobs.start(worker)
+        return worker

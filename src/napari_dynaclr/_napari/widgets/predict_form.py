@@ -1,0 +1,160 @@
+"""The Predict tab's form in the DynaCLR dock: its layout, filled from a VisCy predict.yml, and read into the
+run's config. *dock* is the DynaCLR dock, whose fields these functions lay out, fill and read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from napari_dynaclr._napari.widgets._forms import field_path, form, scrolling, section
+from napari_dynaclr.errors import DynaclrError
+
+NORMALIZATIONS = ("from predict.yml", "fov_statistics", "dataset_statistics", "timepoint_statistics", "none")
+
+
+def page(dock) -> tuple[QScrollArea, QCollapsible]:
+    """Inputs, the advanced settings (collapsed), the output and opening a store: scrolls vertically
+    only, and fits any dock width from 320 px. Returns the page and its advanced settings."""
+    d = dock
+    inputs = form([
+        ("VisCy predict.yml", d.predict_yml), d.load_yml_btn,
+        ("checkpoint", d.ckpt), d.ckpt_info,
+        ("plate (HCS zarr)", d.plate), d.plate_info,
+        ("FOVs to predict", d.fovs),
+        ("tracks folder", d.tracks), d.cells_info,
+    ])
+    advanced = QCollapsible("Advanced settings")
+    advanced.addWidget(form([
+        ("source channels", d.channels), ("z start", d.z_start), ("z stop (excl.)", d.z_stop),
+        ("patch (initial YX)", d.patch), ("patch (final YX)", d.final_patch),
+        ("batch size", d.batch_size), ("device", d.device), ("normalisation", d.normalization),
+        d.umap, d.pca, d.allow_nonfinite,
+    ]))
+    output = form([("output store", d.output), d.overwrite])
+    opened = form([("embedding store", d.store), d.open_btn, ("show FOV", d.show_fov)])
+    page = QWidget()
+    lay = QVBoxLayout(page)
+    lay.setContentsMargins(2, 2, 2, 2)
+    lay.addWidget(section("Inputs", inputs))
+    lay.addWidget(advanced)
+    lay.addWidget(section("Output", output))
+    lay.addWidget(section("Open a store", opened))
+    lay.addStretch(1)
+    return scrolling(page), advanced
+
+
+def is_boc(cfg) -> bool:
+    """Whether *cfg* (a loaded predict.yml) is a Bag-of-Channels one (MultiExperimentDataModule)."""
+    from napari_dynaclr.core.boc import BocConfig
+
+    return isinstance(cfg, BocConfig)
+
+
+def yml_selection(cfg, plate: Path | None) -> tuple[list[str] | None, list[str] | None]:
+    """The ``fit_include_wells`` / ``fit_exclude_fovs`` of *cfg* (a loaded predict.yml) when it names *plate*."""
+    if cfg is None or is_boc(cfg) or plate is None or Path(cfg.data_path) != plate:
+        return None, None
+    return cfg.include_wells, cfg.exclude_fovs
+
+
+# ---------------------------------------------------------------------- from a predict.yml
+
+
+def fill_from_yml(dock, cfg) -> None:
+    """Fill every field from *cfg*, a loaded predict.yml (its normalisations are kept as they are); reads the
+    plate and checks the checkpoint at once."""
+    d = dock
+    boc = is_boc(cfg)
+    for w in (d.plate, d.fovs, d.tracks, d.channels, d.z_start, d.z_stop, d.patch, d.final_patch,
+              d.normalization):
+        w.enabled = not boc  # the classic data fields apply to TripletDataModule configs only
+    if boc:
+        source = cfg.cell_index_path or cfg.collection_path or cfg.data_path
+        d.plate_info.value = (f"Bag-of-Channels predict.yml: samples from {Path(str(source)).name} (one per cell, "
+                              "timepoint and channel; z window from focus, pixel-size rescaling, VisCy's "
+                              "normalisation); the plate, tracks and patch fields are not used")
+        d.cells_info.value = ""
+    else:
+        d.normalization.choices = NORMALIZATIONS
+        d.normalization.value = "from predict.yml"
+        d.plate.value = cfg.data_path
+        d.checks.read_plate_now()  # (selected as this predict.yml selects its FOVs)
+        d.tracks.value = cfg.tracks_path
+        d.channels.value = ", ".join(cfg.source_channel)
+        d.z_stop.value = cfg.z_range[1]
+        d.z_start.value = cfg.z_range[0]
+        d.patch.value = cfg.initial_yx_patch_size[0]
+        d.final_patch.value = cfg.patch_size[0]
+    d.batch_size.value = cfg.batch_size
+    d.device.value = cfg.accelerator if cfg.accelerator in d.device.choices else "auto"
+    d.umap.value = cfg.umap_kwargs is not None
+    d.pca.value = cfg.pca_kwargs is not None
+    if cfg.output_path is not None:
+        d.output.value = cfg.output_path
+        d.overwrite.value = cfg.overwrite
+    d.allow_nonfinite.value = cfg.allow_nonfinite
+    if cfg.ckpt_path is not None:
+        d.ckpt.value = cfg.ckpt_path
+        d.checks.inspect_checkpoint_now()
+
+
+# ---------------------------------------------------------------------- to the run's config
+
+
+def read_config(dock, require_output: bool = True):
+    """The run's config from the fields (on top of a loaded predict.yml), always on one device: a
+    :class:`~napari_dynaclr.core.config.PredictConfig`, or for a Bag-of-Channels predict.yml its
+    :class:`~napari_dynaclr.core.boc.BocConfig` with the dock's run settings."""
+    from napari_dynaclr.core.config import PredictConfig, default_normalizations
+
+    d, base = dock, dock.yml_config
+    run = _run_fields(d, require_output)
+    if is_boc(base):  # its samples come from its cell index / collection
+        return base.with_overrides(**run)
+    channels = [c.strip() for c in d.channels.value.split(",") if c.strip()]
+    plate, tracks = field_path(d.plate.value), field_path(d.tracks.value)
+    if plate is None or tracks is None:
+        raise DynaclrError("choose a plate and a tracks folder")
+    if plate == d.checks.fovs_plate:  # the FOV list shows this plate: it is the selection
+        all_fovs, chosen = list(d.fovs.choices), list(d.fovs.value or [])
+        if not chosen:
+            raise DynaclrError("select at least one FOV to predict")
+        include_wells, exclude = None, [f for f in all_fovs if f not in chosen] or None
+    else:  # the plate is still being read: the predict.yml's selection (or every FOV)
+        include_wells, exclude = yml_selection(base, plate)
+    norm = d.normalization.value
+    if norm == "from predict.yml" and base is not None:
+        normalizations = base.normalizations
+    elif norm in ("none", "from predict.yml"):
+        normalizations = [] if norm == "none" else default_normalizations(channels)
+    else:
+        normalizations = default_normalizations(channels, norm)
+    z_range, patch, final = (d.z_start.value, d.z_stop.value), d.patch.value, d.final_patch.value
+    if base is None:
+        base = PredictConfig.plain(plate, tracks, channels, z_range, patch)
+    return base.with_overrides(
+        data_path=plate, tracks_path=tracks, source_channel=channels, z_range=z_range,
+        initial_yx_patch_size=(patch, patch), final_yx_patch_size=(final, final),
+        normalizations=normalizations, exclude_fovs=exclude, include_wells=include_wells, **run,
+    )
+
+
+def _run_fields(dock, require_output: bool) -> dict:
+    """How to run, whatever the data: checkpoint, output, batch size, device (one), reductions."""
+    from napari_dynaclr.core.reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
+
+    d, base = dock, dock.yml_config
+    output = field_path(d.output.value)
+    if output is None and require_output:
+        raise DynaclrError("choose an output store path")
+    umap_kwargs = pca_kwargs = None
+    if d.umap.value:
+        umap_kwargs = base.umap_kwargs if base is not None and base.umap_kwargs else dict(DEFAULT_UMAP_KWARGS)
+    if d.pca.value:
+        pca_kwargs = base.pca_kwargs if base is not None and base.pca_kwargs else dict(DEFAULT_PCA_KWARGS)
+    return {"batch_size": d.batch_size.value, "ckpt_path": field_path(d.ckpt.value), "output_path": output,
+            "overwrite": d.overwrite.value, "allow_nonfinite": d.allow_nonfinite.value,
+            "accelerator": d.device.value, "devices": 1, "num_nodes": 1, "strategy": "auto",
+            "umap_kwargs": umap_kwargs, "pca_kwargs": pca_kwargs}
