@@ -408,3 +408,28 @@ def test_large_selection_raster_in_markers_mode_follows_the_camera(canvas, qtbot
     r = canvas.view.camera.rect
     ys = r.bottom + (np.arange(len(rows_y)) + 0.5) * (r.top - r.bottom) / len(rows_y)
     assert rows_y.any() and not rows_y[ys < -3.5 - 0.05].any()  # re-binned for the zoomed range
+
+
+def test_density_helpers_match_a_reference():
+    """Bins and the raster against a per-point reference: NaN and out-of-range points are outside, the
+    upper edges are exclusive, and each bin's colour is the mean of its points'."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(-1.5, 11.5, size=(5000, 2)).astype(np.float32)
+    xy[::97] = np.nan
+    xy[1::89, 0] = np.inf
+    xy[:3] = [[0.0, 0.0], [10.0, 5.0], [5.0, 10.0]]  # the lower edge is inside, the upper edges are not
+    colors = rng.uniform(size=(len(xy), 4)).astype(np.float32)
+    shape = (7, 9)
+    bins = plotting.density_bins(xy, (0.0, 10.0), (0.0, 10.0), shape)
+    ref = np.full(len(xy), -1)
+    for i, (x, y) in enumerate(xy.astype(np.float64)):
+        if 0 <= x < 10 and 0 <= y < 10:
+            ref[i] = int(y * shape[0] / 10) * shape[1] + int(x * shape[1] / 10)
+    np.testing.assert_array_equal(bins, ref)
+    assert bins[0] == 0 and bins[1] == -1 and bins[2] == -1
+    img = plotting.density_image(bins, shape, colors)
+    for k in np.unique(ref[ref >= 0]):
+        np.testing.assert_allclose(img.reshape(-1, 4)[k, :3], colors[ref == k, :3].mean(axis=0), rtol=1e-5)
+    counts = np.bincount(ref[ref >= 0], minlength=shape[0] * shape[1])
+    assert np.all((img.reshape(-1, 4)[:, 3] > 0) == (counts > 0))
+    np.testing.assert_array_equal(plotting.density_counts(bins, shape).ravel(), counts)
