@@ -42,8 +42,8 @@ DENSITY_THRESHOLD = 100_000
 #: larger selections are drawn as a raster outline instead of markers
 SELECTION_MARKER_CAP = 50_000
 DENSITY_MODES = ("auto", "on", "off")
-#: glyphs rendered per event-loop turn while the plot first shows (≈ 6 ms each under software OpenGL)
-GLYPHS_PER_TURN = 5
+#: glyphs rendered per event-loop turn while the plot first shows (≈ 6–12 ms each on the CPU)
+GLYPHS_PER_TURN = 3
 
 
 class ScatterCanvas:
