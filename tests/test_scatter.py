@@ -43,9 +43,14 @@ def _table(n: int, seed: int = 0) -> pd.DataFrame:
     return table
 
 
-def _tick_values(axis_widget) -> np.ndarray:
-    labels = axis_widget.axis.ticker.get_update()[1]
-    return np.array([float(t.replace("−", "-")) for t in labels if t.strip()])
+def _tick_values(axis) -> np.ndarray:
+    """The numbers the axis's tick labels show (what a reader reads)."""
+    return np.array([float(t.replace("−", "-")) for t in axis.tick_labels if t.strip()])
+
+
+def _shown(qtbot, canvas, timeout: int = 5000) -> None:
+    """Wait until the staged first paint has shown the axes and the key."""
+    qtbot.waitUntil(lambda: not canvas._first_draws, timeout=timeout)
 
 
 def test_axes_ticks_and_labels_follow_the_data(canvas, qtbot):
@@ -53,10 +58,10 @@ def test_axes_ticks_and_labels_follow_the_data(canvas, qtbot):
     canvas.set_points(xy, np.ones((len(xy), 4), np.float32))
     canvas.set_labels("UMAP_0", "UMAP_1")
     _flush(qtbot)
-    assert canvas.x_axis.axis.axis_label == "UMAP_0" and canvas.y_axis.axis.axis_label == "UMAP_1"
+    assert canvas.x_axis.label == "UMAP_0" and canvas.y_axis.label == "UMAP_1"
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     for k, ax in enumerate((canvas.x_axis, canvas.y_axis)):
-        d0, d1 = sorted(ax.axis.domain)
+        d0, d1 = sorted(ax.domain)
         r = canvas.view.camera.rect
         v0, v1 = (r.left, r.right) if k == 0 else (r.bottom, r.top)
         px = canvas.pixel_size()[k]
@@ -65,14 +70,76 @@ def test_axes_ticks_and_labels_follow_the_data(canvas, qtbot):
         assert lo[k] - 0.12 * span < d0 < lo[k] and hi[k] < d1 < hi[k] + 0.12 * span  # which shows the data
         ticks = _tick_values(ax)
         assert len(ticks) >= 3 and ticks.min() >= d0 - 1e-6 and ticks.max() <= d1 + 1e-6
+        np.testing.assert_allclose(ticks, ax.tick_values)
     # the ticks follow the camera: zoom into x ∈ [140, 150]
     canvas.view.camera.set_range(x=(140, 150), y=(-4, -2), margin=0)
     _flush(qtbot)
     r, px = canvas.view.camera.rect, canvas.pixel_size()[0]
     assert 139 < r.left < 140 and 150 < r.right < 151
-    assert sorted(canvas.x_axis.axis.domain) == pytest.approx([r.left, r.right], abs=px)
+    assert sorted(canvas.x_axis.domain) == pytest.approx([r.left, r.right], abs=px)
     ticks = _tick_values(canvas.x_axis)
     assert ticks.min() >= 140 - px and ticks.max() <= 150 + px and len(ticks) >= 3
+
+
+def test_axes_are_drawn_with_ticks_that_follow_a_zoom(canvas, qtbot):
+    """The staged first paint ends with the axes shown: spine and ticks, readable numbers, the column names;
+    a zoom changes the numbers (and the drawn tick marks), a resize keeps them in the axis."""
+    xy = _cloud(2000)
+    canvas.set_points(xy, np.ones((len(xy), 4), np.float32))
+    canvas.set_labels("PHATE_0", "PHATE_1")
+    _shown(qtbot, canvas)
+    for ax, name in ((canvas.x_axis, "PHATE_0"), (canvas.y_axis, "PHATE_1")):
+        assert ax.visible and all(part.visible for part in ax.parts)
+        assert ax.title.text == name
+        labels = ax.tick_labels
+        assert len(labels) >= 3 and len(labels) == len(ax.tick_values)
+        assert all(len(t) <= 6 for t in labels)  # short numbers: no float noise ("0.30000000000000004")
+        pos = np.asarray(ax.tick_text.pos)[:, :2]
+        w, h = ax.size
+        along = pos[:, 1] if ax is canvas.y_axis else pos[:, 0]
+        assert np.all((along >= -1) & (along <= (h if ax is canvas.y_axis else w) + 1))  # inside the axis
+        assert len(ax.lines.pos) >= 2 * (1 + len(labels))  # the spine and a mark per labelled tick
+    before = (list(canvas.x_axis.tick_labels), list(canvas.y_axis.tick_labels))
+    marks = np.array(canvas.x_axis.lines.pos)
+    canvas.view.camera.set_range(x=(150.0, 150.5), y=(-3.0, -2.99), margin=0)
+    _flush(qtbot)
+    x_after, y_after = _tick_values(canvas.x_axis), _tick_values(canvas.y_axis)
+    assert list(canvas.x_axis.tick_labels) != before[0] and list(canvas.y_axis.tick_labels) != before[1]
+    r = canvas.view.camera.rect  # the range asked for and a little margin
+    assert 149.7 < r.left <= 150 and 150.5 <= r.right < 150.8 and -3.2 < r.bottom <= -3 and -2.99 <= r.top < -2.8
+    assert 3 <= len(x_after) and x_after.min() >= r.left and x_after.max() <= r.right
+    assert 3 <= len(y_after) and y_after.min() >= r.bottom and y_after.max() <= r.top
+    assert all(len(t) <= 7 for t in canvas.y_axis.tick_labels)  # "-2.998": the step's decimals, no more
+    after = np.asarray(canvas.x_axis.lines.pos)
+    assert after.shape != marks.shape or not np.allclose(after, marks)  # the tick marks moved too
+    # the labels follow the chosen columns
+    canvas.set_labels("UMAP_1", "UMAP_0")
+    assert (canvas.x_axis.label, canvas.y_axis.label) == ("UMAP_1", "UMAP_0")
+    # a resize keeps the tick labels inside the (new) axis length
+    canvas.native.resize(800, 600)
+    qtbot.waitUntil(lambda: canvas.x_axis.size[0] > 560, timeout=3000)
+    _flush(qtbot)
+    xs = np.asarray(canvas.x_axis.tick_text.pos)[:, 0]
+    assert xs.max() <= canvas.x_axis.size[0] + 1 and len(xs) >= 3
+
+
+def test_tick_helpers_give_nice_numbers():
+    major, minor, step = plotting.ticks(89.3, 210.7, 6)
+    assert step == 20 and list(major) == [100, 120, 140, 160, 180, 200]
+    assert len(minor) and not np.isin(np.round(minor, 9), np.round(major, 9)).any()
+    assert plotting.tick_labels(major, step) == ["100", "120", "140", "160", "180", "200"]
+    major, _, step = plotting.ticks(0.0, 1.0, 5)
+    assert step == 0.25 and plotting.tick_labels(major, step) == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    major, _, step = plotting.ticks(-0.31, 0.3, 7)
+    assert plotting.tick_labels(major, step) == ["-0.3", "-0.2", "-0.1", "0.0", "0.1", "0.2", "0.3"]  # no "-0.0"
+    major, _, step = plotting.ticks(3e7, -1e7, 5)  # reversed range; large numbers in exponent notation
+    assert plotting.tick_labels(major, step) == ["-1e+07", "0", "1e+07", "2e+07", "3e+07"]
+    major, _, step = plotting.ticks(1e-5, 3e-5, 4)
+    assert [float(t) for t in plotting.tick_labels(major, step)] == pytest.approx([1e-5, 2e-5, 3e-5])
+    assert len(plotting.ticks(5.0, 5.0, 4)[0]) == 0 and len(plotting.ticks(0.0, np.nan, 4)[0]) == 0
+    for lo, hi, n in [(-7.3, 2.2, 8), (0.001, 0.0107, 4), (1234.5, 1299.0, 3), (-1e-3, 1e-3, 6)]:
+        major, _, step = plotting.ticks(lo, hi, n)
+        assert 1 <= len(major) <= n and major.min() >= lo - 1e-12 and major.max() <= hi + 1e-12
 
 
 def test_legend_for_categories_and_colour_bar_for_continuous(canvas, qtbot):
@@ -295,12 +362,12 @@ def test_embedding_view_wires_labels_key_hover_and_density(make_napari_viewer, q
     table["cluster"] = pd.Categorical(np.arange(len(table)) % 3)
     s.set_table(table)
     sc = view.scatter
-    assert (sc.x_axis.axis.axis_label, sc.y_axis.axis.axis_label) == ("UMAP_0", "UMAP_1")
+    assert (sc.x_axis.label, sc.y_axis.label) == ("UMAP_0", "UMAP_1")
     assert sc.key.kind == "continuous" and sc.key.texts()[0] == s.color_column == "t"
     view.color_by("cluster")
     assert sc.key.kind == "categorical" and sc.key.texts() == ["cluster", "0", "1", "2"]
     view.set_axes("UMAP_1", "UMAP_0")
-    assert (sc.x_axis.axis.axis_label, sc.y_axis.axis.axis_label) == ("UMAP_1", "UMAP_0")
+    assert (sc.x_axis.label, sc.y_axis.label) == ("UMAP_1", "UMAP_0")
     row = 77
     sc.hover(view.xy()[row])
     assert sc.hovered >= 0 and sc.hover_label.text == plotting.describe_row(s.table, sc.hovered, "cluster")
@@ -341,3 +408,28 @@ def test_large_selection_raster_in_markers_mode_follows_the_camera(canvas, qtbot
     r = canvas.view.camera.rect
     ys = r.bottom + (np.arange(len(rows_y)) + 0.5) * (r.top - r.bottom) / len(rows_y)
     assert rows_y.any() and not rows_y[ys < -3.5 - 0.05].any()  # re-binned for the zoomed range
+
+
+def test_density_helpers_match_a_reference():
+    """Bins and the raster against a per-point reference: NaN and out-of-range points are outside, the
+    upper edges are exclusive, and each bin's colour is the mean of its points'."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(-1.5, 11.5, size=(5000, 2)).astype(np.float32)
+    xy[::97] = np.nan
+    xy[1::89, 0] = np.inf
+    xy[:3] = [[0.0, 0.0], [10.0, 5.0], [5.0, 10.0]]  # the lower edge is inside, the upper edges are not
+    colors = rng.uniform(size=(len(xy), 4)).astype(np.float32)
+    shape = (7, 9)
+    bins = plotting.density_bins(xy, (0.0, 10.0), (0.0, 10.0), shape)
+    ref = np.full(len(xy), -1)
+    for i, (x, y) in enumerate(xy.astype(np.float64)):
+        if 0 <= x < 10 and 0 <= y < 10:
+            ref[i] = int(y * shape[0] / 10) * shape[1] + int(x * shape[1] / 10)
+    np.testing.assert_array_equal(bins, ref)
+    assert bins[0] == 0 and bins[1] == -1 and bins[2] == -1
+    img = plotting.density_image(bins, shape, colors)
+    for k in np.unique(ref[ref >= 0]):
+        np.testing.assert_allclose(img.reshape(-1, 4)[k, :3], colors[ref == k, :3].mean(axis=0), rtol=1e-5)
+    counts = np.bincount(ref[ref >= 0], minlength=shape[0] * shape[1])
+    assert np.all((img.reshape(-1, 4)[:, 3] > 0) == (counts > 0))
+    np.testing.assert_array_equal(plotting.density_counts(bins, shape).ravel(), counts)

@@ -1,5 +1,5 @@
 """Qt-free helpers of the scatter plot: the colour key (legend / colour bar), the hover read-out, a point
-index for hover and click, and the density raster."""
+index for hover and click, the density raster and the axes' ticks."""
 
 from __future__ import annotations
 
@@ -143,8 +143,9 @@ def density_bins(xy: np.ndarray, x_range, y_range, shape: tuple[int, int]) -> np
     fx = (xy[:, 0] - x0) * (nx / (x1 - x0))
     fy = (xy[:, 1] - y0) * (ny / (y1 - y0))
     ok = (fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny)  # NaN compares False: outside
-    out = np.full(len(xy), -1, dtype=np.int64)
-    out[ok] = fy[ok].astype(np.int64) * nx + fx[ok].astype(np.int64)
+    with np.errstate(invalid="ignore"):  # NaN / out-of-range casts give garbage, overwritten below
+        out = fy.astype(np.int64) * nx + fx.astype(np.int64)
+    out[~ok] = -1  # whole-array passes (no boolean gathers): ≈ 3× faster at 10⁶ points
     return out
 
 
@@ -163,10 +164,9 @@ def density_image(bins: np.ndarray, shape: tuple[int, int], colors: np.ndarray |
     are transparent. With *colors* (N, 4) each bin takes the mean RGB of its points (so colouring by a
     column still reads in density mode); without, white.
     """
-    inside = bins >= 0
-    b = bins[inside]
     n = shape[0] * shape[1]
-    counts = np.bincount(b, minlength=n).astype(np.float64)
+    b = np.where(bins >= 0, bins, n)  # points outside go to one extra bin, dropped (no boolean gathers)
+    counts = np.bincount(b, minlength=n + 1)[:n].astype(np.float64)
     img = np.zeros((n, 4), dtype=np.float32)
     nz = counts > 0
     if not nz.any():
@@ -174,9 +174,9 @@ def density_image(bins: np.ndarray, shape: tuple[int, int], colors: np.ndarray |
     if colors is None:
         img[nz, :3] = 1.0
     else:
-        c = np.asarray(colors)[inside]
+        c = np.asarray(colors)
         for k in range(3):
-            img[nz, k] = np.bincount(b, weights=c[:, k], minlength=n)[nz] / counts[nz]
+            img[nz, k] = np.bincount(b, weights=c[:, k], minlength=n + 1)[:n][nz] / counts[nz]
     img[nz, 3] = floor + (1 - floor) * np.log1p(counts[nz]) / np.log1p(counts.max())
     return img.reshape(shape + (4,))
 
@@ -198,3 +198,60 @@ def selection_outline(mask: np.ndarray) -> np.ndarray:
     img[edge] = (1, 1, 1, 1)
     img[outside] = (0, 0, 0, 1)
     return img
+
+
+#: tick steps are these × a power of ten (matplotlib's default ``MaxNLocator`` steps)
+NICE_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)
+
+
+def tick_step(lo: float, hi: float, max_ticks: int) -> float:
+    """The smallest "nice" step (1, 2, 2.5 or 5 × 10ᵏ) that puts at most *max_ticks* ticks in [lo, hi]."""
+    span = abs(float(hi) - float(lo))
+    max_ticks = max(1, int(max_ticks))
+    if not np.isfinite(span) or span <= 0:
+        return 0.0
+    raw = span / max_ticks
+    power = 10.0 ** np.floor(np.log10(raw))
+    for m in NICE_STEPS:
+        step = m * power
+        if np.floor(max(lo, hi) / step + 1e-9) - np.ceil(min(lo, hi) / step - 1e-9) + 1 <= max_ticks:
+            return float(step)
+    return float(10.0 * power)
+
+
+def ticks(lo: float, hi: float, max_ticks: int, minor: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Major and minor tick values inside [lo, hi] (either order) and the major step.
+
+    At most *max_ticks* major ticks, on multiples of :func:`tick_step`; *minor* ticks per major interval
+    (default: 4 for a step of 2 × 10ᵏ, else 5), none on a major tick.
+    """
+    a, b = sorted((float(lo), float(hi)))
+    step = tick_step(a, b, max_ticks)
+    if step <= 0:
+        return np.zeros(0), np.zeros(0), 0.0
+    major = np.arange(np.ceil(a / step - 1e-9), np.floor(b / step + 1e-9) + 1) * step
+    if minor is None:
+        mantissa = step / 10.0 ** np.floor(np.log10(step))
+        minor = 4 if np.isclose(mantissa, 2.0) else 5
+    sub = step / minor
+    k = np.arange(np.ceil(a / sub - 1e-9), np.floor(b / sub + 1e-9) + 1)
+    minor_vals = k[np.mod(np.round(k), minor) != 0] * sub
+    return major, minor_vals, step
+
+
+def tick_labels(values, step: float) -> list[str]:
+    """Labels of tick *values* *step* apart: as many decimals as the step needs (``0.25`` → 2), exponent
+    notation for very large or very small numbers, no ``-0``."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return []
+    big = float(np.abs(values).max())
+    if step > 0 and (big >= 1e6 or big < 1e-3 or step < 1e-4):
+        digits = int(np.floor(np.log10(big or step)) - np.floor(np.log10(step))) + 2
+        fmt = f"{{:.{max(1, min(digits, 15))}g}}"
+    else:
+        exp = int(np.floor(np.log10(step))) if step > 0 else 0
+        mantissa = step / 10.0 ** exp if step > 0 else 1.0
+        decimals = max(0, -exp + (0 if np.isclose(mantissa, round(mantissa)) else 1))
+        fmt = f"{{:.{decimals}f}}"
+    return [fmt.format(0.0 if abs(v) < step * 1e-9 else v) for v in values]

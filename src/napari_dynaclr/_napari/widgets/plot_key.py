@@ -36,6 +36,11 @@ class ColorKey:
             v.visible = False
 
     @property
+    def text_visuals(self) -> tuple:
+        """The key's ``Text`` visuals (title, legend labels, colour-bar ticks)."""
+        return self.title, self.labels, self.ticks
+
+    @property
     def kind(self) -> str | None:
         return None if self.key is None else self.key["kind"]
 

@@ -29,6 +29,7 @@ from vispy.visuals.text.text import FontManager
 from vispy.visuals.transforms import STTransform
 
 from napari_dynaclr._napari import plotting
+from napari_dynaclr._napari.widgets.plot_axis import NUMBER_GLYPHS, PlotAxis, text_glyphs, warm_glyphs
 from napari_dynaclr._napari.widgets.plot_key import ColorKey
 
 BACKGROUND = "#262930"
@@ -41,6 +42,8 @@ DENSITY_THRESHOLD = 100_000
 #: larger selections are drawn as a raster outline instead of markers
 SELECTION_MARKER_CAP = 50_000
 DENSITY_MODES = ("auto", "on", "off")
+#: glyphs rendered per event-loop turn while the plot first shows (≈ 6–12 ms each on the CPU)
+GLYPHS_PER_TURN = 3
 
 
 class ScatterCanvas:
@@ -63,14 +66,12 @@ class ScatterCanvas:
         self.canvas = scene.SceneCanvas(keys=None, bgcolor=BACKGROUND, size=(420, 420), parent=parent)
         self.canvas.unfreeze()
         grid = self.canvas.central_widget.add_grid(spacing=0, margin=2)
-        axis_kw = dict(axis_font_size=8, tick_font_size=7, axis_color=AXIS_COLOR, tick_color=AXIS_COLOR,
-                       text_color=AXIS_COLOR)
-        self.y_axis = scene.AxisWidget(orientation="left", axis_label="", axis_label_margin=34, tick_label_margin=4,
-                                       **axis_kw)
+        # one glyph cache for the plot's own texts (each vispy Text otherwise renders its own copy of every glyph,
+        # ≈ 6 ms each under software OpenGL, plus 9 for the font's metrics): the axes, the key, the read-out
+        self.fonts = FontManager()
+        self.y_axis = PlotAxis("left", self.fonts, color=AXIS_COLOR, label_margin=38, tick_spacing_px=40)
         self.y_axis.width_max = self.y_axis.width_min = 52
-        # tick labels are centred on their anchor: below the ticks they need a text height of margin
-        self.x_axis = scene.AxisWidget(orientation="bottom", axis_label="", axis_label_margin=28,
-                                       tick_label_margin=12, **axis_kw)
+        self.x_axis = PlotAxis("bottom", self.fonts, color=AXIS_COLOR, label_margin=32, tick_spacing_px=70)
         self.x_axis.height_max = self.x_axis.height_min = 46
         grid.add_widget(self.y_axis, row=0, col=0)
         grid.add_widget(self.x_axis, row=1, col=1)
@@ -78,9 +79,6 @@ class ScatterCanvas:
         self.view.camera = scene.PanZoomCamera(aspect=None)
         self.key_box = grid.add_view(row=0, col=2, row_span=2)
         self.key_box.width_max = self.key_box.width_min = 96
-        # one glyph cache for the plot's own texts (each vispy Text otherwise renders its own copy of every glyph,
-        # ≈ 6 ms each under software OpenGL, plus 9 for the font's metrics)
-        self.fonts = FontManager()
         self.key = ColorKey(self.key_box, fonts=self.fonts)
         self.x_axis.link_view(self.view)
         self.y_axis.link_view(self.view)
@@ -137,12 +135,20 @@ class ScatterCanvas:
         self.view.events.resize.connect(self._on_camera)
         self.key_box.events.resize.connect(lambda e: self.key.relayout())
         # The canvas's first paint would render every glyph of the axes and the key and build every shader at
-        # once (≈ 1 s in one paint under software OpenGL): the plot area is drawn first, then these, one more
-        # per paint (an event-loop turn apart), each paying only its own first draw.
-        self._first_draws = [self.y_axis, self.x_axis, self.key_box]
+        # once (≈ 1 s in one paint under software OpenGL): the plot area is drawn first, then the axes' visuals
+        # (each builds a shader program on its first draw, ≈ 50 ms here) and the key are shown one per paint,
+        # an event-loop turn apart. Before each is shown, the glyphs its texts need are rendered into the shared
+        # cache a few per turn (no paint): for tick labels every character a number is written with, so a
+        # pan renders none either.
+        self._stage_texts = {ax.tick_text: [(ax.tick_text, NUMBER_GLYPHS)] for ax in (self.y_axis, self.x_axis)}
+        self._stage_texts.update({ax.title: [(ax.title, "")] for ax in (self.y_axis, self.x_axis)})
+        self._stage_texts[self.key_box] = [(v, "") for v in self.key.text_visuals]
+        self._first_draws = [*self.y_axis.parts, *self.x_axis.parts, self.key_box]
         for node in self._first_draws:
             node.visible = False
-        self._reveal_timer = vispy_app.Timer(interval=0.001, connect=self._reveal_next, iterations=1, start=False)
+        self._glyph_queue: list[tuple] = []
+        self._glyphs_queued = False  # for the head of _first_draws
+        self._reveal_timer = vispy_app.Timer(interval=0.001, connect=self._reveal_next, start=False)
         ev.draw.connect(self._on_drawn)
 
     def _on_drawn(self, event=None) -> None:
@@ -150,9 +156,20 @@ class ScatterCanvas:
             self._reveal_timer.start()
 
     def _reveal_next(self, event=None) -> None:
-        """Show the next part held back from the first paint (the canvas then paints again)."""
+        """One step of the staged first paint: render a few glyphs the next part needs (the timer fires again)
+        or show that part (the timer stops; the canvas paints, which starts it again)."""
+        if self._first_draws and not self._glyphs_queued:
+            texts = self._stage_texts.get(self._first_draws[0], ())
+            self._glyph_queue = [g for v, extra in texts for g in text_glyphs(v, extra)]
+            self._glyphs_queued = True
+        if self._glyph_queue:
+            chunk, self._glyph_queue = self._glyph_queue[:GLYPHS_PER_TURN], self._glyph_queue[GLYPHS_PER_TURN:]
+            warm_glyphs(self.fonts, chunk)
+            return
+        self._reveal_timer.stop()
         if self._first_draws:
             self._first_draws.pop(0).visible = True
+            self._glyphs_queued = False
 
     def _markers(self, order: int):
         m = scene.visuals.Markers(parent=self.view.scene, scaling="fixed", antialias=0.5)
@@ -208,8 +225,8 @@ class ScatterCanvas:
 
     def set_labels(self, x: str, y: str) -> None:
         """Axis labels (the plotted columns)."""
-        self.x_axis.axis.axis_label = x
-        self.y_axis.axis.axis_label = y
+        self.x_axis.label = x
+        self.y_axis.label = y
 
     def set_density(self, mode: str) -> None:
         """``"auto"`` (raster above :data:`DENSITY_THRESHOLD` cells), ``"on"`` or ``"off"``."""
