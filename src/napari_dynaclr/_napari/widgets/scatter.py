@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 from psygnal import Signal
-from vispy import app as vispy_app
+from qtpy.QtCore import QTimer
 from vispy import scene
 from vispy.visuals.text.text import FontManager
 from vispy.visuals.transforms import STTransform
@@ -124,9 +124,9 @@ class ScatterCanvas:
         self._drag: list | None = None
         self._press = None
         self._hover_pos = None
-        self._hover_timer = vispy_app.Timer(interval=0.05, connect=self._do_hover, iterations=1, start=False)
-        self._density_timer = vispy_app.Timer(interval=0.12, connect=self._on_camera_settled, iterations=1,
-                                              start=False)
+        # Qt timers owned by the canvas's widget: they die with it (napari closing mid-way fires none late)
+        self._hover_timer = self._timer(50, self._do_hover, single=True)
+        self._density_timer = self._timer(120, self._on_camera_settled, single=True)
         ev = self.canvas.events
         ev.mouse_press.connect(self._on_press)
         ev.mouse_move.connect(self._on_move)
@@ -148,11 +148,18 @@ class ScatterCanvas:
             node.visible = False
         self._glyph_queue: list[tuple] = []
         self._glyphs_queued = False  # for the head of _first_draws
-        self._reveal_timer = vispy_app.Timer(interval=0.001, connect=self._reveal_next, start=False)
+        self._reveal_timer = self._timer(1, self._reveal_next, single=False)
         ev.draw.connect(self._on_drawn)
 
+    def _timer(self, ms: int, slot, single: bool):
+        timer = QTimer(self.canvas.native)
+        timer.setInterval(ms)
+        timer.setSingleShot(single)
+        timer.timeout.connect(slot)
+        return timer
+
     def _on_drawn(self, event=None) -> None:
-        if self._first_draws and not self._reveal_timer.running:
+        if self._first_draws and not self._reveal_timer.isActive():
             self._reveal_timer.start()
 
     def _reveal_next(self, event=None) -> None:
@@ -465,7 +472,7 @@ class ScatterCanvas:
         if self._drag is None:
             if not event.buttons:  # hover: throttled to one look-up per timer interval
                 self._hover_pos = event.pos
-                if not self._hover_timer.running:
+                if not self._hover_timer.isActive():
                     self._hover_timer.start()
             return
         p = self.to_data(event.pos)
