@@ -16,7 +16,7 @@ from napari_dynaclr.errors import ConfigError
 from napari_dynaclr.model import fast_cpu
 from napari_dynaclr.model.checkpoint import load_checkpoint
 from napari_dynaclr.model.encoder import ContrastiveEncoder
-from napari_dynaclr.predict.plan import plan_prediction
+from napari_dynaclr.predict.run import plan_for
 from napari_dynaclr.predict.single import predict_batches
 
 TOL = 1e-4  # VisCy's float32 reference, as tests/test_conformance.py
@@ -28,7 +28,7 @@ BACKENDS = ["onednn", pytest.param("openvino", marks=pytest.mark.skipif(
 def _embed(case, ckpt, backend, info=None):
     cfg = load_predict_yaml(DATA / case / "predict.yml")
     model = load_checkpoint(ckpt).model
-    plan = plan_prediction(cfg)
+    plan = plan_for(cfg)  # a classic or a Bag-of-Channels plan
     try:
         out = list(predict_batches(plan, model, "cpu", cpu_backend=backend, backend_info=info))
     finally:
@@ -38,7 +38,7 @@ def _embed(case, ckpt, backend, info=None):
 
 @needs_onednn
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASES + ("boc2d_mip", "boc3d"))
 def test_fast_backend_within_conformance(case, backend, conformance_ckpt, reference_arrays):
     """Fails if a fast CPU backend changes the numbers beyond float32 rounding."""
     ref = reference_arrays(case)
