@@ -66,20 +66,23 @@ class StoreOpener:
         def current() -> bool:
             return token is self._token and alive(self.owner)
 
+        def end() -> None:  # the open is shown, failed or stale: the worker stops (and then the timer goes)
+            shown.set()
+
         def step() -> None:
             """One step of showing a large store, in this event-loop turn; then the next one is scheduled."""
             if not current() or not steps:
-                shown.set()
+                end()
                 return
             try:
                 next(steps[0])
             except StopIteration:
-                shown.set()
+                end()
                 if s.table is steps[1].table:  # (else a newer table took over)
                     self._shown(path, steps[1])
                 return
             except Exception as exc:  # a step failed: say so; the next open or FOV switch rebuilds the layers
-                shown.set()
+                end()
                 self._failed(exc)
                 return
             turn.start()
@@ -90,7 +93,7 @@ class StoreOpener:
             if not isinstance(item, workers.OpenedStore):
                 return
             if not current():  # a newer open (or the dock is gone): drop this one
-                shown.set()
+                end()
                 if item.plate is not None:
                     item.plate.close()
                 return
@@ -111,7 +114,9 @@ class StoreOpener:
                         tracks_path=opened.tracks_path)
             self._shown(path, opened)
 
-        def finished() -> None:
+        def finished() -> None:  # (after the last step: the worker runs until end())
+            if alive(turn):  # (gone with the dock)
+                turn.deleteLater()
             if current():
                 self._finished()
 
