@@ -97,8 +97,8 @@ def test_a_large_open_builds_in_a_worker_and_ends_like_set_table(docked, demo_st
     s = _open(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
     assert errors == []
     assert steps["prepared_on_main"] == [False]  # the layers were built in the worker
-    # step 1 (table), 5 insertions (2 images, tracks, points, highlight), 2 reveals, the last step
-    assert [n[0] for n in steps["installs"]] == [8]
+    # step 1 (table), 5 insertions (2 images, tracks, points, highlight), 3 reveals, selection, the last step
+    assert [n[0] for n in steps["installs"]] == [10]
     assert main.status.value == "opened embeddings.zarr: 52 cells" and main.open_btn.enabled
     assert main.tabs.currentWidget() is main.explore and len(main.explore.scatter.xy) == 52
     assert main.show_fov.choices == ("A/1/0", "A/1/1") and main.show_fov.value == "A/1/0"

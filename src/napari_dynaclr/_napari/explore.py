@@ -67,10 +67,13 @@ def cell_table(obs: pd.DataFrame, obsm: Mapping[str, np.ndarray] | None = None,
     missing = [c for c in KEY_COLUMNS if c not in obs.columns]
     if missing:
         raise StoreError(f"cell table needs obs column(s) {', '.join(missing)}")
-    table = obs.reset_index(drop=True).copy()
-    table["fov_name"] = pd.Categorical(table["fov_name"].astype(str))
-    table["frame"] = table["t"].astype(np.int64)
-    table["cell_index"] = np.arange(len(table), dtype=np.int64)
+    # column by column, never a million Python strings: a worker thread builds this while the GUI thread runs,
+    # and one long call that holds the GIL (a 10⁶-row block copy, a string conversion) stalls the GUI as long
+    n = len(obs)
+    table = pd.DataFrame({c: obs[c].array.copy() for c in obs.columns}, index=pd.RangeIndex(n), copy=False)
+    table["fov_name"] = _string_categorical(obs["fov_name"])
+    table["frame"] = table["t"].to_numpy(dtype=np.int64, copy=True)
+    table["cell_index"] = np.arange(n, dtype=np.int64)
     for key, arr in (obsm or {}).items():
         add_reduction(table, key, np.asarray(arr), max_components=max_components)
     if "selection" not in table.columns:
@@ -82,10 +85,26 @@ def cell_table(obs: pd.DataFrame, obsm: Mapping[str, np.ndarray] | None = None,
     else:
         table["cluster"] = pd.Categorical(table["cluster"])
     if "annotation" not in table.columns:
-        table["annotation"] = pd.Categorical([UNASSIGNED] * len(table), categories=[UNASSIGNED])
+        table["annotation"] = pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[UNASSIGNED])
     else:
         table["annotation"] = _annotation_categorical(table["annotation"])
     return table
+
+
+def _string_categorical(values: pd.Series) -> pd.Categorical:
+    """*values* as a categorical of strings with sorted categories (what ``pd.Categorical(values.astype(str))``
+    gives), from a categorical's codes when it is one (O(categories), no string per row)."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.Categorical(values.astype(str))
+    cat = values.array.remove_unused_categories()
+    names = [str(c) for c in cat.categories]
+    if len(set(names)) < len(names):  # two categories write alike (1 and "1"): merge them the slow way
+        return pd.Categorical(values.astype(str))
+    order = np.argsort(np.asarray(names, dtype=object), kind="stable")
+    codes = np.asarray(cat.codes)
+    remap = np.empty(len(names), dtype=codes.dtype)
+    remap[order] = np.arange(len(names), dtype=codes.dtype)
+    return pd.Categorical.from_codes(np.where(codes < 0, codes, remap[codes]), categories=[names[i] for i in order])
 
 
 def reduction_prefix(key: str) -> str:
@@ -265,6 +284,18 @@ def column_fingerprint(series: pd.Series):
     return int(pd.util.hash_pandas_object(series, index=False).sum())
 
 
+def label_classes(series: pd.Series, unassigned: str = UNASSIGNED) -> list[str]:
+    """The class names a label column holds (sorted, without *unassigned* or missing values); for a categorical
+    from its codes (no string per row)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = np.asarray(series.cat.codes)
+        present = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(series.cat.categories)))
+        names = {str(series.cat.categories[i]) for i in present}
+    else:
+        names = {str(v) for v in pd.unique(series.dropna())}
+    return sorted(names - {unassigned})
+
+
 def selection_column(n: int, rows: np.ndarray | Sequence[int]) -> pd.Categorical:
     codes = np.zeros(n, dtype=np.int64)
     codes[np.asarray(rows, dtype=np.int64)] = 1
@@ -291,10 +322,14 @@ class FrameIndex:
     """Rows of each (fov_name, t), precomputed once so a time step costs O(cells in that frame)."""
 
     def __init__(self, table: pd.DataFrame):
-        keys = pd.DataFrame({"fov": table["fov_name"].astype(str).to_numpy(),
-                             "t": np.asarray(table["t"], dtype=np.int64)})
-        groups = keys.groupby(["fov", "t"], sort=False).indices
-        self._rows = {(str(f), int(t)): np.asarray(r, dtype=np.int64) for (f, t), r in groups.items()}
+        # numbers only (a stable sort of (FOV code, t)): no Python string per row, no long hold of the GIL
+        codes, names = categorical_codes(table["fov_name"])
+        t = np.asarray(table["t"], dtype=np.int64)
+        order = np.lexsort((t, codes))  # stable: each group's rows stay in table order
+        fov, tt = codes[order], t[order]
+        starts = np.flatnonzero(np.r_[True, (fov[1:] != fov[:-1]) | (tt[1:] != tt[:-1])])
+        self._rows = {(str(names[fov[i]]), int(tt[i])): rows
+                      for i, rows in zip(starts, np.split(order, starts[1:]), strict=True) if fov[i] >= 0}
 
     def rows(self, fov_name: str, t: int) -> np.ndarray:
         return self._rows.get((str(fov_name), int(t)), np.empty(0, dtype=np.int64))

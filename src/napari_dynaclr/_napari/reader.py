@@ -61,11 +61,11 @@ def embedding_points(path):
     import numpy as np
 
     from napari_dynaclr._napari import explore
-    from napari_dynaclr.core.store import read_store
+    from napari_dynaclr.core.store import LazyStore
 
     path = _one_path(path)
-    adata = read_store(path)
-    table = explore.cell_table(adata.obs, dict(adata.obsm))
+    store = LazyStore(path)  # (obs and obsm only: X is not needed here)
+    table = explore.cell_table(store.obs, store.obsm)
     x, y = explore.default_axes(table)
     data = np.column_stack([table[y].to_numpy(dtype=float), table[x].to_numpy(dtype=float)])
     colors = explore.column_colors(table["t"])

@@ -236,7 +236,7 @@ def preview_cells(cfg, keep_plate: bool = False):
 class OpenedStore:
     """An embedding store read for the explorer, with its plate opened (when found) off the GUI thread."""
 
-    adata: object
+    adata: object  # a napari_dynaclr.core.store.LazyStore (X and the AnnData read on demand)
     table: pd.DataFrame
     plate: object | None  # an open napari_dynaclr.core.plate.Plate, owned by the receiver
     tracks_path: Path | None
@@ -249,11 +249,11 @@ def open_store(path, plate_path=None, tracks_path=None) -> OpenedStore:
     *plate_path*/*tracks_path*, else the folders recorded in the store (:func:`resolve_store_inputs`)."""
     from napari_dynaclr._napari.explore import cell_table
     from napari_dynaclr.core.plate import Plate
-    from napari_dynaclr.core.store import read_store
+    from napari_dynaclr.core.store import LazyStore
     from napari_dynaclr.errors import DynaclrError
 
-    adata = read_store(path)
-    table = cell_table(adata.obs, dict(adata.obsm))
+    adata = LazyStore(path)  # (X and the AnnData are read when a job needs them)
+    table = cell_table(adata.obs, adata.obsm)
     if plate_path is None or tracks_path is None:
         recorded_plate, recorded_tracks = resolve_store_inputs(adata, path)
         plate_path, tracks_path = plate_path or recorded_plate, tracks_path or recorded_tracks
@@ -327,9 +327,11 @@ def resolve_store_inputs(adata, store_path) -> tuple[Path | None, Path | None]:
 
 
 def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=()) -> Path:
-    """Copy reductions (obsm keys) and obs columns from the explorer into *adata* and rewrite the store."""
-    from napari_dynaclr.core.store import write_store
+    """Copy reductions (obsm keys) and obs columns from the explorer into *adata* (an AnnData, or a
+    :class:`~napari_dynaclr.core.store.LazyStore`, read now) and rewrite the store."""
+    from napari_dynaclr.core.store import as_anndata, write_store
 
+    adata = as_anndata(adata)
     for key, coords in reductions:
         adata.obsm[key] = np.asarray(coords)
     for col in columns:

@@ -17,6 +17,7 @@ embedding store, one writer per output, beside the target and swapped in atomica
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -153,3 +154,75 @@ def read_element(node):
     if isinstance(node, zarr.Array) and node.ndim == 2:
         return node
     return read_elem(node)
+
+
+class LazyStore:
+    """An embedding store opened to explore it, without building an AnnData.
+
+    ``obs`` (its columns, rows numbered ``0..N-1``), ``obsm`` and ``uns`` are read at once, column by column
+    through zarr: no Python string per row, so a thread reading a 10⁶-cell store beside napari's GUI thread
+    never holds the GIL for long (``anndata.read_zarr`` holds it for 0.1–0.3 s at a time to build and check the
+    string index). ``X`` (a :class:`StoreMatrix`) and the whole AnnData (:meth:`load`, for writing the store
+    back) are read on demand, from any thread. Raises :class:`StoreError` as :func:`read_store` does.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        group = open_store(self.path)
+        try:
+            obs_group = group["obs"]
+            index = obs_group[obs_group.attrs["_index"]]
+            columns = list(obs_group.attrs.get("column-order", []))
+            self.obs = pd.DataFrame({c: _column(read_element(obs_group[c])) for c in columns},
+                                    index=pd.RangeIndex(index.shape[0]), copy=False)
+            self.obsm = {k: np.asarray(read_element(group["obsm"][k])) for k in group["obsm"].keys()} \
+                if "obsm" in group else {}
+            self.uns = dict(read_element(group["uns"])) if "uns" in group else {}
+            self.X = StoreMatrix(read_element(group["X"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise StoreError(f"{self.path} is not a readable AnnData zarr store ({type(exc).__name__}: "
+                             f"{str(exc)[:150]})") from exc
+        check_store_obs(self.obs, self.path)
+        self._adata = None
+        self._lock = threading.Lock()
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.obs)
+
+    def load(self):
+        """The store as an AnnData (read once, then kept): for changing and writing it back."""
+        with self._lock:
+            if self._adata is None:
+                self._adata = read_store(self.path)
+            return self._adata
+
+
+class StoreMatrix:
+    """A store's ``X``, read (once, then kept) when a job turns it into an array (``np.asarray``), in the
+    job's thread."""
+
+    def __init__(self, node):
+        self._node = node
+        self._array = None
+        self.shape = tuple(node.shape)
+        self.dtype = node.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        if self._array is None:
+            node = self._node
+            self._array = np.asarray(node[...] if hasattr(node, "chunks") else node)
+        return np.array(self._array, dtype=dtype, copy=True) if copy else np.asarray(self._array, dtype=dtype)
+
+
+def _column(values):
+    """One obs column as anndata reads it (a categorical, a string or number array), ready for a data frame."""
+    return values if isinstance(values, pd.Categorical | pd.api.extensions.ExtensionArray) else np.asarray(values)
+
+
+def as_anndata(adata):
+    """*adata* itself, or the AnnData of a :class:`LazyStore` (read then)."""
+    return adata.load() if isinstance(adata, LazyStore) else adata

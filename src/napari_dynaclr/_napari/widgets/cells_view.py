@@ -165,11 +165,12 @@ class CellsView(QWidget):
     def _alive(self) -> bool:
         return alive(self)
 
-    def _matrix(self) -> np.ndarray:
+    def _matrix(self):
+        """The embeddings: an array, or a store's ``X`` that the job reads in its thread (``np.asarray``)."""
         adata = self.session.adata
         if adata is None:
             raise DynaclrError("no embeddings yet: run a prediction or open a store first")
-        return np.asarray(adata.X)
+        return adata.X
 
     def _start(self, name: str, job, args, on_done, on_error=None):
         """Run *job* in a worker; a newer job of the same *name* supersedes it (only the latest result is
@@ -381,15 +382,15 @@ class CellsView(QWidget):
     def train(self):
         """Train VisCy's linear classifier on the labelled cells (a cell and a track split) in the work process
         and put its prediction for every cell into the table. Returns the worker."""
-        got = self._labels()
-        if got is None:
+        t, task = self.session.table, self.task.value
+        if t is None or task not in t.columns:
             self.classifier_info.value = "no labels: assign cells to classes in Explore > Annotate"
             return None
-        task, labels = got
-        classes = sorted({str(v) for v in labels if v is not None})
+        classes = explore.label_classes(t[task], UNASSIGNED)  # (no string per cell: a new table asks this too)
         if len(classes) < 2:
             self.classifier_info.value = f"label cells of two or more classes in '{task}' (now: {len(classes)})"
             return None
+        task, labels = self._labels()
         try:
             X = self._matrix()
         except DynaclrError as exc:
@@ -433,10 +434,11 @@ class CellsView(QWidget):
         adata, path, model, task = s.adata, s.store_path, self.classifier["model"], self.classifier["task"]
 
         def write():
-            from napari_dynaclr.core.store import write_store
+            from napari_dynaclr.core.store import as_anndata, write_store
 
-            apply_predictions(adata, model, task)
-            return write_store(adata, path, overwrite=True)
+            whole = as_anndata(adata)  # (an opened store is read now, in this worker)
+            apply_predictions(whole, model, task)
+            return write_store(whole, path, overwrite=True)
 
         worker = thread_worker(write, ignore_errors=True)()
         worker.returned.connect(lambda p: show_info(f"wrote predicted_{task} into {p}"))

@@ -9,6 +9,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
@@ -34,7 +35,7 @@ class EmbeddingView(QWidget):
         super().__init__(parent)
         self.session = get_session(viewer)
         self.viewer = self.session.viewer
-        self.scatter = ScatterCanvas(parent=self)
+        self._scatter: ScatterCanvas | None = None  # made by the property below, on first use or a turn later
         self.x_axis = ComboBox(label="x", choices=[])
         self.y_axis = ComboBox(label="y", choices=[])
         self.color = ComboBox(label="colour by", choices=[])
@@ -93,10 +94,11 @@ class EmbeddingView(QWidget):
         lay.addWidget(self.reduce_box)
         lay.addWidget(self.annotate_box)
         lay.addStretch(1)
-        self.scatter.native.setMinimumSize(240, 240)
+        self._plot_slot = QWidget()  # where the plot goes once made
+        self._plot_slot.setMinimumSize(240, 240)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.scatter.native, stretch=3)
+        layout.addWidget(self._plot_slot, stretch=3)
         layout.addWidget(self.status.native)
         layout.addWidget(scrolling(page), stretch=2)
         self.worker = None
@@ -111,7 +113,6 @@ class EmbeddingView(QWidget):
         self.cmap.changed.connect(self._on_color)
         self.mode.changed.connect(lambda v: self.scatter.set_mode(v))
         self.density.changed.connect(lambda v: self.scatter.set_density(v))
-        self.scatter.describe = self._describe
         self.clear_btn.clicked.connect(lambda: self.session.select([]))
         self.reduce_btn.clicked.connect(self.compute_reduction)
         self.cluster_btn.clicked.connect(self.compute_clusters)
@@ -119,8 +120,12 @@ class EmbeddingView(QWidget):
         self.export_btn.clicked.connect(self.export_csv)
         self.import_btn.clicked.connect(self.import_csv)
         self.save_ann_btn.clicked.connect(self.save_annotations)
-        self.scatter.lasso_finished.connect(self.select_polygon)
-        self.scatter.point_clicked.connect(self._on_point_clicked)
+        # the plot is made in the event-loop turn after this view (≈ 0.1 s): the dock that holds it shows sooner
+        self._plot_timer = QTimer(self)
+        self._plot_timer.setSingleShot(True)
+        self._plot_timer.setInterval(0)
+        self._plot_timer.timeout.connect(lambda: self.scatter)
+        self._plot_timer.start()
         s = self.session
         s.table_changed.connect(self._on_table)
         s.rows_changed.connect(self._on_rows)
@@ -133,6 +138,23 @@ class EmbeddingView(QWidget):
             self._on_table()
 
     # ------------------------------------------------------------------ plotting
+
+    @property
+    def scatter(self) -> ScatterCanvas:
+        """The plot (a vispy canvas), made on first use or in the event-loop turn after the view."""
+        if self._scatter is None:
+            self._plot_timer.stop()
+            sc = ScatterCanvas(parent=self)
+            sc.native.setMinimumSize(240, 240)
+            sc.describe = self._describe
+            sc.set_mode(self.mode.value)
+            sc.density_mode = self.density.value
+            sc.lasso_finished.connect(self.select_polygon)
+            sc.point_clicked.connect(self._on_point_clicked)
+            self.layout().replaceWidget(self._plot_slot, sc.native)
+            self._plot_slot.deleteLater()
+            self._scatter = sc  # (a table shown earlier was plotted by _replot, the first to use the plot)
+        return self._scatter
 
     def axes(self) -> tuple[str, str]:
         return self.x_axis.value, self.y_axis.value
@@ -307,13 +329,13 @@ class EmbeddingView(QWidget):
 
     # ------------------------------------------------------------------ reductions / clustering
 
-    def _matrix(self) -> np.ndarray:
+    def _matrix(self):
         adata = self.session.adata
         if adata is None:
             raise explore.ExploreError("no embeddings loaded: run a prediction or open a store first")
         if self.reduce_input.value == "projections" and "X_projections" in adata.obsm:
             return np.asarray(adata.obsm["X_projections"])
-        return np.asarray(adata.X)
+        return adata.X  # (an opened store's X is read by the job, in its thread)
 
     def _busy(self, busy: bool) -> None:
         for w in (self.reduce_btn, self.cluster_btn):

@@ -98,9 +98,13 @@ class StoreOpener:
                     item.plate.close()
                 return
             self._opened(item)
-            steps[:] = [s.install(item.prepared, adata=item.adata, store_path=path, plate=item.plate,
-                                  tracks_path=item.tracks_path), item]
+            steps[:] = [showing(item), item]
             step()
+
+        def showing(item):
+            yield from s.install(item.prepared, adata=item.adata, store_path=path, plate=item.plate,
+                                 tracks_path=item.tracks_path)
+            yield  # *shown* runs in a turn of its own (the dock then shows its plot, which paints)
 
         def done(opened: workers.OpenedStore) -> None:
             if opened.prepared is not None:  # shown in steps (or discarded) already

@@ -21,6 +21,8 @@ Lasso and box selections are hit-tested in data coordinates with
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from psygnal import Signal
 from qtpy.QtCore import QTimer
@@ -83,24 +85,6 @@ class ScatterCanvas:
         self.x_axis.link_view(self.view)
         self.y_axis.link_view(self.view)
 
-        self.base = self._markers(order=0)
-        self.raster = self._image(order=0)
-        self.sel_raster = self._image(order=1)
-        self.sel_outer = self._markers(order=1)
-        self.sel_inner = self._markers(order=1)
-        self.now = self._markers(order=2)
-        self.trajectory = scene.visuals.Line(parent=self.view.scene, width=2, connect="segments",
-                                             antialias=True)
-        self.trajectory.order = 3
-        self.trajectory.set_gl_state(depth_test=False, blend=True)
-        self.cursor = self._markers(order=4)
-        self.highlight = self._markers(order=5)
-        self.lasso_line = scene.visuals.Line(parent=self.view.scene, width=1.5, color="white")
-        self.lasso_line.order = 6
-        self.lasso_line.set_gl_state(depth_test=False, blend=True)
-        for v in (self.raster, self.sel_raster, self.sel_outer, self.sel_inner, self.now, self.trajectory,
-                  self.cursor, self.highlight, self.lasso_line):
-            v.visible = False
         self.hover_label = scene.visuals.Text("", parent=self.view, color="white", font_size=7, font_manager=self.fonts,
                                               anchor_x="left", anchor_y="bottom", pos=(6, 14))
         self.hover_label.order = 10
@@ -180,10 +164,8 @@ class ScatterCanvas:
 
     def _markers(self, order: int):
         m = scene.visuals.Markers(parent=self.view.scene, scaling="fixed", antialias=0.5)
-        m.order = order
-        m.set_gl_state(depth_test=False, blend=True, blend_func=("src_alpha", "one_minus_src_alpha"))
         m.set_data(np.zeros((1, 2), np.float32), face_color=(0, 0, 0, 0), size=0, edge_width=0)  # has bounds
-        return m
+        return self._overlay_node(m, order, blend_func=("src_alpha", "one_minus_src_alpha"))
 
     def _image(self, order: int):
         im = scene.visuals.Image(np.zeros((1, 1, 4), np.float32), parent=self.view.scene, clim=(0, 1),
@@ -191,7 +173,72 @@ class ScatterCanvas:
         im.transform = STTransform()
         im.order = order
         im.set_gl_state("translucent", depth_test=False)
+        im.visible = False
         return im
+
+    @staticmethod
+    def _overlay_node(node, order: int, **gl):
+        node.order = order
+        node.set_gl_state(depth_test=False, blend=True, **gl)
+        node.visible = False
+        return node
+
+    # The plot's visuals are made on first use (each costs 5–15 ms to make, then a shader build on its first
+    # draw): the dock that holds the plot is built in a shorter turn, and a visual never needed is never made.
+    # They start hidden; :meth:`_made` tells whether one exists yet (hiding one that does not is a no-op).
+
+    @functools.cached_property
+    def base(self):
+        """Every cell as a marker (markers mode)."""
+        return self._markers(order=0)
+
+    @functools.cached_property
+    def raster(self):
+        """The density raster (density mode)."""
+        return self._image(order=0)
+
+    @functools.cached_property
+    def sel_raster(self):
+        """A large selection's outline raster."""
+        return self._image(order=1)
+
+    @functools.cached_property
+    def sel_outer(self):
+        return self._markers(order=1)
+
+    @functools.cached_property
+    def sel_inner(self):
+        return self._markers(order=1)
+
+    @functools.cached_property
+    def now(self):
+        """The current frame's cells of the shown FOV."""
+        return self._markers(order=2)
+
+    @functools.cached_property
+    def trajectory(self):
+        line = scene.visuals.Line(parent=self.view.scene, width=2, connect="segments", antialias=True)
+        return self._overlay_node(line, order=3)
+
+    @functools.cached_property
+    def cursor(self):
+        return self._markers(order=4)
+
+    @functools.cached_property
+    def highlight(self):
+        return self._markers(order=5)
+
+    @functools.cached_property
+    def lasso_line(self):
+        return self._overlay_node(scene.visuals.Line(parent=self.view.scene, width=1.5, color="white"), order=6)
+
+    def _made(self, name: str) -> bool:
+        return name in self.__dict__
+
+    def _hide(self, *names: str) -> None:
+        for name in names:
+            if self._made(name):
+                getattr(self, name).visible = False
 
     @property
     def native(self):
@@ -251,10 +298,10 @@ class ScatterCanvas:
 
     def _redraw_points(self) -> None:
         if self.density_active:
-            self.base.visible = False
+            self._hide("base")
             self._update_raster(rebin=self._bins is None)
         else:
-            self.raster.visible = False
+            self._hide("raster")
             self._upload_base()
 
     def _upload_base(self) -> None:
@@ -308,7 +355,7 @@ class ScatterCanvas:
         return plotting.density_counts(self._bins, self._bin_geom[2])
 
     def _on_camera(self, event=None) -> None:
-        if len(self.xy) and (self.density_active or self.sel_raster.visible):
+        if len(self.xy) and (self.density_active or (self._made("sel_raster") and self.sel_raster.visible)):
             self._density_timer.stop()
             self._density_timer.start()
 
@@ -321,7 +368,7 @@ class ScatterCanvas:
                 return
             self._update_raster(rebin=True)
             self._refresh_selection()
-        elif self.sel_raster.visible:
+        elif self._made("sel_raster") and self.sel_raster.visible:
             self._refresh_selection()
 
     def reset_view(self) -> None:
@@ -336,15 +383,17 @@ class ScatterCanvas:
 
     # ------------------------------------------------------------------ overlays
 
-    def _overlay(self, visual, rows, size, face=None, edge=(1, 1, 1, 1), edge_width=1.0, symbol="o"):
+    def _overlay(self, name: str, rows, size, face=None, edge=(1, 1, 1, 1), edge_width=1.0, symbol="o"):
+        """Draw the overlay markers *name* on *rows* (hidden when none is plotted)."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows):
             xy = self.xy[rows]
             ok = np.isfinite(xy).all(axis=1)
             rows, xy = rows[ok], xy[ok]
         if not len(rows):
-            visual.visible = False
+            self._hide(name)
             return
+        visual = getattr(self, name)
         visual.visible = True
         face = self.colors[rows] if face is None else face
         visual.set_data(xy, face_color=face, edge_color=edge, size=size, edge_width=edge_width, symbol=symbol)
@@ -361,7 +410,7 @@ class ScatterCanvas:
         rows = self._selected
         big = len(rows) > SELECTION_MARKER_CAP
         if big:
-            self.sel_outer.visible = self.sel_inner.visible = False
+            self._hide("sel_outer", "sel_inner")
             geom_ok = self.density_active and self._bins is not None
             if not geom_ok:  # markers mode: bin the selection on the visible range at screen resolution
                 x_range, y_range, shape = self._raster_geometry()
@@ -377,25 +426,25 @@ class ScatterCanvas:
             self.sel_raster.transform.translate = (x0, y0)
             self.sel_raster.visible = True
             return
-        self.sel_raster.visible = False
+        self._hide("sel_raster")
         p = self.point_size
-        self._overlay(self.sel_outer, rows, p + 7, face=(0, 0, 0, 0), edge=SELECTED_OUTER, edge_width=1.5)
-        self._overlay(self.sel_inner, rows, p + 3, edge=SELECTED_INNER, edge_width=1.5)
+        self._overlay("sel_outer", rows, p + 7, face=(0, 0, 0, 0), edge=SELECTED_OUTER, edge_width=1.5)
+        self._overlay("sel_inner", rows, p + 3, edge=SELECTED_INNER, edge_width=1.5)
 
     def selected_rows(self) -> np.ndarray:
         return self._selected.copy()
 
     def show_now(self, rows) -> None:
         # filled, with a thin dark edge: not the selection's white-in-black ring
-        self._overlay(self.now, rows, self.point_size + 4, edge=(0.08, 0.08, 0.1, 1.0), edge_width=1.0)
+        self._overlay("now", rows, self.point_size + 4, edge=(0.08, 0.08, 0.1, 1.0), edge_width=1.0)
 
     def show_highlight(self, row: int) -> None:
-        self._overlay(self.highlight, [row] if row >= 0 else [], 18, face=(0, 0, 0, 0),
+        self._overlay("highlight", [row] if row >= 0 else [], 18, face=(0, 0, 0, 0),
                       edge=(0.0, 1.0, 1.0, 1.0), edge_width=2.5)
 
     def show_cursor(self, rows) -> None:
         """Diamonds on the trajectory's cells at the current time."""
-        self._overlay(self.cursor, list(rows), 12, face=(1, 1, 1, 1), edge=(1, 0.2, 0.2, 1),
+        self._overlay("cursor", list(rows), 12, face=(1, 1, 1, 1), edge=(1, 0.2, 0.2, 1),
                       edge_width=2.0, symbol="diamond")
 
     def show_trajectory(self, branches: list[np.ndarray], cursor_rows=()) -> None:
@@ -414,7 +463,7 @@ class ScatterCanvas:
             self.trajectory.set_data(pos=pos, color=np.repeat(color, 2, axis=0), connect="segments")
             self.trajectory.visible = True
         else:
-            self.trajectory.visible = False
+            self._hide("trajectory")
         self.show_cursor(cursor_rows)
 
     # ------------------------------------------------------------------ interaction
@@ -489,7 +538,7 @@ class ScatterCanvas:
     def _on_release(self, event):
         press, self._press = self._press, None
         drag, self._drag = self._drag, None
-        self.lasso_line.visible = False
+        self._hide("lasso_line")
         if press is None:
             return
         moved = np.abs(np.asarray(event.pos, dtype=float) - press).max() > 3

@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 from napari_dynaclr import verify
 from napari_dynaclr._napari.session import camera, get_session, goto_cell
 from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr.core.store import LazyStore
 from napari_dynaclr.errors import DynaclrError
 
 if TYPE_CHECKING:
@@ -276,9 +277,9 @@ class VerifyWidget(QWidget):
         kind, _, name = str(self.prediction_combo.currentData() or "file").partition(":")
         if kind == "session":
             sess = get_session(self.viewer)
-            if sess.adata is not None:
+            if sess.adata is not None and not isinstance(sess.adata, LazyStore):  # (a run's result, in memory)
                 return sess.adata
-            if sess.store_path:
+            if sess.store_path:  # (an opened store: read from disk by the comparison)
                 return Path(sess.store_path)
             raise DynaclrError("the viewer holds no prediction any more; choose a file")
         if kind == "layer":
