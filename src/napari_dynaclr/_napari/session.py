@@ -16,9 +16,10 @@ Helpers other widgets may reuse (e.g. the verify panel):
 the GUI: :func:`prepare_table` (Qt-free, for a worker thread) builds the frame index, the colours, the shown
 FOV's overlay and its napari layer *objects* (layers are models: building one touches no viewer), and
 :meth:`ExplorerSession.install` puts them into the viewer one step per event-loop turn (each step one layer,
-the highlight, Tracks and Points layers first hidden, then shown in their own turns, so that no turn both
-inserts a layer and draws it for the first time). A newer ``set_table``/``show_fov``/``install`` makes a running install stale
-(a generation counter): it stops at its next step, and the newer call takes over the session's layers.
+the highlight, Points and Tracks layers first hidden, then shown in their own turns, so that no turn both
+inserts a layer and draws it for the first time). A newer ``set_table``/``show_fov``/``install`` makes a
+running install stale (a generation counter): it stops at its next step, and the newer call takes over the
+session's layers.
 """
 
 from __future__ import annotations
@@ -163,11 +164,12 @@ class ExplorerSession:
 
         Step 1 makes the table and the prepared layers the session's (the views rebuild; the layers are not
         yet in the viewer, but colouring, selecting or adding columns already reaches them); then the
-        previous layers leave the viewer (together, in one step); then each new layer is added hidden (but the images);
-        then the highlight, Points and Tracks layers are shown, each in its own step; then the selection and
-        highlight are applied (and the Points layer made the active one); the last step
-        announces the FOV and the current frame. A newer ``set_table``, ``show_fov`` or ``install`` makes this one stale: it
-        ends at its next step and adds nothing more. *plate*: the open plate (the session closes it)."""
+        previous layers leave the viewer (together, in one step); then each new layer is added, hidden but
+        the images; then the highlight, Points and Tracks layers are shown, each in its own step; then the
+        selection and highlight are applied (and the Points layer made the active one); the last step
+        announces the FOV and the current frame. A newer ``set_table``, ``show_fov`` or ``install`` makes this
+        one stale: it ends at its next step and adds nothing more. *plate*: the open plate (the session
+        closes it)."""
         self._generation += 1
         gen = self._generation
         viewer = self.viewer
