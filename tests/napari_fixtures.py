@@ -53,6 +53,14 @@ def demo_copy(demo_store, tmp_path) -> Path:
     return dst
 
 
+def reader_dock(viewer, qtbot, plugin: str = "napari-dynaclr"):
+    """The DynaCLR dock that opening a store with ``viewer.open`` docks (in the next event-loop turn), once
+    its open has started."""
+    main = viewer.window.add_plugin_dock_widget(plugin, "DynaCLR")[1]
+    qtbot.waitUntil(lambda: main._open_worker is not None, timeout=10_000)
+    return main
+
+
 def wait_worker(qtbot, worker, timeout: int) -> None:
     """Wait until a started worker of a dock is done and its signals were delivered.
 

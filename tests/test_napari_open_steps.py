@@ -13,7 +13,7 @@ import pytest
 
 from napari_dynaclr._napari import session as session_module
 from napari_fixtures import *  # noqa: F403
-from napari_fixtures import wait_worker
+from napari_fixtures import reader_dock, wait_worker
 
 PLUGIN = "napari-dynaclr"
 
@@ -125,7 +125,7 @@ def test_a_large_open_builds_in_a_worker_and_ends_like_set_table(docked, demo_st
 def test_the_reader_opens_a_large_store_in_steps(make_napari_viewer, demo_store, qtbot, steps):
     viewer = make_napari_viewer(show=True)
     viewer.open(str(demo_store), plugin=PLUGIN)
-    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")  # the one the reader docked
+    main = reader_dock(viewer, qtbot)  # the one the reader docked
     wait_worker(qtbot, main._open_worker, 60_000)
     s = main.session
     assert steps["prepared_on_main"] == [False] and len(steps["installs"]) == 1

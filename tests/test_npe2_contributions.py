@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from napari_fixtures import demo_inputs, demo_store, wait_worker  # noqa: F401
+from napari_fixtures import demo_inputs, demo_store, reader_dock, wait_worker  # noqa: F401
 
 PLUGIN = "napari-dynaclr"
 
@@ -59,7 +59,7 @@ def test_opening_a_store_shows_its_cells_in_the_dock(make_napari_viewer, demo_in
     shutil.copytree(demo_store, store)
     viewer = make_napari_viewer(show=True)
     assert _open(viewer, store, plugin) == []  # read in a worker: the layers come from the dock
-    main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")[1]  # the one the reader docked
+    main = reader_dock(viewer, qtbot)  # the one the reader docked
     wait_worker(qtbot, main._open_worker, 60_000)
     s = main.session
     assert s.store_path == store and len(s.table) == 52

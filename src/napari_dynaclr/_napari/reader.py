@@ -1,11 +1,11 @@
 """npe2 reader for the two kinds of ``.zarr`` folder this plugin works with.
 
-- An **embedding store** (ours or VisCy's AnnData zarr) opens in the DynaCLR dock (docked if needed): its
-  cells as a scatter in the Explore tab (UMAP when present, else PHATE, else PCA) and, when the store
-  names its plate and tracks (``uns``), the first FOV's images with the cells overlaid as Tracks and Points
-  layers carrying the cell table as ``features``. The store is read in a worker, so napari stays
-  responsive while a large one loads; the reader itself adds no layer. Without a napari window (a
-  headless viewer) it returns the cells as a Points layer in embedding coordinates instead.
+- An **embedding store** (ours or VisCy's AnnData zarr) opens in the DynaCLR dock (docked if needed, in the
+  event-loop turn after ``viewer.open``): its cells as a scatter in the Explore tab (UMAP when present, else
+  PHATE, else PCA) and, when the store names its plate and tracks (``uns``), the first FOV's images with the
+  cells overlaid as Tracks and Points layers carrying the cell table as ``features``. The store is read in a
+  worker, so napari stays responsive while a large one loads; the reader itself adds no layer. Without a
+  napari window (a headless viewer) it returns the cells as a Points layer in embedding coordinates instead.
 - An **HCS OME-Zarr plate** opens as its first FOV, one lazy image layer per channel (nothing is read
   until a plane is shown), with the plate path in the metadata: the DynaCLR dock takes it as its plate.
 
@@ -15,6 +15,9 @@ Anything else is not claimed (the reader returns ``None``), so napari offers the
 from __future__ import annotations
 
 from pathlib import Path
+
+#: the reader docks the DynaCLR dock this long after ``viewer.open`` called it (napari is done by then)
+DOCK_DELAY_MS = 50
 
 
 def _one_path(path) -> Path | None:
@@ -51,8 +54,20 @@ def read_embeddings(path):
     window = getattr(viewer, "window", None)
     if window is None:
         return embedding_points(path)
-    _, dock = window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
-    dock.open_embeddings(path, use_fields=False)
+    # docked (≈ 0.1 s) and opened in a later event-loop turn: viewer.open (napari's own work) is one turn,
+    # making the dock another. Not at once: viewer.open processes events while it shows its progress (a due
+    # timer would make the dock inside it). The timer belongs to the window's menu bar: closed, it never fires.
+    from qtpy.QtCore import QTimer
+
+    def dock_and_open() -> None:
+        turn.deleteLater()
+        _, dock = window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+        dock.open_embeddings(path, use_fields=False)
+
+    turn = QTimer(window.main_menu)
+    turn.setSingleShot(True)
+    turn.timeout.connect(dock_and_open)
+    turn.start(DOCK_DELAY_MS)
     return [(None,)]
 
 
