@@ -238,3 +238,10 @@ def test_column_values_and_fingerprint():
         changed.iloc[0] = "a"
         assert explore.column_fingerprint(series) == explore.column_fingerprint(series.copy())
         assert explore.column_fingerprint(series) != explore.column_fingerprint(changed)
+
+
+def test_label_classes_from_codes_or_values():
+    cat = pd.Series(pd.Categorical(["", "b", "a", "", None], categories=["", "a", "b", "unused"]))
+    assert explore.label_classes(cat) == ["a", "b"]  # not the unassigned, the missing or the unused category
+    assert explore.label_classes(pd.Series(["x", "", None, "y", "x"])) == ["x", "y"]
+    assert explore.label_classes(pd.Series(pd.Categorical([""] * 4))) == []
