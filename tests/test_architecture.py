@@ -69,3 +69,13 @@ def test_what_napari_loads_at_start_up_stays_light():
         "import napari_dynaclr._napari.widgets.verify_panel"
     )
     assert not {"torch", "lightning", "timm", "umap"} & set(loaded)
+
+
+def test_the_plugin_makes_its_workers_one_way():
+    """Every napari worker of the plugin is made by ``thread_job`` (errors to the dock, data packages imported
+    one thread at a time, a generator's RuntimeError not lost): no module calls ``thread_worker`` itself."""
+    import napari_dynaclr._napari as plugin
+
+    root = Path(plugin.__file__).parent
+    calls = {str(p.relative_to(root)) for p in root.rglob("*.py") if "thread_worker(" in p.read_text()}
+    assert calls == {"widgets/_jobs.py"}

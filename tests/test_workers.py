@@ -23,7 +23,7 @@ from napari_dynaclr.core.store import read_store
 from napari_dynaclr.errors import Cancelled, PlateError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess
 from napari_dynaclr.predict.run import run_prediction
-from napari_fixtures import demo_inputs  # noqa: F401
+from napari_fixtures import demo_inputs, demo_store  # noqa: F401
 
 
 def _drain(gen, on_item=None):
@@ -259,3 +259,61 @@ def test_the_work_process_runs_the_package_module_not_the_users_script(tmp_path)
     assert out.stdout.count("SCRIPT RAN") == 1 and "pca: X_pca" in out.stdout
     pid = int(out.stdout.split("pid:")[1].split()[0])
     assert seconds < 60 and not _alive(pid)  # the long UMAP was killed at exit
+
+
+def test_a_runtime_error_in_a_generator_job_reaches_the_dock(qtbot):
+    """superqt's generator worker swallows a RuntimeError (no ``errored``, no ``finished``): every job the
+    docks start (``thread_job``) raises it as a plain error instead, so the dock hears of it and its job ends."""
+    from napari_dynaclr._napari.widgets._jobs import is_running, start_job, thread_job
+
+    def job(n):
+        yield 1
+        if n:
+            raise RuntimeError("the disk went away")
+        return n
+
+    assert list(workers.in_thread(job)(0)) == [1]
+    with pytest.raises(Exception, match="RuntimeError: the disk went away") as raised:
+        list(workers.in_thread(job)(1))
+    assert not isinstance(raised.value, RuntimeError)
+    errors, finished = [], []
+    worker = thread_job(job)(1)
+    worker.errored.connect(lambda exc: errors.append(str(exc)))
+    worker.finished.connect(lambda: finished.append(1))
+    start_job(worker)
+    qtbot.waitUntil(lambda: bool(finished), timeout=10_000)
+    assert errors == ["RuntimeError: the disk went away"] and not is_running(worker)
+
+
+def test_two_jobs_reading_data_for_the_first_time_at_once(demo_inputs, demo_store):  # noqa: F811
+    """A plate check and a store open started together in a fresh napari process: both import zarr for the
+    first time. In two threads at once, zarr's modules (which import each other) came half-initialised
+    (``ImportError: cannot import name 'StorePath'``, ``KeyError: 'zarr'``, every time); the docks' jobs import
+    the data packages one thread at a time."""
+    script = textwrap.dedent(f"""
+        import sys, threading
+        from napari_dynaclr._napari import workers
+        from napari_dynaclr.core.plate import plate_info
+        from napari_dynaclr.core.store import LazyStore
+        assert "zarr" not in sys.modules
+        errors = []
+
+        def job(read):
+            def run():
+                try:
+                    read()
+                except BaseException as exc:
+                    errors.append(repr(exc))
+            return threading.Thread(target=workers.in_thread(run))
+
+        jobs = [job(lambda: plate_info({str(demo_inputs["plate"])!r})),
+                job(lambda: len(LazyStore({str(demo_store)!r}).obs))]
+        for j in jobs:
+            j.start()
+        for j in jobs:
+            j.join()
+        print("ERRORS", errors)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ERRORS []" in out.stdout, out.stdout[-2000:]

@@ -75,9 +75,10 @@ def embedding_points(path):
     """The store's cells as a Points layer in their 2-D embedding, the cell table as ``features``."""
     import numpy as np
 
-    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari import explore, workers
     from napari_dynaclr.core.store import LazyStore
 
+    workers.import_data_packages()
     path = _one_path(path)
     store = LazyStore(path)  # (obs and obsm only: X is not needed here)
     table = explore.cell_table(store.obs, store.obsm)
@@ -97,9 +98,10 @@ def embedding_points(path):
 
 def read_plate(path):
     """The plate's first FOV (in VisCy's order), one lazy image layer per channel."""
-    from napari_dynaclr._napari import layers
+    from napari_dynaclr._napari import layers, workers
     from napari_dynaclr.core.plate import Plate
 
+    workers.import_data_packages()  # (not while a dock's worker imports them: see there)
     path = _one_path(path)
     plate = Plate(path)  # stays open while napari shows its arrays
     fov = plate.fovs[0]

@@ -79,14 +79,13 @@ def _start_build(folder: Path, spec: SyntheticSpec):
     """Build the demo in a worker, with an indeterminate progress bar in napari's activity dock."""
     if folder in _BUILDS:
         return _BUILDS[folder]
-    from napari.qt.threading import thread_worker
     from napari.utils import progress
     from napari.utils.notifications import show_error
 
-    from napari_dynaclr._napari.widgets._jobs import start_job
+    from napari_dynaclr._napari.widgets._jobs import start_job, thread_job
 
     bar = progress(total=0, desc="DynaCLR demo: writing the plate, building the checkpoint")
-    worker = thread_worker(build_demo, ignore_errors=True)(folder, spec)
+    worker = thread_job(build_demo)(folder, spec)
 
     def done(_paths):
         for callback in _WAITING.pop(folder, []):

@@ -25,6 +25,7 @@ session's layers.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,9 @@ _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: tables with more cells than this open through :func:`prepare_table` (a worker) + :meth:`ExplorerSession.install`
 #: (GUI steps); smaller ones through :meth:`ExplorerSession.set_table` at once (≈ 0.1–0.3 s at 20,000 cells)
 ASYNC_CELLS = 20_000
+#: napari layers are made by one worker at a time: two opens preparing at once made them concurrently, and
+#: napari's first use of its unit registry (and dask's graph of one plate read twice) is not thread-safe
+_MAKING_LAYERS = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -635,15 +639,18 @@ def prepare_table(table: pd.DataFrame, plate=None, fov_name: str | None = None, 
         images, z, scale = [], False, (1.0, 1.0, 1.0)
     ov = layers.fov_overlay(table, out.fov_name, z=z, scale=scale)
     out.overlay = ov
-    out.image_layers = [napari.layers.Image(data, **kwargs) for data, kwargs, _ in images]
-    if not len(ov.rows):
-        out.tracks_layer = out.points_layer = out.highlight_layer = None
-        return out
-    kwargs = fov_layer_kwargs(ov, scale, out.fov_name)
-    out.tracks_layer = napari.layers.Tracks(ov.tracks, visible=False, **kwargs["tracks"])
-    out.tracks_layer.track_colors = colors[ov.rows]
-    out.points_layer = napari.layers.Points(ov.points, face_color=colors[ov.rows], visible=False, **kwargs["points"])
-    out.highlight_layer = napari.layers.Points(np.empty((0, ov.points.shape[1])), visible=False, **kwargs["highlight"])
+    with _MAKING_LAYERS:
+        out.image_layers = [napari.layers.Image(data, **kwargs) for data, kwargs, _ in images]
+        if not len(ov.rows):
+            out.tracks_layer = out.points_layer = out.highlight_layer = None
+            return out
+        kwargs = fov_layer_kwargs(ov, scale, out.fov_name)
+        out.tracks_layer = napari.layers.Tracks(ov.tracks, visible=False, **kwargs["tracks"])
+        out.tracks_layer.track_colors = colors[ov.rows]
+        out.points_layer = napari.layers.Points(ov.points, face_color=colors[ov.rows], visible=False,
+                                                **kwargs["points"])
+        out.highlight_layer = napari.layers.Points(np.empty((0, ov.points.shape[1])), visible=False,
+                                                   **kwargs["highlight"])
     return out
 
 

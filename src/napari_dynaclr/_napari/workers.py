@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
+import importlib
+import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +44,46 @@ def work_process() -> ChildProcess:
             _CHILD = ChildProcess()
             atexit.register(_CHILD.close)
         return _CHILD
+
+
+#: the packages the jobs read and write data with (imported once, one thread at a time)
+DATA_PACKAGES = ("zarr", "dask.array", "anndata", "iohub.ngff")
+_IMPORTING = threading.Lock()
+
+
+def import_data_packages() -> None:
+    """Import :data:`DATA_PACKAGES` one thread at a time (instant once done).
+
+    zarr's modules import each other: two threads importing it for the first time at once (a plate check
+    and a store open started together) get a half-initialised module or Python's import deadlock error."""
+    with _IMPORTING:
+        for name in DATA_PACKAGES:
+            importlib.import_module(name)
+
+
+def in_thread(job):
+    """*job* as a dock runs it in a napari thread worker: the data packages imported first
+    (:func:`import_data_packages`); and, for a generator job, a ``RuntimeError`` it raises reaches the dock as
+    an error — superqt's generator worker takes one for "the worker's Qt object was deleted": it warns and ends
+    without ``errored`` or ``finished``, and a dock waiting for the job would wait forever. It is raised as an
+    ``Exception`` with the same message instead."""
+    if inspect.isgeneratorfunction(job):
+        @functools.wraps(job)
+        def run_generator(*args, **kwargs):
+            import_data_packages()
+            try:
+                return (yield from job(*args, **kwargs))
+            except RuntimeError as exc:
+                raise Exception(f"{type(exc).__name__}: {exc}") from exc
+
+        return run_generator
+
+    @functools.wraps(job)
+    def run(*args, **kwargs):
+        import_data_packages()
+        return job(*args, **kwargs)
+
+    return run
 
 
 def cancel_job(cancel: threading.Event) -> None:
@@ -279,21 +322,16 @@ def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int =
     the job then yields ``None`` every 50 ms (so that napari can abort it) until the GUI thread sets *shown*
     (the store is shown, or the result was stale), and returns the same :class:`OpenedStore`: the job runs
     as long as the store is being opened."""
-    try:
-        opened = open_store(path, plate_path, tracks_path)
-    except RuntimeError as exc:
-        raise _not_runtime(exc) from exc
+    opened = open_store(path, plate_path, tracks_path)
     if len(opened.table) <= prepare_above or shown is None:
         return opened
     from napari_dynaclr._napari.session import prepare_table
 
     try:
         opened.prepared = prepare_table(opened.table, opened.plate, None, color_column, colormap)
-    except BaseException as exc:
+    except BaseException:
         if opened.plate is not None:
             opened.plate.close()
-        if isinstance(exc, RuntimeError):
-            raise _not_runtime(exc) from exc
         raise
     yield opened
     while not shown.wait(0.05):
@@ -301,10 +339,6 @@ def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int =
     return opened
 
 
-def _not_runtime(exc: RuntimeError) -> Exception:
-    """A RuntimeError raised in a generator worker is taken by napari's worker for a deleted Qt object: the
-    worker then ends without ``errored`` or ``finished``. The same message as another type."""
-    return Exception(f"{type(exc).__name__}: {exc}")
 
 
 def resolve_store_inputs(adata, store_path) -> tuple[Path | None, Path | None]:

@@ -18,6 +18,8 @@ import weakref
 
 from qtpy.QtCore import QCoreApplication, QThreadPool
 
+from napari_dynaclr._napari import workers
+
 #: how long napari's quit waits for the plugin's workers once they were asked to stop
 QUIT_WAIT_MS = 3000
 
@@ -40,6 +42,16 @@ def plugin_pool() -> QThreadPool:
 def is_running(worker) -> bool:
     """Whether *worker* was started here and has not finished yet."""
     return worker in _RUNNING
+
+
+def thread_job(job, **kwargs):
+    """napari's ``thread_worker`` for *job*, as every job of the plugin is made: errors go to the job's
+    ``errored`` signal (``ignore_errors``), and the job runs through
+    :func:`~napari_dynaclr._napari.workers.in_thread` (data packages imported one thread at a time, a generator's
+    ``RuntimeError`` not lost)."""
+    from napari.qt.threading import thread_worker
+
+    return thread_worker(workers.in_thread(job), ignore_errors=True, **kwargs)
 
 
 def start_job(worker):

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, PushButton, SpinBox
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtGui import QIcon, QImage, QPixmap
@@ -28,7 +27,7 @@ from napari_dynaclr._napari import explore, workers
 from napari_dynaclr._napari.explore import UNASSIGNED
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, alive, form, scrolling
-from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
 if TYPE_CHECKING:
@@ -178,7 +177,7 @@ class CellsView(QWidget):
         if name in self._cancels:
             workers.cancel_job(self._cancels.pop(name))
         cancel = self._cancels[name] = threading.Event()
-        worker = thread_worker(job, ignore_errors=True)(*args, cancel=cancel)
+        worker = thread_job(job)(*args, cancel=cancel)
 
         def done(result):
             if self._workers.get(name) is worker and self._alive():
@@ -440,7 +439,7 @@ class CellsView(QWidget):
             apply_predictions(whole, model, task)
             return write_store(whole, path, overwrite=True)
 
-        worker = thread_worker(write, ignore_errors=True)()
+        worker = thread_job(write)()
         worker.returned.connect(lambda p: show_info(f"wrote predicted_{task} into {p}"))
         worker.errored.connect(lambda exc: show_error(str(exc)))
         return self.jobs.start(worker)

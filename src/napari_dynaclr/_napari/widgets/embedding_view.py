@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
@@ -16,7 +15,7 @@ from superqt import QCollapsible
 from napari_dynaclr._napari import explore, plotting
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section
-from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets.scatter import DENSITY_MODES, ScatterCanvas
 from napari_dynaclr.core.reduce import CLUSTERINGS, available_reductions
 from napari_dynaclr.errors import Cancelled, DynaclrError
@@ -360,7 +359,7 @@ class EmbeddingView(QWidget):
             return None
         cancel = threading.Event()
         desc = f"DynaCLR: {args[0]} of {len(X)} cells" if args else "DynaCLR"
-        worker = thread_worker(job, progress={"desc": desc}, ignore_errors=True)(X, *args, cancel=cancel, **kwargs)
+        worker = thread_job(job, progress={"desc": desc})(X, *args, cancel=cancel, **kwargs)
         return self._start(worker, on_done, cancel)
 
     def compute_reduction(self, method: str | None = None):
@@ -399,7 +398,7 @@ class EmbeddingView(QWidget):
             return None
         from napari_dynaclr._napari.workers import save_to_store
 
-        worker = thread_worker(save_to_store, progress=True, ignore_errors=True)(
+        worker = thread_job(save_to_store, progress=True)(
             s.adata, s.table, s.store_path, list(reductions), list(columns))
         worker.returned.connect(lambda p: show_info(f"saved to {p}"))
         worker.errored.connect(_show_job_error)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
 
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.widgets._forms import alive, field_path
+from napari_dynaclr._napari.widgets._jobs import thread_job
 from napari_dynaclr._napari.widgets._wording import error_message
 from napari_dynaclr._napari.widgets.predict_form import yml_selection
 from napari_dynaclr.errors import Cancelled, DynaclrError
@@ -65,7 +65,7 @@ class InputChecks:
         if self._inspect_cancel is not None:  # only the latest check counts
             workers.cancel_job(self._inspect_cancel)
         cancel = self._inspect_cancel = threading.Event()
-        worker = thread_worker(workers.inspect_checkpoint, ignore_errors=True)(path, encoder, cancel)
+        worker = thread_job(workers.inspect_checkpoint)(path, encoder, cancel)
 
         def done(text):
             if worker is self._inspect_worker and alive(d):
@@ -100,12 +100,17 @@ class InputChecks:
             self.plate_worker = None
             return None
         d.plate_info.value = "reading the plate…"
-        worker = thread_worker(plate_info, ignore_errors=True)(path, *yml_selection(d.yml_config, path))
+        worker = thread_job(plate_info)(path, *yml_selection(d.yml_config, path))
+
+        def latest() -> bool:  # this read is the latest one (its result counts): it is over now
+            if worker is not self.plate_worker or not alive(d):
+                return False
+            self.plate_worker = None
+            return True
 
         def done(info):
-            if worker is not self.plate_worker or not alive(d):
+            if not latest():
                 return
-            self.plate_worker = None
             t, _, z, y, x = info["shape"]
             d.plate_info.value = (f"{len(info['fovs'])} FOVs in {len(info['wells'])} wells; channels: "
                                   f"{', '.join(info['channels'])}; TZYX {t}×{z}×{y}×{x} {info['dtype']}")
@@ -118,9 +123,8 @@ class InputChecks:
             self.preview_timer.start()
 
         def failed(exc):
-            if worker is not self.plate_worker or not alive(d):
+            if not latest():
                 return
-            self.plate_worker = None
             d.plate_info.value = f"✗ {error_message(exc)}"
             d.fovs.choices = []
             self.preview_timer.start()
@@ -164,7 +168,7 @@ class InputChecks:
             d.cells_info.value = f"✗ {exc}"
             return None
         token = self._preview_token = object()  # only the latest preview counts
-        worker = thread_worker(workers.preview_cells, ignore_errors=True)(cfg, keep_plate=True)
+        worker = thread_job(workers.preview_cells)(cfg, keep_plate=True)
 
         def done(result):
             table, plate = result

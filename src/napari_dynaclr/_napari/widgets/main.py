@@ -27,7 +27,6 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )
-from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
@@ -42,7 +41,7 @@ from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets import predict_form
 from napari_dynaclr._napari.widgets._forms import Message, alive, field_path, keep_button_text
-from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets._wording import OVERWRITE_HINT, error_message, gui_wording
 from napari_dynaclr._napari.widgets.cells_view import CellsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
@@ -255,7 +254,7 @@ class DynaCLRWidget(QWidget):
             show_info("the napari plugin predicts on one device; for several, run "
                       "`napari-dynaclr predict -c predict.yml` on the command line")
         self.cancel_event = threading.Event()
-        worker = thread_worker(workers.prediction_job, ignore_errors=True)(cfg, self.device.value, self.cancel_event)
+        worker = thread_job(workers.prediction_job)(cfg, self.device.value, self.cancel_event)
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_finished)
         worker.errored.connect(self._on_error)

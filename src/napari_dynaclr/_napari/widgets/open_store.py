@@ -16,14 +16,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import ExplorerSession
 from napari_dynaclr._napari.widgets._forms import alive
-from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 
 #: the pause between two steps of showing a large store
 STEP_MS = 1
@@ -54,7 +53,7 @@ class StoreOpener:
         s = self.session
         shown = threading.Event()  # the worker runs until the store is shown (or its result is stale)
         token = self._token = object()  # only the latest open counts
-        worker = thread_worker(workers.open_store_job, ignore_errors=True)(
+        worker = thread_job(workers.open_store_job)(
             path, plate, tracks, ASYNC_CELLS, s.color_column, s.colormap, shown)
         steps = []
         # each step in its own event-loop turn, after the paint the previous one caused: a timer, not a queued
@@ -94,8 +93,7 @@ class StoreOpener:
                 return
             if not current():  # a newer open (or the dock is gone): drop this one
                 end()
-                if item.plate is not None:
-                    item.plate.close()
+                _drop(item)
                 return
             self._opened(item)
             steps[:] = [showing(item), item]
@@ -110,8 +108,7 @@ class StoreOpener:
             if opened.prepared is not None:  # shown in steps (or discarded) already
                 return
             if not current():
-                if opened.plate is not None:
-                    opened.plate.close()
+                _drop(opened)
                 return
             self._opened(opened)
             s.set_table(opened.table, adata=opened.adata, store_path=path, plate=opened.plate,
@@ -131,3 +128,9 @@ class StoreOpener:
         self.worker = worker
         self.jobs.start(worker)
         return worker
+
+
+def _drop(opened: workers.OpenedStore) -> None:
+    """Forget a store read for an open that is no longer the latest: close the plate the worker opened."""
+    if opened.plate is not None:
+        opened.plate.close()

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 
 from napari_dynaclr import verify
 from napari_dynaclr._napari.session import camera, get_session, goto_cell
-from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr.core.store import LazyStore
 from napari_dynaclr.errors import DynaclrError
 
@@ -295,8 +295,6 @@ class VerifyWidget(QWidget):
 
     def run(self):
         """Start the comparison in a worker; returns the worker (None when the inputs are incomplete)."""
-        from napari.qt.threading import thread_worker
-
         if self.state == "running":
             return self._worker
         try:
@@ -313,7 +311,7 @@ class VerifyWidget(QWidget):
         self.run_button.setEnabled(False)
         self.verdict_label.setStyleSheet(PLAIN_STYLE)
         self.verdict_label.setText("Comparing…")
-        worker = thread_worker(verify.compare_stores, ignore_errors=True)(prediction, Path(ref_text), contract)
+        worker = thread_job(verify.compare_stores)(prediction, Path(ref_text), contract)
         worker.returned.connect(self._on_report)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
