@@ -49,7 +49,7 @@ def _no_leftovers(out: Path) -> None:
 
 def test_a_full_session_leaves_naparis_process_as_it_found_it(demo_inputs, demo_store, tmp_path):  # noqa: F811
     result, stderr, _ = _session("full", demo_inputs, demo_store, tmp_path)
-    assert result["error"] is None and result["last_error"] is None
+    assert result["error"] is None and result["last_error"] is None and result["notified_errors"] == []
     assert {"Planned", "Batch", "Stage"} <= set(result["events"])
     assert result["gc_frozen_since_start"] == 0  # nothing moved to the permanent generation
     assert result["none_modules"] == []
@@ -66,7 +66,7 @@ def test_a_full_session_leaves_naparis_process_as_it_found_it(demo_inputs, demo_
 @pytest.mark.parametrize("mode", ["preview", "checkpoint", "run", "reduction", "verify"])
 def test_closing_napari_while_a_job_runs_is_clean(mode, demo_inputs, demo_store, tmp_path):  # noqa: F811
     result, stderr, seconds = _session(mode, demo_inputs, demo_store, tmp_path)
-    assert result["error"] is None
+    assert result["error"] is None and result["notified_errors"] == []
     print(f"{mode}: napari exited {seconds:.2f} s after being closed "
           f"(its event loop ended after {result['run_seconds']} s)")
     assert seconds is not None and seconds < 5, f"napari took {seconds:.1f} s to exit"

@@ -285,6 +285,33 @@ def test_open_store_without_checkpoint(docked, demo_store, demo_inputs, qtbot, m
     assert not any(n.startswith("A/1/0") for n in names)
 
 
+def test_a_deleted_dock_no_longer_follows_the_session(docked, demo_store, demo_inputs, qtbot, monkeypatch):
+    """The session outlives its docks, and a dock's Python object can outlive its Qt widget (napari closing
+    while a run streams batches into the session): a deleted dock's slots do nothing, the others still
+    answer."""
+    from napari_dynaclr._napari.widgets._forms import alive
+    from napari_dynaclr._napari.widgets._jobs import is_running
+
+    viewer, main, view = docked
+    errors = _errors(monkeypatch)
+    s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    dock, side = viewer.window.add_plugin_dock_widget(PLUGIN, "Embedding view")
+    assert side.session is s
+    job = side.compute_reduction("PCA")  # its worker reports after the dock is gone
+    viewer.window.remove_dock_widget(dock)
+    side.deleteLater()  # (as napari's window does to its docks when it closes)
+    qtbot.waitUntil(lambda: not alive(side), timeout=10_000)  # (its Python object is still held here)
+    qtbot.waitUntil(lambda: not is_running(job), timeout=60_000)
+    s.rows_changed.emit(0, 3)
+    s.table_changed.emit()
+    s.columns_changed.emit()
+    s.colors_changed.emit()
+    s.select([0, 1])
+    s.highlight(0)
+    s.frame_changed.emit(s.fov_name, 0)
+    assert errors == [] and list(view.scatter.selected_rows()) == [0, 1]
+
+
 def test_fov_switch_refills_the_layers_like_a_fresh_build(docked, demo_store, demo_inputs, qtbot):
     """Switching FOV keeps the layer objects (no 0.1–0.5 s layer builds) and leaves them exactly as a
     fresh build would: data, features, colours, borders, sizes, names, image data and contrast."""

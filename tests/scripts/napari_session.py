@@ -25,13 +25,23 @@ LIMITS_BEFORE = {lib["filepath"]: lib["num_threads"] for lib in threadpoolctl.th
 MODULES_BEFORE = {name for name, mod in sys.modules.items() if mod is None}
 
 import napari  # noqa: E402
+from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 from qtpy.QtCore import QTimer  # noqa: E402
 
 viewer = napari.Viewer()
 _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
 _, view = viewer.window.add_plugin_dock_widget("napari-dynaclr", "Embedding view")
 _, verify = viewer.window.add_plugin_dock_widget("napari-dynaclr", "Verify against reference")
-state = {"pids": set(), "events": [], "closing_at": None, "error": None}
+state = {"pids": set(), "events": [], "closing_at": None, "error": None, "notified_errors": []}
+
+
+def on_notification(notification):
+    """napari shows an exception raised in its event loop as a notification (nothing reaches stderr)."""
+    if notification.severity >= NotificationSeverity.ERROR:
+        state["notified_errors"].append(str(notification)[-1500:])
+
+
+notification_manager.notification_ready.connect(on_notification)
 
 
 def note_pid():
@@ -129,5 +139,6 @@ result = {
     "alive_pids": [p for p in sorted(state["pids"]) if alive(p)],
     "run_seconds": round(closed - state["closing_at"], 2) if state["closing_at"] else None,
     "last_error": main.last_error,
+    "notified_errors": state["notified_errors"],
 }
 print("RESULT " + json.dumps(result), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from magicgui.widgets import FileEdit, Label
@@ -78,6 +79,20 @@ def scrolling(page: QWidget) -> QScrollArea:
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setWidget(page)
     return scroll
+
+
+def while_alive(slot):
+    """A dock's slot for the session's signals: ignored once Qt has deleted the dock. The session outlives
+    its docks, and a dock's Python object can outlive its Qt widget (napari closing while a run streams its
+    batches: the embedding view's combo boxes were gone when the next batch arrived)."""
+
+    @functools.wraps(slot)
+    def run(self, *args):
+        if alive(self):
+            return slot(self, *args)
+        return None
+
+    return run
 
 
 def alive(widget) -> bool:

@@ -19,6 +19,7 @@ import weakref
 from qtpy.QtCore import QCoreApplication, QThreadPool
 
 from napari_dynaclr._napari import workers
+from napari_dynaclr._napari.widgets._forms import alive
 
 #: how long napari's quit waits for the plugin's workers once they were asked to stop
 QUIT_WAIT_MS = 3000
@@ -68,6 +69,7 @@ class DockJobs:
 
     def __init__(self, owner):
         self._running: list[tuple] = []  # (worker, cancel event or None, on_stop or None)
+        self._owner = weakref.ref(owner)
         running = self._running  # the slots below must not hold the dock itself
 
         def stop_all(*_):
@@ -79,10 +81,14 @@ class DockJobs:
             app.aboutToQuit.connect(stop_all)
             owner.destroyed.connect(lambda *_: _disconnect(app.aboutToQuit, stop_all))
 
-    def start(self, worker, cancel: threading.Event | None = None, on_stop=None):
+    def start(self, worker, cancel: threading.Event | None = None, on_stop=None, **slots):
         """Start *worker* (a napari thread worker) on the plugin's pool and remember it until it finishes.
         *on_stop*: called after the job was stopped from outside (napari closing), e.g. to remove what a
-        killed work process left beside its output."""
+        killed work process left beside its output. *slots* (``yielded=``, ``returned=``, ``errored=``,
+        ``finished=``): the dock's handlers of the worker's signals, called only while the dock's Qt widget
+        exists — a worker stopped because napari closes still reports, after its dock is gone."""
+        for name, slot in slots.items():
+            getattr(worker, name).connect(_while_alive(self._owner, slot))
         entry = (worker, cancel, on_stop)
         self._running.append(entry)
         _RUNNING.add(worker)
@@ -95,6 +101,15 @@ class DockJobs:
         worker.finished.connect(done)
         plugin_pool().start(worker)
         return worker
+
+
+def _while_alive(owner: weakref.ref, slot):
+    def call(*args):
+        widget = owner()
+        if widget is not None and alive(widget):
+            slot(*args)
+
+    return call
 
 
 def _stop(running) -> None:

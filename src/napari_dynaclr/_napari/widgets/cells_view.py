@@ -26,7 +26,7 @@ from superqt import QCollapsible
 from napari_dynaclr._napari import explore, workers
 from napari_dynaclr._napari.explore import UNASSIGNED
 from napari_dynaclr._napari.session import get_session
-from napari_dynaclr._napari.widgets._forms import Message, alive, form, scrolling
+from napari_dynaclr._napari.widgets._forms import Message, form, scrolling, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
@@ -161,9 +161,6 @@ class CellsView(QWidget):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _alive(self) -> bool:
-        return alive(self)
-
     def _matrix(self):
         """The embeddings: an array, or a store's ``X`` that the job reads in its thread (``np.asarray``)."""
         adata = self.session.adata
@@ -180,11 +177,11 @@ class CellsView(QWidget):
         worker = thread_job(job)(*args, cancel=cancel)
 
         def done(result):
-            if self._workers.get(name) is worker and self._alive():
+            if self._workers.get(name) is worker:
                 on_done(result)
 
         def failed(exc):
-            if self._workers.get(name) is not worker or not self._alive() or isinstance(exc, Cancelled):
+            if self._workers.get(name) is not worker or isinstance(exc, Cancelled):
                 return
             message = str(exc) if isinstance(exc, DynaclrError) else f"{type(exc).__name__}: {exc}"
             (on_error or show_error)(message)
@@ -194,16 +191,14 @@ class CellsView(QWidget):
                 self._workers.pop(name, None)
                 self._cancels.pop(name, None)
 
-        worker.returned.connect(done)
-        worker.errored.connect(failed)
-        worker.finished.connect(finished)
         self._workers[name] = worker
-        return self.jobs.start(worker, cancel)
+        return self.jobs.start(worker, cancel, returned=done, errored=failed, finished=finished)
 
     def worker(self, name: str):
         """The running worker of *name* (gallery, neighbours, classifier, smoothness), or None."""
         return self._workers.get(name)
 
+    @while_alive
     def _on_table(self) -> None:
         self._token = uuid.uuid4().hex  # a new table: a new matrix for the work process
         self.tile_rows = []
@@ -212,6 +207,7 @@ class CellsView(QWidget):
         self._annotation_state = None
         self._on_columns()
 
+    @while_alive
     def _on_columns(self) -> None:
         t = self.session.table
         if t is None:
@@ -234,6 +230,7 @@ class CellsView(QWidget):
 
     # ------------------------------------------------------------------ gallery
 
+    @while_alive
     def _on_selection(self) -> None:
         if self.follow_selection.value:
             self._gallery_timer.start()
@@ -329,6 +326,7 @@ class CellsView(QWidget):
 
     # ------------------------------------------------------------------ neighbours
 
+    @while_alive
     def _on_highlight(self, row: int) -> None:
         if row >= 0 and self.follow_clicks.value and not self._skip_neighbours and self.session.adata is not None:
             self.neighbours(row)

@@ -14,7 +14,7 @@ from superqt import QCollapsible
 
 from napari_dynaclr._napari import explore, plotting
 from napari_dynaclr._napari.session import get_session
-from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section
+from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets.scatter import DENSITY_MODES, ScatterCanvas
 from napari_dynaclr.core.reduce import CLUSTERINGS, available_reductions
@@ -201,6 +201,7 @@ class EmbeddingView(QWidget):
             self.color.value = self.session.color_column
         self._updating = False
 
+    @while_alive
     def _on_table(self) -> None:
         t = self.session.table
         self._refresh_choices()
@@ -212,6 +213,7 @@ class EmbeddingView(QWidget):
         self._replot()
         self._marker_colours()
 
+    @while_alive
     def _on_columns(self) -> None:
         self._refresh_choices()
         had = self.has_markers
@@ -236,6 +238,7 @@ class EmbeddingView(QWidget):
         self._on_frame(self.session.fov_name, self.session.current_t)
         self._on_highlight(self.session.highlighted)
 
+    @while_alive
     def _on_rows(self, start: int, stop: int) -> None:
         t = self.session.table
         x, y = self.axes()
@@ -259,6 +262,7 @@ class EmbeddingView(QWidget):
         if self.session.color_column != column:
             self.session.color_by(column, self.cmap.value)
 
+    @while_alive
     def _on_colors(self) -> None:
         self.scatter.set_colors(self.session.colors, self._color_key())
         self._on_frame(self.session.fov_name, self.session.current_t)
@@ -285,6 +289,7 @@ class EmbeddingView(QWidget):
         mask = explore.points_in_box(self.xy(), corner0, corner1)
         return self.session.select(np.flatnonzero(mask), mode or self.op.value)
 
+    @while_alive
     def _on_selection(self) -> None:
         self.scatter.show_selected(self.session.selected)
         self._update_status()
@@ -300,6 +305,7 @@ class EmbeddingView(QWidget):
         if i >= 0:
             self.session.goto_row(i)
 
+    @while_alive
     def _on_highlight(self, row: int) -> None:
         self.scatter.show_highlight(row)
         s = self.session
@@ -318,6 +324,7 @@ class EmbeddingView(QWidget):
         t = self.session.table["t"].to_numpy()[self._traj_rows]
         return self._traj_rows[t == self.session.current_t]
 
+    @while_alive
     def _on_frame(self, fov, t) -> None:
         s = self.session
         if s.frames is None or fov is None:
@@ -343,10 +350,8 @@ class EmbeddingView(QWidget):
     def _start(self, worker, on_done, cancel=None):
         self.worker = worker
         self._busy(True)
-        worker.returned.connect(on_done)
         worker.errored.connect(_show_job_error)
-        worker.finished.connect(lambda: self._busy(False))
-        self.jobs.start(worker, cancel)
+        self.jobs.start(worker, cancel, returned=on_done, finished=lambda: self._busy(False))
         return worker
 
     def _run_on_matrix(self, job, on_done, *args, **kwargs):

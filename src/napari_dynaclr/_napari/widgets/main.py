@@ -40,7 +40,7 @@ from qtpy.QtWidgets import (
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets import predict_form
-from napari_dynaclr._napari.widgets._forms import Message, alive, field_path, keep_button_text
+from napari_dynaclr._napari.widgets._forms import Message, alive, field_path, keep_button_text, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets._wording import OVERWRITE_HINT, error_message, gui_wording
 from napari_dynaclr._napari.widgets.cells_view import CellsView
@@ -142,6 +142,7 @@ class DynaCLRWidget(QWidget):
 
     # ------------------------------------------------------------------ inputs
 
+    @while_alive
     def _on_layer_inserted(self, event) -> None:
         self._prefill_from(getattr(event.value, "metadata", {}) or {})
 
@@ -387,6 +388,7 @@ class DynaCLRWidget(QWidget):
 
     # ------------------------------------------------------------------ FOV switching
 
+    @while_alive
     def _refresh_fovs(self) -> None:
         names = self.session.fov_names()
         self._fov_sync = True
@@ -395,6 +397,7 @@ class DynaCLRWidget(QWidget):
             self.show_fov.value = self.session.fov_name
         self._fov_sync = False
 
+    @while_alive
     def _on_fov_changed(self, name: str) -> None:
         self._fov_sync = True
         if name in self.show_fov.choices:

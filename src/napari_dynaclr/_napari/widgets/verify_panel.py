@@ -312,11 +312,8 @@ class VerifyWidget(QWidget):
         self.verdict_label.setStyleSheet(PLAIN_STYLE)
         self.verdict_label.setText("Comparing…")
         worker = thread_job(verify.compare_stores)(prediction, Path(ref_text), contract)
-        worker.returned.connect(self._on_report)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
         self._worker = worker
-        self.jobs.start(worker)
+        self.jobs.start(worker, returned=self._on_report, errored=self._on_error, finished=self._on_finished)
         return worker
 
     def _on_finished(self):
