@@ -27,10 +27,9 @@ import pandas as pd
 from napari_dynaclr.errors import Cancelled, ConfigError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 
-__all__ = ["Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "cluster_job",
-           "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells", "reduction_job",
-           "save_to_store", "work_process",
-           "close_work_process"]
+__all__ = ["Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process", "cluster_job",
+           "import_data_packages", "in_thread", "inspect_checkpoint", "open_store", "open_store_job",
+           "prediction_job", "preview_cells", "reduction_job", "save_to_store", "work_process"]
 
 _CHILD: ChildProcess | None = None
 _CHILD_LOCK = threading.Lock()
@@ -337,8 +336,6 @@ def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int =
     while not shown.wait(0.05):
         yield None
     return opened
-
-
 
 
 def resolve_store_inputs(adata, store_path) -> tuple[Path | None, Path | None]:
