@@ -45,16 +45,17 @@ def work_process() -> ChildProcess:
         return _CHILD
 
 
-#: the packages the jobs read and write data with (imported once, one thread at a time)
-DATA_PACKAGES = ("zarr", "dask.array", "anndata", "iohub.ngff")
+#: the packages that two threads must not import for the first time at once (iohub and anndata import zarr)
+DATA_PACKAGES = ("zarr",)
 _IMPORTING = threading.Lock()
 
 
 def import_data_packages() -> None:
-    """Import :data:`DATA_PACKAGES` one thread at a time (instant once done).
+    """Import :data:`DATA_PACKAGES` one thread at a time (≈ 0.2 s the first time, instant then).
 
     zarr's modules import each other: two threads importing it for the first time at once (a plate check
-    and a store open started together) get a half-initialised module or Python's import deadlock error."""
+    and a store open started together) get a half-initialised module (``cannot import name 'StorePath'``,
+    ``KeyError: 'zarr'``) or Python's import deadlock error."""
     with _IMPORTING:
         for name in DATA_PACKAGES:
             importlib.import_module(name)
@@ -285,6 +286,11 @@ class OpenedStore:
     plate_error: str | None  # why the plate could not be opened (the cells are shown without images)
     prepared: object = None  # a session.PreparedTable, for tables the GUI thread shows in steps
 
+    def close(self) -> None:
+        """Close the plate opened for this store (when it is not going to be shown)."""
+        if self.plate is not None:
+            self.plate.close()
+
 
 def open_store(path, plate_path=None, tracks_path=None) -> OpenedStore:
     """Read an embedding store, build the explorer's cell table (no model needed) and open its plate:
@@ -329,8 +335,7 @@ def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int =
     try:
         opened.prepared = prepare_table(opened.table, opened.plate, None, color_column, colormap)
     except BaseException:
-        if opened.plate is not None:
-            opened.plate.close()
+        opened.close()
         raise
     yield opened
     while not shown.wait(0.05):

@@ -93,7 +93,7 @@ class StoreOpener:
                 return
             if not current():  # a newer open (or the dock is gone): drop this one
                 end()
-                _drop(item)
+                item.close()
                 return
             self._opened(item)
             steps[:] = [showing(item), item]
@@ -108,7 +108,7 @@ class StoreOpener:
             if opened.prepared is not None:  # shown in steps (or discarded) already
                 return
             if not current():
-                _drop(opened)
+                opened.close()
                 return
             self._opened(opened)
             s.set_table(opened.table, adata=opened.adata, store_path=path, plate=opened.plate,
@@ -128,9 +128,3 @@ class StoreOpener:
         self.worker = worker
         self.jobs.start(worker)
         return worker
-
-
-def _drop(opened: workers.OpenedStore) -> None:
-    """Forget a store read for an open that is no longer the latest: close the plate the worker opened."""
-    if opened.plate is not None:
-        opened.plate.close()
