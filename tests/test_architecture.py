@@ -31,13 +31,14 @@ def test_no_import_cycles():
     assert cycles == []
 
 
-def _loaded_after(statement: str) -> list[str]:
-    code = textwrap.dedent(f"""
-        import sys
-        {statement}
-        heavy = ("torch", "lightning", "timm", "umap", "numba", "napari", "qtpy", "PyQt5", "PyQt6", "vispy", "magicgui")
-        print(" ".join(m for m in heavy if m in sys.modules))
-    """)
+HEAVY = ("torch", "lightning", "timm", "umap", "numba", "napari", "qtpy", "PyQt5", "PyQt6", "vispy", "magicgui")
+#: what napari's process must never import (import contract 4 in pyproject.toml, checked here at run time)
+NOT_IN_NAPARI = ("torch", "lightning", "timm", "torchvision", "umap", "napari_dynaclr.model",
+                 "napari_dynaclr.predict.single", "napari_dynaclr.predict.lightning", "napari_dynaclr.child")
+
+
+def _loaded_after(statement: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    code = f"import sys\n{textwrap.dedent(statement)}\nprint(' '.join(m for m in {heavy!r} if m in sys.modules))\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.split()
 
@@ -69,6 +70,32 @@ def test_what_napari_loads_at_start_up_stays_light():
         "import napari_dynaclr._napari.widgets.verify_panel"
     )
     assert not {"torch", "lightning", "timm", "umap"} & set(loaded)
+
+
+def test_the_plugin_and_what_the_work_process_sends_it_never_load_the_engine():
+    """Every module of the plugin, and the classes of every message the work process sends napari (unpickling
+    one imports its module): none of them loads torch, UMAP, the model, the backends or the child."""
+    import napari_dynaclr._napari as plugin
+
+    root = Path(plugin.__file__).parent
+    names = sorted(
+        "napari_dynaclr._napari." + ".".join(p.relative_to(root).with_suffix("").parts)
+        for p in root.rglob("*.py") if p.name != "__init__.py"
+    )
+    assert {"napari_dynaclr._napari.workers", "napari_dynaclr._napari.widgets.main"} <= set(names)
+    messages = (
+        "import pickle, numpy as np, pandas as pd\n"
+        "from napari_dynaclr.core.architecture import EncoderConfig\n"
+        "from napari_dynaclr.predict import events\n"
+        "sent = [events.Planned(pd.DataFrame({'t': [0]}), 1, EncoderConfig(), 'cpu'), events.Stage('writing'),\n"
+        "        events.BatchResult(0, 0, 1, np.zeros((1, 2)), np.zeros((1, 2)), 1, 1, 0.1),\n"
+        "        events.RunSummary(None, 1, 1, 1, 0.1, 0.2, 'cpu', EncoderConfig(), ['X_pca'])]\n"
+        "blobs = [pickle.dumps(m) for m in sent]\n"
+        "for name in [m for m in sys.modules if m.startswith('napari_dynaclr')]: del sys.modules[name]\n"
+        "[pickle.loads(b) for b in blobs]"
+    )
+    assert _loaded_after(messages, NOT_IN_NAPARI) == []
+    assert _loaded_after("; ".join(f"import {n}" for n in names), NOT_IN_NAPARI) == []
 
 
 def test_the_plugin_makes_its_workers_one_way():

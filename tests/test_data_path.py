@@ -14,6 +14,7 @@ from napari_dynaclr.core.plate import Plate
 from napari_dynaclr.core.predict_yml import load_predict_yaml, parse_predict_config
 from napari_dynaclr.core.tracks import build_cell_table, read_tracks, select_fov_cells
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError
+from napari_dynaclr.predict.batches import load_batch
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.transforms import normalize_batch
 
@@ -225,7 +226,7 @@ def test_timepoint_statistics_in_attrs_and_nan_parents_work(tmp_path):
         plan = plan_prediction(cfg)
     try:
         assert plan.n_cells == 4 and plan.n_batches == 2
-        x = plan.load_batch(1)
+        x = load_batch(plan, 1)
         assert x.shape == (1, 1, 1, 64, 64) and x.dtype == torch.float32
     finally:
         plan.close()

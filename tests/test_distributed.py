@@ -74,7 +74,7 @@ def test_device_count():
 
 def test_read_ahead_order_and_cleanup(case_copy):
     """The per-rank read-ahead yields this rank's batches in order and releases the plane cache."""
-    from napari_dynaclr.predict.batches import read_ahead
+    from napari_dynaclr.predict.batches import load_batch, read_ahead
     from napari_dynaclr.predict.plan import plan_prediction
 
     cfg = load_predict_yaml(case_copy("dev2d") / "predict.yml")
@@ -85,6 +85,6 @@ def test_read_ahead_order_and_cleanup(case_copy):
         assert [i for i, _ in got] == mine
         assert plan.reader.cached_planes == 0
         for i, x in got:
-            assert np.array_equal(x.numpy(), plan.load_batch(i).numpy())
+            assert np.array_equal(x.numpy(), load_batch(plan, i).numpy())
     finally:
         plan.close()

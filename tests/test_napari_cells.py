@@ -43,6 +43,7 @@ def test_selection_shows_the_patches_the_model_saw_and_a_tile_goes_to_its_cell(o
     assert cells.gallery_info.value.startswith("all 6 selected cells")
     # the tiles are the model's input: the run's plan, reader and normalisation cut the same numbers
     from napari_dynaclr.core.predict_yml import load_predict_yaml
+    from napari_dynaclr.predict.batches import load_batch
     from napari_dynaclr.predict.gallery import model_inputs
     from napari_dynaclr.predict.plan import plan_prediction
 
@@ -55,7 +56,7 @@ def test_selection_shows_the_patches_the_model_saw_and_a_tile_goes_to_its_cell(o
         for i, (_, cell) in enumerate(index.iterrows()):
             j = have.index[(have["fov_name"].astype(str) == cell["fov_name"]) & (have["track_id"] == cell["track_id"])
                            & (have["t"] == cell["t"])][0]
-            batch = plan.load_batch(j // cfg.batch_size).numpy()
+            batch = load_batch(plan, j // cfg.batch_size).numpy()
             np.testing.assert_array_equal(patches[i], batch[j % cfg.batch_size][:, 0])
     finally:
         plan.close()

@@ -97,6 +97,7 @@ def test_nan_pixel_in_plan_api_is_a_plate_error(case_copy):
     """The check sits in the plan's batch loader: every caller (CLI, napari, Lightning ranks) gets it."""
     from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.errors import PlateError
+    from napari_dynaclr.predict.batches import load_batch
     from napari_dynaclr.predict.plan import plan_prediction
 
     root = case_copy("dev3d2ch")
@@ -105,10 +106,10 @@ def test_nan_pixel_in_plan_api_is_a_plate_error(case_copy):
     plan = plan_prediction(cfg)
     try:
         with pytest.raises(PlateError, match="track_id 1, t=0, channel RFP"):
-            plan.load_batch(0)
+            load_batch(plan, 0)
         allowed = plan_prediction(cfg.with_overrides(allow_nonfinite=True))
         try:
-            x = allowed.load_batch(0).numpy()
+            x = load_batch(allowed, 0).numpy()
             # batch-pooled percentiles: the NaN reaches the RFP channel of every cell of the batch
             assert not np.isfinite(x[:, 1]).any() and np.isfinite(x[:, 0]).all()
             assert allowed.nonfinite.cells == len(x) and "channel RFP" in allowed.nonfinite.first

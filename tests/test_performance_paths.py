@@ -15,6 +15,7 @@ from conftest import CASES, DATA
 from napari_dynaclr.core.normalize import MinMaxSampled, NormalizeSampled, ScaleIntensityRangePercentiles, StatsTable
 from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.predict_yml import load_predict_yaml
+from napari_dynaclr.predict.batches import load_batch
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.single import predict_batches
 from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine, scale_pooled
@@ -64,7 +65,7 @@ def test_fused_normalisation_is_bit_identical(case_plan):
         rows = plan.cells.iloc[start:stop]
         ref = normalize_batch(torch.from_numpy(plan.read_batch(i)), cfg.source_channel, cfg.normalizations,
                               plan.stats, rows["fov_index"].to_numpy(), rows["t"].to_numpy())
-        got = plan.load_batch(i)
+        got = load_batch(plan, i)
         assert got.dtype == torch.float32 and got.shape == ref.shape
         assert torch.equal(got, ref), f"{case} batch {i}"
     fused = sampled_affine(cfg.normalizations, cfg.source_channel, plan.stats, np.zeros(1, int), np.zeros(1, int))
@@ -80,7 +81,7 @@ def test_predict_batches_threads_give_serial_batches(case_plan):
             flat = x.flatten(1)
             return torch.stack([flat.sum(1), flat[:, 0], flat[:, -1]], 1), flat[:, :2]
 
-    ref = np.concatenate([Echo()(plan.load_batch(i))[0].numpy() for i in range(plan.n_batches)])
+    ref = np.concatenate([Echo()(load_batch(plan, i))[0].numpy() for i in range(plan.n_batches)])
     for threads in (1, 3):
         got = np.concatenate([r.features for r in predict_batches(plan, Echo(), "cpu", loader_threads=threads)])
         np.testing.assert_array_equal(got, ref)

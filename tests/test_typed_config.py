@@ -391,6 +391,29 @@ def test_check_reduction_kwargs_for_flags_built_configs():
     check_reduction_kwargs(ok)
 
 
+@pytest.mark.parametrize("wrapper, kwargs_key", [("pca", "pca_kwargs"), ("umap", "umap_kwargs"),
+                                                  ("phate", "phate_kwargs")])
+def test_every_argument_of_our_reduction_wrappers_is_accepted(wrapper, kwargs_key):
+    """The check accepts our wrappers' own arguments from their schemas (it never imports the wrappers' module:
+    umap-learn): a wrapper argument missing from its schema would be refused in a predict.yml."""
+    import inspect
+
+    from napari_dynaclr.core import reduce
+
+    params = list(inspect.signature(getattr(reduce, wrapper)).parameters.values())[1:]  # 0: the data matrix
+    own = {p.name: p.default for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    assert own
+    # each argument with its default value passes the check (a name the check does not know is refused)
+    fields = {"umap_kwargs": None, "pca_kwargs": None, "phate_kwargs": None}
+    fields[kwargs_key] = {k: v for k, v in own.items() if v is not None}
+    cfg = PredictConfig.plain("plate.zarr", "tracks", "Phase3D", (0, 1), 64, **fields)
+    if wrapper == "phate" and importlib.util.find_spec("phate") is None:
+        with pytest.raises(ConfigError, match="optional 'phate' package is not installed"):
+            check_reduction_kwargs(cfg)
+    else:
+        check_reduction_kwargs(cfg)
+
+
 def test_phate_asked_for_without_the_package_fails_at_parse_time(tmp_path, capsys):
     path = write_yml(tmp_path, lambda d: _writer(d).update(phate_kwargs={"knn": 5, "decay": 40, "t": "auto"}))
     if importlib.util.find_spec("phate") is not None:

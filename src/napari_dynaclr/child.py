@@ -5,9 +5,9 @@ long stretches and would freeze the viewer. :class:`~napari_dynaclr.predict.clie
 this module as a separate Python process and sends it one request at a time over an authenticated
 :mod:`multiprocessing.connection` socket. The child answers with a stream of messages:
 
-- ``("event", obj)`` — a progress event of the request (:class:`~napari_dynaclr.predict.run.Planned`,
-  :class:`~napari_dynaclr.predict.batches.BatchResult` with the batch's arrays,
-  :class:`~napari_dynaclr.predict.run.Stage`);
+- ``("event", obj)`` — a progress event of the request (:class:`~napari_dynaclr.predict.events.Planned`,
+  :class:`~napari_dynaclr.predict.events.BatchResult` with the batch's arrays,
+  :class:`~napari_dynaclr.predict.events.Stage`);
 - ``("warning", text)`` — a warning raised while serving the request;
 - ``("done", value)`` — the request's result, the last message;
 - ``("error", class name, message, user error?)`` — the request failed, the last message.

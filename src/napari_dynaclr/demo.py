@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from napari_dynaclr.core.reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
+from napari_dynaclr.core.reductions import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
 from napari_dynaclr.core.synthetic import SyntheticSpec, make_plate
 
 DEMO_ENCODER = {

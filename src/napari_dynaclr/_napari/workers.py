@@ -168,8 +168,7 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
 def _stream_events(gen, project, state: dict) -> Iterator:
     """Pass the work process's run events on (batches with their 2-D preview), accumulating the arrays in
     *state* (``planned``, ``acc``, ``result``)."""
-    from napari_dynaclr.predict.batches import BatchResult, EmbeddingAccumulator
-    from napari_dynaclr.predict.run import Planned
+    from napari_dynaclr.predict.events import BatchResult, EmbeddingAccumulator, Planned
 
     while True:
         try:

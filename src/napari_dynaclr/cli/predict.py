@@ -75,7 +75,7 @@ def build_config(args):
     """The PredictConfig from -c and/or flags (flags win)."""
     from napari_dynaclr.core.config import CPU_BACKENDS, PRECISIONS, PredictConfig
     from napari_dynaclr.core.predict_yml import load_predict_yaml
-    from napari_dynaclr.core.reduce import DEFAULT_UMAP_KWARGS
+    from napari_dynaclr.core.reductions import DEFAULT_UMAP_KWARGS
     from napari_dynaclr.core.schema import check_reduction_kwargs
 
     boc_flags = [f for f in BOC_FLAGS if getattr(args, f, None) not in (None, False)]

@@ -4,7 +4,8 @@ All run on ``adata.X`` in VisCy's order UMAP → PHATE → PCA and store ``obsm[
 A requested reduction that cannot run is a :class:`~napari_dynaclr.errors.ConfigError` with the reason (VisCy
 logs a failing PCA/PHATE and leaves it out; a store without the reduction asked for is not written here).
 Rows of ``X`` holding NaN/Inf (written only with ``allow_nonfinite``) are left out of the fit and get NaN
-coordinates; the others are computed exactly as without them.
+coordinates; the others are computed exactly as without them. The names and default arguments are in
+:mod:`napari_dynaclr.core.reductions` (no library imported).
 """
 
 from __future__ import annotations
@@ -16,14 +17,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from napari_dynaclr.core.reductions import CLUSTERINGS, REDUCTIONS
 from napari_dynaclr.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-#: EmbeddingWriter kwargs for "UMAP/PCA please" (VisCy's defaults and its predict.yml's PCA size)
-DEFAULT_UMAP_KWARGS = {"n_components": 2, "n_neighbors": 15}
-DEFAULT_PCA_KWARGS = {"n_components": 8}
-
 
 def pca(X: np.ndarray, n_components: int | None = None, normalize_features: bool = True, **_ignored):
     """StandardScaler → sklearn PCA(random_state=42), as VisCy's ``compute_pca``."""
@@ -132,16 +129,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# on demand (the napari explorer)
-
-REDUCTIONS = ("PCA", "UMAP", "PHATE")
-CLUSTERINGS = ("KMeans", "HDBSCAN")
-
-
-def available_reductions() -> list[str]:
-    import importlib.util
-
-    return [m for m in REDUCTIONS if m != "PHATE" or importlib.util.find_spec("phate") is not None]
+# on demand (the napari explorer, in the work process)
 
 
 def compute_reduction(X: np.ndarray, method: str, n_components: int = 2, **kwargs) -> tuple[str, np.ndarray]:

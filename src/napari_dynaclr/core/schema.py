@@ -191,15 +191,6 @@ _REDUCTIONS = (("umap_kwargs", "UMAP", UmapSchema), ("pca_kwargs", "PCA", PcaSch
                ("phate_kwargs", "PHATE", PhateSchema))
 
 
-def _own_parameters(func) -> set[str]:
-    import inspect
-
-    return {
-        name for i, (name, p) in enumerate(inspect.signature(func).parameters.items())
-        if i > 0 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)  # 0: the data matrix
-    }
-
-
 def _init_parameters(source_file: Path, class_name: str) -> set[str] | None:
     """The keyword names of ``class_name.__init__`` read from its source (no import); None: unknown."""
     import ast
@@ -221,36 +212,29 @@ def _init_parameters(source_file: Path, class_name: str) -> set[str] | None:
 
 @functools.cache
 def _accepted(name: str) -> frozenset[str] | None:
-    """The argument names a reduction accepts (None: any name, it cannot be checked here)."""
+    """The argument names a reduction accepts (None: any name, it cannot be checked here): our wrapper's own
+    arguments (the fields of its schema: :mod:`napari_dynaclr.core.reduce`'s wrappers take exactly these and
+    the library's) and the library's. Nothing here imports umap-learn: napari's process checks a predict.yml
+    too, and importing umap (numba) takes seconds; its signature is read from its source."""
     import importlib.util
     import inspect
     import sys
 
-    from napari_dynaclr.core import reduce
-
+    own = set(next(s for _, label, s in _REDUCTIONS if label == name).model_fields)
     if name == "PCA":
-        return frozenset(_own_parameters(reduce.pca))
+        return frozenset(own)
     if name == "UMAP":
-        own = _own_parameters(reduce.umap)
-        # umap-learn's signature, read from its source when umap is not imported yet: importing it
-        # (numba) takes seconds and the napari process must stay free of it
-        theirs = None
-        if "umap" not in sys.modules:
+        loaded = sys.modules.get("umap")
+        if loaded is None:
             spec = importlib.util.find_spec("umap")
-            if spec is not None and spec.origin:
-                theirs = _init_parameters(Path(spec.origin).with_name("umap_.py"), "UMAP")
-        if theirs is None:
-            try:
-                import umap as umap_learn
-            except ImportError:
-                return None
-            params = inspect.signature(umap_learn.UMAP.__init__).parameters.values()
-            if any(p.kind is p.VAR_KEYWORD for p in params):
-                return None
-            theirs = {p.name for p in params} - {"self"}
-        return frozenset(own | theirs)
+            if spec is None or not spec.origin:
+                return None  # not installed: the run says so
+            theirs = _init_parameters(Path(spec.origin).with_name("umap_.py"), "UMAP")
+        else:
+            params = inspect.signature(loaded.UMAP.__init__).parameters.values()
+            theirs = None if any(p.kind is p.VAR_KEYWORD for p in params) else {p.name for p in params} - {"self"}
+        return None if theirs is None else frozenset(own | theirs)
     # PHATE: our wrapper's parameters + phate.PHATE's (verbose is set by the wrapper)
-    own = _own_parameters(reduce.phate)
     if importlib.util.find_spec("phate") is None:
         theirs = _PHATE_ARGS
     else:

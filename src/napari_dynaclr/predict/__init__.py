@@ -1,22 +1,13 @@
 """Prediction: plan → batches → one device or several (Lightning) → AnnData store.
 
-``plan`` and ``batches`` need no torch; the backends import it when they run. The napari plugin runs all of
-this in its work process (:mod:`napari_dynaclr.child`, ``python -m napari_dynaclr.child``); ``client`` is
-that process's GUI-side counterpart.
+- :mod:`~napari_dynaclr.predict.plan` — plate, tracks and settings checked, VisCy's cell order and batches
+  (no torch; :mod:`~napari_dynaclr.predict.boc_plan` for Bag-of-Channels models);
+- :mod:`~napari_dynaclr.predict.batches` and :mod:`~napari_dynaclr.predict.transforms` — a batch as the model
+  receives it (torch);
+- :mod:`~napari_dynaclr.predict.single` and :mod:`~napari_dynaclr.predict.lightning` — the backends;
+- :mod:`~napari_dynaclr.predict.run` — the whole job (:func:`~napari_dynaclr.predict.run.run_prediction`);
+- :mod:`~napari_dynaclr.predict.events` — what a run reports (no torch);
+- :mod:`~napari_dynaclr.predict.client` — the napari side of the work process (:mod:`napari_dynaclr.child`).
+
+This package imports none of them: napari's process imports ``client`` and ``events`` alone.
 """
-
-from napari_dynaclr.predict.batches import BatchResult, EmbeddingAccumulator, read_ahead
-from napari_dynaclr.predict.plan import PredictionPlan, plan_prediction
-from napari_dynaclr.predict.run import (
-    Planned,
-    RunSummary,
-    Stage,
-    prediction_events,
-    run_prediction,
-)
-from napari_dynaclr.predict.single import predict_batches, resolve_device
-
-__all__ = [
-    "BatchResult", "EmbeddingAccumulator", "Planned", "PredictionPlan", "RunSummary", "Stage", "plan_prediction",
-    "predict_batches", "prediction_events", "read_ahead", "resolve_device", "run_prediction",
-]

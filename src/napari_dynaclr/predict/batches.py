@@ -1,9 +1,9 @@
-"""Batches of a plan: read and normalised ahead in threads, the arrays they fill, and the check that no
-NaN/Inf embedding passes for a result."""
+"""Batches of a plan as the model receives them (torch tensors, read and normalised ahead in threads), and
+the check that no NaN/Inf embedding passes for a result. What a run reports per batch, and the arrays it
+fills, are in :mod:`napari_dynaclr.predict.events` (no torch: napari's process receives them)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,24 +11,11 @@ import numpy as np
 
 from napari_dynaclr.errors import DynaclrError
 from napari_dynaclr.predict.plan import PredictionPlan
+from napari_dynaclr.predict.transforms import normalised_batch
 
 
 class NonfiniteEmbeddings(DynaclrError):
     """The model gave NaN/Inf features or projections (refused unless ``allow_nonfinite``)."""
-
-
-@dataclasses.dataclass
-class BatchResult:
-    """One predicted batch: rows [start, stop) of the plan's cell table."""
-
-    index: int
-    start: int
-    stop: int
-    features: np.ndarray
-    projections: np.ndarray
-    n_batches: int
-    n_cells: int
-    elapsed: float
 
 
 def nonfinite_rows(features: np.ndarray, projections: np.ndarray) -> np.ndarray:
@@ -58,6 +45,18 @@ def check_embeddings(plan: PredictionPlan, start: int, features: np.ndarray, pro
     return n_bad
 
 
+def load_batch(plan, i: int):
+    """The model's input for batch *i* of a classic or a Bag-of-Channels plan: a normalised float32 torch tensor
+    (B, C, Z, Y, X), as VisCy feeds the model. Cells whose patch holds NaN/Inf are refused with a
+    :class:`~napari_dynaclr.errors.PlateError` naming the first one, unless ``allow_nonfinite`` (then counted in
+    the plan's ``nonfinite``)."""
+    import torch
+
+    if isinstance(plan, PredictionPlan):
+        return normalised_batch(plan, i)
+    return torch.from_numpy(plan.read_batch(i))  # a Bag-of-Channels plan reads normalised inputs
+
+
 def read_ahead(plan: PredictionPlan, indices, threads: int = 2, prefetch: int = 2, pin_memory: bool = False):
     """Yield ``(i, normalised batch tensor)`` for batch *indices* in order, ``prefetch`` batches ahead.
 
@@ -72,7 +71,7 @@ def read_ahead(plan: PredictionPlan, indices, threads: int = 2, prefetch: int = 
     plan.reader.expect(plan.cells.iloc[np.concatenate(rows)])
 
     def load(i):
-        x = plan.load_batch(i)
+        x = load_batch(plan, i)
         return x.pin_memory() if pin_memory else x
 
     pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="dynaclr-read")
@@ -95,25 +94,3 @@ def read_ahead(plan: PredictionPlan, indices, threads: int = 2, prefetch: int = 
         pool.shutdown(wait=True, cancel_futures=True)
         plan.reader.expect(None)
         plan.reader.clear()
-
-
-class EmbeddingAccumulator:
-    """Preallocated output arrays filled batch by batch (memory = the final arrays only).
-
-    Rows start as NaN (so a row never filled cannot pass for an embedding) and are written up front, so the
-    process memory is allocated once, before the first batch.
-    """
-
-    def __init__(self, n_cells: int, feature_dim: int, projection_dim: int):
-        self.features = np.full((n_cells, feature_dim), np.nan, dtype=np.float32)
-        self.projections = np.full((n_cells, projection_dim), np.nan, dtype=np.float32)
-        self.filled = np.zeros(n_cells, dtype=bool)
-
-    def add(self, res: BatchResult) -> None:
-        self.features[res.start : res.stop] = res.features
-        self.projections[res.start : res.stop] = res.projections
-        self.filled[res.start : res.stop] = True
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.filled.all())

@@ -120,11 +120,6 @@ class BocPlan(BatchPartition):
         self._check_finite(i, rows, out)
         return out
 
-    def load_batch(self, i: int):
-        import torch
-
-        return torch.from_numpy(self.read_batch(i))
-
     def _check_finite(self, i: int, rows: pd.DataFrame, x: np.ndarray) -> None:
         bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
         if not bad.any():

@@ -15,6 +15,7 @@ import pandas as pd
 from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.normalize import ScaleIntensityRangePercentiles
 from napari_dynaclr.errors import ConfigError, TracksError
+from napari_dynaclr.predict.batches import load_batch
 from napari_dynaclr.predict.plan import plan_prediction
 
 PROJECTIONS = ("middle slice", "max projection")
@@ -54,7 +55,7 @@ def model_inputs(cfg: PredictConfig, cells: pd.DataFrame, projection: str = "mid
             x = _from_run_batches(plan, found)
         else:
             plan = dataclasses.replace(plan, cells=have.iloc[found].reset_index(drop=True))
-            x = plan.load_batch(0).numpy()
+            x = load_batch(plan, 0).numpy()
         index = have.iloc[found][[*KEY, "y", "x"]].reset_index(drop=True)
     finally:
         plan.close()
@@ -71,7 +72,7 @@ def _from_run_batches(plan, found: np.ndarray) -> np.ndarray:
     out = None
     for b in np.unique(batch_of):
         at = np.flatnonzero(batch_of == b)
-        x = plan.load_batch(int(b)).numpy()
+        x = load_batch(plan, int(b)).numpy()
         if out is None:
             out = np.empty((len(found), *x.shape[1:]), dtype=np.float32)
         out[at] = x[found[at] - plan.batch_bounds(int(b))[0]]

@@ -53,7 +53,8 @@ def predict_with_lightning(plan, model, cfg, on_batch=None, scratch: str | Path 
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
-    from napari_dynaclr.predict.batches import EmbeddingAccumulator, read_ahead
+    from napari_dynaclr.predict.batches import read_ahead
+    from napari_dynaclr.predict.events import EmbeddingAccumulator
 
     class _Batches(IterableDataset):
         def __init__(self, indices):
@@ -94,7 +95,7 @@ def predict_with_lightning(plan, model, cfg, on_batch=None, scratch: str | Path 
             np.savez(tmp, features=f, projections=p)
             tmp.replace(self.folder / f"batch_{i:08d}.npz")  # complete files only
             if on_batch is not None and trainer.global_rank == 0:
-                from napari_dynaclr.predict.batches import BatchResult
+                from napari_dynaclr.predict.events import BatchResult
 
                 start, stop = plan.batch_bounds(i)
                 on_batch(BatchResult(i, start, stop, f, p, plan.n_batches, plan.n_cells, 0.0))

@@ -1,6 +1,6 @@
 """The plan of a prediction: plate, tracks and settings checked against each other and the encoder, with
-VisCy's cell order and batch partition fixed. No model and no torch at import time: the napari preview
-plans with it.
+VisCy's cell order and batch partition fixed. No model and no torch (napari's process plans its preview
+with it); :func:`napari_dynaclr.predict.batches.load_batch` turns a batch into the model's input.
 
 Nothing broken passes for a result: missing image chunks (zarr would read them as 0) are refused when planning,
 and every batch is checked for NaN/Inf pixels after reading and normalisation (one ``np.isfinite`` pass);
@@ -25,7 +25,6 @@ from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.plate import Plate, missing_chunks
 from napari_dynaclr.core.tracks import build_cell_table
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError, shorten
-from napari_dynaclr.predict.transforms import normalize_batch, sampled_affine, scale_pooled
 
 
 @dataclasses.dataclass
@@ -86,36 +85,7 @@ class PredictionPlan(BatchPartition):
         start, stop = self.batch_bounds(i)
         return self.reader.read(self.cells.iloc[start:stop])
 
-    def load_batch(self, i: int):
-        """Normalised float32 torch tensor (B, C, Z, Y, X) of batch *i*, as VisCy feeds the model.
-
-        Cells whose patch holds NaN/Inf (in the raw pixels, or after normalisation) are refused with a
-        :class:`PlateError` naming the first one, unless ``allow_nonfinite`` (then counted in ``nonfinite``).
-        """
-        import torch
-
-        start, stop = self.batch_bounds(i)
-        rows = self.cells.iloc[start:stop]
-        fov_index, t = rows["fov_index"].to_numpy(), rows["t"].to_numpy()
-        cfg = self.config
-        affine = sampled_affine(cfg.normalizations, cfg.source_channel, self.stats, fov_index, t)
-        if affine is not None:  # NormalizeSampled fused into the crop, percentiles in place: bit-identical
-            out = self.reader.read(rows, affine)
-            if affine.pooled:  # the percentile channels are still raw: refuse NaN/Inf before pooling them
-                bad = self._check_finite(i, rows, out, count=False, channels=[c for c, _ in affine.pooled])
-                scale_pooled(out, affine)
-                self._check_finite(i, rows, out, raw_bad=bad)
-            else:
-                self._check_finite(i, rows, out)
-            return torch.from_numpy(out)
-        raw = self.reader.read(rows)
-        bad = self._check_finite(i, rows, raw, count=not cfg.normalizations)
-        x = normalize_batch(torch.from_numpy(raw), cfg.source_channel, cfg.normalizations, self.stats, fov_index, t)
-        if cfg.normalizations:
-            self._check_finite(i, rows, x.numpy(), raw_bad=bad)
-        return x
-
-    def _check_finite(self, i: int, rows: pd.DataFrame, x: np.ndarray, raw_bad: np.ndarray | None = None,
+    def check_finite(self, i: int, rows: pd.DataFrame, x: np.ndarray, raw_bad: np.ndarray | None = None,
                       count: bool = True, channels: list[int] | None = None) -> np.ndarray | None:
         """(B, C) mask of the patch channels of batch *i* holding NaN/Inf (None when all are finite).
 

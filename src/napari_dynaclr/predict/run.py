@@ -4,77 +4,19 @@ checkpoint → plan → batches (one device, or several through Lightning) → r
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from napari_dynaclr.core.architecture import EncoderConfig
 from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.errors import Cancelled, ConfigError
-from napari_dynaclr.predict.batches import (
-    BatchResult,
-    EmbeddingAccumulator,
-    NonfiniteEmbeddings,
-    describe_cell,
-    nonfinite_rows,
-)
+from napari_dynaclr.predict.batches import NonfiniteEmbeddings, describe_cell, nonfinite_rows
+from napari_dynaclr.predict.events import BatchResult, EmbeddingAccumulator, Planned, RunSummary, Stage
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.single import predict_batches, resolve_device
-
-
-@dataclasses.dataclass
-class RunSummary:
-    output_path: Path | None
-    n_cells: int
-    n_batches: int
-    n_fovs: int
-    predict_seconds: float  # checkpoint → embeddings (no reductions, no writing)
-    seconds: float  # including reductions
-    device: str
-    encoder: EncoderConfig
-    obsm_keys: list[str]
-    n_nonfinite_rows: int = 0  # rows written as NaN/Inf (only with allow_nonfinite)
-    n_nonfinite_inputs: int = 0  # cells whose patch held NaN/Inf (only with allow_nonfinite)
-    n_missing_chunks: int = 0  # image chunks absent from the plate, read as 0 (only with allow_nonfinite)
-    backend: dict = dataclasses.field(default_factory=dict)  # encoder kernels: backend, reason, probe_max_abs
-
-    def describe_backend(self) -> str:
-        """E.g. ``encoder: openvino (max |Δ| 2.4e-06 vs eager on the first cells)``; empty for Lightning runs."""
-        if not self.backend:
-            return ""
-        probe = self.backend.get("probe_max_abs")
-        if self.backend["backend"] == "eager":
-            extra = f" ({self.backend.get('reason')})"
-        else:
-            extra = f" (max |Δ| {probe:.1e} vs eager on the first cells)" if probe is not None else ""
-        return f"encoder: {self.backend['backend']}{extra}"
-
-    @property
-    def cells_per_second(self) -> float:
-        return self.n_cells / self.predict_seconds if self.predict_seconds else float("nan")
-
-
-@dataclasses.dataclass
-class Planned:
-    """First event of a run: the cells that will be predicted (obs rows in store order)."""
-
-    obs: pd.DataFrame
-    n_batches: int
-    encoder: EncoderConfig
-    device: str
-
-
-@dataclasses.dataclass
-class Stage:
-    """A named step after prediction: ``"reducing"``, ``"writing"``."""
-
-    name: str
 
 
 def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: threading.Event | None = None,

@@ -8,7 +8,8 @@ import time
 from collections.abc import Iterator
 
 from napari_dynaclr.errors import Cancelled, ConfigError
-from napari_dynaclr.predict.batches import BatchResult, check_embeddings, read_ahead
+from napari_dynaclr.predict.batches import check_embeddings, read_ahead
+from napari_dynaclr.predict.events import BatchResult
 from napari_dynaclr.predict.plan import PredictionPlan
 
 

@@ -105,6 +105,38 @@ def normalize_batch(x, source_channel, norms, stats: StatsTable, fov_index, t):
     return torch.cat([chans[name] for name in source_channel], dim=1)
 
 
+def normalised_batch(plan, i: int):
+    """Normalised float32 torch tensor (B, C, Z, Y, X) of batch *i* of a classic plan
+    (:class:`~napari_dynaclr.predict.plan.PredictionPlan`), as VisCy feeds the model.
+
+    Cells whose patch holds NaN/Inf (in the raw pixels, or after normalisation) are refused with a
+    :class:`~napari_dynaclr.errors.PlateError` naming the first one, unless ``allow_nonfinite`` (then counted
+    in the plan's ``nonfinite``).
+    """
+    import torch
+
+    start, stop = plan.batch_bounds(i)
+    rows = plan.cells.iloc[start:stop]
+    fov_index, t = rows["fov_index"].to_numpy(), rows["t"].to_numpy()
+    cfg = plan.config
+    affine = sampled_affine(cfg.normalizations, cfg.source_channel, plan.stats, fov_index, t)
+    if affine is not None:  # NormalizeSampled fused into the crop, percentiles in place: bit-identical
+        out = plan.reader.read(rows, affine)
+        if affine.pooled:  # the percentile channels are still raw: refuse NaN/Inf before pooling them
+            bad = plan.check_finite(i, rows, out, count=False, channels=[c for c, _ in affine.pooled])
+            scale_pooled(out, affine)
+            plan.check_finite(i, rows, out, raw_bad=bad)
+        else:
+            plan.check_finite(i, rows, out)
+        return torch.from_numpy(out)
+    raw = plan.reader.read(rows)
+    bad = plan.check_finite(i, rows, raw, count=not cfg.normalizations)
+    x = normalize_batch(torch.from_numpy(raw), cfg.source_channel, cfg.normalizations, plan.stats, fov_index, t)
+    if cfg.normalizations:
+        plan.check_finite(i, rows, x.numpy(), raw_bad=bad)
+    return x
+
+
 def _percentile(img, q):
     """MONAI ``percentile`` on a tensor: torch.quantile (q cast to the tensor dtype) up to 1e6 elements,
     ``np.percentile`` above (pytorch#64947; computed by :func:`~napari_dynaclr.core.percentile.percentiles`,

@@ -17,7 +17,7 @@ from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets.scatter import DENSITY_MODES, ScatterCanvas
-from napari_dynaclr.core.reduce import CLUSTERINGS, available_reductions
+from napari_dynaclr.core.reductions import CLUSTERINGS, available_reductions
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
 if TYPE_CHECKING:

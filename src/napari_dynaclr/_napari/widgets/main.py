@@ -280,7 +280,7 @@ class DynaCLRWidget(QWidget):
             self.status.value = "cancelling…"
 
     def _on_event(self, ev) -> None:
-        from napari_dynaclr.predict.run import Planned, Stage
+        from napari_dynaclr.predict.events import Planned, Stage
 
         if ev is None or self.worker is None:  # a heartbeat, or a late event of a finished run
             return

@@ -143,7 +143,7 @@ def read_config(dock, require_output: bool = True):
 
 def _run_fields(dock, require_output: bool) -> dict:
     """How to run, whatever the data: checkpoint, output, batch size, device (one), reductions."""
-    from napari_dynaclr.core.reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
+    from napari_dynaclr.core.reductions import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
 
     d, base = dock, dock.yml_config
     output = field_path(d.output.value)
