@@ -15,16 +15,22 @@ this module as a separate Python process and sends it one request at a time over
 A prediction runs the same engine as the CLI (:func:`~napari_dynaclr.predict.run.prediction_events`) on one
 device and writes the store itself (atomically); its result carries the run summary and the reductions,
 so the GUI rebuilds the same AnnData from the streamed batches without reading the store back. The child
-stays up between requests (numba compiles once a session); cancelling a request kills it. The child
-exits when the connection closes (napari closed or crashed).
+stays up between requests (numba compiles once a session); cancelling a request kills it.
 
-Standard input carries the connection's address and key (one line, ``address authkey-hex``).
+Standard input carries the connection's address, key and napari's process id (one line, ``address
+authkey-hex pid``) and then stays open: napari never writes to it again, and when napari's process dies (a
+crash, ``kill -9``) the kernel closes its end. A watchdog thread (:func:`watch_parent`) notices that at once
+and ends the child and its process group with SIGKILL, even in the middle of a long UMAP or batch, instead of
+at the child's next message. A store being written is left beside the output path; the next run cleans it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -181,14 +187,49 @@ def serve(conn) -> None:
                 return
 
 
+def watch_parent(parent_pid: int, fd: int = 0, every: float = 0.5) -> threading.Thread:
+    """Start a daemon thread that ends this process (:func:`end_now`) once the process *parent_pid* is gone:
+    its end of the pipe on *fd* closes (EOF, noticed at once), or this process is re-parented (checked every
+    *every* seconds: a process that napari forked may still hold the pipe open)."""
+
+    def watch():
+        try:
+            if os.name == "posix":
+                import select
+
+                while os.getppid() == parent_pid:
+                    ready, _, _ = select.select([fd], [], [], every)
+                    if ready and not os.read(fd, 4096):
+                        break  # EOF: napari's end closed
+            else:  # no select() on pipes: EOF alone
+                while os.read(fd, 4096):
+                    pass
+        except OSError:
+            pass
+        end_now()
+
+    thread = threading.Thread(target=watch, name="dynaclr-parent-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+def end_now() -> None:
+    """SIGKILL this process's group when it leads one (:class:`~napari_dynaclr.predict.client.ChildProcess`
+    starts it in a session of its own: anything it started goes too), else this process alone."""
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(1)
+
+
 def main() -> int:
     from multiprocessing.connection import Client
 
-    line = sys.stdin.readline().split()
-    if len(line) != 2:
-        print("napari_dynaclr.child: expected 'address authkey' on standard input", file=sys.stderr)
+    line = sys.stdin.buffer.readline().split()
+    if len(line) != 3 or not line[2].isdigit():
+        print("napari_dynaclr.child: expected 'address authkey parent-pid' on standard input", file=sys.stderr)
         return 2
-    address, key = line
+    address, key, parent = (x.decode() for x in line)
+    watch_parent(int(parent), sys.stdin.fileno())
     with Client(address, authkey=bytes.fromhex(key)) as conn:
         serve(conn)
     return 0

@@ -76,9 +76,9 @@ class ChildProcess:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,  # a Ctrl-C in napari's terminal is napari's to handle
             )
-            try:
-                proc.stdin.write(f"{listener.address} {key.hex()}\n".encode())
-                proc.stdin.close()
+            try:  # standard input then stays open: the child ends itself when this process dies (its end closes)
+                proc.stdin.write(f"{listener.address} {key.hex()} {os.getpid()}\n".encode())
+                proc.stdin.flush()
             except OSError:
                 pass  # it died already: reported below
             return proc, self._accept(listener, proc, cancel)
@@ -243,7 +243,8 @@ def _error(name: str, message: str, user_error: bool) -> Exception:
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    """SIGKILL (a child started with SIGTERM ignored — nohup-like launchers — would survive SIGTERM)."""
+    """SIGKILL (a child started with SIGTERM ignored — nohup-like launchers — would survive SIGTERM), then close
+    its standard input (kept open so that the child notices this process's death)."""
     if proc.poll() is None:
         try:
             if hasattr(os, "killpg"):
@@ -259,6 +260,11 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
 
 
 def _wait(proc: subprocess.Popen) -> int | None:
