@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up napari-dynaclr on a fresh Debian/Ubuntu machine: system libraries for Xvfb/Qt (napari tests and
 # screenshots), a virtual environment at .venv, and the package itself (editable) with its dependencies and
-# the napari, test, bench and cpu (OpenVINO: the fastest exact CPU encoder) extras, at the versions pinned in
+# the napari, test, bench and cpu (OpenVINO: the fastest exact CPU encoder) extras, plus a Qt binding for napari
+# (PyQt6: the plugin's extras name none, as napari's plugin guidance asks), at the versions pinned in
 # requirements.txt (used as constraints).
 # Idempotent: re-running installs only when something is missing or requirements.txt/pyproject.toml changed.
 set -euo pipefail
@@ -25,17 +26,36 @@ elif ! command -v Xvfb >/dev/null 2>&1; then
     say "warning: Xvfb not found and cannot apt-get install it; napari tests will be skipped"
 fi
 
-# 2. Python >= 3.12
-PY=""
-for cand in python3.12 python3.13 /root/.pyenv/versions/3.12.1/bin/python3.12 python3; do
-    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
-        PY="$(command -v "$cand")"; break
+# 2. Python >= 3.12 (with venv and ensurepip): $PYTHON when set; else pyenv's versions (3.12 first: the
+# pinned versions are tested on it), python3.12 / python3.13 on PATH, uv's Python, python3
+py_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; }
+candidates() {
+    if command -v pyenv >/dev/null 2>&1; then
+        root="$(pyenv root)"
+        pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9]|[2-9][0-9])\.[0-9]+$' | sort -t. -k2,2n -k3,3nr \
+            | while read -r v; do echo "$root/versions/$v/bin/python"; done
     fi
-done
+    echo python3.12
+    echo python3.13
+    if command -v uv >/dev/null 2>&1; then uv python find '>=3.12' 2>/dev/null || true; fi
+    echo python3
+}
+PY=""
+if [ -n "${PYTHON:-}" ]; then
+    py_ok "$PYTHON" || { echo "[setup] error: PYTHON=$PYTHON is not a Python >= 3.12 with venv and ensurepip" >&2; exit 1; }
+    PY="$PYTHON"
+else
+    while read -r cand; do
+        if command -v "$cand" >/dev/null 2>&1 && py_ok "$cand"; then PY="$cand"; break; fi
+    done < <(candidates)
+fi
 if [ -z "$PY" ]; then
-    echo "[setup] error: Python >= 3.12 not found (tried python3.12, python3.13, pyenv 3.12.1, python3)" >&2
+    echo "[setup] error: no Python >= 3.12 with venv and ensurepip found (tried pyenv's versions, python3.12 and" \
+         "python3.13 on PATH, 'uv python find', python3). Install one (pyenv install 3.12, uv python install" \
+         "3.12, or your system's python3.12 with python3.12-venv), or give it as PYTHON=/path/to/python ./setup.sh" >&2
     exit 1
 fi
+PY="$("$PY" -c 'import sys; print(sys.executable)')"  # the interpreter itself, not a shim
 
 # 3. Virtual environment, then the package (editable) with its dependencies, pinned by requirements.txt
 if [ ! -x .venv/bin/python ]; then
@@ -47,16 +67,16 @@ pip_q() {
     .venv/bin/python -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
 }
 STAMP=.venv/.requirements-installed
-if ! .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil, openvino' \
-        2>/dev/null \
+CHECK='import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil, openvino
+from PyQt6 import QtCore'
+if ! .venv/bin/python -c "$CHECK" 2>/dev/null \
    || [ ! -x .venv/bin/ruff ] || [ requirements.txt -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     say "installing the package with pinned dependencies (first time: a few minutes, ~6 GB)"
     pip_q install -q --upgrade pip \
         || { echo "[setup] error: upgrading pip failed" >&2; exit 1; }
-    pip_q install -q -c requirements.txt -e ".[napari,test,bench,cpu]" \
+    pip_q install -q -c requirements.txt -e ".[napari,test,bench,cpu]" PyQt6 \
         || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
-    .venv/bin/python -c 'import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil, openvino' \
-        || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
+    .venv/bin/python -c "$CHECK" || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
     touch "$STAMP"
 fi
 say "ready: $(.venv/bin/napari-dynaclr --version)"
