@@ -9,7 +9,6 @@ import importlib.util
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -260,7 +259,9 @@ BOMB_SITES = {
 
 
 @pytest.mark.parametrize("site", list(BOMB_SITES))
-def test_alias_bomb_is_refused_quickly(site, tmp_path, capsys):
+def test_alias_bomb_is_refused_without_expanding_it(site, tmp_path, capsys):
+    """The refusal counts values as it walks and stops at 10⁵ (the message says so): expanding the 10¹⁰ values
+    would never end."""
     bomb = billion_laughs()
     if BOMB_SITES[site] is None:
         text = bomb + "\n"
@@ -274,16 +275,12 @@ def test_alias_bomb_is_refused_quickly(site, tmp_path, capsys):
     path = tmp_path / "predict.yml"
     path.write_text(text)
     assert path.stat().st_size < 4096
-    t0 = time.perf_counter()
     with pytest.raises(ConfigError) as info:
         load_predict_yaml(path)
-    assert time.perf_counter() - t0 < 2
     msg = str(info.value)
     assert msg == f"{path}: the YAML expands to more than 100000 values (aliases?); refusing"
     assert len(msg) < 500
-    t0 = time.perf_counter()
     assert cli_error(path, capsys) == msg
-    assert time.perf_counter() - t0 < 2
 
 
 def test_a_bomb_given_as_a_document_is_refused_too():
@@ -292,10 +289,8 @@ def test_a_bomb_given_as_a_document_is_refused_too():
         level = [level] * 10
     doc = copy.deepcopy(BASE)
     doc["model"]["init_args"]["bombs"] = level
-    t0 = time.perf_counter()
     with pytest.raises(ConfigError, match="expands to more than 100000 values"):
         parse_predict_config(doc, source="doc")
-    assert time.perf_counter() - t0 < 2
 
 
 def test_a_recursive_alias_is_refused(tmp_path, capsys):
@@ -316,9 +311,7 @@ def test_huge_file_is_refused_before_parsing(tmp_path, capsys):
     path = tmp_path / "predict.yml"
     with path.open("wb") as fh:  # sparse: no 10 MB written
         fh.truncate(MAX_CONFIG_BYTES + 1)
-    t0 = time.perf_counter()
-    msg = cli_error(path, capsys)
-    assert time.perf_counter() - t0 < 2
+    msg = cli_error(path, capsys)  # (parsing it would give another message: 10 MB of NUL bytes)
     assert msg == f"{path} is larger than 10 MB ({MAX_CONFIG_BYTES + 1} bytes); a predict.yml is a few KB: refusing"
 
 
