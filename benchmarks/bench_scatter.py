@@ -168,7 +168,7 @@ def _open_with_reader(viewer, store, hb, app) -> tuple[float, float]:
         nonlocal main
         if main is None:
             main = next((w for w in viewer.window.dock_widgets.values() if isinstance(w, DynaCLRWidget)), None)
-        return main is None or main._open_worker is None or is_running(main._open_worker)
+        return main is None or main.opener.worker is None or is_running(main.opener.worker)
 
     while opening() and time.perf_counter() - t0 < 600:
         app.processEvents()

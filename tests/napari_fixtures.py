@@ -57,7 +57,7 @@ def reader_dock(viewer, qtbot, plugin: str = "napari-dynaclr"):
     """The DynaCLR dock that opening a store with ``viewer.open`` docks (in the next event-loop turn), once
     its open has started."""
     main = viewer.window.add_plugin_dock_widget(plugin, "DynaCLR")[1]
-    qtbot.waitUntil(lambda: main._open_worker is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: main.opener.worker is not None, timeout=10_000)
     return main
 
 
@@ -68,14 +68,16 @@ def wait_worker(qtbot, worker, timeout: int) -> None:
     (a corrupt checkpoint fails in milliseconds): the test then hangs until the timeout. The docks' workers
     stay "running" until their ``finished`` signal reached the GUI thread, so waiting for that has no race.
     """
+    from qtpy.QtWidgets import QApplication
+
     from napari_dynaclr._napari.widgets._jobs import is_running
 
-    qtbot.waitUntil(lambda: not is_running(worker), timeout=timeout)
-    qtbot.wait(20)  # and let the GUI thread deliver anything still queued
+    qtbot.waitUntil(lambda: not is_running(worker), timeout=max(timeout, 60_000))
+    QApplication.processEvents()  # and what its handlers posted (e.g. a zero-delay timer)
 
 
 def load_yml(qtbot, main, path) -> None:
     """Load a predict.yml into the main widget and wait until it has read the plate's layout."""
     assert main.load_predict_yml(path)
-    if main._plate_worker is not None:
-        wait_worker(qtbot, main._plate_worker, 60_000)
+    if main.checks.plate_worker is not None:
+        wait_worker(qtbot, main.checks.plate_worker, 60_000)

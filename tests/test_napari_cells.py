@@ -62,7 +62,7 @@ def test_selection_shows_the_patches_the_model_saw_and_a_tile_goes_to_its_cell(o
         plan.close()
     # clicking a tile takes the viewer to that cell
     target = cells.tile_rows[2]
-    cells._on_tile(cells.gallery.item(2))
+    cells.gallery.itemClicked.emit(cells.gallery.item(2))
     assert s.highlighted == target and s.fov_name == "A/1/1"
     assert int(viewer.dims.current_step[0]) == int(s.table["t"].iat[target])
 

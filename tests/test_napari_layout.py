@@ -4,7 +4,9 @@ button shows its whole text, nothing scrolls sideways, long messages wrap instea
 from __future__ import annotations
 
 import pytest
-from qtpy.QtWidgets import QAbstractButton, QScrollArea
+from qtpy.QtWidgets import QAbstractButton, QScrollArea, QWidget
+
+from napari_fixtures import demo_inputs, demo_store, wait_worker  # noqa: F401
 
 PLUGIN = "napari-dynaclr"
 LONG = ("✓ ContrastiveEncoder convnext_tiny, in_stack_depth 15, stem_kernel_size (5, 4, 4), embedding_dim 768, "
@@ -33,8 +35,20 @@ def _problems(main) -> list[str]:
     return found
 
 
-def _settle(qtbot):
-    qtbot.wait(150)
+def _settle(qtbot, main, ready=lambda: True):
+    """Wait until *ready()* holds and the dock is laid out: Qt lays widgets out in posted events, so the layout is
+    done when handling the pending events three times over moves and resizes nothing in the dock."""
+    seen = []
+
+    def settled():
+        if not ready():
+            seen.clear()
+            return False
+        seen.append([(w.isVisible(), w.geometry().getRect()) for w in [main, *main.findChildren(QWidget)]])
+        del seen[:-3]
+        return len(seen) == 3 and seen[0] == seen[1] == seen[2]
+
+    qtbot.waitUntil(settled, timeout=60_000)
 
 
 @pytest.mark.parametrize("size", [(1366, 768), (1920, 1080)])
@@ -44,12 +58,12 @@ def test_every_tab_is_readable_at_screen_size(make_napari_viewer, qtbot, size):
     dock, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
     main.ckpt_info.value = LONG  # a checked checkpoint's one-line summary must not widen the form
     main.advanced.expand(animate=False)
-    _settle(qtbot)
+    _settle(qtbot, main, lambda: tuple(viewer.window.geometry()[2:]) == size)
     assert [main.tabs.tabText(i) for i in range(main.tabs.count())] == ["Predict", "Explore", "Cells", "Verify"]
     assert main.width() <= size[0] // 2  # a dock, not half the screen
     for i in range(main.tabs.count()):
         main.tabs.setCurrentIndex(i)
-        _settle(qtbot)
+        _settle(qtbot, main)
         assert _problems(main) == [], main.tabs.tabText(i)
     assert main.ckpt_info.native.toolTip() == LONG  # the whole text, wherever it wraps
 
@@ -63,23 +77,23 @@ def test_every_tab_is_readable_at_320_px(make_napari_viewer, qtbot):
     main.advanced.expand(animate=False)
     assert main.minimumSizeHint().width() <= 320
     dock.setMaximumWidth(320)
-    _settle(qtbot)
+    _settle(qtbot, main, lambda: dock.width() <= 320)
     assert main.width() <= 320
     for i in range(main.tabs.count()):
         main.tabs.setCurrentIndex(i)
-        _settle(qtbot)
+        _settle(qtbot, main)
         assert _problems(main) == [], main.tabs.tabText(i)
 
 
-def test_advanced_settings_start_collapsed_and_results_go_to_explore(make_napari_viewer, qtbot):
+def test_advanced_settings_start_collapsed_and_results_go_to_explore(make_napari_viewer, qtbot, demo_store):  # noqa: F811
     viewer = make_napari_viewer(show=True)
     _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
-    _settle(qtbot)
+    _settle(qtbot, main)
     assert main.tabs.currentWidget() is main.predict_scroll
     assert not main.advanced.isExpanded() and main.batch_size.native.visibleRegion().isEmpty()
     assert main.run_btn.native.isVisible() and main.ckpt.native.isVisible()
-    main._ensure_embedding_view()  # what a run or an opened store does
+    wait_worker(qtbot, main.open_embeddings(demo_store), 60_000)  # an opened store (or a run) shows its cells
     assert main.tabs.currentWidget() is main.explore
     main.tabs.setCurrentIndex(0)
-    _settle(qtbot)
+    _settle(qtbot, main)
     assert main.run_btn.native.isVisible() and main.cancel_btn.native.isVisible()  # below the tabs

@@ -110,7 +110,8 @@ def test_a_large_open_builds_in_a_worker_and_ends_like_set_table(docked, demo_st
 
     # the same store through set_table at once, into fresh layers
     monkeypatch.setattr(session_module, "ASYNC_CELLS", 10_000)
-    s._remove_layers()
+    for layer in [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer]:
+        viewer.layers.remove(layer)  # the user deletes them: the next open builds fresh ones
     s = _open(qtbot, main, demo_store)
     assert steps["prepared_on_main"] == [False] and len(steps["installs"]) == 1  # not in steps this time
     assert not any(a is b for a, b in zip([*s.image_layers, s.tracks_layer, s.points_layer], stepped_layers))
@@ -126,7 +127,7 @@ def test_the_reader_opens_a_large_store_in_steps(make_napari_viewer, demo_store,
     viewer = make_napari_viewer(show=True)
     viewer.open(str(demo_store), plugin=PLUGIN)
     main = reader_dock(viewer, qtbot)  # the one the reader docked
-    wait_worker(qtbot, main._open_worker, 60_000)
+    wait_worker(qtbot, main.opener.worker, 60_000)
     s = main.session
     assert steps["prepared_on_main"] == [False] and len(steps["installs"]) == 1
     assert len(s.table) == 52 and s.points_layer in viewer.layers and s.tracks_layer in viewer.layers

@@ -247,7 +247,7 @@ def test_plate_is_read_in_a_worker_and_the_yml_selects_the_fovs(docked, demo_inp
     yml = tmp_path / "predict.yml"
     yml.write_text(yaml.safe_dump(doc))
     assert main.load_predict_yml(yml)
-    worker = main._plate_worker
+    worker = main.checks.plate_worker
     assert worker is not None and main.plate_info.value == "reading the plate…"
     assert main.build_config(require_output=False).exclude_fovs == ["A/1/1"]  # the yml's, until it is read
     wait_worker(qtbot, worker, 60_000)
@@ -338,7 +338,8 @@ def test_fov_switch_refills_the_layers_like_a_fresh_build(docked, demo_store, de
     refilled = state()
     assert [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer] == before
     assert all(a is b for a, b in zip([*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer], before))
-    s._remove_layers()  # a fresh build of the same FOV
+    for layer in [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer]:
+        viewer.layers.remove(layer)  # the user deletes them: a fresh build of the same FOV
     s.show_fov("A/1/1")
     fresh = state()
     assert refilled["names"] == fresh["names"] and refilled["images"] == fresh["images"]
@@ -439,22 +440,26 @@ def test_image_click_highlights_scatter_point(docked, demo_store, demo_inputs, q
     row = next(int(r) for r in rows if track_points(r) >= 2)  # a track with a trajectory to draw
     y, x = s.table["y"].iat[row], s.table["x"].iat[row]
 
+    import wrapt
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
     class Click:  # what napari passes to viewer mouse callbacks
         def __init__(self, kind):
             self.type, self.button, self.pos, self.position = kind, 1, (10, 10), (2, y + 2, x - 1)
 
-    gen = s._on_mouse_drag(viewer, Click("mouse_press"))
-    next(gen)
-    with pytest.raises(StopIteration):
-        next(gen)  # release without moving
+    # a click as napari's canvas delivers it: press, then release without moving (napari wraps the event in a
+    # proxy whose target the release replaces)
+    mouse_press_callbacks(viewer, wrapt.ObjectProxy(Click("mouse_press")))
+    assert s.highlighted != row
+    mouse_release_callbacks(viewer, Click("mouse_release"))
     assert s.highlighted == row
     hl = view.scatter.highlight
-    assert hl.visible and np.allclose(hl._data["a_position"][0, :2], view.xy()[row])
+    assert hl.visible and np.allclose(view.scatter.shown_markers("highlight")["xy"], view.xy()[[row]])
     assert len(s.highlight_layer.data) >= 1  # the track is ringed in the image
     # its trajectory is drawn in embedding space with a marker at the current t
     assert view.scatter.trajectory.visible
     assert view.scatter.cursor.visible
-    np.testing.assert_allclose(view.scatter.cursor._data["a_position"][0, :2], view.xy()[row])
+    np.testing.assert_allclose(view.scatter.shown_markers("cursor")["xy"][0], view.xy()[row])
     # selecting a point in the Points layer does the same
     other = int(next(r for r in rows if int(r) != row))
     pos = int(np.flatnonzero(s.points_layer.features["cell_index"].to_numpy() == other)[0])
@@ -481,7 +486,7 @@ def test_time_step_emphasises_current_cells(docked, demo_store, demo_inputs, qtb
     for t in (0, 3, 1):
         viewer.dims.set_point(0, t)
         rows = s.frames.rows(s.fov_name, t)
-        np.testing.assert_allclose(view.scatter.now._data["a_position"][:, :2], view.xy()[rows])
+        np.testing.assert_allclose(view.scatter.shown_markers("now")["xy"], view.xy()[rows])
 
 
 def test_colour_by_column(docked, demo_store, demo_inputs, qtbot):
@@ -626,6 +631,6 @@ def test_typing_a_checkpoint_path_checks_it_once(docked, demo_inputs, qtbot, mon
     edit = main.ckpt.line_edit.native
     edit.setFocus()
     qtbot.keyClicks(edit, str(demo_inputs["checkpoint"]))  # one keystroke after the other
-    assert main._ckpt_timer.isActive() and checked == [] and main.ckpt_info.value == ""
+    assert main.checks.ckpt_timer.isActive() and checked == [] and main.ckpt_info.value == ""
     qtbot.waitUntil(lambda: main.ckpt_info.value.startswith("✓"), timeout=60_000)
     assert checked == [str(demo_inputs["checkpoint"])]

@@ -39,12 +39,22 @@ def _open(viewer, path, plugin):
     return viewer.open(str(path), plugin=PLUGIN)
 
 
-@pytest.mark.parametrize("name", [w["display_name"] for w in _manifest()["contributions"]["widgets"]])
-def test_every_dock_opens_from_the_plugins_menu(make_napari_viewer, name):
-    viewer = make_napari_viewer()
+WIDGETS = {w["display_name"]: w["command"] for w in _manifest()["contributions"]["widgets"]}
+COMMANDS = {c["id"]: c["python_name"] for c in _manifest()["contributions"]["commands"]}
+
+
+@pytest.mark.parametrize("name", list(WIDGETS))
+def test_every_dock_opens_from_the_plugins_menu(make_napari_viewer, qtbot, name):
+    """The Plugins menu's entry docks the manifest's widget class, shown, holding this viewer."""
+    import importlib
+
+    module, cls = COMMANDS[WIDGETS[name]].split(":")
+    viewer = make_napari_viewer(show=True)
     dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-    assert dock.isVisible() or dock.isFloating() or widget is not None
-    assert widget.viewer is not None
+    assert type(widget) is getattr(importlib.import_module(module), cls)
+    assert dock.isAncestorOf(widget) and viewer.window.dock_widgets[dock.name] is widget
+    qtbot.waitUntil(lambda: dock.isVisible() and widget.isVisible(), timeout=60_000)
+    assert widget.viewer == viewer  # (napari may hand a plugin a proxy of it)
 
 
 @pytest.mark.parametrize("plugin", [PLUGIN, None])
@@ -60,7 +70,7 @@ def test_opening_a_store_shows_its_cells_in_the_dock(make_napari_viewer, demo_in
     viewer = make_napari_viewer(show=True)
     assert _open(viewer, store, plugin) == []  # read in a worker: the layers come from the dock
     main = reader_dock(viewer, qtbot)  # the one the reader docked
-    wait_worker(qtbot, main._open_worker, 60_000)
+    wait_worker(qtbot, main.opener.worker, 60_000)
     s = main.session
     assert s.store_path == store and len(s.table) == 52
     assert main.tabs.currentWidget() is main.explore and main.explore.axes() == ("UMAP_0", "UMAP_1")

@@ -179,8 +179,13 @@ def _fov_stats(fov, channel: str, level: str, stats: tuple[str, str]):
             value = d[s]
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                 raise PlateError(f"{where}: channel {channel!r} {ctx} {s!r} is not a number: {value!r}")
-            v = float(value)
-            if not np.isfinite(v) or not np.isfinite(np.float32(v)):
+            try:
+                v = float(value)
+            except OverflowError:  # an integer beyond any float
+                v = float("inf")
+            with np.errstate(over="ignore"):  # a value beyond float32 is refused below, not warned about
+                v32 = np.float32(v)
+            if not np.isfinite(v) or not np.isfinite(v32):
                 raise PlateError(f"{where}: channel {channel!r} {ctx} {s!r} is {v} (not finite in float32)")
             out.append(np.float32(v))
         return tuple(out)

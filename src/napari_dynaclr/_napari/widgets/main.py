@@ -212,14 +212,6 @@ class DynaCLRWidget(QWidget):
         """Plan the run in a worker and show its cells; returns the worker or None (see :class:`InputChecks`)."""
         return self.checks.preview_cells()
 
-    @property
-    def _plate_worker(self):
-        return self.checks.plate_worker
-
-    @property
-    def _ckpt_timer(self) -> QTimer:
-        return self.checks.ckpt_timer
-
     # ------------------------------------------------------------------ run
 
     def _set_running(self, running: bool) -> None:
@@ -365,10 +357,6 @@ class DynaCLRWidget(QWidget):
         self.open_btn.enabled = False
         self.run_btn.enabled = False
         return self.opener.open(path, plate, tracks)
-
-    @property
-    def _open_worker(self):
-        return self.opener.worker
 
     def _use_store_fields(self, opened: workers.OpenedStore) -> None:
         if opened.plate_error:

@@ -93,6 +93,7 @@ class ScatterCanvas:
         self.colors = np.empty((0, 4), dtype=np.float32)
         self._finite = np.zeros(0, dtype=bool)
         self._selected = np.empty(0, dtype=np.int64)
+        self._overlays: dict[str, dict] = {}  # what each shown marker overlay draws (shown_markers)
         self._grid: plotting.PointGrid | None = None
         self._bins: np.ndarray | None = None  # density-bin index of every point for the current raster
         self._bin_geom = None  # (x_range, y_range, shape) of the current raster
@@ -237,6 +238,7 @@ class ScatterCanvas:
 
     def _hide(self, *names: str) -> None:
         for name in names:
+            self._overlays.pop(name, None)
             if self._made(name):
                 getattr(self, name).visible = False
 
@@ -397,6 +399,15 @@ class ScatterCanvas:
         visual.visible = True
         face = self.colors[rows] if face is None else face
         visual.set_data(xy, face_color=face, edge_color=edge, size=size, edge_width=edge_width, symbol=symbol)
+        self._overlays[name] = {"rows": rows, "xy": xy, "size": size, "face": face, "edge": edge,
+                                "edge_width": edge_width, "symbol": symbol}
+
+    def shown_markers(self, name: str) -> dict | None:
+        """What the marker overlay *name* draws now — ``"sel_inner"`` and ``"sel_outer"`` (the selection's white
+        and black rings), ``"now"`` (the current frame's cells), ``"cursor"`` (the trajectory's cells at the
+        current time), ``"highlight"`` (the clicked cell) — as ``{"rows", "xy", "size", "face", "edge",
+        "edge_width", "symbol"}`` (plotted rows, their positions and the marker style), or None when hidden."""
+        return self._overlays.get(name)
 
     def show_selected(self, rows) -> None:
         """Draw the selection on top: double-outlined markers, or an outlined raster when large."""
