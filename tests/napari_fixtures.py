@@ -57,7 +57,7 @@ def reader_dock(viewer, qtbot, plugin: str = "napari-dynaclr"):
     """The DynaCLR dock that opening a store with ``viewer.open`` docks (in the next event-loop turn), once
     its open has started."""
     main = viewer.window.add_plugin_dock_widget(plugin, "DynaCLR")[1]
-    qtbot.waitUntil(lambda: main.opener.worker is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: main.opener.worker is not None, timeout=60_000)
     return main
 
 

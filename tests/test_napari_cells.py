@@ -27,7 +27,8 @@ def opened(make_napari_viewer, demo_store, demo_inputs, qtbot):
 
 
 def _wait(qtbot, cells, name):
-    qtbot.waitUntil(lambda: cells.worker(name) is not None, timeout=5_000)
+    """Wait for the job *name* that the last action started (some start after a debounce timer) to end."""
+    qtbot.waitUntil(lambda: cells.worker(name) is not None, timeout=TIMEOUT_MS)
     wait_worker(qtbot, cells.worker(name), TIMEOUT_MS)
 
 
@@ -83,15 +84,15 @@ def test_clicking_a_cell_selects_its_nearest_neighbours(opened, qtbot):
     viewer, main, cells = opened
     s = main.session
     cells.k.value = 5
-    s.highlight(3)  # what a click in the image or the scatter does
-    _wait(qtbot, cells, "neighbours")
     X = np.asarray(s.adata.X, dtype=np.float64)
     unit = X / np.linalg.norm(X, axis=1, keepdims=True)
-    nearest = np.argsort(1 - unit @ unit[3])[:6]  # itself and its 5 nearest (cosine)
-    assert sorted(s.selected.tolist()) == sorted(nearest.tolist())
+    nearest = sorted(np.argsort(1 - unit @ unit[3])[:6].tolist())  # itself and its 5 nearest (cosine)
+    s.highlight(3)  # what a click in the image or the scatter does
+    # the neighbours job, then (after the gallery's debounce) the gallery job: wait until both have shown them
+    qtbot.waitUntil(lambda: sorted(s.selected.tolist()) == nearest, timeout=TIMEOUT_MS)
     assert cells.neighbours_info.value.startswith("5 nearest of")
-    _wait(qtbot, cells, "gallery")  # and the gallery shows them
-    assert sorted(cells.tile_rows) == sorted(nearest.tolist())
+    qtbot.waitUntil(lambda: sorted(cells.tile_rows) == nearest, timeout=TIMEOUT_MS)
+    assert cells.gallery.count() == len(nearest)
 
 
 def test_two_labelled_classes_predict_every_cell(opened, demo_inputs, qtbot):

@@ -20,7 +20,7 @@ SCRIPT = Path(__file__).parent / "scripts" / "napari_session.py"
 pytestmark = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (pytest-xvfb provides one)")
 
 
-def _session(mode, demo_inputs, demo_store, tmp_path, timeout=300):  # noqa: F811
+def _session(mode, demo_inputs, demo_store, tmp_path, timeout=900):  # noqa: F811
     env = {**os.environ, "NAPARI_DYNACLR_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, str(SCRIPT), mode, str(demo_inputs["config"]), str(demo_store),
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

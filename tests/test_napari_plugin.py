@@ -112,7 +112,7 @@ def test_cancel_mid_run_leaves_no_store(docked, demo_inputs, tmp_path, qtbot, mo
     out = tmp_path / "cancelled.zarr"
     main.output.value = out
     main.device.value = "cpu"
-    main.batch_size.value = 8  # 7 batches
+    main.batch_size.value = 1  # 52 batches: the run is still going when the first one reaches the dock
     batches = []
 
     def on_event(ev):
@@ -125,7 +125,7 @@ def test_cancel_mid_run_leaves_no_store(docked, demo_inputs, tmp_path, qtbot, mo
     worker.yielded.connect(on_event)
     wait_worker(qtbot, worker, RUN_TIMEOUT_MS)
     assert errors == []
-    assert 1 <= len(batches) < 7  # stopped between batches
+    assert 1 <= len(batches) < 52  # stopped between batches
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no partial store either
     assert main.last_result is None and main.worker is None
@@ -300,7 +300,7 @@ def test_a_deleted_dock_no_longer_follows_the_session(docked, demo_store, demo_i
     job = side.compute_reduction("PCA")  # its worker reports after the dock is gone
     viewer.window.remove_dock_widget(dock)
     side.deleteLater()  # (as napari's window does to its docks when it closes)
-    qtbot.waitUntil(lambda: not alive(side), timeout=10_000)  # (its Python object is still held here)
+    qtbot.waitUntil(lambda: not alive(side), timeout=60_000)  # (its Python object is still held here)
     qtbot.waitUntil(lambda: not is_running(job), timeout=60_000)
     s.rows_changed.emit(0, 3)
     s.table_changed.emit()
@@ -563,7 +563,7 @@ def test_widget_construction_stays_light():
         v.close()
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

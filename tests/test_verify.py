@@ -358,10 +358,10 @@ def test_json_report(ref, tmp_path, capsys):
 
 def test_cli_subprocess_exit_codes(tmp_path):
     exe = [sys.executable, "-m", "napari_dynaclr", "verify"]
-    ok = subprocess.run(exe + [str(REF), str(REF)], capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(exe + [str(REF), str(REF)], capture_output=True, text=True, timeout=600)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.rstrip().splitlines()[-1] == "PASS: X, X_projections within the contract"
-    bad = subprocess.run(exe + [str(tmp_path / "nope.zarr"), str(REF)], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(exe + [str(tmp_path / "nope.zarr"), str(REF)], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and bad.stderr.strip() == f"napari-dynaclr: error: embedding store not found: " \
                                                          f"{tmp_path / 'nope.zarr'}"
 
@@ -390,5 +390,5 @@ def test_map_cell_values_and_find_cell(ref):
 def test_verify_and_panel_modules_do_not_import_torch():
     code = ("import sys, napari_dynaclr.verify, napari_dynaclr._napari.widgets.verify_panel; "
             "assert 'torch' not in sys.modules, 'torch imported'")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -124,7 +124,10 @@ def alive(pid):
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
-time.sleep(0.2)
+for _ in range(200):  # the work processes end with napari (each was killed and waited for): allow 10 s to show it
+    if not any(alive(p) for p in state["pids"]):
+        break
+    time.sleep(0.05)
 limits_after = {lib["filepath"]: lib["num_threads"] for lib in threadpoolctl.threadpool_info()}
 result = {
     "mode": MODE,
