@@ -446,6 +446,7 @@ def test_image_click_highlights_scatter_point(docked, demo_store, demo_inputs, q
     class Click:  # what napari passes to viewer mouse callbacks
         def __init__(self, kind):
             self.type, self.button, self.pos, self.position = kind, 1, (10, 10), (2, y + 2, x - 1)
+            self.modifiers = ()
 
     # a click as napari's canvas delivers it: press, then release without moving (napari wraps the event in a
     # proxy whose target the release replaces)
