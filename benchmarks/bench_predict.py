@@ -235,7 +235,7 @@ class NullModel:
 
 def run_stream(cfg, model, device, args, batches=None, backend="eager"):
     """predict_batches over the plan (or the first batches), results into an accumulator."""
-    from napari_dynaclr.predict.batches import EmbeddingAccumulator
+    from napari_dynaclr.predict.events import EmbeddingAccumulator
     from napari_dynaclr.predict.plan import plan_prediction
     from napari_dynaclr.predict.single import predict_batches
 
