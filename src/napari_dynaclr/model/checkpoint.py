@@ -115,11 +115,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except OSError as exc:
         raise os_error(exc, path, "checkpoint", CheckpointError) from None
     except Exception as exc:  # torch raises many types for corrupt archives
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not zipped and not first.startswith("Weights only load failed"):
+        detail = _load_error(exc)
+        if "Unsupported global: GLOBAL " in detail:  # a real pickle holding objects that are not weights
+            name = detail.split("GLOBAL ", 1)[1].split(" ", 1)[0]
+            raise CheckpointError(f"checkpoint {path} holds a Python object ({name[:100]}) that a safe load "
+                                  "(weights_only) refuses: only tensors and plain values are read; save the "
+                                  "state_dict alone") from exc
+        if not zipped:
             raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (a legacy pickle that cannot be "
-                                  f"read: {first[:150]}; truncated or wrong file?)") from exc
-        raise CheckpointError(f"checkpoint {path} cannot be read: {first[:200]}") from exc
+                                  f"read: {detail[:150]}; truncated or wrong file?)") from exc
+        raise CheckpointError(f"checkpoint {path} cannot be read: {detail[:200]}") from exc
     if isinstance(obj, Mapping) and "state_dict" in obj:
         sd = obj["state_dict"]
     elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -141,6 +146,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         sd = {PREFIX + k: v for k, v in sd.items()}
     check_finite(sd, path)
     return dict(sd)
+
+
+def _load_error(exc: BaseException) -> str:
+    """The useful line of a ``torch.load`` failure: the weights-only unpickler's own error (not its long advice
+    to load unsafely), else the first line."""
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        lines = [ln.strip() for ln in rest.splitlines() if ln.strip()]
+        if lines:
+            return lines[0]
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_finite(state_dict: Mapping, path: str | Path = "checkpoint") -> None:
