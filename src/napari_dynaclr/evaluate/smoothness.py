@@ -117,7 +117,8 @@ def pair_distances(Z: np.ndarray, i: np.ndarray, j: np.ndarray, metric: str = "c
             dot = np.einsum("ij,ij->i", a, b)
             na = np.sqrt(np.einsum("ij,ij->i", a, a))
             nb = np.sqrt(np.einsum("ij,ij->i", b, b))
-            out[s:s + _CHUNK] = np.clip(1.0 - dot / (na * nb), 0.0, 2.0)
+            with np.errstate(invalid="ignore", divide="ignore"):  # a zero row: NaN, refused by the caller
+                out[s:s + _CHUNK] = np.clip(1.0 - dot / (na * nb), 0.0, 2.0)
     return out
 
 
