@@ -12,27 +12,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from cli_lines import cli, one_error
 from eval_data import ANNOTATIONS, STORES, read, write_zarr
-from napari_dynaclr.cli import main
 from napari_dynaclr.errors import AnnotationError, ConfigError, StoreError
 from napari_dynaclr.evaluate.classifier import class_labels, train_classifier
 from napari_dynaclr.evaluate.smoothness import STAT_NAMES, compute_smoothness
 
 DEV2D = STORES["dev2d"]
 CSV = ANNOTATIONS / "dev2d_by_fov_id.csv"
-
-
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _one_error(code, err):
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("napari-dynaclr: warning")]
-    assert len(lines) == 1 and lines[0].startswith("napari-dynaclr: error: "), err
-    return lines[0]
 
 
 def _labels(tmp_path, name, mapping, blank_every=0):
@@ -63,11 +50,11 @@ def test_numeric_and_boolean_labels_train_as_classes(kind, blanks, tmp_path, cap
     VisCy's object array would make scikit-learn refuse them ("Unknown label type")."""
     mapping, classes = LABEL_KINDS[kind]
     ref_csv = _labels(tmp_path, "names", STRINGS, blanks)
-    code, _, err = _cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", ref_csv, "--task",
+    code, _, err = cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", ref_csv, "--task",
                         "infection_state", "--json", tmp_path / "ref.json", "--quiet")
     assert code == 0, err
     csv = _labels(tmp_path, "kind", mapping, blanks)
-    code, stdout, err = _cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task",
+    code, stdout, err = cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task",
                              "infection_state", "--json", tmp_path / "got.json", "--quiet")
     assert code == 0, err
     ref, got = (json.loads((tmp_path / n).read_text()) for n in ("ref.json", "got.json"))
@@ -83,7 +70,7 @@ def test_numeric_and_boolean_labels_train_as_classes(kind, blanks, tmp_path, cap
 def test_numeric_predictions_are_written_as_a_store_can_hold_them(tmp_path, capsys):
     csv = _labels(tmp_path, "01", {"uninfected": 0, "infected": 1}, blank_every=5)
     out = tmp_path / "pred.zarr"
-    code, _, err = _cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task", "infection_state",
+    code, _, err = cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task", "infection_state",
                         "--json", tmp_path / "c.json", "--apply", out, "--quiet")
     assert code == 0, err
     back = read(out)
@@ -101,7 +88,7 @@ def test_numeric_predictions_are_written_as_a_store_can_hold_them(tmp_path, caps
 def test_unusable_labels_are_one_line(content, needle, tmp_path, capsys):
     csv = tmp_path / "bad.csv"
     csv.write_text(content)
-    line = _one_error(*_cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task",
+    line = one_error(*cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task",
                             "infection_state", "--json", tmp_path / "c.json")[::2])
     assert needle in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
@@ -122,11 +109,11 @@ def test_a_task_name_with_a_slash(tmp_path, capsys):
     csv = tmp_path / "slash.csv"
     frame.to_csv(csv, index=False)
     out = tmp_path / "pred.zarr"
-    line = _one_error(*_cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task",
+    line = one_error(*cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task",
                             "infection/state", "--json", tmp_path / "c.json", "--apply", out)[::2])
     assert "task name 'infection/state' contains '/'" in line and "'infection_state'" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slash.csv"]
-    code, _, err = _cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task", "infection/state",
+    code, _, err = cli(capsys, "evaluate", "classifier", DEV2D, "--annotations", csv, "--task", "infection/state",
                         "--json", tmp_path / "c.json", "--quiet")
     assert code == 0, err
     assert json.loads((tmp_path / "c.json").read_text())["task"] == "infection/state"
@@ -147,7 +134,7 @@ def _store(tmp_path, name, X=None, obs=None):
 def test_smoothness_of_a_sparse_store_equals_the_dense_one(tmp_path, capsys):
     store = _store(tmp_path, "sparse", X=sp.csr_matrix(read("dev2d").X))
     for path, name in ((store, "sparse.json"), (DEV2D, "dense.json")):
-        code, _, err = _cli(capsys, "evaluate", "smoothness", path, "--json", tmp_path / name, "--quiet")
+        code, _, err = cli(capsys, "evaluate", "smoothness", path, "--json", tmp_path / name, "--quiet")
         assert code == 0, err
     a, b = (json.loads((tmp_path / n).read_text()) for n in ("sparse.json", "dense.json"))
     assert {k: a[k] for k in STAT_NAMES} == {k: b[k] for k in STAT_NAMES}
@@ -155,7 +142,7 @@ def test_smoothness_of_a_sparse_store_equals_the_dense_one(tmp_path, capsys):
 
 def test_classifier_on_a_sparse_store(tmp_path, capsys):
     store = _store(tmp_path, "sparse", X=sp.csr_matrix(read("dev2d").X))
-    code, _, err = _cli(capsys, "evaluate", "classifier", store, "--annotations", CSV, "--task", "infection_state",
+    code, _, err = cli(capsys, "evaluate", "classifier", store, "--annotations", CSV, "--task", "infection_state",
                         "--json", tmp_path / "c.json", "--quiet")
     assert code == 0, err
 
@@ -167,7 +154,7 @@ def test_rows_without_a_track_are_left_out_of_the_adjacent_pairs(tmp_path, capsy
     gone = np.arange(base.n_obs) % 7 == 0
     nan_obs = base.obs.assign(track_id=base.obs["track_id"].astype(float).where(~gone))
     alone = base.obs.assign(track_id=np.where(gone, 10_000 + np.arange(base.n_obs), base.obs["track_id"]))
-    code, _, err = _cli(capsys, "evaluate", "smoothness", _store(tmp_path, "nan", obs=nan_obs), "--json",
+    code, _, err = cli(capsys, "evaluate", "smoothness", _store(tmp_path, "nan", obs=nan_obs), "--json",
                         tmp_path / "nan.json", "--quiet")
     assert code == 0, err
     assert f"warning: {int(gone.sum())} rows without a fov_name/track_id/t belong to no track" in err
@@ -184,7 +171,7 @@ def test_rows_without_a_track_are_left_out_of_the_adjacent_pairs(tmp_path, capsy
 def test_smoothness_of_embeddings_that_cannot_be_measured(case, needle, tmp_path, capsys):
     X = np.ones((72, 768), np.float32) if case == "constant" else np.zeros((72, 0), np.float32)
     store = _store(tmp_path, "bad", X=X)
-    line = _one_error(*_cli(capsys, "evaluate", "smoothness", store, "--json", tmp_path / "s.json")[::2])
+    line = one_error(*cli(capsys, "evaluate", "smoothness", store, "--json", tmp_path / "s.json")[::2])
     assert needle in line
     assert not (tmp_path / "s.json").exists()
 
@@ -218,7 +205,7 @@ def test_verify_names_the_store_and_array_of_a_corrupt_chunk(tmp_path, capsys):
     data[20:40] = b"\xff" * 20
     chunk.write_bytes(bytes(data))
     report = tmp_path / "r.json"
-    line = _one_error(*_cli(capsys, "verify", bad, DEV2D, "--json", report)[::2])
+    line = one_error(*cli(capsys, "verify", bad, DEV2D, "--json", report)[::2])
     assert f"{bad}: cannot read X (" in line and "a chunk of the store is corrupt or unreadable" in line
     assert not report.exists()
 
@@ -232,7 +219,7 @@ def test_verify_says_when_the_tolerance_cannot_test_scale(tmp_path, capsys):
     half = small.copy()
     half.X = small.X * 0.5
     ref, pred = write_zarr(small, tmp_path / "ref.zarr"), write_zarr(half, tmp_path / "half.zarr")
-    code, stdout, err = _cli(capsys, "verify", pred, ref, "--json", tmp_path / "r.json")
+    code, stdout, err = cli(capsys, "verify", pred, ref, "--json", tmp_path / "r.json")
     assert code == 0, err
     note = ("X: all |values| are below atol=0.02 (largest 0.015); the tolerance does not test scale — the "
             "prediction/reference norm ratio is 0.50")
@@ -240,5 +227,5 @@ def test_verify_says_when_the_tolerance_cannot_test_scale(tmp_path, capsys):
     got = json.loads((tmp_path / "r.json").read_text())
     assert got["passed"] is True and got["notes"] == [note]
     assert got["arrays"]["X"]["norm_ratio"] == pytest.approx(0.5, abs=1e-6)
-    code, stdout, _ = _cli(capsys, "verify", DEV2D, DEV2D)
+    code, stdout, _ = cli(capsys, "verify", DEV2D, DEV2D)
     assert code == 0 and "note:" not in stdout

@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
+from cli_lines import cli, one_error
 from conftest import DATA
-from napari_dynaclr.cli import main
 from napari_dynaclr.core.architecture import EncoderConfig
 from napari_dynaclr.model.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
 from napari_dynaclr.model.weights import deterministic_encoder
@@ -23,19 +23,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "napari_dynaclr"
 BOC = DATA / "boc2d_mip"
 STORE = DATA / "dev2d" / "reference.zarr"
 CSV = DATA / "eval" / "annotations" / "dev2d_by_fov_id.csv"
-
-
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _one_error(code, err):
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("napari-dynaclr: warning")]
-    assert len(lines) == 1 and lines[0].startswith("napari-dynaclr: error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -103,18 +90,18 @@ def test_every_input_file_that_is_a_named_pipe_is_refused(tmp_path, capsys, case
     }
     for i, (what, argv) in enumerate(runs.items()):
         with fifo(tmp_path / f"pipe-{i}") as pipe:
-            line = _one_error(*_cli(capsys, *argv(pipe))[::2])
+            line = one_error(*cli(capsys, *argv(pipe))[::2])
         assert f"{what} {pipe} is a named pipe (FIFO), not a regular file" in line, line
         assert not out.exists() and not (tmp_path / "c.json").exists()
     with fifo(tmp_path / "info.ckpt") as pipe:
-        assert "is a named pipe (FIFO)" in _one_error(*_cli(capsys, "info", pipe)[::2])
+        assert "is a named pipe (FIFO)" in one_error(*cli(capsys, "info", pipe)[::2])
     with fifo(tmp_path / "coll.yml") as pipe:
-        line = _one_error(*_cli(capsys, "cell-index", "--collection", pipe, "--output", tmp_path / "i.parquet")[::2])
+        line = one_error(*cli(capsys, "cell-index", "--collection", pipe, "--output", tmp_path / "i.parquet")[::2])
         assert "collection file" in line and "named pipe" in line
     for f in (root / "tracks" / "B" / "2" / "0").glob("*.csv"):
         f.unlink()
     with fifo(root / "tracks" / "B" / "2" / "0" / "tracks.csv"):
-        line = _one_error(*_cli(capsys, *_dev2d_flags(root, ckpt, out))[::2])
+        line = one_error(*cli(capsys, *_dev2d_flags(root, ckpt, out))[::2])
         assert "tracks CSV" in line and "B/2/0/tracks.csv is a named pipe (FIFO)" in line
 
 
@@ -124,7 +111,7 @@ def test_a_folder_or_a_pipe_where_a_plate_goes(tmp_path, capsys, case_copy, conf
     args = _dev2d_flags(root, conformance_ckpt("dev2d"), out)
     with fifo(tmp_path / "plate.zarr") as pipe:
         args[args.index("--plate") + 1] = pipe
-        line = _one_error(*_cli(capsys, *args)[::2])
+        line = one_error(*cli(capsys, *args)[::2])
     assert f"plate {pipe} is a named pipe (FIFO), expected an OME-Zarr directory" in line
 
 
@@ -162,7 +149,7 @@ def test_unreadable_inputs_say_permission_denied(what, tmp_path, capsys, monkeyp
     }
     path, argv = cases[what]
     _deny(monkeypatch, path)
-    line = _one_error(*_cli(capsys, *argv)[::2])
+    line = one_error(*cli(capsys, *argv)[::2])
     label = "checkpoint" if what == "info" else what
     assert f"{label} {path}: permission denied" in line, line
     assert not out.exists() and not (tmp_path / "c.json").exists()
@@ -173,7 +160,7 @@ def test_a_folder_of_tracks_that_cannot_be_entered(tmp_path, capsys, monkeypatch
     out = tmp_path / "out.zarr"
     folder = root / "tracks" / "B" / "2" / "0"
     _deny(monkeypatch, folder)
-    line = _one_error(*_cli(capsys, *_dev2d_flags(root, conformance_ckpt("dev2d"), out))[::2])
+    line = one_error(*cli(capsys, *_dev2d_flags(root, conformance_ckpt("dev2d"), out))[::2])
     assert f"tracks folder of FOV B/2/0 {folder}: permission denied" in line
 
 
@@ -198,7 +185,7 @@ def test_a_real_unreadable_checkpoint(tmp_path, capsys, conformance_ckpt):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(conformance_ckpt("dev2d").read_bytes())
     ckpt.chmod(0)
-    line = _one_error(*_cli(capsys, "info", ckpt)[::2])
+    line = one_error(*cli(capsys, "info", ckpt)[::2])
     assert f"checkpoint {ckpt}: permission denied" in line
 
 
@@ -233,7 +220,7 @@ def test_every_yaml_input_has_the_same_limits(reader, case, tmp_path, capsys, ca
         path = tmp_path / "collection.yml"
         path.write_text(edit((BOC / "collection.yml").read_text()))
         argv = _collection_flags(path, boc_ckpt, out)
-    line = _one_error(*_cli(capsys, *argv)[::2])
+    line = one_error(*cli(capsys, *argv)[::2])
     assert line.startswith(f"napari-dynaclr: error: {reader} {path}") and needle in line, line
     assert len(line) < 500 and not out.exists()
 
@@ -246,10 +233,10 @@ def test_oversized_and_binary_yaml(reader, tmp_path, capsys, boc_ckpt):
         fh.truncate(10 * 2**20 + 1)
     argv = ["predict", "-c", path, "--output", out] if reader == "config file" else \
         _collection_flags(path, boc_ckpt, out)
-    line = _one_error(*_cli(capsys, *argv)[::2])
+    line = one_error(*cli(capsys, *argv)[::2])
     assert f"{reader} {path} is larger than 10 MB ({10 * 2**20 + 1} bytes)" in line
     path.write_bytes(bytes(range(256)))
-    line = _one_error(*_cli(capsys, *argv)[::2])
+    line = one_error(*cli(capsys, *argv)[::2])
     assert f"{reader} {path} is not UTF-8 text" in line
 
 
@@ -283,7 +270,7 @@ def test_a_legacy_pickle_checkpoint_loads(tmp_path, capsys, conformance_ckpt):
     a, b = read_state_dict(zipped), read_state_dict(legacy)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(legacy).config == load_checkpoint(zipped).config
-    code, stdout, err = _cli(capsys, "info", legacy)
+    code, stdout, err = cli(capsys, "info", legacy)
     assert code == 0, err
     assert "keys match" in stdout
 
@@ -295,7 +282,7 @@ def test_a_legacy_pickle_checkpoint_loads(tmp_path, capsys, conformance_ckpt):
 def test_files_that_are_not_checkpoints(tmp_path, capsys, content, needle):
     path = tmp_path / "x.ckpt"
     path.write_bytes(content)
-    assert needle in _one_error(*_cli(capsys, "info", path)[::2])
+    assert needle in one_error(*cli(capsys, "info", path)[::2])
 
 
 def test_resnet_keys_without_the_stem_batch_norm(tmp_path, capsys, case_copy):
@@ -306,10 +293,10 @@ def test_resnet_keys_without_the_stem_batch_norm(tmp_path, capsys, case_copy):
     sd["state_dict"] = {k: v for k, v in sd["state_dict"].items() if not k.startswith("model.encoder.bn1.")}
     torch.save(sd, path)
     needle = "has ResNet keys ('model.encoder.layer1.0.conv1.weight') but no 'model.encoder.bn1.weight'"
-    assert needle in _one_error(*_cli(capsys, "info", path)[::2])
+    assert needle in one_error(*cli(capsys, "info", path)[::2])
     root = case_copy("dev2d")
     out = tmp_path / "out.zarr"
-    assert needle in _one_error(*_cli(capsys, *_dev2d_flags(root, path, out))[::2])
+    assert needle in one_error(*cli(capsys, *_dev2d_flags(root, path, out))[::2])
     assert not out.exists()
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from napari_dynaclr.cli import main
+from cli_lines import cli, one_error
 from napari_dynaclr.core.reduce import check_reduction_sizes, pca, phate, umap
 from napari_dynaclr.errors import ConfigError
 from napari_fixtures import demo_inputs  # noqa: F401
@@ -32,19 +32,6 @@ def model_spy(monkeypatch):
 
     monkeypatch.setattr(checkpoint, "model_from_state_dict", spy)
     return built
-
-
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _one_error(code, err):
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("napari-dynaclr: warning")]
-    assert len(lines) == 1 and lines[0].startswith("napari-dynaclr: error: "), err
-    return lines[0]
 
 
 @pytest.fixture
@@ -72,7 +59,7 @@ def _predict_cells(root, ckpt, fovs, tracks, writer):
 
 def test_pca_larger_than_the_cells_is_refused_before_the_model(dev2d, capsys, model_spy):
     root, out, flags = dev2d
-    line = _one_error(*_cli(capsys, *flags, "--pca", 100000)[::2])
+    line = one_error(*cli(capsys, *flags, "--pca", 100000)[::2])
     assert "PCA (pca_kwargs) cannot run: n_components=100000" in line
     assert "min(72, 768) = 72 components for this run's 72 cells" in line
     assert model_spy == [] and not out.exists()
@@ -82,21 +69,23 @@ def test_a_predict_yml_pca_on_a_four_cell_selection(dev2d, capsys, conformance_c
     """The issue's case: a predict.yml's PCA 8 on 4 cells (track 1 of FOV A/1/0 has 4 timepoints)."""
     root, out, _ = dev2d
     cfg = _predict_cells(root, conformance_ckpt("dev2d"), ["A/1/0"], [1], {"pca_kwargs": {"n_components": 8}})
-    line = _one_error(*_cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")[::2])
+    line = one_error(*cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")[::2])
     assert "n_components=8" in line and "min(4, 768) = 4 components for this run's 4 cells" in line
     assert model_spy == [] and not out.exists()
 
 
-def test_umap_neighbours_beyond_the_cells_are_reduced_as_viscy_with_a_warning(dev2d, capsys, conformance_ckpt):
+def test_umap_neighbours_beyond_the_cells_are_reduced_as_viscy_with_a_warning(dev2d, capsys, conformance_ckpt,
+                                                                             model_spy):
     root, out, _ = dev2d
     cfg = _predict_cells(root, conformance_ckpt("dev2d"), ["A/1/0"], [1],
                          {"umap_kwargs": {"n_components": 2, "n_neighbors": 50}})
-    code, stdout, err = _cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")
+    code, stdout, err = cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")
     assert code == 0, err
     assert "warning: UMAP n_neighbors=50 reaches the 4 cells: reduced to 2 (cells // 2, as VisCy does)" in err
     from napari_dynaclr.core.store import read_store
 
     assert read_store(out).obsm["X_umap"].shape == (4, 2)
+    assert model_spy == [1]  # (the spy sees the model of a run that goes ahead)
 
 
 @pytest.mark.parametrize("writer, needle", [
@@ -107,7 +96,7 @@ def test_umap_neighbours_beyond_the_cells_are_reduced_as_viscy_with_a_warning(de
 def test_reductions_impossible_on_few_cells(dev2d, capsys, conformance_ckpt, model_spy, writer, needle):
     root, out, _ = dev2d
     cfg = _predict_cells(root, conformance_ckpt("dev2d"), ["A/1/0"], [1], writer)
-    line = _one_error(*_cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")[::2])
+    line = one_error(*cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")[::2])
     assert needle in line
     assert model_spy == [] and not out.exists()
 
@@ -120,7 +109,7 @@ def test_umap_on_three_cells_is_refused(dev2d, capsys, conformance_ckpt, model_s
     df = pd.read_csv(csv)
     df[~((df["track_id"] == 1) & (df["t"] == 3))].to_csv(csv, index=False)  # track 1 now has 3 timepoints
     cfg = _predict_cells(root, conformance_ckpt("dev2d"), ["A/1/0"], [1], {"umap_kwargs": {"n_neighbors": 15}})
-    line = _one_error(*_cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")[::2])
+    line = one_error(*cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")[::2])
     assert "UMAP (umap_kwargs) cannot run: it needs at least 4 cells, this run has 3" in line
     assert model_spy == []
 
@@ -136,7 +125,7 @@ def test_predict_cells_naming_what_does_not_exist(dev2d, capsys, conformance_ckp
                                                   needle):
     root, out, _ = dev2d
     cfg = _predict_cells(root, conformance_ckpt("dev2d"), fovs, tracks, {})
-    line = _one_error(*_cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")[::2])
+    line = one_error(*cli(capsys, "predict", "-c", cfg, "--output", out, "--device", "cpu", "--quiet")[::2])
     assert error in line and needle in line
     assert model_spy == [] and not out.exists()
 
@@ -144,14 +133,14 @@ def test_predict_cells_naming_what_does_not_exist(dev2d, capsys, conformance_ckp
 def test_predict_cells_naming_a_fov_the_selection_leaves_out(dev2d, capsys, conformance_ckpt):
     root, out, _ = dev2d
     cfg = _predict_cells(root, conformance_ckpt("dev2d"), ["A/1/0", "B/2/0"], [1, 1], {})
-    line = _one_error(*_cli(capsys, "predict", "-c", cfg, "--output", out, "--include-wells", "A/1",
+    line = one_error(*cli(capsys, "predict", "-c", cfg, "--output", out, "--include-wells", "A/1",
                             "--device", "cpu", "--quiet")[::2])
     assert "FOV(s) B/2/0 named in include_fov_names are left out by the well/FOV selection" in line
 
 
 def test_excluding_a_fov_that_does_not_exist_lists_the_fovs(dev2d, capsys):
     _, out, flags = dev2d
-    line = _one_error(*_cli(capsys, *flags, "--exclude-fovs", "A/1/9")[::2])
+    line = one_error(*cli(capsys, *flags, "--exclude-fovs", "A/1/9")[::2])
     assert "FOV(s) A/1/9 to exclude are not in plate" in line and "(FOVs: A/1/0, A/1/1, B/2/0)" in line
 
 
@@ -175,7 +164,7 @@ def test_boc_selection_naming_what_does_not_exist(tmp_path, capsys, model_spy, s
         listed = "(wells: A/1, B/2)" if flag == "--include-wells" else "(FOVs: A/1/000000, A/1/000001, B/2/000000)"
     ckpt = tmp_path / "boc.ckpt"
     _boc_checkpoint(ckpt)
-    line = _one_error(*_cli(capsys, "predict", *inputs, flag, *value, "--checkpoint", ckpt, "--output", out,
+    line = one_error(*cli(capsys, "predict", *inputs, flag, *value, "--checkpoint", ckpt, "--output", out,
                             "--device", "cpu", "--quiet")[::2])
     assert needle in line and listed in line, line
     assert model_spy == [] and not out.exists()
