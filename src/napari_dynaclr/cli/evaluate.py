@@ -80,15 +80,14 @@ def _quiet_obs_names() -> None:
 
 
 def cmd_evaluate_smoothness(args) -> int:
-    import numpy as np
-
     from napari_dynaclr.core.store import read_store
+    from napari_dynaclr.evaluate.matrix import embedding_matrix
     from napari_dynaclr.evaluate.smoothness import STAT_NAMES, STEPS, compute_smoothness, smoothness_by_group
 
     _check_json_output(args.json, {"store": args.store})
     _quiet_obs_names()
     adata = read_store(args.store)
-    X = np.asarray(adata.X)
+    X = embedding_matrix(adata.X, str(args.store))
     meta = {"store": str(args.store), "metric": args.metric, "order": args.order}
     if args.group_by is None:
         bar = progress_bar(len(STEPS), "smoothness", args.quiet, leave=False)
@@ -105,6 +104,8 @@ def cmd_evaluate_smoothness(args) -> int:
                 bar.close()
         payload = {**res.to_dict(distributions=args.distributions), **meta}
         lines = [f"{k}: {res.stats[k]:.6g}" for k in STAT_NAMES]
+        for note in res.notes:  # rows left out (NaN/Inf embeddings, no track)
+            warnings.warn(note, stacklevel=2)
     else:
         if args.group_by not in adata.obs.columns:
             raise ConfigError(f"--group-by {args.group_by!r}: {args.store} has no obs column of that name "
@@ -128,17 +129,18 @@ def cmd_evaluate_smoothness(args) -> int:
 
 
 def cmd_evaluate_classifier(args) -> int:
-    import numpy as np
-
     from napari_dynaclr.core.output import OutputGuard
     from napari_dynaclr.core.store import read_store, write_store
     from napari_dynaclr.evaluate.annotations import join_annotations, read_annotations
-    from napari_dynaclr.evaluate.classifier import apply_predictions, track_groups, train_classifier
+    from napari_dynaclr.evaluate.classifier import apply_predictions, prediction_keys, track_groups, train_classifier
+    from napari_dynaclr.evaluate.matrix import embedding_matrix
 
     inputs = {"store": args.store, "annotations": args.annotations}
     _check_json_output(args.json, inputs)
     if args.apply is not None and os.path.realpath(args.apply) == os.path.realpath(args.json):
         raise ConfigError("--apply and --json name the same path")
+    if args.apply is not None:
+        prediction_keys(args.task)  # a name the store cannot hold is refused before any work
     annotations = read_annotations(args.annotations)
     _quiet_obs_names()
     guard = OutputGuard(args.apply, args.overwrite, inputs) if args.apply is not None else contextlib.nullcontext()
@@ -150,8 +152,8 @@ def cmd_evaluate_classifier(args) -> int:
             labels = join_annotations(adata.obs, annotations, args.task)
             bar and bar.update(1)
             groups = track_groups(adata.obs) if args.split == "track" else None
-            result = train_classifier(np.asarray(adata.X), labels.to_numpy(), groups=groups, split=args.split,
-                                      task=args.task)
+            result = train_classifier(embedding_matrix(adata.X, str(args.store)), labels.to_numpy(), groups=groups,
+                                      split=args.split, task=args.task)
             bar and bar.update(1)
             if args.apply is not None:
                 apply_predictions(adata, result.model, args.task)

@@ -42,11 +42,16 @@ def read_cell_index(path: str | Path) -> pd.DataFrame:
     """A cell-index parquet as a DataFrame (row order kept); one line naming the file or column otherwise."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"cell index not found: {path}")
+    from napari_dynaclr.core.inputs import check_input_file, os_error
+
+    path = check_input_file(path, "cell index", ConfigError)
     try:
         df = pq.read_table(path).to_pandas()
+    except OSError as exc:
+        if not isinstance(exc, (PermissionError, FileNotFoundError)):  # pyarrow's own errors are OSErrors too
+            first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"cell index {path} is not a readable parquet file ({first})") from None
+        raise os_error(exc, path, "cell index", ConfigError) from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
         first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cell index {path} is not a readable parquet file ({first})") from None
@@ -71,8 +76,11 @@ def build_cell_index(experiments: Sequence[Experiment], include_wells: Sequence[
     from napari_dynaclr.core.plate import Plate
 
     frames = []
+    plate_wells, plate_fovs = set(), set()
     for exp in experiments:
         with Plate(exp.data_path) as plate:
+            plate_fovs.update(f.name for f in plate.fovs)
+            plate_wells.update(f.name.rsplit("/", 1)[0] for f in plate.fovs)
             for ch in exp.channels:
                 if ch.name not in plate.channel_names:
                     raise PlateError(f"experiment {exp.name}: channel {ch.name!r} (marker {ch.marker}) not in plate "
@@ -91,6 +99,12 @@ def build_cell_index(experiments: Sequence[Experiment], include_wells: Sequence[
                     if ch.wells is not None and well not in ch.wells:
                         continue
                     frames.append(_fov_rows(exp, ch, fov, well, fov_part, tracks))
+    for key, given, known in (("include_wells", include_wells, plate_wells),
+                              ("exclude_fovs", exclude_fovs, plate_fovs)):
+        unknown = [n for n in dict.fromkeys(given or ()) if n not in known]
+        if unknown:
+            raise PlateError(f"{key} {shorten(unknown)} not in the collection's plate(s) "
+                             f"({'wells' if key == 'include_wells' else 'FOVs'}: {shorten(sorted(known), 8)})")
     if not frames:
         raise TracksError("the collection selects no FOV with tracks (check perturbation_wells and the wells)")
     df = pd.concat(frames, ignore_index=True)

@@ -35,16 +35,17 @@ DEFAULT_SPATIAL_TOLERANCE = 4.0
 def read_annotations(path: str | Path) -> pd.DataFrame:
     """Read an annotation CSV (VisCy's layout: ``fov_name`` plus ``id`` or ``t, track_id``, one column per task).
 
-    Raises :class:`AnnotationError` when the file is missing, unreadable, empty or has no ``fov_name`` column.
+    Raises :class:`AnnotationError` when the file is missing, not a regular file (a named pipe would block),
+    unreadable (permission denied), empty or has no ``fov_name`` column.
     """
-    path = Path(path)
-    if not path.exists():
-        raise AnnotationError(f"annotation CSV not found: {path}")
-    if path.is_dir():
-        raise AnnotationError(f"annotation CSV {path} is a folder, not a CSV file")
+    from napari_dynaclr.core.inputs import check_input_file, os_error
+
+    path = check_input_file(path, "annotation CSV", AnnotationError)
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+    except OSError as exc:
+        raise os_error(exc, path, "annotation CSV", AnnotationError) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"annotation CSV {path} cannot be read ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:150] if str(exc) else ''})") from exc
     if "fov_name" not in frame.columns:

@@ -256,6 +256,10 @@ def _select(cfg: BocConfig, df: pd.DataFrame) -> pd.DataFrame:
                               f"{shorten(sorted(set(df['well'].astype(str))), 8)})")
         df = df[df["well"].isin(cfg.include_wells)]
     if cfg.exclude_fovs is not None:
+        names = sorted(set(df["fov_name"]))
+        unknown = [f for f in dict.fromkeys(cfg.exclude_fovs) if f not in names]
+        if unknown:
+            raise ConfigError(f"exclude_fovs {shorten(unknown)} not in the cell index (FOVs: {shorten(names, 8)})")
         df = df[~df["fov_name"].isin(cfg.exclude_fovs)]
     if df.empty:
         raise TracksError("no cell-index rows left after include_wells / exclude_fovs")
