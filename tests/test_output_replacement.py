@@ -62,7 +62,7 @@ def test_a_signal_while_the_old_store_is_removed_keeps_the_new_store(tmp_path, m
             os.kill(os.getpid(), signal.SIGTERM)
         return real_rmtree(path, *a, **k)
 
-    monkeypatch.setattr(output.shutil, "rmtree", rmtree_with_signal)
+    monkeypatch.setattr(shutil, "rmtree", rmtree_with_signal)
     with pytest.raises(InterruptedAfterCommit):
         write_store(_adata(2.0), out, overwrite=True)
     assert read_store(out).X[0, 0] == 2.0
@@ -90,7 +90,7 @@ def test_an_interruption_while_writing_keeps_the_old_store(tmp_path, monkeypatch
 def test_without_renameat2_the_replacement_still_never_loses_the_old_store(tmp_path, monkeypatch):
     """Where the system has no atomic exchange, a crash between the two renames leaves the old store hidden;
     the next run on that path puts it back (see test_output_concurrency)."""
-    monkeypatch.setattr(output, "_rename2", lambda src, dst, flags: False)
+    monkeypatch.setattr(output.swap, "_rename2", lambda src, dst, flags: False)
     out = tmp_path / "emb.zarr"
     write_store(_adata(1.0), out)
     write_store(_adata(2.0), out, overwrite=True)
