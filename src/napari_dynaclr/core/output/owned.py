@@ -131,7 +131,7 @@ class OwnedFolder:
         return write_entries(self.folder, names, write,
                              before_publish=lambda name, staged: self._update(name, {"sha256": content_hash(staged)}))
 
-    def write_text(self, name: str, text: str) -> Path:
+    def add_text(self, name: str, text: str) -> Path:
         data = text.encode("utf-8")
 
         def write(staging: Path) -> None:
