@@ -124,17 +124,6 @@ def _write_checkpoint(tmp: Path, model) -> None:
     save_checkpoint(model, tmp)
 
 
-#: what a demo folder holds
-DEMO_ENTRIES = ("plate.zarr", "tracks", "model.ckpt", "predict.yml", "truth.csv", "embeddings.zarr")
-
-
-def clear_demo_folder(out: Path) -> None:
-    """Remove an earlier demo from *out* — only entries the demo's manifest records, unchanged, and only when
-    nothing else is there (the folder itself stays: it may be the current folder)."""
-    with demo_folder(out) as owned:
-        owned.clear(overwrite=True)
-
-
 def summarize(adata, truth_csv: Path | None = None) -> list[str]:
     """A few lines describing a demo store (and how well embeddings separate the hidden cell types)."""
     import numpy as np

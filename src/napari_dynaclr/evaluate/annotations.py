@@ -165,18 +165,3 @@ def save_annotations(path: str | Path, obs: pd.DataFrame, labels: Mapping[str, S
 
     write_text(path, frame.to_csv(index=False), overwrite, inputs, kind="csv", overwrite_hint=overwrite_hint)
     return path
-
-
-def write_text_atomically(path: str | Path, text: str, overwrite: bool = True,
-                          overwrite_hint: str = "pass --overwrite") -> Path:
-    """A text file through the safe write path (:func:`napari_dynaclr.core.output.write_text`)."""
-    from napari_dynaclr.core.output import write_text
-
-    return write_text(path, text, overwrite, kind="text", overwrite_hint=overwrite_hint)
-
-
-def check_text_output(path: str | Path, overwrite: bool = True, overwrite_hint: str = "pass --overwrite") -> Path:
-    """Refuse a text output path before any work (:func:`napari_dynaclr.core.output.check_output_path`)."""
-    from napari_dynaclr.core.output import check_output_path
-
-    return check_output_path(path, overwrite, None, overwrite_hint, kind="text")

@@ -99,6 +99,8 @@ def check_existing(path: Path, overwrite: bool, overwrite_hint: str = "pass --ov
     if os.path.ismount(path):
         raise OutputError(f"output {path} is a mount point; it cannot be replaced (choose a path inside it or "
                           "another output path)")
+    if kind != "store" and path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name")
     if not overwrite:
         if is_own_report(path, kind):
             return
@@ -134,7 +136,8 @@ def check_replaceable(path: Path, kind: str = "store") -> None:
 
 
 def is_own_report(path: Path, kind: str) -> bool:
-    """A JSON report this tool wrote (its first key is ``written_by: napari-dynaclr …``)."""
+    """A JSON report this tool wrote (its first key is ``written_by: napari-dynaclr …``; ``schema:
+    napari-dynaclr/…`` in the verify reports of earlier versions)."""
     if kind != "json" or not path.is_file():
         return False
     try:
@@ -142,7 +145,8 @@ def is_own_report(path: Path, kind: str) -> bool:
             head = fh.read(256)
     except OSError:
         return False
-    return head.lstrip().startswith(b'{') and f'"{REPORT_MARK}": "napari-dynaclr'.encode() in head
+    marks = (f'"{REPORT_MARK}": "napari-dynaclr'.encode(), b'"schema": "napari-dynaclr/')  # (earlier versions: schema)
+    return head.lstrip().startswith(b"{") and any(mark in head for mark in marks)
 
 
 def describe_folder(path: Path) -> str:
