@@ -5,6 +5,7 @@ full disk) is one line with the old file intact."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -192,6 +193,33 @@ def test_a_store_past_a_file_size_limit_is_one_line_and_keeps_the_old_store(proj
     assert err[0] == f"napari-dynaclr: error: cannot write {out}: File too large", err
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dev2d", "emb.zarr"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 256 KiB file system (tmpfs), when this process may mount one (root)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_report_on_a_full_disk_leaves_the_old_one_intact(stores, tiny_disk, capsys):
+    report = tiny_disk / "report.json"
+    assert main(["verify", *map(str, stores), "--json", str(report)]) == 0
+    old = report.read_bytes()
+    with open(tiny_disk / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):  # fill what is left
+        while True:
+            fh.write(b"\0" * 4096)
+    capsys.readouterr()
+    _refused(capsys, ["verify", *stores, "--json", report], f"cannot write {report}: No space left on device")
+    assert report.read_bytes() == old
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "report.json"]
 
 
 # ------------------------------------------------------------------ a mount point

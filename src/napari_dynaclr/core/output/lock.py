@@ -58,8 +58,11 @@ class OutputLock:
             if writable:
                 info = {"pid": os.getpid(), "host": socket.gethostname(),
                         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "output": str(self.what)}
-                os.ftruncate(fd, 0)
-                os.write(fd, json.dumps(info).encode())
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, json.dumps(info).encode())
+                except OSError:  # (a full disk: the lock holds all the same, its holder is just not named)
+                    pass
             self._fd = fd
             return
         raise OutputError(f"cannot lock {self.what}: its lock file {self.path} keeps changing")
