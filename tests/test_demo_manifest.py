@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, refused, snapshot
 from napari_dynaclr.cli import main
 from napari_dynaclr.core.synthetic import SyntheticSpec
 
@@ -19,19 +18,7 @@ TINY = SyntheticSpec(wells=("A/1",), fovs_per_well=1, timepoints=2, size=(128, 1
 DEMO_FLAGS = ["--no-umap", "--quiet", "--fovs-per-well", "1", "--cells-per-fov", "2", "--timepoints", "2"]
 
 
-def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-
-def _refused(capsys, argv, *needles) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("napari-dynaclr: error:"), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
+_snapshot, _refused = snapshot, refused
 
 
 @pytest.fixture

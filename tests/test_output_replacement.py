@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -99,17 +98,9 @@ def test_without_renameat2_the_replacement_still_never_loses_the_old_store(tmp_p
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
+def tiny_disk(tmpfs):
     """A real 128 KiB file system (tmpfs), when this process may mount one (root)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    return tmpfs("128k")
 
 
 def test_a_real_full_disk_is_one_line_and_leaves_nothing(tiny_disk, case_copy, conformance_ckpt, capsys):

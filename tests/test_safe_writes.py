@@ -6,7 +6,6 @@ full disk) is one line with the old file intact."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -21,25 +20,17 @@ import pytest
 import yaml
 
 import napari_dynaclr
-from conftest import DATA
+from conftest import DATA, refused, snapshot
 from napari_dynaclr.cli import main
 
 SRC = Path(napari_dynaclr.__file__).resolve().parents[1]  # (the subprocess runs the code under test)
 
 
-def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+_snapshot = snapshot
 
 
 def _refused(capsys, argv, *needles) -> str:
-    code = main([str(a) for a in argv])
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if "warning:" not in line]
-    assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("napari-dynaclr: error:"), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
+    return refused(capsys, argv, *needles, allow_warnings=True)
 
 
 def _adata(value: float = 1.0, n: int = 4):
@@ -195,21 +186,8 @@ def test_a_store_past_a_file_size_limit_is_one_line_and_keeps_the_old_store(proj
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dev2d", "emb.zarr"]
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 256 KiB file system (tmpfs), when this process may mount one (root)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
-
-
-def test_a_report_on_a_full_disk_leaves_the_old_one_intact(stores, tiny_disk, capsys):
+def test_a_report_on_a_full_disk_leaves_the_old_one_intact(stores, tmpfs, capsys):
+    tiny_disk = tmpfs("256k")
     report = tiny_disk / "report.json"
     assert main(["verify", *map(str, stores), "--json", str(report)]) == 0
     old = report.read_bytes()
@@ -238,7 +216,7 @@ def mount_point(tmp_path, monkeypatch):
         monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == mnt or real(p))
     yield mnt
     if mounted:
-        subprocess.run(["umount", str(mnt)], check=False)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_overwrite_of_a_mount_point_is_refused_before_the_prediction(project, mount_point, capsys, monkeypatch):
