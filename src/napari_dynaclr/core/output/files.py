@@ -108,11 +108,11 @@ def clean_staging(folder: Path) -> None:
 def make_folder(path: str | Path) -> Path:
     """Create the folder *path* (and missing parents) for a tool's output, never inside a zarr store."""
     path = Path(path)
-    if path.is_dir():
-        return path
     store = zarr_ancestor(real(path))
     if store is not None:
-        raise OutputError(f"folder {path} would lie inside the zarr store {store}; choose a path outside it")
+        raise OutputError(f"folder {path} lies inside the zarr store {store}; choose a path outside it")
+    if path.is_dir():
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
