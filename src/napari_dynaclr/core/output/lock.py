@@ -13,7 +13,6 @@ to itself, where this lock writes who holds it (pid, host, start) for the messag
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -39,6 +38,8 @@ class OutputLock:
 
     def acquire(self) -> None:
         """Take the lock now or raise :class:`OutputError` naming the run that holds it."""
+        import fcntl
+
         for _attempt in range(100):
             fd, writable = self._open()
             try:
