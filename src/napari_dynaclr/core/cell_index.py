@@ -65,6 +65,8 @@ def index_inputs(index_path: str | Path) -> dict[str, Path]:
     """What a run on the cell index *index_path* reads besides it — the plates (and tracks) it names, resolved as
     the run resolves them (every candidate of one that does not exist yet) — for the output guard; {} when the
     parquet cannot be read (the run then refuses it)."""
+    if not Path(index_path).is_file():  # a FIFO would block pyarrow's open; the run's input check names it
+        return {}
     try:
         import pyarrow.parquet as pq
 
