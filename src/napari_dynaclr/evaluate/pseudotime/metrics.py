@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -78,7 +80,9 @@ def onset_concordance(df: pd.DataFrame, pseudotime_col: str = "pseudotime", anno
         ann_onsets.append(t_all[positive[0]])
     if len(dtw_onsets) < 3:
         return float("nan"), len(dtw_onsets)
-    rho, _ = spearmanr(dtw_onsets, ann_onsets)
+    with warnings.catch_warnings():  # constant onsets: ρ is NaN, as VisCy reports it
+        warnings.simplefilter("ignore")
+        rho, _ = spearmanr(dtw_onsets, ann_onsets)
     return float(rho), len(dtw_onsets)
 
 
