@@ -1,5 +1,5 @@
 """Evaluating embeddings as VisCy does, without Qt or torch: annotation joins, linear classifiers, temporal
-smoothness, nearest neighbours and representative samples.
+smoothness, nearest neighbours and representative samples, MMD between conditions and DTW pseudotime.
 
 Layer: above :mod:`napari_dynaclr.core`, beside :mod:`napari_dynaclr.verify`, below the CLI and the napari
 plugin. scikit-learn and scipy are imported inside the functions that need them; ``pynndescent`` (numba) only
@@ -17,6 +17,10 @@ The API the GUI uses::
     smoothness_by_group(X, obs, "marker") -> {value: SmoothnessResult}
     NeighbourIndex(X, metric="cosine").query(row, k) -> (rows, distances)
     representative_sample(X, rows, n=64) -> rows;  order_by_centroid(X, rows) -> (rows, distances)
+    analysis = load_mmd_config(yaml) | parse_analysis(mapping, source, with_paths=False)
+    run_mmd(obs, embedding_matrix(adata, analysis.embedding_key), analysis, progress, cancel) -> MMDResult
+    mmd_permutation_test(X, Y, n_permutations, bandwidth, seed) -> PermutationTest;  median_heuristic(X, Y)
+    napari_dynaclr.evaluate.pseudotime: run_pseudotime(X, obs, annotations, config, progress, cancel) -> ...
 """
 
 from napari_dynaclr.evaluate.annotations import join_annotations, labelled, read_annotations, save_annotations
@@ -30,12 +34,16 @@ from napari_dynaclr.evaluate.classifier import (
     train_classifier,
     write_predictions,
 )
+from napari_dynaclr.evaluate.mmd import MMDResult, embedding_matrix, plan_mmd, run_mmd
+from napari_dynaclr.evaluate.mmd_config import MMDAnalysis, MMDRunConfig, load_mmd_config, parse_analysis
+from napari_dynaclr.evaluate.mmd_kernel import PermutationTest, median_heuristic, mmd_permutation_test
 from napari_dynaclr.evaluate.neighbours import NeighbourIndex, order_by_centroid, representative_sample
 from napari_dynaclr.evaluate.smoothness import STAT_NAMES, SmoothnessResult, compute_smoothness, smoothness_by_group
 
 __all__ = [
-    "STAT_NAMES", "ClassifierModel", "ClassifierResult", "NeighbourIndex", "SmoothnessResult", "apply_predictions",
-    "compare_splits", "compute_smoothness", "join_annotations", "labelled", "order_by_centroid", "predict_classes",
-    "read_annotations", "representative_sample", "save_annotations", "smoothness_by_group", "track_groups",
-    "train_classifier", "write_predictions",
+    "STAT_NAMES", "ClassifierModel", "ClassifierResult", "MMDAnalysis", "MMDResult", "MMDRunConfig", "NeighbourIndex",
+    "PermutationTest", "SmoothnessResult", "apply_predictions", "compare_splits", "compute_smoothness",
+    "embedding_matrix", "join_annotations", "labelled", "load_mmd_config", "median_heuristic", "mmd_permutation_test",
+    "order_by_centroid", "parse_analysis", "plan_mmd", "predict_classes", "read_annotations", "representative_sample",
+    "run_mmd", "save_annotations", "smoothness_by_group", "track_groups", "train_classifier", "write_predictions",
 ]
