@@ -34,9 +34,6 @@ from napari_dynaclr.evaluate.classifier import (
     train_classifier,
     write_predictions,
 )
-from napari_dynaclr.evaluate.mmd import MMDResult, embedding_matrix, plan_mmd, run_mmd
-from napari_dynaclr.evaluate.mmd_config import MMDAnalysis, MMDRunConfig, load_mmd_config, parse_analysis
-from napari_dynaclr.evaluate.mmd_kernel import PermutationTest, median_heuristic, mmd_permutation_test
 from napari_dynaclr.evaluate.neighbours import NeighbourIndex, order_by_centroid, representative_sample
 from napari_dynaclr.evaluate.smoothness import STAT_NAMES, SmoothnessResult, compute_smoothness, smoothness_by_group
 
@@ -47,3 +44,19 @@ __all__ = [
     "order_by_centroid", "parse_analysis", "plan_mmd", "predict_classes", "read_annotations", "representative_sample",
     "run_mmd", "save_annotations", "smoothness_by_group", "track_groups", "train_classifier", "write_predictions",
 ]
+
+# the MMD API loads pydantic models: imported on first use, not with the package (the GUI imports it)
+_LAZY = {
+    "MMDResult": "mmd", "embedding_matrix": "mmd", "plan_mmd": "mmd", "run_mmd": "mmd",
+    "MMDAnalysis": "mmd_config", "MMDRunConfig": "mmd_config", "load_mmd_config": "mmd_config",
+    "parse_analysis": "mmd_config", "PermutationTest": "mmd_kernel", "median_heuristic": "mmd_kernel",
+    "mmd_permutation_test": "mmd_kernel",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"napari_dynaclr.evaluate.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'napari_dynaclr.evaluate' has no attribute {name!r}")
