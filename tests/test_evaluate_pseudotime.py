@@ -281,3 +281,28 @@ def test_json_into_the_store_is_refused(tmp_path, capsys):
     code, _, err = _run_cli(capsys, "evaluate", "pseudotime", store, "--annotations", ANNOTATIONS, "-c", cfg,
                             "--json", store / "pt.json")
     assert code == 2 and "would write into the input store" in err and not (store / "pt.json").exists()
+
+
+def test_compiled_kernels_give_numpys_bits(monkeypatch):
+    """The numba frame costs and whole distances (large inputs) equal the numpy path bit for bit."""
+    from napari_dynaclr.evaluate.pseudotime import kernels
+
+    rng = np.random.default_rng(11)
+    for dim in (5, 20, 130):
+        A, B = rng.standard_normal((64, dim)), rng.standard_normal((4000, dim))
+        assert np.array_equal(kernels.frame_costs(A, B), kernels.frame_costs_numpy(A, B))
+    seqs = [rng.standard_normal((int(n), 12)) for n in rng.integers(5, 21, 300)]
+    fast = D.distance_sums(list(range(0, 300, 6)), seqs)
+    monkeypatch.setattr(kernels, "_SMALL", 1 << 62)  # numpy only
+    assert np.array_equal(fast, D.distance_sums(list(range(0, 300, 6)), seqs))
+
+
+def test_zscore_statistics_are_numpys():
+    from napari_dynaclr.evaluate.pseudotime.template import zscore_params
+
+    X = np.random.default_rng(2).standard_normal((20_000, 33)).astype(np.float32) * 3 + 1
+    X[:, 5] = 7.0  # a constant column: std 1
+    mean, std = zscore_params(X)
+    full = X.astype(np.float64)
+    assert np.array_equal(mean, full.mean(axis=0))
+    assert np.array_equal(std, np.where(full.std(axis=0) < 1e-10, 1.0, full.std(axis=0))) and std[5] == 1.0

@@ -142,12 +142,13 @@ def align_tracks_to_template(X: np.ndarray, obs: pd.DataFrame, tracking: pd.Data
     tracks = select_tracks(obs_tracks(obs), tracking, min_track_timepoints)
     t_obs = obs["t"].to_numpy()
     t_len = len(template)
+    prepare = template.preparer()
     results: list[TrackAlignment] = []
     for s in range(0, len(tracks), _BATCH):
         if cancel is not None and cancel():
             raise Cancelled("alignment cancelled")
         keys, rows = tracks.keys[s:s + _BATCH], tracks.rows[s:s + _BATCH]
-        processed = [template.preprocess(np.asarray(X[r], dtype=np.float64)) for r in rows]
+        processed = [prepare(np.asarray(X[r], dtype=np.float64)) for r in rows]
         if subsequence:
             matches = dtw.subsequence_match(template.template, processed)
         else:

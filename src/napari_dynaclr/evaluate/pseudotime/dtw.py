@@ -23,24 +23,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_dynaclr.evaluate.pseudotime.kernels import dtw_distances, frame_costs
+
 #: dtaidistance's subsequence alignment: ``penalty=0.1`` on the squared scale (``inner_val(0.1) = 0.1·0.1``)
 SUBSEQUENCE_PENALTY = 0.1 * 0.1
-_FRAME_CHUNK = 1 << 22  # frame pairs × features per chunk of the cost computation
 _CELLS = 1 << 24  # matrix cells per batch of pairs
-
-
-def frame_costs(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``cost[a, b] = np.sum((A[a] − B[b])**2)`` for every pair of frames (the same pairwise sum as numpy's
-    one-dimensional ``np.sum``), in float64."""
-    A = np.asarray(A, dtype=np.float64)
-    B = np.asarray(B, dtype=np.float64)
-    out = np.empty((len(A), len(B)), dtype=np.float64)
-    step = max(1, _FRAME_CHUNK // max(1, len(B) * A.shape[1]))
-    for s in range(0, len(A), step):
-        d = A[s:s + step, None, :] - B[None, :, :]
-        np.square(d, out=d)
-        out[s:s + step] = d.sum(axis=-1)
-    return out
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
@@ -165,7 +152,22 @@ def distance_sums(candidates: Sequence[int], sequences: Sequence[np.ndarray]) ->
     cand_frames = np.concatenate([sequences[i] for i in cand])
     cand_len = lengths[cand]
     cand_off = _offsets(cand_len)
-    dist = np.zeros((len(cand), len(sequences)))
+
+    def probe(n_cand: int, n_seq: int) -> np.ndarray:
+        frames = cand_frames[:int(cand_len[:n_cand].sum())]
+        return _distances_numpy(frames, cand_off[:n_cand], cand_len[:n_cand], sequences[:n_seq], lengths[:n_seq])
+
+    dist = dtw_distances(cand_frames, cand_off, cand_len, sequences, lengths, probe)
+    if dist is None:
+        dist = _distances_numpy(cand_frames, cand_off, cand_len, sequences, lengths)
+    dist[np.arange(len(cand)), cand] = 0.0  # i == j is skipped; adding 0.0 leaves a sum unchanged
+    return np.cumsum(dist, axis=1)[:, -1] if dist.shape[1] else np.zeros(len(cand))
+
+
+def _distances_numpy(cand_frames, cand_off, cand_len, sequences, lengths) -> np.ndarray:
+    """``sqrt(acc[r, c])`` of every (candidate, sequence) pair through the batched recurrence."""
+    dist = np.zeros((len(cand_len), len(sequences)))
+    cand = np.arange(len(cand_len))
     block = max(1, _CELLS // max(1, len(cand) * int((cand_len.max() + 1) * (lengths.max() + 1))))
     for s in range(0, len(sequences), block):
         js = np.arange(s, min(len(sequences), s + block))
@@ -176,8 +178,7 @@ def distance_sums(candidates: Sequence[int], sequences: Sequence[np.ndarray]) ->
         acc = accumulate(cost)
         d = np.sqrt(acc[cand_len[pc], lengths[js][pj], np.arange(len(pc))])
         dist[pc, js[pj]] = d
-    dist[np.arange(len(cand)), cand] = 0.0  # i == j is skipped; adding 0.0 leaves a sum unchanged
-    return np.cumsum(dist, axis=1)[:, -1] if dist.shape[1] else np.zeros(len(cand))
+    return dist
 
 
 def subsequence_match(template: np.ndarray, tracks: Sequence[np.ndarray], minlength: int = 2
