@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -58,23 +57,13 @@ def add_parser(sub):
 
 
 def _check_json_output(path: Path, inputs: dict) -> None:
-    from napari_dynaclr.errors import OutputError
-    from napari_dynaclr.evaluate.annotations import check_text_output
-
-    check_text_output(path, overwrite=True)
-    real = os.path.realpath(path)
-    for name, given in inputs.items():
-        if given is not None and (real == os.path.realpath(given) or Path(given).resolve() in Path(real).parents):
-            raise OutputError(f"--json {path} would overwrite the input {name} {given}; choose another file")
+    evaluate_conditions.check_output(path, inputs, "--json")
 
 
 def _write_json(path: Path, payload: dict) -> None:
     import json
 
-    from napari_dynaclr.evaluate.annotations import write_text_atomically
-
-    write_text_atomically(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    print(f"wrote {path}", file=sys.stderr)
+    evaluate_conditions.write_outputs({path: json.dumps(payload, indent=2, allow_nan=False) + "\n"})
 
 
 def _quiet_obs_names() -> None:

@@ -58,7 +58,9 @@ def check_output(path: Path, inputs: dict, flag: str) -> Path:
         if given is None:
             continue
         inp = Path(os.path.realpath(given))
-        if real == inp or inp in real.parents:
+        if real == inp:
+            raise OutputError(f"{flag} {path} would overwrite the input {name} {given}; choose another file")
+        if inp in real.parents:
             raise OutputError(f"{flag} {path} would write into the input {name} {given}; choose another place")
     parent = real.parent
     while not parent.exists() and flag == "output_dir":
