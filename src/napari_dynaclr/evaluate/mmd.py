@@ -211,10 +211,11 @@ def _check_computable(facets: list[_Facet], analysis: MMDAnalysis) -> None:
         if any(a >= s.min_cells and b >= s.min_cells for a, b in sizes):
             continue
         most_a, most_b = max(a for a, _ in sizes), max(b for _, b in sizes)
-        short = [f"{k} {v!r} has at most {n} cells" for k, v, n in
-                 (("cond_a", comp.cond_a, most_a), ("cond_b", comp.cond_b, most_b)) if n < s.min_cells]
-        where = " per experiment, marker and time bin" if analysis.temporal else " per experiment and marker"
-        raise ConfigError(f"comparison {comp.label!r}: {' and '.join(short)}{where}, fewer than mmd.min_cells "
+        per_b = "experiment, marker and time bin" if analysis.temporal else "experiment and marker"
+        short = [f"{k} {v!r} has at most {n} cells per {per}" for k, v, n, per in
+                 (("cond_a", comp.cond_a, most_a, "experiment and marker"), ("cond_b", comp.cond_b, most_b, per_b))
+                 if n < s.min_cells]
+        raise ConfigError(f"comparison {comp.label!r}: {' and '.join(short)}, fewer than mmd.min_cells "
                           f"{s.min_cells}: no row can be computed; lower mmd.min_cells or drop the comparison")
 
 
