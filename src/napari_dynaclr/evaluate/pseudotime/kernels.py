@@ -31,90 +31,19 @@ def frame_costs_numpy(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _compile() -> dict | None:
-    if "costs" in _KERNELS:
-        return _KERNELS["costs"] and _KERNELS
-    try:
-        import numba
-    except ImportError:
-        _KERNELS["costs"] = None
-        return None
+    """The numba kernels (:mod:`._numba_kernels`, compiled once and cached on disk), or None without numba."""
+    if "costs" not in _KERNELS:
+        try:
+            from napari_dynaclr.evaluate.pseudotime import _numba_kernels as nk
+        except ImportError:
+            _KERNELS["costs"] = None
+        else:
+            _KERNELS.update(costs=nk.costs, distances=nk.distances, plan=nk.sum_plan)
+    return _KERNELS if _KERNELS["costs"] is not None else None
 
-    @numba.njit(cache=True)
-    def pairwise(buf, start, n):
-        if n < 8:
-            res = -0.0
-            for i in range(start, start + n):
-                res += buf[i]
-            return res
-        if n <= 128:
-            r0, r1, r2, r3 = buf[start], buf[start + 1], buf[start + 2], buf[start + 3]
-            r4, r5, r6, r7 = buf[start + 4], buf[start + 5], buf[start + 6], buf[start + 7]
-            i = 8
-            stop = n - n % 8
-            while i < stop:
-                j = start + i
-                r0 += buf[j]
-                r1 += buf[j + 1]
-                r2 += buf[j + 2]
-                r3 += buf[j + 3]
-                r4 += buf[j + 4]
-                r5 += buf[j + 5]
-                r6 += buf[j + 6]
-                r7 += buf[j + 7]
-                i += 8
-            res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-            while i < n:
-                res += buf[start + i]
-                i += 1
-            return res
-        n2 = n // 2
-        n2 -= n2 % 8
-        return pairwise(buf, start, n2) + pairwise(buf, start + n2, n - n2)
 
-    @numba.njit(cache=True)
-    def cost(a, b, buf):
-        for k in range(a.shape[0]):
-            x = a[k] - b[k]
-            buf[k] = x * x
-        return pairwise(buf, 0, a.shape[0])
-
-    @numba.njit(cache=True, parallel=True)
-    def costs(A, B, out):
-        for a in numba.prange(A.shape[0]):
-            buf = np.empty(A.shape[1])
-            for b in range(B.shape[0]):
-                out[a, b] = cost(A[a], B[b], buf)
-
-    @numba.njit(cache=True, parallel=True)
-    def distances(cand, cand_off, cand_len, seqs, seq_off, seq_len, out):
-        """``sqrt(acc[r, c])`` of every (candidate, sequence) pair: the recurrence with costs made on the fly."""
-        n_seq = seq_len.shape[0]
-        width = seq_len.max() + 1
-        for j in numba.prange(n_seq):
-            buf = np.empty(cand.shape[1])
-            prev = np.empty(width)
-            row = np.empty(width)
-            c = seq_len[j]
-            for p in range(cand_len.shape[0]):
-                r = cand_len[p]
-                prev[0] = 0.0
-                for q in range(1, c + 1):
-                    prev[q] = np.inf
-                for i in range(r):
-                    row[0] = np.inf
-                    a = cand[cand_off[p] + i]
-                    for q in range(c):
-                        best = prev[q]
-                        if prev[q + 1] < best:
-                            best = prev[q + 1]
-                        if row[q] < best:
-                            best = row[q]
-                        row[q + 1] = cost(a, seqs[seq_off[j] + q], buf) + best
-                    prev, row = row, prev
-                out[p, j] = np.sqrt(prev[c])
-
-    _KERNELS.update(costs=costs, distances=distances)
-    return _KERNELS
+def _plan(kernels: dict, dim: int) -> np.ndarray:
+    return np.array(kernels["plan"](dim), dtype=np.int64).reshape(-1, 3)
 
 
 def _trusted(name: str, dim: int, fast, slow) -> bool | None:
@@ -135,9 +64,11 @@ def frame_costs(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     if kernels is None:
         return frame_costs_numpy(A, B)
 
+    plan = _plan(kernels, dim)
+
     def fast(a=A, b=B):
         out = np.empty((len(a), len(b)))
-        kernels["costs"](a, b, out)
+        kernels["costs"](a, b, plan, out)
         return out
 
     if not _trusted("costs", dim, lambda: fast(A[:64], B[:64]), lambda: frame_costs_numpy(A[:64], B[:64])):
@@ -160,11 +91,12 @@ def dtw_distances(cand_frames: np.ndarray, cand_off: np.ndarray, cand_len: np.nd
     cand = np.ascontiguousarray(cand_frames, dtype=np.float64)
     seqs = np.ascontiguousarray(np.concatenate(sequences), dtype=np.float64)
     seq_off = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    plan = _plan(kernels, dim)
 
     def fast(n_cand, n_seq):
         out = np.empty((n_cand, n_seq))
         kernels["distances"](cand, cand_off[:n_cand].astype(np.int64), cand_len[:n_cand].astype(np.int64), seqs,
-                             seq_off[:n_seq], lengths[:n_seq].astype(np.int64), out)
+                             seq_off[:n_seq], lengths[:n_seq].astype(np.int64), plan, out)
         return out
 
     few = min(8, len(lengths))

@@ -84,7 +84,10 @@ def zscore_params(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _zscored(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     out = np.empty(X.shape, dtype=np.float64)
     for s in range(0, len(X), _ROWS):
-        out[s:s + _ROWS] = (np.asarray(X[s:s + _ROWS], dtype=np.float64) - mean) / std
+        block = out[s:s + _ROWS]
+        block[...] = X[s:s + _ROWS]
+        block -= mean
+        block /= std
     return out
 
 
