@@ -35,7 +35,7 @@ def _compile() -> dict | None:
     if "costs" not in _KERNELS:
         try:
             from napari_dynaclr.evaluate.pseudotime import _numba_kernels as nk
-        except ImportError:
+        except Exception:  # noqa: BLE001 - no numba, or it cannot compile/cache here: numpy does the work
             _KERNELS["costs"] = None
         else:
             _KERNELS.update(costs=nk.costs, distances=nk.distances, plan=nk.sum_plan)
