@@ -273,3 +273,23 @@ def test_base_composition_as_viscy(tmp_path):
     cfg = load_mmd_config(leaf)
     assert cfg.mmd.n_permutations == 10 and cfg.mmd.seed == 4 and cfg.group_by == "perturbation"
     assert math.isclose(cfg.mmd.max_cells, 2000)
+
+
+def test_explicit_bins_no_experiment_column_progress_and_cancel(kit):
+    from napari_dynaclr.errors import Cancelled
+
+    adata = anndata()
+    del adata.obs["experiment"]
+    cfg = parse_analysis({"comparisons": [{"cond_a": "uninfected1", "cond_b": "ZIKV", "label": "z"}],
+                          "temporal_bins": [2, 6, 12], "mmd": {"n_permutations": 20}}, "test", with_paths=False)
+    seen = []
+    result = run_mmd(adata.obs, np.asarray(adata.X), cfg, progress=lambda *a: seen.append(a))
+    hours = adata.obs["hours_post_perturbation"].to_numpy()
+    zikv = (adata.obs["perturbation"] == "ZIKV").to_numpy()
+    assert result.table["experiment"].tolist() == ["unknown"] * 2 and result.csv_name == "unknown_mmd_results.csv"
+    assert result.table[["hours_bin_start", "hours_bin_end"]].values.tolist() == [[2.0, 6.0], [6.0, 12.0]]
+    assert result.table["n_b"].tolist() == [int((zikv & (hours >= 2) & (hours < 6)).sum()),
+                                            int((zikv & (hours >= 6) & (hours < 12)).sum())]
+    assert (result.table["n_a"] == 240).all() and seen == [(1, 2, "z"), (2, 2, "z")]
+    with pytest.raises(Cancelled):
+        run_mmd(adata.obs, np.asarray(adata.X), cfg, cancel=lambda: True)

@@ -306,3 +306,16 @@ def test_zscore_statistics_are_numpys():
     full = X.astype(np.float64)
     assert np.array_equal(mean, full.mean(axis=0))
     assert np.array_equal(std, np.where(full.std(axis=0) < 1e-10, 1.0, full.std(axis=0))) and std[5] == 1.0
+
+
+def test_progress_and_cancel():
+    from napari_dynaclr.errors import Cancelled
+
+    adata = anndata()
+    cfg = PseudotimeConfig.model_validate(_config())
+    steps = []
+    run_pseudotime(np.asarray(adata.X), adata.obs, read_annotations(ANNOTATIONS), cfg,
+                   progress=lambda done, total, what: steps.append((done, total, what)))
+    assert [s[0] for s in steps] == list(range(1, 7)) and steps[0] == (1, 6, "template raw")
+    with pytest.raises(Cancelled):
+        run_pseudotime(np.asarray(adata.X), adata.obs, read_annotations(ANNOTATIONS), cfg, cancel=lambda: True)
