@@ -19,7 +19,7 @@ from scipy.spatial.distance import cdist
 from eval2_data import CONFIGS, MMD_CASES, anndata, expected, kit_folder, write_store
 from napari_dynaclr.cli import main
 from napari_dynaclr.errors import ConfigError
-from napari_dynaclr.evaluate.mmd import RESULT_COLUMNS, embedding_matrix, run_mmd
+from napari_dynaclr.evaluate.mmd import RESULT_COLUMNS, run_mmd, select_embedding
 from napari_dynaclr.evaluate.mmd_config import load_mmd_config, parse_analysis
 from napari_dynaclr.evaluate.mmd_kernel import median_heuristic, mmd_permutation_test, rbf_kernel
 
@@ -49,7 +49,7 @@ def kit():
 @pytest.mark.parametrize("case", MMD_CASES)
 def test_library_gives_viscys_rows(kit, case):
     cfg = load_mmd_config(CONFIGS / f"mmd_{case}.yaml")
-    result = run_mmd(kit.obs, embedding_matrix(kit, cfg.embedding_key), cfg)
+    result = run_mmd(kit.obs, select_embedding(kit, cfg.embedding_key), cfg)
     assert_rows_match(result.to_records(), expected()["mmd"][case])
     assert result.csv_name == "synth_eval2_mmd_results.csv" and result.notes == []
 
@@ -232,7 +232,7 @@ BAD = [
     ("mAP", dict(map_settings={"enabled": True}), "map_settings.enabled: copairs mAP is not implemented"),
     ("no comparisons", dict(comparisons=[]), "comparisons: expected a list of at least 1"),
     ("missing store", dict(input_path="nope.zarr"), "not found"),
-    ("output into the store", dict(output_dir="store.zarr/results"), "would write into the input store"),
+    ("output into the store", dict(output_dir="store.zarr/results"), "lies inside the input store"),
 ]
 
 
@@ -293,3 +293,17 @@ def test_explicit_bins_no_experiment_column_progress_and_cancel(kit):
     assert (result.table["n_a"] == 240).all() and seen == [(1, 2, "z"), (2, 2, "z")]
     with pytest.raises(Cancelled):
         run_mmd(adata.obs, np.asarray(adata.X), cfg, cancel=lambda: True)
+
+
+def test_rerun_needs_overwrite(folder, monkeypatch, capsys):
+    monkeypatch.chdir(folder)
+    cfg = yaml.safe_load((CONFIGS / "mmd_aggregate_defaults.yaml").read_text())
+    cfg.update(output_dir="again/deeper", mmd={"n_permutations": 5})
+    (folder / "again.yaml").write_text(yaml.safe_dump(cfg))
+    argv = ["evaluate", "mmd", "-c", "again.yaml", "--json", "again.json"]
+    assert _cli(capsys, *argv)[0] == 0
+    csv = folder / "again" / "deeper" / "synth_eval2_mmd_results.csv"
+    before = csv.read_bytes()
+    code, _, err = _cli(capsys, *argv)
+    assert code == 2 and "already exists; pass --overwrite" in err and csv.read_bytes() == before
+    assert _cli(capsys, *argv, "--overwrite")[0] == 0 and csv.read_bytes() == before  # same numbers again

@@ -1,7 +1,8 @@
 """``napari-dynaclr evaluate mmd | pseudotime``: VisCy's MMD between conditions and its DTW pseudotime.
 
 Everything is checked (config, store columns, output paths) before any distance is computed; bad input exits 2
-with one line and writes nothing. Every file goes through :func:`write_outputs`.
+with one line and writes nothing. Every file goes through the safe write path (:mod:`napari_dynaclr.core.output`,
+here :func:`write_outputs` and the reports' :func:`~napari_dynaclr.cli.reports.write_report`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import warnings
 from pathlib import Path
 
 from napari_dynaclr.cli.progress import progress_bar
-from napari_dynaclr.errors import ConfigError, OutputError
+from napari_dynaclr.cli.reports import OVERWRITE_HELP, check_report, write_report
+from napari_dynaclr.errors import ConfigError
+
+OVERWRITE_CSV = "pass --overwrite"
 
 
 def add_parsers(esub) -> None:
@@ -28,6 +32,8 @@ def add_parsers(esub) -> None:
     )
     m.add_argument("-c", "--config", type=Path, required=True, metavar="CONFIG.yaml", help="compute-mmd YAML")
     m.add_argument("--json", type=Path, metavar="OUT", help="also write the rows as a JSON list of records")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing results CSV (and --json file), e.g. of an earlier run of the config")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_evaluate_mmd)
     p = esub.add_parser(
@@ -44,46 +50,34 @@ def add_parsers(esub) -> None:
     p.add_argument("-c", "--config", type=Path, required=True, metavar="CONFIG.yaml", help="pseudotime YAML")
     p.add_argument("--json", type=Path, metavar="OUT", help="JSON file: onsets, templates, per-frame pseudotime, "
                    "per-track paths, response groups, evaluation")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate_pseudotime)
 
 
-def check_output(path: Path, inputs: dict, flag: str) -> Path:
-    """Refuse an output file before any work: a folder, a link, an unwritable place, or a path that is or lies
-    inside an input. A missing parent folder is fine when *flag* is the CSV's output_dir (made at write time)."""
-    from napari_dynaclr.evaluate.annotations import check_text_output
+def check_csv_output(csv: Path, inputs: dict, overwrite: bool) -> None:
+    """Refuse the CSV output before any work (the safe write path's checks); its folder (output_dir) may be missing:
+    VisCy makes it, so the first missing folder on the way is checked as the target instead."""
+    from napari_dynaclr.core.output import check_output_path, check_target
 
-    real = Path(os.path.realpath(path))
-    for name, given in inputs.items():
-        if given is None:
-            continue
-        inp = Path(os.path.realpath(given))
-        if real == inp:
-            raise OutputError(f"{flag} {path} would overwrite the input {name} {given}; choose another file")
-        if inp in real.parents:
-            raise OutputError(f"{flag} {path} would write into the input {name} {given}; choose another place")
-    parent = real.parent
-    while not parent.exists() and flag == "output_dir":
-        parent = parent.parent
-    if flag == "output_dir" and parent != real.parent:
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"output_dir {path.parent} cannot be made: {parent} is not a writable folder")
-        return path
-    check_text_output(path, overwrite=True)
-    return path
+    folder = csv.parent
+    if folder.is_dir():
+        check_output_path(csv, overwrite, inputs, kind="csv", overwrite_hint=OVERWRITE_CSV)
+        return
+    first_missing = folder
+    while not first_missing.parent.exists() and first_missing.parent != first_missing:
+        first_missing = first_missing.parent
+    check_target(first_missing, inputs)
 
 
-def write_outputs(files: dict[Path, str]) -> None:
-    """Write every output text file atomically (a hidden file beside it, then one rename), making a missing
-    output folder first (VisCy makes output_dir)."""
-    from napari_dynaclr.evaluate.annotations import write_text_atomically
+def write_outputs(files: dict[Path, tuple[str, str]], inputs: dict, overwrite: bool) -> None:
+    """Write every output text file through the safe write path (atomic, never into an input), making a missing
+    output folder first (VisCy makes output_dir). *files*: ``{path: (text, kind)}``."""
+    from napari_dynaclr.core.output import make_folder, write_text
 
-    for path, text in files.items():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot make the output folder {path.parent}: {exc.strerror or exc}") from exc
-        write_text_atomically(path, text)
+    for path, (text, kind) in files.items():
+        make_folder(path.parent)
+        write_text(path, text, overwrite, inputs, kind=kind, overwrite_hint=OVERWRITE_CSV)
         print(f"wrote {path}", file=sys.stderr)
 
 
@@ -113,19 +107,20 @@ class _Bar:
 
 
 def cmd_evaluate_mmd(args) -> int:
-    from napari_dynaclr.evaluate.mmd import embedding_matrix, plan_mmd, run_mmd
+    from napari_dynaclr.core.output import check_output_path
+    from napari_dynaclr.evaluate.mmd import plan_mmd, run_mmd, select_embedding
     from napari_dynaclr.evaluate.mmd_config import load_mmd_config
 
     cfg = load_mmd_config(args.config)
     store, out_dir = Path(cfg.input_path), Path(cfg.output_dir)
     inputs = {"store": store, "config": args.config}
     if args.json is not None:
-        check_output(args.json, inputs, "--json")
+        check_output_path(args.json, args.overwrite, inputs, kind="json", overwrite_hint=OVERWRITE_CSV)
     adata = _read(store)
-    X = embedding_matrix(adata, cfg.embedding_key)
+    X = select_embedding(adata, cfg.embedding_key)
     facets = plan_mmd(adata.obs, cfg)  # every refusal about the data, before the work
     csv = out_dir / f"{facets[0].experiment if facets else 'unknown'}_mmd_results.csv"
-    check_output(csv, inputs, "output_dir")
+    check_csv_output(csv, inputs, args.overwrite)
     if args.json is not None and os.path.realpath(args.json) == os.path.realpath(csv):
         raise ConfigError(f"--json {args.json} is the CSV output; choose another file")
     if cfg.save_plots and cfg.temporal:
@@ -136,10 +131,10 @@ def cmd_evaluate_mmd(args) -> int:
         result = run_mmd(adata.obs, X, cfg, progress=bar)
     finally:
         bar.close()
-    files = {csv: result.to_csv()}
+    files = {csv: (result.to_csv(), "csv")}
     if args.json is not None:
-        files[args.json] = json.dumps(result.to_records(), indent=1, allow_nan=False) + "\n"
-    write_outputs(files)
+        files[args.json] = (json.dumps(result.to_records(), indent=1, allow_nan=False) + "\n", "json")
+    write_outputs(files, inputs, args.overwrite)
     for rec in result.to_records():
         where = f"{rec['experiment']}/{rec['marker']}"
         if rec["hours_bin_start"] is not None:
@@ -156,23 +151,23 @@ def cmd_evaluate_pseudotime(args) -> int:
     import numpy as np
 
     from napari_dynaclr.evaluate.annotations import read_annotations
-    from napari_dynaclr.evaluate.mmd import embedding_matrix
+    from napari_dynaclr.evaluate.mmd import select_embedding
     from napari_dynaclr.evaluate.pseudotime import load_pseudotime_config, run_pseudotime
 
     cfg = load_pseudotime_config(args.config)
     inputs = {"store": args.store, "annotations": args.annotations, "config": args.config}
     if args.json is not None:
-        check_output(args.json, inputs, "--json")
+        check_report(args.json, inputs, args.overwrite)
     annotations = read_annotations(args.annotations) if args.annotations is not None else None
     adata = _read(args.store)
-    X = embedding_matrix(adata, cfg.embedding_key)
+    X = select_embedding(adata, cfg.embedding_key)
     bar = _Bar("pseudotime", args.quiet)
     try:
         result = run_pseudotime(np.asarray(X), adata.obs, annotations, cfg, progress=bar)
     finally:
         bar.close()
     if args.json is not None:
-        write_outputs({args.json: json.dumps(result.to_dict(), allow_nan=False) + "\n"})
+        write_report(args.json, result.to_dict(), "evaluate pseudotime", inputs, args.overwrite)
     print(f"onsets: {len(result.t_perturb)} tracks with an onset ({len(result.aligned)} rows)")
     for name, flavor in result.flavors.items():
         tpl = flavor.template

@@ -18,7 +18,7 @@ The API the GUI uses::
     NeighbourIndex(X, metric="cosine").query(row, k) -> (rows, distances)
     representative_sample(X, rows, n=64) -> rows;  order_by_centroid(X, rows) -> (rows, distances)
     analysis = load_mmd_config(yaml) | parse_analysis(mapping, source, with_paths=False)
-    run_mmd(obs, embedding_matrix(adata, analysis.embedding_key), analysis, progress, cancel) -> MMDResult
+    run_mmd(obs, select_embedding(adata, analysis.embedding_key), analysis, progress, cancel) -> MMDResult
     mmd_permutation_test(X, Y, n_permutations, bandwidth, seed) -> PermutationTest;  median_heuristic(X, Y)
     napari_dynaclr.evaluate.pseudotime: run_pseudotime(X, obs, annotations, config, progress, cancel) -> ...
 """
@@ -40,14 +40,14 @@ from napari_dynaclr.evaluate.smoothness import STAT_NAMES, SmoothnessResult, com
 __all__ = [
     "STAT_NAMES", "ClassifierModel", "ClassifierResult", "MMDAnalysis", "MMDResult", "MMDRunConfig", "NeighbourIndex",
     "PermutationTest", "SmoothnessResult", "apply_predictions", "compare_splits", "compute_smoothness",
-    "embedding_matrix", "join_annotations", "labelled", "load_mmd_config", "median_heuristic", "mmd_permutation_test",
+    "select_embedding", "join_annotations", "labelled", "load_mmd_config", "median_heuristic", "mmd_permutation_test",
     "order_by_centroid", "parse_analysis", "plan_mmd", "predict_classes", "read_annotations", "representative_sample",
     "run_mmd", "save_annotations", "smoothness_by_group", "track_groups", "train_classifier", "write_predictions",
 ]
 
 # the MMD API loads pydantic models: imported on first use, not with the package (the GUI imports it)
 _LAZY = {
-    "MMDResult": "mmd", "embedding_matrix": "mmd", "plan_mmd": "mmd", "run_mmd": "mmd",
+    "MMDResult": "mmd", "select_embedding": "mmd", "plan_mmd": "mmd", "run_mmd": "mmd",
     "MMDAnalysis": "mmd_config", "MMDRunConfig": "mmd_config", "load_mmd_config": "mmd_config",
     "parse_analysis": "mmd_config", "PermutationTest": "mmd_kernel", "median_heuristic": "mmd_kernel",
     "mmd_permutation_test": "mmd_kernel",

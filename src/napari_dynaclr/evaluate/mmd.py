@@ -85,22 +85,21 @@ class MMDResult:
         return out
 
 
-def embedding_matrix(adata, embedding_key: str | None) -> np.ndarray:
+def select_embedding(adata, embedding_key: str | None) -> np.ndarray:
     """``.X`` (None) or ``obsm[embedding_key]`` as a dense array, in its own dtype (VisCy's
-    ``_extract_embeddings``). Raises :class:`ConfigError` for an unknown key."""
+    ``_extract_embeddings``). Raises :class:`ConfigError` for an unknown key, :class:`StoreError` for a matrix
+    that is not cells × numbers."""
+    from napari_dynaclr.evaluate.matrix import embedding_matrix
+
     if embedding_key is None:
-        X = adata.X
-        if X is None:
+        if adata.X is None:
             raise StoreError("the store has no X matrix; set embedding_key to one of its obsm keys "
                              f"({shorten(adata.obsm.keys())})")
-    else:
-        if embedding_key not in adata.obsm:
-            raise ConfigError(f"embedding_key {embedding_key!r} is not in the store's obsm (keys: "
-                              f"{shorten(list(adata.obsm.keys())) or 'none'}); use one of them, or null for .X")
-        X = adata.obsm[embedding_key]
-    if hasattr(X, "toarray"):
-        X = X.toarray()
-    return np.asarray(X)
+        return embedding_matrix(adata.X, "X")
+    if embedding_key not in adata.obsm:
+        raise ConfigError(f"embedding_key {embedding_key!r} is not in the store's obsm (keys: "
+                          f"{shorten(list(adata.obsm.keys())) or 'none'}); use one of them, or null for .X")
+    return embedding_matrix(adata.obsm[embedding_key], f"obsm[{embedding_key!r}]")
 
 
 def _require(obs: pd.DataFrame, column: str, why: str, how: str) -> None:

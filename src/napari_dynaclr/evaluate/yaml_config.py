@@ -97,16 +97,9 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from napari_dynaclr.core.inputs import load_yaml
 
-    if not path.is_file():
-        raise ConfigError(f"config {path} not found" if not path.exists() else f"config {path} is not a file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        first = str(exc).splitlines()[0][:150] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config {path} is not readable YAML ({first})") from None
+    data = load_yaml(path, "config", ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
