@@ -258,7 +258,7 @@ def test_bad_input_exits_2_and_writes_nothing(folder, monkeypatch, capsys, name,
 def test_config_errors_name_the_file(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("input_path: [unclosed\n")
-    with pytest.raises(ConfigError, match="not readable YAML"):
+    with pytest.raises(ConfigError, match="c.yaml is not valid YAML"):
         load_mmd_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_mmd_config(tmp_path / "missing.yaml")
