@@ -1,4 +1,5 @@
-"""``napari-dynaclr evaluate``: VisCy's evaluations of a store (smoothness, linear classifier)."""
+"""``napari-dynaclr evaluate``: VisCy's evaluations of a store (smoothness, linear classifier; MMD between
+conditions and DTW pseudotime in :mod:`napari_dynaclr.cli.evaluate_conditions`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import warnings
 from pathlib import Path
 
+from napari_dynaclr.cli import evaluate_conditions
 from napari_dynaclr.cli.progress import progress_bar
 from napari_dynaclr.cli.reports import OVERWRITE_HELP, check_report, write_report
 from napari_dynaclr.errors import ConfigError
@@ -15,7 +17,7 @@ from napari_dynaclr.errors import ConfigError
 def add_parser(sub):
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a store as VisCy does: temporal smoothness, linear classifier",
+        help="evaluate a store as VisCy does: smoothness, linear classifier, MMD between conditions, pseudotime",
         description="Evaluate an embedding store with VisCy's recipes. Bad input exits 2 and writes nothing.",
     )
     esub = p.add_subparsers(dest="evaluation", required=True)
@@ -54,6 +56,7 @@ def add_parser(sub):
                    help="replace an existing --apply store, or a --json file that napari-dynaclr did not write")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_evaluate_classifier)
+    evaluate_conditions.add_parsers(esub)
 
 
 def _quiet_obs_names() -> None:
