@@ -205,34 +205,29 @@ class BocConfig:
 
         return PredictConfig.asks_several_devices(self)  # same trainer settings, same answer
 
+    def experiments(self) -> list:
+        """The experiments of a run without a cell index (its collection YAML, or the experiment flags), their
+        paths resolved as the run reads them."""
+        from napari_dynaclr.core.collection import load_collection, parse_collection
+
+        if self.collection is not None:
+            return parse_collection(self.collection, Path.cwd(), "the experiment flags", self.data_path,
+                                    self.tracks_path)
+        return load_collection(self.collection_path, self.data_path, self.tracks_path)
+
     def input_paths(self) -> dict[str, Path | None]:
-        """What a run reads (an output may never be, contain or lie inside any of these), the plates a cell
-        index names included."""
+        """What a run reads, resolved as the run resolves it (an output may never be, contain or lie inside any of
+        these): the plates and tracks of a collection's experiments, those a cell index names."""
+        from napari_dynaclr.core.cell_index import index_inputs
+
         paths = {"cell index": self.cell_index_path, "collection": self.collection_path, "plate": self.data_path,
                  "tracks": self.tracks_path, "checkpoint": self.ckpt_path, "config": self.config_path}
-        for i, exp in enumerate((self.collection or {}).get("experiments") or []):
-            if isinstance(exp, dict):
-                paths[f"plate {i}"], paths[f"tracks {i}"] = exp.get("data_path"), exp.get("tracks_path")
         if self.cell_index_path is not None:
-            for i, store in enumerate(_index_stores(self.cell_index_path)):
-                paths[f"plate {i} of the cell index"] = store
+            paths.update(index_inputs(self.cell_index_path))
+        else:
+            for i, exp in enumerate(self.experiments()):  # (a bad collection is refused here, before any work)
+                paths[f"plate {i} ({exp.name})"], paths[f"tracks {i} ({exp.name})"] = exp.data_path, exp.tracks_path
         return paths
-
-
-def _index_stores(path: Path) -> list[Path]:
-    """The plates a cell-index parquet names (relative ones resolved against its folder); [] if unreadable."""
-    try:
-        import pyarrow.parquet as pq
-
-        stores = pq.read_table(path, columns=["store_path"]).column(0).unique().to_pylist()
-    except Exception:  # noqa: BLE001 - reading the index properly reports its problems
-        return []
-    out = []
-    for s in stores:
-        if s:
-            p = Path(str(s)).expanduser()
-            out.append(p if p.is_absolute() else path.parent / p)
-    return out
 
 
 def _square(value, flag: str) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from napari_dynaclr.core.boc import (
     is_label_free,
     nearest_exact_index,
 )
-from napari_dynaclr.core.cell_index import read_cell_index, sampled_statistics
+from napari_dynaclr.core.cell_index import read_cell_index, resolve_index_path, sampled_statistics
 from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.plate import Plate, missing_chunks
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError, shorten
@@ -182,8 +182,7 @@ def _open(plates: dict, path: Path) -> Plate:
 def _plan(cfg: BocConfig, plates: dict) -> BocPlan:
     if cfg.cell_index_path is not None:
         df = read_cell_index(cfg.cell_index_path)
-        base = cfg.cell_index_path.parent
-        resolved = {s: _resolve_store(s, base) for s in df["store_path"].unique().tolist()}
+        resolved = {s: resolve_index_path(s, cfg.cell_index_path) for s in df["store_path"].unique().tolist()}
     else:
         df, resolved = _built_index(cfg, plates)
     for path in resolved.values():
@@ -209,25 +208,10 @@ def _plan(cfg: BocConfig, plates: dict) -> BocPlan:
     return plan
 
 
-def _resolve_store(store: str, base: Path) -> Path:
-    p = Path(str(store)).expanduser()
-    if p.is_absolute():
-        return p
-    for root in (base, Path.cwd()):
-        if (root / p).exists():
-            return root / p
-    raise PlateError(f"plate {store} of the cell index not found (relative to {base} or the working folder)")
-
-
 def _built_index(cfg: BocConfig, plates: dict) -> tuple[pd.DataFrame, dict]:
     from napari_dynaclr.core.cell_index import build_cell_index, preprocess_cell_index
-    from napari_dynaclr.core.collection import load_collection, parse_collection
 
-    if cfg.collection is not None:
-        experiments = parse_collection(cfg.collection, Path.cwd(), "the experiment flags", cfg.data_path,
-                                       cfg.tracks_path)
-    else:
-        experiments = load_collection(cfg.collection_path, cfg.data_path, cfg.tracks_path)
+    experiments = cfg.experiments()
     for exp in experiments:
         if cfg.reference_pixel_size_xy_um is not None and exp.pixel_size_xy_um is None:
             raise ConfigError(f"experiment {exp.name}: pixel_size_xy_um is missing but the model's reference pixel "
@@ -251,6 +235,10 @@ def _select(cfg: BocConfig, df: pd.DataFrame) -> pd.DataFrame:
                               f"{shorten(sorted(set(df['well'].astype(str))), 8)})")
         df = df[df["well"].isin(cfg.include_wells)]
     if cfg.exclude_fovs is not None:
+        names = sorted(set(df["fov_name"]))
+        unknown = [f for f in dict.fromkeys(cfg.exclude_fovs) if f not in names]
+        if unknown:
+            raise ConfigError(f"exclude_fovs {shorten(unknown)} not in the cell index (FOVs: {shorten(names, 8)})")
         df = df[~df["fov_name"].isin(cfg.exclude_fovs)]
     if df.empty:
         raise TracksError("no cell-index rows left after include_wells / exclude_fovs")
