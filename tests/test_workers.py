@@ -347,6 +347,29 @@ def test_a_runtime_error_in_a_generator_job_reaches_the_dock(qtbot):
     assert errors == ["RuntimeError: the disk went away"] and not is_running(worker)
 
 
+def test_a_job_that_never_returns_does_not_keep_the_process_from_exiting():
+    """napari closed while a job still reads in its thread (a store's read waits on zarr's event loop, which
+    zarr's exit handler stops): the interpreter must still exit. PyQt destroyed the plugin's pool at exit and
+    ``~QThreadPool`` waited for that worker for ever (the guest session's verify mode hung on a loaded machine)."""
+    script = textwrap.dedent("""
+        import threading
+        from qtpy.QtWidgets import QApplication
+        app = QApplication([])
+        from napari_dynaclr._napari.widgets._jobs import start_job, thread_job
+        entered, never = threading.Event(), threading.Event()
+
+        def job():
+            entered.set()
+            never.wait()
+
+        start_job(thread_job(job)())
+        assert entered.wait(60)
+        print("RUNNING", flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "RUNNING" in out.stdout, out.stderr[-2000:]
+
+
 def test_two_jobs_reading_data_for_the_first_time_at_once(demo_inputs, demo_store):  # noqa: F811
     """A plate check and a store open started together in a fresh napari process: both import zarr for the
     first time. In two threads at once, zarr's modules (which import each other) came half-initialised

@@ -9,6 +9,11 @@ worker on another pool is the documented ``QThreadPool.start(worker)`` path.
 When napari closes, :class:`DockJobs` sets the jobs' cancel events (which kills the work process serving
 them), asks the workers to quit, waits briefly for the pool, and ends the work process. Only public Qt
 signals (``QObject.destroyed``, ``QCoreApplication.aboutToQuit``) and napari's public worker API are used.
+
+The pool belongs to Qt, not to Python: PyQt destroys the Qt objects Python owns when the interpreter exits, and
+``~QThreadPool`` waits for its workers without a limit. A job still reading in its thread by then (a store's
+read waits on zarr's event loop, which zarr's own exit handler has stopped) would keep napari's process from
+ever exiting; a pool left to Qt is not destroyed, and the process ends with its threads.
 """
 
 from __future__ import annotations
@@ -33,11 +38,22 @@ def plugin_pool() -> QThreadPool:
     global _POOL
     if _POOL is None:
         _POOL = QThreadPool()
+        _leave_to_qt(_POOL)
         _POOL.setMaxThreadCount(16)
         app = QCoreApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(_at_quit)
     return _POOL
+
+
+def _leave_to_qt(obj) -> None:
+    """Make the Qt side own *obj* (PyQt: ``sip.transferto``), so that interpreter exit does not destroy it. Under
+    PySide (no such call) the binding keeps it."""
+    try:
+        from qtpy import sip
+    except ImportError:
+        return
+    sip.transferto(obj, None)
 
 
 def is_running(worker) -> bool:
