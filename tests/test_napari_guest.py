@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,19 +25,33 @@ def _session(mode, demo_inputs, demo_store, tmp_path, timeout=900):  # noqa: F81
     env = {**os.environ, "NAPARI_DYNACLR_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, str(SCRIPT), mode, str(demo_inputs["config"]), str(demo_store),
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    closing = None
-    lines = []
-    for line in proc.stdout:  # the moment napari is asked to close, seen from outside
-        lines.append(line)
-        if line.startswith("CLOSING"):
-            closing = time.monotonic()
-    proc.wait(timeout=timeout)
+    lines, closing, err = [], [], []
+
+    def read_stdout():  # the moment napari is asked to close, seen from outside
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("CLOSING"):
+                closing.append(time.monotonic())
+
+    readers = [threading.Thread(target=read_stdout, daemon=True),
+               threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]
+    for r in readers:
+        r.start()
+    try:
+        proc.wait(timeout=timeout)  # a safety net: a napari that never exits fails here, not never
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"napari's process had not exited {timeout} s after it started ({mode}): "
+                    + "".join(lines)[-1000:])
     exited = time.monotonic()
-    stderr = proc.stderr.read()
+    for r in readers:
+        r.join(60)
+    stderr = "".join(err)
     results = [json.loads(x[len("RESULT "):]) for x in lines if x.startswith("RESULT ")]
     assert proc.returncode == 0, stderr[-3000:]
     assert results, "".join(lines)[-2000:] + stderr[-3000:]
-    return results[0], stderr, (exited - closing) if closing else None
+    return results[0], stderr, (exited - closing[0]) if closing else None
 
 
 def _no_leftovers(out: Path) -> None:
