@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_dynaclr.errors import DynaclrError, StoreError
+from napari_dynaclr.errors import ExploreError, StoreError
 
 #: key columns of an annotation CSV (VisCy's cell identity)
 KEY_COLUMNS = ["fov_name", "track_id", "t"]
@@ -39,10 +39,6 @@ CATEGORY_CYCLE = np.array(
     dtype=np.float32,
 )
 MISSING_COLOR = np.array([0.45, 0.45, 0.45, 0.6], dtype=np.float32)
-
-
-class ExploreError(DynaclrError):
-    """A problem with an explorer action (unknown column, bad annotation file...)."""
 
 
 # --------------------------------------------------------------------------------------------------

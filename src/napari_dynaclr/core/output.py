@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from napari_dynaclr.errors import InterruptedAfterCommit, OutputError
+from napari_dynaclr.errors import InterruptedAfterCommit, OutputError, Remedy
 
 
 def describe_folder(path: Path) -> str:
@@ -63,12 +63,20 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(os.path.abspath(path)))
 
 
+def _exists(problem: str, overwrite_hint: str | None) -> OutputError:
+    """An output that exists: allowing ``overwrite`` replaces it."""
+    if overwrite_hint is not None:
+        return OutputError(f"{problem}; {overwrite_hint} to replace it")
+    return OutputError(problem, remedy=Remedy("overwrite", purpose="to replace it", joint="; "))
+
+
 def check_output_path(path: str | Path, overwrite: bool = False, inputs: Mapping[str, object] | None = None,
-                      overwrite_hint: str = "pass --overwrite", kind: str = "store") -> Path:
+                      overwrite_hint: str | None = None, kind: str = "store") -> Path:
     """Refuse an output that would destroy data, before any work starts; return it as a Path.
 
     *inputs*: ``{"plate": path, "tracks": path, ...}`` (None values are skipped). *overwrite_hint*: how the
-    user asks for a replacement (the CLI's flag, the dock's checkbox). *kind*: what the output is, hence what
+    user asks for a replacement, in words (default: the ``overwrite`` setting, as a :class:`Remedy` each front end
+    words). *kind*: what the output is, hence what
     ``overwrite`` may replace (``"store"``: an embedding store or an empty folder; ``"parquet"``: a parquet
     file, e.g. a cell index)."""
     path = Path(path)
@@ -101,7 +109,7 @@ def check_output_path(path: str | Path, overwrite: bool = False, inputs: Mapping
         raise OutputError(f"output folder {path.parent} is not writable")
     if path.exists():
         if not overwrite:
-            raise OutputError(f"output {path} already exists; {overwrite_hint} to replace it")
+            raise _exists(f"output {path} already exists", overwrite_hint)
         check_replaceable(path, kind)
     return path
 
@@ -152,7 +160,7 @@ class OutputGuard:
     """The checks, the lock, the leftovers and the atomic commit for one output store (see the module)."""
 
     def __init__(self, path: str | Path, overwrite: bool = False, inputs: Mapping[str, object] | None = None,
-                 overwrite_hint: str = "pass --overwrite", kind: str = "store"):
+                 overwrite_hint: str | None = None, kind: str = "store"):
         self.path = Path(path)
         self.kind = kind
         self.overwrite = overwrite
@@ -259,8 +267,8 @@ class OutputGuard:
         path = self.path
         if path.exists() or path.is_symlink():
             if not self.overwrite:
-                raise OutputError(f"output {path} appeared while this run was predicting; it was not replaced "
-                                  f"({self.overwrite_hint} to replace it)")
+                raise _exists(f"output {path} appeared while this run was predicting; it was not replaced",
+                              self.overwrite_hint)
             check_replaceable(path, self.kind)
             old = path.parent / f"{self._prefix}.old-{uuid.uuid4().hex[:12]}"
             if _rename_exchange(tmp, path):  # tmp now holds the old store

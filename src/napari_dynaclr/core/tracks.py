@@ -39,20 +39,19 @@ def find_tracks_csv(tracks_path: str | Path, fov_name: str) -> Path:
 
 
 def read_tracks(csv_path: str | Path, fov_name: str = "") -> pd.DataFrame:
-    """Read and validate one tracking table; return it with every column cast to int64 (truncation).
+    """Read and validate one tracking CSV (:func:`check_tracks`)."""
+    from napari_dynaclr.core.track_layouts import read_table
+
+    csv_path = Path(csv_path)
+    return check_tracks(read_table(csv_path, "tracks CSV"), f"tracks CSV {csv_path}")
+
+
+def check_tracks(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Validate one FOV's tracking table (*where* names it); return it with every column cast to int64
+    (truncation). Rows are numbered as in the file.
 
     NaN in ``parent_track_id`` / ``parent_id`` becomes -1 with a warning (VisCy crashes there).
     """
-    csv_path = Path(csv_path)
-    where = f"tracks CSV {csv_path}"
-    try:
-        df = pd.read_csv(csv_path)
-    except pd.errors.EmptyDataError:
-        raise TracksError(f"{where} is empty (no header line)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise TracksError(f"{where} cannot be parsed as CSV: {str(exc).splitlines()[0][:150]}") from None
-    except OSError as exc:
-        raise TracksError(f"{where} cannot be read: {exc.strerror or exc}") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise TracksError(
@@ -76,7 +75,7 @@ def read_tracks(csv_path: str | Path, fov_name: str = "") -> pd.DataFrame:
     for col in df.columns:
         vals = df[col]
         if vals.isna().any():
-            row = int(np.flatnonzero(vals.isna().to_numpy())[0])
+            row = int(vals.index[np.flatnonzero(vals.isna().to_numpy())[0]])
             raise TracksError(f"{where}: column {col!r} has a missing/NaN value (data row {row + 1})")
         if np.isinf(vals.to_numpy(dtype=float)).any():
             raise TracksError(f"{where}: column {col!r} has an infinite value")
@@ -117,23 +116,25 @@ def select_fov_cells(
 
 def build_cell_table(
     fovs: Sequence,
-    tracks_path: str | Path,
+    tracks,
     patch_size: tuple[int, int],
     include_cells: Sequence[tuple[str, int]] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Concatenate the selected cells of every FOV in FOV order.
 
+    *tracks*: a path (any layout of :func:`~napari_dynaclr.core.track_layouts.open_tracks`) or an opened layout.
     Returns ``(cells, stats)``. ``cells`` has the VisCy index columns that exist (``z`` only if every
     table has it) plus ``fov_index`` (position in *fovs*); ``stats`` counts CSV rows and kept cells per FOV.
     ``include_cells`` is VisCy's ``predict_cells`` (pairs of fov_name and track_id).
     """
-    tracks_path = Path(tracks_path)
-    if not tracks_path.is_dir():
-        raise TracksError(f"tracks folder not found: {tracks_path}")
+    from napari_dynaclr.core.track_layouts import open_tracks
+
+    if isinstance(tracks, (str, Path)):
+        tracks = open_tracks(tracks)
     tables, stats = [], {}
     have_z = True
     for i, fov in enumerate(fovs):
-        raw = read_tracks(find_tracks_csv(tracks_path, fov.name), fov.name)
+        raw = check_tracks(*tracks.read(fov.name))
         sel = select_fov_cells(raw, fov.name, fov.shape, patch_size)
         sel["fov_index"] = i
         stats[fov.name] = {"csv_rows": len(raw), "cells": len(sel)}
