@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import DATA
-from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.cell_index import build_cell_index, preprocess_cell_index, read_cell_index
 from napari_dynaclr.core.collection import load_collection
+from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.plate import Plate
 from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.store import read_store

@@ -63,4 +63,4 @@ def test_loading_a_classic_yml_after_a_boc_one_gives_the_fields_back(boc_dock, d
     viewer, main, errors = boc_dock
     load_yml(qtbot, main, demo_inputs["config"])
     assert not main.is_boc and main.plate.enabled and main.channels.enabled and errors == []
-    assert main.build_config(require_output=False).source_channel == ["Phase3D", "RFP"]
+    assert main.build_config(require_output=False).source.source_channel == ["Phase3D", "RFP"]

@@ -21,9 +21,10 @@ from napari_dynaclr.core.schema import (
     TrainerSchema,
     WriterSchema,
     check_types,
+    yaml_error,
 )
 from napari_dynaclr.core.settings import brief, clip
-from napari_dynaclr.errors import ConfigError, Wording, shorten
+from napari_dynaclr.errors import ConfigError, shorten
 
 # --------------------------------------------------------------------------------------------------
 # VisCy predict.yml
@@ -256,39 +257,6 @@ def build_from_yaml(source_fields: Mapping, source: str, **settings) -> PredictC
         return PredictConfig.build(source_fields, **settings)
     except ConfigError as exc:
         raise yaml_error(exc, source, source_fields.get("kind")) from None
-
-
-#: where a predict.yml holds each setting (the data module's keys are ours, VisCy's names where they differ)
-_WRITER_KEYS = ("output_path", "embedding_key", "umap_kwargs", "pca_kwargs", "phate_kwargs", "overwrite")
-_TRAINER_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "precision")
-_CLASSIC_NAMES = {"include_wells": "fit_include_wells", "exclude_fovs": "fit_exclude_fovs",
-                  "include_cells": "include_fov_names/include_track_ids"}
-
-
-class YamlWording(Wording):
-    """A predict.yml's words: each setting by its place in the file (``data.init_args.z_range``)."""
-
-    def __init__(self, kind: str | None = "tracks"):
-        self.kind = kind
-
-    def name(self, key: str) -> str:
-        if key in _WRITER_KEYS:
-            return f"trainer.callbacks[EmbeddingWriter].{key}"
-        if key in _TRAINER_KEYS:
-            return f"trainer.{key}"
-        if key == "ckpt_path":
-            return key
-        if key == "encoder":
-            return "model.init_args.encoder"
-        return "data.init_args." + (_CLASSIC_NAMES.get(key, key) if self.kind == "tracks" else key)
-
-
-def yaml_error(exc: ConfigError, source: str, kind: str | None = "tracks") -> ConfigError:
-    """*exc* in a predict.yml's words, prefixed by the file (its remedy kept as it is)."""
-    text = YamlWording(kind).render(exc.message)
-    if not text.startswith(f"{source}: "):
-        text = f"{source}: {text}"
-    return type(exc)(text, key=exc.key, remedy=exc.remedy)
 
 
 def resolve_path(p, base_dir: Path) -> Path | None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from napari_dynaclr.core.settings import PRECISIONS, brief
-from napari_dynaclr.errors import ConfigError, shorten
+from napari_dynaclr.errors import ConfigError, Wording, shorten
 
 # --------------------------------------------------------------------------------------------------
 # the typed schema of the sections we read (pydantic): every value is checked before it is used.
@@ -266,8 +266,6 @@ def check_reduction_kwargs(cfg, source: str | None = None) -> None:
     integers; PHATE asked for needs the optional ``phate`` package. A problem is a one-line
     :class:`ConfigError` naming the key (in a predict.yml's words when *source*, the config file, is given)."""
     if source is not None:
-        from napari_dynaclr.core.predict_yml import yaml_error
-
         try:
             return check_reduction_kwargs(cfg)
         except ConfigError as exc:
@@ -300,3 +298,39 @@ def check_reduction_kwargs(cfg, source: str | None = None) -> None:
             if importlib.util.find_spec("phate") is None:  # the run would fail after the whole prediction
                 raise ConfigError(f"{where}: PHATE is asked for but the optional 'phate' package is not installed "
                                   "(pip install phate, or set phate_kwargs to null)")
+
+
+# --------------------------------------------------------------------------------------------------
+# a predict.yml's words
+
+#: where a predict.yml holds each setting (the data module's keys are ours, VisCy's names where they differ)
+_WRITER_KEYS = ("output_path", "embedding_key", "umap_kwargs", "pca_kwargs", "phate_kwargs", "overwrite")
+_TRAINER_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+_CLASSIC_NAMES = {"include_wells": "fit_include_wells", "exclude_fovs": "fit_exclude_fovs",
+                  "include_cells": "include_fov_names/include_track_ids"}
+
+
+class YamlWording(Wording):
+    """A predict.yml's words: each setting by its place in the file (``data.init_args.z_range``)."""
+
+    def __init__(self, kind: str | None = "tracks"):
+        self.kind = kind
+
+    def name(self, key: str) -> str:
+        if key in _WRITER_KEYS:
+            return f"trainer.callbacks[EmbeddingWriter].{key}"
+        if key in _TRAINER_KEYS:
+            return f"trainer.{key}"
+        if key == "ckpt_path":
+            return key
+        if key == "encoder":
+            return "model.init_args.encoder"
+        return "data.init_args." + (_CLASSIC_NAMES.get(key, key) if self.kind == "tracks" else key)
+
+
+def yaml_error(exc: ConfigError, source: str, kind: str | None = "tracks") -> ConfigError:
+    """*exc* in a predict.yml's words, prefixed by the file (its remedy kept as it is)."""
+    text = YamlWording(kind).render(exc.message)
+    if not text.startswith(f"{source}: "):
+        text = f"{source}: {text}"
+    return type(exc)(text, key=exc.key, remedy=exc.remedy)

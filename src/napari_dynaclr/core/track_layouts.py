@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from napari_dynaclr.core.tracks import find_tracks_csv, read_csv
 from napari_dynaclr.errors import TracksError
 
 ACCEPTED = ("a tracks folder <tracks>/<row>/<col>/<fov>/*.csv (VisCy) or *.parquet (ultrack), a folder of ultrack "
@@ -34,16 +35,12 @@ PARENTS = ("parent_track_id", "parent_id")
 def read_table(path: Path, what: str = "tracks table") -> pd.DataFrame:
     """A CSV or parquet file as a frame (a parquet's ``id`` index becomes the ``id`` column)."""
     where = f"{what} {path}"
-    if not path.is_file():
+    if not path.is_file():  # a FIFO, a socket or a device would block or never end
         raise TracksError(f"{where} is not a regular file")
+    if path.suffix.lower() == ".csv":
+        return read_csv(path, where)
     try:
-        if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
         frame = pd.read_parquet(path)
-    except pd.errors.EmptyDataError:
-        raise TracksError(f"{where} is empty (no header line)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise TracksError(f"{where} cannot be parsed as CSV: {str(exc).splitlines()[0][:150]}") from None
     except OSError as exc:
         raise TracksError(f"{where} cannot be read: {exc.strerror or exc}") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
@@ -73,8 +70,6 @@ class TracksFolder:
         self.path = Path(path)
 
     def read(self, fov_name: str) -> tuple[pd.DataFrame, str]:
-        from napari_dynaclr.core.tracks import find_tracks_csv
-
         folder = self.path / fov_name
         if folder.is_dir() and not any(folder.glob("*.csv")):
             parquets = sorted(folder.glob("*.parquet"))

@@ -40,10 +40,21 @@ def find_tracks_csv(tracks_path: str | Path, fov_name: str) -> Path:
 
 def read_tracks(csv_path: str | Path, fov_name: str = "") -> pd.DataFrame:
     """Read and validate one tracking CSV (:func:`check_tracks`)."""
-    from napari_dynaclr.core.track_layouts import read_table
-
     csv_path = Path(csv_path)
-    return check_tracks(read_table(csv_path, "tracks CSV"), f"tracks CSV {csv_path}")
+    where = f"tracks CSV {csv_path}"
+    return check_tracks(read_csv(csv_path, where), where)
+
+
+def read_csv(csv_path: Path, where: str) -> pd.DataFrame:
+    """A tracking CSV as a frame (*where* names it in the messages)."""
+    try:
+        return pd.read_csv(csv_path)
+    except pd.errors.EmptyDataError:
+        raise TracksError(f"{where} is empty (no header line)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise TracksError(f"{where} cannot be parsed as CSV: {str(exc).splitlines()[0][:150]}") from None
+    except OSError as exc:
+        raise TracksError(f"{where} cannot be read: {exc.strerror or exc}") from None
 
 
 def check_tracks(df: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -122,15 +133,12 @@ def build_cell_table(
 ) -> tuple[pd.DataFrame, dict]:
     """Concatenate the selected cells of every FOV in FOV order.
 
-    *tracks*: a path (any layout of :func:`~napari_dynaclr.core.track_layouts.open_tracks`) or an opened layout.
-    Returns ``(cells, stats)``. ``cells`` has the VisCy index columns that exist (``z`` only if every
-    table has it) plus ``fov_index`` (position in *fovs*); ``stats`` counts CSV rows and kept cells per FOV.
+    *tracks*: the tracks in their layout (:func:`~napari_dynaclr.core.track_layouts.open_tracks`: anything with
+    ``read(fov_name) -> (table, where)``). Returns ``(cells, stats)``. ``cells`` has the VisCy index columns that
+    exist (``z`` only if every table has it) plus ``fov_index`` (position in *fovs*); ``stats`` counts CSV rows
+    and kept cells per FOV.
     ``include_cells`` is VisCy's ``predict_cells`` (pairs of fov_name and track_id).
     """
-    from napari_dynaclr.core.track_layouts import open_tracks
-
-    if isinstance(tracks, (str, Path)):
-        tracks = open_tracks(tracks)
     tables, stats = [], {}
     have_z = True
     for i, fov in enumerate(fovs):
