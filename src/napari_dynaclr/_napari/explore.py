@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from napari_dynaclr.errors import ExploreError, StoreError
+from napari_dynaclr.evaluate.annotations import MISSING_LABELS
 
 #: key columns of an annotation CSV (VisCy's cell identity)
 KEY_COLUMNS = ["fov_name", "track_id", "t"]
@@ -281,15 +282,16 @@ def column_fingerprint(series: pd.Series):
 
 
 def label_classes(series: pd.Series, unassigned: str = UNASSIGNED) -> list[str]:
-    """The class names a label column holds (sorted, without *unassigned* or missing values); for a categorical
-    from its codes (no string per row)."""
+    """The class names a label column holds (sorted, without *unassigned* or missing values — VisCy's ``"nan"``
+    included, :data:`~napari_dynaclr.evaluate.annotations.MISSING_LABELS`); for a categorical from its codes
+    (no string per row)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = np.asarray(series.cat.codes)
         present = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(series.cat.categories)))
         names = {str(series.cat.categories[i]) for i in present}
     else:
         names = {str(v) for v in pd.unique(series.dropna())}
-    return sorted(names - {unassigned})
+    return sorted(names - {unassigned, *MISSING_LABELS})
 
 
 def selection_column(n: int, rows: np.ndarray | Sequence[int]) -> pd.Categorical:
