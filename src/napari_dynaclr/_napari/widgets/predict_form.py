@@ -123,7 +123,7 @@ def read_config(dock, require_output: bool = True):
         include_wells, exclude = yml_selection(base, plate)
     norm = d.normalization.value
     if norm == "from predict.yml" and base is not None:
-        normalizations = base.normalizations
+        normalizations = base.source.normalizations
     elif norm in ("none", "from predict.yml"):
         normalizations = [] if norm == "none" else default_normalizations(channels)
     else:
