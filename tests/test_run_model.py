@@ -20,23 +20,14 @@ from napari_dynaclr.errors import ConfigError, DynaclrError, NonfiniteEmbeddings
 SRC = Path(__file__).resolve().parents[1] / "src" / "napari_dynaclr"
 
 
-def _settings_classes():
-    from napari_dynaclr.core.settings import Settings
-
-    out, stack = [], list(Settings.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        out.append(cls)
-        stack.extend(cls.__subclasses__())
-    return out
-
-
 def test_every_setting_is_declared_once():
     import napari_dynaclr.core.boc as boc
 
     assert not hasattr(boc, "BocConfig")  # no second settings class for the Bag-of-Channels family
     owners: dict[str, list[str]] = {}
-    for cls in _settings_classes():
+    from napari_dynaclr.core.settings import settings_classes
+
+    for cls in settings_classes():
         for name in cls.__annotations__:
             if name in cls.model_fields:
                 owners.setdefault(name, []).append(cls.__name__)

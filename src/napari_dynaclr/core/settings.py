@@ -72,13 +72,7 @@ class Settings(BaseModel):
 
 def _field_info(key: str):
     """The declaration of the setting *key* in any settings model (for its description)."""
-    stack = list(Settings.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        if key in cls.model_fields:
-            return cls.model_fields[key]
-        stack.extend(cls.__subclasses__())
-    return None
+    return next((cls.model_fields[key] for cls in settings_classes() if key in cls.model_fields), None)
 
 
 def _value_at(data, loc) -> tuple[object, bool]:
@@ -99,7 +93,8 @@ def _value_at(data, loc) -> tuple[object, bool]:
     return value, found
 
 
-def _settings_classes() -> list[type[Settings]]:
+def settings_classes() -> list[type[Settings]]:
+    """Every settings model (the subclasses of :class:`Settings`)."""
     out, stack = [], list(Settings.__subclasses__())
     while stack:
         cls = stack.pop()
@@ -111,7 +106,7 @@ def _settings_classes() -> list[type[Settings]]:
 def _key_of(loc) -> str:
     """The setting an error location is about: its last part that names a field of a settings model (not a
     union member's tag, a list index or a mapping key)."""
-    names = {name for cls in _settings_classes() for name in cls.model_fields}
+    names = {name for cls in settings_classes() for name in cls.model_fields}
     keys = [p for p in loc if isinstance(p, str) and p in names]
     return keys[-1] if keys else ""
 
