@@ -75,3 +75,52 @@ def write_tracks(folder: Path, fov: str, rows: list[dict] | pd.DataFrame) -> Pat
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     df.to_csv(d / "tracks.csv", index=False)
     return d / "tracks.csv"
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under *root* with its content hash (what must not change)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def refused(capsys, argv, *needles, allow_warnings: bool = False) -> str:
+    """Run the CLI: exit 2 and one line ``napari-dynaclr: error: …`` holding every needle; return the line."""
+    from napari_dynaclr.cli import main
+
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    if allow_warnings:
+        err = [line for line in err if not line.startswith("napari-dynaclr: warning:")]
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("napari-dynaclr: error:"), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+    return err[0]
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Factory: a real small file system (tmpfs) of the given size, when this process may mount one (root);
+    unmounted after the test."""
+    import os
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str = "128k", name: str = "tiny") -> Path:
+        mnt = tmp_path / name
+        mnt.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

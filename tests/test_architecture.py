@@ -57,7 +57,8 @@ def test_evaluation_imports_no_torch_qt_or_numba():
     pynndescent (numba) is imported only when an approximate neighbour index is built."""
     assert _loaded_after(
         "import napari_dynaclr.evaluate, napari_dynaclr.evaluate.annotations, napari_dynaclr.evaluate.classifier, "
-        "napari_dynaclr.evaluate.smoothness, napari_dynaclr.evaluate.neighbours"
+        "napari_dynaclr.evaluate.smoothness, napari_dynaclr.evaluate.neighbours, napari_dynaclr.evaluate.mmd, "
+        "napari_dynaclr.evaluate.pseudotime, napari_dynaclr.evaluate.pseudotime.dtw"
     ) == []
 
 

@@ -126,7 +126,7 @@ def _bad_cases(tmp_path):
         ("apply over a non-store", [*c, DEV2D, "--annotations", CSV, "--task", "infection_state", "--json", j,
                                     "--apply", notstore, "--overwrite"], "not an embedding store"),
         ("json over the CSV", [*c, DEV2D, "--annotations", CSV, "--task", "infection_state", "--json", CSV],
-         "would overwrite the input"),
+         "is the input annotations"),
     ]
 
 

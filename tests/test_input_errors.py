@@ -166,7 +166,7 @@ def test_a_fifo_as_tracks_csv_is_refused_not_waited_on(dev2d, capsys):
         f.unlink()
     os.mkfifo(folder / "tracks.csv")
     code, _, err = run_cli(base, capsys)
-    assert_clean_failure(code, err, out, "tracks.csv is not a regular file")
+    assert_clean_failure(code, err, out, "tracks.csv is a named pipe (FIFO), not a regular file")
 
 
 @pytest.mark.parametrize("device, needle", [("mps", "'mps'"), ("tpu", "unknown device 'tpu'"),

@@ -150,7 +150,7 @@ def test_truncated_missing_and_directory_checkpoints(conformance_ckpt, tmp_path)
         load_checkpoint(tmp_path / "trunc.ckpt")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "nope.ckpt")
-    with pytest.raises(CheckpointError, match="is a directory"):
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
         load_checkpoint(tmp_path)
 
 

@@ -4,23 +4,16 @@ files on disk exactly as they were."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import refused, snapshot
 from napari_dynaclr.cli import main
 
-
-def _snapshot(root: Path) -> dict:
-    """Every file under *root* with its size and content hash (what must not change)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.is_symlink():
-            out[str(p.relative_to(root))] = hashlib.sha1(p.read_bytes()).hexdigest()
-    return out
+_snapshot = snapshot
 
 
 @pytest.fixture
@@ -36,14 +29,7 @@ def _predict(root: Path, *extra) -> list[str]:
             "--quiet", *map(str, extra)]
 
 
-def _refused(capsys, argv, *needles) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("napari-dynaclr: error:"), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
+_refused = refused
 
 
 @pytest.mark.parametrize("target, needle", [

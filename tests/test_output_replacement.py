@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +61,7 @@ def test_a_signal_while_the_old_store_is_removed_keeps_the_new_store(tmp_path, m
             os.kill(os.getpid(), signal.SIGTERM)
         return real_rmtree(path, *a, **k)
 
-    monkeypatch.setattr(output.shutil, "rmtree", rmtree_with_signal)
+    monkeypatch.setattr(shutil, "rmtree", rmtree_with_signal)
     with pytest.raises(InterruptedAfterCommit):
         write_store(_adata(2.0), out, overwrite=True)
     assert read_store(out).X[0, 0] == 2.0
@@ -90,7 +89,7 @@ def test_an_interruption_while_writing_keeps_the_old_store(tmp_path, monkeypatch
 def test_without_renameat2_the_replacement_still_never_loses_the_old_store(tmp_path, monkeypatch):
     """Where the system has no atomic exchange, a crash between the two renames leaves the old store hidden;
     the next run on that path puts it back (see test_output_concurrency)."""
-    monkeypatch.setattr(output, "_rename2", lambda src, dst, flags: False)
+    monkeypatch.setattr(output.swap, "_rename2", lambda src, dst, flags: False)
     out = tmp_path / "emb.zarr"
     write_store(_adata(1.0), out)
     write_store(_adata(2.0), out, overwrite=True)
@@ -99,17 +98,9 @@ def test_without_renameat2_the_replacement_still_never_loses_the_old_store(tmp_p
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
+def tiny_disk(tmpfs):
     """A real 128 KiB file system (tmpfs), when this process may mount one (root)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    return tmpfs("128k")
 
 
 def test_a_real_full_disk_is_one_line_and_leaves_nothing(tiny_disk, case_copy, conformance_ckpt, capsys):

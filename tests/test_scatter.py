@@ -123,23 +123,40 @@ def test_axes_are_drawn_with_ticks_that_follow_a_zoom(canvas, qtbot):
     assert xs.max() <= canvas.x_axis.size[0] + 1 and len(xs) >= 3
 
 
-def test_tick_helpers_give_nice_numbers():
-    major, minor, step = plotting.ticks(89.3, 210.7, 6)
-    assert step == 20 and list(major) == [100, 120, 140, 160, 180, 200]
-    assert len(minor) and not np.isin(np.round(minor, 9), np.round(major, 9)).any()
-    assert plotting.tick_labels(major, step) == ["100", "120", "140", "160", "180", "200"]
-    major, _, step = plotting.ticks(0.0, 1.0, 5)
+def test_tick_helpers_give_vispys_ticks_with_clean_labels():
+    """The major ticks are vispy's MaxNLocator's (inside the range, at most max_ticks); labels carry no float
+    noise, no "-0", exponent notation for large and small numbers."""
+    from vispy.visuals.axis import MaxNLocator
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        span = float(rng.uniform(1.0, 10.0)) * 10.0 ** int(rng.integers(-6, 8))
+        lo = float(rng.uniform(-1e3, 1e3)) * span  # offsets up to 10³ spans (an axis zoomed into its data)
+        hi = lo + span
+        n = int(rng.integers(2, 12))
+        major, minor, step = plotting.ticks(hi, lo, n)  # either order
+        for nbins in range(n - 1, n + 3):  # vispy's choice; more intervals only for two ticks inside
+            theirs = np.asarray(MaxNLocator(nbins=nbins, steps=list(plotting.NICE_STEPS)).tick_values(lo, hi))
+            theirs = theirs[(theirs >= lo - step * 1e-9) & (theirs <= hi + step * 1e-9)]
+            if len(theirs) >= 2:
+                break
+        np.testing.assert_allclose(major, theirs, rtol=1e-9, atol=step * 1e-9)
+        assert 2 <= len(major) and (len(major) <= n or nbins > n - 1)
+        assert not np.isin(np.round(minor / step, 6), np.round(major / step, 6)).any()
+    major, minor, step = plotting.ticks(0.0, 1.0, 5)
     assert step == 0.25 and plotting.tick_labels(major, step) == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    assert len(minor) and not np.isin(np.round(minor, 9), np.round(major, 9)).any()
+    major, _, step = plotting.ticks(140.0, 150.0, 8)
+    assert plotting.tick_labels(major, step) == ["140", "142", "144", "146", "148", "150"]
     major, _, step = plotting.ticks(-0.31, 0.3, 7)
-    assert plotting.tick_labels(major, step) == ["-0.3", "-0.2", "-0.1", "0.0", "0.1", "0.2", "0.3"]  # no "-0.0"
+    assert plotting.tick_labels(major, step) == ["-0.2", "0.0", "0.2"]  # no "-0.0"
+    major, _, step = plotting.ticks(-0.1, 0.25, 8)
+    assert plotting.tick_labels(major, step)[:3] == ["-0.10", "-0.05", "0.00"]  # no "-0.00"
     major, _, step = plotting.ticks(3e7, -1e7, 5)  # reversed range; large numbers in exponent notation
     assert plotting.tick_labels(major, step) == ["-1e+07", "0", "1e+07", "2e+07", "3e+07"]
     major, _, step = plotting.ticks(1e-5, 3e-5, 4)
     assert [float(t) for t in plotting.tick_labels(major, step)] == pytest.approx([1e-5, 2e-5, 3e-5])
-    assert len(plotting.ticks(5.0, 5.0, 4)[0]) == 0 and len(plotting.ticks(0.0, np.nan, 4)[0]) == 0
-    for lo, hi, n in [(-7.3, 2.2, 8), (0.001, 0.0107, 4), (1234.5, 1299.0, 3), (-1e-3, 1e-3, 6)]:
-        major, _, step = plotting.ticks(lo, hi, n)
-        assert 1 <= len(major) <= n and major.min() >= lo - 1e-12 and major.max() <= hi + 1e-12
+    assert plotting.ticks(5.0, 5.0, 4)[0].size == 0 and plotting.ticks(0.0, float("nan"), 4)[0].size == 0
 
 
 def test_legend_for_categories_and_colour_bar_for_continuous(canvas, qtbot):

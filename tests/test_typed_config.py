@@ -17,7 +17,8 @@ import yaml
 
 from napari_dynaclr.cli import main
 from napari_dynaclr.core.config import PredictConfig
-from napari_dynaclr.core.predict_yml import MAX_CONFIG_BYTES, load_predict_yaml, parse_predict_config
+from napari_dynaclr.core.inputs import MAX_YAML_BYTES
+from napari_dynaclr.core.predict_yml import load_predict_yaml, parse_predict_config
 from napari_dynaclr.core.schema import check_reduction_kwargs
 from napari_dynaclr.errors import ConfigError
 
@@ -225,14 +226,14 @@ def test_non_utf8_file(tmp_path, capsys):
     path.write_bytes(yaml.safe_dump(BASE).replace("Phase3D", "Phasé3D").encode("latin-1"))
     with pytest.raises(ConfigError) as info:
         load_predict_yaml(path)
-    assert str(info.value) == f"{path} is not UTF-8 text"
-    assert cli_error(path, capsys) == f"{path} is not UTF-8 text"
+    assert str(info.value) == f"config file {path} is not UTF-8 text"
+    assert cli_error(path, capsys) == f"config file {path} is not UTF-8 text"
 
 
 def test_binary_file(tmp_path, capsys):
     path = tmp_path / "predict.yml"
     path.write_bytes(bytes(range(256)) * 4)
-    assert cli_error(path, capsys) == f"{path} is not UTF-8 text"
+    assert cli_error(path, capsys) == f"config file {path} is not UTF-8 text"
 
 
 def test_a_bom_is_accepted(tmp_path):
@@ -279,7 +280,7 @@ def test_alias_bomb_is_refused_quickly(site, tmp_path, capsys):
         load_predict_yaml(path)
     assert time.perf_counter() - t0 < 2
     msg = str(info.value)
-    assert msg == f"{path}: the YAML expands to more than 100000 values (aliases?); refusing"
+    assert msg == f"config file {path}: the YAML expands to more than 100000 values (aliases?); refusing"
     assert len(msg) < 500
     t0 = time.perf_counter()
     assert cli_error(path, capsys) == msg
@@ -301,7 +302,8 @@ def test_a_bomb_given_as_a_document_is_refused_too():
 def test_a_recursive_alias_is_refused(tmp_path, capsys):
     path = tmp_path / "predict.yml"
     path.write_text(yaml.safe_dump(BASE) + "loop: &loop [*loop]\n")
-    assert cli_error(path, capsys) == f"{path}: the YAML nests deeper than 100 levels (a recursive alias?); refusing"
+    expected = f"config file {path}: the YAML nests deeper than 100 levels (a recursive alias?); refusing"
+    assert cli_error(path, capsys) == expected
 
 
 def test_deep_nesting_is_refused(tmp_path, capsys):
@@ -315,17 +317,18 @@ def test_deep_nesting_is_refused(tmp_path, capsys):
 def test_huge_file_is_refused_before_parsing(tmp_path, capsys):
     path = tmp_path / "predict.yml"
     with path.open("wb") as fh:  # sparse: no 10 MB written
-        fh.truncate(MAX_CONFIG_BYTES + 1)
+        fh.truncate(MAX_YAML_BYTES + 1)
     t0 = time.perf_counter()
     msg = cli_error(path, capsys)
     assert time.perf_counter() - t0 < 2
-    assert msg == f"{path} is larger than 10 MB ({MAX_CONFIG_BYTES + 1} bytes); a predict.yml is a few KB: refusing"
+    assert msg == (f"config file {path} is larger than 10 MB ({MAX_YAML_BYTES + 1} bytes); a config file is a few KB: "
+                   "refusing")
 
 
 def test_invalid_date_is_not_valid_yaml(tmp_path, capsys):
     path = write_yml(tmp_path)
     path.write_text(path.read_text() + "when: 2024-02-30\n")
-    assert cli_error(path, capsys).startswith(f"{path} is not valid YAML: day is out of range")
+    assert cli_error(path, capsys).startswith(f"config file {path} is not valid YAML: day is out of range")
 
 
 def test_printed_messages_are_capped_at_500_characters(tmp_path, capsys):

@@ -72,10 +72,10 @@ def _serve_cluster(send, X, method, kwargs=None):
     return compute_clusters(X, method, **dict(kwargs or {}))
 
 
-def _serve_demo_inputs(send, folder, spec=None, umap=True):
+def _serve_demo_inputs(send, folder, spec=None, umap=True, **folder_options):
     from napari_dynaclr.demo import make_demo_inputs
 
-    return make_demo_inputs(folder, spec, umap=umap)
+    return make_demo_inputs(folder, spec, umap=umap, **folder_options)
 
 
 def _serve_gallery(send, cfg, cells, projection="middle slice"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from napari_dynaclr.core.output import OwnedFolder, temporary_writer
 from napari_dynaclr.core.reduce import DEFAULT_PCA_KWARGS, DEFAULT_UMAP_KWARGS
 from napari_dynaclr.core.synthetic import SyntheticSpec, make_plate
 
@@ -84,47 +85,43 @@ def demo_config(out_dir: Path, output: str = "embeddings.zarr", umap: bool = Tru
     }
 
 
-def make_demo_inputs(out_dir: str | Path, spec: SyntheticSpec | None = None, umap: bool = True) -> dict:
-    """Write plate.zarr, tracks/, model.ckpt, predict.yml and truth.csv into *out_dir* (must not hold a plate)."""
+def demo_folder(out_dir: str | Path, what: str = "demo folder",
+                hint: str = "choose another --out") -> OwnedFolder:
+    """The demo folder *out_dir* as an :class:`~napari_dynaclr.core.output.OwnedFolder`: hold it (``with``) to
+    write a demo; it replaces or removes only the entries an earlier demo recorded in its manifest, unchanged."""
+    return OwnedFolder(out_dir, what, "the demo", hint)
+
+
+def make_demo_inputs(out_dir: str | Path, spec: SyntheticSpec | None = None, umap: bool = True,
+                     overwrite: bool = False, what: str = "demo folder", hint: str = "choose another --out") -> dict:
+    """Write plate.zarr, tracks/, model.ckpt, predict.yml and truth.csv into *out_dir*: an empty (or new) folder,
+    or with *overwrite* one holding an earlier demo whose entries are unchanged (:func:`demo_folder`; *what* and
+    *hint* word its refusals)."""
+    with demo_folder(out_dir, what, hint) as owned:
+        owned.clear(overwrite)
+        return write_demo_inputs(owned, spec, umap)
+
+
+def write_demo_inputs(owned: OwnedFolder, spec: SyntheticSpec | None = None, umap: bool = True) -> dict:
+    """Write the demo's inputs as new entries of the held demo folder *owned*, each recorded in its manifest."""
     from napari_dynaclr.core.architecture import EncoderConfig
-    from napari_dynaclr.model.checkpoint import save_checkpoint
     from napari_dynaclr.model.weights import deterministic_encoder
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = make_plate(out, spec)
-    paths["truth"].to_csv(out / "truth.csv", index=False)
-    ckpt = out / "model.ckpt"
-    save_checkpoint(deterministic_encoder(EncoderConfig.from_dict(DEMO_ENCODER), salt="demo"), ckpt)
-    cfg_path = out / "predict.yml"
-    cfg_path.write_text(yaml.safe_dump(demo_config(out, umap=umap), sort_keys=False))
-    return {"plate": paths["plate"], "tracks": paths["tracks"], "checkpoint": ckpt, "config": cfg_path,
-            "truth": out / "truth.csv", "output": out / "embeddings.zarr"}
+    out = owned.folder
+    paths = make_plate(out, spec, owned=owned)
+    owned.add_text("truth.csv", paths["truth"].to_csv(index=False))
+    model = deterministic_encoder(EncoderConfig.from_dict(DEMO_ENCODER), salt="demo")
+    owned.write_entries(["model.ckpt"], lambda staging: _write_checkpoint(staging / "model.ckpt", model))
+    owned.add_text("predict.yml", yaml.safe_dump(demo_config(out, umap=umap), sort_keys=False))
+    return {"plate": paths["plate"], "tracks": paths["tracks"], "checkpoint": out / "model.ckpt",
+            "config": out / "predict.yml", "truth": out / "truth.csv", "output": out / "embeddings.zarr"}
 
 
-#: what a demo folder holds (and all that ``demo --overwrite`` may remove)
-DEMO_ENTRIES = ("plate.zarr", "tracks", "model.ckpt", "predict.yml", "truth.csv", "embeddings.zarr")
+@temporary_writer
+def _write_checkpoint(tmp: Path, model) -> None:
+    from napari_dynaclr.model.checkpoint import save_checkpoint
 
-
-def clear_demo_folder(out: Path) -> None:
-    """Remove an earlier demo from *out* — only the demo's own entries, and only when nothing else is there
-    (the folder itself stays: it may be the current folder)."""
-    from napari_dynaclr.errors import OutputError
-
-    entries = sorted(p.name for p in Path(out).iterdir())
-    foreign = [n for n in entries if n not in DEMO_ENTRIES and not n.startswith(".dynaclr-")]
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
-        raise OutputError(f"demo folder {out} holds files the demo did not make ({shown}); refusing to empty it "
-                          "— choose another --out")
-    import shutil
-
-    for name in entries:
-        target = Path(out) / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
+    save_checkpoint(model, tmp)
 
 
 def summarize(adata, truth_csv: Path | None = None) -> list[str]:

@@ -422,9 +422,11 @@ def assign_class(table: pd.DataFrame, rows, name: str) -> None:
     table["annotation"] = _annotation_categorical(vals)
 
 
-def write_annotations_csv(table: pd.DataFrame, path: str | Path, column: str = "annotation") -> int:
+def write_annotations_csv(table: pd.DataFrame, path: str | Path, column: str = "annotation",
+                          inputs: dict | None = None) -> int:
     """Write the annotated cells as an annotation CSV VisCy joins (keyed ``fov_name, id`` when the table has
-    ``id``, else ``fov_name, t, track_id``; ``y, x`` too, for its mitosis rule; the class in *column*), atomically;
+    ``id``, else ``fov_name, t, track_id``; ``y, x`` too, for its mitosis rule; the class in *column*) through the
+    safe write path (atomic; an existing text file replaced, never one of *inputs* nor anything inside them);
     return the number of rows."""
     from napari_dynaclr.errors import AnnotationError
     from napari_dynaclr.evaluate import save_annotations
@@ -432,7 +434,7 @@ def write_annotations_csv(table: pd.DataFrame, path: str | Path, column: str = "
     ann = table[column].astype(str).to_numpy(dtype=object)
     labels = np.where(ann == UNASSIGNED, None, ann)
     try:
-        save_annotations(path, table, {column: labels}, overwrite=True)
+        save_annotations(path, table, {column: labels}, overwrite=True, inputs=inputs)
     except (AnnotationError, OSError) as exc:
         raise ExploreError(f"cannot write annotations to {path}: {exc}") from None
     return int((ann != UNASSIGNED).sum())

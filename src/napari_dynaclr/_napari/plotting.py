@@ -204,32 +204,30 @@ def selection_outline(mask: np.ndarray) -> np.ndarray:
 NICE_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)
 
 
-def tick_step(lo: float, hi: float, max_ticks: int) -> float:
-    """The smallest "nice" step (1, 2, 2.5 or 5 × 10ᵏ) that puts at most *max_ticks* ticks in [lo, hi]."""
-    span = abs(float(hi) - float(lo))
-    max_ticks = max(1, int(max_ticks))
-    if not np.isfinite(span) or span <= 0:
-        return 0.0
-    raw = span / max_ticks
-    power = 10.0 ** np.floor(np.log10(raw))
-    for m in NICE_STEPS:
-        step = m * power
-        if np.floor(max(lo, hi) / step + 1e-9) - np.ceil(min(lo, hi) / step - 1e-9) + 1 <= max_ticks:
-            return float(step)
-    return float(10.0 * power)
-
-
 def ticks(lo: float, hi: float, max_ticks: int, minor: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Major and minor tick values inside [lo, hi] (either order) and the major step.
 
-    At most *max_ticks* major ticks, on multiples of :func:`tick_step`; *minor* ticks per major interval
-    (default: 4 for a step of 2 × 10ᵏ, else 5), none on a major tick.
+    The major ticks are vispy's own choice (:class:`vispy.visuals.axis.MaxNLocator`, steps of 1, 2, 2.5 or
+    5 × 10ᵏ, at most *max_ticks* ticks, more only when fewer than two would fall inside), kept where they
+    fall inside the range; *minor* ticks per major
+    interval (default: 4 for a step of 2 × 10ᵏ, else 5), none on a major tick.
     """
+    from vispy.visuals.axis import MaxNLocator
+
     a, b = sorted((float(lo), float(hi)))
-    step = tick_step(a, b, max_ticks)
-    if step <= 0:
+    if not (np.isfinite(a) and np.isfinite(b)) or b <= a:
         return np.zeros(0), np.zeros(0), 0.0
-    major = np.arange(np.ceil(a / step - 1e-9), np.floor(b / step + 1e-9) + 1) * step
+    least = max(1, int(max_ticks) - 1)
+    for nbins in range(least, least + 4):  # (more intervals only when fewer than two ticks fall inside)
+        locs = np.asarray(MaxNLocator(nbins=nbins, steps=list(NICE_STEPS)).tick_values(a, b), float)
+        if len(locs) < 2:
+            return np.zeros(0), np.zeros(0), 0.0
+        step = float(f"{locs[1] - locs[0]:.12g}")  # the locator's step without its float noise
+        major = np.round(locs / step) * step
+        eps = step * 1e-9
+        major = major[(major >= a - eps) & (major <= b + eps)]
+        if len(major) >= 2:
+            break
     if minor is None:
         mantissa = step / 10.0 ** np.floor(np.log10(step))
         minor = 4 if np.isclose(mantissa, 2.0) else 5

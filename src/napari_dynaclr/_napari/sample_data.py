@@ -1,6 +1,8 @@
 """napari sample data "DynaCLR demo": the demo's synthetic plate, tracks, checkpoint and predict.yml.
 
-The files live in a cache folder (``$NAPARI_DYNACLR_CACHE`` or ``~/.cache/napari-dynaclr/demo``). Once
+The files live in a cache folder (``$NAPARI_DYNACLR_CACHE`` or ``~/.cache/napari-dynaclr/demo``), written and
+recorded as the demo's (:func:`napari_dynaclr.demo.demo_folder`: a folder holding anything else is never
+emptied or replaced). Once
 they are there, the sample is the first FOV read lazily from the plate plus its tracks. The first time,
 napari gets the first FOV computed in memory (the same pixels the plate will hold, a fraction of a second)
 while the work process writes the plate and builds the checkpoint with torch (about 15 s) in the
@@ -37,27 +39,27 @@ def demo_paths(folder: Path | None = None) -> dict[str, Path]:
 
 
 def demo_complete(folder: Path | None = None) -> bool:
+    """Whether the demo's manifest in *folder* records every required entry as written, and they are there."""
+    from napari_dynaclr.core.output import OwnedFolder
+
+    folder = Path(folder or demo_folder())
     paths = demo_paths(folder)
-    return all(paths[k].exists() for k in REQUIRED)
+    return folder.is_dir() and OwnedFolder(folder).has(paths[k].name for k in REQUIRED)
 
 
 def build_demo(folder: Path | None = None, spec: SyntheticSpec | None = None) -> dict[str, Path]:
     """Create the demo inputs in *folder* unless they are complete there (blocking; the checkpoint is built
-    with torch in the work process, never in napari's); return the paths."""
-    import shutil
-
+    with torch in the work process, never in napari's); return the paths. An incomplete earlier build is replaced
+    only where the demo's manifest records it unchanged: a folder holding anything else is refused (one line)."""
     from napari_dynaclr._napari.workers import work_process
 
     folder = Path(folder or demo_folder())
     paths = demo_paths(folder)
     if demo_complete(folder):
         return paths
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    work_process().call("demo_inputs", tmp, spec or DEMO_SPEC, umap=True)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    work_process().call("demo_inputs", folder, spec or DEMO_SPEC, umap=True, overwrite=True,
+                        what="napari sample data folder",
+                        hint="remove them, or set NAPARI_DYNACLR_CACHE to another folder")
     return paths
 
 

@@ -112,6 +112,14 @@ class ExplorerSession:
     def viewer(self):
         return self._viewer()
 
+    def input_paths(self, with_store: bool = True) -> dict[str, Path | None]:
+        """What the session reads (the dock's saves and exports never write into these): its plate and tracks
+        folders, and with *with_store* its embedding store."""
+        paths = {"plate": self.plate_path, "tracks": self.tracks_path}
+        if with_store:
+            paths["store"] = self.store_path
+        return paths
+
     @property
     def n_cells(self) -> int:
         return 0 if self.table is None else len(self.table)

@@ -343,9 +343,10 @@ def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int =
     return opened
 
 
-def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=()) -> Path:
+def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=(), inputs=None) -> Path:
     """Copy reductions (obsm keys) and obs columns from the explorer into *adata* (an AnnData, or a
-    :class:`~napari_dynaclr.core.store.LazyStore`, read now) and rewrite the store."""
+    :class:`~napari_dynaclr.core.store.LazyStore`, read now) and rewrite the store through the safe write path
+    (replaced atomically; *inputs*: the session's plate and tracks)."""
     from napari_dynaclr.core.store import as_anndata, write_store
 
     adata = as_anndata(adata)
@@ -355,4 +356,4 @@ def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=()) -
         vals = table[col]
         adata.obs[col] = pd.Categorical(vals.astype(str)) if isinstance(vals.dtype, pd.CategoricalDtype) \
             else vals.to_numpy()
-    return write_store(adata, path, overwrite=True)
+    return write_store(adata, path, overwrite=True, inputs=inputs)

@@ -24,28 +24,25 @@ def add_parser(sub):
 def cmd_demo(args) -> int:
     from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.core.synthetic import SyntheticSpec
-    from napari_dynaclr.demo import clear_demo_folder, make_demo_inputs, summarize
-    from napari_dynaclr.errors import OutputError
+    from napari_dynaclr.demo import demo_folder, summarize, write_demo_inputs
     from napari_dynaclr.predict.run import run_prediction
 
     out = args.out
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"demo folder {out} is a file; choose another --out")
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise OutputError(f"demo folder {out} is not empty; pass --overwrite or choose --out")
-        clear_demo_folder(out)
     spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, cells_per_fov=args.cells_per_fov,
                          timepoints=args.timepoints)
-    paths = make_demo_inputs(out, spec, umap=not args.no_umap)
-    print(f"demo inputs in {out}: plate.zarr, tracks/, model.ckpt, predict.yml")
-    cfg = load_predict_yaml(paths["config"])
-    cfg.accelerator = args.device
-    progress = BatchProgress(args.quiet)
-    try:
-        summary, adata = run_prediction(cfg, on_batch=progress)
-    finally:
-        progress.close()
+    with demo_folder(out) as owned:  # replaces only what an earlier demo recorded, unchanged
+        owned.clear(args.overwrite)
+        paths = write_demo_inputs(owned, spec, umap=not args.no_umap)
+        print(f"demo inputs in {out}: plate.zarr, tracks/, model.ckpt, predict.yml")
+        cfg = load_predict_yaml(paths["config"])
+        cfg.accelerator = args.device
+        owned.expect_store(paths["output"].name)
+        progress = BatchProgress(args.quiet)
+        try:
+            summary, adata = run_prediction(cfg, on_batch=progress)
+        finally:
+            progress.close()
+        owned.record(paths["output"].name)
     print(f"wrote {summary.output_path}: prediction {summary.predict_seconds:.1f} s "
           f"({summary.cells_per_second:.1f} cells/s on {summary.device}), {summary.seconds:.1f} s with reductions")
     for line in summarize(adata, paths["truth"]):

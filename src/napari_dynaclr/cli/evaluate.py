@@ -1,21 +1,23 @@
-"""``napari-dynaclr evaluate``: VisCy's evaluations of a store (smoothness, linear classifier)."""
+"""``napari-dynaclr evaluate``: VisCy's evaluations of a store (smoothness, linear classifier; MMD between
+conditions and DTW pseudotime in :mod:`napari_dynaclr.cli.evaluate_conditions`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import warnings
 from pathlib import Path
 
+from napari_dynaclr.cli import evaluate_conditions
 from napari_dynaclr.cli.progress import progress_bar
+from napari_dynaclr.cli.reports import OVERWRITE_HELP, check_report, write_report
 from napari_dynaclr.errors import ConfigError
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a store as VisCy does: temporal smoothness, linear classifier",
+        help="evaluate a store as VisCy does: smoothness, linear classifier, MMD between conditions, pseudotime",
         description="Evaluate an embedding store with VisCy's recipes. Bad input exits 2 and writes nothing.",
     )
     esub = p.add_subparsers(dest="evaluation", required=True)
@@ -32,6 +34,7 @@ def add_parser(sub):
                    help="rows of a track sorted by t (default) or in stored order (exactly VisCy's)")
     s.add_argument("--distributions", action="store_true", help="also write both distance distributions")
     s.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON file for the statistics")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_evaluate_smoothness)
     c = esub.add_parser(
@@ -49,29 +52,11 @@ def add_parser(sub):
     c.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON file for the metrics")
     c.add_argument("--apply", type=Path, metavar="OUT_STORE",
                    help="write a copy of the store with obs predicted_<task>, obsm predicted_<task>_proba")
-    c.add_argument("--overwrite", action="store_true", help="replace an existing --apply store")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --apply store, or a --json file that napari-dynaclr did not write")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_evaluate_classifier)
-
-
-def _check_json_output(path: Path, inputs: dict) -> None:
-    from napari_dynaclr.errors import OutputError
-    from napari_dynaclr.evaluate.annotations import check_text_output
-
-    check_text_output(path, overwrite=True)
-    real = os.path.realpath(path)
-    for name, given in inputs.items():
-        if given is not None and (real == os.path.realpath(given) or Path(given).resolve() in Path(real).parents):
-            raise OutputError(f"--json {path} would overwrite the input {name} {given}; choose another file")
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    import json
-
-    from napari_dynaclr.evaluate.annotations import write_text_atomically
-
-    write_text_atomically(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    print(f"wrote {path}", file=sys.stderr)
+    evaluate_conditions.add_parsers(esub)
 
 
 def _quiet_obs_names() -> None:
@@ -80,15 +65,15 @@ def _quiet_obs_names() -> None:
 
 
 def cmd_evaluate_smoothness(args) -> int:
-    import numpy as np
-
     from napari_dynaclr.core.store import read_store
+    from napari_dynaclr.evaluate.matrix import embedding_matrix
     from napari_dynaclr.evaluate.smoothness import STAT_NAMES, STEPS, compute_smoothness, smoothness_by_group
 
-    _check_json_output(args.json, {"store": args.store})
+    inputs = {"store": args.store}
+    check_report(args.json, inputs, args.overwrite)
     _quiet_obs_names()
     adata = read_store(args.store)
-    X = np.asarray(adata.X)
+    X = embedding_matrix(adata.X, str(args.store))
     meta = {"store": str(args.store), "metric": args.metric, "order": args.order}
     if args.group_by is None:
         bar = progress_bar(len(STEPS), "smoothness", args.quiet, leave=False)
@@ -105,6 +90,8 @@ def cmd_evaluate_smoothness(args) -> int:
                 bar.close()
         payload = {**res.to_dict(distributions=args.distributions), **meta}
         lines = [f"{k}: {res.stats[k]:.6g}" for k in STAT_NAMES]
+        for note in res.notes:  # rows left out (NaN/Inf embeddings, no track)
+            warnings.warn(note, stacklevel=2)
     else:
         if args.group_by not in adata.obs.columns:
             raise ConfigError(f"--group-by {args.group_by!r}: {args.store} has no obs column of that name "
@@ -121,24 +108,25 @@ def cmd_evaluate_smoothness(args) -> int:
                    "groups": {g: r.to_dict(distributions=args.distributions) for g, r in results.items()}}
         lines = [f"{g}: smoothness_score {r.stats['smoothness_score']:.6g}, dynamic_range "
                  f"{r.stats['dynamic_range']:.6g}" for g, r in results.items()]
-    _write_json(args.json, payload)
+    write_report(args.json, payload, "evaluate smoothness", inputs, args.overwrite)
     for line in lines:
         print(line)
     return 0
 
 
 def cmd_evaluate_classifier(args) -> int:
-    import numpy as np
-
     from napari_dynaclr.core.output import OutputGuard
     from napari_dynaclr.core.store import read_store, write_store
     from napari_dynaclr.evaluate.annotations import join_annotations, read_annotations
-    from napari_dynaclr.evaluate.classifier import apply_predictions, track_groups, train_classifier
+    from napari_dynaclr.evaluate.classifier import apply_predictions, prediction_keys, track_groups, train_classifier
+    from napari_dynaclr.evaluate.matrix import embedding_matrix
 
     inputs = {"store": args.store, "annotations": args.annotations}
-    _check_json_output(args.json, inputs)
+    check_report(args.json, inputs, args.overwrite)
     if args.apply is not None and os.path.realpath(args.apply) == os.path.realpath(args.json):
         raise ConfigError("--apply and --json name the same path")
+    if args.apply is not None:
+        prediction_keys(args.task)  # a name the store cannot hold is refused before any work
     annotations = read_annotations(args.annotations)
     _quiet_obs_names()
     guard = OutputGuard(args.apply, args.overwrite, inputs) if args.apply is not None else contextlib.nullcontext()
@@ -150,8 +138,8 @@ def cmd_evaluate_classifier(args) -> int:
             labels = join_annotations(adata.obs, annotations, args.task)
             bar and bar.update(1)
             groups = track_groups(adata.obs) if args.split == "track" else None
-            result = train_classifier(np.asarray(adata.X), labels.to_numpy(), groups=groups, split=args.split,
-                                      task=args.task)
+            result = train_classifier(embedding_matrix(adata.X, str(args.store)), labels.to_numpy(), groups=groups,
+                                      split=args.split, task=args.task)
             bar and bar.update(1)
             if args.apply is not None:
                 apply_predictions(adata, result.model, args.task)
@@ -165,7 +153,7 @@ def cmd_evaluate_classifier(args) -> int:
                "store": str(args.store), "annotations": str(args.annotations)}
     if args.apply is not None:
         payload["applied_to"] = str(args.apply)
-    _write_json(args.json, payload)
+    write_report(args.json, payload, "evaluate classifier", inputs, args.overwrite)
     m = result.metrics
     shown = [k for k in ("train_accuracy", "val_accuracy", "val_weighted_f1", "val_auroc") if k in m]
     print(f"{args.task}: {result.n_samples} labelled cells, split {result.split}, solver {result.solver}; "

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from napari_dynaclr.errors import DynaclrError
+from napari_dynaclr.cli.reports import OVERWRITE_HELP, check_report, write_report
 
 
 def add_parser(sub):
@@ -26,6 +25,7 @@ def add_parser(sub):
     p.add_argument("--same-order", action="store_true",
                    help="fail when the rows are in a different order (as VisCy's own test asserts)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--worst", type=int, default=5, help="how many worst cells to list (default 5)")
     p.set_defaults(func=cmd_verify)
 
@@ -50,13 +50,13 @@ def cmd_verify(args) -> int:
 
     contract = contract_from_args(args)
     worst = int(getattr(args, "worst", 5) or 0)
+    json_path, overwrite = getattr(args, "json", None), bool(getattr(args, "overwrite", False))
+    inputs = {"prediction": args.prediction, "reference": args.reference}
+    if json_path is not None:
+        check_report(json_path, inputs, overwrite)  # before the comparison: never into a store it compares
     report = compare_stores(args.prediction, args.reference, contract)
     print(format_report(report, worst=worst))
-    if getattr(args, "json", None) is not None:
-        path = Path(args.json)
-        try:
-            path.write_text(report.to_json(worst=max(worst, 20)) + "\n")
-        except OSError as exc:
-            raise DynaclrError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        print(f"report written to {path}", file=sys.stderr)
+    if json_path is not None:
+        write_report(Path(json_path), report.to_dict(worst=max(worst, 20)), "verify", inputs, overwrite,
+                     said="report written to {path}")
     return 0 if report.passed else 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -40,20 +39,6 @@ class BocNormalization:
                 raise ConfigError(f"NormalizeSampled statistic {name!r} is not one of {', '.join(BOC_STATS)}")
 
 
-def _index_stores(path: Path) -> list[Path]:
-    """The plates a cell-index parquet names (relative ones resolved against its folder); [] if unreadable."""
-    try:
-        import pyarrow.parquet as pq
-
-        stores = pq.read_table(path, columns=["store_path"]).column(0).unique().to_pylist()
-    except Exception:  # noqa: BLE001 - reading the index properly reports its problems
-        return []
-    out = []
-    for s in stores:
-        if s:
-            p = Path(str(s)).expanduser()
-            out.append(p if p.is_absolute() else path.parent / p)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------ geometry

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from napari_dynaclr.core.collection import Experiment
+from napari_dynaclr.core.output import temporary_writer
 from napari_dynaclr.errors import ConfigError, PlateError, TracksError, shorten
 
 #: the parquet schema ``build-cell-index`` writes: column -> dtype (``object``: string, nullable)
@@ -38,15 +39,68 @@ PREDICT_COLUMNS = ("experiment", "store_path", "fov", "well", "y", "x", "z", "ch
 GRID_SPACING = 32  # viscy preprocess --block_size default
 
 
+def index_path_candidates(value: str, index_path: str | Path) -> list[Path]:
+    """Where a path a cell index names (``store_path``, ``tracks_path``) may be: as given when absolute; else beside
+    the parquet, then in the working folder — the order a run tries them (:func:`resolve_index_path`)."""
+    p = Path(str(value)).expanduser()
+    if p.is_absolute():
+        return [p]
+    return [Path(index_path).parent / p, Path.cwd() / p]
+
+
+def resolve_index_path(value: str, index_path: str | Path, what: str = "plate") -> Path:
+    """The path a run reads for a cell index's ``store_path`` (or ``tracks_path``): the first existing candidate of
+    :func:`index_path_candidates`. The output guard protects the same path (:func:`index_inputs`)."""
+    candidates = index_path_candidates(value, index_path)
+    for p in candidates:
+        if p.exists():
+            return p
+    if len(candidates) == 1:
+        raise PlateError(f"{what} {value} of the cell index not found")
+    raise PlateError(f"{what} {value} of the cell index not found (relative to {Path(index_path).parent} or the "
+                     "working folder)")
+
+
+def index_inputs(index_path: str | Path) -> dict[str, Path]:
+    """What a run on the cell index *index_path* reads besides it — the plates (and tracks) it names, resolved as
+    the run resolves them (every candidate of one that does not exist yet) — for the output guard; {} when the
+    parquet cannot be read (the run then refuses it)."""
+    if not Path(index_path).is_file():  # a FIFO would block pyarrow's open; the run's input check names it
+        return {}
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(index_path, columns=[c for c in ("store_path", "tracks_path")
+                                                   if c in pq.read_schema(index_path).names])
+    except Exception:  # noqa: BLE001 - reading the index properly reports its problems
+        return {}
+    out: dict[str, Path] = {}
+    for column, what in (("store_path", "plate"), ("tracks_path", "tracks")):
+        if column not in table.column_names:
+            continue
+        for i, value in enumerate(v for v in table.column(column).unique().to_pylist() if v):
+            try:
+                out[f"{what} {i} of the cell index"] = resolve_index_path(value, index_path, what)
+            except PlateError:
+                for j, p in enumerate(index_path_candidates(value, index_path)):
+                    out[f"{what} {i} of the cell index (candidate {j})"] = p
+    return out
+
+
 def read_cell_index(path: str | Path) -> pd.DataFrame:
     """A cell-index parquet as a DataFrame (row order kept); one line naming the file or column otherwise."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"cell index not found: {path}")
+    from napari_dynaclr.core.inputs import check_input_file, os_error
+
+    path = check_input_file(path, "cell index", ConfigError)
     try:
         df = pq.read_table(path).to_pandas()
+    except OSError as exc:
+        if not isinstance(exc, (PermissionError, FileNotFoundError)):  # pyarrow's own errors are OSErrors too
+            first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"cell index {path} is not a readable parquet file ({first})") from None
+        raise os_error(exc, path, "cell index", ConfigError) from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
         first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cell index {path} is not a readable parquet file ({first})") from None
@@ -71,8 +125,11 @@ def build_cell_index(experiments: Sequence[Experiment], include_wells: Sequence[
     from napari_dynaclr.core.plate import Plate
 
     frames = []
+    plate_wells, plate_fovs = set(), set()
     for exp in experiments:
         with Plate(exp.data_path) as plate:
+            plate_fovs.update(f.name for f in plate.fovs)
+            plate_wells.update(f.name.rsplit("/", 1)[0] for f in plate.fovs)
             for ch in exp.channels:
                 if ch.name not in plate.channel_names:
                     raise PlateError(f"experiment {exp.name}: channel {ch.name!r} (marker {ch.marker}) not in plate "
@@ -91,6 +148,12 @@ def build_cell_index(experiments: Sequence[Experiment], include_wells: Sequence[
                     if ch.wells is not None and well not in ch.wells:
                         continue
                     frames.append(_fov_rows(exp, ch, fov, well, fov_part, tracks))
+    for key, given, known in (("include_wells", include_wells, plate_wells),
+                              ("exclude_fovs", exclude_fovs, plate_fovs)):
+        unknown = [n for n in dict.fromkeys(given or ()) if n not in known]
+        if unknown:
+            raise PlateError(f"{key} {shorten(unknown)} not in the collection's plate(s) "
+                             f"({'wells' if key == 'include_wells' else 'FOVs'}: {shorten(sorted(known), 8)})")
     if not frames:
         raise TracksError("the collection selects no FOV with tracks (check perturbation_wells and the wells)")
     df = pd.concat(frames, ignore_index=True)
@@ -275,11 +338,17 @@ def write_cell_index(df: pd.DataFrame, path: str | Path, overwrite: bool = False
     """Write *df* as VisCy's cell-index parquet (the 38-column schema), atomically and never over anything but a
     parquet file (:mod:`napari_dynaclr.core.output`)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from napari_dynaclr.core.output import write_atomically
 
     types = {"object": pa.string(), "float32": pa.float32(), "int16": pa.int16(), "int32": pa.int32()}
     schema = pa.schema([(name, types[kind]) for name, kind in SCHEMA.items()])
     table = pa.Table.from_pandas(df[list(SCHEMA)], schema=schema, preserve_index=False)
-    return write_atomically(Path(path), lambda tmp: pq.write_table(table, tmp), overwrite, inputs, kind="parquet")
+    return write_atomically(Path(path), lambda tmp: _write_parquet(tmp, table), overwrite, inputs, kind="parquet")
+
+
+@temporary_writer
+def _write_parquet(tmp: Path, table) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, tmp)

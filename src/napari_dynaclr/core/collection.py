@@ -57,19 +57,12 @@ _KEYS = {"name", "data_path", "tracks_path", "channels", "perturbation_wells", "
 def load_collection(path: str | Path, data_path: Path | None = None, tracks_path: Path | None = None
                     ) -> list[Experiment]:
     """Read a collection YAML; *data_path* / *tracks_path* (the ``--plate`` / ``--tracks`` flags) replace every
-    experiment's paths. Relative paths resolve against the file's folder (``${datasets_root}`` is substituted)."""
-    import yaml
+    experiment's paths. Relative paths resolve against the file's folder (``${datasets_root}`` is substituted).
+    The file is read by :func:`napari_dynaclr.core.inputs.load_yaml`, with every YAML input's limits."""
+    from napari_dynaclr.core.inputs import load_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"collection file not found: {path}")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read collection {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"collection {path} is not valid YAML: {first[:200]}") from None
+    doc = load_yaml(path, "collection file", ConfigError)
     return parse_collection(doc, path.parent, str(path), data_path, tracks_path)
 
 

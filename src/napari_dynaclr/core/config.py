@@ -172,7 +172,7 @@ class PredictConfig(Settings):
 
     def input_paths(self) -> dict[str, Path | None]:
         """What a run reads: an output may never be, contain or lie inside any of these."""
-        paths = dict(self.source.input_paths())
+        paths = dict(self.source.input_paths(self))
         if self.experiment is not None:
             paths["collection"] = self.experiment.collection_path
         return {**paths, "checkpoint": self.ckpt_path, "config": self.config_path}

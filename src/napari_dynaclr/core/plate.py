@@ -94,10 +94,12 @@ class Plate:
             raise
         except Exception as exc:  # unreadable or invalid metadata (a JSON file, a missing key...)
             raise metadata_error(self.path, where, exc) from exc
+        self.all_fov_names: list[str] = all_fovs  # before the well/FOV selection
         if exclude_fovs is not None:
             unknown = [f for f in exclude_fovs if f not in all_fovs]
             if unknown:
-                raise PlateError(f"FOV(s) {shorten(unknown)} to exclude are not in plate {self.path}")
+                raise PlateError(f"FOV(s) {shorten(unknown)} to exclude are not in plate {self.path} "
+                                 f"(FOVs: {shorten(all_fovs, 8)})")
         if not self.fovs:
             raise PlateError(f"plate {self.path} has no FOVs left to predict (after well/FOV selection)")
 
@@ -134,6 +136,21 @@ class Plate:
             return dict(self._plate.zattrs)
         except Exception:  # noqa: BLE001 - no attributes is the same as none
             return {}
+
+    def check_fov_names(self, names, key: str) -> None:
+        """Refuse FOV *names* (``row/col/fov``, leading/trailing ``/`` ignored) that the plate does not have,
+        or that the well/FOV selection leaves out; *key* names the setting that lists them."""
+        names = list(dict.fromkeys(str(n).strip("/") for n in names))
+        unknown = [n for n in names if n not in self.all_fov_names]
+        if unknown:
+            what = f"FOV {unknown[0]}" if len(unknown) == 1 else f"FOVs {shorten(unknown)}"
+            raise PlateError(f"{what} named in {key} {'does' if len(unknown) == 1 else 'do'} not exist in plate "
+                             f"{self.path} (FOVs: {shorten(self.all_fov_names, 8)})")
+        selected = {f.name for f in self.fovs}
+        left_out = [n for n in names if n not in selected]
+        if left_out:
+            raise PlateError(f"FOV(s) {shorten(left_out)} named in {key} are left out by the well/FOV selection "
+                             "(fit_include_wells / fit_exclude_fovs, --include-wells / --exclude-fovs)")
 
     def fov(self, name: str) -> FOV:
         for f in self.fovs:
@@ -175,11 +192,9 @@ def open_plate(path: Path):
     """Open *path* read-only as an iohub HCS plate, with a clear error for anything else."""
     from iohub.ngff import open_ome_zarr
 
-    path = Path(path)
-    if not path.exists():
-        raise PlateError(f"plate not found: {path}")
-    if not path.is_dir():
-        raise PlateError(f"plate {path} is a file, expected an OME-Zarr directory")
+    from napari_dynaclr.core.inputs import check_input_folder
+
+    path = check_input_folder(path, "plate", PlateError, expected="an OME-Zarr directory")
     try:
         node = open_ome_zarr(path, mode="r")
     except Exception as exc:

@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from pathlib import Path
 
 from napari_dynaclr.core.architecture import EncoderConfig
 from napari_dynaclr.core.config import PredictConfig
+from napari_dynaclr.core.inputs import check_expansion, load_yaml
 from napari_dynaclr.core.normalize import Normalization, from_viscy
 from napari_dynaclr.core.schema import (
     DataSchema,
@@ -48,96 +48,19 @@ _WRITER_ARGS = {
 }
 
 
-# --------------------------------------------------------------------------------------------------
-# safe YAML: size, encoding, alias expansion
-
-MAX_CONFIG_BYTES = 10 * 1024 * 1024  # a predict.yml is a few KB
-MAX_YAML_VALUES = 100_000  # values counted with repetition (an alias repeats what it points to)
-MAX_YAML_DEPTH = 100
-
-
 def load_predict_yaml(path: str | Path) -> PredictConfig:
     """Parse a VisCy ``predict.yml`` (unchanged) into a :class:`PredictConfig`.
 
     Relative paths (data, tracks, checkpoint, output) resolve against the config file's folder.
-    A file over 10 MB, not UTF-8, not YAML, or expanding (through aliases) to more than 100,000 values
-    is a :class:`ConfigError`, as is any wrongly typed value.
+    The file is read by :func:`napari_dynaclr.core.inputs.load_yaml` (a regular readable file of at most
+    10 MB, UTF-8, YAML, at most 100,000 values once aliases are expanded); a problem there, or any wrongly
+    typed value, is a :class:`ConfigError`.
     """
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 2**20} MB ({size} bytes); a predict.yml "
-                              "is a few KB: refusing")
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:  # grew since stat
-        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 2**20} MB; a predict.yml is a few KB: refusing")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path} is not valid YAML: {clip(first, 200)}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: the YAML nests deeper than {MAX_YAML_DEPTH} levels; refusing") from None
-    except (ValueError, OverflowError) as exc:  # e.g. a date like 2024-02-30
-        raise ConfigError(f"{path} is not valid YAML: {clip(str(exc), 200)}") from None
+    doc = load_yaml(path, "config file", ConfigError)
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{path} must be a mapping with 'model', 'data' and 'trainer' sections")
     return parse_predict_config(doc, base_dir=path.parent, source=str(path), config_path=path)
-
-
-def _children(node):
-    if isinstance(node, Mapping):
-        return itertools.chain.from_iterable(node.items())
-    return iter(node)
-
-
-def _is_container(node) -> bool:
-    return isinstance(node, (Mapping, list, tuple, set, frozenset))
-
-
-def check_expansion(doc, source: str = "config") -> None:
-    """Refuse a document that, counting every value each time it is reached (YAML aliases make one
-    object appear many times: a "billion laughs" file of 2 KB), holds more than :data:`MAX_YAML_VALUES`
-    values or nests deeper than :data:`MAX_YAML_DEPTH` (a self-referencing alias nests forever).
-
-    The walk keeps one iterator per level and stops at the limit, so it never expands the document.
-    """
-    if not _is_container(doc):
-        return
-    count = 1
-    stack = [_children(doc)]
-    while stack:
-        child = next(stack[-1], _END)
-        if child is _END:
-            stack.pop()
-            continue
-        count += 1
-        if count > MAX_YAML_VALUES:
-            raise ConfigError(
-                f"{source}: the YAML expands to more than {MAX_YAML_VALUES} values (aliases?); refusing"
-            )
-        if _is_container(child):
-            if len(stack) >= MAX_YAML_DEPTH:
-                raise ConfigError(
-                    f"{source}: the YAML nests deeper than {MAX_YAML_DEPTH} levels (a recursive alias?); refusing"
-                )
-            stack.append(_children(child))
-
-
-_END = object()
-
 
 
 def _cls_name(node, where: str, allowed: set[str], source: str) -> dict:
@@ -182,7 +105,7 @@ def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str =
                          config_path: Path | None = None) -> PredictConfig:
     """A predict.yml's mapping as the run's config (*config_path*: the file, an input of the run)."""
     base_dir = Path(base_dir)
-    check_expansion(doc, source)
+    check_expansion(doc, source, ConfigError)
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{source} must be a mapping with 'model', 'data' and 'trainer' sections")
     unknown = set(doc) - _TOP_KEYS

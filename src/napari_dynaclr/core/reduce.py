@@ -99,6 +99,62 @@ def apply_reductions(adata, pca_kwargs: Mapping | None = None, umap_kwargs: Mapp
     return added
 
 
+#: the fewest rows umap-learn and PHATE run on (measured: umap-learn 0.5.12 and phate 2.0.0 fail below, with
+#: VisCy's clamping of n_neighbors / knn to cells // 2; PCA runs on one row)
+MIN_ROWS = {"UMAP": 4, "PHATE": 4}
+
+
+def check_reduction_sizes(n_rows: int, n_features: int, pca_kwargs: Mapping | None = None,
+                          umap_kwargs: Mapping | None = None, phate_kwargs: Mapping | None = None) -> list[str]:
+    """Refuse, before any embedding is computed, a requested reduction that cannot run on *n_rows* embeddings
+    of *n_features* values (a :class:`ConfigError` naming the reduction, the argument and the numbers);
+    return the notes for what runs but not as asked (VisCy reduces ``n_neighbors``/``knn`` to ``cells // 2``
+    when they reach the number of cells).
+
+    The limits, found by running the libraries on 1-11 rows: sklearn PCA ``n_components <= min(rows,
+    features)``; umap-learn needs ``n_neighbors`` (after VisCy's reduction) >= 2, i.e. 4 rows, and its default
+    spectral initialisation ``n_components <= rows - 2`` (scipy's ``eigsh`` needs ``n_components + 1 < rows``);
+    PHATE needs 4 rows to fit (its ``subsample`` when smaller) and ``n_components`` <= those rows.
+    """
+    notes: list[str] = []
+    cells = f"{n_rows} cell{'s' if n_rows != 1 else ''}"
+    if pca_kwargs is not None:
+        k = pca_kwargs.get("n_components")
+        top = min(n_rows, n_features)
+        if k is not None and k > top:
+            raise ConfigError(f"PCA (pca_kwargs) cannot run: n_components={k} but PCA gives at most min(cells, "
+                              f"features) = min({n_rows}, {n_features}) = {top} components for this run's {cells}; "
+                              "lower n_components (--pca) or leave PCA out")
+    if umap_kwargs is not None:
+        k = umap_kwargs.get("n_components", DEFAULT_UMAP_KWARGS["n_components"])
+        nn = umap_kwargs.get("n_neighbors", DEFAULT_UMAP_KWARGS["n_neighbors"])
+        if nn >= n_rows:
+            if min(15, n_rows // 2) < 2:
+                raise ConfigError(f"UMAP (umap_kwargs) cannot run: it needs at least {MIN_ROWS['UMAP']} cells, this "
+                                  f"run has {n_rows}; leave UMAP out")
+            notes.append(f"UMAP n_neighbors={nn} reaches the {cells}: reduced to {min(15, n_rows // 2)} "
+                         "(cells // 2, as VisCy does)")
+        if umap_kwargs.get("init", "spectral") == "spectral" and k > n_rows - 2:
+            raise ConfigError(f"UMAP (umap_kwargs) cannot run: n_components={k} needs at least {k + 2} cells "
+                              f"(umap-learn's spectral initialisation), this run has {n_rows}; lower n_components")
+    if phate_kwargs is not None:
+        k = phate_kwargs.get("n_components", 2)
+        knn = phate_kwargs.get("knn", 5)
+        sub = phate_kwargs.get("subsample")
+        fit = min(sub, n_rows) if sub is not None else n_rows
+        what = f"{fit} cells" if sub is None or sub >= n_rows else f"subsample={sub} cells"
+        if fit < MIN_ROWS["PHATE"]:
+            raise ConfigError(f"PHATE (phate_kwargs) cannot run: it needs at least {MIN_ROWS['PHATE']} cells to fit, "
+                              f"this run gives it {what}; leave PHATE out" + (" or raise subsample" if sub else ""))
+        if k > fit:
+            raise ConfigError(f"PHATE (phate_kwargs) cannot run: n_components={k} but PHATE gives at most as many "
+                              f"components as the {what} it fits; lower n_components")
+        if knn >= n_rows:
+            notes.append(f"PHATE knn={knn} reaches the {cells}: reduced to {max(2, n_rows // 2)} "
+                         "(cells // 2, as VisCy does)")
+    return notes
+
+
 def finite_rows(X: np.ndarray) -> np.ndarray:
     """Boolean mask of the rows of *X* without NaN/Inf."""
     return np.isfinite(X).all(axis=1)

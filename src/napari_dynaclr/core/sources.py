@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, InstanceOf, field_validator, model_validator
 
-from napari_dynaclr.core.boc import BocNormalization, _index_stores
+from napari_dynaclr.core.boc import BocNormalization
 from napari_dynaclr.core.normalize import check_keys, from_viscy
 from napari_dynaclr.core.settings import Settings, expect, pair
 from napari_dynaclr.core.track_layouts import TracksTable, open_tracks
@@ -145,7 +145,8 @@ class TracksSource(PlateInputs):
         if settings.experiment is not None:
             settings.experiment.check_for_classic()
 
-    def input_paths(self) -> dict[str, Path | None]:
+    def input_paths(self, settings) -> dict[str, Path | None]:
+        """What a run reads (an output may never be, contain or lie inside any of these)."""
         return self.plate_inputs()
 
     def channels(self) -> list[str]:
@@ -254,12 +255,17 @@ class CellIndexSource(PlateInputs):
         """The experiments the cells are built from (no cell index)."""
         return settings.experiment.experiments(self.data_path, self.tracks_path, self.source_channel)
 
-    def input_paths(self) -> dict[str, Path | None]:
-        """What a run reads, the plates a cell index names included."""
+    def input_paths(self, settings) -> dict[str, Path | None]:
+        """What a run reads, resolved as the run resolves it (an output may never be, contain or lie inside any
+        of these): the plates (and tracks) a cell index names, or those of the experiments."""
+        from napari_dynaclr.core.cell_index import index_inputs
+
         paths = {"cell index": self.cell_index_path, **self.plate_inputs()}
         if self.cell_index_path is not None:
-            for i, store in enumerate(_index_stores(self.cell_index_path)):
-                paths[f"plate {i} of the cell index"] = store
+            paths.update(index_inputs(self.cell_index_path))
+        else:
+            for i, exp in enumerate(self.experiments(settings)):  # (a bad collection is refused here, before any work)
+                paths[f"plate {i} ({exp.name})"], paths[f"tracks {i} ({exp.name})"] = exp.data_path, exp.tracks_path
         return paths
 
     def channels(self) -> list[str]:

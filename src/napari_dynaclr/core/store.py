@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from napari_dynaclr.core.experiment import EXPERIMENT_COLUMNS
-from napari_dynaclr.core.output import check_output_path, write_atomically  # noqa: F401 (re-exported)
+from napari_dynaclr.core.output import check_output_path, temporary_writer, write_atomically  # noqa: F401
 from napari_dynaclr.core.tracks import INDEX_COLUMNS
 from napari_dynaclr.core.zattrs import is_embedding_store  # noqa: F401 (re-exported)
 from napari_dynaclr.errors import StoreError
@@ -70,16 +70,21 @@ def build_anndata(obs: pd.DataFrame, features: np.ndarray, projections: np.ndarr
     return adata
 
 
-def write_store(adata, path: str | Path, overwrite: bool = False, inputs=None, guard=None) -> Path:
+def write_store(adata, path: str | Path, overwrite: bool = False, inputs=None, guard=None,
+                overwrite_hint: str | None = None) -> Path:
     """Write *adata* as zarr format 2 at *path*, atomically and never over an input or anything that is not
     an embedding store (:mod:`napari_dynaclr.core.output`); *guard*: the run's held output guard."""
+    return write_atomically(Path(path), lambda tmp: write_zarr(tmp, adata), overwrite, inputs, guard,
+                            overwrite_hint=overwrite_hint)
+
+
+@temporary_writer
+def write_zarr(tmp: Path, adata) -> None:
+    """Write *adata* as an AnnData zarr (format 2) store at *tmp*, a temporary path of the safe write path."""
     import anndata as ad
 
-    def write(tmp: Path) -> None:
-        with _zarr_v2(ad):
-            adata.write_zarr(tmp)
-
-    return write_atomically(Path(path), write, overwrite, inputs, guard)
+    with _zarr_v2(ad):
+        adata.write_zarr(tmp)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_dynaclr.core.output import temporary_writer
+
 CHANNELS = ["Phase3D", "RFP"]
 
 
@@ -126,20 +128,35 @@ def synthetic_fovs(spec: SyntheticSpec | None = None) -> Iterator[tuple[str, pd.
             yield f"{well}/{f}", df, img
 
 
-def make_plate(out_dir: str | Path, spec: SyntheticSpec | None = None) -> dict:
-    """Write ``plate.zarr`` and ``tracks/<row>/<col>/<fov>/tracks.csv`` under *out_dir*.
+def make_plate(out_dir: str | Path, spec: SyntheticSpec | None = None, owned=None) -> dict:
+    """Write ``plate.zarr`` and ``tracks/<row>/<col>/<fov>/tracks.csv`` as new entries of *out_dir* (created if
+    missing) through the safe write path; *owned*: the :class:`~napari_dynaclr.core.output.OwnedFolder` *out_dir*
+    is, which records them.
 
     Returns paths and the hidden ground truth (a DataFrame with fov_name, track_id, t, cell_type, infected).
     """
+    from napari_dynaclr.core.output import make_folder, write_entries
+
+    spec = spec or SyntheticSpec()
+    out = make_folder(out_dir)
+    names = ("plate.zarr", "tracks")
+    if owned is not None:
+        truth = owned.write_entries(names, lambda staging: write_synthetic(staging, spec))
+    else:
+        truth = write_entries(out, names, lambda staging: write_synthetic(staging, spec))
+    return {"plate": out / "plate.zarr", "tracks": out / "tracks", "truth": truth}
+
+
+@temporary_writer
+def write_synthetic(staging: Path, spec: SyntheticSpec) -> pd.DataFrame:
+    """Write ``plate.zarr`` and ``tracks/`` of *spec* into *staging* (a temporary folder of the safe write path);
+    return the hidden ground truth."""
     import logging
 
     from iohub.ngff import open_ome_zarr
 
     logging.getLogger("iohub").setLevel(logging.ERROR)  # "Cannot read first position metadata" on a new plate
-    spec = spec or SyntheticSpec()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plate_path, tracks_path = out / "plate.zarr", out / "tracks"
+    plate_path, tracks_path = staging / "plate.zarr", staging / "tracks"
     truth, per_fov = [], {}
     with open_ome_zarr(plate_path, layout="hcs", mode="w-", channel_names=CHANNELS, version=spec.ngff_version) as plate:
         for name, df, img in synthetic_fovs(spec):
@@ -165,4 +182,4 @@ def make_plate(out_dir: str | Path, spec: SyntheticSpec | None = None) -> dict:
                 }
                 for c, ch in enumerate(CHANNELS)
             }
-    return {"plate": plate_path, "tracks": tracks_path, "truth": pd.concat(truth, ignore_index=True)}
+    return pd.concat(truth, ignore_index=True)

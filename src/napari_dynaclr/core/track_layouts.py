@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from napari_dynaclr.core.inputs import check_input_file, check_input_folder, os_error
 from napari_dynaclr.core.tracks import find_tracks_csv, read_csv
 from napari_dynaclr.errors import TracksError
 
@@ -33,16 +34,16 @@ PARENTS = ("parent_track_id", "parent_id")
 
 
 def read_table(path: Path, what: str = "tracks table") -> pd.DataFrame:
-    """A CSV or parquet file as a frame (a parquet's ``id`` index becomes the ``id`` column)."""
+    """A CSV or parquet file as a frame (a parquet's ``id`` index becomes the ``id`` column), checked as every
+    input file is (:func:`~napari_dynaclr.core.inputs.check_input_file`: a FIFO would block)."""
+    path = check_input_file(path, what, TracksError)
     where = f"{what} {path}"
-    if not path.is_file():  # a FIFO, a socket or a device would block or never end
-        raise TracksError(f"{where} is not a regular file")
     if path.suffix.lower() == ".csv":
-        return read_csv(path, where)
+        return read_csv(path, what)
     try:
         frame = pd.read_parquet(path)
     except OSError as exc:
-        raise TracksError(f"{where} cannot be read: {exc.strerror or exc}") from None
+        raise os_error(exc, path, what, TracksError) from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
         first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
         raise TracksError(f"{where} is not a readable parquet file ({first})") from None
@@ -178,9 +179,8 @@ def _columns(path: Path) -> list[str]:
 def open_tracks(path) -> TracksFolder | UltrackFiles | TracksTable | SingleExport:
     """The layout of the tracks at *path* (see the module); one line naming the accepted layouts otherwise."""
     path = Path(path)
-    if not path.exists():
-        raise TracksError(f"tracks folder not found: {path}")
-    if path.is_dir():
+    if path.is_dir() or not path.exists():
+        check_input_folder(path, "tracks folder", TracksError)
         if any(p.is_dir() for p in path.iterdir()):
             return TracksFolder(path)
         if any(p.name.startswith("tracks_") and p.suffix.lower() in SUFFIXES for p in path.iterdir()):
@@ -188,6 +188,7 @@ def open_tracks(path) -> TracksFolder | UltrackFiles | TracksTable | SingleExpor
         raise TracksError(f"tracks folder {path} holds no tracks in a known layout; accepted: {ACCEPTED}")
     if path.suffix.lower() not in SUFFIXES:
         raise TracksError(f"tracks {path} is not a CSV or parquet file; accepted: {ACCEPTED}")
+    check_input_file(path, "tracks table", TracksError)  # (before its header is read: a FIFO would block)
     if "fov_name" in _columns(path):
         return TracksTable.read_file(path)
     return SingleExport(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_dynaclr.core.inputs import check_input_file, check_input_folder, os_error
 from napari_dynaclr.errors import TracksError
 
 REQUIRED_COLUMNS = ["track_id", "t", "id", "parent_track_id", "parent_id", "y", "x"]
@@ -26,6 +27,7 @@ def find_tracks_csv(tracks_path: str | Path, fov_name: str) -> Path:
     folder = Path(tracks_path) / fov_name
     if not folder.is_dir():
         raise TracksError(f"no tracks folder for FOV {fov_name}: {folder} does not exist")
+    check_input_folder(folder, f"tracks folder of FOV {fov_name}", TracksError)
     csvs = sorted(folder.glob("*.csv"))
     if not csvs:
         raise TracksError(f"no tracks CSV for FOV {fov_name} in {folder}")
@@ -33,20 +35,18 @@ def find_tracks_csv(tracks_path: str | Path, fov_name: str) -> Path:
         warnings.warn(
             f"FOV {fov_name}: {len(csvs)} CSV files in {folder}; using {csvs[0].name}", stacklevel=2
         )
-    if not csvs[0].is_file():  # a FIFO, a socket or a device would block or never end
-        raise TracksError(f"tracks CSV {csvs[0]} is not a regular file")
-    return csvs[0]
+    return check_input_file(csvs[0], "tracks CSV", TracksError)
 
 
 def read_tracks(csv_path: str | Path, fov_name: str = "") -> pd.DataFrame:
     """Read and validate one tracking CSV (:func:`check_tracks`)."""
-    csv_path = Path(csv_path)
-    where = f"tracks CSV {csv_path}"
-    return check_tracks(read_csv(csv_path, where), where)
+    csv_path = check_input_file(csv_path, "tracks CSV", TracksError)
+    return check_tracks(read_csv(csv_path), f"tracks CSV {csv_path}")
 
 
-def read_csv(csv_path: Path, where: str) -> pd.DataFrame:
-    """A tracking CSV as a frame (*where* names it in the messages)."""
+def read_csv(csv_path: Path, what: str = "tracks CSV") -> pd.DataFrame:
+    """A tracking table's CSV as a frame (*what* names it in the messages)."""
+    where = f"{what} {csv_path}"
     try:
         return pd.read_csv(csv_path)
     except pd.errors.EmptyDataError:
@@ -54,7 +54,7 @@ def read_csv(csv_path: Path, where: str) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise TracksError(f"{where} cannot be parsed as CSV: {str(exc).splitlines()[0][:150]}") from None
     except OSError as exc:
-        raise TracksError(f"{where} cannot be read: {exc.strerror or exc}") from None
+        raise os_error(exc, csv_path, what, TracksError) from None
 
 
 def check_tracks(df: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -141,8 +141,10 @@ def build_cell_table(
     """
     tables, stats = [], {}
     have_z = True
+    known = {}  # FOV name -> the track ids of its CSV (before the border filter)
     for i, fov in enumerate(fovs):
         raw = check_tracks(*tracks.read(fov.name))
+        known[fov.name] = set(raw["track_id"].tolist())
         sel = select_fov_cells(raw, fov.name, fov.shape, patch_size)
         sel["fov_index"] = i
         stats[fov.name] = {"csv_rows": len(raw), "cells": len(sel)}
@@ -155,6 +157,12 @@ def build_cell_table(
     cells = cells[cols + ["fov_index"]]
     if include_cells is not None:
         wanted = pd.MultiIndex.from_tuples([(str(f).strip("/"), int(t)) for f, t in include_cells])
+        absent = [(f, t) for f, t in wanted if f in known and t not in known[f]]
+        if absent:
+            f, t = absent[0]
+            more = f" (and {len(absent) - 1} more pair(s))" if len(absent) > 1 else ""
+            raise TracksError(f"track_id {t} named in include_track_ids (with FOV {f} in include_fov_names) is not "
+                              f"in the tracks of FOV {f}{more}")
         key = pd.MultiIndex.from_arrays([cells["fov_name"], cells["track_id"]])
         cells = cells[key.isin(wanted)].reset_index(drop=True)
     for col in cols[1:]:

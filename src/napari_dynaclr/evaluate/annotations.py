@@ -18,8 +18,6 @@ annotation as ``"nan"`` into a store's obs. It reads as missing wherever labels 
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,16 +38,17 @@ DEFAULT_SPATIAL_TOLERANCE = 4.0
 def read_annotations(path: str | Path) -> pd.DataFrame:
     """Read an annotation CSV (VisCy's layout: ``fov_name`` plus ``id`` or ``t, track_id``, one column per task).
 
-    Raises :class:`AnnotationError` when the file is missing, unreadable, empty or has no ``fov_name`` column.
+    Raises :class:`AnnotationError` when the file is missing, not a regular file (a named pipe would block),
+    unreadable (permission denied), empty or has no ``fov_name`` column.
     """
-    path = Path(path)
-    if not path.exists():
-        raise AnnotationError(f"annotation CSV not found: {path}")
-    if path.is_dir():
-        raise AnnotationError(f"annotation CSV {path} is a folder, not a CSV file")
+    from napari_dynaclr.core.inputs import check_input_file, os_error
+
+    path = check_input_file(path, "annotation CSV", AnnotationError)
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+    except OSError as exc:
+        raise os_error(exc, path, "annotation CSV", AnnotationError) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"annotation CSV {path} cannot be read ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:150] if str(exc) else ''})") from exc
     if "fov_name" not in frame.columns:
@@ -156,10 +155,11 @@ def labelled(labels) -> np.ndarray:
 
 def save_annotations(path: str | Path, obs: pd.DataFrame, labels: Mapping[str, Sequence], key: str = "auto",
                      only_labelled: bool = True, overwrite: bool = False,
-                     overwrite_hint: str = "pass overwrite=True") -> Path:
+                     overwrite_hint: str = "pass overwrite=True", inputs: Mapping[str, object] | None = None) -> Path:
     """Write labels as an annotation CSV VisCy reads: ``fov_name``, the key columns, ``y, x`` when obs has them
-    (so a file with duplicate keys still joins), then one column per task. Written atomically (a hidden file beside
-    *path*, then renamed). *key*: ``"id"``, ``"track"`` (``fov_name, t, track_id``) or ``"auto"`` (id when obs has
+    (so a file with duplicate keys still joins), then one column per task. Written through the safe write path
+    (:func:`napari_dynaclr.core.output.write_text`: atomic, never into *inputs*, with *overwrite* only over a text
+    file). *key*: ``"id"``, ``"track"`` (``fov_name, t, track_id``) or ``"auto"`` (id when obs has
     it). *only_labelled*: keep the rows with at least one non-missing label."""
     path = Path(path)
     if key == "auto":
@@ -182,48 +182,7 @@ def save_annotations(path: str | Path, obs: pd.DataFrame, labels: Mapping[str, S
         keep |= pd.notna(pd.Series(values)).to_numpy()
     if only_labelled:
         frame = frame[keep]
-    write_text_atomically(path, frame.to_csv(index=False), overwrite=overwrite, overwrite_hint=overwrite_hint)
-    return path
+    from napari_dynaclr.core.output import write_text
 
-
-def write_text_atomically(path: str | Path, text: str, overwrite: bool = True,
-                          overwrite_hint: str = "pass --overwrite") -> Path:
-    """Write a small text file (a CSV, a JSON report) through a hidden file beside it and one rename, so *path*
-    holds the old content or the complete new one. A folder, a symbolic link or (without *overwrite*) an existing
-    file at *path* is refused with :class:`~napari_dynaclr.errors.OutputError`."""
-    from napari_dynaclr.errors import OutputError
-
-    path = Path(path)
-    check_text_output(path, overwrite, overwrite_hint)
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return path
-
-
-def check_text_output(path: str | Path, overwrite: bool = True, overwrite_hint: str = "pass --overwrite") -> Path:
-    """Refuse a text output path before any work: a folder, a link, a missing or read-only parent folder, or an
-    existing file when *overwrite* is False."""
-    from napari_dynaclr.errors import OutputError
-
-    path = Path(path)
-    if path.is_symlink():
-        raise OutputError(f"output {path} is a symbolic link; give the real path")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a folder; give a file name")
-    parent = Path(os.path.abspath(path)).parent
-    if not parent.is_dir():
-        raise OutputError(f"output folder {path.parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {path.parent} is not writable")
-    if path.exists() and not overwrite:
-        raise OutputError(f"output {path} already exists; {overwrite_hint} to replace it")
+    write_text(path, frame.to_csv(index=False), overwrite, inputs, kind="csv", overwrite_hint=overwrite_hint)
     return path

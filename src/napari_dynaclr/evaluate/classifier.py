@@ -26,6 +26,7 @@ import pandas as pd
 
 from napari_dynaclr.errors import AnnotationError, ConfigError
 from napari_dynaclr.evaluate.annotations import labelled
+from napari_dynaclr.evaluate.matrix import embedding_matrix
 
 SPLITS = ("cell", "track", "none")
 #: VisCy's classifier_params as ``run_linear_classifiers`` passes them
@@ -119,9 +120,9 @@ def train_classifier(X: np.ndarray, labels, groups=None, split: str | None = "ce
     split = "none" if split is None else str(split)
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    X = np.asarray(X)
+    X = embedding_matrix(X)
     labels = np.asarray(labels, dtype=object)
-    if X.ndim != 2 or len(labels) != len(X):
+    if len(labels) != len(X):
         raise ConfigError(f"labels have {len(labels)} rows but X has shape {X.shape}")
     if split == "track":
         if groups is None:
@@ -138,8 +139,8 @@ def train_classifier(X: np.ndarray, labels, groups=None, split: str | None = "ce
         if not finite.all():
             notes.append(f"{int((~finite).sum())} labelled rows with NaN/Inf embeddings were left out")
             rows = rows[finite]
-    y = labels[rows]
     what = f"task {task!r}" if task else "the labels"
+    y = class_labels(labels[rows], what)
     counts = pd.Series(y).value_counts(sort=False)
     if len(counts) < 2:
         raise AnnotationError(f"{what}: need labelled cells of at least two classes, got "
@@ -180,6 +181,47 @@ def train_classifier(X: np.ndarray, labels, groups=None, split: str | None = "ce
     return ClassifierResult(model=model, metrics=metrics, classes=model.classes, split=split, solver=solver,
                             rows=rows, train_rows=rows[idx_train], val_rows=rows[idx_val], y_val=y_val,
                             y_val_proba=proba_val, class_counts=counts.to_dict(), n_groups=n_groups, notes=notes)
+
+
+def class_labels(values, what: str = "the labels") -> np.ndarray:
+    """Labelled values as the classes scikit-learn trains on. Strings stay strings. Numbers and booleans (a CSV's
+    0/1, 1.0/0.0 once blank cells made the column float, True/False) are classes too: whole numbers become
+    integers (``1.0`` and ``1`` are one class), booleans stay booleans. VisCy passes ``obs[task]`` as an object
+    array, which scikit-learn refuses for anything but strings ("Unknown label type"); here they train.
+    Numbers that are not whole (measurements, not classes) are an :class:`AnnotationError`; a column mixing
+    strings and numbers is read as strings."""
+    values = list(values)
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return np.asarray(values, dtype=bool)
+    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in values):
+        arr = np.asarray(values, dtype=np.float64)
+        whole = np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) < 2**53)
+        if not whole.all():
+            bad = ", ".join(f"{v:g}" for v in arr[~whole][:3]) + (", ..." if (~whole).sum() > 3 else "")
+            raise AnnotationError(f"{what}: the labels are numbers that are not whole ({bad}): a classifier needs "
+                                  "classes (0/1, names), not measurements")
+        return arr.astype(np.int64)
+    return np.asarray([_label_text(v) for v in values], dtype=object)
+
+
+def _label_text(v) -> str:
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def prediction_keys(task: str) -> tuple[str, str, str]:
+    """The keys :func:`apply_predictions` writes for *task*, as VisCy names them: ``obs["predicted_{task}"]``,
+    ``obsm["predicted_{task}_proba"]``, ``uns["predicted_{task}_classes"]``. A ``/`` in *task* would make them
+    zarr paths (a nested group VisCy's readers do not look in): a :class:`ConfigError`, since renaming the key
+    behind the user's back would hide the predictions from VisCy's ``predicted_{task}``."""
+    if not isinstance(task, str) or not task:
+        raise ConfigError("apply_predictions needs the task name")
+    if "/" in task:
+        raise ConfigError(f"task name {task!r} contains '/': its predictions cannot be stored as obs "
+                          f"'predicted_{task}' (a '/' makes a nested zarr group); rename the annotation column "
+                          f"(e.g. {task.replace('/', '_')!r})")
+    return f"predicted_{task}", f"predicted_{task}_proba", f"predicted_{task}_classes"
 
 
 def compare_splits(X: np.ndarray, labels, groups, **kwargs) -> dict[str, ClassifierResult]:
@@ -255,18 +297,19 @@ def _metrics(prefix: str, clf, X, y) -> dict:
     except ValueError:
         pass  # one class only on this side: no AUROC (VisCy logs a warning)
     for c in classes:
-        if c in report:
-            out[f"{prefix}_{c}_precision"] = report[c]["precision"]
-            out[f"{prefix}_{c}_recall"] = report[c]["recall"]
-            out[f"{prefix}_{c}_f1"] = report[c]["f1-score"]
-            out[f"{prefix}_{c}_support"] = int(report[c]["support"])
+        key = str(c)  # the report's keys are the labels as text (0/1 classes: "0", "1")
+        if key in report:
+            out[f"{prefix}_{c}_precision"] = report[key]["precision"]
+            out[f"{prefix}_{c}_recall"] = report[key]["recall"]
+            out[f"{prefix}_{c}_f1"] = report[key]["f1-score"]
+            out[f"{prefix}_{c}_support"] = int(report[key]["support"])
     return out
 
 
 def predict_classes(model: ClassifierModel, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) for every row of *X*: labels an object array, probabilities (N, n_classes) float64
     with columns in ``model.classes`` order. Rows with NaN/Inf get NaN (as VisCy's rows outside ``include_wells``)."""
-    X = np.asarray(X)
+    X = embedding_matrix(X)
     n_classes = len(model.classes)
     labels = np.full(len(X), np.nan, dtype=object)
     proba = np.full((len(X), n_classes), np.nan)
@@ -285,14 +328,25 @@ def predict_classes(model: ClassifierModel, X: np.ndarray) -> tuple[np.ndarray, 
 def apply_predictions(adata, model: ClassifierModel, task: str | None = None):
     """Write predictions into *adata* as VisCy's ``predict_with_classifier``: ``obs["predicted_{task}"]`` (object),
     ``obsm["predicted_{task}_proba"]`` (float64), ``uns["predicted_{task}_classes"]``. Returns *adata*."""
-    task = task or model.task
-    if not task:
-        raise ConfigError("apply_predictions needs the task name")
-    labels, proba = predict_classes(model, np.asarray(adata.X))
-    adata.obs[f"predicted_{task}"] = labels
-    adata.obsm[f"predicted_{task}_proba"] = proba
-    adata.uns[f"predicted_{task}_classes"] = [_jsonable(c) for c in model.classes]
+    obs_key, obsm_key, uns_key = prediction_keys(task or model.task)
+    labels, proba = predict_classes(model, adata.X)
+    adata.obs[obs_key] = _label_column(labels, model.classifier.classes_)
+    adata.obsm[obsm_key] = proba
+    adata.uns[uns_key] = [_jsonable(c) for c in model.classes]
     return adata
+
+
+def _label_column(labels: np.ndarray, classes: np.ndarray):
+    """The predicted labels as an obs column a store can hold: strings as objects (VisCy's), number or boolean
+    classes as pandas' nullable integers / booleans (missing where a row was not predicted), which anndata writes
+    and reads back (an object column of numbers cannot be written)."""
+    import pandas as pd
+
+    if classes.dtype.kind == "b":
+        return pd.array([None if pd.isna(v) else bool(v) for v in labels], dtype="boolean")
+    if classes.dtype.kind in "iu":
+        return pd.array([None if pd.isna(v) else int(v) for v in labels], dtype="Int64")
+    return labels
 
 
 def write_predictions(store, output, model: ClassifierModel, task: str | None = None, overwrite: bool = False,

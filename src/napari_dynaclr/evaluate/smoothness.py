@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from napari_dynaclr.errors import ConfigError, StoreError
+from napari_dynaclr.evaluate.matrix import embedding_matrix
 
 STAT_NAMES = (
     "adjacent_frame_mean", "adjacent_frame_std", "adjacent_frame_median", "adjacent_frame_peak",
@@ -116,7 +117,8 @@ def pair_distances(Z: np.ndarray, i: np.ndarray, j: np.ndarray, metric: str = "c
             dot = np.einsum("ij,ij->i", a, b)
             na = np.sqrt(np.einsum("ij,ij->i", a, a))
             nb = np.sqrt(np.einsum("ij,ij->i", b, b))
-            out[s:s + _CHUNK] = np.clip(1.0 - dot / (na * nb), 0.0, 2.0)
+            with np.errstate(invalid="ignore", divide="ignore"):  # a zero row: NaN, refused by the caller
+                out[s:s + _CHUNK] = np.clip(1.0 - dot / (na * nb), 0.0, 2.0)
     return out
 
 
@@ -142,11 +144,16 @@ def random_pairs(n_rows: int, n_pairs: int, seed: int = 42) -> tuple[np.ndarray,
 
 def _adjacent_pairs(obs: pd.DataFrame, order: str, time_offsets: Sequence[int]):
     """(i, j, track code per pair, track code per row, track table) in VisCy's pair order."""
-    missing = [c for c in (*TRACK_KEY, *(["t"] if order == "time" else [])) if c not in obs.columns]
+    needed = [*TRACK_KEY, *(["t"] if order == "time" else [])]
+    missing = [c for c in needed if c not in obs.columns]
     if missing:
         raise StoreError(f"obs lacks column(s) {', '.join(missing)} needed for smoothness")
-    grouped = obs.reset_index(drop=True).groupby(TRACK_KEY, sort=True, observed=True)
-    codes = grouped.ngroup().to_numpy()
+    obs = obs.reset_index(drop=True)
+    # rows without a fov_name/track_id (or t, to sort by time) belong to no track: VisCy's groupby drops them
+    keyed = obs[needed].notna().all(axis=1).to_numpy()
+    grouped = obs.groupby(TRACK_KEY, sort=True, observed=True)
+    codes = grouped.ngroup().to_numpy(dtype=float, na_value=np.nan)
+    codes = np.where(keyed & np.isfinite(codes), np.nan_to_num(codes, nan=-1.0), -1).astype(np.int64)
     pos = np.arange(len(obs))
     if order == "time":
         row_order = np.lexsort((pos, obs["t"].to_numpy(), codes))
@@ -157,7 +164,8 @@ def _adjacent_pairs(obs: pd.DataFrame, order: str, time_offsets: Sequence[int]):
     for rank, k in enumerate(time_offsets):
         if k < 1:
             raise ConfigError(f"time offsets must be >= 1, got {k}")
-        same = sorted_codes[:-k] == sorted_codes[k:] if k < len(row_order) else np.zeros(0, bool)
+        same = ((sorted_codes[:-k] == sorted_codes[k:]) & (sorted_codes[k:] >= 0) if k < len(row_order)
+                else np.zeros(0, bool))
         ii.append(row_order[:-k][same])
         jj.append(row_order[k:][same])
         gg.append(sorted_codes[:-k][same])
@@ -183,7 +191,7 @@ def compute_smoothness(X: np.ndarray, obs: pd.DataFrame, metric: str = "cosine",
         raise ConfigError(f"unknown distance metric {metric!r}; use one of {', '.join(METRICS)}")
     if order not in ORDERS:
         raise ConfigError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
-    X = np.asarray(X)
+    X = embedding_matrix(X)
     if len(X) != len(obs):
         raise ConfigError(f"X has {len(X)} rows but obs has {len(obs)}")
     notes = []
@@ -193,8 +201,15 @@ def compute_smoothness(X: np.ndarray, obs: pd.DataFrame, metric: str = "cosine",
         notes.append(f"{int((~finite).sum())} rows with NaN/Inf embeddings were left out")
         X, obs = X[finite], obs.iloc[kept]
     i, j, g, codes, table = _adjacent_pairs(obs, order, time_offsets)
+    keyless = int((codes < 0).sum())
+    if keyless:
+        notes.append(f"{keyless} rows without a fov_name/track_id{'/t' if order == 'time' else ''} belong to no "
+                     "track: left out of the adjacent pairs (kept for the random pairs, as VisCy's groupby does)")
     if len(i) == 0:
         raise ConfigError("no track has two or more rows: there are no adjacent frames to compare")
+    if not (np.ptp(X, axis=0) > 0).any():
+        raise StoreError(f"the embeddings are constant: all {len(X)} rows of X are identical, so every distance is 0 "
+                         "(euclidean) or undefined (cosine); smoothness cannot be measured")
     done = progress or (lambda _step: None)
     Z = StandardScaler().fit_transform(X)
     done(STEPS[0])
@@ -202,6 +217,10 @@ def compute_smoothness(X: np.ndarray, obs: pd.DataFrame, metric: str = "cosine",
     done(STEPS[1])
     ri, rj = random_pairs(len(Z), len(adjacent), seed)
     rand = pair_distances(Z, ri, rj, metric)
+    bad = int((~np.isfinite(adjacent)).sum() + (~np.isfinite(rand)).sum())
+    if bad:  # a z-scored row of zeros (a row equal to the column means) has no direction
+        raise StoreError(f"{bad} of {len(adjacent) + len(rand)} {metric} distances are undefined: some embeddings "
+                         "are all 0 once z-scored (equal to the mean of every column); use --metric euclidean")
     done(STEPS[2])
     a_peak, r_peak = _peaks(adjacent, rand)
     done(STEPS[3])
@@ -252,19 +271,25 @@ def smoothness_by_group(X: np.ndarray, obs: pd.DataFrame, group_by: str, metric:
     if group_by not in obs.columns:
         raise ConfigError(f"obs has no column {group_by!r} to group by (columns: "
                           f"{', '.join(map(str, obs.columns[:12]))})")
-    X = np.asarray(X)
+    X = embedding_matrix(X)
     values = obs[group_by]
     out: dict[str, SmoothnessResult] = {}
     skipped = []
+    failed: StoreError | None = None
     for value in pd.unique(values.to_numpy()):
         mask = (values == value).to_numpy() if not pd.isna(value) else values.isna().to_numpy()
         try:
             out[str(value)] = compute_smoothness(X[mask], obs[mask], metric, order, time_offsets, seed)
         except ConfigError:
             skipped.append(str(value))
+        except StoreError as exc:  # e.g. a group whose embeddings are all the same
+            skipped.append(f"{value} ({exc})")
+            failed = failed or exc
         if progress is not None:
             progress(str(value))
     if not out:
+        if failed is not None:
+            raise StoreError(f"no {group_by} group can be measured; first: {failed}")
         raise ConfigError(f"no {group_by} group has a track with two or more rows")
     if skipped:
         for res in out.values():

@@ -40,6 +40,10 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> EncoderConfig:
         bottleneck = "encoder.layer1.0.conv3.weight" in sd
         depths = tuple(_count_blocks(sd, f"encoder.layer{i}.") for i in range(1, 5))
         family = "resnet-bottleneck" if bottleneck else "resnet-basic"
+        if "encoder.bn1.weight" not in sd:
+            raise CheckpointError("state dict has ResNet keys ('model.encoder.layer1.0.conv1.weight') but no "
+                                  "'model.encoder.bn1.weight' (the stem's batch norm): the checkpoint is incomplete or "
+                                  "not a DynaCLR ResNet encoder")
         width = int(sd["encoder.bn1.weight"].shape[0])
     elif "encoder.stem.1.weight" in sd:
         family = "convnextv2" if any(".mlp.grn." in k for k in sd) else "convnext"
@@ -86,23 +90,41 @@ def _strip_prefix(state_dict: Mapping) -> dict:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a Lightning checkpoint (or a bare state dict) and return its ``model.``-prefixed state dict."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory, expected a .ckpt file")
-    if path.stat().st_size == 0:
+    """Read a Lightning checkpoint (or a bare state dict) and return its ``model.``-prefixed state dict.
+
+    Both of ``torch.save``'s formats load (the zip archive, and the legacy pickle of PyTorch < 1.6), always
+    with ``weights_only=True``. The file is checked first (:func:`~napari_dynaclr.core.inputs.check_input_file`):
+    a named pipe, a folder or an unreadable file is one line (``permission denied``).
+    """
+    from napari_dynaclr.core.inputs import check_input_file, os_error
+
+    path = check_input_file(path, "checkpoint", CheckpointError)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        zipped = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise os_error(exc, path, "checkpoint", CheckpointError) from None
+    if not head:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"checkpoint {path} is not a PyTorch checkpoint (not a zip archive; truncated or wrong file?)"
-        )
+    if not zipped and head[:1] != b"\x80":  # neither torch.save's zip archive nor its legacy (< 1.6) pickle
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (neither a zip archive nor a legacy "
+                              "pickle; truncated or wrong file?)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise os_error(exc, path, "checkpoint", CheckpointError) from None
     except Exception as exc:  # torch raises many types for corrupt archives
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be read: {first[:200]}") from exc
+        detail = _load_error(exc)
+        if "Unsupported global: GLOBAL " in detail:  # a real pickle holding objects that are not weights
+            name = detail.split("GLOBAL ", 1)[1].split(" ", 1)[0]
+            raise CheckpointError(f"checkpoint {path} holds a Python object ({name[:100]}) that a safe load "
+                                  "(weights_only) refuses: only tensors and plain values are read; save the "
+                                  "state_dict alone") from exc
+        if not zipped:
+            raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (a legacy pickle that cannot be "
+                                  f"read: {detail[:150]}; truncated or wrong file?)") from exc
+        raise CheckpointError(f"checkpoint {path} cannot be read: {detail[:200]}") from exc
     if isinstance(obj, Mapping) and "state_dict" in obj:
         sd = obj["state_dict"]
     elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -124,6 +146,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         sd = {PREFIX + k: v for k, v in sd.items()}
     check_finite(sd, path)
     return dict(sd)
+
+
+def _load_error(exc: BaseException) -> str:
+    """The useful line of a ``torch.load`` failure: the weights-only unpickler's own error (not its long advice
+    to load unsafely), else the first line."""
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        lines = [ln.strip() for ln in rest.splitlines() if ln.strip()]
+        if lines:
+            return lines[0]
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_finite(state_dict: Mapping, path: str | Path = "checkpoint") -> None:

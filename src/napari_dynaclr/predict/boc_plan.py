@@ -27,7 +27,7 @@ from napari_dynaclr.core.boc import (
     is_label_free,
     nearest_exact_index,
 )
-from napari_dynaclr.core.cell_index import read_cell_index, sampled_statistics
+from napari_dynaclr.core.cell_index import read_cell_index, resolve_index_path, sampled_statistics
 from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.plate import Plate, missing_chunks
@@ -197,8 +197,7 @@ def _plan(settings: PredictConfig, plates: dict) -> BocPlan:
     cfg = settings.source
     if cfg.cell_index_path is not None:
         df = read_cell_index(cfg.cell_index_path)
-        base = cfg.cell_index_path.parent
-        resolved = {s: _resolve_store(s, base) for s in df["store_path"].unique().tolist()}
+        resolved = {s: resolve_index_path(s, cfg.cell_index_path) for s in df["store_path"].unique().tolist()}
     else:
         df, resolved = _built_index(settings, plates)
     for path in resolved.values():
@@ -222,16 +221,6 @@ def _plan(settings: PredictConfig, plates: dict) -> BocPlan:
     plan.missing_chunks = _check_chunks(settings, plan)
     _stats(cfg, plan)
     return plan
-
-
-def _resolve_store(store: str, base: Path) -> Path:
-    p = Path(str(store)).expanduser()
-    if p.is_absolute():
-        return p
-    for root in (base, Path.cwd()):
-        if (root / p).exists():
-            return root / p
-    raise PlateError(f"plate {store} of the cell index not found (relative to {base} or the working folder)")
 
 
 def _built_index(settings: PredictConfig, plates: dict) -> tuple[pd.DataFrame, dict]:
@@ -262,6 +251,10 @@ def _select(cfg: PredictConfig, df: pd.DataFrame) -> pd.DataFrame:
                               f"{shorten(sorted(set(df['well'].astype(str))), 8)})")
         df = df[df["well"].isin(cfg.include_wells)]
     if cfg.exclude_fovs is not None:
+        names = sorted(set(df["fov_name"]))
+        unknown = [f for f in dict.fromkeys(cfg.exclude_fovs) if f not in names]
+        if unknown:
+            raise ConfigError(f"exclude_fovs {shorten(unknown)} not in the cell index (FOVs: {shorten(names, 8)})")
         df = df[~df["fov_name"].isin(cfg.exclude_fovs)]
     if df.empty:
         raise TracksError("no cell-index rows left after include_wells / exclude_fovs")

@@ -10,12 +10,11 @@ Lightning's cluster environments (SLURM, torchrun / TorchElastic, ...) unchanged
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from napari_dynaclr.core.output import ScratchFolder
 from napari_dynaclr.errors import ConfigError
 
 
@@ -82,17 +81,18 @@ def predict_with_lightning(plan, model, cfg, on_batch=None, scratch: str | Path 
     class _Saver(pl.callbacks.BasePredictionWriter):
         def __init__(self, folder):
             super().__init__(write_interval="batch")
-            self.folder = Path(folder)
+            self.scratch = ScratchFolder(folder)
+
+        @property
+        def folder(self) -> Path:
+            return self.scratch.path
 
         def setup(self, trainer, pl_module, stage=None):
-            self.folder = Path(trainer.strategy.broadcast(str(self.folder), src=0))
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.scratch = ScratchFolder(trainer.strategy.broadcast(str(self.folder), src=0)).create()
 
         def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dl_idx=0):
             i, f, p = prediction
-            tmp = self.folder / f".batch_{i:08d}.{trainer.global_rank}.npz"
-            np.savez(tmp, features=f, projections=p)
-            tmp.replace(self.folder / f"batch_{i:08d}.npz")  # complete files only
+            self.scratch.save_npz(f"batch_{i:08d}.npz", features=f, projections=p)  # complete files only
             if on_batch is not None and trainer.global_rank == 0:
                 from napari_dynaclr.predict.batches import BatchResult
 
@@ -140,14 +140,11 @@ def predict_with_lightning(plan, model, cfg, on_batch=None, scratch: str | Path 
                 acc.projections[start:stop] = z["projections"]
     finally:
         if scratch is None:
-            shutil.rmtree(folder, ignore_errors=True)
+            saver.scratch.remove()
     return acc.features, acc.projections, f"{accelerator}x{trainer.world_size}"
 
 
 def _shared_scratch(cfg) -> Path:
-    """A fresh scratch folder beside the output (a filesystem every node sees); rank 0's choice is
-    broadcast to the other ranks."""
-    import uuid
-
-    base = Path(cfg.output_path).parent if cfg.output_path else Path(tempfile.gettempdir())
-    return base / f".dynaclr-ranks-{uuid.uuid4().hex[:12]}"
+    """A fresh scratch folder beside the output (a filesystem every node sees; a leftover of the output the next
+    run on it removes); rank 0's choice is broadcast to the other ranks."""
+    return ScratchFolder.beside(cfg.output_path).path

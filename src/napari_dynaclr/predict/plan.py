@@ -185,6 +185,8 @@ def plan_prediction(cfg: PredictConfig, encoder: EncoderConfig | None = None) ->
 
 def _plan(settings: PredictConfig, plate: Plate, encoder: EncoderConfig | None) -> PredictionPlan:
     cfg = settings.source
+    if cfg.include_cells is not None:  # VisCy's predict_cells: include_fov_names / include_track_ids
+        plate.check_fov_names([f for f, _ in cfg.include_cells], "include_fov_names")
     channel_indices = plate.channel_indices(cfg.source_channel)
     z0, z1 = cfg.z_range
     ph, pw = cfg.initial_yx_patch_size

@@ -137,8 +137,11 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
         raise ConfigError("no checkpoint", remedy=Remedy("ckpt_path", None, joint=": "))
     cancel = cancel or threading.Event()
     state_dict = read_state_dict(cfg.ckpt_path)
-    plan = plan_for(cfg, resolve_config(state_dict, cfg.encoder))  # data errors before the model
+    encoder = resolve_config(state_dict, cfg.encoder)
+    plan = plan_for(cfg, encoder)  # data errors before the model
     try:
+        for note in check_settings_fit(cfg, plan.n_cells, encoder):
+            warnings.warn(note, stacklevel=3)
         loaded = model_from_state_dict(state_dict, cfg.encoder, cfg.ckpt_path)
     except BaseException:
         plan.close()
@@ -206,6 +209,23 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
         backend=backend_info,
     )
     return summary, adata
+
+
+def check_settings_fit(cfg, n_cells: int, encoder: EncoderConfig) -> list[str]:
+    """The settings whose validity depends on the planned data, checked after planning and before the model
+    is built (a :class:`ConfigError` when one cannot run): the reductions asked for against the number of
+    cells and the embedding width (:func:`napari_dynaclr.core.reduce.check_reduction_sizes`). Returns the
+    notes on what runs but not as asked (VisCy's reduced ``n_neighbors``/``knn``).
+
+    The reductions' arguments were checked when the config was made (its validation); the plan itself has
+    already checked the FOV and well names, the channels, the z range and the patch size against the plate and
+    the encoder. Rows that turn out NaN/Inf (only with ``allow_nonfinite``) are left out of the reductions; with
+    fewer finite rows than a reduction needs, it still fails after the prediction.
+    """
+    from napari_dynaclr.core.reduce import check_reduction_sizes
+
+    width = encoder.num_features if cfg.embedding_key == "features" else encoder.projection_dim
+    return check_reduction_sizes(n_cells, width, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
 
 
 def _warn_nonfinite(n_bad: int, n_rows: int, first_bad: str, inputs, reductions: list[str], adata) -> None:

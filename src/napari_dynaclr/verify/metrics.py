@@ -90,6 +90,9 @@ class ArrayResult:
     n_nonfinite_reference: int = 0
     n_nonfinite_both: int = 0  # the same NaN/Inf on both sides
     n_compared: int = 0  # values finite on both sides
+    max_abs_value: float = float("nan")  # the largest |value| of either side (finite values compared)
+    norm_ratio: float = float("nan")  # ||prediction|| / ||reference|| over the values compared
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the verdict does not say (not failures)
 
     @property
     def passed(self) -> bool | None:
@@ -124,6 +127,9 @@ class ArrayResult:
                 "zeros": int(self.hist_zeros),
             },
             "failures": list(self.failures),
+            "max_abs_value": json_value(self.max_abs_value),
+            "norm_ratio": json_value(self.norm_ratio),
+            "notes": list(self.notes),
         }
 
 
@@ -153,6 +159,8 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
     cells_nf_pred = cells_nf_ref = cells_nf_both = 0
     shift_p = shift_r = None
     sp = sr = spp = srr = spr = 0.0
+    top = 0.0  # max |value| of both sides, finite values compared
+    sq_p = sq_r = 0.0  # squared norms of both sides, same values
     for start in range(0, n, chunk):
         if cancel is not None and cancel():
             raise Cancelled("verification cancelled")
@@ -191,6 +199,10 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
         hist[-1] += int(np.isinf(diff).sum())
         # Pearson over all elements (shifted sums, float64), on elements finite on both sides
         av, bv = np.where(both, a, 0.0), np.where(both, b, 0.0)
+        if av.size:
+            top = max(top, float(np.abs(av).max()), float(np.abs(bv).max()))
+            sq_p += float((av * av).sum())
+            sq_r += float((bv * bv).sum())
         if shift_p is None and both.any():
             shift_p, shift_r = float(a[both].mean()), float(b[both].mean())
         if shift_p is not None:
@@ -263,6 +275,11 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
         exact = max_abs == 0
         if n_valid and not exact and not (pearson >= contract.min_pearson):
             failures.append(f"{name}: Pearson r {pearson:.6f} < {contract.min_pearson:g}")
+    norm_ratio = math.sqrt(sq_p / sq_r) if sq_r > 0 else (1.0 if sq_p == 0 else float("inf"))
+    notes = []
+    if judged and n_valid and top <= contract.atol:  # |p - r| <= atol holds for any such values
+        notes.append(f"{name}: all |values| are below atol={contract.atol:g} (largest {top:.3g}); the tolerance does "
+                     f"not test scale — the prediction/reference norm ratio is {norm_ratio:.2f}")
     return ArrayResult(
         name=name,
         label=label,
@@ -287,4 +304,7 @@ def array_metrics(pred: Source, ref: Source, name: str, pred_idx, ref_idx, contr
         n_nonfinite_reference=nf_ref,
         n_nonfinite_both=nf_both,
         n_compared=n_valid,
+        max_abs_value=top if n_valid else float("nan"),
+        norm_ratio=norm_ratio if n_valid else float("nan"),
+        notes=notes,
     )

@@ -61,6 +61,11 @@ class VerifyReport:
         return not self.failures
 
     @property
+    def notes(self) -> list[str]:
+        """What a PASS does not say (e.g. values too small for the tolerance to test their scale)."""
+        return [n for a in self.arrays.values() for n in a.notes]
+
+    @property
     def judged_arrays(self) -> list[str]:
         return [k for k, a in self.arrays.items() if a.judged]
 
@@ -79,6 +84,7 @@ class VerifyReport:
             "version": SCHEMA_VERSION,
             "passed": self.passed,
             "failures": list(self.failures),
+            "notes": self.notes,
             "prediction": self.prediction,
             "reference": self.reference,
             "contract": self.contract.to_dict(),
@@ -370,4 +376,5 @@ def format_report(report: VerifyReport, worst: int = 5) -> str:
     else:
         out.append("FAIL:")
         out += [f"  - {f}" for f in report.failures]
+    out += [f"note: {n}" for n in report.notes]
     return "\n".join(out)

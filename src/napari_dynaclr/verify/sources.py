@@ -32,7 +32,20 @@ class Source:
         return tuple(int(s) for s in self.arrays[name].shape)
 
     def rows(self, name: str, idx: np.ndarray) -> np.ndarray:
-        """Rows *idx* (any order, repeats allowed) of array *name* as float64."""
+        """Rows *idx* (any order, repeats allowed) of array *name* as float64. A chunk that cannot be read (a
+        corrupt or truncated file: blosc/zstd errors, a permission error) is a :class:`StoreError` naming the
+        store and the array."""
+        try:
+            return self._rows(name, idx)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise RuntimeError, ValueError, OSError...
+            text = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else ""
+            where = "X" if name == "X" else f"obsm[{name!r}]"
+            raise StoreError(f"{self.label}: cannot read {where} ({type(exc).__name__}: {text}); a chunk of the "
+                             "store is corrupt or unreadable") from exc
+
+    def _rows(self, name: str, idx: np.ndarray) -> np.ndarray:
         arr = self.arrays[name]
         if isinstance(arr, np.ndarray):
             return np.asarray(arr[idx], dtype=np.float64)

@@ -429,13 +429,14 @@ class CellsView(QWidget):
         from napari_dynaclr.evaluate import apply_predictions
 
         adata, path, model, task = s.adata, s.store_path, self.classifier["model"], self.classifier["task"]
+        inputs = s.input_paths(with_store=False)
 
         def write():
             from napari_dynaclr.core.store import as_anndata, write_store
 
             whole = as_anndata(adata)  # (an opened store is read now, in this worker)
             apply_predictions(whole, model, task)
-            return write_store(whole, path, overwrite=True)
+            return write_store(whole, path, overwrite=True, inputs=inputs)
 
         worker = thread_job(write)()
         worker.returned.connect(lambda p: show_info(f"wrote predicted_{task} into {p}"))

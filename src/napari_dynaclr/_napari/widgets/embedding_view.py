@@ -404,7 +404,7 @@ class EmbeddingView(QWidget):
         from napari_dynaclr._napari.workers import save_to_store
 
         worker = thread_job(save_to_store, progress=True)(
-            s.adata, s.table, s.store_path, list(reductions), list(columns))
+            s.adata, s.table, s.store_path, list(reductions), list(columns), s.input_paths(with_store=False))
         worker.returned.connect(lambda p: show_info(f"saved to {p}"))
         worker.errored.connect(_show_job_error)
         self.jobs.start(worker)
@@ -426,7 +426,7 @@ class EmbeddingView(QWidget):
     def export_csv(self, path=None) -> int:
         path = path if isinstance(path, (str,)) or hasattr(path, "suffix") else self.csv_path.value
         try:
-            n = explore.write_annotations_csv(self.session.table, path)
+            n = explore.write_annotations_csv(self.session.table, path, inputs=self.session.input_paths())
         except (OSError, explore.ExploreError) as exc:
             show_error(f"cannot export annotations: {exc}")
             return 0

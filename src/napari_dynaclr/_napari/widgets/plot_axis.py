@@ -6,8 +6,8 @@ OpenGL. :class:`PlotAxis` draws the same with public visuals whose texts use the
 ``FontManager``, and :func:`warm_glyphs` renders the characters numbers are written with ahead of time,
 so neither the first paint nor a pan that brings new tick labels renders glyphs.
 
-The ticks come from :func:`napari_dynaclr._napari.plotting.ticks` (steps of 1, 2, 2.5 or 5 × 10ᵏ) and
-follow the linked ``ViewBox``: its camera moving or either widget resizing updates them.
+The ticks come from :func:`napari_dynaclr._napari.plotting.ticks` (vispy's MaxNLocator, steps of 1, 2, 2.5 or
+5 × 10ᵏ) and follow the linked ``ViewBox``: its camera moving or either widget resizing updates them.
 """
 
 from __future__ import annotations

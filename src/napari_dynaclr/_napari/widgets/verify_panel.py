@@ -344,6 +344,7 @@ class VerifyWidget(QWidget):
             f"{r.n_only_in_prediction:,} only in prediction; order {'differs' if r.order_differs else 'same'}"
         ]
         lines += [f"• {f}" for f in report.failures]
+        lines += [f"note: {n}" for n in report.notes]
         self.verdict_label.setText("\n".join(lines))
         self.verdict_label.setStyleSheet(PASS_STYLE if report.passed else FAIL_STYLE)
         self._fill_arrays(report)

@@ -1,0 +1,184 @@
+"""``napari-dynaclr evaluate mmd | pseudotime``: VisCy's MMD between conditions and its DTW pseudotime.
+
+Everything is checked (config, store columns, output paths) before any distance is computed; bad input exits 2
+with one line and writes nothing. Every file goes through the safe write path (:mod:`napari_dynaclr.core.output`,
+here :func:`write_outputs` and the reports' :func:`~napari_dynaclr.cli.reports.write_report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from napari_dynaclr.cli.progress import progress_bar
+from napari_dynaclr.cli.reports import OVERWRITE_HELP, check_report, write_report
+from napari_dynaclr.errors import ConfigError
+
+OVERWRITE_CSV = "pass --overwrite"
+
+
+def add_parsers(esub) -> None:
+    m = esub.add_parser(
+        "mmd",
+        help="MMD between conditions per marker and time bin (VisCy's compute-mmd, same CSV and numbers)",
+        description="Read a VisCy compute-mmd YAML unchanged (input_path, output_dir, comparisons, group_by, "
+        "obs_filter, embedding_key, temporal_bin_size | temporal_bins, mmd: n_permutations, max_cells, min_cells, "
+        "seed, balance_samples, share_bandwidth_from); relative paths are relative to the working directory, as "
+        "in VisCy. Writes {output_dir}/{experiment}_mmd_results.csv with VisCy's columns. The store's obs needs "
+        "the group_by column and 'marker' (and 'hours_post_perturbation' for time bins).",
+    )
+    m.add_argument("-c", "--config", type=Path, required=True, metavar="CONFIG.yaml", help="compute-mmd YAML")
+    m.add_argument("--json", type=Path, metavar="OUT", help="also write the rows as a JSON list of records")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing results CSV (and --json file), e.g. of an earlier run of the config")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(func=cmd_evaluate_mmd)
+    p = esub.add_parser(
+        "pseudotime",
+        help="DTW pseudotime of tracks against a template built from annotated onsets (VisCy's numbers)",
+        description="VisCy's align_tracks (onsets), build_template (one template per flavour), dtw_align_tracks, "
+        "classify_response_groups and the evaluation against annotations, configured by a YAML with one "
+        "section per call (docs/conditions_and_time.md). Prints a summary; --json writes every number.",
+    )
+    p.add_argument("store", type=Path, help="AnnData embedding store (ours or VisCy's)")
+    p.add_argument("--annotations", type=Path, metavar="CSV",
+                   help="annotation CSV with the onset column (e.g. infection_state); needed unless "
+                   "align_tracks.source is prediction")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="CONFIG.yaml", help="pseudotime YAML")
+    p.add_argument("--json", type=Path, metavar="OUT", help="JSON file: onsets, templates, per-frame pseudotime, "
+                   "per-track paths, response groups, evaluation")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate_pseudotime)
+
+
+def check_csv_output(csv: Path, inputs: dict, overwrite: bool) -> None:
+    """Refuse the CSV output before any work (the safe write path's checks); its folder (output_dir) may be missing:
+    VisCy makes it, so the first missing folder on the way is checked as the target instead."""
+    from napari_dynaclr.core.output import check_output_path, check_target
+
+    folder = csv.parent
+    if folder.is_dir():
+        check_output_path(csv, overwrite, inputs, kind="csv", overwrite_hint=OVERWRITE_CSV)
+        return
+    first_missing = folder
+    while not first_missing.parent.exists() and first_missing.parent != first_missing:
+        first_missing = first_missing.parent
+    check_target(first_missing, inputs)
+
+
+def write_outputs(files: dict[Path, tuple[str, str]], inputs: dict, overwrite: bool) -> None:
+    """Write every output text file through the safe write path (atomic, never into an input), making a missing
+    output folder first (VisCy makes output_dir). *files*: ``{path: (text, kind)}``."""
+    from napari_dynaclr.core.output import make_folder, write_text
+
+    for path, (text, kind) in files.items():
+        make_folder(path.parent)
+        write_text(path, text, overwrite, inputs, kind=kind, overwrite_hint=OVERWRITE_CSV)
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def _read(store: Path):
+    from napari_dynaclr.core.store import read_store
+
+    warnings.filterwarnings("ignore", message=".*Observation names are not unique.*")
+    return read_store(store)
+
+
+class _Bar:
+    """A progress callback ``(done, total, what)`` drawing a bar on a terminal."""
+
+    def __init__(self, desc: str, quiet: bool):
+        self.desc, self.quiet, self.bar = desc, quiet, None
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if self.bar is None:
+            self.bar = progress_bar(total, self.desc, self.quiet, leave=False) or False
+        if self.bar:
+            self.bar.set_postfix_str(str(what)[:30])
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+def cmd_evaluate_mmd(args) -> int:
+    from napari_dynaclr.core.output import check_output_path
+    from napari_dynaclr.evaluate.mmd import plan_mmd, run_mmd, select_embedding
+    from napari_dynaclr.evaluate.mmd_config import load_mmd_config
+
+    cfg = load_mmd_config(args.config)
+    store, out_dir = Path(cfg.input_path), Path(cfg.output_dir)
+    inputs = {"store": store, "config": args.config}
+    if args.json is not None:
+        check_output_path(args.json, args.overwrite, inputs, kind="json", overwrite_hint=OVERWRITE_CSV)
+    adata = _read(store)
+    X = select_embedding(adata, cfg.embedding_key)
+    facets = plan_mmd(adata.obs, cfg)  # every refusal about the data, before the work
+    csv = out_dir / f"{facets[0].experiment if facets else 'unknown'}_mmd_results.csv"
+    check_csv_output(csv, inputs, args.overwrite)
+    if args.json is not None and os.path.realpath(args.json) == os.path.realpath(csv):
+        raise ConfigError(f"--json {args.json} is the CSV output; choose another file")
+    if cfg.save_plots and cfg.temporal:
+        warnings.warn("save_plots: napari-dynaclr draws no plots (VisCy's kinetics figures); the CSV holds every "
+                      "number they show", stacklevel=1)
+    bar = _Bar("mmd", args.quiet)
+    try:
+        result = run_mmd(adata.obs, X, cfg, progress=bar)
+    finally:
+        bar.close()
+    files = {csv: (result.to_csv(), "csv")}
+    if args.json is not None:
+        files[args.json] = (json.dumps(result.to_records(), indent=1, allow_nan=False) + "\n", "json")
+    write_outputs(files, inputs, args.overwrite)
+    for rec in result.to_records():
+        where = f"{rec['experiment']}/{rec['marker']}"
+        if rec["hours_bin_start"] is not None:
+            where += f" [{rec['hours_bin_start']:g}, {rec['hours_bin_end']:g}) h"
+        numbers = (f"MMD² {rec['mmd2']:.4g}, p {rec['p_value']:.4g}, z {rec['activity_zscore']:.3g}"
+                   if rec["mmd2"] is not None else "NaN (too few cells)")
+        print(f"{rec['label']} @ {where}: n {rec['n_a']}/{rec['n_b']}, {numbers}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_evaluate_pseudotime(args) -> int:
+    import numpy as np
+
+    from napari_dynaclr.evaluate.annotations import read_annotations
+    from napari_dynaclr.evaluate.mmd import select_embedding
+    from napari_dynaclr.evaluate.pseudotime import load_pseudotime_config, run_pseudotime
+
+    cfg = load_pseudotime_config(args.config)
+    inputs = {"store": args.store, "annotations": args.annotations, "config": args.config}
+    if args.json is not None:
+        check_report(args.json, inputs, args.overwrite)
+    annotations = read_annotations(args.annotations) if args.annotations is not None else None
+    adata = _read(args.store)
+    X = select_embedding(adata, cfg.embedding_key)
+    bar = _Bar("pseudotime", args.quiet)
+    try:
+        result = run_pseudotime(np.asarray(X), adata.obs, annotations, cfg, progress=bar)
+    finally:
+        bar.close()
+    if args.json is not None:
+        write_report(args.json, result.to_dict(), "evaluate pseudotime", inputs, args.overwrite)
+    print(f"onsets: {len(result.t_perturb)} tracks with an onset ({len(result.aligned)} rows)")
+    for name, flavor in result.flavors.items():
+        tpl = flavor.template
+        ev = f", PCA explains {tpl.explained_variance:.1%}" if tpl.explained_variance is not None else ""
+        print(f"{name}: template of {len(tpl)} frames x {tpl.template.shape[1]} from {tpl.n_input_tracks} tracks{ev}")
+        for mode, res in flavor.modes.items():
+            groups = res.response_groups["response_group"].value_counts().to_dict()
+            auc = (res.evaluation or {}).get("pseudotime_vs_annotation_auc")
+            shown = f", AUC vs annotation {auc:.3f}" if auc is not None else ""
+            print(f"  {mode}: {len(res.alignments)} tracks aligned; "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(groups.items())) + shown)
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
