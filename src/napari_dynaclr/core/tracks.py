@@ -141,10 +141,11 @@ def build_cell_table(
     """
     tables, stats = [], {}
     have_z = True
-    known = {}  # FOV name -> the track ids of its CSV (before the border filter)
+    known = {}  # FOV name -> the track ids of its table (before the border filter), where it is
     for i, fov in enumerate(fovs):
-        raw = check_tracks(*tracks.read(fov.name))
-        known[fov.name] = set(raw["track_id"].tolist())
+        table, where = tracks.read(fov.name)
+        raw = check_tracks(table, where)
+        known[fov.name] = set(raw["track_id"].tolist()), where
         sel = select_fov_cells(raw, fov.name, fov.shape, patch_size)
         sel["fov_index"] = i
         stats[fov.name] = {"csv_rows": len(raw), "cells": len(sel)}
@@ -157,12 +158,12 @@ def build_cell_table(
     cells = cells[cols + ["fov_index"]]
     if include_cells is not None:
         wanted = pd.MultiIndex.from_tuples([(str(f).strip("/"), int(t)) for f, t in include_cells])
-        absent = [(f, t) for f, t in wanted if f in known and t not in known[f]]
+        absent = [(f, t) for f, t in wanted if f in known and t not in known[f][0]]
         if absent:
             f, t = absent[0]
             more = f" (and {len(absent) - 1} more pair(s))" if len(absent) > 1 else ""
             raise TracksError(f"track_id {t} named in include_track_ids (with FOV {f} in include_fov_names) is not "
-                              f"in the tracks of FOV {f}{more}")
+                              f"in the tracks of FOV {f} ({known[f][1]}){more}")
         key = pd.MultiIndex.from_arrays([cells["fov_name"], cells["track_id"]])
         cells = cells[key.isin(wanted)].reset_index(drop=True)
     for col in cols[1:]:
