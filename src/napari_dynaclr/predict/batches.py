@@ -9,12 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from napari_dynaclr.errors import DynaclrError
+from napari_dynaclr.errors import NonfiniteEmbeddings, Remedy
 from napari_dynaclr.predict.plan import PredictionPlan
 
-
-class NonfiniteEmbeddings(DynaclrError):
-    """The model gave NaN/Inf features or projections (refused unless ``allow_nonfinite``)."""
+__all__ = ["BatchResult", "EmbeddingAccumulator", "NonfiniteEmbeddings", "check_embeddings", "describe_cell",
+           "nonfinite_rows", "read_ahead"]
 
 
 @dataclasses.dataclass
@@ -52,8 +51,8 @@ def check_embeddings(plan: PredictionPlan, start: int, features: np.ndarray, pro
         first = describe_cell(plan, start + int(np.flatnonzero(bad)[0]))
         raise NonfiniteEmbeddings(
             f"the model gave NaN/Inf embeddings for {n_bad} of {len(bad)} cells of {where} (first: {first}); "
-            "their patches are finite, so the weights or the precision overflow (try --precision 32-true); "
-            "pass --allow-nonfinite to write them as NaN rows"
+            "their patches are finite, so the weights or the precision overflow (set {@precision} to 32-true)",
+            remedy=Remedy("allow_nonfinite", purpose="to write them as NaN rows", joint="; "),
         )
     return n_bad
 
