@@ -99,12 +99,14 @@ def make_plate(out: Path, fovs: int, cells: int, seed: int = 0) -> dict:
 
 
 def boc_config(index: Path, batch: int, workers: int):
-    from napari_dynaclr.core.boc import BocConfig, BocNormalization
+    from napari_dynaclr.core.boc import BocNormalization
+    from napari_dynaclr.core.config import PredictConfig
 
-    return BocConfig(cell_index_path=index, focus_channel="Phase3D", reference_pixel_size_xy_um=0.1494,
-                     reference_pixel_size_z_um=0.174, z_window=1, z_extraction_window=16, z_focus_offset=0.3,
-                     yx_patch_size=(192, 192), final_yx_patch_size=(160, 160), batch_size=batch,
-                     normalizations=[BocNormalization()], z_reduction=True, num_workers=workers)
+    return PredictConfig.boc(cell_index_path=index, focus_channel="Phase3D", reference_pixel_size_xy_um=0.1494,
+                             reference_pixel_size_z_um=0.174, z_window=1, z_extraction_window=16,
+                             z_focus_offset=0.3, yx_patch_size=(192, 192), final_yx_patch_size=(160, 160),
+                             batch_size=batch, normalizations=[BocNormalization()], z_reduction=True,
+                             num_workers=workers)
 
 
 def run_ours(plan, workers: int):
@@ -218,7 +220,7 @@ def run_viscy_like(plan, workers: int, cache_pool_bytes: int):
     th = threading.Thread(target=fill, daemon=True)
     th.start()
     while (b := buf.get()) is not done:
-        out.append(viscy_batch_transform(b, cfg.z_window, cfg.final_yx_patch_size))
+        out.append(viscy_batch_transform(b, cfg.source.z_window, cfg.source.patch_size))
     th.join()
     return time.perf_counter() - t0, out
 

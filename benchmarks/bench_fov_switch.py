@@ -46,7 +46,7 @@ def main(argv=None) -> int:
 
     viewer = napari.Viewer(show=True)
     session = get_session(viewer)
-    session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path, preview=True)
+    session.set_table(table, plate_path=cfg.source.data_path, tracks_path=cfg.source.tracks_path, preview=True)
     for _ in range(5):
         QApplication.processEvents()
     jobs.freeze_long_lived_heap()  # as the widget does before its first layers

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     print(f"plate: {paths['cells']} cells in {paths['fovs']} FOVs ({time.perf_counter() - t0:.0f} s to generate)")
     ckpt = work / "model.ckpt"
     save_checkpoint(deterministic_encoder(EncoderConfig("convnext_tiny", 1, 1), "long-run"), ckpt)
-    cfg = PredictConfig(
+    cfg = PredictConfig.classic(
         data_path=paths["plate"], tracks_path=paths["tracks"], source_channel=["Phase3D"], z_range=(0, 1),
         initial_yx_patch_size=(args.patch, args.patch), final_yx_patch_size=(args.patch, args.patch),
         batch_size=args.batch_size, normalizations=default_normalizations(["Phase3D"]), ckpt_path=ckpt,

@@ -89,7 +89,7 @@ def make_config(plate_dir: Path, args):
     else:
         channels, z_range = ["Phase3D"], (0, 1)
         norms = [NormalizeSampled(keys=("Phase3D",), level="fov_statistics")]
-    return PredictConfig(
+    return PredictConfig.classic(
         data_path=plate_dir / "plate.zarr",
         tracks_path=plate_dir / "tracks",
         source_channel=channels,
@@ -139,7 +139,7 @@ def write_predict_yml(plate_dir: Path, args, model) -> Path:
     enc = model.config
     save_checkpoint(model, plate_dir / "model.ckpt")
     norms = []
-    for n in cfg.normalizations:
+    for n in cfg.source.normalizations:
         if type(n).__name__ == "NormalizeSampled":
             norms.append({"class_path": "viscy_transforms.NormalizeSampled",
                           "init_args": {"keys": list(n.keys), "level": n.level, "subtrahend": "mean",
@@ -162,10 +162,10 @@ def write_predict_yml(plate_dir: Path, args, model) -> Path:
                           "stem_stride": list(enc.stem_stride), "embedding_dim": enc.embedding_dim,
                           "projection_dim": enc.projection_dim, "drop_path_rate": 0.0, "pretrained": False}}}},
         "data": {"class_path": "viscy_data.triplet.TripletDataModule", "init_args": {
-            "data_path": "plate.zarr", "tracks_path": "tracks", "source_channel": list(cfg.source_channel),
-            "z_range": list(cfg.z_range), "batch_size": cfg.batch_size, "num_workers": cfg.num_workers,
-            "initial_yx_patch_size": list(cfg.initial_yx_patch_size),
-            "final_yx_patch_size": list(cfg.patch_size), "normalizations": norms}},
+            "data_path": "plate.zarr", "tracks_path": "tracks", "source_channel": list(cfg.source.source_channel),
+            "z_range": list(cfg.source.z_range), "batch_size": cfg.batch_size, "num_workers": cfg.num_workers,
+            "initial_yx_patch_size": list(cfg.source.initial_yx_patch_size),
+            "final_yx_patch_size": list(cfg.source.patch_size), "normalizations": norms}},
         "ckpt_path": "model.ckpt",
     }
     path = plate_dir / "predict.yml"
@@ -298,8 +298,8 @@ def batch_shapes(cfg, n_cells: int, k: int | None):
     sizes = [min(b, n_cells - s) for s in range(0, n_cells, b)]
     if k is not None:
         sizes = sizes[:k]
-    py, px = cfg.patch_size
-    return [(s, len(cfg.source_channel), cfg.z_depth, py, px) for s in sizes]
+    py, px = cfg.source.patch_size
+    return [(s, len(cfg.source.source_channel), cfg.source.z_depth, py, px) for s in sizes]
 
 
 def med(xs):

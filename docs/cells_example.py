@@ -13,7 +13,6 @@ the cells the classifier calls infected.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
 
     shutil.rmtree(args.work, ignore_errors=True)
     paths = make_demo_inputs(args.work, DEMO_SPEC, umap=True)
-    run_prediction(dataclasses.replace(load_predict_yaml(paths["config"]), accelerator="cpu"), device="cpu")
+    run_prediction(load_predict_yaml(paths["config"]).with_overrides(accelerator="cpu"), device="cpu")
 
     import napari
     from qtpy.QtWidgets import QApplication

@@ -11,7 +11,6 @@ the dock's Predict and Explore tabs, the scatter and the image overlays.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def main(argv=None) -> int:
     spec = SyntheticSpec(wells=("A/1", "B/1"), fovs_per_well=1, timepoints=8, size=(256, 256), cells_per_fov=10)
     paths = make_demo_inputs(args.work, spec, umap=True)
     cfg = load_predict_yaml(paths["config"])
-    cfg = dataclasses.replace(cfg, accelerator="cpu")
+    cfg = cfg.with_overrides(accelerator="cpu")
     run_prediction(cfg, device="cpu")
 
     import napari

@@ -33,14 +33,13 @@ def demo_inputs(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def demo_store(demo_inputs, tmp_path_factory) -> Path:
     """An embedding store predicted by the core engine (no Qt) from the demo inputs, with PCA + UMAP."""
-    import dataclasses
 
     from napari_dynaclr.core.predict_yml import load_predict_yaml
     from napari_dynaclr.predict.run import run_prediction
 
     out = tmp_path_factory.mktemp("napari-store") / "embeddings.zarr"
     cfg = load_predict_yaml(demo_inputs["config"])
-    cfg = dataclasses.replace(cfg, output_path=out, umap_kwargs={"n_components": 2, "n_neighbors": 15})
+    cfg = cfg.with_overrides(output_path=out, umap_kwargs={"n_components": 2, "n_neighbors": 15})
     run_prediction(cfg, device="cpu")
     return out
 

@@ -127,7 +127,7 @@ CASES = [
     ("yaml-missing-keys", None, ["data.init_args lacks z_range"]),
     ("yaml-unknown-normalization", None, ["unsupported normalization class_path 'monai.transforms.NormalizeIntensityd'"]),
     ("yaml-not-yaml", None, ["is not valid YAML"]),
-    ("batch-size-zero", lambda r, t, a, sd: _set(a, "--batch-size", 0), ["--batch-size must be >= 1"]),
+    ("batch-size-zero", lambda r, t, a, sd: _set(a, "--batch-size", 0), ["--batch-size must be a positive integer, got 0"]),
 ]
 
 YAML_EDITS = {
@@ -209,10 +209,9 @@ def test_uint16_with_percentile_scaling_works(case_copy, conformance_ckpt, tmp_p
     from napari_dynaclr.predict.run import run_prediction
 
     root = case_copy("dev2d")
-    cfg = load_predict_yaml(root / "predict.yml")
-    cfg.data_path = _uint16_plate(root)
-    cfg.normalizations = [ScaleIntensityRangePercentiles(keys=("Phase3D",), lower=50, upper=99)]
-    cfg.ckpt_path = conformance_ckpt("dev2d")
+    cfg = load_predict_yaml(root / "predict.yml").with_overrides(
+        data_path=_uint16_plate(root), ckpt_path=conformance_ckpt("dev2d"),
+        normalizations=[ScaleIntensityRangePercentiles(keys=("Phase3D",), lower=50, upper=99)])
     summary, adata = run_prediction(cfg, device="cpu", write=False)
     assert adata.n_obs == 72 and np.isfinite(adata.X).all()
 

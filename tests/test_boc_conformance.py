@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import DATA
-from napari_dynaclr.core.boc import BocConfig
 from napari_dynaclr.core.cell_index import build_cell_index, preprocess_cell_index, read_cell_index
 from napari_dynaclr.core.collection import load_collection
+from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.plate import Plate
 from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.store import read_store
@@ -24,9 +24,9 @@ OBS = ["fov_name", "track_id", "t", "parent_track_id", "z", "y", "x", "experimen
        "hours_post_perturbation", "organelle", "microscope"]
 
 
-def _config(case, ckpt, **changes) -> BocConfig:
+def _config(case, ckpt, **changes) -> PredictConfig:
     cfg = load_predict_yaml(DATA / case / "predict.yml")
-    assert isinstance(cfg, BocConfig)
+    assert cfg.family == "bag_of_channels"
     return cfg.with_overrides(ckpt_path=ckpt, accelerator="cpu", **changes)
 
 
@@ -90,7 +90,9 @@ def _layout(path) -> dict:
 def test_store_has_viscy_keys_and_dtypes(case, conformance_ckpt, tmp_path):
     out = tmp_path / "prediction.zarr"
     run_prediction(_config(case, conformance_ckpt(case), output_path=out))
-    assert _layout(out) == _layout(DATA / case / "reference.zarr")
+    ours, ref = _layout(out), _layout(DATA / case / "reference.zarr")
+    assert ours.pop("uns") == sorted([*ref.pop("uns"), "dynaclr"])  # VisCy's (none), and what the store records
+    assert ours == ref
     assert read_store(out).n_obs == len(np.load(DATA / case / "reference_arrays.npz")["features"])
 
 

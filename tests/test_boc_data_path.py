@@ -16,7 +16,6 @@ import pytest
 
 from conftest import DATA
 from napari_dynaclr.core.boc import (
-    BocConfig,
     BocNormalization,
     clamp_rows,
     is_label_free,
@@ -24,6 +23,7 @@ from napari_dynaclr.core.boc import (
     z_window,
 )
 from napari_dynaclr.core.cell_index import sampled_statistics
+from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.plate import Plate
 from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.store import read_store
@@ -75,7 +75,7 @@ def test_timepoint_statistics_from_pixels_equal_viscy_preprocess():
                     assert {k: computed[k] for k in computed} == {k: stored[k] for k in computed}
 
 
-def _boc3d(conformance_ckpt, **changes) -> BocConfig:
+def _boc3d(conformance_ckpt, **changes) -> PredictConfig:
     cfg = load_predict_yaml(DATA / "boc3d" / "predict.yml")
     return cfg.with_overrides(ckpt_path=conformance_ckpt("boc3d"), accelerator="cpu", **changes)
 

@@ -235,7 +235,7 @@ def test_read_error_names_fov_t_and_channel_for_every_reader_path(case_copy):
 
     root = case_copy("dev3d2ch")
     _garbage(chunk(root, "dev3d2ch", "A/1/0", 0, 0))  # RFP at t=0
-    cfg = load_predict_yaml(root / "predict.yml")
+    cfg = load_predict_yaml(root / "predict.yml").source
     with Plate(cfg.data_path) as plate:
         cells = __import__("pandas").DataFrame({"fov_index": [0, 0], "t": [0, 0], "y": [104, 159], "x": [147, 203]})
         idx = plate.channel_indices(cfg.source_channel)

@@ -114,9 +114,9 @@ def test_border_filter_is_strict():
 
 
 def test_dev2d_selection_matches_reference(reference_arrays):
-    cfg = load_predict_yaml(DATA / "dev2d" / "predict.yml")
+    cfg = load_predict_yaml(DATA / "dev2d" / "predict.yml").source
     with Plate(cfg.data_path) as plate:
-        cells, counts = build_cell_table(plate.fovs, cfg.tracks_path, cfg.initial_yx_patch_size)
+        cells, counts = build_cell_table(plate.fovs, cfg.tracks(), cfg.initial_yx_patch_size)
     ref = reference_arrays("dev2d")
     assert cells["fov_name"].tolist() == ref["obs_fov_name"].tolist()
     assert cells["id"].tolist() == ref["obs_id"].tolist()
@@ -124,9 +124,9 @@ def test_dev2d_selection_matches_reference(reference_arrays):
 
 
 def test_predict_cells_selection():
-    cfg = load_predict_yaml(DATA / "dev2d" / "predict.yml")
+    cfg = load_predict_yaml(DATA / "dev2d" / "predict.yml").source
     with Plate(cfg.data_path) as plate:
-        cells, _ = build_cell_table(plate.fovs, cfg.tracks_path, cfg.initial_yx_patch_size,
+        cells, _ = build_cell_table(plate.fovs, cfg.tracks(), cfg.initial_yx_patch_size,
                                     include_cells=[("A/1/1", 1), ("/B/2/0", 2)])
     assert set(zip(cells.fov_name, cells.track_id)) == {("A/1/1", 1), ("B/2/0", 2)}
     assert cells.index.tolist() == list(range(len(cells)))
@@ -185,12 +185,13 @@ def test_normalization_config_parsing():
 
 def test_predict_yaml_paths_resolve_against_config_folder():
     cfg = load_predict_yaml(DATA / "dev3d2ch" / "predict.yml")
-    assert cfg.data_path == DATA / "dev3d2ch" / "plate.zarr"
+    src = cfg.source
+    assert src.data_path == DATA / "dev3d2ch" / "plate.zarr"
     assert cfg.ckpt_path == DATA / "dev3d2ch" / "model.ckpt"
     assert cfg.output_path == DATA / "dev3d2ch" / "prediction.zarr"
-    assert cfg.data_path_as_given == "plate.zarr"
-    assert cfg.source_channel == ["Phase3D", "RFP"] and cfg.z_range == (1, 13) and cfg.batch_size == 8
-    assert [type(n).__name__ for n in cfg.normalizations] == ["NormalizeSampled", "ScaleIntensityRangePercentiles"]
+    assert src.data_path_as_given == "plate.zarr"
+    assert src.source_channel == ["Phase3D", "RFP"] and src.z_range == (1, 13) and cfg.batch_size == 8
+    assert [type(n).__name__ for n in src.normalizations] == ["NormalizeSampled", "ScaleIntensityRangePercentiles"]
 
 
 @pytest.mark.parametrize(
@@ -201,7 +202,8 @@ def test_predict_yaml_paths_resolve_against_config_folder():
         (lambda d: d.pop("data"), "missing 'data' section"),
         (lambda d: d["data"]["init_args"].update(bogus=1), "unknown data.init_args key\\(s\\) bogus"),
         (lambda d: d.update(extra=1), "unknown top-level key"),
-        (lambda d: d["data"]["init_args"].update(final_yx_patch_size=[256, 256]), "larger than initial"),
+        (lambda d: d["data"]["init_args"].update(final_yx_patch_size=[256, 256]),
+         "larger than data.init_args.initial_yx_patch_size"),
     ],
 )
 def test_malformed_predict_yaml(edit, match):
@@ -220,8 +222,8 @@ def test_timepoint_statistics_in_attrs_and_nan_parents_work(tmp_path):
     df = pd.DataFrame(rows).astype({"parent_id": float})
     df.loc[0, "parent_id"] = np.nan
     write_tracks(tmp_path / "tracks", "A/1/0", df)
-    cfg = PredictConfig(tmp_path / "p.zarr", tmp_path / "tracks", ["Phase3D"], (0, 1), (64, 64), (64, 64),
-                        batch_size=3, normalizations=[NormalizeSampled(keys=("Phase3D",))])
+    cfg = PredictConfig.classic(tmp_path / "p.zarr", tmp_path / "tracks", ["Phase3D"], (0, 1), (64, 64), (64, 64),
+                                batch_size=3, normalizations=[NormalizeSampled(keys=("Phase3D",))])
     with pytest.warns(UserWarning, match="parent_id"):
         plan = plan_prediction(cfg)
     try:
@@ -235,7 +237,7 @@ def test_timepoint_statistics_in_attrs_and_nan_parents_work(tmp_path):
 def test_all_cells_filtered_is_refused(tmp_path):
     make_plate(tmp_path / "p.zarr", ["A/1/0"])
     write_tracks(tmp_path / "tracks", "A/1/0", cells_rows(coords=((2, 2),)))
-    cfg = PredictConfig(tmp_path / "p.zarr", tmp_path / "tracks", ["Phase3D"], (0, 1), (32, 32))
+    cfg = PredictConfig.classic(tmp_path / "p.zarr", tmp_path / "tracks", ["Phase3D"], (0, 1), (32, 32))
     with pytest.raises(TracksError, match="no cells to predict: all 2 tracked rows"):
         plan_prediction(cfg)
 
@@ -243,7 +245,7 @@ def test_all_cells_filtered_is_refused(tmp_path):
 def test_legacy_centre_crop_when_initial_larger(tmp_path):
     make_plate(tmp_path / "p.zarr", ["A/1/0"], shape=(1, 1, 1, 96, 96))
     write_tracks(tmp_path / "tracks", "A/1/0", cells_rows(n_t=1, coords=((48, 48),)))
-    cfg = PredictConfig(tmp_path / "p.zarr", tmp_path / "tracks", ["Phase3D"], (0, 1), (64, 64), (32, 32))
+    cfg = PredictConfig.classic(tmp_path / "p.zarr", tmp_path / "tracks", ["Phase3D"], (0, 1), (64, 64), (32, 32))
     plan = plan_prediction(cfg)
     try:
         with Plate(tmp_path / "p.zarr") as plate:
@@ -259,6 +261,6 @@ def test_legacy_centre_crop_when_initial_larger(tmp_path):
 ])
 def test_asks_several_devices(devices, accelerator, nodes, several):
     """What makes the napari dock say it predicts on one device."""
-    cfg = PredictConfig(data_path="p", tracks_path="t", source_channel=["a"], z_range=(0, 1), devices=devices,
-                        accelerator=accelerator, num_nodes=nodes)
+    cfg = PredictConfig.classic(data_path="p", tracks_path="t", source_channel=["a"], z_range=(0, 1),
+                                devices=devices, accelerator=accelerator, num_nodes=nodes)
     assert cfg.asks_several_devices() is several

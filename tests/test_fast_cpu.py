@@ -127,7 +127,6 @@ def test_where_the_fused_model_does_not_apply():
 
 def test_cpu_backend_is_validated_up_front(tmp_path, capsys):
     from napari_dynaclr.cli import main
-    from napari_dynaclr.core.boc import BocConfig
 
     base = load_predict_yaml(DATA / "dev2d" / "predict.yml")
     assert base.cpu_backend == "auto"
@@ -135,9 +134,9 @@ def test_cpu_backend_is_validated_up_front(tmp_path, capsys):
     with pytest.raises(ConfigError, match="cpu_backend 'fast'"):
         base.with_overrides(cpu_backend="fast")
     with pytest.raises(ConfigError, match="cpu_backend"):
-        PredictConfig(data_path="p", tracks_path="t", source_channel=["a"], z_range=(0, 1), cpu_backend=None)
+        PredictConfig.classic(data_path="p", tracks_path="t", source_channel=["a"], z_range=(0, 1), cpu_backend=None)
     boc = load_predict_yaml(DATA / "boc3d" / "predict.yml")
-    assert isinstance(boc, BocConfig) and boc.cpu_backend == "auto"
+    assert boc.family == "bag_of_channels" and boc.cpu_backend == "auto"
     with pytest.raises(ConfigError, match="cpu_backend"):
         boc.with_overrides(cpu_backend="ONEDNN")
     rc = main(["predict", "-c", str(DATA / "dev2d" / "predict.yml"), "--cpu-backend", "fast",

@@ -32,7 +32,7 @@ def test_a_boc_predict_yml_runs_in_the_dock_and_equals_viscy(boc_dock, tmp_path,
 
     viewer, main, errors = boc_dock
     assert main.is_boc and not main.plate.enabled and not main.channels.enabled
-    assert main.plate_info.value.startswith("Bag-of-Channels predict.yml")
+    assert main.plate_info.value.startswith("Bag of Channels: samples from cell_index.parquet")
     out = tmp_path / "boc.zarr"
     main.output.value, main.device.value, main.batch_size.value = out, "cpu", 16
     main.umap.value = main.pca.value = False
@@ -63,4 +63,4 @@ def test_loading_a_classic_yml_after_a_boc_one_gives_the_fields_back(boc_dock, d
     viewer, main, errors = boc_dock
     load_yml(qtbot, main, demo_inputs["config"])
     assert not main.is_boc and main.plate.enabled and main.channels.enabled and errors == []
-    assert main.build_config(require_output=False).source_channel == ["Phase3D", "RFP"]
+    assert main.build_config(require_output=False).source.source_channel == ["Phase3D", "RFP"]

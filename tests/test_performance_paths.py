@@ -43,7 +43,7 @@ def case_plan(request):
 
 def test_reader_equals_naive_crop(case_plan):
     case, plan = case_plan
-    cfg = plan.config
+    cfg = plan.config.source
     expected = naive_patches(plan.plate.fovs, plan.channel_indices, cfg.z_range, cfg.initial_yx_patch_size,
                              plan.cells)
     if case == "dev3d2ch":
@@ -59,7 +59,7 @@ def test_reader_equals_naive_crop(case_plan):
 
 def test_fused_normalisation_is_bit_identical(case_plan):
     case, plan = case_plan
-    cfg = plan.config
+    cfg = plan.config.source
     for i in range(plan.n_batches):
         start, stop = plan.batch_bounds(i)
         rows = plan.cells.iloc[start:stop]

@@ -275,18 +275,18 @@ def test_boc_output_inside_the_plate_a_cell_index_names_from_the_working_folder(
 
 
 def test_the_guard_and_the_run_resolve_a_cell_index_store_path_with_one_function(boc, tmp_path, monkeypatch):
-    from napari_dynaclr.core.boc import BocConfig
     from napari_dynaclr.core.cell_index import resolve_index_path
+    from napari_dynaclr.core.config import PredictConfig
 
     root, _ = boc
     (root / "idx").mkdir()
     shutil.copy(root / "cell_index.parquet", root / "idx" / "cell_index.parquet")
     monkeypatch.chdir(root)
-    cfg = BocConfig(cell_index_path=Path("idx/cell_index.parquet"))
-    assert resolve_index_path("plate.zarr", cfg.cell_index_path) == Path.cwd() / "plate.zarr"
+    cfg = PredictConfig.boc(cell_index_path=Path("idx/cell_index.parquet"))
+    assert resolve_index_path("plate.zarr", cfg.source.cell_index_path) == Path.cwd() / "plate.zarr"
     assert cfg.input_paths()["plate 0 of the cell index"] == Path.cwd() / "plate.zarr"
     shutil.copytree(root / "plate.zarr", root / "idx" / "plate.zarr")  # beside the parquet wins, for both
-    assert resolve_index_path("plate.zarr", cfg.cell_index_path) == Path("idx/plate.zarr")
+    assert resolve_index_path("plate.zarr", cfg.source.cell_index_path) == Path("idx/plate.zarr")
     assert cfg.input_paths()["plate 0 of the cell index"] == Path("idx/plate.zarr")
 
 

@@ -4,7 +4,6 @@ reductions against the planned cells (limits measured on the libraries themselve
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import warnings
 
@@ -119,7 +118,7 @@ def test_umap_on_three_cells_is_refused(dev2d, capsys, conformance_ckpt, model_s
      "(FOVs: A/1/0, A/1/1, B/2/0)"),
     (["/A/1/0", "A/1/7", "C/1/0"], [1, 1, 2], "FOVs A/1/7, C/1/0 named in include_fov_names do not exist", "plate"),
     (["A/1/0"], [99], "track_id 99 named in include_track_ids (with FOV A/1/0 in include_fov_names) is not in the "
-                      "tracks CSV of FOV A/1/0", ""),
+                      "tracks of FOV A/1/0 (tracks CSV ", "A/1/0/tracks.csv)"),
 ])
 def test_predict_cells_naming_what_does_not_exist(dev2d, capsys, conformance_ckpt, model_spy, fovs, tracks, error,
                                                   needle):
@@ -187,7 +186,7 @@ def test_the_napari_work_process_refuses_before_planning_an_event(demo_inputs, t
     from napari_dynaclr._napari import workers
     from napari_dynaclr.core.predict_yml import load_predict_yaml
 
-    cfg = dataclasses.replace(load_predict_yaml(demo_inputs["config"]), output_path=tmp_path / "gui.zarr",
+    cfg = load_predict_yaml(demo_inputs["config"]).with_overrides(output_path=tmp_path / "gui.zarr",
                               pca_kwargs={"n_components": 60}, umap_kwargs=None)
     events = []
     gen = workers.prediction_job(cfg, "cpu")

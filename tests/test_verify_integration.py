@@ -192,10 +192,10 @@ def _real_config():
 
     env = os.environ
     if env.get("DYNACLR_CONFIG"):
-        cfg = load_predict_yaml(env["DYNACLR_CONFIG"])
-        cfg.data_path, cfg.tracks_path = Path(env["DYNACLR_PLATE"]), Path(env["DYNACLR_TRACKS"])
+        cfg = load_predict_yaml(env["DYNACLR_CONFIG"]).with_overrides(
+            data_path=Path(env["DYNACLR_PLATE"]), tracks_path=Path(env["DYNACLR_TRACKS"]))
     else:  # VisCy's test_inference_reproducibility settings
-        cfg = PredictConfig(
+        cfg = PredictConfig.classic(
             data_path=env["DYNACLR_PLATE"], tracks_path=env["DYNACLR_TRACKS"], source_channel=["Phase3D"],
             z_range=(0, 1), batch_size=64, initial_yx_patch_size=(160, 160), final_yx_patch_size=(160, 160),
             normalizations=default_normalizations(["Phase3D"], "fov_statistics"),

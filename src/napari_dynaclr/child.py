@@ -8,9 +8,13 @@ this module as a separate Python process and sends it one request at a time over
 - ``("event", obj)`` — a progress event of the request (:class:`~napari_dynaclr.predict.events.Planned`,
   :class:`~napari_dynaclr.predict.events.BatchResult` with the batch's arrays,
   :class:`~napari_dynaclr.predict.events.Stage`);
-- ``("warning", text)`` — a warning raised while serving the request;
+- ``("warning", message)`` — a warning raised while serving the request (a text, or a
+  :class:`~napari_dynaclr.errors.DynaclrWarning` that the GUI words for its controls);
 - ``("done", value)`` — the request's result, the last message;
-- ``("error", class name, message, user error?)`` — the request failed, the last message.
+- ``("error", wire, user error?)`` — the request failed, the last message: a
+  :class:`~napari_dynaclr.errors.DynaclrError` as :meth:`~napari_dynaclr.errors.DynaclrError.to_wire` gives it
+  (its type's code, message, key, remedy: it arrives with its type), anything else as its type's name and
+  message's first line.
 
 A prediction runs the same engine as the CLI (:func:`~napari_dynaclr.predict.run.prediction_events`) on one
 device and writes the store itself (atomically); its result carries the run summary and the reductions,
@@ -26,7 +30,6 @@ at the child's next message. A store being written is left beside the output pat
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
@@ -40,8 +43,8 @@ def _serve_predict(send, cfg, device=None):
 
     # the GUI predicts on one device; several devices/nodes are a CLI feature (Lightning DDP would start
     # more processes that cannot report to the viewer)
-    cfg = dataclasses.replace(cfg, devices=1, num_nodes=1, strategy="auto")
-    events = prediction_events(cfg, device, write=True, overwrite_hint="tick 'overwrite' in the DynaCLR dock")
+    cfg = cfg.with_overrides(devices=1, num_nodes=1, strategy="auto")
+    events = prediction_events(cfg, device, write=True)
     while True:
         try:
             ev = next(events)
@@ -153,13 +156,16 @@ HANDLERS = {
 
 def serve(conn) -> None:
     """Answer requests ``(kind, args, kwargs)`` on *conn* until it closes."""
-    from napari_dynaclr.errors import DynaclrError
+    from napari_dynaclr.errors import DynaclrError, DynaclrWarning
 
     def send(msg):
         conn.send(msg)
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        send(("warning", f"{category.__name__}: {message}" if category is not UserWarning else str(message)))
+        if isinstance(message, DynaclrWarning):
+            send(("warning", message))
+        else:
+            send(("warning", f"{category.__name__}: {message}" if category is not UserWarning else str(message)))
 
     while True:
         try:
@@ -178,11 +184,12 @@ def serve(conn) -> None:
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return
         except DynaclrError as exc:
-            send(("error", type(exc).__name__, str(exc), True))
+            send(("error", exc.to_wire(), True))
         except BaseException as exc:  # a bug or a library failure: the message and the traceback's tail
             tb = traceback.format_exception(exc)
             print("".join(tb), file=sys.stderr, flush=True)
-            send(("error", type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "", False))
+            first = str(exc).splitlines()[0][:300] if str(exc) else ""
+            send(("error", {"code": type(exc).__name__, "message": first}, False))
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 return
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_dynaclr.errors import DynaclrError, StoreError
+from napari_dynaclr.errors import ExploreError, StoreError
+from napari_dynaclr.evaluate.annotations import MISSING_LABELS
 
 #: key columns of an annotation CSV (VisCy's cell identity)
 KEY_COLUMNS = ["fov_name", "track_id", "t"]
@@ -39,10 +40,6 @@ CATEGORY_CYCLE = np.array(
     dtype=np.float32,
 )
 MISSING_COLOR = np.array([0.45, 0.45, 0.45, 0.6], dtype=np.float32)
-
-
-class ExploreError(DynaclrError):
-    """A problem with an explorer action (unknown column, bad annotation file...)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,15 +282,16 @@ def column_fingerprint(series: pd.Series):
 
 
 def label_classes(series: pd.Series, unassigned: str = UNASSIGNED) -> list[str]:
-    """The class names a label column holds (sorted, without *unassigned* or missing values); for a categorical
-    from its codes (no string per row)."""
+    """The class names a label column holds (sorted, without *unassigned* or missing values — VisCy's ``"nan"``
+    included, :data:`~napari_dynaclr.evaluate.annotations.MISSING_LABELS`); for a categorical from its codes
+    (no string per row)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = np.asarray(series.cat.codes)
         present = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(series.cat.categories)))
         names = {str(series.cat.categories[i]) for i in present}
     else:
         names = {str(v) for v in pd.unique(series.dropna())}
-    return sorted(names - {unassigned})
+    return sorted(names - {unassigned, *MISSING_LABELS})
 
 
 def selection_column(n: int, rows: np.ndarray | Sequence[int]) -> pd.Categorical:

@@ -155,11 +155,9 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
         gen.close()
     planned, acc, result = state["planned"], state["acc"], state["result"]
     summary = result["summary"]
-    # the store's own uns (paths as given, and e.g. the rows a --allow-nonfinite run left NaN)
-    from napari_dynaclr.core.boc import BocConfig
-
-    layout = "boc" if isinstance(cfg, BocConfig) else "classic"  # as the engine wrote it
-    adata = build_anndata(planned.obs, acc.features, acc.projections, cfg.embedding_key, result["uns"], layout=layout)
+    # the store's own uns (its inputs, and e.g. the rows a --allow-nonfinite run left NaN), its obs as written
+    adata = build_anndata(planned.obs, acc.features, acc.projections, cfg.embedding_key, result["uns"],
+                          layout=cfg.source.obs_layout)
     for key, value in result["obsm"].items():
         adata.obsm[key] = value
     return Finished(adata, summary.output_path, time.perf_counter() - t0)
@@ -260,9 +258,9 @@ def preview_cells(cfg, keep_plate: bool = False):
     (its FOVs are the selected ones), for a viewer to show without opening the plate again on its GUI
     thread (seconds for a 96-well plate); the caller closes it."""
     from napari_dynaclr._napari.explore import cell_table
-    from napari_dynaclr.predict.plan import plan_prediction
+    from napari_dynaclr.predict.run import plan_for
 
-    plan = plan_prediction(cfg)
+    plan = plan_for(cfg)
     try:
         table = cell_table(plan.index_frame())
     except BaseException:
@@ -284,6 +282,7 @@ class OpenedStore:
     tracks_path: Path | None
     plate_error: str | None  # why the plate could not be opened (the cells are shown without images)
     prepared: object = None  # a session.PreparedTable, for tables the GUI thread shows in steps
+    inputs: object = None  # what the store records of its inputs, found or not (core.provenance.FoundInputs)
 
     def close(self) -> None:
         """Close the plate opened for this store (when it is not going to be shown)."""
@@ -293,24 +292,25 @@ class OpenedStore:
 
 def open_store(path, plate_path=None, tracks_path=None) -> OpenedStore:
     """Read an embedding store, build the explorer's cell table (no model needed) and open its plate:
-    *plate_path*/*tracks_path*, else the folders recorded in the store (:func:`resolve_store_inputs`)."""
+    *plate_path*/*tracks_path*, else those the store records, found where they are now
+    (:func:`napari_dynaclr.core.provenance.find_inputs`)."""
     from napari_dynaclr._napari.explore import cell_table
     from napari_dynaclr.core.plate import Plate
+    from napari_dynaclr.core.provenance import find_inputs
     from napari_dynaclr.core.store import LazyStore
     from napari_dynaclr.errors import DynaclrError
 
     adata = LazyStore(path)  # (X and the AnnData are read when a job needs them)
     table = cell_table(adata.obs, adata.obsm)
-    if plate_path is None or tracks_path is None:
-        recorded_plate, recorded_tracks = resolve_store_inputs(adata, path)
-        plate_path, tracks_path = plate_path or recorded_plate, tracks_path or recorded_tracks
+    found = find_inputs(path, adata.uns)
+    plate_path, tracks_path = plate_path or found.plate, tracks_path or found.tracks.path
     plate, error = None, None
     if plate_path is not None:
         try:
             plate = Plate(plate_path)
         except DynaclrError as exc:
             error = str(exc)
-    return OpenedStore(adata, table, plate, Path(tracks_path) if tracks_path else None, error)
+    return OpenedStore(adata, table, plate, Path(tracks_path) if tracks_path else None, error, inputs=found)
 
 
 def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int = 20_000,
@@ -340,25 +340,6 @@ def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int =
     while not shown.wait(0.05):
         yield None
     return opened
-
-
-def resolve_store_inputs(adata, store_path) -> tuple[Path | None, Path | None]:
-    """The plate and tracks folders recorded in a store's ``uns`` (relative to the store), if present."""
-    out = []
-    for key in ("data_path", "tracks_path"):
-        val = adata.uns.get(key) if hasattr(adata, "uns") else None
-        p = None
-        if val:
-            p = Path(str(val)).expanduser()
-            if not p.is_absolute():
-                for base in (Path(store_path).parent, Path.cwd()):
-                    if (base / p).exists():
-                        p = base / p
-                        break
-            if not p.exists():
-                p = None
-        out.append(p)
-    return out[0], out[1]
 
 
 def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=(), inputs=None) -> Path:

@@ -1,7 +1,8 @@
 """Command line: ``napari-dynaclr predict | verify | evaluate | cell-index | demo | info``, one module per command.
 
-Bad input prints one line ``napari-dynaclr: error: ...`` and exits non-zero (2); ``--debug`` shows the
-traceback. Ctrl-C / SIGTERM stop the run and leave nothing at the output path (exit 130).
+Bad input prints one line ``napari-dynaclr: error: ...`` (settings named by their flags,
+:mod:`~napari_dynaclr.cli.wording`) and exits non-zero (2); ``--debug`` shows the traceback. Ctrl-C / SIGTERM
+stop the run and leave nothing at the output path (exit 130).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 import warnings
 
 from napari_dynaclr.cli import cell_index, demo, evaluate, info, predict, verify
-from napari_dynaclr.errors import Cancelled, DynaclrError, InterruptedAfterCommit
+from napari_dynaclr.cli.wording import CLI
+from napari_dynaclr.errors import Cancelled, DynaclrError, DynaclrWarning, InterruptedAfterCommit
 
 PROG = "napari-dynaclr"
 COMMANDS = (predict, verify, evaluate, cell_index, demo, info)  # in the order --help lists them
@@ -31,7 +33,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    text = message.describe(CLI) if isinstance(message, DynaclrWarning) else message
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
 
 
 def _on_sigterm(signum, frame):
@@ -41,7 +44,7 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     def _capped(exc: BaseException, limit: int = 500) -> str:  # a 2 KB input never prints megabytes
-        msg = str(exc)
+        msg = exc.describe(CLI) if isinstance(exc, DynaclrError) else str(exc)
         return msg if len(msg) <= limit else msg[: limit - 1] + "…"
 
     parser = make_parser()

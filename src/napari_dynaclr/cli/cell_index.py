@@ -36,7 +36,7 @@ def add_parser(sub):
 
 def cmd_cell_index(args) -> int:
     from napari_dynaclr.core.cell_index import cell_index_from_plates, write_cell_index
-    from napari_dynaclr.core.collection import load_collection, parse_collection
+    from napari_dynaclr.core.collection import load_collection
 
     if args.collection is not None:
         if args.channels or args.markers:
@@ -44,13 +44,14 @@ def cmd_cell_index(args) -> int:
         experiments = load_collection(args.collection, args.plate, args.tracks)
         inputs = {"collection": args.collection}
     else:
-        from napari_dynaclr.core.boc import flag_collection
+        from napari_dynaclr.core.experiment import ExperimentMetadata
 
         if not args.channels:
             raise ConfigError("give --collection, or --plate --tracks --channels --markers --perturbation-wells")
-        doc = flag_collection(args.plate, args.tracks, args.channels, args.markers, args.pixel_size,
-                               perturbation_wells(args.perturbation_wells), args.interval_minutes, args.start_hpi)
-        experiments = parse_collection(doc, Path.cwd(), "the experiment flags")
+        meta = ExperimentMetadata(markers=args.markers, pixel_size=args.pixel_size,
+                                  perturbation_wells=perturbation_wells(args.perturbation_wells),
+                                  interval_minutes=args.interval_minutes, start_hpi=args.start_hpi)
+        experiments = meta.experiments(args.plate, args.tracks, args.channels)
         inputs = {}
     for i, e in enumerate(experiments):
         inputs[f"plate {i}"], inputs[f"tracks {i}"] = e.data_path, e.tracks_path

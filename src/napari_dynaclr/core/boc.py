@@ -1,5 +1,7 @@
-"""Bag-of-Channels (BoC) prediction settings and geometry, as VisCy's ``MultiExperimentDataModule`` computes them
-(``channels_per_sample: 1``): one sample per cell-index row (cell, timepoint, channel).
+"""Bag-of-Channels (BoC) normalisation and geometry, as VisCy's ``MultiExperimentDataModule`` computes them
+(``channels_per_sample: 1``): one sample per cell-index row (cell, timepoint, channel). The settings are the
+run's (:class:`~napari_dynaclr.core.config.PredictConfig` with a
+:class:`~napari_dynaclr.core.sources.CellIndexSource`).
 
 No torch here: the per-experiment z window (from the plate's focus statistics), the pixel-size scale factors,
 the border clamp, the label-free rule of the z reduction and the index arrays of the nearest-exact resize and
@@ -9,15 +11,11 @@ the centre crop are plain numpy, so a run is planned (and refused) before the mo
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from napari_dynaclr.core.architecture import EncoderConfig
-from napari_dynaclr.core.config import PRECISIONS, _pair, check_cpu_backend
 from napari_dynaclr.errors import ConfigError, shorten
 
 #: statistics a BoC ``NormalizeSampled`` can use (the cell index's ``norm_<stat>`` columns)
@@ -41,229 +39,6 @@ class BocNormalization:
                 raise ConfigError(f"NormalizeSampled statistic {name!r} is not one of {', '.join(BOC_STATS)}")
 
 
-@dataclasses.dataclass
-class BocConfig:
-    """Everything a BoC prediction needs (VisCy ``MultiExperimentDataModule`` + ``EmbeddingWriter`` + trainer).
-
-    The cells come from a cell-index parquet (*cell_index_path*) or are built from plates and tracks with a
-    VisCy collection YAML (*collection_path*; *data_path* / *tracks_path* replace its experiments' paths).
-    """
-
-    cell_index_path: Path | None = None
-    collection_path: Path | None = None
-    collection: dict | None = None  # a collection given as a mapping (the CLI's experiment flags)
-    data_path: Path | None = None  # with a collection: the plate of every experiment
-    tracks_path: Path | None = None  # with a collection: the tracks folder of every experiment
-    focus_channel: str | None = None
-    reference_pixel_size_xy_um: float | None = None
-    reference_pixel_size_z_um: float | None = None
-    z_window: int = 1
-    z_extraction_window: int | None = None
-    z_focus_offset: float = 0.5
-    yx_patch_size: tuple[int, int] = (192, 192)
-    final_yx_patch_size: tuple[int, int] = (160, 160)
-    max_border_shift: int = -1
-    normalizations: list[BocNormalization] = dataclasses.field(default_factory=list)
-    z_reduction: bool = False  # BatchedChannelWiseZReductiond among the normalisations
-    include_wells: list[str] | None = None
-    exclude_fovs: list[str] | None = None
-    batch_size: int = 128
-    ckpt_path: Path | None = None
-    encoder: EncoderConfig | None = None
-    output_path: Path | None = None
-    overwrite: bool = False
-    embedding_key: str = "features"
-    pca_kwargs: dict | None = None
-    umap_kwargs: dict | None = None
-    phate_kwargs: dict | None = None
-    accelerator: str = "auto"
-    devices: int | str | list = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    num_workers: int = 2
-    cpu_backend: str = "auto"  # CPU encoder kernels: auto (the fastest exact one), openvino, onednn, eager
-    allow_nonfinite: bool = False
-    config_path: Path | None = None
-
-    def __post_init__(self):
-        for key in ("cell_index_path", "collection_path", "data_path", "tracks_path"):
-            value = getattr(self, key)
-            if value is not None:
-                setattr(self, key, Path(value))
-        given = [x is not None for x in (self.cell_index_path, self.collection_path, self.collection)]
-        if sum(given) != 1:
-            raise ConfigError("give one source of cells: a cell index (--cell-index), or a plate and tracks with the "
-                              "experiment metadata (--collection, or --channels with --markers)")
-        self.yx_patch_size = _pair(self.yx_patch_size, "yx_patch_size")
-        self.final_yx_patch_size = _pair(self.final_yx_patch_size, "final_yx_patch_size")
-        for name in ("z_window", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.z_extraction_window is not None and (
-            not isinstance(self.z_extraction_window, int) or self.z_extraction_window < 1
-        ):
-            raise ConfigError(f"z_extraction_window must be a positive integer, got {self.z_extraction_window!r}")
-        if self.z_window > self.reduced_depth:
-            after = " after the z reduction" if self.z_reduction and self.extraction_depth > 1 else ""
-            raise ConfigError(f"z_window {self.z_window} is larger than the {self.reduced_depth} slice(s) extracted"
-                              f"{after} (z_extraction_window {self.extraction_depth})")
-        if not 0.0 <= float(self.z_focus_offset) <= 1.0:
-            raise ConfigError(f"z_focus_offset must lie in [0, 1], got {self.z_focus_offset!r}")
-        for y, name in zip(self.yx_patch_size, ("y", "x")):
-            if y < 2:
-                raise ConfigError(f"yx_patch_size {list(self.yx_patch_size)} is too small ({name})")
-        if any(f > i for f, i in zip(self.final_yx_patch_size, self.yx_patch_size)) or min(
-            self.final_yx_patch_size
-        ) < 1:
-            raise ConfigError(f"final_yx_patch_size {list(self.final_yx_patch_size)} must lie within "
-                              f"yx_patch_size {list(self.yx_patch_size)}")
-        for name in ("reference_pixel_size_xy_um", "reference_pixel_size_z_um"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not float(value) > 0 or not math.isfinite(value)):
-                raise ConfigError(f"{name} must be a positive number (micrometres), got {value!r}")
-        if not isinstance(self.max_border_shift, int) or isinstance(self.max_border_shift, bool):
-            raise ConfigError(f"max_border_shift must be an integer, got {self.max_border_shift!r}")
-        if self.embedding_key not in ("features", "projections"):
-            raise ConfigError(f"embedding_key must be 'features' or 'projections', got {self.embedding_key!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        check_cpu_backend(self.cpu_backend)
-        if len(self.normalizations) > 1:
-            raise ConfigError("a BoC prediction takes at most one NormalizeSampled (keys [channel_0])")
-
-    @classmethod
-    def plain(cls, cell_index=None, collection=None, plate=None, tracks=None, channels=None, markers=None,
-              pixel_size=None, perturbation_wells=None, interval_minutes=None, start_hpi=None, z_window=1,
-              z_extraction_window=None, z_focus_offset=0.5, focus_channel=None, reference_pixel_size=None,
-              patch_size=(192, 192), final_patch_size=None, norm_level="timepoint_statistics", z_reduction=None,
-              **fields) -> BocConfig:
-        """The common case without a predict.yml (the CLI's flags). Cells from *cell_index*, from *collection*
-        (a collection YAML; *plate* / *tracks* replace its paths), or from *plate* + *tracks* with one experiment
-        per channel of *channels* (``<marker>`` named by *markers*, *pixel_size* ``[xy, z]`` in um,
-        *perturbation_wells* ``{label: [wells]}``). *z_reduction* defaults to on for a one-slice model."""
-        collection_doc = None
-        if channels:
-            if cell_index is not None or collection is not None:
-                raise ConfigError("--channels/--markers describe the experiments of --plate/--tracks; they cannot be "
-                                  "combined with --cell-index or --collection")
-            collection_doc = flag_collection(plate, tracks, channels, markers, pixel_size, perturbation_wells,
-                                              interval_minutes, start_hpi)
-        elif markers or pixel_size or perturbation_wells:
-            raise ConfigError("--markers, --pixel-size and --perturbation-wells need --channels (the plate's channels, "
-                              "one experiment each)")
-        ref = list(reference_pixel_size or [])
-        if len(ref) > 2:
-            raise ConfigError("--reference-pixel-size takes one or two values (xy [z], micrometres)")
-        patch = _square(patch_size, "--patch-size")
-        final = _square(final_patch_size, "--final-patch-size") if final_patch_size is not None else patch
-        norms = [] if norm_level == "none" else [BocNormalization(level=norm_level)]
-        return cls(cell_index_path=cell_index, collection_path=collection, collection=collection_doc,
-                   data_path=plate if collection is not None else None,
-                   tracks_path=tracks if collection is not None else None,
-                   focus_channel=focus_channel, reference_pixel_size_xy_um=ref[0] if ref else None,
-                   reference_pixel_size_z_um=ref[1] if len(ref) > 1 else None, z_window=z_window,
-                   z_extraction_window=z_extraction_window, z_focus_offset=z_focus_offset, yx_patch_size=patch,
-                   final_yx_patch_size=final, normalizations=norms,
-                   z_reduction=(z_window == 1) if z_reduction is None else bool(z_reduction), **fields)
-
-    @property
-    def extraction_depth(self) -> int:
-        """Slices read per sample before the z reduction and crop (VisCy: z_extraction_window or z_window)."""
-        return self.z_extraction_window or self.z_window
-
-    @property
-    def reduced_depth(self) -> int:
-        """Slices left after the z reduction (1 when it applies to a multi-slice window)."""
-        return 1 if self.z_reduction and self.extraction_depth > 1 else self.extraction_depth
-
-    @property
-    def patch_size(self) -> tuple[int, int]:
-        return self.final_yx_patch_size
-
-    @property
-    def half_patch(self) -> tuple[int, int]:
-        return self.yx_patch_size[0] // 2, self.yx_patch_size[1] // 2
-
-    @property
-    def border_shift(self) -> int:
-        """VisCy's ``max_border_shift``: -1 means ``max(yx_patch_size // 4)``."""
-        if self.max_border_shift >= 0:
-            return self.max_border_shift
-        return max(p // 4 for p in self.yx_patch_size)
-
-    def with_overrides(self, **changes) -> BocConfig:
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {shorten(unknown)} for a Bag-of-Channels prediction")
-        return dataclasses.replace(self, **changes)
-
-    def asks_several_devices(self) -> bool:
-        from napari_dynaclr.core.config import PredictConfig
-
-        return PredictConfig.asks_several_devices(self)  # same trainer settings, same answer
-
-    def experiments(self) -> list:
-        """The experiments of a run without a cell index (its collection YAML, or the experiment flags), their
-        paths resolved as the run reads them."""
-        from napari_dynaclr.core.collection import load_collection, parse_collection
-
-        if self.collection is not None:
-            return parse_collection(self.collection, Path.cwd(), "the experiment flags", self.data_path,
-                                    self.tracks_path)
-        return load_collection(self.collection_path, self.data_path, self.tracks_path)
-
-    def input_paths(self) -> dict[str, Path | None]:
-        """What a run reads, resolved as the run resolves it (an output may never be, contain or lie inside any of
-        these): the plates and tracks of a collection's experiments, those a cell index names."""
-        from napari_dynaclr.core.cell_index import index_inputs
-
-        paths = {"cell index": self.cell_index_path, "collection": self.collection_path, "plate": self.data_path,
-                 "tracks": self.tracks_path, "checkpoint": self.ckpt_path, "config": self.config_path}
-        if self.cell_index_path is not None:
-            paths.update(index_inputs(self.cell_index_path))
-        else:
-            for i, exp in enumerate(self.experiments()):  # (a bad collection is refused here, before any work)
-                paths[f"plate {i} ({exp.name})"], paths[f"tracks {i} ({exp.name})"] = exp.data_path, exp.tracks_path
-        return paths
-
-
-def _square(value, flag: str) -> tuple[int, int]:
-    vals = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not 1 <= len(vals) <= 2:
-        raise ConfigError(f"{flag} takes one or two values, got {vals}")
-    return _pair(vals * (2 // len(vals)), flag)
-
-
-def flag_collection(plate, tracks, channels, markers, pixel_size, perturbation_wells, interval_minutes,
-                     start_hpi) -> dict:
-    """A collection mapping (one experiment per channel) from the CLI's experiment flags."""
-    if plate is None or tracks is None:
-        raise ConfigError("--channels with --markers need --plate and --tracks")
-    markers = list(markers or [])
-    if len(markers) != len(channels):
-        raise ConfigError(f"--markers needs one marker per channel of --channels ({len(channels)}), got "
-                          f"{len(markers)}: the marker names what a channel images and decides its z reduction")
-    if not perturbation_wells:
-        raise ConfigError("--perturbation-wells is missing (e.g. mock=A/1 infected=A/2,B/1): VisCy's cell index "
-                          "keeps only the wells it lists")
-    px = list(pixel_size or [])
-    if len(px) > 2:
-        raise ConfigError("--pixel-size takes one or two values (xy [z], micrometres)")
-    stem = Path(str(plate)).name.removesuffix(".zarr")
-    exp = {"data_path": str(plate), "tracks_path": str(tracks), "perturbation_wells": perturbation_wells}
-    if px:
-        exp["pixel_size_xy_um"] = px[0]
-    if len(px) > 1:
-        exp["pixel_size_z_um"] = px[1]
-    if interval_minutes is not None:
-        exp["interval_minutes"] = interval_minutes
-    if start_hpi is not None:
-        exp["start_hpi"] = start_hpi
-    return {"experiments": [{"name": f"{stem}_{m}", "channels": [{"name": c, "marker": m}], **exp}
-                            for c, m in zip(channels, markers)]}
 
 
 # ------------------------------------------------------------------------------------------------------ geometry
@@ -297,7 +72,7 @@ def scale_factor(reference: float | None, pixel: float | None) -> float:
     return float(reference) / float(np.float32(pixel))
 
 
-def experiment_geometry(cfg: BocConfig, z_total: int, focus_mean: float | None, pixel_xy: float | None,
+def experiment_geometry(cfg, z_total: int, focus_mean: float | None, pixel_xy: float | None,
                         pixel_z: float | None) -> ExperimentGeometry:
     zs, ze = z_window(z_total, cfg.extraction_depth, focus_mean, cfg.z_focus_offset)
     sz = scale_factor(cfg.reference_pixel_size_z_um, pixel_z)

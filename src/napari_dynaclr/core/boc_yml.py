@@ -1,6 +1,6 @@
 """The data section of VisCy's Bag-of-Channels predict.yml (``dynaclr.data.datamodule.MultiExperimentDataModule``,
-as ``dynaclr prepare-eval-configs`` generates it), checked key by key and turned into a
-:class:`~napari_dynaclr.core.boc.BocConfig`.
+as ``dynaclr prepare-eval-configs`` generates it), checked key by key and turned into the run's settings (a
+:class:`~napari_dynaclr.core.sources.CellIndexSource` and the batches).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import StrictBool, StrictStr
 
-from napari_dynaclr.core.boc import BocConfig, BocNormalization
+from napari_dynaclr.core.boc import BocNormalization
 from napari_dynaclr.core.schema import (
     IntPair,
     NonNegativeInt,
@@ -20,10 +20,9 @@ from napari_dynaclr.core.schema import (
     Schema,
     StrictInt,
     _expect,
-    brief,
     check_types,
-    clip,
 )
+from napari_dynaclr.core.settings import brief, clip
 from napari_dynaclr.errors import ConfigError, shorten
 
 
@@ -61,8 +60,10 @@ _IGNORED = {"val_experiments", "split_ratio", "tau_range", "tau_decay_rate", "ba
             "shuffle_val", "pin_memory", "prefetch_factor", "buffer_size"}
 
 
-def boc_config(data: Mapping, base_dir: Path, source: str, encoder=None, **run) -> BocConfig:
-    """``data.init_args`` of a MultiExperimentDataModule predict.yml + the run settings -> BocConfig."""
+def boc_settings(data: Mapping, base_dir: Path, source: str) -> tuple[dict, dict]:
+    """``data.init_args`` of a MultiExperimentDataModule predict.yml, checked: ``(source fields, common settings)``
+    of the run's config (a :class:`~napari_dynaclr.core.sources.CellIndexSource`; the batches and the FOV
+    selection are common)."""
     unknown = sorted(set(map(str, data)) - _USED - _IGNORED)
     if unknown:
         raise ConfigError(f"{source}: unknown data.init_args key(s) {clip(shorten(unknown), 200)}")
@@ -76,29 +77,24 @@ def boc_config(data: Mapping, base_dir: Path, source: str, encoder=None, **run) 
                           f"sample) is supported, got {brief(cps)}")
     norms, reduction = _normalizations(data.get("normalizations"), source)
     path = Path(str(data["cell_index_path"])).expanduser()
-    try:
-        return BocConfig(
-            cell_index_path=path if path.is_absolute() else Path(base_dir) / path,
-            focus_channel=data.get("focus_channel"),
-            reference_pixel_size_xy_um=data.get("reference_pixel_size_xy_um"),
-            reference_pixel_size_z_um=data.get("reference_pixel_size_z_um"),
-            z_window=data["z_window"],
-            z_extraction_window=data.get("z_extraction_window"),
-            z_focus_offset=float(data.get("z_focus_offset", 0.5)),
-            yx_patch_size=tuple(data.get("yx_patch_size", (192, 192))),
-            final_yx_patch_size=tuple(data.get("final_yx_patch_size", (160, 160))),
-            max_border_shift=data.get("max_border_shift", -1),
-            normalizations=norms,
-            z_reduction=reduction,
-            include_wells=data.get("include_wells"),
-            exclude_fovs=data.get("exclude_fovs"),
-            batch_size=data.get("batch_size", 128),
-            num_workers=max(1, int(data.get("num_workers") or 1)),
-            encoder=encoder,
-            **run,
-        )
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: data.init_args: {exc}") from None
+    fields = {
+        "kind": "boc",
+        "cell_index_path": path if path.is_absolute() else Path(base_dir) / path,
+        "focus_channel": data.get("focus_channel"),
+        "reference_pixel_size_xy_um": data.get("reference_pixel_size_xy_um"),
+        "reference_pixel_size_z_um": data.get("reference_pixel_size_z_um"),
+        "z_window": data["z_window"],
+        "z_extraction_window": data.get("z_extraction_window"),
+        "z_focus_offset": float(data.get("z_focus_offset", 0.5)),
+        "yx_patch_size": tuple(data.get("yx_patch_size", (192, 192))),
+        "final_yx_patch_size": tuple(data.get("final_yx_patch_size", (160, 160))),
+        "max_border_shift": data.get("max_border_shift", -1),
+        "normalizations": norms,
+        "z_reduction": reduction,
+    }
+    common = {"include_wells": data.get("include_wells"), "exclude_fovs": data.get("exclude_fovs"),
+              "batch_size": data.get("batch_size", 128), "num_workers": max(1, int(data.get("num_workers") or 1))}
+    return fields, common
 
 
 def _normalizations(entries, source: str) -> tuple[list[BocNormalization], bool]:

@@ -1,111 +1,124 @@
-"""Prediction settings, from a VisCy ``predict.yml`` (LightningCLI layout) or from plain arguments."""
+"""The run's settings: one typed model (:class:`PredictConfig`, pydantic) for every model family, validated once
+when it is made — from a VisCy ``predict.yml`` (:mod:`~napari_dynaclr.core.predict_yml`), the command line's
+flags or the napari dock's fields, which all give it the same dict — and again whenever a setting changes.
+
+The families differ only in their data source (``source``: :class:`~napari_dynaclr.core.sources.TracksSource`
+for the classic models, :class:`~napari_dynaclr.core.sources.CellIndexSource` for Bag-of-Channels); everything
+else — checkpoint, encoder, output, reductions, trainer, batches, selection, experiment metadata — is defined
+here once. A problem is one :class:`~napari_dynaclr.errors.ConfigError` naming the setting.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pydantic import InstanceOf, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+
 from napari_dynaclr.core.architecture import EncoderConfig
-from napari_dynaclr.core.normalize import (
-    Normalization,
-    NormalizeSampled,
-    check_keys,
-    from_viscy,
-)
+from napari_dynaclr.core.experiment import ExperimentMetadata
+from napari_dynaclr.core.normalize import Normalization, NormalizeSampled
+from napari_dynaclr.core.settings import CPU_BACKENDS, PRECISIONS, Settings, expect, one_of, positive_int
+from napari_dynaclr.core.sources import SOURCES, CellIndexSource, DataSource, TracksSource
 from napari_dynaclr.errors import ConfigError, shorten
 
-CPU_BACKENDS = ("auto", "openvino", "onednn", "eager")
+__all__ = ["CPU_BACKENDS", "PRECISIONS", "CellIndexSource", "ExperimentMetadata", "PredictConfig", "TracksSource",
+           "check_cpu_backend", "default_normalizations"]
 
 
 def check_cpu_backend(value) -> str:
     """The CPU encoder kernels (:mod:`napari_dynaclr.model.fast_cpu`): auto, openvino, onednn or eager."""
-    if value not in CPU_BACKENDS:
-        raise ConfigError(f"cpu_backend {value!r} is not one of {', '.join(CPU_BACKENDS)}")
-    return value
-
-PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+    return one_of(value, CPU_BACKENDS, "cpu_backend")
 
 
-@dataclasses.dataclass
-class PredictConfig:
-    """Everything a prediction needs (VisCy ``TripletDataModule`` + ``EmbeddingWriter`` + trainer)."""
+class PredictConfig(Settings):
+    """Everything a prediction needs: the data source (the family's part) and the common settings
+    (VisCy's ``EmbeddingWriter`` + trainer + the batches, the FOV selection and the experiment metadata)."""
 
-    data_path: Path
-    tracks_path: Path
-    source_channel: list[str]
-    z_range: tuple[int, int]
-    initial_yx_patch_size: tuple[int, int] = (160, 160)
-    final_yx_patch_size: tuple[int, int] | None = None  # None: same as initial
-    batch_size: int = 16
-    normalizations: list[Normalization] = dataclasses.field(default_factory=list)
-    include_wells: list[str] | None = None
-    exclude_fovs: list[str] | None = None
-    include_cells: list[tuple[str, int]] | None = None  # VisCy predict_cells pairs
-    ckpt_path: Path | None = None
-    encoder: EncoderConfig | None = None
-    output_path: Path | None = None
-    overwrite: bool = False
-    embedding_key: str = "features"
-    pca_kwargs: dict | None = None
-    umap_kwargs: dict | None = None
-    phate_kwargs: dict | None = None
-    accelerator: str = "auto"
-    devices: int | str | list = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    num_workers: int = 2
-    cpu_backend: str = "auto"  # CPU encoder kernels: auto (the fastest exact one), openvino, onednn, eager
-    allow_nonfinite: bool = False  # NaN/Inf pixels or embeddings: refused unless allowed (then counted, reported)
-    config_path: Path | None = None  # the predict.yml this came from (an input: never overwritten)
-    # the paths exactly as given (VisCy writes them into uns unresolved)
-    data_path_as_given: str | None = None
-    tracks_path_as_given: str | None = None
+    source: DataSource
+    experiment: ExperimentMetadata | None = expect("experiment metadata (a collection or flags) or null")
+    ckpt_path: Path | None = expect("a checkpoint path or null")
+    encoder: InstanceOf[EncoderConfig] | None = expect("an encoder config or null (inferred from the weights)")
+    output_path: Path | None = expect("an output store path or null")
+    overwrite: StrictBool = expect("true or false", False)
+    embedding_key: str = expect("'features' or 'projections'", "features")
+    pca_kwargs: dict | None = expect("a mapping of PCA arguments or null")
+    umap_kwargs: dict | None = expect("a mapping of UMAP arguments or null")
+    phate_kwargs: dict | None = expect("a mapping of PHATE arguments or null")
+    accelerator: StrictStr = expect("an accelerator name (string: auto, cpu, gpu, cuda)", "auto")
+    devices: StrictInt | StrictStr | list[StrictInt] = expect("an integer, a string or a list of device indices", 1)
+    strategy: StrictStr = expect("a strategy name (string)", "auto")
+    num_nodes: int = expect("a positive integer", 1)
+    precision: str = expect(f"one of {', '.join(PRECISIONS)}", "32-true")
+    batch_size: int = expect("a positive integer", 16)
+    num_workers: int = expect("a positive integer (threads reading batches ahead)", 2)
+    cpu_backend: str = expect(f"one of {', '.join(CPU_BACKENDS)}", "auto")
+    allow_nonfinite: StrictBool = expect("true or false", False)  # NaN/Inf pixels or embeddings: counted, not refused
+    include_wells: list[StrictStr] | None = expect("a list of well names (strings) or null")
+    exclude_fovs: list[StrictStr] | None = expect("a list of FOV names (strings) or null")
+    config_path: Path | None = expect("the predict.yml path or null")  # an input: never overwritten
 
-    def __post_init__(self):
-        self.data_path = Path(self.data_path)
-        self.tracks_path = Path(self.tracks_path)
-        if self.data_path_as_given is None:
-            self.data_path_as_given = str(self.data_path)
-        if self.tracks_path_as_given is None:
-            self.tracks_path_as_given = str(self.tracks_path)
-        if isinstance(self.source_channel, str):
-            self.source_channel = [self.source_channel]
-        self.source_channel = [str(c) for c in self.source_channel]
-        if not self.source_channel:
-            raise ConfigError("source_channel is empty: name at least one channel")
-        if len(set(self.source_channel)) != len(self.source_channel):
-            raise ConfigError(f"source_channel lists a channel twice: {self.source_channel}")
-        self.z_range = _pair(self.z_range, "z_range")
-        if not (0 <= self.z_range[0] < self.z_range[1]):
-            raise ConfigError(f"z_range {list(self.z_range)} must satisfy 0 <= start < stop (stop exclusive)")
-        self.initial_yx_patch_size = _pair(self.initial_yx_patch_size, "initial_yx_patch_size")
-        if self.final_yx_patch_size is not None:
-            self.final_yx_patch_size = _pair(self.final_yx_patch_size, "final_yx_patch_size")
-        for p in self.patch_size:
-            if p < 2:
-                raise ConfigError(f"patch size {list(self.patch_size)} is too small")
-        if any(f > i for f, i in zip(self.patch_size, self.initial_yx_patch_size, strict=True)):
-            raise ConfigError(
-                f"final_yx_patch_size {list(self.patch_size)} is larger than initial_yx_patch_size "
-                f"{list(self.initial_yx_patch_size)}"
-            )
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.embedding_key not in ("features", "projections"):
-            raise ConfigError(f"embedding_key must be 'features' or 'projections', got {self.embedding_key!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        check_cpu_backend(self.cpu_backend)
-        self.normalizations = [
-            n if not isinstance(n, Mapping) else from_viscy(n) for n in (self.normalizations or [])
-        ]
-        check_keys(self.normalizations, self.source_channel)
+    @model_validator(mode="before")
+    @classmethod
+    def _family_batch_size(cls, data):
+        if isinstance(data, Mapping) and data.get("batch_size") is None:
+            source = data.get("source")
+            kind = source.get("kind") if isinstance(source, Mapping) else getattr(source, "kind", None)
+            data = {**data, "batch_size": SOURCES[kind].default_batch_size if kind in SOURCES else 16}
+        return data
+
+    @field_validator("batch_size", "num_nodes", "num_workers", mode="before")
+    @classmethod
+    def _positive(cls, value, info):
+        return positive_int(value, info.field_name)
+
+    @field_validator("embedding_key", mode="before")
+    @classmethod
+    def _embedding_key(cls, value):
+        if value not in ("features", "projections"):
+            raise ConfigError(f"{{@embedding_key}} must be 'features' or 'projections', got {value!r}")
+        return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value):
+        return one_of(value, PRECISIONS, "precision")
+
+    @field_validator("cpu_backend", mode="before")
+    @classmethod
+    def _cpu_backend(cls, value):
+        return check_cpu_backend(value)
+
+    @model_validator(mode="after")
+    def _check(self):
+        from napari_dynaclr.core.schema import check_reduction_kwargs
+
+        self.source.check(self)
+        check_reduction_kwargs(self)  # before any work: a bad argument never fails after the prediction
+        return self
+
+    # ------------------------------------------------------------------ making one
+
+    @classmethod
+    def build(cls, source, **settings) -> PredictConfig:
+        """A config from *source* (a source, or its fields with ``kind``) and flat *settings*: each name goes
+        where it belongs (the common settings, the source, the experiment metadata)."""
+        src = dict(source.fields()) if isinstance(source, Settings) else dict(source)
+        top, exp = _route(SOURCES[src.get("kind", "tracks")], settings, src, None)
+        return cls.model_validate({"source": src, **({"experiment": exp} if exp is not None else {}), **top})
+
+    @classmethod
+    def classic(cls, data_path, tracks_path, source_channel, z_range, initial_yx_patch_size=(160, 160),
+                final_yx_patch_size=None, **settings) -> PredictConfig:
+        """A classic run (a plate and its tracks), VisCy's ``TripletDataModule`` arguments in their order."""
+        return cls.build({"kind": "tracks", "data_path": data_path, "tracks_path": tracks_path,
+                          "source_channel": source_channel, "z_range": z_range,
+                          "initial_yx_patch_size": initial_yx_patch_size, "final_yx_patch_size": final_yx_patch_size},
+                         **settings)
 
     @classmethod
     def plain(cls, data_path, tracks_path, source_channel, z_range, patch_size, norm_level: str = "fov_statistics",
-              **fields) -> PredictConfig:
+              **settings) -> PredictConfig:
         """The common case without a predict.yml (CLI flags, the napari dock's fields): square patches of
         *patch_size* (one or two values, initial = final), every channel z-scored with its *norm_level*
         statistics (``"none"``: no normalisation), batches of 32."""
@@ -113,24 +126,37 @@ class PredictConfig:
             source_channel = [source_channel]
         patch = tuple(patch_size) if isinstance(patch_size, (list, tuple)) else (patch_size,)
         if not 1 <= len(patch) <= 2:
-            raise ConfigError(f"patch size takes one or two values, got {list(patch)}")
+            raise ConfigError(f"{{@initial_yx_patch_size}} takes one or two values, got {list(patch)}")
         patch = patch * (2 // len(patch))
-        norms = [] if norm_level == "none" else default_normalizations(source_channel, norm_level)
-        fields.setdefault("batch_size", 32)
-        return cls(data_path=data_path, tracks_path=tracks_path, source_channel=source_channel, z_range=z_range,
-                   initial_yx_patch_size=patch, final_yx_patch_size=patch, normalizations=norms, **fields)
+        settings.setdefault("normalizations", [] if norm_level == "none" else default_normalizations(
+            source_channel, norm_level))
+        settings.setdefault("batch_size", 32)
+        return cls.classic(data_path, tracks_path, source_channel, z_range, patch, patch, **settings)
+
+    @classmethod
+    def boc(cls, **settings) -> PredictConfig:
+        """A Bag-of-Channels run (VisCy's ``MultiExperimentDataModule``) from flat settings."""
+        return cls.build({"kind": "boc"}, **settings)
 
     def with_overrides(self, **changes) -> PredictConfig:
-        """A copy with *changes* applied and validated like a new config (the CLI's flags, the dock's
-        fields on top of a predict.yml). An unknown name is a :class:`ConfigError`."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {shorten(unknown)}")
-        for key in ("data_path", "tracks_path"):  # another folder: record it as given now
-            if key in changes and f"{key}_as_given" not in changes and Path(changes[key]) != getattr(self, key):
-                changes[f"{key}_as_given"] = None
-        return dataclasses.replace(self, **changes)
+        """A copy with *changes* (flat names, routed as :meth:`build` routes them) validated like a new config
+        (the CLI's flags, the dock's fields on top of a predict.yml). An unknown name is a :class:`ConfigError`."""
+        src = self.source.fields()
+        for key in ("data_path", "tracks_path"):  # another plate or tracks: recorded as given now
+            if key in changes and f"{key}_as_given" in src and f"{key}_as_given" not in changes \
+                    and changes[key] != src[key]:
+                src[f"{key}_as_given"] = None
+        exp = self.experiment.fields() if self.experiment is not None else None
+        top, exp = _route(type(self.source), changes, src, exp)
+        values = {**self.fields(), "source": src, "experiment": exp, **top}
+        return type(self).model_validate(values)
+
+    # ------------------------------------------------------------------ what a run is
+
+    @property
+    def family(self) -> str:
+        """``classic`` or ``bag_of_channels`` (the source's)."""
+        return self.source.family
 
     def asks_several_devices(self) -> bool:
         """Whether the trainer settings ask for several devices or nodes (napari predicts on one)."""
@@ -146,36 +172,37 @@ class PredictConfig:
 
     def input_paths(self) -> dict[str, Path | None]:
         """What a run reads: an output may never be, contain or lie inside any of these."""
-        return {"plate": self.data_path, "tracks": self.tracks_path, "checkpoint": self.ckpt_path,
-                "config": self.config_path}
-
-    @property
-    def patch_size(self) -> tuple[int, int]:
-        """The YX size fed to the model."""
-        return self.final_yx_patch_size or (
-            2 * (self.initial_yx_patch_size[0] // 2), 2 * (self.initial_yx_patch_size[1] // 2)
-        )
-
-    @property
-    def z_depth(self) -> int:
-        return self.z_range[1] - self.z_range[0]
+        paths = dict(self.source.input_paths(self))
+        if self.experiment is not None:
+            paths["collection"] = self.experiment.collection_path
+        return {**paths, "checkpoint": self.ckpt_path, "config": self.config_path}
 
 
-def _pair(value, name) -> tuple[int, int]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        vals = tuple(value)
-    except TypeError:
-        raise ConfigError(f"{name} must be two integers, got {value!r}") from None
-    if len(vals) != 2:
-        raise ConfigError(f"{name} must be two integers, got {list(vals)}")
-    out = []
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
-            raise ConfigError(f"{name} must be two integers, got {list(vals)}")
-        out.append(int(v))
-    return out[0], out[1]
+def _route(source_cls, settings: Mapping, src: dict, exp: dict | None) -> tuple[dict, dict | None]:
+    """Split flat *settings* into the common ones (returned), the source's (into *src*) and the experiment
+    metadata's (into *exp*, made when needed); a name none of them has is a :class:`ConfigError`."""
+    top = {}
+    unknown = []
+    for key, value in settings.items():
+        if key in ("source", "kind"):
+            unknown.append(key)
+        elif key in PredictConfig.model_fields:
+            top[key] = value
+        elif key in source_cls.model_fields:
+            src[key] = value
+        elif key in ExperimentMetadata.model_fields:
+            exp = {**(exp or {}), key: value}
+        else:
+            unknown.append(key)
+    if unknown:
+        what = " for a Bag-of-Channels prediction" if source_cls is CellIndexSource else ""
+        raise ConfigError(f"unknown setting(s) {shorten(sorted(unknown))}{what}")
+    if "experiment" in top:
+        exp = top.pop("experiment")
+        exp = exp.fields() if isinstance(exp, ExperimentMetadata) else exp
+    if exp is not None and not any(v is not None for v in exp.values()):
+        exp = None
+    return top, exp
 
 
 def default_normalizations(channels: Sequence[str], level: str = "fov_statistics") -> list[Normalization]:

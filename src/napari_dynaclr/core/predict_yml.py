@@ -20,11 +20,10 @@ from napari_dynaclr.core.schema import (
     TopSchema,
     TrainerSchema,
     WriterSchema,
-    brief,
-    check_reduction_kwargs,
     check_types,
-    clip,
+    yaml_error,
 )
+from napari_dynaclr.core.settings import brief, clip
 from napari_dynaclr.errors import ConfigError, shorten
 
 # --------------------------------------------------------------------------------------------------
@@ -61,9 +60,7 @@ def load_predict_yaml(path: str | Path) -> PredictConfig:
     doc = load_yaml(path, "config file", ConfigError)
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{path} must be a mapping with 'model', 'data' and 'trainer' sections")
-    cfg = parse_predict_config(doc, base_dir=path.parent, source=str(path))
-    cfg.config_path = path
-    return cfg
+    return parse_predict_config(doc, base_dir=path.parent, source=str(path), config_path=path)
 
 
 def _cls_name(node, where: str, allowed: set[str], source: str) -> dict:
@@ -104,7 +101,9 @@ def _normalizations(entries, source: str) -> list[Normalization]:
     return out
 
 
-def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str = "config") -> PredictConfig:
+def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str = "config",
+                         config_path: Path | None = None) -> PredictConfig:
+    """A predict.yml's mapping as the run's config (*config_path*: the file, an input of the run)."""
     base_dir = Path(base_dir)
     check_expansion(doc, source, ConfigError)
     if not isinstance(doc, Mapping):
@@ -129,13 +128,12 @@ def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str =
             raise ConfigError(f"{source}: encoder pretrained=true would download weights; set it to false")
         encoder = EncoderConfig.from_dict(enc_args)
     data = _cls_name(doc["data"], "data", _DATA_NAMES, source)
-    run = run_settings(doc, base_dir, source, model_args)
+    run = {**run_settings(doc, base_dir, source, model_args), "config_path": config_path}
     if str(doc["data"]["class_path"]).rsplit(".", 1)[-1] == "MultiExperimentDataModule":
-        from napari_dynaclr.core.boc_yml import boc_config
+        from napari_dynaclr.core.boc_yml import boc_settings
 
-        cfg = boc_config(data, base_dir, source, encoder=encoder, **run)
-        check_reduction_kwargs(cfg, source=source)
-        return cfg
+        fields, common = boc_settings(data, base_dir, source)
+        return build_from_yaml(fields, source, encoder=encoder, **common, **run)
     unknown = set(data) - _DATA_USED - _DATA_IGNORED
     if unknown:
         raise ConfigError(
@@ -146,10 +144,6 @@ def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str =
         raise ConfigError(f"{source}: data.init_args lacks {', '.join(missing)}")
     check_types(DataSchema, data, "data.init_args", source)
     normalizations = _normalizations(data.get("normalizations"), source)
-
-    def resolve(p):
-        return resolve_path(p, base_dir)
-
     include_cells = None
     if data.get("predict_cells"):
         names, ids = data.get("include_fov_names"), data.get("include_track_ids")
@@ -162,31 +156,30 @@ def parse_predict_config(doc: Mapping, base_dir: Path = Path("."), source: str =
     zw = data.get("z_window_size")
     if zw is not None and int(zw) != int(z_range[1]) - int(z_range[0]):
         raise ConfigError(f"{source}: z_window_size {zw} differs from the z_range length {z_range}")
-    initial = data.get("initial_yx_patch_size", (512, 512))
-    final = data.get("final_yx_patch_size", (224, 224))
-    num_workers = data.get("num_workers", 1)
-    cfg = PredictConfig(
-        data_path=resolve(data["data_path"]),
-        tracks_path=resolve(data["tracks_path"]),
-        data_path_as_given=str(data["data_path"]),
-        tracks_path_as_given=str(data["tracks_path"]),
-        source_channel=data["source_channel"],
-        z_range=z_range,
-        initial_yx_patch_size=initial,
-        final_yx_patch_size=final,
-        batch_size=data.get("batch_size", 16),
-        normalizations=normalizations,
-        include_wells=data.get("fit_include_wells"),
-        exclude_fovs=data.get("fit_exclude_fovs"),
-        include_cells=include_cells,
-        encoder=encoder,
-        num_workers=max(1, int(num_workers or 1)),
-        **run,
-    )
-    check_reduction_kwargs(cfg, source=source)
-    return cfg
+    tracks = {
+        "kind": "tracks",
+        "data_path": resolve_path(data["data_path"], base_dir),
+        "tracks_path": resolve_path(data["tracks_path"], base_dir),
+        "data_path_as_given": str(data["data_path"]),
+        "tracks_path_as_given": str(data["tracks_path"]),
+        "source_channel": data["source_channel"],
+        "z_range": z_range,
+        "initial_yx_patch_size": data.get("initial_yx_patch_size", (512, 512)),
+        "final_yx_patch_size": data.get("final_yx_patch_size", (224, 224)),
+        "normalizations": normalizations,
+        "include_cells": include_cells,
+    }
+    return build_from_yaml(tracks, source, encoder=encoder, batch_size=data.get("batch_size", 16),
+                           include_wells=data.get("fit_include_wells"), exclude_fovs=data.get("fit_exclude_fovs"),
+                           num_workers=max(1, int(data.get("num_workers", 1) or 1)), **run)
 
 
+def build_from_yaml(source_fields: Mapping, source: str, **settings) -> PredictConfig:
+    """The config of a predict.yml; a problem names the setting where the file has it."""
+    try:
+        return PredictConfig.build(source_fields, **settings)
+    except ConfigError as exc:
+        raise yaml_error(exc, source, source_fields.get("kind")) from None
 
 
 def resolve_path(p, base_dir: Path) -> Path | None:

@@ -6,36 +6,19 @@ the libraries that take them before any work starts.
 from __future__ import annotations
 
 import functools
-import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from napari_dynaclr.core.config import PRECISIONS, PredictConfig
-from napari_dynaclr.errors import ConfigError, shorten
+from napari_dynaclr.core.settings import PRECISIONS, brief
+from napari_dynaclr.errors import ConfigError, Wording, shorten
 
 # --------------------------------------------------------------------------------------------------
 # the typed schema of the sections we read (pydantic): every value is checked before it is used.
 # Scalars are strict (a quoted "2" is not an integer, 1 is not a bool); lists accept any sequence.
 # Unknown keys are let through here and reported by the hand checks (their messages predate the schema).
-
-_REPR = reprlib.Repr(maxlevel=2, maxtuple=4, maxlist=4, maxdict=4, maxset=4, maxstring=48, maxother=48,
-                     maxlong=48)
-
-
-def clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def brief(value) -> str:
-    """A short repr (never builds the full repr of a big value)."""
-    try:
-        return clip(_REPR.repr(value))
-    except Exception:  # noqa: BLE001 - a repr that fails must not hide the real error
-        return f"<{type(value).__name__}>"
-
 
 def _expect(text: str, default=None):
     return Field(default, description=text)
@@ -260,20 +243,22 @@ _PHATE_ARGS = frozenset({
 })
 
 
-def check_reduction_kwargs(cfg: PredictConfig, source: str | None = None) -> None:
+def check_reduction_kwargs(cfg, source: str | None = None) -> None:
     """Check ``cfg.umap_kwargs`` / ``pca_kwargs`` / ``phate_kwargs`` before a run: each a mapping or None,
     every name accepted by the reduction (UMAP: ``umap.UMAP`` + our ``normalize``; PCA: ``n_components``,
     ``normalize_features``; PHATE: our wrapper + ``phate.PHATE``), component/neighbour counts positive
     integers; PHATE asked for needs the optional ``phate`` package. A problem is a one-line
-    :class:`ConfigError` naming the key (and *source*, the config file)."""
-    if source is None and cfg.config_path is not None:
-        source = str(cfg.config_path)
-    prefix = f"{source}: trainer.callbacks[EmbeddingWriter]." if source else ""
+    :class:`ConfigError` naming the key (in a predict.yml's words when *source*, the config file, is given)."""
+    if source is not None:
+        try:
+            return check_reduction_kwargs(cfg)
+        except ConfigError as exc:
+            raise yaml_error(exc, source) from None
     for attr, label, schema in _REDUCTIONS:
         kwargs = getattr(cfg, attr)
         if kwargs is None:
             continue
-        where = f"{prefix}{attr}"
+        where = f"{{@{attr}}}"
         if not isinstance(kwargs, Mapping):
             raise ConfigError(f"{where}: expected a mapping of {label} arguments or null, got {brief(kwargs)}")
         names = [k for k in kwargs if not isinstance(k, str)]
@@ -290,10 +275,46 @@ def check_reduction_kwargs(cfg: PredictConfig, source: str | None = None) -> Non
                     raise ConfigError(
                         f"{where}: unknown argument {brief(key)} for {label} (accepted: {shorten(listed, 12)})"
                     )
-        check_types(schema, kwargs, f"trainer.callbacks[EmbeddingWriter].{attr}" if source else attr, source)
+        check_types(schema, kwargs, where, None)
         if label == "PHATE":
             import importlib.util
 
             if importlib.util.find_spec("phate") is None:  # the run would fail after the whole prediction
                 raise ConfigError(f"{where}: PHATE is asked for but the optional 'phate' package is not installed "
                                   "(pip install phate, or set phate_kwargs to null)")
+
+
+# --------------------------------------------------------------------------------------------------
+# a predict.yml's words
+
+#: where a predict.yml holds each setting (the data module's keys are ours, VisCy's names where they differ)
+_WRITER_KEYS = ("output_path", "embedding_key", "umap_kwargs", "pca_kwargs", "phate_kwargs", "overwrite")
+_TRAINER_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+_CLASSIC_NAMES = {"include_wells": "fit_include_wells", "exclude_fovs": "fit_exclude_fovs",
+                  "include_cells": "include_fov_names/include_track_ids"}
+
+
+class YamlWording(Wording):
+    """A predict.yml's words: each setting by its place in the file (``data.init_args.z_range``)."""
+
+    def __init__(self, kind: str | None = "tracks"):
+        self.kind = kind
+
+    def name(self, key: str) -> str:
+        if key in _WRITER_KEYS:
+            return f"trainer.callbacks[EmbeddingWriter].{key}"
+        if key in _TRAINER_KEYS:
+            return f"trainer.{key}"
+        if key == "ckpt_path":
+            return key
+        if key == "encoder":
+            return "model.init_args.encoder"
+        return "data.init_args." + (_CLASSIC_NAMES.get(key, key) if self.kind == "tracks" else key)
+
+
+def yaml_error(exc: ConfigError, source: str, kind: str | None = "tracks") -> ConfigError:
+    """*exc* in a predict.yml's words, prefixed by the file (its remedy kept as it is)."""
+    text = YamlWording(kind).render(exc.message)
+    if not text.startswith(f"{source}: "):
+        text = f"{source}: {text}"
+    return type(exc)(text, key=exc.key, remedy=exc.remedy)

@@ -2,7 +2,9 @@
 
 Layout (as VisCy's writer): ``X`` = features float32 (N, 768), ``obsm["X_projections"]`` float32,
 ``obs`` = ``fov_name`` (categorical), ``track_id, t, id, parent_track_id, parent_id, [z], y, x`` (int64),
-``var`` names ``"0".."D-1"``, ``uns`` = ``data_path``/``tracks_path`` as given, zarr format 2.
+``var`` names ``"0".."D-1"``, ``uns`` = ``data_path``/``tracks_path`` as given, zarr format 2. A classic run given
+experiment metadata adds ``experiment, marker, perturbation, hours_post_perturbation`` after VisCy's columns;
+``uns["dynaclr"]`` records the run's inputs (:mod:`napari_dynaclr.core.provenance`).
 With ``embedding_key="projections"``, ``X`` holds projections and ``obsm["X_backbone"]`` the features.
 
 One deliberate difference: obs names are the global row numbers ``"0".."N-1"`` (unique) instead of
@@ -24,18 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_dynaclr.core.experiment import EXPERIMENT_COLUMNS
 from napari_dynaclr.core.output import check_output_path, temporary_writer, write_atomically  # noqa: F401
 from napari_dynaclr.core.tracks import INDEX_COLUMNS
 from napari_dynaclr.core.zattrs import is_embedding_store  # noqa: F401 (re-exported)
 from napari_dynaclr.errors import StoreError
-
-
-def uns_for(cfg) -> dict:
-    """VisCy's ``uns``: the data module's ``data_path``/``tracks_path`` (a Bag-of-Channels data module has
-    neither: empty)."""
-    if not hasattr(cfg, "data_path_as_given"):
-        return {}
-    return {"data_path": str(cfg.data_path_as_given), "tracks_path": str(cfg.tracks_path_as_given)}
 
 
 def build_anndata(obs: pd.DataFrame, features: np.ndarray, projections: np.ndarray,
@@ -53,11 +48,16 @@ def build_anndata(obs: pd.DataFrame, features: np.ndarray, projections: np.ndarr
         for col in obs.columns:
             if obs[col].dtype == object:
                 obs[col] = pd.Categorical(obs[col])
-    else:
-        obs = obs[[c for c in INDEX_COLUMNS if c in obs.columns]].copy()
+    else:  # VisCy's index columns, then the experiment metadata a run was given
+        index = [c for c in INDEX_COLUMNS if c in obs.columns]
+        obs = obs[index + [c for c in EXPERIMENT_COLUMNS if c in obs.columns]].copy()
         obs["fov_name"] = pd.Categorical(obs["fov_name"].astype(str))
-        for col in obs.columns[1:]:
+        for col in index[1:]:
             obs[col] = obs[col].astype(np.int64)
+        for col in EXPERIMENT_COLUMNS:
+            if col in obs.columns:
+                obs[col] = obs[col].astype(np.float32) if col == "hours_post_perturbation" else pd.Categorical(
+                    obs[col].astype(str))
     obs.index = pd.Index([str(i) for i in range(len(obs))])
     features = np.ascontiguousarray(features, dtype=np.float32)
     projections = np.ascontiguousarray(projections, dtype=np.float32)
@@ -71,7 +71,7 @@ def build_anndata(obs: pd.DataFrame, features: np.ndarray, projections: np.ndarr
 
 
 def write_store(adata, path: str | Path, overwrite: bool = False, inputs=None, guard=None,
-                overwrite_hint: str = "pass --overwrite") -> Path:
+                overwrite_hint: str | None = None) -> Path:
     """Write *adata* as zarr format 2 at *path*, atomically and never over an input or anything that is not
     an embedding store (:mod:`napari_dynaclr.core.output`); *guard*: the run's held output guard."""
     return write_atomically(Path(path), lambda tmp: write_zarr(tmp, adata), overwrite, inputs, guard,

@@ -39,20 +39,30 @@ def find_tracks_csv(tracks_path: str | Path, fov_name: str) -> Path:
 
 
 def read_tracks(csv_path: str | Path, fov_name: str = "") -> pd.DataFrame:
-    """Read and validate one tracking table; return it with every column cast to int64 (truncation).
-
-    NaN in ``parent_track_id`` / ``parent_id`` becomes -1 with a warning (VisCy crashes there).
-    """
+    """Read and validate one tracking CSV (:func:`check_tracks`)."""
     csv_path = check_input_file(csv_path, "tracks CSV", TracksError)
-    where = f"tracks CSV {csv_path}"
+    return check_tracks(read_csv(csv_path), f"tracks CSV {csv_path}")
+
+
+def read_csv(csv_path: Path, what: str = "tracks CSV") -> pd.DataFrame:
+    """A tracking table's CSV as a frame (*what* names it in the messages)."""
+    where = f"{what} {csv_path}"
     try:
-        df = pd.read_csv(csv_path)
+        return pd.read_csv(csv_path)
     except pd.errors.EmptyDataError:
         raise TracksError(f"{where} is empty (no header line)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise TracksError(f"{where} cannot be parsed as CSV: {str(exc).splitlines()[0][:150]}") from None
     except OSError as exc:
-        raise os_error(exc, csv_path, "tracks CSV", TracksError) from None
+        raise os_error(exc, csv_path, what, TracksError) from None
+
+
+def check_tracks(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Validate one FOV's tracking table (*where* names it); return it with every column cast to int64
+    (truncation). Rows are numbered as in the file.
+
+    NaN in ``parent_track_id`` / ``parent_id`` becomes -1 with a warning (VisCy crashes there).
+    """
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise TracksError(
@@ -76,7 +86,7 @@ def read_tracks(csv_path: str | Path, fov_name: str = "") -> pd.DataFrame:
     for col in df.columns:
         vals = df[col]
         if vals.isna().any():
-            row = int(np.flatnonzero(vals.isna().to_numpy())[0])
+            row = int(vals.index[np.flatnonzero(vals.isna().to_numpy())[0]])
             raise TracksError(f"{where}: column {col!r} has a missing/NaN value (data row {row + 1})")
         if np.isinf(vals.to_numpy(dtype=float)).any():
             raise TracksError(f"{where}: column {col!r} has an infinite value")
@@ -117,23 +127,25 @@ def select_fov_cells(
 
 def build_cell_table(
     fovs: Sequence,
-    tracks_path: str | Path,
+    tracks,
     patch_size: tuple[int, int],
     include_cells: Sequence[tuple[str, int]] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Concatenate the selected cells of every FOV in FOV order.
 
-    Returns ``(cells, stats)``. ``cells`` has the VisCy index columns that exist (``z`` only if every
-    table has it) plus ``fov_index`` (position in *fovs*); ``stats`` counts CSV rows and kept cells per FOV.
+    *tracks*: the tracks in their layout (:func:`~napari_dynaclr.core.track_layouts.open_tracks`: anything with
+    ``read(fov_name) -> (table, where)``). Returns ``(cells, stats)``. ``cells`` has the VisCy index columns that
+    exist (``z`` only if every table has it) plus ``fov_index`` (position in *fovs*); ``stats`` counts CSV rows
+    and kept cells per FOV.
     ``include_cells`` is VisCy's ``predict_cells`` (pairs of fov_name and track_id).
     """
-    tracks_path = check_input_folder(tracks_path, "tracks folder", TracksError)
     tables, stats = [], {}
     have_z = True
-    known = {}  # FOV name -> the track ids of its CSV (before the border filter)
+    known = {}  # FOV name -> the track ids of its table (before the border filter), where it is
     for i, fov in enumerate(fovs):
-        raw = read_tracks(find_tracks_csv(tracks_path, fov.name), fov.name)
-        known[fov.name] = set(raw["track_id"].tolist())
+        table, where = tracks.read(fov.name)
+        raw = check_tracks(table, where)
+        known[fov.name] = set(raw["track_id"].tolist()), where
         sel = select_fov_cells(raw, fov.name, fov.shape, patch_size)
         sel["fov_index"] = i
         stats[fov.name] = {"csv_rows": len(raw), "cells": len(sel)}
@@ -146,12 +158,12 @@ def build_cell_table(
     cells = cells[cols + ["fov_index"]]
     if include_cells is not None:
         wanted = pd.MultiIndex.from_tuples([(str(f).strip("/"), int(t)) for f, t in include_cells])
-        absent = [(f, t) for f, t in wanted if f in known and t not in known[f]]
+        absent = [(f, t) for f, t in wanted if f in known and t not in known[f][0]]
         if absent:
             f, t = absent[0]
             more = f" (and {len(absent) - 1} more pair(s))" if len(absent) > 1 else ""
             raise TracksError(f"track_id {t} named in include_track_ids (with FOV {f} in include_fov_names) is not "
-                              f"in the tracks CSV of FOV {f}{more}")
+                              f"in the tracks of FOV {f} ({known[f][1]}){more}")
         key = pd.MultiIndex.from_arrays([cells["fov_name"], cells["track_id"]])
         cells = cells[key.isin(wanted)].reset_index(drop=True)
     for col in cols[1:]:

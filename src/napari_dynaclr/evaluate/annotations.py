@@ -11,6 +11,9 @@ The join (VisCy ``viscy_utils.evaluation.annotation.load_annotation_anndata``, c
    ``(y, x)`` wins when that distance is ``<= spatial_tolerance`` (4 px), the first CSV row on a tie; otherwise
    the row gets ``pd.NA``. Unique keys in such a file are checked against the tolerance too.
 5. ``"unknown"`` is kept as a label; :func:`labelled` (as VisCy's callers) drops it together with missing ones.
+
+The string ``"nan"`` is no label either: VisCy's ``dynaclr append-annotations`` writes an unlabelled cell's
+annotation as ``"nan"`` into a store's obs. It reads as missing wherever labels are read (:func:`unlabelled`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from napari_dynaclr.errors import AnnotationError, shorten
 
 #: the label VisCy's callers drop before training ("not sure")
 UNKNOWN = "unknown"
+#: how VisCy writes a missing label into a store's obs (``append-annotations``): no label
+MISSING_LABELS = ("nan",)
 ID_KEY = ("fov_name", "id")
 TRACK_KEY = ("fov_name", "t", "track_id")
 DEFAULT_SPATIAL_TOLERANCE = 4.0
@@ -106,7 +111,7 @@ def join_annotations(obs: pd.DataFrame, annotations: pd.DataFrame | str | Path, 
         table = annotations[task].copy()
         table.index = pd.MultiIndex.from_frame(right[key])
         selected = table.reindex(pd.MultiIndex.from_frame(left[key]))
-        return pd.Series(selected.to_numpy(), index=obs.index, name=task)
+        return _missing_as_na(pd.Series(selected.to_numpy(), index=obs.index, name=task))
     for col in ("y", "x"):
         if col not in annotations.columns or col not in obs.columns:
             where = source if col not in annotations.columns else "the store's obs"
@@ -124,13 +129,28 @@ def join_annotations(obs: pd.DataFrame, annotations: pd.DataFrame | str | Path, 
     best = merged.sort_values(["_pos", "_dist", "_row"], kind="stable").drop_duplicates("_pos", keep="first")
     values = np.full(len(obs), pd.NA, dtype=object)
     values[best["_pos"].to_numpy()] = annotations[task].to_numpy(dtype=object)[best["_row"].to_numpy()]
-    return pd.Series(values, index=obs.index, name=task, dtype=object)
+    return _missing_as_na(pd.Series(values, index=obs.index, name=task, dtype=object))
+
+
+def unlabelled(labels) -> np.ndarray:
+    """Boolean mask of the values that are no label: missing (None/NaN/NA) or VisCy's ``"nan"`` string."""
+    values = pd.Series(np.asarray(labels, dtype=object))
+    return (values.isna() | values.astype(str).isin(MISSING_LABELS)).to_numpy()
+
+
+def _missing_as_na(series: pd.Series) -> pd.Series:
+    """*series* with VisCy's ``"nan"`` strings read as missing."""
+    missing = unlabelled(series) & series.notna().to_numpy()
+    if missing.any():
+        series = series.astype(object).mask(missing, np.nan)
+    return series
 
 
 def labelled(labels) -> np.ndarray:
-    """Boolean mask of the labels that train a classifier: not missing (None/NaN/NA) and not ``"unknown"``."""
+    """Boolean mask of the labels that train a classifier: not missing (None/NaN/NA, VisCy's ``"nan"``) and not
+    ``"unknown"``."""
     values = pd.Series(np.asarray(labels, dtype=object))
-    return (values.notna() & (values.astype(str) != UNKNOWN)).to_numpy()
+    return (~unlabelled(values) & (values.astype(str) != UNKNOWN)).to_numpy()
 
 
 def save_annotations(path: str | Path, obs: pd.DataFrame, labels: Mapping[str, Sequence], key: str = "auto",

@@ -9,13 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from napari_dynaclr.errors import DynaclrError
+from napari_dynaclr.errors import NonfiniteEmbeddings, Remedy
 from napari_dynaclr.predict.plan import PredictionPlan
 from napari_dynaclr.predict.transforms import normalised_batch
 
-
-class NonfiniteEmbeddings(DynaclrError):
-    """The model gave NaN/Inf features or projections (refused unless ``allow_nonfinite``)."""
+__all__ = ["NonfiniteEmbeddings", "check_embeddings", "describe_cell",
+           "nonfinite_rows", "read_ahead"]
 
 
 def nonfinite_rows(features: np.ndarray, projections: np.ndarray) -> np.ndarray:
@@ -39,8 +38,8 @@ def check_embeddings(plan: PredictionPlan, start: int, features: np.ndarray, pro
         first = describe_cell(plan, start + int(np.flatnonzero(bad)[0]))
         raise NonfiniteEmbeddings(
             f"the model gave NaN/Inf embeddings for {n_bad} of {len(bad)} cells of {where} (first: {first}); "
-            "their patches are finite, so the weights or the precision overflow (try --precision 32-true); "
-            "pass --allow-nonfinite to write them as NaN rows"
+            "their patches are finite, so the weights or the precision overflow (set {@precision} to 32-true)",
+            remedy=Remedy("allow_nonfinite", purpose="to write them as NaN rows", joint="; "),
         )
     return n_bad
 

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from napari_dynaclr.core.boc import (
-    BocConfig,
     ExperimentGeometry,
     centre_start,
     clamp_rows,
@@ -29,10 +28,11 @@ from napari_dynaclr.core.boc import (
     nearest_exact_index,
 )
 from napari_dynaclr.core.cell_index import read_cell_index, resolve_index_path, sampled_statistics
+from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.plate import Plate, missing_chunks
-from napari_dynaclr.errors import ConfigError, PlateError, TracksError, shorten
-from napari_dynaclr.predict.plan import BatchPartition, NonfiniteInputs
+from napari_dynaclr.errors import ConfigError, DynaclrWarning, PlateError, TracksError, shorten
+from napari_dynaclr.predict.plan import NAN_ROWS, READ_AS_ZERO, BatchPartition, NonfiniteInputs
 
 #: obs columns of a BoC store (VisCy's ``index`` of a sample), in order, with their dtypes
 OBS_COLUMNS = {"fov_name": "object", "track_id": "int32", "t": "int32", "parent_track_id": "int32", "z": "int16",
@@ -50,6 +50,7 @@ class _Experiment:
     label_free: bool
     index: np.ndarray  # (z, y, x) source indices into the read window: resize + reduction + crop
     reduce_max: bool  # max over the selected z (MIP) instead of one slice
+    marker: str = ""
 
 
 class _Readers:
@@ -69,10 +70,11 @@ class _Readers:
 
 @dataclasses.dataclass
 class BocPlan(BatchPartition):
-    config: BocConfig
+    config: PredictConfig
     cells: pd.DataFrame  # kept rows in parquet order: obs columns + exp_index, fov_index, yc, xc, sub, div
     experiments: list[_Experiment]
     plates: dict
+    given: dict = dataclasses.field(default_factory=dict)  # plate path -> the store_path as the index gives it
     nonfinite: object = None
     missing_chunks: dict = dataclasses.field(default_factory=dict)
     obs_layout: str = "boc"
@@ -97,8 +99,8 @@ class BocPlan(BatchPartition):
         """
         start, stop = self.batch_bounds(i)
         rows = self.cells.iloc[start:stop]
-        cfg = self.config
-        out = np.empty((len(rows), 1, cfg.z_window, *cfg.final_yx_patch_size), dtype=np.float32)
+        cfg = self.config.source
+        out = np.empty((len(rows), 1, cfg.z_window, *cfg.patch_size), dtype=np.float32)
         exp_index = rows["exp_index"].to_numpy()
         sub = rows["sub"].to_numpy()
         div = rows["div"].to_numpy()
@@ -130,13 +132,19 @@ class BocPlan(BatchPartition):
                 f"(experiment {r['experiment']})")
         what = f"{int((~np.isfinite(x[k])).sum())} of {x[k].size} normalised patch values are NaN/Inf"
         if not self.config.allow_nonfinite:
-            raise PlateError(f"{cell}: {what}; its embedding would be NaN. Fix the plate, or pass "
-                             "--allow-nonfinite to write such cells as NaN rows")
+            raise PlateError(f"{cell}: {what}; its embedding would be NaN", remedy=NAN_ROWS)
         self.nonfinite.add(int(bad.sum()), int((~np.isfinite(x[bad])).sum()), f"{cell}: {what}")
 
     def index_frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
         obs = self.cells.iloc[start:stop][list(OBS_COLUMNS)].reset_index(drop=True)
         return obs.astype({k: v for k, v in OBS_COLUMNS.items() if v != "object"})
+
+    def inputs(self) -> dict:
+        """What the store records of the run's inputs: the channels, markers and plate of each experiment."""
+        experiments = {e.name: {"plate": e.plate.path, "given": self.given.get(str(e.plate.path)),
+                                "channel": e.channel, "marker": e.marker} for e in self.experiments}
+        return {"channels": list(dict.fromkeys(e.channel for e in self.experiments)),
+                "markers": list(dict.fromkeys(e.marker for e in self.experiments)), "experiments": experiments}
 
     def close(self):
         for plate in self.plates.values():
@@ -158,11 +166,12 @@ def _take_yx(plane: np.ndarray, yi, xi, ys, xs) -> np.ndarray:
 
 # -------------------------------------------------------------------------------------------------- planning
 
-def plan_boc(cfg: BocConfig, encoder=None) -> BocPlan:
-    """Read (or build) the cell index, open its plates and check everything against the settings and the
-    encoder, before any pixel is read."""
+def plan_boc(cfg: PredictConfig, encoder=None) -> BocPlan:
+    """Read (or build) the cell index of a Bag-of-Channels run (a
+    :class:`~napari_dynaclr.core.sources.CellIndexSource`), open its plates and check everything against the
+    settings and the encoder, before any pixel is read."""
     if encoder is not None:
-        _check_encoder(cfg, encoder)
+        _check_encoder(cfg.source, encoder)
     plates: dict[str, Plate] = {}
     try:
         return _plan(cfg, plates)
@@ -179,15 +188,16 @@ def _open(plates: dict, path: Path) -> Plate:
     return plates[key]
 
 
-def _plan(cfg: BocConfig, plates: dict) -> BocPlan:
+def _plan(settings: PredictConfig, plates: dict) -> BocPlan:
+    cfg = settings.source
     if cfg.cell_index_path is not None:
         df = read_cell_index(cfg.cell_index_path)
         resolved = {s: resolve_index_path(s, cfg.cell_index_path) for s in df["store_path"].unique().tolist()}
     else:
-        df, resolved = _built_index(cfg, plates)
+        df, resolved = _built_index(settings, plates)
     for path in resolved.values():
         _open(plates, path)
-    df = _select(cfg, df)
+    df = _select(settings, df)
     experiments, frames = [], []
     for name, group in df.groupby("experiment", sort=False):
         exp, rows = _experiment(cfg, str(name), group, plates[str(resolved[group["store_path"].iloc[0]])],
@@ -202,16 +212,17 @@ def _plan(cfg: BocConfig, plates: dict) -> BocPlan:
     cap = max(64 * 2**20, 512 * 2**20 // max(1, len(experiments)))
     for exp in experiments:
         exp.reader.cache_bytes = cap
-    plan = BocPlan(cfg, cells, experiments, plates)
-    plan.missing_chunks = _check_chunks(cfg, plan)
+    plan = BocPlan(settings, cells, experiments, plates, {str(p): s for s, p in resolved.items()})
+    plan.missing_chunks = _check_chunks(settings, plan)
     _stats(cfg, plan)
     return plan
 
 
-def _built_index(cfg: BocConfig, plates: dict) -> tuple[pd.DataFrame, dict]:
+def _built_index(settings: PredictConfig, plates: dict) -> tuple[pd.DataFrame, dict]:
     from napari_dynaclr.core.cell_index import build_cell_index, preprocess_cell_index
 
-    experiments = cfg.experiments()
+    cfg = settings.source
+    experiments = cfg.experiments(settings)
     for exp in experiments:
         if cfg.reference_pixel_size_xy_um is not None and exp.pixel_size_xy_um is None:
             raise ConfigError(f"experiment {exp.name}: pixel_size_xy_um is missing but the model's reference pixel "
@@ -220,12 +231,12 @@ def _built_index(cfg: BocConfig, plates: dict) -> tuple[pd.DataFrame, dict]:
             raise ConfigError(f"experiment {exp.name}: pixel_size_z_um is missing but the model's reference z "
                               f"pixel size is {cfg.reference_pixel_size_z_um} um; add it to the collection")
     resolved = {e.data_path_as_given or str(e.data_path): e.data_path for e in experiments}
-    raw = build_cell_index(experiments, cfg.include_wells, cfg.exclude_fovs)
+    raw = build_cell_index(experiments, settings.include_wells, settings.exclude_fovs)
     by_store = {s: _open(plates, p) for s, p in resolved.items()}
     return preprocess_cell_index(raw, by_store, cfg.focus_channel), resolved
 
 
-def _select(cfg: BocConfig, df: pd.DataFrame) -> pd.DataFrame:
+def _select(cfg: PredictConfig, df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     df["fov_name"] = (df["well"].astype(str) + "/" + df["fov"].astype(str)).str.strip("/")
     if cfg.include_wells is not None:
@@ -245,7 +256,7 @@ def _select(cfg: BocConfig, df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _experiment(cfg: BocConfig, name: str, group: pd.DataFrame, plate: Plate, k: int):
+def _experiment(cfg, name: str, group: pd.DataFrame, plate: Plate, k: int):
     where = f"experiment {name}"
     channels = group["channel_name"].astype(str).unique().tolist()
     if len(channels) != 1:
@@ -312,7 +323,7 @@ def _experiment(cfg: BocConfig, name: str, group: pd.DataFrame, plate: Plate, k:
     reader = PatchReader(plate.fovs, [plate.channel_names.index(channel)], geo.read_z, (2 * hy, 2 * hx),
                          channel_names=[channel])
     index, reduce_max = _selection(cfg, geo, label_free)
-    return _Experiment(name, plate, channel, geo, reader, label_free, index, reduce_max), rows
+    return _Experiment(name, plate, channel, geo, reader, label_free, index, reduce_max, markers[0]), rows
 
 
 def _pixel_size(group: pd.DataFrame, col: str, reference, where: str) -> float | None:
@@ -329,13 +340,13 @@ def _pixel_size(group: pd.DataFrame, col: str, reference, where: str) -> float |
     return float(v)
 
 
-def _selection(cfg: BocConfig, geo: ExperimentGeometry, label_free: bool):
+def _selection(cfg, geo: ExperimentGeometry, label_free: bool):
     """(z, y, x) index arrays into the read window that give VisCy's resized, reduced and cropped sample."""
     nz = geo.read_z[1] - geo.read_z[0]
     ny, nx = 2 * geo.read_half[0], 2 * geo.read_half[1]
     tz, ty, tx = geo.target if geo.resize else (nz, ny, nx)
     zi, yi, xi = (nearest_exact_index(n, t) for n, t in ((nz, tz), (ny, ty), (nx, tx)))
-    fy, fx = cfg.final_yx_patch_size
+    fy, fx = cfg.patch_size
     yi = yi[centre_start(ty, fy): centre_start(ty, fy) + fy]
     xi = xi[centre_start(tx, fx): centre_start(tx, fx) + fx]
     reduce_max = False
@@ -349,7 +360,7 @@ def _selection(cfg: BocConfig, geo: ExperimentGeometry, label_free: bool):
     return (zi[s: s + cfg.z_window], yi, xi), reduce_max
 
 
-def _check_encoder(cfg: BocConfig, enc) -> None:
+def _check_encoder(cfg, enc) -> None:
     from napari_dynaclr.core.architecture import patch_multiple
 
     if enc.in_channels != 1:
@@ -357,15 +368,15 @@ def _check_encoder(cfg: BocConfig, enc) -> None:
                           "(one channel per sample)")
     kz, sz = enc.stem_kernel_size[0], enc.stem_stride[0]
     if cfg.z_window < kz or (cfg.z_window - kz) // sz + 1 != enc.stem_out_depth:
-        raise ConfigError(f"z_window {cfg.z_window} does not fit the model's stem (in_stack_depth "
+        raise ConfigError(f"{{@z_window}} {cfg.z_window} does not fit the model's stem (in_stack_depth "
                           f"{enc.in_stack_depth})")
     mult = patch_multiple(enc)
-    py, px = cfg.final_yx_patch_size
+    py, px = cfg.patch_size
     if py % enc.stem_stride[1] or px % enc.stem_stride[2] or py < mult or px < mult:
-        raise ConfigError(f"final_yx_patch_size {py}x{px} does not fit {enc.backbone}: use a multiple of {mult}")
+        raise ConfigError(f"{{@final_yx_patch_size}} {py}x{px} does not fit {enc.backbone}: use a multiple of {mult}")
 
 
-def _check_chunks(cfg: BocConfig, plan: BocPlan) -> dict:
+def _check_chunks(cfg: PredictConfig, plan: BocPlan) -> dict:
     missing: dict[str, tuple[int, int]] = {}
     for k, exp in enumerate(plan.experiments):
         rows = plan.cells[plan.cells["exp_index"] == k]
@@ -379,12 +390,12 @@ def _check_chunks(cfg: BocConfig, plan: BocPlan) -> dict:
         name, (n, needed) = next(iter(missing.items()))
         msg = f"FOV {name}: {n} of {needed} image chunks are missing (they would be read as 0)"
         if not cfg.allow_nonfinite:
-            raise PlateError(f"{msg}. Restore the plate, or pass --allow-nonfinite to read them as 0")
-        warnings.warn(f"{msg}; reading them as 0 (--allow-nonfinite)", stacklevel=3)
+            raise PlateError(msg, remedy=READ_AS_ZERO)
+        warnings.warn(DynaclrWarning(f"{msg}; reading them as 0 ({{@allow_nonfinite}})"), stacklevel=3)
     return missing
 
 
-def _stats(cfg: BocConfig, plan: BocPlan) -> None:
+def _stats(cfg, plan: BocPlan) -> None:
     """The per-row ``sub`` and ``div`` (``std + 1e-8`` in float32, as VisCy's tensor arithmetic) columns."""
     cells = plan.cells
     n = len(cells)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Listener
 
 from napari_dynaclr import errors
-from napari_dynaclr.errors import Cancelled, DynaclrError, WorkerCrashed
+from napari_dynaclr.errors import Cancelled, WorkerCrashed
 
 #: how long the child may take to start and connect (a cold torch import on a network home: tens of s)
 CONNECT_TIMEOUT_S = 120.0
@@ -36,12 +36,19 @@ class Event:
 
 
 class Warned:
-    """A warning the child raised while serving the request."""
+    """A warning the child raised while serving the request: a text, or a
+    :class:`~napari_dynaclr.errors.DynaclrWarning` (:meth:`text` words its settings)."""
 
     __slots__ = ("message",)
 
-    def __init__(self, message: str):
+    def __init__(self, message):
         self.message = message
+
+    def text(self, wording: errors.Wording = errors.KEYS) -> str:
+        """The warning in *wording*'s words."""
+        if isinstance(self.message, errors.DynaclrWarning):
+            return self.message.describe(wording)
+        return str(self.message)
 
 
 class ChildProcess:
@@ -234,11 +241,13 @@ class ChildProcess:
                 return stop.value
 
 
-def _error(name: str, message: str, user_error: bool) -> Exception:
-    """The child's error as an exception here: our own error classes keep their type."""
-    cls = getattr(errors, name, None)
-    if user_error and isinstance(cls, type) and issubclass(cls, DynaclrError):
-        return cls(message)
+def _error(wire: dict, user_error: bool) -> Exception:
+    """The child's error as an exception here: a :class:`DynaclrError` with its type, message, key and remedy
+    (:func:`~napari_dynaclr.errors.from_wire`); anything else (a bug, a library failure) as
+    :class:`WorkerCrashed`."""
+    if user_error:
+        return errors.from_wire(wire)
+    name, message = wire.get("code", "error"), wire.get("message", "")
     return WorkerCrashed(f"{name}: {message}" if message else name)
 
 

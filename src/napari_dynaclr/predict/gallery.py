@@ -32,13 +32,13 @@ def model_inputs(cfg: PredictConfig, cells: pd.DataFrame, projection: str = "mid
     (too near the border, another FOV selection) are left out; NaN/Inf pixels are shown, not refused."""
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}")
-    if not isinstance(cfg, PredictConfig):
+    if cfg.source.kind != "tracks":
         raise ConfigError("the gallery shows the patches of classic (TripletDataModule) models; a "
                           "Bag-of-Channels model's samples are not shown yet")
     want = cells[KEY].astype({"fov_name": str}).reset_index(drop=True)
     if want.empty:
-        return pd.DataFrame(columns=[*KEY, "y", "x"]), np.empty((0, len(cfg.source_channel), 0, 0), np.float32)
-    pooled = any(isinstance(n, ScaleIntensityRangePercentiles) for n in cfg.normalizations)
+        return pd.DataFrame(columns=[*KEY, "y", "x"]), np.empty((0, len(cfg.source.source_channel), 0, 0), np.float32)
+    pooled = any(isinstance(n, ScaleIntensityRangePercentiles) for n in cfg.source.normalizations)
     changes = {"allow_nonfinite": True, "output_path": None}
     if not pooled:  # the patches do not depend on the batch: plan only the chosen tracks, one batch
         changes.update(include_cells=sorted({(f, int(t)) for f, t in zip(want["fov_name"], want["track_id"],

@@ -24,7 +24,7 @@ from napari_dynaclr.core.normalize import StatsTable
 from napari_dynaclr.core.patches import PatchReader
 from napari_dynaclr.core.plate import Plate, missing_chunks
 from napari_dynaclr.core.tracks import build_cell_table
-from napari_dynaclr.errors import ConfigError, PlateError, TracksError, shorten
+from napari_dynaclr.errors import ConfigError, DynaclrWarning, PlateError, Remedy, TracksError, shorten
 
 
 @dataclasses.dataclass
@@ -109,7 +109,7 @@ class PredictionPlan(BatchPartition):
         c = int(np.flatnonzero(bad[k])[0])
         n_values = int((~np.isfinite(x[k, c])).sum())
         row = rows.iloc[k]
-        channel = self.config.source_channel[c]
+        channel = self.config.source.source_channel[c]
         cell = f"FOV {row['fov_name']}, track_id {int(row['track_id'])}, t={int(row['t'])}, channel {channel}"
         if raw_bad is not None and not raw_bad[k, c]:
             what = f"the normalisation gives {n_values} NaN/Inf value(s) of {x[k, c].size} in its patch"
@@ -118,10 +118,7 @@ class PredictionPlan(BatchPartition):
         if not self.config.allow_nonfinite:
             others = int(cells_bad.sum()) - 1
             more = f" (and {others} more cell(s) of batch {i})" if others else ""
-            raise PlateError(
-                f"{cell}: {what}{more}; its embedding would be NaN. Fix the plate, or pass --allow-nonfinite "
-                "to write such cells as NaN rows"
-            )
+            raise PlateError(f"{cell}: {what}{more}; its embedding would be NaN", remedy=NAN_ROWS)
         if count:
             self.nonfinite.add(int(cells_bad.sum()), int((~np.isfinite(x[cells_bad])).sum()), f"{cell}: {what}")
         return bad
@@ -130,15 +127,25 @@ class PredictionPlan(BatchPartition):
         """obs-style rows (VisCy index columns) for cells [start, stop)."""
         return self.cells.iloc[start:stop].drop(columns=["fov_index"]).reset_index(drop=True)
 
+    def inputs(self) -> dict:
+        """What the store records of the run's inputs: the channels and the marker (when the metadata gives it)."""
+        markers = self.cells["marker"].unique().tolist() if "marker" in self.cells.columns else []
+        return {"channels": list(self.config.source.source_channel), "markers": markers}
+
     def close(self):
         self.plate.close()
 
 
+#: what to do about NaN/Inf pixels, and about missing chunks
+NAN_ROWS = Remedy("allow_nonfinite", purpose="to write such cells as NaN rows", otherwise="fix the plate")
+READ_AS_ZERO = Remedy("allow_nonfinite", purpose="to read them as 0", otherwise="restore the plate")
+
+
 def plan_prediction(cfg: PredictConfig, encoder: EncoderConfig | None = None) -> PredictionPlan:
-    """Open the plate and tracks and check them against the config and the encoder (a Bag-of-Channels
-    config is planned by :func:`napari_dynaclr.predict.boc_plan.plan_boc`; :func:`napari_dynaclr.predict.run
-    .plan_for` takes either)."""
-    plate = Plate(cfg.data_path, cfg.include_wells, cfg.exclude_fovs)
+    """Open the plate and tracks of a classic run (a :class:`~napari_dynaclr.core.sources.TracksSource`) and
+    check them against the config and the encoder (:func:`napari_dynaclr.predict.run.plan_for` plans any
+    source)."""
+    plate = Plate(cfg.source.data_path, cfg.include_wells, cfg.exclude_fovs)
     try:
         return _plan(cfg, plate, encoder)
     except BaseException:
@@ -146,7 +153,8 @@ def plan_prediction(cfg: PredictConfig, encoder: EncoderConfig | None = None) ->
         raise
 
 
-def _plan(cfg: PredictConfig, plate: Plate, encoder: EncoderConfig | None) -> PredictionPlan:
+def _plan(settings: PredictConfig, plate: Plate, encoder: EncoderConfig | None) -> PredictionPlan:
+    cfg = settings.source
     if cfg.include_cells is not None:  # VisCy's predict_cells: include_fov_names / include_track_ids
         plate.check_fov_names([f for f, _ in cfg.include_cells], "include_fov_names")
     channel_indices = plate.channel_indices(cfg.source_channel)
@@ -162,7 +170,7 @@ def _plan(cfg: PredictConfig, plate: Plate, encoder: EncoderConfig | None) -> Pr
             )
     if encoder is not None:
         _check_encoder(cfg, encoder)
-    cells, counts = build_cell_table(plate.fovs, cfg.tracks_path, cfg.initial_yx_patch_size, cfg.include_cells)
+    cells, counts = build_cell_table(plate.fovs, cfg.tracks(), cfg.initial_yx_patch_size, cfg.include_cells)
     if cells.empty:
         total = sum(c["csv_rows"] for c in counts.values())
         raise TracksError(
@@ -170,14 +178,18 @@ def _plan(cfg: PredictConfig, plate: Plate, encoder: EncoderConfig | None) -> Pr
             "border (or outside the selected cells); nothing is written"
         )
     used = sorted(set(cells["fov_index"].tolist()))
+    if settings.experiment is not None:  # experiment, marker, perturbation, hours_post_perturbation
+        meta = settings.experiment.obs_columns(cells["fov_name"].to_numpy(), cells["t"].to_numpy(), cfg.data_path,
+                                               cfg.source_channel)
+        cells = cells.assign(**meta)[[*cells.columns[:-1], *meta, "fov_index"]]
     stats = StatsTable(plate.fovs, cfg.normalizations, used)
-    missing = _check_chunks(cfg, plate, cells, channel_indices)
+    missing = _check_chunks(settings, plate, cells, channel_indices)
     reader = PatchReader(
         plate.fovs, channel_indices, cfg.z_range, cfg.initial_yx_patch_size, cfg.patch_size,
         channel_names=cfg.source_channel,
     )
     reader.cache_bytes = plane_cache_bytes(reader, plate, cells, reader.cache_bytes)
-    return PredictionPlan(cfg, plate, cells, channel_indices, stats, reader, counts, missing_chunks=missing)
+    return PredictionPlan(settings, plate, cells, channel_indices, stats, reader, counts, missing_chunks=missing)
 
 
 #: the most the plane cache may grow to hold one FOV's working set (also at most 1/8 of the machine's memory)
@@ -213,7 +225,7 @@ def _check_chunks(cfg: PredictConfig, plate: Plate, cells: pd.DataFrame, channel
     missing: dict[str, tuple[int, int]] = {}
     for f, group in cells.groupby("fov_index", sort=True):
         fov = plate.fovs[int(f)]
-        res = missing_chunks(fov, group["t"].unique().tolist(), channel_indices, cfg.z_range)
+        res = missing_chunks(fov, group["t"].unique().tolist(), channel_indices, cfg.source.z_range)
         if res is not None and res[0]:
             missing[fov.name] = res
     if not missing:
@@ -226,22 +238,22 @@ def _check_chunks(cfg: PredictConfig, plate: Plate, cells: pd.DataFrame, channel
     msg = (f"FOV {name}: {n_missing} of {n_needed} image chunks are missing (they would be read as 0){more}; "
            "a chunk may be absent because it was deleted or never written")
     if not cfg.allow_nonfinite:
-        raise PlateError(f"{msg}. Restore the plate, or pass --allow-nonfinite to read them as 0")
-    warnings.warn(f"{msg}; reading them as 0 (--allow-nonfinite)", stacklevel=3)
+        raise PlateError(msg, remedy=READ_AS_ZERO)
+    warnings.warn(DynaclrWarning(f"{msg}; reading them as 0 ({{@allow_nonfinite}})"), stacklevel=3)
     return missing
 
 
-def _check_encoder(cfg: PredictConfig, enc: EncoderConfig) -> None:
+def _check_encoder(cfg, enc: EncoderConfig) -> None:
     if len(cfg.source_channel) != enc.in_channels:
         raise ConfigError(
-            f"the model takes {enc.in_channels} channel(s) but source_channel has {len(cfg.source_channel)}: "
+            f"the model takes {enc.in_channels} channel(s) but {{@source_channel}} has {len(cfg.source_channel)}: "
             f"{cfg.source_channel}"
         )
     kz, sz = enc.stem_kernel_size[0], enc.stem_stride[0]
     depth = cfg.z_depth
     if depth < kz or (depth - kz) // sz + 1 != enc.stem_out_depth:
         raise ConfigError(
-            f"z_range {list(cfg.z_range)} gives {depth} slices but the model's stem expects "
+            f"{{@z_range}} {list(cfg.z_range)} gives {depth} slices but the model's stem expects "
             f"in_stack_depth {enc.in_stack_depth}"
         )
     stride_y, stride_x = enc.stem_stride[1:]

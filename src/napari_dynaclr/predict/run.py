@@ -13,15 +13,20 @@ import numpy as np
 
 from napari_dynaclr.core.architecture import EncoderConfig
 from napari_dynaclr.core.config import PredictConfig
-from napari_dynaclr.errors import Cancelled, ConfigError
+from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrWarning, Remedy
 from napari_dynaclr.predict.batches import NonfiniteEmbeddings, describe_cell, nonfinite_rows
+from napari_dynaclr.predict.boc_plan import plan_boc
 from napari_dynaclr.predict.events import BatchResult, EmbeddingAccumulator, Planned, RunSummary, Stage
 from napari_dynaclr.predict.plan import plan_prediction
 from napari_dynaclr.predict.single import predict_batches, resolve_device
 
+#: the planner of each data source (by its ``kind``): every plan has the same interface, so everything after
+#: planning is one engine
+PLANNERS = {"tracks": plan_prediction, "boc": plan_boc}
+
 
 def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: threading.Event | None = None,
-                      write: bool = True, overwrite_hint: str = "pass --overwrite"):
+                      write: bool = True):
     """The whole job as a generator: checkpoint → plan → batches → reductions → AnnData store.
 
     Yields :class:`Planned`, one :class:`BatchResult` per batch, then :class:`Stage` events, and returns
@@ -31,28 +36,21 @@ def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: thr
 
     With *write*, the output is checked and locked for the whole run before anything else happens
     (:class:`~napari_dynaclr.core.output.OutputGuard`: never an input, never anything but an embedding
-    store, one writer, atomic replacement); *overwrite_hint* says how the user asks for a replacement.
+    store, one writer, atomic replacement).
     """
     from napari_dynaclr.core.output import OutputGuard
 
     if not write or _secondary_rank():  # (other ranks of a Lightning run never write)
         return (yield from _events(cfg, device, cancel, write, None))
     if cfg.output_path is None:
-        raise ConfigError("no output path: give --output (or EmbeddingWriter output_path)")
-    with OutputGuard(cfg.output_path, cfg.overwrite, cfg.input_paths(), overwrite_hint) as guard:
+        raise ConfigError("no output path", remedy=Remedy("output_path", None, joint=": "))
+    with OutputGuard(cfg.output_path, cfg.overwrite, cfg.input_paths()) as guard:
         return (yield from _events(cfg, device, cancel, write, guard))
 
 
-def plan_for(cfg, encoder=None):
-    """The plan of a classic (:class:`PredictConfig`) or a Bag-of-Channels (:class:`BocConfig`) run: both
-    have the same interface, so everything after planning is one engine."""
-    from napari_dynaclr.core.boc import BocConfig
-
-    if isinstance(cfg, BocConfig):
-        from napari_dynaclr.predict.boc_plan import plan_boc
-
-        return plan_boc(cfg, encoder)
-    return plan_prediction(cfg, encoder)
+def plan_for(cfg: PredictConfig, encoder=None):
+    """The plan of *cfg*, by its data source (:data:`PLANNERS`)."""
+    return PLANNERS[cfg.source.kind](cfg, encoder)
 
 
 def _secondary_rank() -> bool:
@@ -68,8 +66,9 @@ def _secondary_rank() -> bool:
 
 def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
     """:func:`prediction_events`' body (*guard*: the held output guard when writing)."""
+    from napari_dynaclr.core.provenance import store_uns
     from napari_dynaclr.core.reduce import apply_reductions
-    from napari_dynaclr.core.store import build_anndata, uns_for, write_store
+    from napari_dynaclr.core.store import build_anndata, write_store
     from napari_dynaclr.model.checkpoint import (
         model_from_state_dict,
         read_state_dict,
@@ -78,7 +77,7 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
     from napari_dynaclr.predict.lightning import wants_lightning
 
     if cfg.ckpt_path is None:
-        raise ConfigError("no checkpoint: give --ckpt-path (or ckpt_path in the config)")
+        raise ConfigError("no checkpoint", remedy=Remedy("ckpt_path", None, joint=": "))
     cancel = cancel or threading.Event()
     state_dict = read_state_dict(cfg.ckpt_path)
     encoder = resolve_config(state_dict, cfg.encoder)
@@ -117,16 +116,17 @@ def _events(cfg: PredictConfig, device, cancel, write: bool, guard):
         n_bad = int(bad_rows.sum())
         first_bad = describe_cell(plan, int(np.flatnonzero(bad_rows)[0])) if n_bad else ""
         inputs, missing = plan.nonfinite, plan.missing_chunks
+        recorded = plan.inputs()
     finally:
         plan.close()
     if n_bad and not cfg.allow_nonfinite:
         raise NonfiniteEmbeddings(
-            f"{n_bad} of {len(bad_rows)} embedding rows are NaN/Inf (first: {first_bad}); nothing is written. "
-            "Pass --allow-nonfinite to write them as NaN rows"
+            f"{n_bad} of {len(bad_rows)} embedding rows are NaN/Inf (first: {first_bad}); nothing is written",
+            remedy=Remedy("allow_nonfinite", purpose="to write them as NaN rows"),
         )
     yield Stage("reducing")
-    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns_for(cfg),
-                          layout=getattr(plan, "obs_layout", "classic"))
+    uns = store_uns(cfg, recorded, cfg.output_path if write else None)
+    adata = build_anndata(obs, features, projections, cfg.embedding_key, uns, layout=cfg.source.obs_layout)
     reductions = apply_reductions(adata, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
     if n_bad:
         adata.uns["nonfinite_rows"] = n_bad
@@ -160,14 +160,13 @@ def check_settings_fit(cfg, n_cells: int, encoder: EncoderConfig) -> list[str]:
     cells and the embedding width (:func:`napari_dynaclr.core.reduce.check_reduction_sizes`). Returns the
     notes on what runs but not as asked (VisCy's reduced ``n_neighbors``/``knn``).
 
-    The plan itself has already checked the FOV and well names, the channels, the z range and the patch size
-    against the plate and the encoder. Rows that turn out NaN/Inf (only with ``allow_nonfinite``) are left
-    out of the reductions; with fewer finite rows than a reduction needs, it still fails after the prediction.
+    The reductions' arguments were checked when the config was made (its validation); the plan itself has
+    already checked the FOV and well names, the channels, the z range and the patch size against the plate and
+    the encoder. Rows that turn out NaN/Inf (only with ``allow_nonfinite``) are left out of the reductions; with
+    fewer finite rows than a reduction needs, it still fails after the prediction.
     """
     from napari_dynaclr.core.reduce import check_reduction_sizes
-    from napari_dynaclr.core.schema import check_reduction_kwargs
 
-    check_reduction_kwargs(cfg)
     width = encoder.num_features if cfg.embedding_key == "features" else encoder.projection_dim
     return check_reduction_sizes(n_cells, width, cfg.pca_kwargs, cfg.umap_kwargs, cfg.phate_kwargs)
 
@@ -186,7 +185,7 @@ def _warn_nonfinite(n_bad: int, n_rows: int, first_bad: str, inputs, reductions:
             n_ok = int(finite_rows(adata.X).sum())
             parts.append(f"{', '.join(reductions)} computed on the {n_ok} finite rows (NaN for the others)")
     if parts:
-        warnings.warn("; ".join(parts) + " (--allow-nonfinite)", stacklevel=3)
+        warnings.warn(DynaclrWarning("; ".join(parts) + " ({@allow_nonfinite})"), stacklevel=3)
 
 
 def run_prediction(

@@ -118,7 +118,7 @@ def normalised_batch(plan, i: int):
     start, stop = plan.batch_bounds(i)
     rows = plan.cells.iloc[start:stop]
     fov_index, t = rows["fov_index"].to_numpy(), rows["t"].to_numpy()
-    cfg = plan.config
+    cfg = plan.config.source
     affine = sampled_affine(cfg.normalizations, cfg.source_channel, plan.stats, fov_index, t)
     if affine is not None:  # NormalizeSampled fused into the crop, percentiles in place: bit-identical
         out = plan.reader.read(rows, affine)

@@ -1,32 +1,42 @@
-"""How the DynaCLR dock words the engine's messages: its controls instead of the command line's flags."""
+"""How the DynaCLR dock words the engine's messages: the run's settings by the dock's controls, and what to do
+(an error's :class:`~napari_dynaclr.errors.Remedy`) by what to tick or choose there."""
 
 from __future__ import annotations
 
-from napari_dynaclr.errors import DynaclrError
+from napari_dynaclr.errors import DynaclrError, Wording
 
-#: how the dock's messages tell the user to allow a replacement (the CLI says "pass --overwrite")
-OVERWRITE_HINT = "tick 'overwrite' in the DynaCLR dock"
+#: setting -> the dock's control (settings the dock has no control for: where the predict.yml has them)
+CONTROLS = {
+    "ckpt_path": "'checkpoint'", "data_path": "'plate'", "tracks_path": "'tracks folder'",
+    "source_channel": "'source channels'", "z_range": "'z start'/'z stop'",
+    "initial_yx_patch_size": "'patch (initial YX)'", "final_yx_patch_size": "'patch (final YX)'",
+    "batch_size": "'batch size'", "include_wells": "'FOVs to predict'", "exclude_fovs": "'FOVs to predict'",
+    "output_path": "'output store'", "overwrite": "'overwrite'", "accelerator": "'device'",
+    "allow_nonfinite": "'allow non-finite values'", "normalizations": "'normalisation'",
+    "precision": "trainer precision in the predict.yml", "devices": "trainer devices in the predict.yml",
+    "num_nodes": "trainer num_nodes in the predict.yml",
+}
+#: where a control is, when asked to tick it
+WHERE = {"allow_nonfinite": " (Predict > Advanced settings)", "overwrite": " in the DynaCLR dock"}
+#: how the dock asks for a value it cannot do without
+CHOOSE = {"output_path": "choose an 'output store'", "ckpt_path": "choose a 'checkpoint'"}
 
-#: the command line's words in the engine's messages, and the dock's controls that do the same
-GUI_WORDS = (
-    ("pass --overwrite", OVERWRITE_HINT),
-    ("pass --allow-nonfinite", "tick 'allow non-finite values' (Predict > Advanced settings)"),
-    ("(--allow-nonfinite)", "('allow non-finite values')"),
-    ("try --precision 32-true", "set trainer precision: 32-true in the predict.yml"),
-    ("give --output (or EmbeddingWriter output_path)", "choose an 'output store'"),
-    ("give --ckpt-path (or ckpt_path in the config)", "choose a 'checkpoint'"),
-)
+
+class DockWording(Wording):
+    names = CONTROLS
+
+    def turn_on(self, key: str) -> str:
+        return f"tick {self.name(key)}{WHERE.get(key, '')}"
+
+    def give(self, key: str) -> str:
+        return CHOOSE.get(key, f"choose {self.name(key)}")
 
 
-def gui_wording(message: str) -> str:
-    """*message* with the command line's flags replaced by the dock's controls."""
-    for cli, gui in GUI_WORDS:
-        message = message.replace(cli, gui)
-    return message
+DOCK = DockWording()
 
 
 def error_message(exc: BaseException) -> str:
     """What the dock says about *exc*: our own errors in the dock's words, others with their type."""
     if isinstance(exc, DynaclrError):
-        return gui_wording(str(exc))
+        return exc.describe(DOCK)
     return f"{type(exc).__name__}: {exc}"

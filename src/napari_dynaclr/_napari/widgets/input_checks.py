@@ -165,7 +165,7 @@ class InputChecks:
         try:
             cfg = d.build_config(require_output=False)
         except DynaclrError as exc:
-            d.cells_info.value = f"✗ {exc}"
+            d.cells_info.value = f"✗ {error_message(exc)}"
             return None
         token = self._preview_token = object()  # only the latest preview counts
         worker = thread_job(workers.preview_cells)(cfg, keep_plate=True)
@@ -181,7 +181,8 @@ class InputChecks:
             if d.worker is not None or not (s.table is None or s.is_preview):  # (the user moved on)
                 plate.close()
                 return
-            s.set_table(table, plate=plate, tracks_path=cfg.tracks_path, fov_name=s.fov_name, preview=True)
+            s.set_table(table, plate=plate, tracks_path=cfg.source.tracks_path, fov_name=s.fov_name,
+                        preview=True)
 
         def failed(exc):
             if token is self._preview_token and alive(d):

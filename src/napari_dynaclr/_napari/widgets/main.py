@@ -42,7 +42,7 @@ from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets import predict_form
 from napari_dynaclr._napari.widgets._forms import Message, alive, field_path, keep_button_text, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
-from napari_dynaclr._napari.widgets._wording import OVERWRITE_HINT, error_message, gui_wording
+from napari_dynaclr._napari.widgets._wording import DOCK, error_message
 from napari_dynaclr._napari.widgets.cells_view import CellsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 from napari_dynaclr._napari.widgets.input_checks import InputChecks
@@ -187,7 +187,7 @@ class DynaCLRWidget(QWidget):
         try:
             cfg = load_predict_yaml(path)
         except DynaclrError as exc:
-            self._fail(str(exc))
+            self._fail(error_message(exc))
             return False
         self.yml_config = cfg
         self.predict_yml.value = path
@@ -197,8 +197,9 @@ class DynaCLRWidget(QWidget):
 
     @property
     def is_boc(self) -> bool:
-        """Whether the loaded predict.yml is a Bag-of-Channels one (MultiExperimentDataModule)."""
-        return predict_form.is_boc(self.yml_config)
+        """Whether the loaded predict.yml's data source is one the plate fields do not edit (a Bag-of-Channels
+        cell index: VisCy's MultiExperimentDataModule)."""
+        return not predict_form.edits_plate_fields(self.yml_config)
 
     def build_config(self, require_output: bool = True):
         """The run's config from the fields (see :func:`.predict_form.read_config`)."""
@@ -220,7 +221,7 @@ class DynaCLRWidget(QWidget):
         self.cancel_btn.enabled = running
 
     def _fail(self, msg: str) -> None:
-        msg = gui_wording(msg)
+        """Show *msg* (already in the dock's words: :func:`error_message`) as the run's error."""
         self.last_error = msg
         show_error(msg)
         self.status.value = f"error: {msg}"
@@ -236,9 +237,9 @@ class DynaCLRWidget(QWidget):
             cfg = self.build_config()
             # the output may never be an input or anything but an embedding store (checked again, and
             # locked, by the run itself)
-            check_output_path(cfg.output_path, cfg.overwrite, cfg.input_paths(), OVERWRITE_HINT)
+            check_output_path(cfg.output_path, cfg.overwrite, cfg.input_paths())
         except DynaclrError as exc:
-            self._fail(str(exc))
+            self._fail(error_message(exc))
             return None
         self.last_error = None
         self.last_result = None
@@ -277,7 +278,7 @@ class DynaCLRWidget(QWidget):
         if ev is None or self.worker is None:  # a heartbeat, or a late event of a finished run
             return
         if isinstance(ev, workers.Warned):
-            show_warning(gui_wording(ev.message))
+            show_warning(ev.text(DOCK))
         elif isinstance(ev, Planned):
             from napari_dynaclr._napari.explore import cell_table
 
@@ -287,10 +288,10 @@ class DynaCLRWidget(QWidget):
             table = cell_table(ev.obs)
             table["preview_0"] = float("nan")
             table["preview_1"] = float("nan")
-            cfg = self._run_cfg
+            src = self._run_cfg.source
             # the previewed cells: keep their layers
-            if not self.session.adopt_result(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path):
-                self.session.set_table(table, plate_path=cfg.data_path, tracks_path=cfg.tracks_path,
+            if not self.session.adopt_result(table, plate_path=src.data_path, tracks_path=src.tracks_path):
+                self.session.set_table(table, plate_path=src.data_path, tracks_path=src.tracks_path,
                                        fov_name=self.session.fov_name)
             self._ensure_embedding_view()
         elif isinstance(ev, workers.Batch):
@@ -309,13 +310,13 @@ class DynaCLRWidget(QWidget):
         from napari_dynaclr._napari.explore import cell_table
 
         self.last_result = res
-        cfg = self._run_cfg
+        src = self._run_cfg.source
         adata = res.adata
         table = cell_table(adata.obs, dict(adata.obsm))
-        if not self.session.adopt_result(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
-                                         tracks_path=cfg.tracks_path):
-            self.session.set_table(table, adata=adata, store_path=res.output_path, plate_path=cfg.data_path,
-                                   tracks_path=cfg.tracks_path, fov_name=self.session.fov_name,
+        if not self.session.adopt_result(table, adata=adata, store_path=res.output_path, plate_path=src.data_path,
+                                         tracks_path=src.tracks_path):
+            self.session.set_table(table, adata=adata, store_path=res.output_path, plate_path=src.data_path,
+                                   tracks_path=src.tracks_path, fov_name=self.session.fov_name,
                                    color_column=self.session.color_column)
         self.store.value = res.output_path
         show_info(f"wrote {adata.n_obs} cells to {res.output_path} in {res.seconds:.1f} s")

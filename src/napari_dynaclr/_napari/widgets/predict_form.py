@@ -45,16 +45,15 @@ def page(dock) -> tuple[QScrollArea, QCollapsible]:
     return scrolling(page), advanced
 
 
-def is_boc(cfg) -> bool:
-    """Whether *cfg* (a loaded predict.yml) is a Bag-of-Channels one (MultiExperimentDataModule)."""
-    from napari_dynaclr.core.boc import BocConfig
-
-    return isinstance(cfg, BocConfig)
+def edits_plate_fields(cfg) -> bool:
+    """Whether the plate fields (plate, tracks, channels, z, patches, normalisation) edit *cfg*'s data source
+    (no predict.yml: they make one); a Bag-of-Channels cell index is not edited by them."""
+    return cfg is None or bool(cfg.source.plate_fields)
 
 
 def yml_selection(cfg, plate: Path | None) -> tuple[list[str] | None, list[str] | None]:
     """The ``fit_include_wells`` / ``fit_exclude_fovs`` of *cfg* (a loaded predict.yml) when it names *plate*."""
-    if cfg is None or is_boc(cfg) or plate is None or Path(cfg.data_path) != plate:
+    if cfg is None or not edits_plate_fields(cfg) or plate is None or Path(cfg.source.data_path) != plate:
         return None, None
     return cfg.include_wells, cfg.exclude_fovs
 
@@ -66,27 +65,25 @@ def fill_from_yml(dock, cfg) -> None:
     """Fill every field from *cfg*, a loaded predict.yml (its normalisations are kept as they are); reads the
     plate and checks the checkpoint at once."""
     d = dock
-    boc = is_boc(cfg)
+    src = cfg.source
+    edits = edits_plate_fields(cfg)
     for w in (d.plate, d.fovs, d.tracks, d.channels, d.z_start, d.z_stop, d.patch, d.final_patch,
               d.normalization):
-        w.enabled = not boc  # the classic data fields apply to TripletDataModule configs only
-    if boc:
-        source = cfg.cell_index_path or cfg.collection_path or cfg.data_path
-        d.plate_info.value = (f"Bag-of-Channels predict.yml: samples from {Path(str(source)).name} (one per cell, "
-                              "timepoint and channel; z window from focus, pixel-size rescaling, VisCy's "
-                              "normalisation); the plate, tracks and patch fields are not used")
+        w.enabled = edits  # they edit a plate-and-tracks source only
+    if not edits:
+        d.plate_info.value = f"{src.describe()}; the plate, tracks and patch fields are not used"
         d.cells_info.value = ""
     else:
         d.normalization.choices = NORMALIZATIONS
         d.normalization.value = "from predict.yml"
-        d.plate.value = cfg.data_path
+        d.plate.value = src.data_path
         d.checks.read_plate_now()  # (selected as this predict.yml selects its FOVs)
-        d.tracks.value = cfg.tracks_path
-        d.channels.value = ", ".join(cfg.source_channel)
-        d.z_stop.value = cfg.z_range[1]
-        d.z_start.value = cfg.z_range[0]
-        d.patch.value = cfg.initial_yx_patch_size[0]
-        d.final_patch.value = cfg.patch_size[0]
+        d.tracks.value = src.tracks_path
+        d.channels.value = ", ".join(src.source_channel)
+        d.z_stop.value = src.z_range[1]
+        d.z_start.value = src.z_range[0]
+        d.patch.value = src.initial_yx_patch_size[0]
+        d.final_patch.value = src.patch_size[0]
     d.batch_size.value = cfg.batch_size
     d.device.value = cfg.accelerator if cfg.accelerator in d.device.choices else "auto"
     d.umap.value = cfg.umap_kwargs is not None
@@ -104,14 +101,14 @@ def fill_from_yml(dock, cfg) -> None:
 
 
 def read_config(dock, require_output: bool = True):
-    """The run's config from the fields (on top of a loaded predict.yml), always on one device: a
-    :class:`~napari_dynaclr.core.config.PredictConfig`, or for a Bag-of-Channels predict.yml its
-    :class:`~napari_dynaclr.core.boc.BocConfig` with the dock's run settings."""
+    """The run's config (:class:`~napari_dynaclr.core.config.PredictConfig`) from the fields, on top of a loaded
+    predict.yml, always on one device: the same settings the command line's flags give, validated the same way.
+    A source the plate fields do not edit (a Bag-of-Channels cell index) keeps the predict.yml's."""
     from napari_dynaclr.core.config import PredictConfig, default_normalizations
 
     d, base = dock, dock.yml_config
     run = _run_fields(d, require_output)
-    if is_boc(base):  # its samples come from its cell index / collection
+    if not edits_plate_fields(base):  # its samples come from its cell index / collection
         return base.with_overrides(**run)
     channels = [c.strip() for c in d.channels.value.split(",") if c.strip()]
     plate, tracks = field_path(d.plate.value), field_path(d.tracks.value)
@@ -126,19 +123,19 @@ def read_config(dock, require_output: bool = True):
         include_wells, exclude = yml_selection(base, plate)
     norm = d.normalization.value
     if norm == "from predict.yml" and base is not None:
-        normalizations = base.normalizations
+        normalizations = base.source.normalizations
     elif norm in ("none", "from predict.yml"):
         normalizations = [] if norm == "none" else default_normalizations(channels)
     else:
         normalizations = default_normalizations(channels, norm)
-    z_range, patch, final = (d.z_start.value, d.z_stop.value), d.patch.value, d.final_patch.value
+    patch, final = d.patch.value, d.final_patch.value
+    settings = {"data_path": plate, "tracks_path": tracks, "source_channel": channels,
+                "z_range": (d.z_start.value, d.z_stop.value), "initial_yx_patch_size": (patch, patch),
+                "final_yx_patch_size": (final, final), "normalizations": normalizations, "exclude_fovs": exclude,
+                "include_wells": include_wells, **run}
     if base is None:
-        base = PredictConfig.plain(plate, tracks, channels, z_range, patch)
-    return base.with_overrides(
-        data_path=plate, tracks_path=tracks, source_channel=channels, z_range=z_range,
-        initial_yx_patch_size=(patch, patch), final_yx_patch_size=(final, final),
-        normalizations=normalizations, exclude_fovs=exclude, include_wells=include_wells, **run,
-    )
+        return PredictConfig.build({"kind": "tracks"}, **settings)
+    return base.with_overrides(**settings)
 
 
 def _run_fields(dock, require_output: bool) -> dict:

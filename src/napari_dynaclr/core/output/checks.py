@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from napari_dynaclr.errors import OutputError
+from napari_dynaclr.errors import OutputError, Remedy
 
 #: what an output is, hence what ``overwrite`` may replace
 KINDS = ("store", "parquet", "json", "csv", "text")
@@ -27,12 +27,13 @@ def real(path: Path) -> Path:
 
 
 def check_output_path(path: str | Path, overwrite: bool = False, inputs: Mapping[str, object] | None = None,
-                      overwrite_hint: str = "pass --overwrite", kind: str = "store") -> Path:
+                      overwrite_hint: str | None = None, kind: str = "store") -> Path:
     """Refuse an output that would destroy data, before any work starts; return it as a Path.
 
     *inputs*: ``{"plate": path, "tracks": path, ...}`` — everything the run reads (None values are skipped).
-    *overwrite_hint*: how the user asks for a replacement (the CLI's flag, the dock's checkbox). *kind*: what the
-    output is (:data:`KINDS`), hence what ``overwrite`` may replace."""
+    *overwrite_hint*: how the user asks for a replacement, in words (default: the ``overwrite`` setting as a
+    :class:`Remedy`, which the CLI words as its flag, the dock as its checkbox). *kind*: what the output is
+    (:data:`KINDS`), hence what ``overwrite`` may replace."""
     path = check_target(path, inputs)
     check_existing(path, overwrite, overwrite_hint, kind)
     return path
@@ -92,7 +93,15 @@ def zarr_ancestor(target: Path) -> Path | None:
     return None
 
 
-def check_existing(path: Path, overwrite: bool, overwrite_hint: str = "pass --overwrite", kind: str = "store") -> None:
+def exists_error(problem: str, overwrite_hint: str | None = None) -> OutputError:
+    """An output that exists: allowing ``overwrite`` replaces it (a :class:`Remedy` each front end words; or the
+    caller's own *overwrite_hint*)."""
+    if overwrite_hint is not None:
+        return OutputError(f"{problem}; {overwrite_hint} to replace it")
+    return OutputError(problem, remedy=Remedy("overwrite", purpose="to replace it", joint="; "))
+
+
+def check_existing(path: Path, overwrite: bool, overwrite_hint: str | None = None, kind: str = "store") -> None:
     """Refuse to replace what is at *path* (nothing there: fine). See the module."""
     if not os.path.lexists(path):
         return
@@ -104,7 +113,7 @@ def check_existing(path: Path, overwrite: bool, overwrite_hint: str = "pass --ov
     if not overwrite:
         if is_own_report(path, kind):
             return
-        raise OutputError(f"output {path} already exists; {overwrite_hint} to replace it")
+        raise exists_error(f"output {path} already exists", overwrite_hint)
     check_replaceable(path, kind)
 
 

@@ -33,7 +33,7 @@ def temporary_writer(fn: Callable) -> Callable:
 
 
 def write_text(path: str | Path, text: str, overwrite: bool = False, inputs: Mapping[str, object] | None = None,
-               kind: str = "text", overwrite_hint: str = "pass --overwrite") -> Path:
+               kind: str = "text", overwrite_hint: str | None = None) -> Path:
     """Write *text* (UTF-8) as the file *path* through the safe write path: a hidden file beside it, flushed to disk,
     then renamed over the old one — *path* holds the old content or the complete new one, on a full disk or past a
     file-size limit too (one line, the old file intact). *kind* ``"json"``, ``"csv"`` or ``"text"`` says what an
@@ -58,7 +58,7 @@ def report_json(payload: Mapping, made_by: str) -> str:
 
 
 def write_json(path: str | Path, payload: Mapping, made_by: str, overwrite: bool = False,
-               inputs: Mapping[str, object] | None = None, overwrite_hint: str = "pass --overwrite") -> Path:
+               inputs: Mapping[str, object] | None = None, overwrite_hint: str | None = None) -> Path:
     """Write a JSON report (:func:`report_json`) through :func:`write_text`: a report this tool wrote is replaced
     as a rerun's, anything else only with *overwrite* (and then only a text file)."""
     return write_text(path, report_json(payload, made_by), overwrite, inputs, "json", overwrite_hint)

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from napari_dynaclr.core.output.checks import check_existing, check_replaceable, check_target, real
+from napari_dynaclr.core.output.checks import check_existing, check_replaceable, check_target, exists_error, real
 from napari_dynaclr.core.output.lock import OutputLock
 from napari_dynaclr.core.output.swap import fsync_folder, fsync_path, remove, rename_exchange, rename_new, signals_held
 from napari_dynaclr.errors import InterruptedAfterCommit, OutputError
@@ -58,7 +58,7 @@ class OutputGuard:
     replace; *inputs*: everything the run reads, resolved as the run resolves it."""
 
     def __init__(self, path: str | Path, overwrite: bool = False, inputs: Mapping[str, object] | None = None,
-                 overwrite_hint: str = "pass --overwrite", kind: str = "store"):
+                 overwrite_hint: str | None = None, kind: str = "store"):
         self.path = Path(path)
         self.kind = kind
         self.overwrite = overwrite
@@ -134,8 +134,8 @@ class OutputGuard:
         path = self.path
         if os.path.lexists(path):
             if not self.overwrite and not (self.kind == "json" and _own_report(path)):
-                raise OutputError(f"output {path} appeared while this run was predicting; it was not replaced "
-                                  f"({self.overwrite_hint} to replace it)")
+                raise exists_error(f"output {path} appeared while this run was predicting; it was not replaced",
+                                   self.overwrite_hint)
             if os.path.ismount(path):
                 raise OutputError(f"output {path} is a mount point; it cannot be replaced")
             if self.overwrite:
@@ -180,7 +180,7 @@ def clean_after_kill(path: str | Path) -> None:
 
 def write_atomically(path: Path, write: Callable[[Path], None], overwrite: bool = False,
                      inputs: Mapping[str, object] | None = None, guard: OutputGuard | None = None,
-                     kind: str = "store", overwrite_hint: str = "pass --overwrite") -> Path:
+                     kind: str = "store", overwrite_hint: str | None = None) -> Path:
     """``write(tmp)`` a complete output of *kind* beside *path*, then commit it (with its own guard unless
     *guard*, the run's held one)."""
     if guard is None:
