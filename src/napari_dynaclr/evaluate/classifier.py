@@ -35,6 +35,8 @@ from napari_dynaclr.evaluate.cross_validation import CrossValidation, cross_vali
 from napari_dynaclr.evaluate.matrix import embedding_matrix
 
 SPLITS = ("cell", "track", "none")
+#: rows predicted at a time (scaled and multiplied in float64 chunk by chunk)
+PREDICT_CHUNK = 16_384
 #: fewer validation cells of a class than this: the result warns that its validation scores say little
 MIN_VALIDATION_CELLS = 5
 #: VisCy's classifier_params as ``run_linear_classifiers`` passes them
@@ -373,12 +375,15 @@ def predict_classes(model: ClassifierModel, X: np.ndarray) -> tuple[np.ndarray, 
     ok = np.isfinite(X).all(axis=1) if X.dtype.kind == "f" else np.ones(len(X), bool)
     if not ok.any():
         return labels, proba
-    Xs = model.transform(X if ok.all() else X[ok])
-    p = model.classifier.predict_proba(Xs)
-    # the class of the highest probability = LogisticRegression.predict (softmax/expit keep the order of the
-    # decision values); one product with the coefficients instead of two
-    labels[ok] = model.classifier.classes_[np.argmax(p, axis=1)]
-    proba[ok] = p
+    rows = np.flatnonzero(ok)
+    for start in range(0, len(rows), PREDICT_CHUNK):  # (a float64 copy of a chunk at a time, not of X)
+        at = rows[start:start + PREDICT_CHUNK]
+        chunk = X[at] if len(at) < len(X) else X
+        p = model.classifier.predict_proba(model.transform(chunk))
+        # the class of the highest probability = LogisticRegression.predict (softmax/expit keep the order of
+        # the decision values); one product with the coefficients instead of two
+        labels[at] = model.classifier.classes_[np.argmax(p, axis=1)]
+        proba[at] = p
     return labels, proba
 
 
