@@ -178,3 +178,65 @@ def test_compare_splits_reports_both_accuracies(stores):
     assert both["track"].metrics["val_accuracy"] == runs["grouped_fov_name_track_id_liblinear"]["metrics"][
         "val_accuracy"]
     assert both["track"].metrics["val_accuracy"] < both["cell"].metrics["val_accuracy"]  # 0.68 vs 0.93
+
+
+def test_result_counts_cells_per_class_and_cross_validates(stores):
+    """Beside VisCy's metrics (unchanged above): the cells per class on each side of the split, and the accuracy
+    over stratified folds, each fold scored by the recipe trained on the other labelled cells."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    adata = stores["synthetic"]
+    labels = _labels(adata, "synthetic", "infection_state")
+    res = train_classifier(adata.X, labels, groups=track_groups(adata.obs), split="cell", cross_validate=True)
+    for side, rows in (("train_counts", res.train_rows), ("val_counts", res.val_rows)):
+        want = pd.Series(labels[rows]).value_counts().to_dict()
+        assert getattr(res, side) == {c: want.get(c, 0) for c in res.classes}, side
+    cv = res.cross_validation
+    assert cv is not None and not cv.grouped and cv.n_splits == 5 == len(cv.accuracies)
+    assert sorted(np.concatenate(cv.held_out).tolist()) == res.rows.tolist()  # each labelled cell held out once
+    Xs = StandardScaler().fit_transform(adata.X[res.rows])
+    pos = pd.Series(np.arange(len(res.rows)), index=res.rows)
+    for acc, held in zip(cv.accuracies, cv.held_out, strict=True):
+        test = pos[held].to_numpy()
+        train = np.setdiff1d(np.arange(len(res.rows)), test)
+        clf = LogisticRegression(max_iter=1000, class_weight="balanced", solver="liblinear", random_state=42)
+        clf.fit(Xs[train], labels[res.rows][train])
+        assert acc == pytest.approx(np.mean(clf.predict(Xs[test]) == labels[res.rows][test]), abs=1e-12)
+    assert cv.mean == pytest.approx(np.mean(cv.accuracies)) and cv.std == pytest.approx(np.std(cv.accuracies))
+    info = res.to_dict()
+    assert info["cross_validation"]["n_splits"] == 5 and info["val_counts"] == {str(k): v for k, v in
+                                                                              res.val_counts.items()}
+    assert not res.few_validation_cells and res.warning is None  # 15+ validation cells per class here
+
+
+def test_track_split_cross_validates_without_a_track_on_both_sides(stores):
+    adata = stores["synthetic"]
+    groups = track_groups(adata.obs)
+    res = train_classifier(adata.X, _labels(adata, "synthetic", "infection_state"), groups=groups, split="track",
+                           cross_validate=True)
+    cv = res.cross_validation
+    assert cv.grouped and cv.n_splits >= 2
+    assert sorted(np.concatenate(cv.held_out).tolist()) == res.rows.tolist()
+    for held in cv.held_out:
+        assert not set(groups[held]) & set(groups[np.setdiff1d(res.rows, held)])
+
+
+def test_a_few_validation_cells_are_a_warning(stores):
+    """The dock's old "validation accuracy 1.000" came from 2-3 validation cells: the result now says how many,
+    warns, and gives the accuracy over folds of every labelled cell."""
+    X = stores["dev2d"].X
+    labels = np.array(["a"] * 7 + ["b"] * 7 + [None] * (len(X) - 14), dtype=object)
+    res = train_classifier(X, labels, cross_validate=True)
+    assert sum(res.val_counts.values()) == len(res.val_rows) == 3 and set(res.val_counts) == {"a", "b"}
+    assert res.few_validation_cells
+    assert "fewer than 5" in res.warning and all(f"{c}: {n}" in res.warning for c, n in res.val_counts.items())
+    assert res.cross_validation.n_splits == 5 and res.to_dict()["warning"] == res.warning
+    few = np.array(["a"] * 2 + ["b"] * 3 + [None] * (len(X) - 5), dtype=object)
+    tiny = train_classifier(X, few, cross_validate=True, train_fraction=0.6)
+    assert tiny.val_counts == {"a": 1, "b": 1} and tiny.cross_validation.n_splits == 2  # the smallest class: 2
+    one = np.array(["a"] * 2 + [None] * 18 + ["b"] * 10 + [None] * (len(X) - 30), dtype=object)
+    groups = np.array(["tA", "tA"] + [f"t{i}" for i in range(2, len(X))], dtype=object)
+    lone = train_classifier(X, one, split="track", groups=groups, cross_validate=True)
+    assert lone.cross_validation is None and "'a' has 1 labelled track(s)" in lone.cross_validation_note
+    assert lone.val_counts["a"] == 0 and "a: 0" in lone.warning  # a class missing from validation is flagged

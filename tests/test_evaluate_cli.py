@@ -67,6 +67,10 @@ def test_classifier_json_and_apply(tmp_path, capsys, split):
     for name, value in rec["metrics"].items():
         assert got[name] == value, name
     assert got["n_samples"] == 67 and got["solver"] == "liblinear" and got["split"] == split
+    # beside VisCy's numbers: the cells per class on each side and the accuracy over folds
+    assert sum(got["val_counts"].values()) == got["n_val"] and sum(got["train_counts"].values()) == got["n_train"]
+    assert got["cross_validation"]["grouped"] == (split == "track") and got["cross_validation"]["n_splits"] >= 2
+    assert "cross-validated accuracy" in stdout
     back = read(applied)
     pw = rec["predict_with_classifier"]
     assert back.obs["predicted_infection_state"].astype(str).tolist() == pw["obs.predicted_infection_state"]

@@ -95,9 +95,13 @@ _MATRIX: dict = {"token": None, "X": None, "indexes": {}}
 
 
 def _matrix(token, X):
+    """The matrix of *token*: *X* when sent (kept for the next requests, unless *token* is None), else the one
+    kept."""
     if X is not None:
-        _MATRIX.update(token=token, X=X, indexes={})
-    elif _MATRIX["token"] != token:
+        if token is not None:
+            _MATRIX.update(token=token, X=X, indexes={})
+        return X
+    if token is None or _MATRIX["token"] != token:
         raise LookupError(f"matrix {token} is not loaded")
     return _MATRIX["X"]
 
@@ -120,12 +124,32 @@ def _serve_classify(send, token, X, labels, groups, task):
     X = _matrix(token, X)
     with _warnings.catch_warnings():  # the lbfgs note is in the result's notes, not a warning per retrain
         _warnings.simplefilter("ignore", UserWarning)
-        results = compare_splits(X, labels, groups, task=task)  # VisCy's metrics: 80/20, cell or track split
+        # VisCy's metrics (80/20, cell or track split), the cells per class and the accuracy over folds
+        results = compare_splits(X, labels, groups, task=task, cross_validate=True)
         final = train_classifier(X, labels, split=None, task=task)  # every label counts for the prediction
     predicted, proba = predict_classes(final.model, X)
+    warning = "; ".join(dict.fromkeys(f"{split} split: {r.warning}" for split, r in results.items() if r.warning))
     return {"predicted": predicted, "proba": proba, "classes": list(final.classes),
             "metrics": {split: dict(r.metrics) for split, r in results.items()},
+            "splits": {split: r.quality() for split, r in results.items()}, "warning": warning or None,
             "notes": sorted({n for r in [*results.values(), final] for n in r.notes}), "model": final.model}
+
+
+def _serve_warm(send, token, X, modules=()):
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+    if X is not None:
+        _matrix(token, X)
+    return None
+
+
+def _serve_pca(send, token, X, n_components=8):
+    from napari_dynaclr.core.reduce import compute_reduction
+
+    X = _matrix(token, X)
+    return compute_reduction(X, "PCA", n_components=max(1, min(int(n_components), *X.shape)))
 
 
 def _serve_smoothness(send, token, X, obs, metric, order, group_by=None):
@@ -146,6 +170,8 @@ HANDLERS = {
     "neighbours": _serve_neighbours,
     "classify": _serve_classify,
     "smoothness": _serve_smoothness,
+    "warm": _serve_warm,
+    "pca": _serve_pca,
     "predict": _serve_predict,
     "inspect": _serve_inspect,
     "reduce": _serve_reduce,

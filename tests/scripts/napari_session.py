@@ -47,9 +47,10 @@ notification_manager.notification_ready.connect(on_notification)
 def note_pid():
     from napari_dynaclr._napari.workers import work_process
 
-    pid = work_process().pid
-    if pid:
-        state["pids"].add(pid)
+    for lane in ("heavy", "quick"):  # both work processes must end with napari
+        pid = work_process(lane).pid
+        if pid:
+            state["pids"].add(pid)
 
 
 def close():

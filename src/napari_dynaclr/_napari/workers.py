@@ -1,12 +1,15 @@
 """The plugin's background jobs, Qt-free: the docks run them in napari thread workers.
 
-Heavy work (the model, UMAP/PHATE/PCA, clustering) runs in the plugin's work process
-(:mod:`napari_dynaclr.child`, one per napari session, started on first use): napari's process
-never imports torch, umap or numba, and nothing here changes anything process-wide. Light work (planning a
-preview, reading a store, opening a plate) runs in the worker thread itself.
+Heavy work (the model, UMAP/PHATE, clustering) and quick answers (neighbours, a gallery, a classifier retrain,
+smoothness, a store's first PCA) run in the plugin's two work processes (:mod:`napari_dynaclr.child`), its
+*lanes*: each request goes to the lane :data:`LANES` names, so a click's answer never waits behind a
+prediction or a UMAP. Each lane is started on its first request, serves one request at a time, and is killed
+by a cancel of the request it serves (the other lane goes on). napari's process never imports torch, umap or
+numba, and nothing here changes anything process-wide. Light work (planning a preview, reading a store,
+opening a plate) runs in the worker thread itself.
 
-Every job that talks to the work process is a generator: it yields ``None`` while it waits, so napari can
-abort its worker at any time, and setting its *cancel* event kills the work process.
+Every job that talks to a work process is a generator: it yields ``None`` while it waits, so napari can
+abort its worker at any time, and setting its *cancel* event kills the work process serving it.
 """
 
 from __future__ import annotations
@@ -27,22 +30,40 @@ import pandas as pd
 from napari_dynaclr.errors import Cancelled, ConfigError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 
-__all__ = ["Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process", "cluster_job",
-           "import_data_packages", "in_thread", "inspect_checkpoint", "open_store", "open_store_job",
-           "prediction_job", "preview_cells", "reduction_job", "save_to_store", "work_process"]
+__all__ = ["LANES", "Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process",
+           "cluster_job", "embedding_pca_job", "gallery_keys", "import_data_packages", "in_thread",
+           "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells", "reduction_job",
+           "request", "save_to_store", "warm_job", "work_process"]
 
-_CHILD: ChildProcess | None = None
+#: the lane (work process) of every request, here and nowhere else. "quick": the answer to a click, seconds at
+#: most, never behind a long request; "heavy": a prediction, a reduction or clustering of the whole table, a
+#: checkpoint check, the demo's inputs — minutes, one at a time.
+LANES = {
+    "predict": "heavy", "inspect": "heavy", "reduce": "heavy", "cluster": "heavy", "demo_inputs": "heavy",
+    "neighbours": "quick", "gallery": "quick", "classify": "quick", "smoothness": "quick", "pca": "quick",
+    "warm": "quick",
+}
+
+_LANES: dict[str, ChildProcess] = {}
 _CHILD_LOCK = threading.Lock()
 
 
-def work_process() -> ChildProcess:
-    """The session's work process (started on its first request)."""
-    global _CHILD
+def work_process(lane: str = "heavy") -> ChildProcess:
+    """The session's work process of *lane* (``"heavy"`` or ``"quick"``; started on its first request)."""
+    if lane not in set(LANES.values()):
+        raise ValueError(f"unknown lane {lane!r}")
     with _CHILD_LOCK:
-        if _CHILD is None:
-            _CHILD = ChildProcess()
-            atexit.register(_CHILD.close)
-        return _CHILD
+        child = _LANES.get(lane)
+        if child is None:
+            child = _LANES[lane] = ChildProcess()
+            atexit.register(child.close)
+        return child
+
+
+def request(kind: str, *args, cancel: threading.Event | None = None, **kwargs) -> Iterator:
+    """Send the request *kind* to its lane's work process (:data:`LANES`): yields its events, warnings and
+    ``None`` heartbeats, returns its result (:meth:`~napari_dynaclr.predict.client.ChildProcess.stream`)."""
+    return work_process(LANES[kind]).stream(kind, *args, cancel=cancel, **kwargs)
 
 
 #: the packages that two threads must not import for the first time at once (iohub and anndata import zarr)
@@ -87,21 +108,23 @@ def in_thread(job):
 
 
 def cancel_job(cancel: threading.Event) -> None:
-    """Cancel the job that was given *cancel*: when the work process serves it, kill the process now."""
+    """Cancel the job that was given *cancel*: when a work process serves it, kill that process now (the
+    other lane goes on)."""
     cancel.set()
     with _CHILD_LOCK:
-        child = _CHILD
-    if child is not None:
+        children = list(_LANES.values())
+    for child in children:
         child.cancel(cancel)
 
 
 def close_work_process() -> None:
-    """Kill the work process and end every job waiting on it (napari is closing). A later job starts a
-    new one."""
-    global _CHILD
+    """Kill the work processes and end every job waiting on them (napari is closing). A later job starts
+    new ones."""
     with _CHILD_LOCK:
-        child, _CHILD = _CHILD, None
-    if child is not None:
+        children = list(_LANES.values())
+        _LANES.clear()
+        _SENT.clear()
+    for child in children:
         atexit.unregister(child.close)
         child.close()
 
@@ -143,7 +166,7 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
         raise ConfigError("no output path: choose where to write the embedding store")
     t0 = time.perf_counter()
     project = StreamingProjector()
-    gen = work_process().stream("predict", cfg, device, cancel=cancel)
+    gen = request("predict", cfg, device, cancel=cancel)
     try:
         yield from _stream_events(gen, project, state := {})
     except (Cancelled, WorkerCrashed):
@@ -191,40 +214,72 @@ def _stream_events(gen, project, state: dict) -> Iterator:
 
 def inspect_checkpoint(path, encoder=None, cancel: threading.Event | None = None) -> Iterator:
     """Load a checkpoint strictly in the work process and describe it (the config, inferred or given)."""
-    return (yield from work_process().stream("inspect", path, encoder, cancel=cancel))
+    return (yield from request("inspect", path, encoder, cancel=cancel))
 
 
 def reduction_job(X, method: str, cancel: threading.Event | None = None, **kwargs) -> Iterator:
     """PCA/UMAP/PHATE of *X* (VisCy's parameters) in the work process: ``(obsm key, coordinates)``."""
     X = np.asarray(X, dtype=np.float32)
-    return (yield from work_process().stream("reduce", X, method, kwargs, cancel=cancel))
+    return (yield from request("reduce", X, method, kwargs, cancel=cancel))
 
 
 def cluster_job(X, method: str, cancel: threading.Event | None = None, **kwargs) -> Iterator:
     """KMeans/HDBSCAN labels of *X* in the work process."""
     X = np.asarray(X, dtype=np.float32)
-    return (yield from work_process().stream("cluster", X, method, kwargs, cancel=cancel))
+    return (yield from request("cluster", X, method, kwargs, cancel=cancel))
+
+
+def gallery_keys(table: pd.DataFrame) -> list[str]:
+    """The columns of *table* that name a gallery's sample: ``fov_name, track_id, t`` and, where the table has
+    it, ``experiment`` (a Bag-of-Channels store's samples of one cell, one per channel)."""
+    return ["fov_name", "track_id", "t", *(["experiment"] if "experiment" in table.columns else [])]
 
 
 def gallery_job(cfg, cells: pd.DataFrame, projection: str = "middle slice",
                 cancel: threading.Event | None = None) -> Iterator:
-    """The normalised patches of *cells* as the model receives them (the work process cuts them with the
-    run's plan and reader): ``(index, patches (N, C, Y, X))``."""
-    return (yield from work_process().stream("gallery", cfg, cells, projection, cancel=cancel))
+    """The normalised patches of *cells* (:func:`gallery_keys` columns) as the model receives them (the quick
+    lane cuts them with the run's plan and reader; a Bag-of-Channels run's samples too):
+    ``(index, patches (N, C, Y, X))`` (:func:`napari_dynaclr.predict.gallery.model_inputs`)."""
+    return (yield from request("gallery", cfg, cells, projection, cancel=cancel))
 
 
-_SENT: dict = {}  # which matrix the current work process holds: {"pid": ..., "token": ...}
+_SENT: dict = {}  # lane -> (pid, token): the matrix each lane's current work process holds
 
 
 def _matrix_request(kind: str, token, X, *args, cancel: threading.Event | None = None) -> Iterator:
     """A request on the explorer's embedding matrix: sent once per work process and *token* (a new
-    table), then named by its token."""
-    child = work_process()
-    held = _SENT.get("pid") == child.pid and child.pid is not None and _SENT.get("token") == token
+    table), then named by its token. (A *token* of None: *X* is sent and used once, not kept.)"""
+    lane = LANES[kind]
+    child = work_process(lane)
+    pid = child.pid
+    held = token is not None and pid is not None and _SENT.get(lane) == (pid, token)
     result = yield from child.stream(kind, token, None if held else np.asarray(X, dtype=np.float32), *args,
                                      cancel=cancel)
-    _SENT.update(pid=child.pid, token=token)
+    if token is not None:
+        _SENT[lane] = (child.pid, token)
     return result
+
+
+#: what a warm quick lane has imported before its first request (the classifier's, the neighbours' and the
+#: gallery's sampling libraries; no torch: only a gallery needs it, and it imports it then)
+WARM_MODULES = ("napari_dynaclr.evaluate", "sklearn.linear_model", "sklearn.model_selection",
+                "sklearn.preprocessing", "sklearn.metrics", "sklearn.decomposition", "sklearn.cluster")
+
+
+def warm_job(token=None, X=None, cancel: threading.Event | None = None) -> Iterator:
+    """Start the quick lane now and have it import :data:`WARM_MODULES` (and hold *X* as the matrix of
+    *token*, when given), so that the first quick request after a store opens answers at once."""
+    if token is None or X is None:
+        return (yield from request("warm", None, None, WARM_MODULES, cancel=cancel))
+    return (yield from _matrix_request("warm", token, X, WARM_MODULES, cancel=cancel))
+
+
+def embedding_pca_job(X, token=None, n_components: int = 8, cancel: threading.Event | None = None) -> Iterator:
+    """VisCy's PCA (StandardScaler, then PCA with random_state 42; 8 components, as its predict.yml asks, at
+    most the matrix's rank) of a store without a reduction, in the quick lane: ``("X_pca", (N, k))`` for the
+    scatter's first axes (NaN rows for NaN embeddings). With *token*, the quick lane keeps *X* as the
+    explorer's matrix of that table."""
+    return (yield from _matrix_request("pca", token, X, n_components, cancel=cancel))
 
 
 def neighbours_job(token, X, metric: str, row: int, k: int, cancel: threading.Event | None = None) -> Iterator:

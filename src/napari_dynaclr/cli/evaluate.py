@@ -139,7 +139,7 @@ def cmd_evaluate_classifier(args) -> int:
             bar and bar.update(1)
             groups = track_groups(adata.obs) if args.split == "track" else None
             result = train_classifier(embedding_matrix(adata.X, str(args.store)), labels.to_numpy(), groups=groups,
-                                      split=args.split, task=args.task)
+                                      split=args.split, task=args.task, cross_validate=True)
             bar and bar.update(1)
             if args.apply is not None:
                 apply_predictions(adata, result.model, args.task)
@@ -158,6 +158,12 @@ def cmd_evaluate_classifier(args) -> int:
     shown = [k for k in ("train_accuracy", "val_accuracy", "val_weighted_f1", "val_auroc") if k in m]
     print(f"{args.task}: {result.n_samples} labelled cells, split {result.split}, solver {result.solver}; "
           + ", ".join(f"{k} {m[k]:.4g}" for k in shown))
+    cv = result.cross_validation
+    if cv is not None:
+        print(f"cross-validated accuracy {cv.mean:.4g} ± {cv.std:.2g} ({cv.n_splits} "
+              f"{'track-grouped ' if cv.grouped else ''}folds)")
+    if result.warning:
+        warnings.warn(result.warning, stacklevel=2)
     if args.apply is not None:
         print(f"wrote {args.apply}: obs predicted_{args.task}, obsm predicted_{args.task}_proba")
     return 0

@@ -150,7 +150,10 @@ def labelled(labels) -> np.ndarray:
     """Boolean mask of the labels that train a classifier: not missing (None/NaN/NA, VisCy's ``"nan"``) and not
     ``"unknown"``."""
     values = pd.Series(np.asarray(labels, dtype=object))
-    return (~unlabelled(values) & (values.astype(str) != UNKNOWN)).to_numpy()
+    ok = values.notna().to_numpy()
+    text = values[ok].astype(str)  # (only the labels as text: a store's column is mostly unlabelled)
+    ok[ok] = ~(text.isin(MISSING_LABELS) | (text == UNKNOWN)).to_numpy()
+    return ok
 
 
 def save_annotations(path: str | Path, obs: pd.DataFrame, labels: Mapping[str, Sequence], key: str = "auto",

@@ -8,6 +8,11 @@ split at seed 42 — ``train_test_split(stratify=y)`` for ``split="cell"``, ``Gr
 sides) — and VisCy's metric names (``train_accuracy``, ``val_accuracy``, ``val_weighted_f1``, ``val_auroc``, per
 class ``val_{c}_precision|recall|f1|support``, …).
 
+What VisCy does not report, added beside its metrics (its numbers unchanged): the labelled cells per class on
+each side of the split (``train_counts``, ``val_counts``), a warning when a class has fewer than
+:data:`MIN_VALIDATION_CELLS` validation cells (an accuracy from 2–3 cells says little), and, with
+``cross_validate=True``, the accuracy over k folds of the labelled cells with its spread (:class:`CrossValidation`).
+
 One difference: with three or more classes scikit-learn >= 1.8 refuses liblinear (VisCy then raises or skips the
 task); here ``lbfgs`` is used instead and the result says so (``solver``, ``notes``, a ``UserWarning``).
 
@@ -26,9 +31,14 @@ import pandas as pd
 
 from napari_dynaclr.errors import AnnotationError, ConfigError
 from napari_dynaclr.evaluate.annotations import labelled
+from napari_dynaclr.evaluate.cross_validation import CrossValidation, cross_validate_recipe
 from napari_dynaclr.evaluate.matrix import embedding_matrix
 
 SPLITS = ("cell", "track", "none")
+#: rows predicted at a time (scaled and multiplied in float64 chunk by chunk)
+PREDICT_CHUNK = 16_384
+#: fewer validation cells of a class than this: the result warns that its validation scores say little
+MIN_VALIDATION_CELLS = 5
 #: VisCy's classifier_params as ``run_linear_classifiers`` passes them
 VISCY_CLASSIFIER_PARAMS = {"max_iter": 1000, "class_weight": "balanced", "solver": "liblinear", "random_state": 42}
 
@@ -66,10 +76,44 @@ class ClassifierResult:
     class_counts: dict
     n_groups: int | None = None
     notes: list[str] = field(default_factory=list)
+    train_counts: dict = field(default_factory=dict)  # labelled cells per class on the training side
+    val_counts: dict = field(default_factory=dict)  # ... on the validation side (every class, 0 when absent)
+    cross_validation: CrossValidation | None = None  # with cross_validate=True, when the labels allow it
+    cross_validation_note: str | None = None  # why there is none (cross_validate=True)
 
     @property
     def n_samples(self) -> int:
         return len(self.rows)
+
+    @property
+    def few_validation_cells(self) -> bool:
+        """A validation split holds fewer than :data:`MIN_VALIDATION_CELLS` cells of some class."""
+        return bool(self.val_counts) and min(self.val_counts.values()) < MIN_VALIDATION_CELLS
+
+    @property
+    def warning(self) -> str | None:
+        """What to say next to the validation scores when :attr:`few_validation_cells`, else None."""
+        if not self.few_validation_cells:
+            return None
+        few = ", ".join(f"{c}: {n}" for c, n in self.val_counts.items() if n < MIN_VALIDATION_CELLS)
+        return (f"only {few} validation cell(s) (fewer than {MIN_VALIDATION_CELLS} of a class): the validation "
+                "scores say little; label more cells")
+
+    def quality(self) -> dict:
+        """What tells how far the validation scores can be trusted (JSON-ready): the cells per class on each
+        side, the cross-validation and the warning."""
+        cv = self.cross_validation
+        return {
+            "split": self.split,
+            "n_train": len(self.train_rows),
+            "n_val": len(self.val_rows),
+            "train_counts": {str(k): int(v) for k, v in self.train_counts.items()},
+            "val_counts": {str(k): int(v) for k, v in self.val_counts.items()},
+            "cross_validation": cv.to_dict() if cv is not None else None,
+            "cross_validation_note": self.cross_validation_note,
+            "few_validation_cells": self.few_validation_cells,
+            "warning": self.warning,
+        }
 
     def to_dict(self) -> dict:
         """JSON-ready summary: VisCy's metric names at the top level of ``metrics``."""
@@ -86,6 +130,7 @@ class ClassifierResult:
             "class_counts": {str(k): int(v) for k, v in self.class_counts.items()},
             "metrics": {k: _jsonable(v) for k, v in self.metrics.items()},
             "notes": list(self.notes),
+            **{k: v for k, v in self.quality().items() if k not in ("split", "n_train", "n_val")},
         }
 
 
@@ -105,12 +150,13 @@ def track_groups(obs: pd.DataFrame) -> np.ndarray:
 def train_classifier(X: np.ndarray, labels, groups=None, split: str | None = "cell", *, train_fraction: float = 0.8,
                      random_seed: int = 42, solver: str = "liblinear", max_iter: int = 1000,
                      class_weight: str | None = "balanced", use_scaling: bool = True, task: str | None = None,
-                     ) -> ClassifierResult:
+                     cross_validate: bool = False) -> ClassifierResult:
     """Train VisCy's linear classifier on the labelled rows of *X* and score it on a held-out split.
 
     *X*: (N, D) embeddings. *labels*: N labels (None/NaN/"unknown" = not labelled). *groups*: N group ids for
     ``split="track"`` (:func:`track_groups`). *split*: ``"cell"`` (stratified, VisCy's default), ``"track"``
-    (grouped) or ``None``/``"none"`` (train on all labelled rows, no validation metrics).
+    (grouped) or ``None``/``"none"`` (train on all labelled rows, no validation metrics). *cross_validate*: also
+    score the recipe over k folds of the labelled cells (:class:`CrossValidation`; not with split ``"none"``).
     Raises :class:`AnnotationError` when the labels cannot train (fewer than two classes, a class too small to
     split) and :class:`ConfigError` for bad arguments.
     """
@@ -178,9 +224,22 @@ def train_classifier(X: np.ndarray, labels, groups=None, split: str | None = "ce
                          f"{', '.join(str(c) for c in counts.index if c not in set(y_val))}")
     metrics.pop("_proba", None)
     model = ClassifierModel(scaler=scaler, classifier=clf, task=task)
-    return ClassifierResult(model=model, metrics=metrics, classes=model.classes, split=split, solver=solver,
-                            rows=rows, train_rows=rows[idx_train], val_rows=rows[idx_val], y_val=y_val,
-                            y_val_proba=proba_val, class_counts=counts.to_dict(), n_groups=n_groups, notes=notes)
+    result = ClassifierResult(model=model, metrics=metrics, classes=model.classes, split=split, solver=solver,
+                              rows=rows, train_rows=rows[idx_train], val_rows=rows[idx_val], y_val=y_val,
+                              y_val_proba=proba_val, class_counts=counts.to_dict(), n_groups=n_groups, notes=notes,
+                              train_counts=_per_class(counts.index, y_train),
+                              val_counts=_per_class(counts.index, y[idx_val]) if len(idx_val) else {})
+    if cross_validate and split != "none":
+        fit = dict(max_iter=max_iter, class_weight=class_weight, solver=solver, random_state=random_seed)
+        result.cross_validation, result.cross_validation_note = cross_validate_recipe(
+            Xs, y, groups[rows] if split == "track" else None, rows, random_seed, fit)
+    return result
+
+
+def _per_class(classes, y) -> dict:
+    """Cells per class of *classes* in *y* (0 for a class it lacks)."""
+    found = pd.Series(y).value_counts(sort=False)
+    return {c: int(found.get(c, 0)) for c in classes}
 
 
 def class_labels(values, what: str = "the labels") -> np.ndarray:
@@ -316,12 +375,15 @@ def predict_classes(model: ClassifierModel, X: np.ndarray) -> tuple[np.ndarray, 
     ok = np.isfinite(X).all(axis=1) if X.dtype.kind == "f" else np.ones(len(X), bool)
     if not ok.any():
         return labels, proba
-    Xs = model.transform(X if ok.all() else X[ok])
-    p = model.classifier.predict_proba(Xs)
-    # the class of the highest probability = LogisticRegression.predict (softmax/expit keep the order of the
-    # decision values); one product with the coefficients instead of two
-    labels[ok] = model.classifier.classes_[np.argmax(p, axis=1)]
-    proba[ok] = p
+    rows = np.flatnonzero(ok)
+    for start in range(0, len(rows), PREDICT_CHUNK):  # (a float64 copy of a chunk at a time, not of X)
+        at = rows[start:start + PREDICT_CHUNK]
+        chunk = X[at] if len(at) < len(X) else X
+        p = model.classifier.predict_proba(model.transform(chunk))
+        # the class of the highest probability = LogisticRegression.predict (softmax/expit keep the order of
+        # the decision values); one product with the coefficients instead of two
+        labels[at] = model.classifier.classes_[np.argmax(p, axis=1)]
+        proba[at] = p
     return labels, proba
 
 

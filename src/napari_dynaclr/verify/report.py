@@ -66,6 +66,12 @@ class VerifyReport:
         return [n for a in self.arrays.values() for n in a.notes]
 
     @property
+    def text_columns(self) -> list[str]:
+        """The key columns held as text (``fov_name``; ``experiment`` in Bag-of-Channels stores) in :attr:`cells`
+        and the one-sided rows: their values are strings. Every other column of these tables holds numbers."""
+        return [k for k in self.rows.key_columns if k in STRING_KEYS]
+
+    @property
     def judged_arrays(self) -> list[str]:
         return [k for k, a in self.arrays.items() if a.judged]
 
@@ -361,7 +367,7 @@ def _worst_lines(report: VerifyReport, worst: int) -> list[str]:
     formatters[f"{judged[0]} cos"] = lambda v: _fmt(v, ".6f")
     formatters["tol ratio"] = _fmt
     return [f"worst {min(worst, len(report.cells))} cells (by |Δ| / (atol + rtol·|ref|)):"] + [
-        "  " + line for line in _text_table(table, formatters, left=keys[:1])
+        "  " + line for line in _text_table(table, formatters, left=report.text_columns)
     ]
 
 

@@ -254,7 +254,7 @@ class CellsView(QWidget):
         except DynaclrError as exc:
             self.gallery_info.value = f"✗ {exc} (the gallery cuts patches with the Predict tab's settings)"
             return None
-        keys = s.table[["fov_name", "track_id", "t"]].iloc[rows].assign(row=rows).reset_index(drop=True)
+        keys = s.table[workers.gallery_keys(s.table)].iloc[rows].assign(row=rows).reset_index(drop=True)
         self.gallery_info.value = f"cutting the patches of {min(len(rows), GALLERY_SIZE)} cells…"
         return self._start("gallery", _gallery, (cfg, X, keys, self.projection.value), self._show_tiles,
                            lambda msg: setattr(self.gallery_info, "value", f"✗ {msg}"))
@@ -494,10 +494,9 @@ def _gallery(cfg, X, keys: pd.DataFrame, projection: str, cancel=None):
     picked = representative_sample(X, rows, n=GALLERY_SIZE)
     order = pd.Series(np.arange(len(rows)), index=rows)
     cells = keys.iloc[order.loc[picked].to_numpy()]
-    index, patches = yield from workers.gallery_job(cfg, cells[["fov_name", "track_id", "t"]], projection,
-                                                    cancel=cancel)
+    key = workers.gallery_keys(cells)
+    index, patches = yield from workers.gallery_job(cfg, cells[key], projection, cancel=cancel)
     # the cells the run would not predict (too near the border) are left out: keep rows and tiles aligned
-    lookup = pd.Series(cells["row"].to_numpy(), index=pd.MultiIndex.from_frame(
-        cells[["fov_name", "track_id", "t"]].astype({"fov_name": str})))
-    kept = lookup.reindex(pd.MultiIndex.from_frame(index[["fov_name", "track_id", "t"]].astype({"fov_name": str})))
+    lookup = pd.Series(cells["row"].to_numpy(), index=pd.MultiIndex.from_frame(cells[key].astype({"fov_name": str})))
+    kept = lookup.reindex(pd.MultiIndex.from_frame(index[key].astype({"fov_name": str})))
     return kept.to_numpy(dtype=np.int64), len(rows), index, patches

@@ -421,9 +421,10 @@ class VerifyWidget(QWidget):
         t.setHorizontalHeaderLabels(labels)
         t.setRowCount(len(worst))
         self._cell_rows = list(worst.index)
+        text = set(report.text_columns)  # fov_name, a Bag-of-Channels store's experiment: strings
         for i, (idx, rec) in enumerate(zip(worst.index, worst[cols].itertuples(index=False))):
             for j, (col, v) in enumerate(zip(cols, rec)):
-                if col == "fov_name":
+                if col in text:
                     item = QTableWidgetItem(str(v))
                 elif col in keys:
                     item = _NumItem(v, str(int(v)) if float(v).is_integer() else str(v))
