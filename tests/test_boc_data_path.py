@@ -27,7 +27,7 @@ from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.core.plate import Plate
 from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.store import read_store
-from napari_dynaclr.predict.run import plan_for as plan_prediction
+from napari_dynaclr.predict.planners import plan_for as plan_prediction
 from napari_dynaclr.predict.run import run_prediction
 
 

@@ -16,7 +16,7 @@ from napari_dynaclr.errors import ConfigError
 from napari_dynaclr.model import fast_cpu
 from napari_dynaclr.model.checkpoint import load_checkpoint
 from napari_dynaclr.model.encoder import ContrastiveEncoder
-from napari_dynaclr.predict.run import plan_for
+from napari_dynaclr.predict.planners import plan_for
 from napari_dynaclr.predict.single import predict_batches
 
 TOL = 1e-4  # VisCy's float32 reference, as tests/test_conformance.py

@@ -313,7 +313,7 @@ def preview_cells(cfg, keep_plate: bool = False):
     (its FOVs are the selected ones), for a viewer to show without opening the plate again on its GUI
     thread (seconds for a 96-well plate); the caller closes it."""
     from napari_dynaclr._napari.explore import cell_table
-    from napari_dynaclr.predict.run import plan_for
+    from napari_dynaclr.predict.planners import plan_for
 
     plan = plan_for(cfg)
     try:

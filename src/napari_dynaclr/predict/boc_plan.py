@@ -415,10 +415,9 @@ def _stats(cfg, plan: BocPlan) -> None:
         if len(missing):  # VisCy gives NaN embeddings here (un-preprocessed index) or fails (other levels)
             values[missing] = _from_plate(plan, missing, norm.level, stat)
         pair.append(values)
-    import torch
-
     cells["sub"] = pair[0]
-    cells["div"] = (torch.from_numpy(pair[1]) + 1e-8).numpy()  # exactly VisCy's float32 tensor + 1e-8
+    # VisCy's float32 tensor + 1e-8: torch adds the scalar in float32, as numpy does with a float32 scalar
+    cells["div"] = pair[1] + np.float32(1e-8)
 
 
 def _from_plate(plan: BocPlan, rows: np.ndarray, level: str, stat: str) -> np.ndarray:

@@ -143,7 +143,7 @@ READ_AS_ZERO = Remedy("allow_nonfinite", purpose="to read them as 0", otherwise=
 
 def plan_prediction(cfg: PredictConfig, encoder: EncoderConfig | None = None) -> PredictionPlan:
     """Open the plate and tracks of a classic run (a :class:`~napari_dynaclr.core.sources.TracksSource`) and
-    check them against the config and the encoder (:func:`napari_dynaclr.predict.run.plan_for` plans any
+    check them against the config and the encoder (:func:`napari_dynaclr.predict.planners.plan_for` plans any
     source)."""
     plate = Plate(cfg.source.data_path, cfg.include_wells, cfg.exclude_fovs)
     try:

@@ -15,14 +15,9 @@ from napari_dynaclr.core.architecture import EncoderConfig
 from napari_dynaclr.core.config import PredictConfig
 from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrWarning, Remedy
 from napari_dynaclr.predict.batches import NonfiniteEmbeddings, describe_cell, nonfinite_rows
-from napari_dynaclr.predict.boc_plan import plan_boc
 from napari_dynaclr.predict.events import BatchResult, EmbeddingAccumulator, Planned, RunSummary, Stage
-from napari_dynaclr.predict.plan import plan_prediction
+from napari_dynaclr.predict.planners import plan_for
 from napari_dynaclr.predict.single import predict_batches, resolve_device
-
-#: the planner of each data source (by its ``kind``): every plan has the same interface, so everything after
-#: planning is one engine
-PLANNERS = {"tracks": plan_prediction, "boc": plan_boc}
 
 
 def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: threading.Event | None = None,
@@ -46,11 +41,6 @@ def prediction_events(cfg: PredictConfig, device: str | None = None, cancel: thr
         raise ConfigError("no output path", remedy=Remedy("output_path", None, joint=": "))
     with OutputGuard(cfg.output_path, cfg.overwrite, cfg.input_paths()) as guard:
         return (yield from _events(cfg, device, cancel, write, guard))
-
-
-def plan_for(cfg: PredictConfig, encoder=None):
-    """The plan of *cfg*, by its data source (:data:`PLANNERS`)."""
-    return PLANNERS[cfg.source.kind](cfg, encoder)
 
 
 def _secondary_rank() -> bool:
