@@ -199,6 +199,7 @@ def test_batched_dtw_equals_plain_loops(seed, dim, t_len, quantised):
             if j != i:
                 total += float(np.sqrt(_ref_acc(tracks[i], other)[-1, -1]))
         assert s == total
+    assert D.medoid([0, 3, 5], tracks) == int(np.argmin(sums))
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------
