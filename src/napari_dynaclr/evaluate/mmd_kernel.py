@@ -14,8 +14,9 @@ VisCy (``viscy_utils.evaluation.mmd``, commit 4b62365):
 ``cdist`` sums ``(x−y)²`` one feature after the other: 8 s for 4,000 × 768 on one core. Here the squared distances
 come from one float64 matrix product of the centred pool (:mod:`.sqdist`, shared with the pseudotime's DTW),
 with a rigorous bound on their error; only the entries whose float32 kernel argument (or, for the median, whose
-rank) that bound leaves undecided — a few hundred of millions — are computed again with ``cdist`` itself. The kernel, the median and therefore every later float32 sum
-are VisCy's bits. The sums reuse ``K (1−z)ᵀ`` (VisCy computes it twice): two float32 products instead of three.
+rank) that bound leaves undecided — a few hundred of millions — are computed again with ``cdist`` itself. The
+kernel, the median and therefore every later float32 sum are VisCy's bits. The sums reuse ``K (1−z)ᵀ`` (VisCy
+computes it twice): two float32 products instead of three.
 """
 
 from __future__ import annotations
