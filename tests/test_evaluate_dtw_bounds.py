@@ -13,7 +13,7 @@ from scipy.spatial.distance import cdist
 from napari_dynaclr.evaluate.pseudotime import dtw as D
 from napari_dynaclr.evaluate.pseudotime.recurrence import first_min
 from napari_dynaclr.evaluate.sqdist import ProductDistances
-from test_evaluate_pseudotime import _ref_acc, _ref_global, _ref_path, _ref_subsequence
+from test_evaluate_pseudotime import assert_alignments_equal_loops
 
 
 @settings(max_examples=40, deadline=None)
@@ -59,15 +59,7 @@ def test_no_exact_frame_costs_without_near_ties(monkeypatch):
     distance_sums = D.distance_sums
     monkeypatch.setattr(D, "frame_costs", lambda *a: pytest.fail("exact frame costs computed"))
     monkeypatch.setattr(D, "distance_sums", lambda *a: pytest.fail("exact medoid sums computed"))
-    for got, track in zip(D.subsequence_match(template, tracks), tracks):
-        want = _ref_subsequence(template, track)
-        assert np.array_equal(got[0], want[0]) and got[1] == want[1]
-    psis = [min(len(template) // 2, len(t) - 1, len(template) - 1) for t in tracks]
-    for (path, cost), track, psi in zip(D.global_match(template, tracks, psis), tracks, psis):
-        ref_path, ref_cost = _ref_global(template, track, psi)
-        assert np.array_equal(path, ref_path) and cost == ref_cost
-    for path, track in zip(D.warping_paths_batch(template, tracks), tracks):
-        assert np.array_equal(path, _ref_path(np.sqrt(_ref_acc(template, track)), len(template), len(track)))
+    assert_alignments_equal_loops(template, tracks)
     candidates = [0, 4, 9, 17, 25]
     position = D.medoid(candidates, tracks)
     monkeypatch.undo()

@@ -203,11 +203,9 @@ def _sequences(draw_seed, n, dim, quantised):
     return [np.round(s, 0) if quantised else s for s in seqs]  # rounding makes exact ties common
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**31), st.integers(1, 5), st.integers(2, 9), st.booleans())
-def test_batched_dtw_equals_plain_loops(seed, dim, t_len, quantised):
-    template, *tracks = _sequences(seed, 12, dim, quantised)
-    template = template[:t_len] if len(template) >= t_len else template
+def assert_alignments_equal_loops(template, tracks):
+    """The subsequence and global alignments and the warping paths of *tracks* against *template* are the plain
+    loops' (paths, costs, no match)."""
     for got, track in zip(D.subsequence_match(template, tracks), tracks):
         want = _ref_subsequence(template, track)
         assert (got is None) == (want is None)
@@ -220,6 +218,14 @@ def test_batched_dtw_equals_plain_loops(seed, dim, t_len, quantised):
     for path, track in zip(D.warping_paths_batch(template, tracks), tracks):
         acc = np.sqrt(_ref_acc(template, track))
         assert np.array_equal(path, _ref_path(acc, len(template), len(track)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 5), st.integers(2, 9), st.booleans())
+def test_batched_dtw_equals_plain_loops(seed, dim, t_len, quantised):
+    template, *tracks = _sequences(seed, 12, dim, quantised)
+    template = template[:t_len] if len(template) >= t_len else template
+    assert_alignments_equal_loops(template, tracks)
     sums = D.distance_sums([0, 3, 5], tracks)
     for s, i in zip(sums, [0, 3, 5]):
         total = 0.0
