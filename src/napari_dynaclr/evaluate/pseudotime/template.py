@@ -204,7 +204,7 @@ def dba(sequences: Sequence[np.ndarray], max_iter: int = 30, tol: float = 1e-5, 
     return avg
 
 
-def _labels_and_calibration(template: np.ndarray, trajectories: list[np.ndarray], labels: list[dict] | None,
+def _labels_and_calibration(template: np.ndarray, trajectories: Sequence[np.ndarray], labels: list[dict] | None,
                             t_rel: list[np.ndarray], label_cols: list[str]):
     n_t = len(template)
     has_labels = bool(label_cols) and labels is not None
@@ -284,6 +284,7 @@ def build_template(X: np.ndarray, obs: pd.DataFrame, aligned: pd.DataFrame, data
         t_rel.append(np.array([t_rel_lookup.get((fov, tid, int(t)), np.nan) for t in times], dtype=float))
         cell_ids.append((dataset_id, fov, tid))
     check()
+    trajectories = dtw.Stack.of(trajectories)  # one array for the DBA rounds and the labels' paths
     avg = dba(trajectories, dba_max_iter, dba_tol, dba_init, random_state,
               cancel=check if cancel is not None else None)
     from sklearn.preprocessing import normalize
