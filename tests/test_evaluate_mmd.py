@@ -295,15 +295,51 @@ def test_explicit_bins_no_experiment_column_progress_and_cancel(kit):
         run_mmd(adata.obs, np.asarray(adata.X), cfg, cancel=lambda: True)
 
 
-def test_rerun_needs_overwrite(folder, monkeypatch, capsys):
+def test_rerun_replaces_its_own_unchanged_outputs_only(folder, monkeypatch, capsys):
+    """A rerun of a config replaces the CSV and JSON it wrote (VisCy overwrites silently); a user's file of that
+    name, or our file edited since, is refused without --overwrite (exit 2, nothing written); --overwrite
+    replaces it, and the new file is ours again."""
     monkeypatch.chdir(folder)
     cfg = yaml.safe_load((CONFIGS / "mmd_aggregate_defaults.yaml").read_text())
     cfg.update(output_dir="again/deeper", mmd={"n_permutations": 5})
     (folder / "again.yaml").write_text(yaml.safe_dump(cfg))
     argv = ["evaluate", "mmd", "-c", "again.yaml", "--json", "again.json"]
+    csv, report = folder / "again" / "deeper" / "synth_eval2_mmd_results.csv", folder / "again.json"
     assert _cli(capsys, *argv)[0] == 0
-    csv = folder / "again" / "deeper" / "synth_eval2_mmd_results.csv"
-    before = csv.read_bytes()
+    first = csv.read_bytes(), report.read_bytes()
+    cfg["mmd"] = {"n_permutations": 7}  # other p-values: the files are written again, not left as they were
+    (folder / "again.yaml").write_text(yaml.safe_dump(cfg))
     code, _, err = _cli(capsys, *argv)
-    assert code == 2 and "already exists; pass --overwrite" in err and csv.read_bytes() == before
-    assert _cli(capsys, *argv, "--overwrite")[0] == 0 and csv.read_bytes() == before  # same numbers again
+    assert code == 0, err
+    ours = csv.read_bytes(), report.read_bytes()
+    assert ours[0] != first[0] and ours[1] != first[1]
+
+    def refused(path, *extra):
+        before = {p: p.read_bytes() for p in (csv, report)}
+        code, _, err = _cli(capsys, *argv, *extra)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{path.name} already exists; pass --overwrite to replace it" in err, err
+        assert {p: p.read_bytes() for p in (csv, report)} == before
+
+    csv.write_bytes(ours[0] + b"# checked by hand\n")  # our CSV, edited by the user
+    refused(csv)
+    csv.write_bytes(ours[0])  # as we wrote it again: ours
+    report.write_bytes(ours[1].replace(b"uninf1 vs ZIKV", b"my label"))  # our JSON, edited
+    refused(report)
+    assert _cli(capsys, *argv, "--overwrite")[0] == 0 and report.read_bytes() == ours[1]
+    assert _cli(capsys, *argv)[0] == 0  # the replaced report is ours again
+
+    user = folder / "user.json"  # a user's file named like the report, in a folder whose manifest records others
+    user.write_text("[]\n")
+    code, _, err = _cli(capsys, "evaluate", "mmd", "-c", "again.yaml", "--json", user)
+    assert code == 2 and "user.json already exists; pass --overwrite to replace it" in err
+    assert user.read_text() == "[]\n"
+    cfg["output_dir"] = "theirs"  # a user's CSV named like ours, in a folder we never wrote to
+    (folder / "theirs").mkdir()
+    (folder / "theirs" / csv.name).write_text("a,b\n1,2\n")
+    (folder / "theirs.yaml").write_text(yaml.safe_dump(cfg))
+    code, _, err = _cli(capsys, "evaluate", "mmd", "-c", "theirs.yaml")
+    assert code == 2 and f"{csv.name} already exists; pass --overwrite to replace it" in err
+    assert (folder / "theirs" / csv.name).read_text() == "a,b\n1,2\n"
+    assert _cli(capsys, "evaluate", "mmd", "-c", "theirs.yaml", "--overwrite")[0] == 0
+    assert (folder / "theirs" / csv.name).read_bytes() == ours[0]

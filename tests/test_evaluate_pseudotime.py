@@ -104,7 +104,35 @@ def test_cli_writes_the_kits_layout(tmp_path, capsys):
     assert code == 0, err
     compare(json.loads(out.read_text()), expected()["pseudotime"])
     assert "onsets: 9 tracks" in stdout and "raw: template of 9 frames x 768 from 9 tracks" in stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pt.json", "pt.yaml", "store.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dynaclr-manifest.json", "pt.json", "pt.yaml",
+                                                          "store.zarr"]
+
+
+def test_rerun_replaces_its_own_unchanged_report_only(tmp_path, capsys):
+    """--json of an earlier run is replaced; the same report edited by the user (its mark kept) or a user's file
+    of that name is refused without --overwrite (exit 2, left as it is); --overwrite replaces it."""
+    import os
+
+    store = write_store(tmp_path / "store.zarr")
+    cfg = tmp_path / "pt.yaml"
+    cfg.write_text(yaml.safe_dump(_config(build_template={"flavors": {"raw": None}},
+                                          dtw_align_tracks={"subsequence": [True]})))
+    out = tmp_path / "pt.json"
+    argv = ["evaluate", "pseudotime", store, "--annotations", ANNOTATIONS, "-c", cfg, "--json", out, "--quiet"]
+    assert _run_cli(capsys, *argv)[0] == 0
+    first = os.stat(out).st_ino
+    code, _, err = _run_cli(capsys, *argv)
+    assert code == 0, err
+    assert os.stat(out).st_ino != first  # written again (a new file swapped in), without --overwrite
+    ours = out.read_text()
+    edited = ours.replace('"fov_name": "B/1/0"', '"fov_name": "B/1/0 (checked)"', 1)
+    assert edited != ours and json.loads(edited)["written_by"].startswith("napari-dynaclr")
+    for theirs in (edited, '{"my": "notes"}\n'):
+        out.write_text(theirs)
+        code, _, err = _run_cli(capsys, *argv)
+        assert code == 2 and "pt.json already exists; pass --overwrite to replace it" in err, err
+        assert out.read_text() == theirs
+    assert _run_cli(capsys, *argv, "--overwrite")[0] == 0 and out.read_text() == ours
 
 
 def test_kit_config_file_loads_unchanged():
@@ -175,11 +203,9 @@ def _sequences(draw_seed, n, dim, quantised):
     return [np.round(s, 0) if quantised else s for s in seqs]  # rounding makes exact ties common
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**31), st.integers(1, 5), st.integers(2, 9), st.booleans())
-def test_batched_dtw_equals_plain_loops(seed, dim, t_len, quantised):
-    template, *tracks = _sequences(seed, 12, dim, quantised)
-    template = template[:t_len] if len(template) >= t_len else template
+def assert_alignments_equal_loops(template, tracks):
+    """The subsequence and global alignments and the warping paths of *tracks* against *template* are the plain
+    loops' (paths, costs, no match)."""
     for got, track in zip(D.subsequence_match(template, tracks), tracks):
         want = _ref_subsequence(template, track)
         assert (got is None) == (want is None)
@@ -192,6 +218,14 @@ def test_batched_dtw_equals_plain_loops(seed, dim, t_len, quantised):
     for path, track in zip(D.warping_paths_batch(template, tracks), tracks):
         acc = np.sqrt(_ref_acc(template, track))
         assert np.array_equal(path, _ref_path(acc, len(template), len(track)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 5), st.integers(2, 9), st.booleans())
+def test_batched_dtw_equals_plain_loops(seed, dim, t_len, quantised):
+    template, *tracks = _sequences(seed, 12, dim, quantised)
+    template = template[:t_len] if len(template) >= t_len else template
+    assert_alignments_equal_loops(template, tracks)
     sums = D.distance_sums([0, 3, 5], tracks)
     for s, i in zip(sums, [0, 3, 5]):
         total = 0.0
@@ -199,6 +233,7 @@ def test_batched_dtw_equals_plain_loops(seed, dim, t_len, quantised):
             if j != i:
                 total += float(np.sqrt(_ref_acc(tracks[i], other)[-1, -1]))
         assert s == total
+    assert D.medoid([0, 3, 5], tracks) == int(np.argmin(sums))
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------

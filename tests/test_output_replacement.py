@@ -114,3 +114,39 @@ def test_a_real_full_disk_is_one_line_and_leaves_nothing(tiny_disk, case_copy, c
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("napari-dynaclr: error: cannot write") and "No space left on device" in err[0], err
     assert list(Path(tiny_disk).iterdir()) == []
+
+
+def test_a_recorded_file_is_ours_only_while_unchanged(tmp_path):
+    """A file written with ``record=True`` is replaced without ``overwrite`` while its content is what its folder's
+    manifest records; edited (even a JSON report that keeps its mark), or a user's file of that name, it needs
+    ``overwrite``. A marked report that was never recorded keeps the earlier rule (the mark)."""
+    from napari_dynaclr.errors import OutputError
+
+    csv, report = tmp_path / "rows.csv", tmp_path / "report.json"
+    output.write_text(csv, "a\n1\n", kind="csv", record=True)
+    output.write_json(report, {"a": 1}, "test", record=True)
+    assert output.recorded(csv) and output.recorded(report)
+    output.write_text(csv, "a\n2\n", kind="csv", record=True)  # a rerun: ours, unchanged
+    output.write_json(report, {"a": 2}, "test", record=True)
+    csv.write_text("a\n2\n# mine\n")
+    report.write_text(report.read_text().replace("2", "3"))  # still starts with written_by: napari-dynaclr
+    for path, write in ((csv, lambda **kw: output.write_text(csv, "a\n4\n", kind="csv", record=True, **kw)),
+                        (report, lambda **kw: output.write_json(report, {"a": 4}, "test", record=True, **kw))):
+        assert output.recorded(path) is False
+        before = path.read_text()
+        with pytest.raises(OutputError, match="already exists") as refused:
+            write()
+        assert refused.value.remedy is not None and refused.value.remedy.key == "overwrite"
+        assert path.read_text() == before
+        write(overwrite=True)
+        assert output.recorded(path)
+    theirs = tmp_path / "theirs.csv"
+    theirs.write_text("x\n")
+    assert output.recorded(theirs) is None
+    with pytest.raises(OutputError, match="already exists"):
+        output.write_text(theirs, "a\n", kind="csv", record=True)
+    unrecorded = tmp_path / "plain.json"
+    output.write_json(unrecorded, {"a": 1}, "test")
+    unrecorded.write_text(unrecorded.read_text().replace("1", "5"))
+    output.write_json(unrecorded, {"a": 6}, "test")  # the mark alone, as before: replaced
+    assert output.recorded(unrecorded) is None and '"a": 6' in unrecorded.read_text()

@@ -2,7 +2,10 @@
 
 Everything is checked (config, store columns, output paths) before any distance is computed; bad input exits 2
 with one line and writes nothing. Every file goes through the safe write path (:mod:`napari_dynaclr.core.output`,
-here :func:`write_outputs` and the reports' :func:`~napari_dynaclr.cli.reports.write_report`).
+here :func:`write_outputs` and the reports' :func:`~napari_dynaclr.cli.reports.write_report`) and is recorded in
+its folder's manifest (:mod:`napari_dynaclr.core.output.manifest`): a rerun of a config replaces its own
+unchanged CSV and JSON (VisCy overwrites silently), a file of that name the tool did not write, or changed since,
+only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,8 @@ import warnings
 from pathlib import Path
 
 from napari_dynaclr.cli.progress import progress_bar
-from napari_dynaclr.cli.reports import OVERWRITE_HELP, check_report, write_report
+from napari_dynaclr.cli.reports import OVERWRITE_RECORDED_HELP, check_report, write_report
 from napari_dynaclr.errors import ConfigError
-
-OVERWRITE_CSV = "pass --overwrite"
 
 
 def add_parsers(esub) -> None:
@@ -32,8 +33,7 @@ def add_parsers(esub) -> None:
     )
     m.add_argument("-c", "--config", type=Path, required=True, metavar="CONFIG.yaml", help="compute-mmd YAML")
     m.add_argument("--json", type=Path, metavar="OUT", help="also write the rows as a JSON list of records")
-    m.add_argument("--overwrite", action="store_true",
-                   help="replace an existing results CSV (and --json file), e.g. of an earlier run of the config")
+    m.add_argument("--overwrite", action="store_true", help=OVERWRITE_RECORDED_HELP)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_evaluate_mmd)
     p = esub.add_parser(
@@ -50,7 +50,7 @@ def add_parsers(esub) -> None:
     p.add_argument("-c", "--config", type=Path, required=True, metavar="CONFIG.yaml", help="pseudotime YAML")
     p.add_argument("--json", type=Path, metavar="OUT", help="JSON file: onsets, templates, per-frame pseudotime, "
                    "per-track paths, response groups, evaluation")
-    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_RECORDED_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate_pseudotime)
 
@@ -62,7 +62,7 @@ def check_csv_output(csv: Path, inputs: dict, overwrite: bool) -> None:
 
     folder = csv.parent
     if folder.is_dir():
-        check_output_path(csv, overwrite, inputs, kind="csv", overwrite_hint=OVERWRITE_CSV)
+        check_output_path(csv, overwrite, inputs, kind="csv")
         return
     first_missing = folder
     while not first_missing.parent.exists() and first_missing.parent != first_missing:
@@ -72,12 +72,13 @@ def check_csv_output(csv: Path, inputs: dict, overwrite: bool) -> None:
 
 def write_outputs(files: dict[Path, tuple[str, str]], inputs: dict, overwrite: bool) -> None:
     """Write every output text file through the safe write path (atomic, never into an input), making a missing
-    output folder first (VisCy makes output_dir). *files*: ``{path: (text, kind)}``."""
+    output folder first (VisCy makes output_dir), and record it in its folder's manifest. *files*:
+    ``{path: (text, kind)}``."""
     from napari_dynaclr.core.output import make_folder, write_text
 
     for path, (text, kind) in files.items():
         make_folder(path.parent)
-        write_text(path, text, overwrite, inputs, kind=kind, overwrite_hint=OVERWRITE_CSV)
+        write_text(path, text, overwrite, inputs, kind=kind, record=True)
         print(f"wrote {path}", file=sys.stderr)
 
 
@@ -115,7 +116,7 @@ def cmd_evaluate_mmd(args) -> int:
     store, out_dir = Path(cfg.input_path), Path(cfg.output_dir)
     inputs = {"store": store, "config": args.config}
     if args.json is not None:
-        check_output_path(args.json, args.overwrite, inputs, kind="json", overwrite_hint=OVERWRITE_CSV)
+        check_output_path(args.json, args.overwrite, inputs, kind="json")
     adata = _read(store)
     X = select_embedding(adata, cfg.embedding_key)
     facets = plan_mmd(adata.obs, cfg)  # every refusal about the data, before the work
@@ -167,7 +168,7 @@ def cmd_evaluate_pseudotime(args) -> int:
     finally:
         bar.close()
     if args.json is not None:
-        write_report(args.json, result.to_dict(), "evaluate pseudotime", inputs, args.overwrite)
+        write_report(args.json, result.to_dict(), "evaluate pseudotime", inputs, args.overwrite, record=True)
     print(f"onsets: {len(result.t_perturb)} tracks with an onset ({len(result.aligned)} rows)")
     for name, flavor in result.flavors.items():
         tpl = flavor.template

@@ -12,10 +12,11 @@ VisCy (``viscy_utils.evaluation.mmd``, commit 4b62365):
   (n_permutations + 1)``.
 
 ``cdist`` sums ``(x−y)²`` one feature after the other: 8 s for 4,000 × 768 on one core. Here the squared distances
-come from one float64 matrix product of the centred pool, with a rigorous bound on their error; only the entries
-whose float32 kernel argument (or, for the median, whose rank) that bound leaves undecided — a few hundred of
-millions — are computed again with ``cdist`` itself. The kernel, the median and therefore every later float32 sum
-are VisCy's bits. The sums reuse ``K (1−z)ᵀ`` (VisCy computes it twice): two float32 products instead of three.
+come from one float64 matrix product of the centred pool (:mod:`.sqdist`, shared with the pseudotime's DTW),
+with a rigorous bound on their error; only the entries whose float32 kernel argument (or, for the median, whose
+rank) that bound leaves undecided — a few hundred of millions — are computed again with ``cdist`` itself. The
+kernel, the median and therefore every later float32 sum are VisCy's bits. The sums reuse ``K (1−z)ᵀ`` (VisCy
+computes it twice): two float32 products instead of three.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from napari_dynaclr.evaluate.sqdist import ProductDistances
 
 #: VisCy's cap on the pooled kernel size (n + m)
 MAX_POOL = 20_000
@@ -54,29 +57,13 @@ def _pool(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(X), np.asarray(Y)], axis=0).astype(np.float32)
 
 
-class _Distances:
-    """Squared Euclidean distances of a float32 pool through a float64 product of the centred rows, each with a
-    bound on its distance to ``cdist``'s value; :meth:`exact` gives ``cdist``'s own values."""
+class _Distances(ProductDistances):
+    """The pool's squared distances through :class:`~napari_dynaclr.evaluate.sqdist.ProductDistances` (a float64
+    product of the centred rows, ``|d² − cdist| <= factor · t``); :meth:`exact` gives ``cdist``'s own values."""
 
     def __init__(self, pool: np.ndarray):
+        super().__init__(pool)
         self.pool = pool
-        P = pool.astype(np.float64)
-        P -= P.mean(axis=0)
-        self.P = P
-        self.sq = np.einsum("ij,ij->i", P, P)
-        d = max(pool.shape[1], 1)
-        gamma = d * _U / (1.0 - d * _U)
-        # with a, b the centred rows: |product form − exact| <= (γ_D + 2u)(‖a‖+‖b‖)², the centring <= 2u(‖a‖+‖b‖)²,
-        # cdist's own sum <= γ_D(‖a‖+‖b‖)²; (‖a‖+‖b‖)² <= 2(‖a‖² + ‖b‖²); all of it twice
-        self.factor = 4.0 * (2.0 * gamma + 4.0 * _U)
-
-    def block(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
-        """(approximate d², t = ‖a‖² + ‖b‖²): ``|d² − cdist| <= factor · t``."""
-        t = self.sq[rows, None] + self.sq[None, cols]
-        d2 = self.P[rows] @ self.P[cols].T
-        d2 *= -2.0
-        d2 += t
-        return d2, t
 
     def exact(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``cdist(pool, pool, "sqeuclidean")[i, j]``, computed by ``cdist`` one row of the pool at a time."""

@@ -6,10 +6,11 @@ a JSON or CSV report, the dock's saves and exports, the demo's files, the napari
 - **Inputs are sacred**: an output that is, contains or lies inside anything the run reads (resolved as the run
   resolves it: a collection's plates, a cell index's ``store_path``) is refused whatever ``overwrite`` says; so is
   one inside any zarr store or plate, a symbolic link, and a mount point.
-- **Only our own kind is replaced**: without ``overwrite`` nothing is replaced but a JSON report this tool wrote;
-  with it only an embedding store or an empty folder (a store), a parquet file (a cell index), a text file (a
-  report). The demo and the sample data replace only the entries their manifest records, unchanged
-  (:class:`OwnedFolder`).
+- **Only our own kind is replaced**: without ``overwrite`` nothing is replaced but a file this tool wrote — a JSON
+  report with its mark, or a file its folder's manifest records, unchanged (``evaluate mmd``'s CSV and JSON,
+  ``evaluate pseudotime``'s JSON: :mod:`.manifest`); with it only an embedding store or an empty folder (a store),
+  a parquet file (a cell index), a text file (a report). The demo and the sample data replace only the entries
+  their manifest records, unchanged (:class:`OwnedFolder`).
 - **One writer per output**: an exclusive ``flock`` beside the output, held from the checks to the end of the run;
   a second run fails at once naming the first (pid, host, start time); a dead holder's lock is taken over, whoever
   owns its file (:mod:`.lock`).
@@ -30,6 +31,7 @@ from napari_dynaclr.core.output.checks import (
     check_replaceable,
     check_target,
     describe_folder,
+    is_own_output,
     is_own_report,
 )
 from napari_dynaclr.core.output.files import (
@@ -42,11 +44,12 @@ from napari_dynaclr.core.output.files import (
     write_text,
 )
 from napari_dynaclr.core.output.guard import OutputGuard, clean_after_kill, is_issued, storage_error, write_atomically
-from napari_dynaclr.core.output.owned import OwnedFolder, content_hash
+from napari_dynaclr.core.output.manifest import content_hash, record_file, recorded
+from napari_dynaclr.core.output.owned import OwnedFolder
 
 __all__ = [
     "KINDS", "OutputGuard", "OwnedFolder", "ScratchFolder", "check_existing", "check_output_path", "check_replaceable",
-    "check_target", "clean_after_kill", "content_hash", "describe_folder", "is_issued", "is_own_report", "make_folder",
-    "report_json", "storage_error", "temporary_writer", "write_atomically", "write_entries", "write_json",
-    "write_text",
+    "check_target", "clean_after_kill", "content_hash", "describe_folder", "is_issued", "is_own_output",
+    "is_own_report", "make_folder", "record_file", "recorded", "report_json", "storage_error", "temporary_writer",
+    "write_atomically", "write_entries", "write_json", "write_text",
 ]

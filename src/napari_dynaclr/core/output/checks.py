@@ -2,8 +2,9 @@
 
 - The target (:func:`check_target`): never an input of the run (nor inside one, nor containing one), never inside
   a zarr store or plate, never a symbolic link, a name the file system takes, in a writable folder.
-- What is there already (:func:`check_existing`): never a mount point; without ``overwrite`` nothing but a report
-  this tool wrote; with it only this tool's kind of output (:func:`check_replaceable`).
+- What is there already (:func:`check_existing`): never a mount point; without ``overwrite`` nothing but a file
+  this tool wrote, unchanged (:func:`is_own_output`); with it only this tool's kind of output
+  (:func:`check_replaceable`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from napari_dynaclr.core.output.manifest import REPORT_MARK, recorded
 from napari_dynaclr.errors import OutputError, Remedy
 
 #: what an output is, hence what ``overwrite`` may replace
 KINDS = ("store", "parquet", "json", "csv", "text")
 #: the metadata files that make a folder a zarr node
 ZARR_METADATA = (".zgroup", ".zarray", ".zattrs", "zarr.json", ".zmetadata")
-#: the first key of every JSON report this tool writes (how a later run knows the file is ours)
-REPORT_MARK = "written_by"
 
 
 def real(path: Path) -> Path:
@@ -111,7 +111,7 @@ def check_existing(path: Path, overwrite: bool, overwrite_hint: str | None = Non
     if kind != "store" and path.is_dir():
         raise OutputError(f"output {path} is a folder; give a file name")
     if not overwrite:
-        if is_own_report(path, kind):
+        if is_own_output(path, kind):
             return
         raise exists_error(f"output {path} already exists", overwrite_hint)
     check_replaceable(path, kind)
@@ -142,6 +142,16 @@ def check_replaceable(path: Path, kind: str = "store") -> None:
     if not _is_text(path):
         raise OutputError(f"output {path} exists and is not a text file (binary data); refusing to replace it "
                           "(choose another output path)")
+
+
+def is_own_output(path: Path, kind: str) -> bool:
+    """A file output this tool wrote and nobody changed since: what its folder's manifest records, when it records
+    the name (:func:`~napari_dynaclr.core.output.manifest.recorded`: the content hash decides); otherwise a JSON
+    report with this tool's mark (:func:`is_own_report`)."""
+    if kind == "store" or not path.is_file():
+        return False
+    mine = recorded(path)
+    return mine if mine is not None else is_own_report(path, kind)
 
 
 def is_own_report(path: Path, kind: str) -> bool:

@@ -10,8 +10,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from napari_dynaclr.core.output.checks import REPORT_MARK, check_target, real, zarr_ancestor
+from napari_dynaclr.core.output.checks import check_target, real, zarr_ancestor
 from napari_dynaclr.core.output.guard import hidden_prefix, is_issued, issue, retire, storage_error, write_atomically
+from napari_dynaclr.core.output.manifest import REPORT_MARK, record_file
 from napari_dynaclr.core.output.swap import fsync_folder, fsync_path, remove, rename_new
 from napari_dynaclr.errors import OutputError
 
@@ -33,18 +34,23 @@ def temporary_writer(fn: Callable) -> Callable:
 
 
 def write_text(path: str | Path, text: str, overwrite: bool = False, inputs: Mapping[str, object] | None = None,
-               kind: str = "text", overwrite_hint: str | None = None) -> Path:
+               kind: str = "text", overwrite_hint: str | None = None, record: bool = False) -> Path:
     """Write *text* (UTF-8) as the file *path* through the safe write path: a hidden file beside it, flushed to disk,
     then renamed over the old one — *path* holds the old content or the complete new one, on a full disk or past a
     file-size limit too (one line, the old file intact). *kind* ``"json"``, ``"csv"`` or ``"text"`` says what an
-    existing file may be to be replaced (:func:`~napari_dynaclr.core.output.checks.check_existing`)."""
+    existing file may be to be replaced (:func:`~napari_dynaclr.core.output.checks.check_existing`). *record*: the
+    new file is recorded in its folder's manifest (:func:`~napari_dynaclr.core.output.manifest.record_file`), so
+    that a rerun replaces it — unchanged — without *overwrite*."""
     data = text.encode("utf-8")
 
     def write(tmp: Path) -> None:
         with open(tmp, "xb") as fh:  # (flushed to disk by the commit)
             fh.write(data)
 
-    return write_atomically(Path(path), write, overwrite, inputs, kind=kind, overwrite_hint=overwrite_hint)
+    written = write_atomically(Path(path), write, overwrite, inputs, kind=kind, overwrite_hint=overwrite_hint)
+    if record:
+        record_file(written)
+    return written
 
 
 def report_json(payload: Mapping, made_by: str) -> str:
@@ -58,10 +64,12 @@ def report_json(payload: Mapping, made_by: str) -> str:
 
 
 def write_json(path: str | Path, payload: Mapping, made_by: str, overwrite: bool = False,
-               inputs: Mapping[str, object] | None = None, overwrite_hint: str | None = None) -> Path:
+               inputs: Mapping[str, object] | None = None, overwrite_hint: str | None = None,
+               record: bool = False) -> Path:
     """Write a JSON report (:func:`report_json`) through :func:`write_text`: a report this tool wrote is replaced
-    as a rerun's, anything else only with *overwrite* (and then only a text file)."""
-    return write_text(path, report_json(payload, made_by), overwrite, inputs, "json", overwrite_hint)
+    as a rerun's, anything else only with *overwrite* (and then only a text file). *record*: see
+    :func:`write_text` (a recorded report is this tool's only while unchanged, its mark notwithstanding)."""
+    return write_text(path, report_json(payload, made_by), overwrite, inputs, "json", overwrite_hint, record)
 
 
 def write_entries(folder: str | Path, names: Iterable[str], write: Callable[[Path], object],

@@ -18,7 +18,14 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from napari_dynaclr.core.output.checks import check_existing, check_replaceable, check_target, exists_error, real
+from napari_dynaclr.core.output.checks import (
+    check_existing,
+    check_replaceable,
+    check_target,
+    exists_error,
+    is_own_output,
+    real,
+)
 from napari_dynaclr.core.output.lock import OutputLock
 from napari_dynaclr.core.output.swap import fsync_folder, fsync_path, remove, rename_exchange, rename_new, signals_held
 from napari_dynaclr.errors import InterruptedAfterCommit, OutputError
@@ -133,7 +140,7 @@ class OutputGuard:
     def _swap_in(self, tmp: Path) -> Path | None:
         path = self.path
         if os.path.lexists(path):
-            if not self.overwrite and not (self.kind == "json" and _own_report(path)):
+            if not self.overwrite and not is_own_output(path, self.kind):
                 raise exists_error(f"output {path} appeared while this run was predicting; it was not replaced",
                                    self.overwrite_hint)
             if os.path.ismount(path):
@@ -149,12 +156,6 @@ class OutputGuard:
             return old
         rename_new(tmp, path)
         return None
-
-
-def _own_report(path: Path) -> bool:
-    from napari_dynaclr.core.output.checks import is_own_report
-
-    return is_own_report(path, "json")
 
 
 def _remove_or_warn(path: Path, what: str) -> None:

@@ -10,21 +10,18 @@ touched, whatever its name.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from napari_dynaclr.core.output.checks import REPORT_MARK
 from napari_dynaclr.core.output.files import clean_staging, make_folder, write_entries
 from napari_dynaclr.core.output.lock import OutputLock
-from napari_dynaclr.core.output.swap import fsync_folder, remove
+from napari_dynaclr.core.output.manifest import FOLDER_LOCK, MANIFEST, content_hash, read_manifest, write_manifest
+from napari_dynaclr.core.output.swap import remove
 from napari_dynaclr.errors import OutputError, shorten
 
-MANIFEST = ".dynaclr-manifest.json"
 _OURS = ".dynaclr-"  # the manifest, the folder's lock, staging and trash entries
 
 
@@ -38,7 +35,7 @@ class OwnedFolder:
                  hint: str = "choose another --out"):
         self.folder = Path(folder)
         self.what, self.maker, self.hint = what, maker, hint
-        self._lock = OutputLock(self.folder / f"{_OURS}folder.lock", self.folder)
+        self._lock = OutputLock(self.folder / FOLDER_LOCK, self.folder)
 
     def __enter__(self) -> OwnedFolder:
         if os.path.lexists(self.folder) and not self.folder.is_dir():
@@ -65,12 +62,7 @@ class OwnedFolder:
 
     def recorded(self) -> dict[str, dict]:
         """The manifest's entries (``{name: {"sha256": …}}`` or ``{name: {"pending": "store"}}``); {} without one."""
-        try:
-            doc = json.loads((self.folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        entries = doc.get("entries") if isinstance(doc, dict) else None
-        return {str(k): v for k, v in entries.items() if isinstance(v, dict)} if isinstance(entries, dict) else {}
+        return read_manifest(self.folder)
 
     def has(self, names: Iterable[str]) -> bool:
         """Whether every entry of *names* was written completely and is there (no hashing: a cheap look)."""
@@ -157,49 +149,4 @@ class OwnedFolder:
             entries.pop(name, None)
         else:
             entries[name] = record
-        doc = {REPORT_MARK: f"napari-dynaclr: the entries {self.maker} wrote in this folder", "entries": entries}
-        tmp = self.folder / f"{MANIFEST}.partial-{uuid.uuid4().hex[:12]}"
-        try:
-            with open(tmp, "x", encoding="utf-8") as fh:
-                fh.write(json.dumps(doc, indent=2) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.folder / MANIFEST)
-        except OSError as exc:
-            remove(tmp)
-            raise OutputError(f"cannot write {self.folder / MANIFEST}: {exc.strerror or exc}") from None
-        fsync_folder(self.folder)
-
-
-def content_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes; of a folder, of its sorted file list with each file's hash (links by target)."""
-    h = hashlib.sha256()
-    if path.is_symlink():
-        h.update(b"link\0" + os.fsencode(os.readlink(path)))
-    elif path.is_dir():
-        h.update(b"folder\0")
-        for rel, kind, value in _walk(path, ""):
-            h.update(f"{kind}\0{rel}\0{value}\n".encode("utf-8", "surrogateescape"))
-    else:
-        h.update(b"file\0" + _file_hash(path).encode())
-    return h.hexdigest()
-
-
-def _walk(folder: Path, rel: str):
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        name = rel + entry.name
-        if entry.is_symlink():
-            yield name, "L", os.readlink(entry.path)
-        elif entry.is_dir():
-            yield name, "D", ""
-            yield from _walk(Path(entry.path), name + "/")
-        else:
-            yield name, "F", _file_hash(Path(entry.path))
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        write_manifest(self.folder, entries, self.maker)

@@ -30,7 +30,7 @@ from napari_dynaclr.evaluate.pseudotime import dtw
 from napari_dynaclr.evaluate.pseudotime.onsets import obs_tracks, select_tracks
 from napari_dynaclr.evaluate.pseudotime.template import Template
 
-_BATCH = 4096  # tracks aligned per step (progress and cancel between steps)
+_BATCH = 1024  # tracks aligned per step (progress and cancel between steps)
 
 
 @dataclass
@@ -132,6 +132,26 @@ def _track_result(key, dataset_id, timepoints, path, cost, t_len, subsequence, l
                           warping_speed=_speed(pseudotime), propagated_labels=propagated, alignment_region=region)
 
 
+def _prepared(X: np.ndarray, rows: list[np.ndarray], prepare, buffer: np.ndarray | None
+              ) -> tuple[dtw.Stack, np.ndarray | None]:
+    """Every track of *rows* prepared, one after the other in *buffer* (or a new array when it is too small: a
+    buffer used again spares the system the first touch of its pages); returns the stack and the buffer."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    if not len(rows):
+        return dtw.Stack(np.zeros((0, 0)), lengths), buffer
+    first = prepare(X[rows[0]])
+    total = int(lengths.sum())
+    if buffer is None or len(buffer) < total or buffer.shape[1] != first.shape[1]:
+        buffer = np.empty((total, first.shape[1]))
+    frames = buffer[:total]
+    frames[:len(first)] = first
+    at = len(first)
+    for r in rows[1:]:
+        prepare(X[r], out=frames[at:at + len(r)])
+        at += len(r)
+    return dtw.Stack(frames, lengths), buffer
+
+
 def align_tracks_to_template(X: np.ndarray, obs: pd.DataFrame, tracking: pd.DataFrame, template: Template,
                              dataset_id: str, min_track_timepoints: int = 3, psi: int | None = None,
                              subsequence: bool = True, progress: Callable[[int, int], None] | None = None,
@@ -144,15 +164,16 @@ def align_tracks_to_template(X: np.ndarray, obs: pd.DataFrame, tracking: pd.Data
     t_len = len(template)
     prepare = template.preparer()
     results: list[TrackAlignment] = []
+    buffer = None
     for s in range(0, len(tracks), _BATCH):
         if cancel is not None and cancel():
             raise Cancelled("alignment cancelled")
         keys, rows = tracks.keys[s:s + _BATCH], tracks.rows[s:s + _BATCH]
-        processed = [prepare(np.asarray(X[r], dtype=np.float64)) for r in rows]
+        processed, buffer = _prepared(X, rows, prepare, buffer)
         if subsequence:
             matches = dtw.subsequence_match(template.template, processed)
         else:
-            limit = [min(len(p) - 1, t_len - 1) for p in processed]
+            limit = [min(n - 1, t_len - 1) for n in processed.lengths]
             psis = [min(psi, m) if psi is not None else min(t_len // 2, m) for m in limit]
             matches = dtw.global_match(template.template, processed, psis)
         for key, r, match in zip(keys, rows, matches):

@@ -30,6 +30,17 @@ def frame_costs_numpy(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return out
 
 
+def pair_costs(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """``np.sum((A[ia[k]] − B[ib[k]])**2)`` for every k (numpy's bits: each row summed along its features)."""
+    out = np.empty(len(ia), dtype=np.float64)
+    step = max(1, _FRAME_CHUNK // max(1, A.shape[1]))
+    for s in range(0, len(ia), step):
+        d = np.asarray(A[ia[s:s + step]], dtype=np.float64) - np.asarray(B[ib[s:s + step]], dtype=np.float64)
+        np.square(d, out=d)
+        out[s:s + step] = d.sum(axis=-1)
+    return out
+
+
 def _compile() -> dict | None:
     """The numba kernels (:mod:`._numba_kernels`, compiled once and cached on disk), or None without numba."""
     if "costs" not in _KERNELS:

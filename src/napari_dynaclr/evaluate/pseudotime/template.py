@@ -64,13 +64,20 @@ _ROWS = 8192  # rows per chunk of the column statistics
 def _column_sum(X: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
     """``Σ_rows float64(x)`` (or ``Σ (x − center)²``) per column, adding one row after the other as numpy's
     ``sum(axis=0)`` of the whole float64 matrix does (its bits), without making that matrix."""
+    buf = np.empty((min(len(X), _ROWS) + 1, X.shape[1]))  # row 0: the sum so far, then the rows to add
     acc = None
     for s in range(0, len(X), _ROWS):
-        chunk = np.asarray(X[s:s + _ROWS], dtype=np.float64)
+        n = min(_ROWS, len(X) - s)
+        rows = buf[1:n + 1]
+        rows[...] = X[s:s + n]
         if center is not None:
-            chunk = chunk - center
-            chunk *= chunk
-        acc = chunk.sum(axis=0) if acc is None else np.add.reduce(np.concatenate([acc[None], chunk]), axis=0)
+            rows -= center
+            rows *= rows
+        if acc is None:
+            acc = rows.sum(axis=0)
+        else:
+            buf[0] = acc
+            acc = buf[:n + 1].sum(axis=0)
     return acc
 
 
@@ -120,19 +127,34 @@ class Preparer:
             Z -= self.offset
         else:
             Z = Z.copy()
-        norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))
-        norms[norms < 10 * np.finfo(norms.dtype).eps] = 1.0
-        Z /= norms[:, None]
-        return Z
+        return _normalise(Z)
 
-    def __call__(self, X64: np.ndarray) -> np.ndarray:
-        Z = (X64 - self.mean) / self.std
+    def __call__(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The prepared rows of *X* (float32 or float64), written into *out* when it is given (without PCA, once
+        the first track has been checked, in place: ``float64(X) − mean``, ``/ std``, ``/ norms``)."""
+        if out is not None and self.checked and self.fast and self.pca is None:
+            np.subtract(X, self.mean, out=out)
+            out /= self.std
+            return _normalise(out)
+        Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.std
         if not self.checked:
             self.checked = True
-            slow = _prepare(Z, self.pca)
-            self.fast = np.array_equal(self._fast(Z), slow)
-            return slow
-        return self._fast(Z) if self.fast else _prepare(Z, self.pca)
+            result = _prepare(Z, self.pca)
+            self.fast = np.array_equal(self._fast(Z), result)
+        else:
+            result = self._fast(Z) if self.fast else _prepare(Z, self.pca)
+        if out is None:
+            return result
+        out[...] = result
+        return out
+
+
+def _normalise(Z: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``normalize(Z, norm="l2")`` in place: rows over ``sqrt(einsum(Z, Z))`` (tiny norms → 1)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))
+    norms[norms < 10 * np.finfo(norms.dtype).eps] = 1.0
+    Z /= norms[:, None]
+    return Z
 
 
 def _fit_pca(Z: np.ndarray, n_components: int | None, variance: float | None, random_state: int):
@@ -158,16 +180,15 @@ def dba(sequences: Sequence[np.ndarray], max_iter: int = 30, tol: float = 1e-5, 
             candidates = np.random.default_rng(random_state).choice(n, MEDOID_CANDIDATES, replace=False)
         else:
             candidates = np.arange(n)
-        costs = dtw.distance_sums(candidates, sequences)
-        avg = sequences[int(candidates[np.argmin(costs)])].copy()
+        avg = sequences[int(candidates[dtw.medoid(candidates, sequences)])].copy()
     else:
         avg = sequences[0].copy()
-    frames = np.concatenate(sequences)
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sequences])[:-1]])
+    stack = dtw.Stack.of(sequences)
+    frames, offsets = stack.frames, stack.offsets
     for _ in range(max_iter):
         if cancel is not None:
             cancel()
-        paths = dtw.warping_paths_batch(avg, sequences)
+        paths = dtw.warping_paths_batch(avg, stack)
         at = np.concatenate([p[:, 0] for p in paths])
         src = np.concatenate([p[:, 1] + o for p, o in zip(paths, offsets)])
         accum = np.zeros(avg.shape)
@@ -183,7 +204,7 @@ def dba(sequences: Sequence[np.ndarray], max_iter: int = 30, tol: float = 1e-5, 
     return avg
 
 
-def _labels_and_calibration(template: np.ndarray, trajectories: list[np.ndarray], labels: list[dict] | None,
+def _labels_and_calibration(template: np.ndarray, trajectories: Sequence[np.ndarray], labels: list[dict] | None,
                             t_rel: list[np.ndarray], label_cols: list[str]):
     n_t = len(template)
     has_labels = bool(label_cols) and labels is not None
@@ -263,6 +284,7 @@ def build_template(X: np.ndarray, obs: pd.DataFrame, aligned: pd.DataFrame, data
         t_rel.append(np.array([t_rel_lookup.get((fov, tid, int(t)), np.nan) for t in times], dtype=float))
         cell_ids.append((dataset_id, fov, tid))
     check()
+    trajectories = dtw.Stack.of(trajectories)  # one array for the DBA rounds and the labels' paths
     avg = dba(trajectories, dba_max_iter, dba_tol, dba_init, random_state,
               cancel=check if cancel is not None else None)
     from sklearn.preprocessing import normalize
