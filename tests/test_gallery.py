@@ -10,8 +10,9 @@ import pytest
 from conftest import DATA
 from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.errors import TracksError
+from napari_dynaclr.predict.batches import load_batch
 from napari_dynaclr.predict.gallery import model_inputs
-from napari_dynaclr.predict.run import plan_for
+from napari_dynaclr.predict.planners import plan_for
 
 
 def _run_inputs(cfg):
