@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from napari_dynaclr.errors import Cancelled, ConfigError, StoreError, shorten
+from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError, StoreError, shorten
 from napari_dynaclr.evaluate.mmd_config import Comparison, MMDAnalysis, MMDBase, MMDSettings
 from napari_dynaclr.evaluate.mmd_kernel import median_heuristic, mmd_permutation_test
 
@@ -108,7 +108,39 @@ def _require(obs: pd.DataFrame, column: str, why: str, how: str) -> None:
                           f"{shorten(obs.columns, 8)}); add it: {how}")
 
 
-def _filter(obs: pd.DataFrame, obs_filter: dict[str, str] | None) -> np.ndarray:
+def store_embedding(label: str, adata, analysis: MMDBase, experiment: bool = False) -> np.ndarray:
+    """The checks one store of ``input_paths`` must pass (the obs columns the analysis reads, ``experiment`` too
+    with *experiment*, the embedding), each error naming the store *label*; returns its embedding."""
+    try:
+        obs = adata.obs
+        if len(obs) == 0:
+            raise StoreError("the store has no cells")
+        if experiment:
+            _require(obs, "experiment", "--combined (it names each store by its experiment)",
+                     HOW_TO_ADD["experiment"])
+        _require(obs, analysis.group_by, f"group_by {analysis.group_by!r}", GROUP_HOW)
+        _require(obs, "marker", "MMD (it compares conditions per marker)", HOW_TO_ADD["marker"])
+        if analysis.temporal:
+            which = "temporal_bin_size" if analysis.temporal_bin_size is not None else "temporal_bins"
+            _require(obs, HOURS, which, HOW_TO_ADD[HOURS])
+        if obs["marker"].isna().any():
+            raise ConfigError(f"obs column 'marker' is empty for {int(obs['marker'].isna().sum())} cells; give "
+                              "every cell a marker")
+        return select_embedding(adata, analysis.embedding_key)
+    except DynaclrError as exc:
+        raise type(exc)(f"{label}: {exc}") from None
+
+
+def same_width(embeddings: list[tuple[str, np.ndarray]], what: str) -> None:
+    """Refuse stores whose embeddings (*what*: ``X`` or an obsm key) differ in width."""
+    widths = {label: X.shape[1] for label, X in embeddings}
+    if len(set(widths.values())) > 1:
+        raise StoreError(f"the stores' {what} embeddings differ in width ("
+                         + ", ".join(f"{label}: {w}" for label, w in widths.items())
+                         + "); compare stores of one model")
+
+
+def filter_rows(obs: pd.DataFrame, obs_filter: dict[str, str] | None) -> np.ndarray:
     keep = np.ones(len(obs), dtype=bool)
     for col, value in (obs_filter or {}).items():
         _require(obs, col, "obs_filter", "or remove the key from obs_filter")
@@ -151,7 +183,7 @@ def plan_mmd(obs: pd.DataFrame, analysis: MMDAnalysis, by_experiment: bool = Tru
     """Check *obs* against *analysis* and lay out every facet (rows of A and B per comparison), before any
     distance is computed. Positions index *obs*. *by_experiment* False: no experiment facet (VisCy's pooled
     mode; the facets' experiment is None). Raises :class:`ConfigError` (see the module)."""
-    keep = _filter(obs, analysis.obs_filter)
+    keep = filter_rows(obs, analysis.obs_filter)
     _require(obs, analysis.group_by, f"group_by {analysis.group_by!r}", GROUP_HOW)
     _require(obs, "marker", "MMD (it compares conditions per marker)", HOW_TO_ADD["marker"])
     if analysis.temporal:
