@@ -140,12 +140,14 @@ def same_width(embeddings: list[tuple[str, np.ndarray]], what: str) -> None:
                          + "); compare stores of one model")
 
 
-def filter_rows(obs: pd.DataFrame, obs_filter: dict[str, str] | None) -> np.ndarray:
+def filter_rows(obs: pd.DataFrame, obs_filter: dict[str, str] | None, allow_empty: bool = False) -> np.ndarray:
+    """The positions of the rows *obs_filter* keeps (``obs[col] == value`` for every key); an unknown column, or
+    (unless *allow_empty*) a filter that keeps nothing, is refused."""
     keep = np.ones(len(obs), dtype=bool)
     for col, value in (obs_filter or {}).items():
         _require(obs, col, "obs_filter", "or remove the key from obs_filter")
         keep &= (obs[col] == value).to_numpy()
-    if obs_filter and not keep.any():
+    if obs_filter and not keep.any() and not allow_empty:
         raise ConfigError(f"obs_filter {obs_filter} keeps no cell of the store; check the values")
     return np.flatnonzero(keep)
 
@@ -232,11 +234,16 @@ def plan_mmd(obs: pd.DataFrame, analysis: MMDAnalysis, by_experiment: bool = Tru
     return facets
 
 
-def _sizes(comp: Comparison, facet: _Facet, settings) -> tuple[int, int]:
-    na, nb = _counts(len(facet.rows_a[comp.label]), settings), _counts(len(facet.rows_b[comp.label]), settings)
+def drawn_sizes(n_a: int, n_b: int, settings: MMDSettings) -> tuple[int, int]:
+    """The group sizes the comparison step keeps of *n_a* and *n_b* rows (``max_cells``, ``balance_samples``)."""
+    na, nb = _counts(n_a, settings), _counts(n_b, settings)
     if settings.balance_samples:
         na = nb = min(na, nb)
     return na, nb
+
+
+def _sizes(comp: Comparison, facet: _Facet, settings) -> tuple[int, int]:
+    return drawn_sizes(len(facet.rows_a[comp.label]), len(facet.rows_b[comp.label]), settings)
 
 
 def _check_computable(facets: list[_Facet], analysis: MMDAnalysis) -> None:
