@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eval2_data import CONFIGS, MMD_CASES, anndata, expected, kit_folder
+from mmd_modes_data import CASES, expected_modes, renamed, second_experiment, split_by_wells, write_stores
 from napari_dynaclr.cli import main
 from napari_dynaclr.core.output.manifest import content_hash
 from napari_dynaclr.core.store import write_store
@@ -93,27 +94,14 @@ def test_pooled_one_store_gives_viscys_per_experiment_rows_and_q_values(case):
                                _fdr_bh_as_statsmodels(np.array([w["p_value"] for w in want])), rtol=1e-15)
 
 
-def _split_by_wells():
-    """The kit's store as two experiments: uninfected1 and the first 6 ZIKV tracks, uninfected2 and the rest."""
-    kit = anndata()
-    obs = kit.obs
-    first = ((obs["perturbation"] == "uninfected1") | ((obs["perturbation"] == "ZIKV") & (obs["track_id"] <= 6)))
-    parts = []
-    for name, rows in (("e1", np.flatnonzero(first.to_numpy())), ("e2", np.flatnonzero(~first.to_numpy()))):
-        part = kit[rows].copy()
-        part.obs["experiment"] = pd.Categorical([name] * len(rows))
-        parts.append(part)
-    return parts
-
-
 def test_pooled_two_stores_equal_the_kernel_on_the_concatenated_rows(tmp_path):
     """Two stores written by the project's writer and read back; aliases join uninfected1/2; max_cells draws in
     the concatenated order; only B binned."""
     from napari_dynaclr.core.store import read_store
 
     paths = []
-    for i, part in enumerate(_split_by_wells()):
-        paths.append(write_store(part, tmp_path / f"s{i}.zarr"))
+    for i in range(2):
+        paths.append(write_store(split_by_wells(i), tmp_path / f"s{i}.zarr"))
     stores = [(str(p), read_store(p)) for p in paths]
     cfg = MMDPooledConfig.model_validate({
         "input_paths": [str(p) for p in paths], "output_dir": "o", "temporal_bins": [2, 6, 12],
@@ -140,21 +128,8 @@ def test_pooled_two_stores_equal_the_kernel_on_the_concatenated_rows(tmp_path):
 
 # --- combined -----------------------------------------------------------------------------------------------
 
-def _second_experiment():
-    """Another experiment: 'e2', to 9 h (t < 15), shifted, uninfected2 renamed mock, track 12 of ZIKV imaged
-    with another marker (in e2 only)."""
-    b = anndata()
-    b = b[(b.obs["t"] < 15).to_numpy()].copy()
-    b.obs["experiment"] = pd.Categorical(["e2"] * len(b))
-    b.X = b.X + np.float32(0.7)
-    b.obs["perturbation"] = pd.Categorical(b.obs["perturbation"].astype(str).replace("uninfected2", "mock"))
-    zikv12 = ((b.obs["perturbation"] == "ZIKV") & (b.obs["track_id"] == 12)).to_numpy()
-    b.obs["marker"] = pd.Categorical(np.where(zikv12, "TOMM20", "SEC61B"))
-    return b
-
-
 def test_combined_centres_each_experiment_and_bins_both_groups():
-    a, b = anndata(), _second_experiment()
+    a, b = anndata(), second_experiment()
     cfg = MMDCombinedConfig.model_validate({"input_paths": ["a", "b"], "output_dir": "o", "temporal_bin_size": 3.0,
                                             "mmd": {"n_permutations": 100, "seed": 9}})
     result = run_mmd_combined([("a.zarr", a), ("b.zarr", b)], cfg)
@@ -182,16 +157,10 @@ def test_combined_centres_each_experiment_and_bins_both_groups():
         assert (row["n_a"], row["n_b"]) == (int(in_a.sum()), int(in_b.sum()))
         assert (row["mmd2"], row["p_value"], row["bandwidth"]) == (test.mmd2, test.p_value, test.bandwidth)
     # the shift of e2 is gone with the centring: the same cells, centred, are no batch effect at all
-    same = run_mmd_combined([("a.zarr", anndata()), ("c.zarr", _renamed(anndata(), "copy", shift=5.0))],
+    same = run_mmd_combined([("a.zarr", anndata()), ("c.zarr", renamed(anndata(), "copy", shift=5.0))],
                             MMDCombinedConfig.model_validate({"input_paths": ["a", "c"], "output_dir": "o",
                                                               "mmd": {"n_permutations": 50}}))
     assert (same.table["p_value"] == 1.0).all() and (same.table["mmd2"].abs() < 1e-2).all()
-
-
-def _renamed(adata, name, shift=0.0):
-    adata.obs["experiment"] = pd.Categorical([name] * len(adata))
-    adata.X = adata.X + np.float32(shift)
-    return adata
 
 
 # --- command line -------------------------------------------------------------------------------------------
@@ -204,10 +173,7 @@ def _cli(capsys, *argv):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = kit_folder(tmp_path_factory.mktemp("kit"))
-    write_store(_renamed(anndata(), "copy"), root / "copy.zarr")
-    write_store(_second_experiment(), root / "e2.zarr")
-    return root
+    return write_stores(kit_folder(tmp_path_factory.mktemp("kit")))
 
 
 def _write(folder, name, cfg: dict):
@@ -217,6 +183,30 @@ def _write(folder, name, cfg: dict):
 
 def _manifest(folder) -> dict:
     return json.loads((folder / ".dynaclr-manifest.json").read_text())["entries"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_modes_give_viscys_rows(folder, monkeypatch, capsys, case):
+    """VisCy's own run_mmd_pooled / run_mmd_combined on these stores (data/eval2/viscy_modes.py): counts, bins and
+    p-values exact (same random streams), bandwidth rel 1e-6, MMD² abs 2e-6, q-values rel 1e-12 (statsmodels
+    divides by i/n where scipy multiplies by n/i: one rounding apart)."""
+    monkeypatch.chdir(folder)
+    mode, cfg = CASES[case]
+    path = _write(folder, f"{case}.yaml", {**cfg, "output_dir": f"out_{case}"})
+    code, _, err = _cli(capsys, "evaluate", "mmd", "-c", path, f"--{mode}", "--json", f"{case}.json")
+    assert code == 0, err
+    want = expected_modes()[case]
+    got = json.loads((folder / f"{case}.json").read_text())
+    csv = pd.read_csv(folder / f"out_{case}" / f"{mode}_mmd_results.csv")
+    assert list(csv.columns) == list(want[0]) and len(got) == len(want) == len(csv)
+    for g, w in zip(got, want):
+        assert list(g) == list(w)
+        for key, value in w.items():
+            if key in ("mmd2", "bandwidth", "effect_size", "activity_zscore", "q_value") and value is not None:
+                tol = {"mmd2": dict(abs=2e-6), "bandwidth": dict(rel=1e-6), "q_value": dict(rel=1e-12)}
+                assert g[key] == pytest.approx(value, **tol.get(key, dict(rel=1e-4, abs=1e-12))), (key, g, w)
+            else:
+                assert g[key] == value, (key, g, w)
 
 
 def test_cli_pooled_writes_viscys_csv_and_json(folder, monkeypatch, capsys):
