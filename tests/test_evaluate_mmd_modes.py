@@ -267,6 +267,11 @@ def _other_marker(adata):
     adata.obs["experiment"] = pd.Categorical(["tomm"] * len(adata))
 
 
+def _no_hours(adata):
+    adata.obs[HOURS] = np.nan
+    adata.obs["experiment"] = pd.Categorical(["nohours"] * len(adata))
+
+
 def _no_projections(adata):
     del adata.obsm["X_projections"]
     adata.obs["experiment"] = pd.Categorical(["noproj"] * len(adata))
@@ -310,6 +315,11 @@ BAD = [
      "cond_a 'uninfected1' has at most 240 cells per marker and cond_b 'ZIKV' has at most 240 cells per marker"),
     ("too few cells combined", "--combined", dict(input_paths=["store.zarr", "copy.zarr"], mmd={"min_cells": 300}),
      "no row can be computed: at most 240 cells per condition and marker"),
+    ("output into a store", "--pooled", dict(input_paths=["store.zarr"], comparisons=_COMPARE,
+                                            output_dir="store.zarr/results"), "lies inside the input store"),
+    ("no hours for a marker", "--combined", dict(input_paths=["store.zarr", ("nohours.zarr", _no_hours)],
+                                                temporal_bin_size=3.0),
+     "nohours.zarr: obs column 'hours_post_perturbation' holds no finite value for marker 'SEC61B'"),
     ("obs_filter keeps one store", "--combined", dict(input_paths=["store.zarr", "copy.zarr"],
                                                      obs_filter={"experiment": "copy"}),
      "obs_filter .* keeps cells of 1 of the 2 stores"),
@@ -340,3 +350,18 @@ def test_flags_are_exclusive_and_loading_names_the_mode(folder):
     assert isinstance(load_mmd_config(folder / "per_exp.yaml", "pooled"), MMDPooledConfig)
     with pytest.raises(ConfigError, match="pass --pooled or --combined"):
         load_mmd_config(folder / "per_exp.yaml")
+
+
+def test_progress_and_cancel_in_both_modes():
+    from napari_dynaclr.errors import Cancelled
+
+    stores = [("a.zarr", anndata()), ("b.zarr", renamed(anndata(), "b"))]
+    combined = MMDCombinedConfig.model_validate({"input_paths": ["a", "b"], "output_dir": "o",
+                                                 "mmd": {"n_permutations": 10}})
+    seen = []
+    run_mmd_combined(stores, combined, progress=lambda *a: seen.append(a))
+    assert seen == [(1, 3, "ZIKV"), (2, 3, "uninfected1"), (3, 3, "uninfected2")]
+    pooled = MMDPooledConfig.model_validate({**_pooled_raw("aggregate_defaults"), "mmd": {"n_permutations": 10}})
+    for run, cfg in ((run_mmd_combined, combined), (run_mmd_pooled, pooled)):
+        with pytest.raises(Cancelled):
+            run(stores, cfg, cancel=lambda: True)

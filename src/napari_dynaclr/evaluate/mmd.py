@@ -59,6 +59,8 @@ class MMDResult:
 
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: the CSV's name where it is fixed (``pooled_mmd_results.csv``, ``combined_mmd_results.csv``)
+    file_name: str | None = None
 
     @property
     def experiment(self) -> str:
@@ -66,8 +68,8 @@ class MMDResult:
 
     @property
     def csv_name(self) -> str:
-        """VisCy's file name: ``{experiment of the first row}_mmd_results.csv``."""
-        return f"{self.experiment}_mmd_results.csv"
+        """VisCy's file name: :attr:`file_name`, else ``{experiment of the first row}_mmd_results.csv``."""
+        return self.file_name or f"{self.experiment}_mmd_results.csv"
 
     @property
     def n_nan(self) -> int:

@@ -52,15 +52,6 @@ COMBINED_CSV = "combined_mmd_results.csv"
 
 
 @dataclass
-class CombinedResult(MMDResult):
-    """The combined rows (:data:`COMBINED_COLUMNS`) and notes."""
-
-    @property
-    def csv_name(self) -> str:
-        return COMBINED_CSV
-
-
-@dataclass
 class Experiment:
     """One store of ``input_paths`` after ``obs_filter``: its experiment name, label (path), obs and embedding."""
 
@@ -149,6 +140,10 @@ def plan_combined(experiments: list[Experiment], cfg: MMDCombinedConfig) -> tupl
             bins: list = [None]
             if cfg.temporal:
                 ha, hb = oa[HOURS].to_numpy(dtype=float), ob[HOURS].to_numpy(dtype=float)
+                for exp, hours in ((ea, ha), (eb, hb)):
+                    if not np.isfinite(hours).any():
+                        raise ConfigError(f"{exp.label}: obs column {HOURS!r} holds no finite value for marker "
+                                          f"{marker!r}; fill it in to use time bins")
                 bins = bin_edges(cfg, float(min(np.nanmax(ha), np.nanmax(hb))))
             tasks = []
             for condition in conditions:
@@ -188,7 +183,7 @@ def centred(X: np.ndarray) -> np.ndarray:
 
 def run_mmd_combined(stores: list[tuple[str, object]], cfg: MMDCombinedConfig,
                      progress: Callable[[int, int, str], None] | None = None,
-                     cancel: Callable[[], bool] | None = None) -> CombinedResult:
+                     cancel: Callable[[], bool] | None = None) -> MMDResult:
     """VisCy's ``run_mmd_combined`` over *stores* (``(label, AnnData)``, the stores of ``input_paths``): see the
     module. *progress* and *cancel* as in :func:`~napari_dynaclr.evaluate.mmd.run_mmd`."""
     experiments, notes = read_experiments(stores, cfg)
@@ -217,4 +212,5 @@ def run_mmd_combined(stores: list[tuple[str, object]], cfg: MMDCombinedConfig,
             if progress is not None:
                 progress(done, total, str(condition))
     notes += nan_rows_note(nan_notes, len(records), cfg.mmd.min_cells)
-    return CombinedResult(table=pd.DataFrame(records, columns=list(COMBINED_COLUMNS)), notes=notes)
+    return MMDResult(table=pd.DataFrame(records, columns=list(COMBINED_COLUMNS)), notes=notes,
+                     file_name=COMBINED_CSV)

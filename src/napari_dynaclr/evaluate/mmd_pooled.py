@@ -19,7 +19,6 @@ and the embedding, of one width: VisCy's outer join would fill what one store la
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,15 +30,6 @@ from napari_dynaclr.evaluate.mmd_config import MMDPooledConfig
 #: VisCy's pooled CSV columns, in its order
 POOLED_COLUMNS = (*(c for c in RESULT_COLUMNS if c != "experiment"), "q_value")
 POOLED_CSV = "pooled_mmd_results.csv"
-
-
-@dataclass
-class PooledResult(MMDResult):
-    """The pooled rows (:data:`POOLED_COLUMNS`) and notes."""
-
-    @property
-    def csv_name(self) -> str:
-        return POOLED_CSV
 
 
 def bh_q_values(p_values) -> np.ndarray:
@@ -87,11 +77,11 @@ def pool_stores(stores: list[tuple[str, object]], cfg: MMDPooledConfig) -> tuple
 
 def run_mmd_pooled(stores: list[tuple[str, object]], cfg: MMDPooledConfig,
                    progress: Callable[[int, int, str], None] | None = None,
-                   cancel: Callable[[], bool] | None = None) -> PooledResult:
+                   cancel: Callable[[], bool] | None = None) -> MMDResult:
     """VisCy's ``run_mmd_pooled`` over *stores* (``(label, AnnData)``, the stores of ``input_paths``): see the
     module. *progress* and *cancel* as in :func:`~napari_dynaclr.evaluate.mmd.run_mmd`."""
     obs, X = pool_stores(stores, cfg)
     result = run_mmd(obs, X, cfg.model_copy(update={"obs_filter": None}), progress, cancel, by_experiment=False)
     table = result.table.drop(columns="experiment")
     table["q_value"] = bh_q_values(table["p_value"].to_numpy())
-    return PooledResult(table=table[list(POOLED_COLUMNS)], notes=result.notes)
+    return MMDResult(table=table[list(POOLED_COLUMNS)], notes=result.notes, file_name=POOLED_CSV)
