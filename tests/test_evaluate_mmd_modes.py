@@ -365,3 +365,24 @@ def test_progress_and_cancel_in_both_modes():
     for run, cfg in ((run_mmd_combined, combined), (run_mmd_pooled, pooled)):
         with pytest.raises(Cancelled):
             run(stores, cfg, cancel=lambda: True)
+
+
+def test_pooled_obs_filter_sees_source_experiment_and_per_experiment_bins_skip_nan_hours():
+    """VisCy's concat labels each store's cells ``source_experiment`` "0", "1", …: filtering on "1" is the second
+    store alone. Bin edges come from the largest finite hour (pandas' max skips NaN), in both modes."""
+    from napari_dynaclr.evaluate.mmd import run_mmd
+
+    stores = [("a.zarr", anndata()), ("b.zarr", renamed(anndata(), "b", shift=1.0))]
+    raw = _pooled_raw("temporal_bins", mmd={"n_permutations": 20})
+    only_b = run_mmd_pooled(stores, MMDPooledConfig.model_validate({**raw, "obs_filter": {"source_experiment": "1"}}))
+    alone = run_mmd_pooled(stores[1:], MMDPooledConfig.model_validate(raw))
+    pd.testing.assert_frame_equal(only_b.table, alone.table)
+    gappy = anndata()
+    late = (gappy.obs[HOURS] >= 9.0).to_numpy()
+    gappy.obs.loc[late, HOURS] = np.nan  # hours from 9 on unknown: edges arange(0, 8.5 + 3, 3), not to 12
+    cfg = load_mmd_config(CONFIGS / "mmd_temporal_bins.yaml")
+    table = run_mmd(gappy.obs, np.asarray(gappy.X), cfg.model_copy(update={"mmd": cfg.mmd.model_copy(
+        update={"n_permutations": 10})})).table
+    assert sorted(set(table["hours_bin_end"])) == [3.0, 6.0, 9.0]
+    pooled = run_mmd_pooled([("g.zarr", gappy)], MMDPooledConfig.model_validate(raw))
+    assert sorted(set(pooled.table["hours_bin_end"])) == [3.0, 6.0, 9.0]
