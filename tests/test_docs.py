@@ -24,11 +24,11 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: first parts of dotted names that are not ours (libraries, VisCy, objects of a user's session)
 NOT_OURS = {"np", "pd", "torch", "anndata", "zarr", "gc", "sys", "napari", "viewer", "dynaclr", "viscy_utils",
-            "LogisticRegression", "Markers", "head"}
+            "LogisticRegression", "Markers", "head", "scipy"}
 #: Python files the docs name that are not ours: VisCy's, or a scratch script of a measurement
 NOT_OUR_FILES = {"final_mo.py"}
-#: VisCy's options, named where the docs compare with VisCy (build-cell-index; compute-mmd's, not implemented)
-NOT_OUR_FLAGS = {"--num-workers", "--pooled", "--combined"}
+#: VisCy's options, named where the docs compare with VisCy (build-cell-index)
+NOT_OUR_FLAGS = {"--num-workers"}
 #: folders a repository path starts with, and where each resolves
 PATH_BASES = [ROOT, PACKAGE, PACKAGE / "_napari"]
 OUR_DIRS = ("src/", "tests/", "benchmarks/", "docs/", ".ci/", "core/", "model/", "predict/", "verify/",

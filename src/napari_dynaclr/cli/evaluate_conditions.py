@@ -29,9 +29,17 @@ def add_parsers(esub) -> None:
         "obs_filter, embedding_key, temporal_bin_size | temporal_bins, mmd: n_permutations, max_cells, min_cells, "
         "seed, balance_samples, share_bandwidth_from); relative paths are relative to the working directory, as "
         "in VisCy. Writes {output_dir}/{experiment}_mmd_results.csv with VisCy's columns. The store's obs needs "
-        "the group_by column and 'marker' (and 'hours_post_perturbation' for time bins).",
+        "the group_by column and 'marker' (and 'hours_post_perturbation' for time bins). --pooled and --combined "
+        "are VisCy's other two modes, reading input_paths (a list of stores) instead of input_path.",
     )
     m.add_argument("-c", "--config", type=Path, required=True, metavar="CONFIG.yaml", help="compute-mmd YAML")
+    mode = m.add_mutually_exclusive_group()
+    mode.add_argument("--pooled", action="store_const", const="pooled", dest="mode",
+                      help="pool the stores of input_paths and compare them as one (comparisons, condition_aliases); "
+                      "writes {output_dir}/pooled_mmd_results.csv with q_value (Benjamini-Hochberg)")
+    mode.add_argument("--combined", action="store_const", const="combined", dest="mode",
+                      help="compare every pair of the stores of input_paths (one experiment each) per shared marker, "
+                      "condition and time bin, after mean-centring; writes {output_dir}/combined_mmd_results.csv")
     m.add_argument("--json", type=Path, metavar="OUT", help="also write the rows as a JSON list of records")
     m.add_argument("--overwrite", action="store_true", help=OVERWRITE_RECORDED_HELP)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -107,45 +115,102 @@ class _Bar:
             self.bar.close()
 
 
-def cmd_evaluate_mmd(args) -> int:
+def _check_outputs(csv: Path, args, inputs: dict) -> None:
     from napari_dynaclr.core.output import check_output_path
+
+    if args.json is not None:
+        check_output_path(args.json, args.overwrite, inputs, kind="json")
+        if os.path.realpath(args.json) == os.path.realpath(csv):
+            raise ConfigError(f"--json {args.json} is the CSV output; choose another file")
+    check_csv_output(csv, inputs, args.overwrite)
+
+
+def _row_title(rec: dict) -> str:
+    """Where a row of any mode is, in words: ``label @ experiment/marker [bin]`` or ``condition @ marker e1 vs e2``."""
+    if "exp_a" in rec:
+        where = f"{rec['condition']} @ {rec['marker']} {rec['exp_a']} vs {rec['exp_b']}"
+    elif "experiment" in rec:
+        where = f"{rec['label']} @ {rec['experiment']}/{rec['marker']}"
+    else:
+        where = f"{rec['label']} @ {rec['marker']}"
+    if rec["hours_bin_start"] is not None:
+        where += f" [{rec['hours_bin_start']:g}, {rec['hours_bin_end']:g}) h"
+    return where
+
+
+def _finish(result, csv: Path, args, inputs: dict) -> int:
+    files = {csv: (result.to_csv(), "csv")}
+    records = result.to_records()
+    if args.json is not None:
+        files[args.json] = (json.dumps(records, indent=1, allow_nan=False) + "\n", "json")
+    write_outputs(files, inputs, args.overwrite)
+    for rec in records:
+        numbers = (f"MMD² {rec['mmd2']:.4g}, p {rec['p_value']:.4g}, z {rec['activity_zscore']:.3g}"
+                   if rec["mmd2"] is not None else "NaN (too few cells)")
+        if rec.get("q_value") is not None:
+            numbers += f", q {rec['q_value']:.4g}"
+        print(f"{_row_title(rec)}: n {rec['n_a']}/{rec['n_b']}, {numbers}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _run_with_bar(run, *call):
+    bar = _Bar("mmd", call[-1])
+    try:
+        return run(*call[:-1], progress=bar)
+    finally:
+        bar.close()
+
+
+def cmd_evaluate_mmd(args) -> int:
     from napari_dynaclr.evaluate.mmd import plan_mmd, run_mmd, select_embedding
     from napari_dynaclr.evaluate.mmd_config import load_mmd_config
 
-    cfg = load_mmd_config(args.config)
+    mode = getattr(args, "mode", None)
+    cfg = load_mmd_config(args.config, mode)
+    if mode is not None:
+        return _cmd_stores(args, cfg, mode)
     store, out_dir = Path(cfg.input_path), Path(cfg.output_dir)
     inputs = {"store": store, "config": args.config}
     if args.json is not None:
+        from napari_dynaclr.core.output import check_output_path
+
         check_output_path(args.json, args.overwrite, inputs, kind="json")
     adata = _read(store)
     X = select_embedding(adata, cfg.embedding_key)
     facets = plan_mmd(adata.obs, cfg)  # every refusal about the data, before the work
     csv = out_dir / f"{facets[0].experiment if facets else 'unknown'}_mmd_results.csv"
-    check_csv_output(csv, inputs, args.overwrite)
-    if args.json is not None and os.path.realpath(args.json) == os.path.realpath(csv):
-        raise ConfigError(f"--json {args.json} is the CSV output; choose another file")
+    _check_outputs(csv, args, inputs)
     if cfg.save_plots and cfg.temporal:
         warnings.warn("save_plots: napari-dynaclr draws no plots (VisCy's kinetics figures); the CSV holds every "
                       "number they show", stacklevel=1)
-    bar = _Bar("mmd", args.quiet)
-    try:
-        result = run_mmd(adata.obs, X, cfg, progress=bar)
-    finally:
-        bar.close()
-    files = {csv: (result.to_csv(), "csv")}
-    if args.json is not None:
-        files[args.json] = (json.dumps(result.to_records(), indent=1, allow_nan=False) + "\n", "json")
-    write_outputs(files, inputs, args.overwrite)
-    for rec in result.to_records():
-        where = f"{rec['experiment']}/{rec['marker']}"
-        if rec["hours_bin_start"] is not None:
-            where += f" [{rec['hours_bin_start']:g}, {rec['hours_bin_end']:g}) h"
-        numbers = (f"MMD² {rec['mmd2']:.4g}, p {rec['p_value']:.4g}, z {rec['activity_zscore']:.3g}"
-                   if rec["mmd2"] is not None else "NaN (too few cells)")
-        print(f"{rec['label']} @ {where}: n {rec['n_a']}/{rec['n_b']}, {numbers}")
-    for note in result.notes:
-        print(f"note: {note}")
-    return 0
+    result = _run_with_bar(run_mmd, adata.obs, X, cfg, args.quiet)
+    return _finish(result, csv, args, inputs)
+
+
+def _cmd_stores(args, cfg, mode: str) -> int:
+    """``--pooled`` / ``--combined``: every store of ``input_paths`` found and every output checked before any
+    store is read; the data checked before any distance is computed."""
+    from napari_dynaclr.errors import StoreError
+    from napari_dynaclr.evaluate.mmd_combined import COMBINED_CSV, run_mmd_combined
+    from napari_dynaclr.evaluate.mmd_pooled import POOLED_CSV, run_mmd_pooled
+
+    paths = [Path(p) for p in cfg.input_paths]
+    for i, path in enumerate(paths):
+        if not path.exists():
+            raise StoreError(f"input_paths[{i}]: embedding store not found: {path} (relative paths are relative to "
+                             f"the working directory, {Path.cwd()}, as in VisCy)")
+    inputs = {**{f"store {i + 1}": p for i, p in enumerate(paths)}, "config": args.config}
+    csv = Path(cfg.output_dir) / (POOLED_CSV if mode == "pooled" else COMBINED_CSV)
+    _check_outputs(csv, args, inputs)
+    if cfg.save_plots:
+        warnings.warn(f"save_plots: napari-dynaclr draws no plots (VisCy's {mode} figures); the CSV holds every "
+                      "number they show", stacklevel=1)
+    stores = [(str(p), _read(p)) for p in paths]
+    run = run_mmd_pooled if mode == "pooled" else run_mmd_combined
+    result = _run_with_bar(run, stores, cfg, args.quiet)
+    return _finish(result, csv, args, inputs)
 
 
 def cmd_evaluate_pseudotime(args) -> int:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from napari_dynaclr.errors import Cancelled, ConfigError, StoreError, shorten
-from napari_dynaclr.evaluate.mmd_config import Comparison, MMDAnalysis
+from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError, StoreError, shorten
+from napari_dynaclr.evaluate.mmd_config import Comparison, MMDAnalysis, MMDBase, MMDSettings
 from napari_dynaclr.evaluate.mmd_kernel import median_heuristic, mmd_permutation_test
 
 #: VisCy's CSV columns, in its order
@@ -59,6 +59,8 @@ class MMDResult:
 
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: the CSV's name where it is fixed (``pooled_mmd_results.csv``, ``combined_mmd_results.csv``)
+    file_name: str | None = None
 
     @property
     def experiment(self) -> str:
@@ -66,8 +68,8 @@ class MMDResult:
 
     @property
     def csv_name(self) -> str:
-        """VisCy's file name: ``{experiment of the first row}_mmd_results.csv``."""
-        return f"{self.experiment}_mmd_results.csv"
+        """VisCy's file name: :attr:`file_name`, else ``{experiment of the first row}_mmd_results.csv``."""
+        return self.file_name or f"{self.experiment}_mmd_results.csv"
 
     @property
     def n_nan(self) -> int:
@@ -108,12 +110,46 @@ def _require(obs: pd.DataFrame, column: str, why: str, how: str) -> None:
                           f"{shorten(obs.columns, 8)}); add it: {how}")
 
 
-def _filter(obs: pd.DataFrame, obs_filter: dict[str, str] | None) -> np.ndarray:
+def store_embedding(label: str, adata, analysis: MMDBase, experiment: bool = False) -> np.ndarray:
+    """The checks one store of ``input_paths`` must pass (the obs columns the analysis reads, ``experiment`` too
+    with *experiment*, the embedding), each error naming the store *label*; returns its embedding."""
+    try:
+        obs = adata.obs
+        if len(obs) == 0:
+            raise StoreError("the store has no cells")
+        if experiment:
+            _require(obs, "experiment", "--combined (it names each store by its experiment)",
+                     HOW_TO_ADD["experiment"])
+        _require(obs, analysis.group_by, f"group_by {analysis.group_by!r}", GROUP_HOW)
+        _require(obs, "marker", "MMD (it compares conditions per marker)", HOW_TO_ADD["marker"])
+        if analysis.temporal:
+            which = "temporal_bin_size" if analysis.temporal_bin_size is not None else "temporal_bins"
+            _require(obs, HOURS, which, HOW_TO_ADD[HOURS])
+        if obs["marker"].isna().any():
+            raise ConfigError(f"obs column 'marker' is empty for {int(obs['marker'].isna().sum())} cells; give "
+                              "every cell a marker")
+        return select_embedding(adata, analysis.embedding_key)
+    except DynaclrError as exc:
+        raise type(exc)(f"{label}: {exc}") from None
+
+
+def same_width(embeddings: list[tuple[str, np.ndarray]], what: str) -> None:
+    """Refuse stores whose embeddings (*what*: ``X`` or an obsm key) differ in width."""
+    widths = {label: X.shape[1] for label, X in embeddings}
+    if len(set(widths.values())) > 1:
+        raise StoreError(f"the stores' {what} embeddings differ in width ("
+                         + ", ".join(f"{label}: {w}" for label, w in widths.items())
+                         + "); compare stores of one model")
+
+
+def filter_rows(obs: pd.DataFrame, obs_filter: dict[str, str] | None, allow_empty: bool = False) -> np.ndarray:
+    """The positions of the rows *obs_filter* keeps (``obs[col] == value`` for every key); an unknown column, or
+    (unless *allow_empty*) a filter that keeps nothing, is refused."""
     keep = np.ones(len(obs), dtype=bool)
     for col, value in (obs_filter or {}).items():
         _require(obs, col, "obs_filter", "or remove the key from obs_filter")
         keep &= (obs[col] == value).to_numpy()
-    if obs_filter and not keep.any():
+    if obs_filter and not keep.any() and not allow_empty:
         raise ConfigError(f"obs_filter {obs_filter} keeps no cell of the store; check the values")
     return np.flatnonzero(keep)
 
@@ -122,7 +158,7 @@ def _filter(obs: pd.DataFrame, obs_filter: dict[str, str] | None) -> np.ndarray:
 class _Facet:
     """One experiment × marker × bin and the comparisons run in it."""
 
-    experiment: str
+    experiment: str | None  # None: pooled (no experiment facet)
     marker: str
     bin: tuple[float, float] | None
     rows_a: dict[str, np.ndarray]   # per comparison label: stored positions of A
@@ -130,13 +166,14 @@ class _Facet:
     shared: tuple[np.ndarray, np.ndarray] | None  # the rows of the share_bandwidth_from comparison
 
 
-def _bin_edges(analysis: MMDAnalysis, hours: np.ndarray) -> list[tuple[float, float]] | None:
-    """VisCy's ``_resolve_bin_edges`` (the arange end can drop cells at exactly ``max_h``)."""
+def bin_edges(analysis: MMDBase, max_h: float) -> list[tuple[float, float]] | None:
+    """VisCy's ``_resolve_bin_edges``: ``temporal_bins`` as given, or ``arange(0, max_h + size, size)`` (the
+    arange end can drop cells at exactly ``max_h``); None without time bins."""
     if analysis.temporal_bins is not None:
         edges = [float(e) for e in analysis.temporal_bins]
     elif analysis.temporal_bin_size is not None:
         size = float(analysis.temporal_bin_size)
-        edges = list(np.arange(0, np.max(hours) + size, size))
+        edges = list(np.arange(0, max_h + size, size))
     else:
         return None
     return list(zip(edges[:-1], edges[1:]))
@@ -146,10 +183,11 @@ def _counts(n: int, settings) -> int:
     return n if settings.max_cells is None else min(n, settings.max_cells)
 
 
-def plan_mmd(obs: pd.DataFrame, analysis: MMDAnalysis) -> list[_Facet]:
+def plan_mmd(obs: pd.DataFrame, analysis: MMDAnalysis, by_experiment: bool = True) -> list[_Facet]:
     """Check *obs* against *analysis* and lay out every facet (rows of A and B per comparison), before any
-    distance is computed. Positions index *obs*. Raises :class:`ConfigError` (see the module)."""
-    keep = _filter(obs, analysis.obs_filter)
+    distance is computed. Positions index *obs*. *by_experiment* False: no experiment facet (VisCy's pooled
+    mode; the facets' experiment is None). Raises :class:`ConfigError` (see the module)."""
+    keep = filter_rows(obs, analysis.obs_filter)
     _require(obs, analysis.group_by, f"group_by {analysis.group_by!r}", GROUP_HOW)
     _require(obs, "marker", "MMD (it compares conditions per marker)", HOW_TO_ADD["marker"])
     if analysis.temporal:
@@ -171,16 +209,17 @@ def plan_mmd(obs: pd.DataFrame, analysis: MMDAnalysis) -> list[_Facet]:
     hours = sub[HOURS].to_numpy(dtype=float) if analysis.temporal else None
     if hours is not None and not np.isfinite(hours).any():
         raise ConfigError(f"obs column {HOURS!r} holds no finite value; fill it in to use time bins")
-    bins = _bin_edges(analysis, hours) if analysis.temporal else None
-    exp_values = pd.unique(sub["experiment"].to_numpy()) if "experiment" in sub.columns else ["unknown"]
+    bins = bin_edges(analysis, float(np.nanmax(hours))) if analysis.temporal else None
+    pooled = not by_experiment
+    by_experiment = by_experiment and "experiment" in sub.columns
+    exp_values = pd.unique(sub["experiment"].to_numpy()) if by_experiment else ["unknown"]
     markers = sorted(pd.unique(markers_col.to_numpy()))
     group_v = group.to_numpy()
     by_label = {c.label: c for c in analysis.comparisons}
     shared_comp = by_label.get(analysis.mmd.share_bandwidth_from) if analysis.mmd.share_bandwidth_from else None
     facets = []
     for experiment in exp_values:
-        in_exp = (sub["experiment"] == experiment).to_numpy() if "experiment" in sub.columns else \
-            np.ones(len(sub), dtype=bool)
+        in_exp = (sub["experiment"] == experiment).to_numpy() if by_experiment else np.ones(len(sub), dtype=bool)
         for marker in markers:
             base = in_exp & (markers_col == marker).to_numpy()
             for b in (bins if bins is not None else [None]):
@@ -191,16 +230,22 @@ def plan_mmd(obs: pd.DataFrame, analysis: MMDAnalysis) -> list[_Facet]:
                 if shared_comp is not None:
                     shared = (keep[in_bin & (group_v == shared_comp.cond_a)],
                               keep[in_bin & (group_v == shared_comp.cond_b)])
-                facets.append(_Facet(str(experiment), str(marker), b, rows_a, rows_b, shared))
+                facets.append(_Facet(None if pooled else str(experiment),
+                                     str(marker), b, rows_a, rows_b, shared))
     _check_computable(facets, analysis)
     return facets
 
 
-def _sizes(comp: Comparison, facet: _Facet, settings) -> tuple[int, int]:
-    na, nb = _counts(len(facet.rows_a[comp.label]), settings), _counts(len(facet.rows_b[comp.label]), settings)
+def drawn_sizes(n_a: int, n_b: int, settings: MMDSettings) -> tuple[int, int]:
+    """The group sizes the comparison step keeps of *n_a* and *n_b* rows (``max_cells``, ``balance_samples``)."""
+    na, nb = _counts(n_a, settings), _counts(n_b, settings)
     if settings.balance_samples:
         na = nb = min(na, nb)
     return na, nb
+
+
+def _sizes(comp: Comparison, facet: _Facet, settings) -> tuple[int, int]:
+    return drawn_sizes(len(facet.rows_a[comp.label]), len(facet.rows_b[comp.label]), settings)
 
 
 def _check_computable(facets: list[_Facet], analysis: MMDAnalysis) -> None:
@@ -210,9 +255,10 @@ def _check_computable(facets: list[_Facet], analysis: MMDAnalysis) -> None:
         if any(a >= s.min_cells and b >= s.min_cells for a, b in sizes):
             continue
         most_a, most_b = max(a for a, _ in sizes), max(b for _, b in sizes)
-        per_b = "experiment, marker and time bin" if analysis.temporal else "experiment and marker"
+        per_a = "experiment and marker" if facets[0].experiment is not None else "marker"
+        per_b = per_a.replace(" and", ",") + " and time bin" if analysis.temporal else per_a
         short = [f"{k} {v!r} has at most {n} cells per {per}" for k, v, n, per in
-                 (("cond_a", comp.cond_a, most_a, "experiment and marker"), ("cond_b", comp.cond_b, most_b, per_b))
+                 (("cond_a", comp.cond_a, most_a, per_a), ("cond_b", comp.cond_b, most_b, per_b))
                  if n < s.min_cells]
         raise ConfigError(f"comparison {comp.label!r}: {' and '.join(short)}, fewer than mmd.min_cells "
                           f"{s.min_cells}: no row can be computed; lower mmd.min_cells or drop the comparison")
@@ -225,34 +271,81 @@ def _subsample(rows: np.ndarray, max_n: int | None, rng: np.random.Generator) ->
 
 
 def _nan_row_note(rec: dict, min_cells: int) -> str:
-    where = f"{rec['experiment']}/{rec['marker']}"
+    where = rec["marker"] if rec.get("experiment") is None else f"{rec['experiment']}/{rec['marker']}"
     if not pd.isna(rec["hours_bin_start"]):
         where += f" [{rec['hours_bin_start']:g}, {rec['hours_bin_end']:g}) h"
     return f"{rec['label']} at {where}: n_a {rec['n_a']}, n_b {rec['n_b']} (< min_cells {min_cells})"
 
 
+METRICS = ("mmd2", "p_value", "bandwidth", "effect_size", "activity_zscore")
+
+
+def check_finite(X: np.ndarray, rows: np.ndarray, what: str) -> None:
+    """Refuse NaN/Inf embeddings among the *rows* of *X* a run reads (:class:`ConfigError` naming *what*)."""
+    used = np.unique(rows)
+    bad = used[~np.isfinite(X[used]).all(axis=1)] if len(used) else used
+    if len(bad):
+        raise ConfigError(f"{len(bad)} of the compared cells have NaN/Inf embeddings in {what} "
+                          "(a prediction with --allow-nonfinite?); MMD over them is undefined; leave them out")
+
+
+def canceller(cancel: Callable[[], bool] | None) -> Callable[[], None] | None:
+    """A check raising :class:`~napari_dynaclr.errors.Cancelled` once *cancel* returns True (None: no check)."""
+    if cancel is None:
+        return None
+
+    def check() -> None:
+        if cancel():
+            raise Cancelled("MMD cancelled")
+    return check
+
+
+def compare_rows(X: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray, settings: MMDSettings,
+                 bandwidth: float | None = None, check: Callable[[], None] | None = None) -> tuple[int, int, dict]:
+    """VisCy's ``_run_one_comparison`` on the rows *rows_a* and *rows_b* of *X*: a new ``default_rng(seed)``
+    draws ``max_cells`` of A then of B (then both down to the smaller size with ``balance_samples``); fewer than
+    ``min_cells`` → NaN metrics; else the permutation test with *bandwidth* (None: the median heuristic of the
+    drawn rows). Returns ``(n_a, n_b, {mmd2, p_value, bandwidth, effect_size, activity_zscore})``."""
+    rng = np.random.default_rng(settings.seed)
+    a = _subsample(rows_a, settings.max_cells, rng)
+    b = _subsample(rows_b, settings.max_cells, rng)
+    if settings.balance_samples:
+        k = min(len(a), len(b))
+        a, b = _subsample(a, k, rng), _subsample(b, k, rng)
+    metrics = dict.fromkeys(METRICS, float("nan"))
+    if len(a) >= settings.min_cells and len(b) >= settings.min_cells:
+        Xa, Xb = X[a], X[b]
+        bw = bandwidth if bandwidth is not None else median_heuristic(Xa, Xb)
+        test = mmd_permutation_test(Xa, Xb, settings.n_permutations, bw, settings.seed, cancel=check)
+        metrics = {"mmd2": test.mmd2, "p_value": test.p_value, "bandwidth": test.bandwidth,
+                   "effect_size": test.effect_size, "activity_zscore": test.activity_zscore}
+    return len(a), len(b), metrics
+
+
+def nan_rows_note(nan_notes: list[str], n_rows: int, min_cells: int) -> list[str]:
+    """The note listing the NaN rows (none when there are none)."""
+    if not nan_notes:
+        return []
+    return [f"{len(nan_notes)} of {n_rows} rows are NaN (fewer than min_cells {min_cells} cells, as VisCy gives "
+            "them): " + "; ".join(nan_notes[:6]) + (" …" if len(nan_notes) > 6 else "")]
+
+
 def run_mmd(obs: pd.DataFrame, X: np.ndarray, analysis: MMDAnalysis,
             progress: Callable[[int, int, str], None] | None = None,
-            cancel: Callable[[], bool] | None = None) -> MMDResult:
+            cancel: Callable[[], bool] | None = None, by_experiment: bool = True) -> MMDResult:
     """VisCy's per-experiment MMD analysis of the embedding *X* (one row per obs row) — see the module.
 
     *progress*: ``progress(done, total, label)`` after each comparison. *cancel*: polled between and inside
-    comparisons; when it returns True, :class:`~napari_dynaclr.errors.Cancelled` is raised.
+    comparisons; when it returns True, :class:`~napari_dynaclr.errors.Cancelled` is raised. *by_experiment*
+    False: every experiment pooled (VisCy's ``run_mmd_pooled``; the rows' experiment is None).
     """
     X = np.asarray(X)
     if X.ndim != 2 or len(X) != len(obs):
         raise StoreError(f"the embedding has shape {X.shape} but obs has {len(obs)} rows")
-    facets = plan_mmd(obs, analysis)
-    used = np.unique(np.concatenate([r for f in facets for r in (*f.rows_a.values(), *f.rows_b.values())]))
-    bad = used[~np.isfinite(X[used]).all(axis=1)] if len(used) else used
-    if len(bad):
-        raise ConfigError(f"{len(bad)} of the compared cells have NaN/Inf embeddings in {analysis.embedding_label} "
-                          "(a prediction with --allow-nonfinite?); MMD over them is undefined; leave them out")
-
-    def check() -> None:
-        if cancel is not None and cancel():
-            raise Cancelled("MMD cancelled")
-
+    facets = plan_mmd(obs, analysis, by_experiment)
+    check_finite(X, np.concatenate([r for f in facets for r in (*f.rows_a.values(), *f.rows_b.values())]),
+                 analysis.embedding_label)
+    check = canceller(cancel)
     s = analysis.mmd
     notes: list[str] = []
     if s.share_bandwidth_from and s.share_bandwidth_from not in {c.label for c in analysis.comparisons}:
@@ -265,34 +358,20 @@ def run_mmd(obs: pd.DataFrame, X: np.ndarray, analysis: MMDAnalysis,
         if facet.shared is not None and min(len(facet.shared[0]), len(facet.shared[1])) >= s.min_cells:
             shared_bw = median_heuristic(X[facet.shared[0]], X[facet.shared[1]])
         for comp in analysis.comparisons:
-            check()
-            rng = np.random.default_rng(s.seed)
-            a = _subsample(facet.rows_a[comp.label], s.max_cells, rng)
-            b = _subsample(facet.rows_b[comp.label], s.max_cells, rng)
-            if s.balance_samples:
-                k = min(len(a), len(b))
-                a, b = _subsample(a, k, rng), _subsample(b, k, rng)
+            if check is not None:
+                check()
+            n_a, n_b, metrics = compare_rows(X, facet.rows_a[comp.label], facet.rows_b[comp.label], s, shared_bw,
+                                             check)
             rec = {"experiment": facet.experiment, "marker": facet.marker, "cond_a": comp.cond_a,
                    "cond_b": comp.cond_b, "label": comp.label,
                    "hours_bin_start": facet.bin[0] if facet.bin else float("nan"),
-                   "hours_bin_end": facet.bin[1] if facet.bin else float("nan"),
-                   "n_a": len(a), "n_b": len(b)}
-            metrics = dict.fromkeys(("mmd2", "p_value", "bandwidth", "effect_size", "activity_zscore"), float("nan"))
-            if len(a) >= s.min_cells and len(b) >= s.min_cells:
-                Xa, Xb = X[a], X[b]
-                bw = shared_bw if shared_bw is not None else median_heuristic(Xa, Xb)
-                test = mmd_permutation_test(Xa, Xb, s.n_permutations, bw, s.seed,
-                                            cancel=check if cancel is not None else None)
-                metrics = {"mmd2": test.mmd2, "p_value": test.p_value, "bandwidth": test.bandwidth,
-                           "effect_size": test.effect_size, "activity_zscore": test.activity_zscore}
-            else:
+                   "hours_bin_end": facet.bin[1] if facet.bin else float("nan"), "n_a": n_a, "n_b": n_b}
+            if np.isnan(metrics["mmd2"]):
                 nan_notes.append(_nan_row_note(rec, s.min_cells))
             records.append({**rec, **metrics, "map_value": float("nan"), "map_p_value": float("nan"),
                             "embedding_key": analysis.embedding_label})
             done += 1
             if progress is not None:
                 progress(done, total, comp.label)
-    if nan_notes:
-        notes.append(f"{len(nan_notes)} of {len(records)} rows are NaN (fewer than min_cells {s.min_cells} cells, "
-                     f"as VisCy gives them): " + "; ".join(nan_notes[:6]) + (" …" if len(nan_notes) > 6 else ""))
+    notes += nan_rows_note(nan_notes, len(records), s.min_cells)
     return MMDResult(table=pd.DataFrame(records, columns=list(RESULT_COLUMNS)), notes=notes)

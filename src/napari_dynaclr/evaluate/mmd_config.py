@@ -7,6 +7,10 @@ The YAML VisCy reads (``MMDEvalConfig``, commit 4b62365) is accepted unchanged: 
 files as VisCy's ``load_composed_config`` does (paths relative to the file, dicts merged, top-level ``_`` keys
 dropped). Relative ``input_path`` / ``output_dir`` are relative to the working directory, as in VisCy.
 
+The other two modes of ``compute-mmd`` read the same keys with ``input_paths`` (a list of stores) instead of
+``input_path``: ``--pooled`` (``MMDPooledConfig``: ``comparisons`` and ``condition_aliases``) and ``--combined``
+(``MMDCombinedConfig``: no comparisons). A config written for another mode is refused naming the mode it fits.
+
 Stricter than VisCy: an unknown key, a value of the wrong type, both ``temporal_bin_size`` and ``temporal_bins``,
 or ``map_settings.enabled: true`` (copairs mAP is not implemented here) is refused with one line naming the key.
 """
@@ -19,6 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
+from napari_dynaclr.errors import ConfigError
 from napari_dynaclr.evaluate.yaml_config import StrictModel, compose_yaml, validate_config
 
 Number = StrictInt | StrictFloat
@@ -62,10 +67,9 @@ class MAPSettings(StrictModel):
         return value
 
 
-class MMDAnalysis(StrictModel):
-    """What to compare and how: every key of VisCy's per-experiment config except the two paths."""
+class MMDBase(StrictModel):
+    """The keys every mode shares (VisCy's ``_MMDBaseConfig`` without ``output_dir``)."""
 
-    comparisons: Annotated[list[Comparison], Field(min_length=1)]
     group_by: StrictStr = "perturbation"
     obs_filter: dict[StrictStr, StrictStr] | None = None
     embedding_key: StrictStr | None = None
@@ -83,7 +87,7 @@ class MMDAnalysis(StrictModel):
         return edges
 
     @model_validator(mode="after")
-    def _one_binning(self) -> MMDAnalysis:
+    def _one_binning(self) -> MMDBase:
         if self.temporal_bin_size is not None and self.temporal_bins is not None:
             raise ValueError("temporal_bin_size and temporal_bins are mutually exclusive; keep one of them")
         return self
@@ -98,11 +102,51 @@ class MMDAnalysis(StrictModel):
         return self.embedding_key if self.embedding_key is not None else "X"
 
 
+class MMDAnalysis(MMDBase):
+    """What to compare and how: every key of VisCy's per-experiment config except the two paths."""
+
+    comparisons: Annotated[list[Comparison], Field(min_length=1)]
+
+
 class MMDRunConfig(MMDAnalysis):
     """VisCy's ``MMDEvalConfig``: the analysis plus the store to read and the folder of the CSV."""
 
     input_path: StrictStr
     output_dir: StrictStr
+
+
+class MMDPooledConfig(MMDAnalysis):
+    """VisCy's ``MMDPooledConfig`` (``--pooled``): the stores of ``input_paths`` pooled into one, compared as
+    one experiment; ``condition_aliases`` maps a canonical condition to the values of ``group_by`` it stands for
+    (``{uninfected: [uninfected1, uninfected2]}``)."""
+
+    input_paths: Annotated[list[StrictStr], Field(min_length=1)]
+    output_dir: StrictStr
+    condition_aliases: dict[StrictStr, list[StrictStr]] | None = None
+
+    @field_validator("condition_aliases")
+    @classmethod
+    def _one_canonical_each(cls, aliases: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        seen: dict[str, str] = {}
+        for canonical, variants in (aliases or {}).items():
+            for v in variants:
+                if seen.setdefault(v, canonical) != canonical:
+                    raise ValueError(f"{v!r} is listed under both {seen[v]!r} and {canonical!r}; give each value "
+                                     "one canonical name")
+        return aliases
+
+
+class MMDCombinedConfig(MMDBase):
+    """VisCy's ``MMDCombinedConfig`` (``--combined``): every pair of the stores of ``input_paths`` (one
+    experiment each) compared per shared marker, shared condition and time bin, after mean-centring."""
+
+    input_paths: Annotated[list[StrictStr], Field(min_length=2)]
+    output_dir: StrictStr
+
+
+#: the config model of each mode of ``compute-mmd`` (VisCy's flags; None: the per-experiment mode)
+MODES: dict[str | None, type[MMDBase]] = {None: MMDRunConfig, "pooled": MMDPooledConfig,
+                                          "combined": MMDCombinedConfig}
 
 
 def parse_analysis(raw: Mapping[str, Any], source: str, with_paths: bool = True) -> MMDAnalysis:
@@ -111,6 +155,27 @@ def parse_analysis(raw: Mapping[str, Any], source: str, with_paths: bool = True)
     return validate_config(MMDRunConfig if with_paths else MMDAnalysis, raw, source)
 
 
-def load_mmd_config(path: str | Path) -> MMDRunConfig:
-    """Read and validate a ``compute-mmd`` YAML (see the module). Raises :class:`ConfigError`."""
-    return parse_analysis(compose_yaml(path), f"config {path}")
+def _check_mode(raw: Mapping[str, Any], source: str, mode: str | None) -> None:
+    """A config written for another mode, named as such (the typed model would only see an unknown key)."""
+    if not isinstance(raw, Mapping):
+        return
+    if mode is None and "input_paths" in raw and "input_path" not in raw:
+        raise ConfigError(f"{source} has input_paths (a list of stores: VisCy's --pooled or --combined mode); "
+                          "pass --pooled or --combined, or give one store as input_path")
+    if mode is not None and "input_path" in raw and "input_paths" not in raw:
+        raise ConfigError(f"{source} has input_path (one store: the per-experiment mode); --{mode} reads "
+                          f"input_paths, a list of stores: run without --{mode}, or write input_paths: [...]")
+    if mode == "combined":
+        for key, why in (("comparisons", "compares every condition two experiments share"),
+                         ("condition_aliases", "compares the conditions as stored")):
+            if key in raw:
+                raise ConfigError(f"{source}: --combined {why} and takes no {key!r} (VisCy ignores it); remove "
+                                  "the key, or run --pooled")
+
+
+def load_mmd_config(path: str | Path, mode: str | None = None) -> MMDBase:
+    """Read and validate a ``compute-mmd`` YAML for *mode* (None, ``"pooled"`` or ``"combined"``: see the
+    module and :data:`MODES`). Raises :class:`ConfigError`."""
+    raw, source = compose_yaml(path), f"config {path}"
+    _check_mode(raw, source, mode)
+    return validate_config(MODES[mode], raw, source)
