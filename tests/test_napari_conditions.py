@@ -5,22 +5,25 @@ view stays usable."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from eval2_data import anndata, write_store
+from eval2_data import ANNOTATIONS, CONFIGS, anndata, write_store
 from napari_fixtures import wait_worker
 
 PLUGIN = "napari-dynaclr"
 TIMEOUT_MS = 180_000
 
 
-def _open(make_napari_viewer, qtbot, store):
+def _open(make_napari_viewer, qtbot, store, n_cells: int = 720):
+    """The DynaCLR dock (as napari docks it) with *store* open."""
     viewer = make_napari_viewer(show=True)
     _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
     wait_worker(qtbot, main.open_embeddings(store), 60_000)
-    assert main.session.adata is not None and len(main.session.table) == 720
+    assert main.session.adata is not None and len(main.session.table) == n_cells
     return viewer, main
 
 
@@ -140,3 +143,127 @@ def test_conditions_view_cancel_leaves_it_ready(make_napari_viewer, qtbot, eval2
     view.job.cancel()
     wait_worker(qtbot, worker, TIMEOUT_MS)
     assert view.result is None and view.job.run_btn.enabled and view.job.status.value == "MMD cancelled"
+
+
+def _headless_pseudotime(cfg, adata=None, annotations=None):
+    from napari_dynaclr.evaluate.annotations import read_annotations
+    from napari_dynaclr.evaluate.pseudotime import run_pseudotime
+
+    adata = anndata() if adata is None else adata
+    annotations = read_annotations(ANNOTATIONS) if annotations is None else annotations
+    return run_pseudotime(adata.X, adata.obs, annotations, cfg)
+
+
+def test_time_view_aligns_tracks_as_headless_and_links_them_to_their_cells(make_napari_viewer, qtbot, eval2_store):
+    from napari_dynaclr.core.output.manifest import read_manifest
+    from napari_dynaclr.core.store import read_store
+    from napari_dynaclr.evaluate.pseudotime import load_pseudotime_config
+
+    viewer, main = _open(make_napari_viewer, qtbot, eval2_store)
+    view = main.time
+    main.tabs.setCurrentWidget(view)
+    assert view.load_config(CONFIGS / "pseudotime.yaml")
+    view.annotations.value = ANNOTATIONS
+    assert view.column.value == "infection_state" and view.value.value == "infected"
+    assert view.flavors.value == "raw: null, pca: 8" and view.crop.value == 4 and view.fov_pattern.value == "B/1"
+    _run(qtbot, view.job, view.run())
+
+    cfg = load_pseudotime_config(CONFIGS / "pseudotime.yaml")
+    assert view.cfg == cfg  # the form gave back the kit's config
+    expected = _headless_pseudotime(cfg)
+    assert view.show_result.choices == ("raw / subsequence", "pca / subsequence")
+    for name, flavor in expected.flavors.items():
+        got = view.result.flavors[name]
+        np.testing.assert_array_equal(got.template.template, flavor.template.template)
+        for mode, res in flavor.modes.items():
+            pd.testing.assert_frame_equal(got.modes[mode].per_frame, res.per_frame)
+            pd.testing.assert_frame_equal(got.modes[mode].response_groups, res.response_groups)
+
+    # the cells carry the shown mode's pseudotime (VisCy's per-frame values) and are coloured by it
+    s, raw = main.session, expected.flavors["raw"].modes["subsequence"]
+    table = s.table
+    merged = table[["fov_name", "track_id", "t"]].astype({"fov_name": str}).merge(
+        raw.per_frame[["fov_name", "track_id", "t", "pseudotime"]], on=["fov_name", "track_id", "t"], how="left")
+    np.testing.assert_array_equal(table["pseudotime"].to_numpy(), merged["pseudotime"].to_numpy())
+    assert s.color_column == "pseudotime" and len(s.table["response_group"].cat.categories) >= 2
+    # every aligned track listed, sorted by onset, with its response group as VisCy classified it
+    groups = raw.response_groups.set_index("cell_uid")["response_group"]
+    assert view.track_table.rowCount() == len(raw.alignments) == 36
+    onsets = [view.track_table.item(i, 2).text() for i in range(36)]
+    assert [int(o) for o in onsets if o] == sorted(int(o) for o in onsets if o)
+    for i in range(36):
+        fov, track, group = (view.track_table.item(i, j).text() for j in (0, 1, 4))
+        assert groups[f"synth_eval2/{fov}/{track}"] == group
+    # a track leads to its cells: selected, and the viewer at its onset frame
+    view.track_table.selectRow(3)
+    rec = view.tracks.iloc[3]
+    rows = np.flatnonzero((table["fov_name"].astype(str) == rec["fov_name"]).to_numpy()
+                          & (table["track_id"] == rec["track_id"]).to_numpy())
+    np.testing.assert_array_equal(s.selected, rows)
+    assert s.highlighted == rec["row"] and int(table["t"].iat[rec["row"]]) == rec["onset_t"]
+    assert int(viewer.dims.current_step[0]) == rec["onset_t"]
+    # the other template: its columns replace the first's
+    view.show_result.value = "pca / subsequence"
+    pca = expected.flavors["pca"].modes["subsequence"].per_frame
+    assert np.nanmax(np.abs(np.sort(table["dtw_cost"].unique()) - np.sort(pca["dtw_cost"].unique()))) == 0
+
+    # VisCy's per-frame CSV, recorded; the columns saved into the store's obs
+    path = view.save_csv()
+    assert path == eval2_store.parent / "synth_eval2_pseudotime.csv" and path.name in read_manifest(path.parent)
+    pd.testing.assert_frame_equal(pd.read_csv(path), pd.read_csv(io.StringIO(pca.to_csv(index=False))))
+    wait_worker(qtbot, view.save_to_store(), TIMEOUT_MS)
+    saved = read_store(eval2_store)
+    np.testing.assert_array_equal(saved.obs["pseudotime"].to_numpy(), table["pseudotime"].to_numpy())
+    assert set(saved.obs["response_group"].astype(str)) >= {"non_responder", "early_responder"}
+
+
+def test_time_view_onsets_from_the_selection_and_bad_input(make_napari_viewer, qtbot, tmp_path, errors,
+                                                            monkeypatch):
+    from napari_dynaclr._napari.widgets import time_view
+    from napari_dynaclr.evaluate.pseudotime import PseudotimeConfig
+
+    adata = anndata()
+    short = ((adata.obs["fov_name"] == "A/1/0") & (adata.obs["track_id"] == 1) & (adata.obs["t"] >= 5)).to_numpy()
+    adata = adata[~short].copy()  # one track of 5 frames, shorter than the 9-frame template
+    store = write_store(tmp_path / "short.zarr", adata)
+    warnings: list[str] = []
+    monkeypatch.setattr(time_view, "show_warning", warnings.append)
+    viewer, main = _open(make_napari_viewer, qtbot, store, 705)
+    view, s = main.time, main.session
+    view.source.value = "selected cells"
+    assert view.run() is None and "no cell is selected" in errors[-1]
+    # a table column with no transitioned cell: the engine's one line, the view ready again
+    view.source.value = "cell table column"
+    view.column.value = "perturbation"
+    view.value.value = "ZIKV"
+    view.fov_pattern.value = "A/"
+    _run_failing(qtbot, view)
+    assert "no track has a cell with perturbation == 'ZIKV'" in errors[-1] and view.job.run_btn.enabled
+    # onsets = the first selected frame of each track: the ZIKV tracks' frames from t = 10
+    view.source.value = "selected cells"
+    view.fov_pattern.value = ""
+    view.crop.value = 4
+    view.flavors.value = "raw: null"
+    picked = np.flatnonzero(((s.table["perturbation"] == "ZIKV") & (s.table["t"] >= 10)).to_numpy())
+    s.select(picked)
+    _run(qtbot, view.job, view.run())
+    annotations = adata.obs[["fov_name", "track_id", "t"]].astype({"fov_name": str}).reset_index(drop=True)
+    annotations["selection_state"] = np.where(np.isin(np.arange(len(annotations)), picked), "selected",
+                                              "unselected")
+    cfg = PseudotimeConfig.model_validate({
+        "dataset_id": "synth_eval2", "align_tracks": {"frame_interval_minutes": 30.0, "infection_col":
+                                                      "selection_state", "infected_value": "selected"},
+        "build_template": {"crop_window": 4, "flavors": {"raw": None}, "propagate_columns": ["selection_state"]}})
+    assert view.cfg == cfg
+    expected = _headless_pseudotime(cfg, adata, annotations)
+    pd.testing.assert_frame_equal(view.result.flavors["raw"].modes["subsequence"].per_frame,
+                                  expected.flavors["raw"].modes["subsequence"].per_frame)
+    assert expected.t_perturb["t_perturb"].eq(10).all()
+    assert any("1 of 36 tracks are shorter than the 9-frame template" in w for w in warnings)
+
+
+def _run_failing(qtbot, view):
+    worker = view.run()
+    assert worker is not None
+    wait_worker(qtbot, worker, TIMEOUT_MS)
+    assert view.job.last_error is not None and view.result is None

@@ -88,16 +88,17 @@ def save_mmd_csv(result, path: Path, inputs: dict, overwrite: bool = False) -> P
 # ------------------------------------------------------------------ time
 
 
-def annotations_from_column(table: pd.DataFrame, column: str, rows=None) -> pd.DataFrame:
+def annotations_from_column(table: pd.DataFrame, column: str, rows=None,
+                            labels: tuple[str, str] = ("selected", "unselected")) -> pd.DataFrame:
     """An annotation frame (``fov_name, track_id, t`` and *column*) from the cell table: the column's values, or
-    with *rows* (the selected cells) ``"infected"`` for those rows and ``"uninfected"`` elsewhere."""
+    with *rows* (the selected cells) ``labels[0]`` for those rows and ``labels[1]`` elsewhere."""
     frame = pd.DataFrame({"fov_name": table["fov_name"].astype(str).to_numpy(),
                           "track_id": table["track_id"].to_numpy(), "t": table["t"].to_numpy()})
     if rows is None:
         frame[column] = table[column].astype(str).to_numpy()
     else:
-        values = np.full(len(table), "uninfected", dtype=object)
-        values[np.asarray(rows, dtype=np.int64)] = "infected"
+        values = np.full(len(table), labels[1], dtype=object)
+        values[np.asarray(rows, dtype=np.int64)] = labels[0]
         frame[column] = values
     return frame
 

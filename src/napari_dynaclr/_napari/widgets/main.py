@@ -48,6 +48,7 @@ from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 from napari_dynaclr._napari.widgets.input_checks import InputChecks
 from napari_dynaclr._napari.widgets.open_store import StoreOpener
+from napari_dynaclr._napari.widgets.time_view import TimeView
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
@@ -118,6 +119,8 @@ class DynaCLRWidget(QWidget):
         self.tabs.addTab(self.verify, "Verify")
         self.conditions = ConditionsView(viewer)
         self.tabs.addTab(self.conditions, "Conditions")
+        self.time = TimeView(viewer)
+        self.tabs.addTab(self.time, "Time")
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)
         footer.addWidget(self.cancel_btn.native)
