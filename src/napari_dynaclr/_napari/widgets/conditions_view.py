@@ -64,6 +64,7 @@ class ConditionsView(QWidget):
                                  tooltip="the column whose values are the conditions")
         self.reference = ComboBox(label="reference (cond_a)", choices=[])
         self.others = Select(label="compare with (cond_b)", choices=[])
+        self.others.native.setMaximumHeight(96)  # (a list of a few conditions, not half the tab)
         self.embedding = ComboBox(label="embedding", choices=["X"], value="X",
                                   tooltip="X (the features) or an obsm key of the store")
         self.bin_hours = FloatSpinBox(label="time bin (h)", value=0.0, min=0.0, max=1e4, step=0.5,
