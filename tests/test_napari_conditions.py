@@ -67,7 +67,13 @@ def test_conditions_view_shows_the_headless_mmd_and_selects_a_comparisons_cells(
     assert set(view.others.value) == {"uninfected2", "ZIKV"}
     view.bin_hours.value = 3.0
     view.permutations.value = 300
-    _run(qtbot, view.job, view.run())
+    worker = view.run()
+    events = []  # (the worker's signals reach this thread only once the test waits: none is missed)
+    worker.yielded.connect(lambda item: events.append(getattr(item, "value", None)))
+    _run(qtbot, view.job, worker)
+    progress = [e for e in events if isinstance(e, tuple)]
+    assert progress[-1][:2] == (8, 8) and [p[0] for p in progress] == sorted(p[0] for p in progress)
+    assert not view.job.bar.isVisible() and view.job.run_btn.enabled
 
     # the headless run of the same comparisons (VisCy's numbers, tests/test_evaluate_mmd.py)
     adata = anndata()
@@ -105,7 +111,7 @@ def test_conditions_view_groups_by_well_and_refuses_bad_input_in_one_line(make_n
     from napari_dynaclr.evaluate.mmd_config import parse_analysis
 
     adata = anndata()
-    del adata.obs["marker"]
+    del adata.obs["marker"], adata.obs["hours_post_perturbation"]
     store = write_store(tmp_path / "no_marker.zarr", adata)
     viewer, main = _open(make_napari_viewer, qtbot, store)
     view = main.conditions
@@ -117,19 +123,28 @@ def test_conditions_view_groups_by_well_and_refuses_bad_input_in_one_line(make_n
     assert len(errors) == 1 and "'marker'" in errors[0] and "--markers" in errors[0]
     assert view.job.run_btn.enabled and view.result is None
 
-    # with a marker column (given to the opened store here) it runs; a min_cells above every condition is refused
+    # with a marker column (given to the opened store here): time bins need hours_post_perturbation, and a
+    # min_cells above every condition is refused, each in one line, before any work
     main.session.adata.obs["marker"] = "SEC61B"
+    view.bin_hours.value = 3.0
+    assert view.run() is None
+    assert len(errors) == 2 and "'hours_post_perturbation'" in errors[1] and "--interval-minutes" in errors[1]
+    view.bin_hours.value = 0.0
     view.min_cells.value = 500
     assert view.run() is None
-    assert len(errors) == 2 and "fewer than mmd.min_cells 500" in errors[1]
+    assert len(errors) == 3 and "fewer than mmd.min_cells 500" in errors[2]
+    assert view.job.worker is None and view.result is None
     view.min_cells.value = 20
     view.permutations.value = 50
+    view.embedding.value = "X_projections"
     _run(qtbot, view.job, view.run())
     obs = main.session.adata.obs.assign(well=main.session.adata.obs["fov_name"].astype(str).str[:3])
-    analysis = parse_analysis({"group_by": "well", "mmd": {"n_permutations": 50},
+    analysis = parse_analysis({"group_by": "well", "mmd": {"n_permutations": 50}, "embedding_key": "X_projections",
                                "comparisons": [{"cond_a": "A/1", "cond_b": "B/1", "label": "A/1 vs B/1"}]}, "test",
                               with_paths=False)
-    pd.testing.assert_frame_equal(view.result.table, run_mmd(obs, adata.X, analysis).table)
+    expected = run_mmd(obs, adata.obsm["X_projections"], analysis).table
+    pd.testing.assert_frame_equal(view.result.table, expected)
+    assert expected["embedding_key"].eq("X_projections").all() and len(errors) == 3
     assert not view.plot.isVisible()  # no time bins: no curve
 
 

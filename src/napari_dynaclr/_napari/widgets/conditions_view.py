@@ -186,13 +186,11 @@ class ConditionsView(QWidget):
         return parse_analysis(raw, "Conditions", with_paths=False)
 
     def _obs(self, group_by: str) -> pd.DataFrame:
-        """The store's obs, with the grouping column from the cell table when the store lacks it (the well, a
-        cluster, an annotation made in the dock)."""
+        """The store's obs with the grouping column as the cell table holds it, as text: the table is the store's
+        obs plus what the dock added or changed (the well, a cluster, an annotation made in the dock)."""
         s = self.session
-        obs = s.adata.obs
-        if group_by not in obs.columns:
-            obs = obs.copy()
-            obs[group_by] = cj.grouping_values(s.table, group_by).to_numpy()
+        obs = s.adata.obs.copy()
+        obs[group_by] = cj.grouping_values(s.table, group_by).to_numpy()
         return obs
 
     def run(self):
