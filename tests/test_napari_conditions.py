@@ -158,6 +158,11 @@ def test_conditions_view_cancel_leaves_it_ready(make_napari_viewer, qtbot, eval2
     view.job.cancel()
     wait_worker(qtbot, worker, TIMEOUT_MS)
     assert view.result is None and view.job.run_btn.enabled and view.job.status.value == "MMD cancelled"
+    # new cells while a run goes on (a store opened): the run is cancelled, its result never shown on them
+    worker = view.run()
+    wait_worker(qtbot, main.open_embeddings(eval2_store), 60_000)
+    wait_worker(qtbot, worker, TIMEOUT_MS)
+    assert view.result is None and view.job.run_btn.enabled and view.table.rowCount() == 0
 
 
 def _headless_pseudotime(cfg, adata=None, annotations=None):

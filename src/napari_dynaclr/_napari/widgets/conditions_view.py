@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, Select, SpinBox
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_dynaclr._napari import condition_jobs as cj
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import field_path, form, keep_button_text, scrolling, while_alive
 from napari_dynaclr._napari.widgets.long_job import LongJob
+from napari_dynaclr._napari.widgets.pick_table import fill_rows, pick_table
 from napari_dynaclr.errors import DynaclrError
 
 if TYPE_CHECKING:
@@ -81,13 +82,7 @@ class ConditionsView(QWidget):
         self.save_btn = PushButton(text="Save CSV", enabled=False)
         keep_button_text(self.csv)
         self.job = LongJob(self, "Compute MMD", self.run)
-        self.table = QTableWidget(0, len(SHOWN))
-        self.table.setHorizontalHeaderLabels([h for h, _, _ in SHOWN])
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setMinimumHeight(140)
-        self.table.itemSelectionChanged.connect(self._on_row)
+        self.table = pick_table([h for h, _, _ in SHOWN], self.select_comparison)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
@@ -125,6 +120,7 @@ class ConditionsView(QWidget):
 
     @while_alive
     def _on_table(self) -> None:
+        self.job.cancel()  # (a result of the previous cells would not fit the new ones)
         self.result = self.analysis = self.obs = None
         self.table.setRowCount(0)
         self.plot.setVisible(False)
@@ -211,22 +207,15 @@ class ConditionsView(QWidget):
             self.job.fail(exc)
             return None
         X = s.adata.X if analysis.embedding_key is None else s.adata.obsm[analysis.embedding_key]
-        pending = (analysis, obs)
+        table = s.table
         return self.job.start(cj.mmd_job, (obs, X, analysis), "MMD",
-                              lambda result: self._show(result, *pending))
+                              lambda result: self._show(result, analysis, obs) if s.table is table else None)
 
     def _show(self, result, analysis, obs) -> None:
         self.result, self.analysis, self.obs = result, analysis, obs
         recs = result.table.to_dict(orient="records")
-        self.table.blockSignals(True)
-        self.table.clearSelection()
-        self.table.setRowCount(len(recs))
-        for i, rec in enumerate(recs):
-            for j, (_, col, fmt) in enumerate(SHOWN):
-                text = hours_text(rec) if col is None else format_value(rec[col], fmt)
-                self.table.setItem(i, j, QTableWidgetItem(text))
-        self.table.blockSignals(False)
-        self.table.resizeColumnsToContents()
+        fill_rows(self.table, [[hours_text(rec) if col is None else format_value(rec[col], fmt)
+                                for _, col, fmt in SHOWN] for rec in recs])
         self._plot(result.table, analysis)
         computed = len(recs) - result.n_nan
         self.job.status.value = (f"{computed} of {len(recs)} rows computed ({analysis.mmd.n_permutations} "
@@ -258,11 +247,6 @@ class ConditionsView(QWidget):
         self.plot.draw_idle()
 
     # ------------------------------------------------------------------ link to the cells
-
-    def _on_row(self) -> None:
-        rows = self.table.selectionModel().selectedRows()
-        if rows:
-            self.select_comparison(rows[0].row())
 
     def select_comparison(self, row: int) -> np.ndarray:
         """Select the cells of result row *row* (A and B of its marker and time bin) in the scatter and on the

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_dynaclr._napari import condition_jobs as cj
 from napari_dynaclr._napari import workers
@@ -29,6 +29,7 @@ from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import field_path, form, keep_button_text, scrolling, while_alive
 from napari_dynaclr._napari.widgets._jobs import thread_job
 from napari_dynaclr._napari.widgets.long_job import LongJob
+from napari_dynaclr._napari.widgets.pick_table import fill_rows, pick_table
 from napari_dynaclr.errors import ConfigError, DynaclrError
 
 if TYPE_CHECKING:
@@ -96,13 +97,7 @@ class TimeView(QWidget):
         self.save_store_btn = PushButton(text="Save to the store", enabled=False)
         keep_button_text(self.config, self.annotations, self.csv)
         self.job = LongJob(self, "Align tracks", self.run)
-        self.track_table = QTableWidget(0, len(TRACK_HEADERS))
-        self.track_table.setHorizontalHeaderLabels(list(TRACK_HEADERS))
-        self.track_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.track_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.track_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.track_table.setMinimumHeight(160)
-        self.track_table.itemSelectionChanged.connect(self._on_track)
+        self.track_table = pick_table(TRACK_HEADERS, self.goto_track, min_height=160)
 
         page = QWidget()
         lay = QVBoxLayout(page)
@@ -137,6 +132,7 @@ class TimeView(QWidget):
 
     @while_alive
     def _on_table(self) -> None:
+        self.job.cancel()  # (a result of the previous cells would not fit the new ones)
         self.result = self.shown = self.tracks = None
         self.columns = []
         self.track_table.setRowCount(0)
@@ -265,8 +261,9 @@ class TimeView(QWidget):
         except DynaclrError as exc:
             self.job.fail(exc)
             return None
+        table = s.table
         return self.job.start(cj.pseudotime_job, (s.adata, s.adata.obs, annotations, cfg), "pseudotime",
-                              lambda result: self._show(result, cfg))
+                              lambda result: self._show(result, cfg) if s.table is table else None)
 
     def _show(self, result, cfg) -> None:
         self.result, self.cfg = result, cfg
@@ -300,28 +297,12 @@ class TimeView(QWidget):
         self.columns = [c for c in columns if c not in stale]
         self.session.color_by("pseudotime")
         self.tracks = cj.track_summary(table, res, self.result.t_perturb, self.cfg.align_tracks.frame_interval_minutes)
-        self._fill_tracks()
+        fill_rows(self.track_table, [track_cells(rec) for rec in self.tracks.to_dict(orient="records")])
         groups = res.response_groups["response_group"].value_counts().to_dict()
         self.job.status.value = (f"{flavor} / {mode}: {len(res.alignments)} tracks aligned to a "
                                  f"{len(self.result.flavors[flavor].template)}-frame template; "
                                  + ", ".join(f"{k} {v}" for k, v in sorted(groups.items()))
                                  + "; cells coloured by pseudotime")
-
-    def _fill_tracks(self) -> None:
-        t = self.track_table
-        t.blockSignals(True)
-        t.clearSelection()
-        t.setRowCount(len(self.tracks))
-        for i, rec in enumerate(self.tracks.to_dict(orient="records")):
-            for j, text in enumerate(track_cells(rec)):
-                t.setItem(i, j, QTableWidgetItem(text))
-        t.blockSignals(False)
-        t.resizeColumnsToContents()
-
-    def _on_track(self) -> None:
-        rows = self.track_table.selectionModel().selectedRows()
-        if rows:
-            self.goto_track(rows[0].row())
 
     def goto_track(self, i: int) -> np.ndarray:
         """Select the cells of the *i*-th listed track and go to its onset frame; returns its rows."""
