@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eval2_data import ANNOTATIONS, CONFIGS, anndata, write_store
+from eval2_data import ANNOTATIONS, CONFIGS, MMD_CASES, anndata, expected, write_store
 from napari_fixtures import wait_worker
 
 PLUGIN = "napari-dynaclr"
@@ -103,6 +103,20 @@ def test_conditions_view_shows_the_headless_mmd_and_selects_a_comparisons_cells(
     assert path.read_text() == run_mmd(adata.obs, adata.X, analysis).to_csv()
     assert path.name in read_manifest(path.parent)
     assert view.save_csv() == path
+
+
+def test_conditions_view_runs_viscys_configs_with_viscys_numbers(make_napari_viewer, qtbot, eval2_store):
+    """The kit's four compute-mmd YAMLs (shared bandwidth, balanced samples, time bins, an obsm embedding)
+    loaded into the tab give the rows VisCy computed (expected.json, within the kit's tolerances)."""
+    from test_evaluate_mmd import assert_rows_match
+
+    viewer, main = _open(make_napari_viewer, qtbot, eval2_store)
+    view = main.conditions
+    for case in MMD_CASES:
+        assert view.load_config(CONFIGS / f"mmd_{case}.yaml") and view.yaml_comparisons.value
+        _run(qtbot, view.job, view.run())
+        assert_rows_match(view.result.to_records(), expected()["mmd"][case])
+        assert view.table.rowCount() == len(expected()["mmd"][case])
 
 
 def test_conditions_view_groups_by_well_and_refuses_bad_input_in_one_line(make_napari_viewer, qtbot, tmp_path,

@@ -61,6 +61,11 @@ class ConditionsView(QWidget):
         self.result = None  # the last MMDResult
         self.analysis = None  # its MMDAnalysis
         self.obs: pd.DataFrame | None = None  # the obs it ran on (with a derived grouping column)
+        self.loaded = None  # the MMDAnalysis of a loaded compute-mmd YAML (what the form does not show)
+        self.config = FileEdit(label="compute-mmd YAML", mode="r", filter="*.yaml *.yml")
+        self.load_btn = PushButton(text="Load settings")
+        self.yaml_comparisons = CheckBox(text="the YAML's comparisons", value=False, enabled=False,
+                                         tooltip="compare the YAML's pairs instead of the reference and the list")
         self.group_by = ComboBox(label="group by", choices=[cj.WELL], value=cj.WELL,
                                  tooltip="the column whose values are the conditions")
         self.reference = ComboBox(label="reference (cond_a)", choices=[])
@@ -80,7 +85,7 @@ class ConditionsView(QWidget):
         self.overwrite = CheckBox(text="overwrite", value=False,
                                   tooltip="replace a CSV of that name that napari-dynaclr did not write")
         self.save_btn = PushButton(text="Save CSV", enabled=False)
-        keep_button_text(self.csv)
+        keep_button_text(self.csv, self.config)
         self.job = LongJob(self, "Compute MMD", self.run)
         self.table = pick_table([h for h, _, _ in SHOWN], self.select_comparison)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -94,7 +99,8 @@ class ConditionsView(QWidget):
         page = QWidget()
         lay = QVBoxLayout(page)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(form([("group by", self.group_by), ("reference (cond_a)", self.reference),
+        lay.addWidget(form([("compute-mmd YAML", self.config), self.load_btn, self.yaml_comparisons,
+                            ("group by", self.group_by), ("reference (cond_a)", self.reference),
                             ("compare with (cond_b)", self.others), ("embedding", self.embedding),
                             ("time bin (h)", self.bin_hours), ("permutations", self.permutations),
                             ("max cells", self.max_cells), ("min cells", self.min_cells), ("seed", self.seed),
@@ -107,6 +113,7 @@ class ConditionsView(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(scrolling(page))
 
+        self.load_btn.clicked.connect(lambda: self.load_config())
         self.group_by.changed.connect(lambda _: self._refresh_values())
         self.reference.changed.connect(lambda _: self._refresh_others())
         self.save_btn.clicked.connect(lambda: self.save_csv())
@@ -163,22 +170,59 @@ class ConditionsView(QWidget):
 
     # ------------------------------------------------------------------ run
 
+    def load_config(self, path=None) -> bool:
+        """Fill the form from a VisCy compute-mmd YAML (its paths are not used: the dock's cells are compared);
+        its comparisons are used while *the YAML's comparisons* is ticked, its ``obs_filter``, ``temporal_bins``
+        and ``share_bandwidth_from`` always."""
+        from napari_dynaclr.errors import ConfigError
+        from napari_dynaclr.evaluate.mmd_config import MMDAnalysis, load_mmd_config
+
+        path = field_path(path) or field_path(self.config.value)
+        try:
+            if path is None:
+                raise ConfigError("choose a compute-mmd YAML first")
+            cfg = load_mmd_config(path)
+            if cfg.group_by not in self.group_by.choices:
+                raise ConfigError(f"config {path}: group_by {cfg.group_by!r} is no column of the cells (columns: "
+                                  f"{', '.join(self.group_by.choices)})")
+        except DynaclrError as exc:
+            self.job.fail(exc)
+            return False
+        self.config.value = path
+        self.loaded = MMDAnalysis(**cfg.model_dump(exclude={"input_path", "output_dir"}))
+        m = cfg.mmd
+        self.group_by.value = cfg.group_by
+        if cfg.embedding_key is not None and cfg.embedding_key not in self.embedding.choices:
+            self.embedding.choices = [*self.embedding.choices, cfg.embedding_key]
+        self.embedding.value = cfg.embedding_label
+        self.bin_hours.value = float(cfg.temporal_bin_size or 0.0)
+        self.permutations.value, self.min_cells.value, self.seed.value = m.n_permutations, m.min_cells, m.seed
+        self.max_cells.value = m.max_cells or self.max_cells.max
+        self.balance.value = m.balance_samples
+        self.yaml_comparisons.enabled = True
+        self.yaml_comparisons.value = True
+        self.job.status.value = f"loaded {Path(path).name}: " + "; ".join(c.label for c in cfg.comparisons)
+        return True
+
     def build_analysis(self):
-        """The :class:`~napari_dynaclr.evaluate.mmd_config.MMDAnalysis` of the form (VisCy's defaults for what the
-        form does not set). Raises ConfigError naming the setting."""
+        """The :class:`~napari_dynaclr.evaluate.mmd_config.MMDAnalysis` of the form (with a loaded YAML's other
+        settings, else VisCy's defaults). Raises ConfigError naming the setting."""
         from napari_dynaclr.errors import ConfigError
         from napari_dynaclr.evaluate.mmd_config import parse_analysis
 
-        others = sorted(self.others.value or [])  # (the values are listed sorted)
-        if self.reference.value is None or not others:
-            raise ConfigError("choose a reference condition and at least one condition to compare with it")
-        raw = {"group_by": self.group_by.value, "comparisons": cj.comparisons(self.reference.value, others),
-               "embedding_key": None if self.embedding.value == "X" else self.embedding.value,
-               "mmd": {"n_permutations": int(self.permutations.value), "max_cells": int(self.max_cells.value),
-                       "min_cells": int(self.min_cells.value), "seed": int(self.seed.value),
-                       "balance_samples": bool(self.balance.value)}}
-        if self.bin_hours.value > 0:
-            raw["temporal_bin_size"] = float(self.bin_hours.value)
+        raw = self.loaded.model_dump() if self.loaded is not None else {}
+        if not (self.loaded is not None and self.yaml_comparisons.value):
+            others = sorted(self.others.value or [])  # (the values are listed sorted)
+            if self.reference.value is None or not others:
+                raise ConfigError("choose a reference condition and at least one condition to compare with it")
+            raw["comparisons"] = cj.comparisons(self.reference.value, others)
+        raw["group_by"] = self.group_by.value
+        raw["embedding_key"] = None if self.embedding.value == "X" else self.embedding.value
+        raw["mmd"] = {**raw.get("mmd", {}), "n_permutations": int(self.permutations.value),
+                      "max_cells": int(self.max_cells.value), "min_cells": int(self.min_cells.value),
+                      "seed": int(self.seed.value), "balance_samples": bool(self.balance.value)}
+        if raw.get("temporal_bins") is None:
+            raw["temporal_bin_size"] = float(self.bin_hours.value) if self.bin_hours.value > 0 else None
         return parse_analysis(raw, "Conditions", with_paths=False)
 
     def _obs(self, group_by: str) -> pd.DataFrame:
