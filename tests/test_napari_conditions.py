@@ -80,12 +80,12 @@ def test_conditions_view_shows_the_headless_mmd_and_selects_a_comparisons_cells(
     analysis = parse_analysis({"group_by": "perturbation", "temporal_bin_size": 3.0, "mmd": {"n_permutations": 300},
                                "comparisons": [{"cond_a": "uninfected1", "cond_b": b, "label": f"uninfected1 vs {b}"}
                                                for b in ("ZIKV", "uninfected2")]}, "test", with_paths=False)
-    expected = run_mmd(adata.obs, adata.X, analysis).table
-    pd.testing.assert_frame_equal(view.result.table, expected)
-    rows = expected.to_dict(orient="records")
+    headless = run_mmd(adata.obs, adata.X, analysis).table
+    pd.testing.assert_frame_equal(view.result.table, headless)
+    rows = headless.to_dict(orient="records")
     assert _shown(view) == [[hours_text(r) if col is None else format_value(r[col], fmt) for _, col, fmt in SHOWN]
                             for r in rows]
-    assert np.isfinite(expected["mmd2"]).sum() >= 4 and view.plot.isVisible()
+    assert np.isfinite(headless["mmd2"]).sum() >= 4 and view.plot.isVisible()
 
     # a row selects its cells: all of cond_a (VisCy bins only B), cond_b in the bin
     i = next(k for k, r in enumerate(rows) if r["cond_b"] == "ZIKV" and np.isfinite(r["mmd2"]))
@@ -156,9 +156,9 @@ def test_conditions_view_groups_by_well_and_refuses_bad_input_in_one_line(make_n
     analysis = parse_analysis({"group_by": "well", "mmd": {"n_permutations": 50}, "embedding_key": "X_projections",
                                "comparisons": [{"cond_a": "A/1", "cond_b": "B/1", "label": "A/1 vs B/1"}]}, "test",
                               with_paths=False)
-    expected = run_mmd(obs, adata.obsm["X_projections"], analysis).table
-    pd.testing.assert_frame_equal(view.result.table, expected)
-    assert expected["embedding_key"].eq("X_projections").all() and len(errors) == 3
+    headless = run_mmd(obs, adata.obsm["X_projections"], analysis).table
+    pd.testing.assert_frame_equal(view.result.table, headless)
+    assert headless["embedding_key"].eq("X_projections").all() and len(errors) == 3
     assert not view.plot.isVisible()  # no time bins: no curve
 
 
@@ -204,17 +204,23 @@ def test_time_view_aligns_tracks_as_headless_and_links_them_to_their_cells(make_
 
     cfg = load_pseudotime_config(CONFIGS / "pseudotime.yaml")
     assert view.cfg == cfg  # the form gave back the kit's config
-    expected = _headless_pseudotime(cfg)
+    headless = _headless_pseudotime(cfg)
     assert view.show_result.choices == ("raw / subsequence", "pca / subsequence")
-    for name, flavor in expected.flavors.items():
+    for name, flavor in headless.flavors.items():
         got = view.result.flavors[name]
         np.testing.assert_array_equal(got.template.template, flavor.template.template)
         for mode, res in flavor.modes.items():
             pd.testing.assert_frame_equal(got.modes[mode].per_frame, res.per_frame)
             pd.testing.assert_frame_equal(got.modes[mode].response_groups, res.response_groups)
 
+    for name in ("raw", "pca"):  # and VisCy's own numbers (the kit's expected.json)
+        viscy = expected()["pseudotime"][name]["subsequence"]
+        got = view.result.flavors[name].modes["subsequence"]
+        assert got.per_frame["pseudotime"].tolist() == [r["pseudotime"] for r in viscy["per_frame"]]
+        assert got.response_groups["response_group"].tolist() == [r["response_group"] for r in viscy["response_groups"]]
+
     # the cells carry the shown mode's pseudotime (VisCy's per-frame values) and are coloured by it
-    s, raw = main.session, expected.flavors["raw"].modes["subsequence"]
+    s, raw = main.session, headless.flavors["raw"].modes["subsequence"]
     table = s.table
     merged = table[["fov_name", "track_id", "t"]].astype({"fov_name": str}).merge(
         raw.per_frame[["fov_name", "track_id", "t", "pseudotime"]], on=["fov_name", "track_id", "t"], how="left")
@@ -238,7 +244,7 @@ def test_time_view_aligns_tracks_as_headless_and_links_them_to_their_cells(make_
     assert int(viewer.dims.current_step[0]) == rec["onset_t"]
     # the other template: its columns replace the first's
     view.show_result.value = "pca / subsequence"
-    pca = expected.flavors["pca"].modes["subsequence"].per_frame
+    pca = headless.flavors["pca"].modes["subsequence"].per_frame
     assert np.nanmax(np.abs(np.sort(table["dtw_cost"].unique()) - np.sort(pca["dtw_cost"].unique()))) == 0
 
     # VisCy's per-frame CSV, recorded; the columns saved into the store's obs
@@ -289,10 +295,10 @@ def test_time_view_onsets_from_the_selection_and_bad_input(make_napari_viewer, q
                                                       "selection_state", "infected_value": "selected"},
         "build_template": {"crop_window": 4, "flavors": {"raw": None}, "propagate_columns": ["selection_state"]}})
     assert view.cfg == cfg
-    expected = _headless_pseudotime(cfg, adata, annotations)
+    headless = _headless_pseudotime(cfg, adata, annotations)
     pd.testing.assert_frame_equal(view.result.flavors["raw"].modes["subsequence"].per_frame,
-                                  expected.flavors["raw"].modes["subsequence"].per_frame)
-    assert expected.t_perturb["t_perturb"].eq(10).all()
+                                  headless.flavors["raw"].modes["subsequence"].per_frame)
+    assert headless.t_perturb["t_perturb"].eq(10).all()
     assert any("1 of 36 tracks are shorter than the 9-frame template" in w for w in warnings)
 
 
