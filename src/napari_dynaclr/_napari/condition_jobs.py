@@ -19,8 +19,9 @@ import pandas as pd
 from napari_dynaclr._napari import workers
 from napari_dynaclr.errors import ConfigError
 
-#: the pseudotime columns (VisCy's per-frame names) put into the cell table and saved into the store's obs
+#: a cell's key in VisCy's per-frame pseudotime table
 TRACK_KEY = ["fov_name", "track_id", "t"]
+#: the grouping "column" the cell table may lack: each FOV's well
 WELL = "well"
 
 
@@ -138,7 +139,7 @@ def per_row_columns(table: pd.DataFrame, mode) -> dict[str, np.ndarray | pd.Cate
     return out
 
 
-def track_summary(table: pd.DataFrame, mode, t_perturb: pd.DataFrame, frame_interval_minutes: float) -> pd.DataFrame:
+def track_summary(table: pd.DataFrame, mode, t_perturb: pd.DataFrame) -> pd.DataFrame:
     """One row per aligned track, sorted by onset: ``fov_name, track_id, onset_t`` (the first frame the
     template's time calibration puts at or after the onset, ``estimated_t_rel_minutes ≥ 0``; the first frame
     with pseudotime ≥ 0.5 without a calibration), ``t_perturb`` (the annotated onset, where known),
@@ -146,24 +147,21 @@ def track_summary(table: pd.DataFrame, mode, t_perturb: pd.DataFrame, frame_inte
     frame = mode.per_frame
     score = frame["estimated_t_rel_minutes"].to_numpy() >= 0 if "estimated_t_rel_minutes" in frame.columns \
         else frame["pseudotime"].to_numpy() >= 0.5
-    frame = frame.assign(_after=score, _row=table_rows(table, frame))
-    groups = mode.response_groups.set_index("cell_uid")["response_group"]
-    known = {(str(f), int(t)): int(p) for f, t, p in
-             zip(t_perturb["fov_name"], t_perturb["track_id"], t_perturb["t_perturb"])}
-    recs = []
-    for uid, track in frame.groupby("cell_uid", sort=False):
-        track = track.sort_values("t")
-        after = track[track["_after"]]
-        onset = after.iloc[0] if len(after) else None
-        fov, tid = str(track["fov_name"].iat[0]), int(track["track_id"].iat[0])
-        recs.append({"fov_name": fov, "track_id": tid,
-                     "onset_t": int(onset["t"]) if onset is not None else np.nan,
-                     "t_perturb": known.get((fov, tid), np.nan),
-                     "response_group": str(groups.get(uid, "")), "dtw_cost": float(track["dtw_cost"].iat[0]),
-                     "n_frames": len(track),
-                     "row": int(onset["_row"]) if onset is not None else int(track["_row"].iat[0])})
-    out = pd.DataFrame(recs, columns=["fov_name", "track_id", "onset_t", "t_perturb", "response_group", "dtw_cost",
-                                      "n_frames", "row"])
+    frame = frame.assign(_after=score, _row=table_rows(table, frame), fov_name=frame["fov_name"].astype(str))
+    frame = frame.sort_values(["cell_uid", "t"], kind="stable")
+    tracks = frame.groupby("cell_uid", sort=False).agg(fov_name=("fov_name", "first"), track_id=("track_id", "first"),
+                                                        dtw_cost=("dtw_cost", "first"), n_frames=("t", "size"),
+                                                        first_row=("_row", "first"))
+    onsets = frame[frame["_after"]].groupby("cell_uid", sort=False).agg(onset_t=("t", "first"), row=("_row", "first"))
+    tracks = tracks.join(onsets)
+    tracks["row"] = tracks["row"].fillna(tracks["first_row"]).astype(np.int64)
+    tracks["response_group"] = mode.response_groups.set_index("cell_uid")["response_group"].reindex(
+        tracks.index).fillna("").astype(str)
+    known = t_perturb.assign(fov_name=t_perturb["fov_name"].astype(str)).set_index(["fov_name", "track_id"])
+    tracks["t_perturb"] = known["t_perturb"].reindex(pd.MultiIndex.from_frame(tracks[["fov_name", "track_id"]])
+                                                     ).to_numpy(dtype=float)
+    out = tracks.reset_index(drop=True)[["fov_name", "track_id", "onset_t", "t_perturb", "response_group",
+                                         "dtw_cost", "n_frames", "row"]]
     return out.sort_values(["onset_t", "fov_name", "track_id"], na_position="last", kind="stable").reset_index(
         drop=True)
 

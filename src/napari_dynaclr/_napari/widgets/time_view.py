@@ -296,7 +296,7 @@ class TimeView(QWidget):
         self.session.add_columns(columns)
         self.columns = [c for c in columns if c not in stale]
         self.session.color_by("pseudotime")
-        self.tracks = cj.track_summary(table, res, self.result.t_perturb, self.cfg.align_tracks.frame_interval_minutes)
+        self.tracks = cj.track_summary(table, res, self.result.t_perturb)
         fill_rows(self.track_table, [track_cells(rec) for rec in self.tracks.to_dict(orient="records")])
         groups = res.response_groups["response_group"].value_counts().to_dict()
         self.job.status.value = (f"{flavor} / {mode}: {len(res.alignments)} tracks aligned to a "
