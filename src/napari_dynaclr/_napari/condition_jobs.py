@@ -32,15 +32,23 @@ def mmd_job(obs: pd.DataFrame, X, analysis, cancel: threading.Event | None = Non
     return (yield from workers.request("mmd", obs, np.asarray(X), analysis, cancel=cancel))
 
 
-def pseudotime_job(adata, obs: pd.DataFrame, annotations: pd.DataFrame | None, cfg,
+def pseudotime_job(adata, obs: pd.DataFrame, annotations: pd.DataFrame | None, cfg, keys: pd.DataFrame | None = None,
                    cancel: threading.Event | None = None) -> Iterator:
     """VisCy's pseudotime of *cfg* (a :class:`~napari_dynaclr.evaluate.pseudotime.PseudotimeConfig`) on the
-    store *adata* (its ``X`` or ``obsm[cfg.embedding_key]``, read here) in the heavy work process; returns the
-    :class:`~napari_dynaclr.evaluate.pseudotime.PseudotimeResult`."""
+    store *adata* (its ``X`` or ``obsm[cfg.embedding_key]``, read here) in the heavy work process. Returns the
+    :class:`~napari_dynaclr.evaluate.pseudotime.PseudotimeResult` and, per ``(flavour, mode)``, its cell-table
+    columns and track list (:func:`per_row_columns`, :func:`track_summary`) for the cells *keys* (the cell
+    table's ``fov_name, track_id, t``), built here rather than on napari's GUI thread."""
     from napari_dynaclr.evaluate.mmd import select_embedding
 
     X = select_embedding(adata, cfg.embedding_key)
-    return (yield from workers.request("pseudotime", X, obs, annotations, cfg, cancel=cancel))
+    result = yield from workers.request("pseudotime", X, obs, annotations, cfg, cancel=cancel)
+    views = {}
+    if keys is not None:
+        for flavor, fr in result.flavors.items():
+            for mode, res in fr.modes.items():
+                views[flavor, mode] = (per_row_columns(keys, res), track_summary(keys, res, result.t_perturb))
+    return result, views
 
 
 # ------------------------------------------------------------------ conditions
@@ -116,9 +124,10 @@ def table_rows(table: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
 
 
 def per_row_columns(table: pd.DataFrame, mode) -> dict[str, np.ndarray | pd.Categorical]:
-    """The per-frame result of an alignment mode (VisCy's columns: ``pseudotime``, ``alignment_region``, costs,
-    ``warping_speed``, propagated labels, ``estimated_t_rel_minutes``) and each track's ``response_group``, as
-    whole cell-table columns (NaN / ``"unaligned"`` for cells of tracks that were not aligned)."""
+    """For the cells of *table* (``fov_name, track_id, t``): the per-frame result of an alignment mode (VisCy's
+    columns: ``pseudotime``, ``alignment_region``, costs, ``warping_speed``, propagated labels,
+    ``estimated_t_rel_minutes``) and each track's ``response_group``, as whole cell-table columns (NaN /
+    ``"unaligned"`` for cells of tracks that were not aligned)."""
     frame = mode.per_frame
     rows = table_rows(table, frame)
     hit = rows >= 0

@@ -69,6 +69,7 @@ class TimeView(QWidget):
         self.base: dict = {}  # the loaded pseudotime.yaml (settings the form does not show)
         self.cfg = None  # the config of the last result
         self.result = None  # the last PseudotimeResult
+        self.views: dict = {}  # (flavour, mode) -> (its cell-table columns, its track list)
         self.shown: tuple[str, str] | None = None  # (flavour, mode) in the table
         self.tracks: pd.DataFrame | None = None  # the listed tracks (condition_jobs.track_summary)
         self.columns: list[str] = []  # the cell-table columns of the shown mode
@@ -134,6 +135,7 @@ class TimeView(QWidget):
     def _on_table(self) -> None:
         self.job.cancel()  # (a result of the previous cells would not fit the new ones)
         self.result = self.shown = self.tracks = None
+        self.views = {}
         self.columns = []
         self.track_table.setRowCount(0)
         self.show_result.choices = []
@@ -262,11 +264,12 @@ class TimeView(QWidget):
             self.job.fail(exc)
             return None
         table = s.table
-        return self.job.start(cj.pseudotime_job, (s.adata, s.adata.obs, annotations, cfg), "pseudotime",
-                              lambda result: self._show(result, cfg) if s.table is table else None)
+        keys = table[cj.TRACK_KEY].copy()  # (the job maps its result onto the cells in its thread)
+        return self.job.start(cj.pseudotime_job, (s.adata, s.adata.obs, annotations, cfg, keys), "pseudotime",
+                              lambda out: self._show(*out, cfg) if s.table is table else None)
 
-    def _show(self, result, cfg) -> None:
-        self.result, self.cfg = result, cfg
+    def _show(self, result, views: dict, cfg) -> None:
+        self.result, self.views, self.cfg = result, views, cfg
         for note in result.notes:
             show_warning(note)
         names = [f"{flavor} / {mode}" for flavor, fr in result.flavors.items() for mode in fr.modes]
@@ -289,14 +292,14 @@ class TimeView(QWidget):
         self.shown = (flavor, mode)
         res = self.mode_result()
         table = self.session.table
-        columns = cj.per_row_columns(table, res)
+        columns, self.tracks = self.views[flavor, mode]
+        columns = dict(columns)
         stale = [c for c in self.columns if c not in columns]
         for col in stale:  # (a previous mode's propagated labels)
             columns[col] = np.full(len(table), np.nan)
         self.session.add_columns(columns)
         self.columns = [c for c in columns if c not in stale]
         self.session.color_by("pseudotime")
-        self.tracks = cj.track_summary(table, res, self.result.t_perturb)
         fill_rows(self.track_table, [track_cells(rec) for rec in self.tracks.to_dict(orient="records")])
         groups = res.response_groups["response_group"].value_counts().to_dict()
         self.job.status.value = (f"{flavor} / {mode}: {len(res.alignments)} tracks aligned to a "
