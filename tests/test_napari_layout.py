@@ -59,7 +59,8 @@ def test_every_tab_is_readable_at_screen_size(make_napari_viewer, qtbot, size):
     main.ckpt_info.value = LONG  # a checked checkpoint's one-line summary must not widen the form
     main.advanced.expand(animate=False)
     _settle(qtbot, main, lambda: tuple(viewer.window.geometry()[2:]) == size)
-    assert [main.tabs.tabText(i) for i in range(main.tabs.count())] == ["Predict", "Explore", "Cells", "Verify"]
+    assert [main.tabs.tabText(i) for i in range(main.tabs.count())] == [
+        "Predict", "Explore", "Cells", "Verify", "Conditions", "Time"]
     assert main.width() <= size[0] // 2  # a dock, not half the screen
     for i in range(main.tabs.count()):
         main.tabs.setCurrentIndex(i)

@@ -165,7 +165,22 @@ def _serve_smoothness(send, token, X, obs, metric, order, group_by=None):
             "per_row": result.per_row_score(), "groups": groups, "notes": list(result.notes)}
 
 
+def _serve_mmd(send, obs, X, analysis):
+    from napari_dynaclr.evaluate.mmd import run_mmd
+
+    return run_mmd(obs, X, analysis, progress=lambda done, total, what: send(("event", (done, total, what))))
+
+
+def _serve_pseudotime(send, X, obs, annotations, cfg):
+    from napari_dynaclr.evaluate.pseudotime import run_pseudotime
+
+    return run_pseudotime(X, obs, annotations, cfg,
+                          progress=lambda done, total, what: send(("event", (done, total, what))))
+
+
 HANDLERS = {
+    "mmd": _serve_mmd,
+    "pseudotime": _serve_pseudotime,
     "gallery": _serve_gallery,
     "neighbours": _serve_neighbours,
     "classify": _serve_classify,

@@ -41,7 +41,7 @@ __all__ = ["LANES", "Batch", "Event", "Finished", "OpenedStore", "Warned", "canc
 LANES = {
     "predict": "heavy", "inspect": "heavy", "reduce": "heavy", "cluster": "heavy", "demo_inputs": "heavy",
     "neighbours": "quick", "gallery": "quick", "classify": "quick", "smoothness": "quick", "pca": "quick",
-    "warm": "quick",
+    "warm": "quick", "mmd": "heavy", "pseudotime": "heavy",
 }
 
 _LANES: dict[str, ChildProcess] = {}

@@ -44,9 +44,11 @@ from napari_dynaclr._napari.widgets._forms import Message, alive, field_path, ke
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets._wording import DOCK, error_message
 from napari_dynaclr._napari.widgets.cells_view import CellsView
+from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 from napari_dynaclr._napari.widgets.input_checks import InputChecks
 from napari_dynaclr._napari.widgets.open_store import StoreOpener
+from napari_dynaclr._napari.widgets.time_view import TimeView
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
@@ -115,6 +117,10 @@ class DynaCLRWidget(QWidget):
         self.tabs.addTab(self.explore, "Explore")
         self.tabs.addTab(self.cells, "Cells")
         self.tabs.addTab(self.verify, "Verify")
+        self.conditions = ConditionsView(viewer)
+        self.tabs.addTab(self.conditions, "Conditions")
+        self.time = TimeView(viewer)
+        self.tabs.addTab(self.time, "Time")
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)
         footer.addWidget(self.cancel_btn.native)
