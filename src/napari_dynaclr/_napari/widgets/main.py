@@ -32,7 +32,6 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QHBoxLayout,
-    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -40,7 +39,14 @@ from qtpy.QtWidgets import (
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets import predict_form
-from napari_dynaclr._napari.widgets._forms import Message, alive, field_path, keep_button_text, while_alive
+from napari_dynaclr._napari.widgets._forms import (
+    Message,
+    ScrollingTabs,
+    alive,
+    field_path,
+    keep_button_text,
+    while_alive,
+)
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets._wording import DOCK, error_message
 from napari_dynaclr._napari.widgets.cells_view import CellsView
@@ -109,12 +115,14 @@ class DynaCLRWidget(QWidget):
         self.explore = EmbeddingView(viewer)
         self.cells = CellsView(viewer, config=lambda: self.build_config(require_output=False))
         self.verify = VerifyWidget(viewer)
-        self.tabs = QTabWidget(self)
+        # every page scrolls when the dock is short (a laptop's screen, a second dock below it)
+        self.tabs = ScrollingTabs(self)
         self.predict_scroll, self.advanced = predict_form.page(self)
-        self.tabs.addTab(self.predict_scroll, "Predict")
-        self.tabs.addTab(self.explore, "Explore")
-        self.tabs.addTab(self.cells, "Cells")
-        self.tabs.addTab(self.verify, "Verify")
+        self.add_tab(self.predict_scroll, "Predict")
+        self.add_tab(self.explore, "Explore")
+        self.add_tab(self.cells, "Cells")
+        self.add_tab(self.verify, "Verify")
+        # (further views: one self.add_tab line each, here)
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)
         footer.addWidget(self.cancel_btn.native)
@@ -139,6 +147,11 @@ class DynaCLRWidget(QWidget):
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         for layer in viewer.layers:
             self._prefill_from(layer.metadata)
+
+    def add_tab(self, page: QWidget, title: str) -> None:
+        """Add a view as a tab of the dock; the page scrolls when the dock is shorter than it (the dock's
+        minimum height stays that of its form, whatever the view shows)."""
+        self.tabs.addTab(page, title)
 
     # ------------------------------------------------------------------ inputs
 
