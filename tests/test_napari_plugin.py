@@ -635,3 +635,48 @@ def test_typing_a_checkpoint_path_checks_it_once(docked, demo_inputs, qtbot, mon
     assert main.checks.ckpt_timer.isActive() and checked == [] and main.ckpt_info.value == ""
     qtbot.waitUntil(lambda: main.ckpt_info.value.startswith("✓"), timeout=60_000)
     assert checked == [str(demo_inputs["checkpoint"])]
+
+
+def _dynaclr_docks(viewer) -> list:
+    from napari_dynaclr._napari.widgets.main import DynaCLRWidget
+
+    return [w for w in viewer.window.dock_widgets.values() if isinstance(w, DynaCLRWidget)]
+
+
+def _plugins_menu_entry(viewer, text: str = "DynaCLR"):
+    """The Plugins menu's entry that docks the DynaCLR dock (napari's menu, as a user clicks it)."""
+
+    def walk(menu):
+        for action in menu.actions():
+            if action.menu() is not None:
+                yield from walk(action.menu())
+            elif action.text().replace("&", "") == text:
+                yield action
+
+    (entry,) = walk(viewer.window.plugins_menu)
+    return entry
+
+
+def test_one_dynaclr_dock_per_viewer_whatever_opens_it(make_napari_viewer, demo_store, qtbot):
+    """File > Open, then Plugins > DynaCLR, then File > Open again: one DynaCLR dock, shown by the open, its
+    title not doubled."""
+    viewer = make_napari_viewer(show=True)
+    assert viewer.open(str(demo_store), plugin=PLUGIN) == []
+    qtbot.waitUntil(lambda: len(_dynaclr_docks(viewer)) == 1, timeout=60_000)  # docked by the reader
+    (main,) = _dynaclr_docks(viewer)
+    qtbot.waitUntil(lambda: main.opener.worker is not None, timeout=60_000)
+    wait_worker(qtbot, main.opener.worker, 60_000)
+    entry = _plugins_menu_entry(viewer)
+    entry.trigger()  # napari's menu toggles a dock it has: hidden, not a second one
+    assert _dynaclr_docks(viewer) == [main] and not main.isVisible()
+    first = main.opener.worker
+    assert viewer.open(str(demo_store), plugin=PLUGIN) == []
+    qtbot.waitUntil(lambda: main.opener.worker is not first, timeout=60_000)  # the same dock opens it, shown
+    wait_worker(qtbot, main.opener.worker, 60_000)
+    assert _dynaclr_docks(viewer) == [main]
+    qtbot.waitUntil(main.isVisible, timeout=60_000)
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    assert widget is main and dock.windowTitle() != "DynaCLR (DynaCLR)"
+    entry.trigger()
+    entry.trigger()  # hidden and shown again from the menu: still the one dock
+    assert _dynaclr_docks(viewer) == [main] and main.isVisible()
