@@ -680,3 +680,42 @@ def test_one_dynaclr_dock_per_viewer_whatever_opens_it(make_napari_viewer, demo_
     entry.trigger()
     entry.trigger()  # hidden and shown again from the menu: still the one dock
     assert _dynaclr_docks(viewer) == [main] and main.isVisible()
+
+
+def test_a_store_away_from_its_plate_says_so_and_shows_the_plate_chosen(make_napari_viewer, demo_inputs, qtbot,
+                                                                        tmp_path):
+    """Predict the demo into another folder, move the demo's folder, File > Open the store: one warning naming
+    the recorded plate, no error, the cells without images and a plate field; choosing the plate shows it."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
+    from napari_dynaclr.predict.run import run_prediction
+
+    inputs = tmp_path / "inputs"
+    shutil.copytree(Path(demo_inputs["config"]).parent, inputs, ignore=shutil.ignore_patterns("*.zarr.lock"))
+    store = tmp_path / "elsewhere" / "e.zarr"
+    store.parent.mkdir()
+    cfg = load_predict_yaml(inputs / "predict.yml").with_overrides(output_path=store, umap_kwargs=None)
+    run_prediction(cfg, device="cpu")
+    recorded = inputs / "plate.zarr"
+    moved = tmp_path / "moved"
+    inputs.rename(moved)
+    viewer = make_napari_viewer(show=True)
+    before = len(notification_manager.records)
+    assert viewer.open(str(store), plugin=PLUGIN) == []
+    main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")[1]
+    qtbot.waitUntil(lambda: main.opener.worker is not None, timeout=60_000)
+    wait_worker(qtbot, main.opener.worker, 60_000)
+    assert len(main.session.table) == 52 and not any(layer.name.endswith("Phase3D") for layer in viewer.layers)
+    notes = notification_manager.records[before:]
+    assert [n.severity for n in notes] == [NotificationSeverity.WARNING], [str(n.message) for n in notes]
+    assert str(recorded) in str(notes[0].message)
+    main.tabs.setCurrentIndex(0)
+    qtbot.waitUntil(main.store_plate.native.isVisible, timeout=60_000)
+    first = main.opener.worker
+    main.store_plate.value = moved / "plate.zarr"  # the user points the store at its plate
+    qtbot.waitUntil(lambda: main.opener.worker is not first, timeout=60_000)
+    wait_worker(qtbot, main.opener.worker, 60_000)
+    qtbot.waitUntil(lambda: "A/1/0 Phase3D" in viewer.layers, timeout=60_000)
+    assert len(main.session.table) == 52 and main.last_error is None
+    assert [n for n in notification_manager.records[before:] if n.severity >= NotificationSeverity.ERROR] == []

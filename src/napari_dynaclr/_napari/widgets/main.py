@@ -75,6 +75,8 @@ class DynaCLRWidget(QWidget):
         self._pbar = None
         self._fov_sync = False  # the FOV list follows the session (not a user's choice)
         self._awaiting_demo = False  # Open Sample is still building the demo
+        self._store_plate_chosen = False  # the user pointed the opened store at its plate
+        self._store_plate_sync = False  # the store's plate field is being set by the dock (not by the user)
         self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
 
         self.predict_yml = FileEdit(label="VisCy predict.yml", mode="r", filter="*.yml *.yaml")
@@ -106,12 +108,16 @@ class DynaCLRWidget(QWidget):
         self.store = FileEdit(label="embedding store", mode="d")
         self.open_btn = PushButton(text="Open embeddings")
         self.show_fov = ComboBox(label="show FOV", choices=[])
+        # shown when an opened store's plate is not where the store records it: choosing it shows the images
+        self.store_plate = FileEdit(label="plate of the store", mode="d")
+        self.store_plate_info = Message()
         self.status = Message("ready")
         self.allow_nonfinite = CheckBox(
             text="allow non-finite values", value=False,
             tooltip="write NaN rows for cells whose patch or embedding is not finite (and read missing chunks "
                     "as 0) instead of refusing the run")
-        keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store)
+        keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store,
+                         self.store_plate)
         self.explore = EmbeddingView(viewer)
         self.cells = CellsView(viewer, config=lambda: self.build_config(require_output=False))
         self.verify = VerifyWidget(viewer)
@@ -138,6 +144,7 @@ class DynaCLRWidget(QWidget):
         self.cancel_btn.clicked.connect(lambda: self.cancel())
         self.open_btn.clicked.connect(lambda: self.open_embeddings())
         self.show_fov.changed.connect(self._on_show_fov)
+        self.store_plate.changed.connect(self._on_store_plate)
         self.checks = InputChecks(self)  # checkpoint, plate and cells, checked as they are chosen
         self.opener = StoreOpener(self, self.session, self.jobs, opened=self._use_store_fields,
                                   shown=self._store_shown, failed=lambda exc: self._fail(error_message(exc)),
@@ -353,8 +360,8 @@ class DynaCLRWidget(QWidget):
 
     # ------------------------------------------------------------------ open a store
 
-    def open_embeddings(self, path=None, use_fields: bool = True):
-        """Load an existing store in a worker, with the plate and tracks of the fields (unless
+    def open_embeddings(self, path=None, use_fields: bool = True, plate=None):
+        """Load an existing store in a worker, with *plate* or the plate and tracks of the fields (unless
         *use_fields* is False) or else those the store records; returns the worker, which runs until the
         store is shown. A large store is shown in steps; only the latest open counts (see
         :mod:`~napari_dynaclr._napari.widgets.open_store`)."""
@@ -365,7 +372,15 @@ class DynaCLRWidget(QWidget):
         if self.worker is not None:
             show_error("a prediction is running: cancel it before opening a store")
             return None
+        chosen = field_path(plate)  # the plate chosen for this store (its field), else the fields' or the store's
         plate, tracks = (field_path(self.plate.value), field_path(self.tracks.value)) if use_fields else (None, None)
+        if chosen is not None:
+            plate = chosen
+        elif self._store_plate_chosen:  # another store: its own plate, found or offered again
+            self._store_plate_chosen = False
+            self._store_plate_sync = True
+            self.store_plate.value = ""
+            self._store_plate_sync = False
         self.store.value = path
         self.status.value = f"opening {path.name}…"
         self.open_btn.enabled = False
@@ -373,6 +388,7 @@ class DynaCLRWidget(QWidget):
         return self.opener.open(path, plate, tracks)
 
     def _use_store_fields(self, opened: workers.OpenedStore) -> None:
+        self._offer_store_plate(opened)
         if opened.plate_error:
             self._fail(opened.plate_error)  # the cells are shown all the same, without images
         if opened.plate is not None and field_path(self.plate.value) is None:  # the store's own plate and tracks
@@ -380,8 +396,31 @@ class DynaCLRWidget(QWidget):
             if opened.tracks_path is not None and field_path(self.tracks.value) is None:
                 self.tracks.value = opened.tracks_path
 
+    def _offer_store_plate(self, opened: workers.OpenedStore) -> None:
+        """A store whose recorded plate is not found (moved away from it): say so once, naming the recorded
+        path, and show the field that points at the plate (hidden again for a store whose plate is found)."""
+        recorded = store_plate_not_found(opened)
+        self.store_plate_box.setVisible(recorded is not None or self._store_plate_chosen)
+        if recorded is None:
+            return
+        name = self.store.value.name if field_path(self.store.value) else "the store"
+        show_warning(f"{name}: its plate is not at {recorded} (moved?); the cells are shown without images. "
+                     "Choose the plate under 'plate of the store' to see them.")
+        self.store_plate_info.value = f"✗ {opened.inputs.reason()}"
+
+    def _on_store_plate(self, value) -> None:
+        """The plate chosen for the opened store: open the store again with it."""
+        plate = field_path(value)
+        if plate is None or self._store_plate_sync:
+            return
+        self._store_plate_chosen = True
+        self.store_plate_info.value = f"opening {plate.name}…"
+        self.open_embeddings(plate=plate)
+
     def _store_shown(self, path: Path, opened: workers.OpenedStore) -> None:
         self._ensure_embedding_view()
+        if self._store_plate_chosen and opened.plate is not None:
+            self.store_plate_info.value = f"✓ showing the images of {opened.plate.path}"
         self.status.value = f"opened {path.name}: {len(opened.table)} cells"
 
     def _open_finished(self) -> None:
@@ -414,3 +453,13 @@ class DynaCLRWidget(QWidget):
     def _ensure_embedding_view(self) -> None:
         """Show the Explore tab, where the cells now are."""
         self.tabs.setCurrentWidget(self.explore)
+
+
+def store_plate_not_found(opened: workers.OpenedStore) -> Path | None:
+    """The plate path *opened* records when it was not found (the store moved away from its plate, or the plate
+    from it); None when the plate was found, given, or never recorded."""
+    found = opened.inputs
+    if opened.plate is not None or opened.plate_error or found is None or found.plate is not None:
+        return None
+    tried = next((f.tried for f in found.plates.values() if f.tried), None)
+    return Path(tried[0]) if tried else None
