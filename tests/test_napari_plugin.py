@@ -719,3 +719,25 @@ def test_a_store_away_from_its_plate_says_so_and_shows_the_plate_chosen(make_nap
     qtbot.waitUntil(lambda: "A/1/0 Phase3D" in viewer.layers, timeout=60_000)
     assert len(main.session.table) == 52 and main.last_error is None
     assert [n for n in notification_manager.records[before:] if n.severity >= NotificationSeverity.ERROR] == []
+
+
+def test_the_load_button_reads_the_predict_yml_off_the_gui_thread(docked, demo_inputs, qtbot, monkeypatch):
+    """Its first read imports the config's packages (seconds on a busy laptop): never on the GUI thread."""
+    import threading
+
+    from napari_dynaclr.core import predict_yml
+
+    viewer, main, view = docked
+    threads = []
+    real = predict_yml.load_predict_yaml
+
+    def load(path):
+        threads.append(threading.current_thread())
+        return real(path)
+
+    monkeypatch.setattr(predict_yml, "load_predict_yaml", load)
+    main.predict_yml.value = demo_inputs["config"]
+    main.load_yml_btn.native.click()
+    qtbot.waitUntil(lambda: main.status.value == "loaded predict.yml", timeout=60_000)
+    assert threads and threading.main_thread() not in threads
+    assert main.channels.value == "Phase3D, RFP" and main.patch.value == 64 and main.load_yml_btn.enabled

@@ -51,7 +51,7 @@ from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets._wording import DOCK, error_message
 from napari_dynaclr._napari.widgets.cells_view import CellsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
-from napari_dynaclr._napari.widgets.input_checks import InputChecks
+from napari_dynaclr._napari.widgets.input_checks import InputChecks, warm_napari_units
 from napari_dynaclr._napari.widgets.open_store import StoreOpener
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, DynaclrError
@@ -68,6 +68,7 @@ class DynaCLRWidget(QWidget):
         self.session = get_session(viewer)
         self.viewer = self.session.viewer
         self.yml_config = None
+        self.yml_worker = None  # reading a predict.yml (the Load button)
         self.worker = None
         self.cancel_event: threading.Event | None = None
         self.last_error: str | None = None
@@ -138,7 +139,7 @@ class DynaCLRWidget(QWidget):
         layout.addLayout(footer)
         layout.addWidget(self.status.native)
 
-        self.load_yml_btn.clicked.connect(lambda: self.load_predict_yml())
+        self.load_yml_btn.clicked.connect(lambda: self.load_predict_yml(wait=False))
         self.patch.changed.connect(lambda v: setattr(self.final_patch, "value", min(self.final_patch.value, v)))
         self.run_btn.clicked.connect(lambda: self.run())
         self.cancel_btn.clicked.connect(lambda: self.cancel())
@@ -196,24 +197,49 @@ class DynaCLRWidget(QWidget):
             self.status.value = "ready"
             self._prefill_from(meta)
 
-    def load_predict_yml(self, path=None) -> bool:
-        """Fill every field from a VisCy predict.yml (its normalisations are kept as they are)."""
-        from napari_dynaclr.core.predict_yml import load_predict_yaml
-
+    def load_predict_yml(self, path=None, wait: bool = True):
+        """Fill every field from a VisCy predict.yml (its normalisations are kept as they are). *wait*: read it
+        on this thread and return whether it loaded (scripts); else (the Load button, the demo's prefill) read
+        it in a worker — its first read imports the config's packages, seconds on a busy laptop — and return
+        the worker (None without a path)."""
         path = field_path(path) or field_path(self.predict_yml.value)
         if path is None:
             show_error("choose a predict.yml first")
-            return False
-        try:
-            cfg = load_predict_yaml(path)
-        except DynaclrError as exc:
-            self._fail(error_message(exc))
-            return False
+            return False if wait else None
+        if wait:
+            from napari_dynaclr.core.predict_yml import load_predict_yaml
+
+            try:
+                cfg = load_predict_yaml(path)
+            except DynaclrError as exc:
+                self._fail(error_message(exc))
+                return False
+            self._use_predict_yml(path, cfg)
+            return True
+        self.status.value = f"reading {path.name}…"
+        self.load_yml_btn.enabled = False
+        worker = self.yml_worker = thread_job(_read_predict_yml)(path)
+
+        def loaded(cfg) -> None:
+            if worker is self.yml_worker:  # (only the latest read counts)
+                self._use_predict_yml(path, cfg)
+
+        def failed(exc: BaseException) -> None:
+            if worker is self.yml_worker:
+                self._fail(error_message(exc))
+
+        def done() -> None:
+            if worker is self.yml_worker:
+                self.yml_worker = None
+                self.load_yml_btn.enabled = True
+
+        return self.jobs.start(worker, returned=loaded, errored=failed, finished=done)
+
+    def _use_predict_yml(self, path: Path, cfg) -> None:
         self.yml_config = cfg
         self.predict_yml.value = path
         predict_form.fill_from_yml(self, cfg)
         self.status.value = f"loaded {Path(path).name}"
-        return True
 
     @property
     def is_boc(self) -> bool:
@@ -269,18 +295,15 @@ class DynaCLRWidget(QWidget):
                       "`napari-dynaclr predict -c predict.yml` on the command line")
         self.cancel_event = threading.Event()
         worker = thread_job(workers.prediction_job)(cfg, self.device.value, self.cancel_event)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_finished)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_worker_done)
         self._run_cfg = cfg
         self.worker = worker
         self._set_running(True)
         self.status.value = "loading checkpoint and planning…"
         from napari_dynaclr.core.output import clean_after_kill
 
-        self.jobs.start(worker, self.cancel_event, on_stop=lambda out=cfg.output_path: clean_after_kill(out))
-        return worker
+        return self.jobs.start(worker, self.cancel_event, on_stop=lambda out=cfg.output_path: clean_after_kill(out),
+                               yielded=self._on_event, returned=self._on_finished, errored=self._on_error,
+                               finished=self._on_worker_done)
 
     def _start_progress(self, n_batches: int, worker) -> None:
         if worker is not None and worker is self.worker and self._pbar is None and alive(self):
@@ -453,6 +476,16 @@ class DynaCLRWidget(QWidget):
     def _ensure_embedding_view(self) -> None:
         """Show the Explore tab, where the cells now are."""
         self.tabs.setCurrentWidget(self.explore)
+
+
+def _read_predict_yml(path: Path):
+    """A predict.yml read into a config (in a worker: the first read imports the config's packages), and
+    napari's unit registry built for the layers of the preview that follows."""
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
+
+    cfg = load_predict_yaml(path)
+    warm_napari_units()
+    return cfg
 
 
 def store_plate_not_found(opened: workers.OpenedStore) -> Path | None:
