@@ -1,12 +1,16 @@
 """The DynaCLR dock at a laptop's size (1366×768), a monitor's (1920×1080) and squeezed to 320 px: every
-button shows its whole text, nothing scrolls sideways, long messages wrap instead of widening the dock."""
+button shows its whole text, nothing scrolls sideways, long messages wrap instead of widening the dock. On a
+1366×768 laptop it fits in every state (after a run, a failed verify, a classifier, with a second dock below
+it): its pages scroll instead of making the window taller than the screen."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from qtpy.QtWidgets import QAbstractButton, QScrollArea, QWidget
 
-from napari_fixtures import demo_inputs, demo_store, wait_worker  # noqa: F401
+from napari_fixtures import demo_inputs, demo_store, load_yml, wait_worker  # noqa: F401
 
 PLUGIN = "napari-dynaclr"
 LONG = ("✓ ContrastiveEncoder convnext_tiny, in_stack_depth 15, stem_kernel_size (5, 4, 4), embedding_dim 768, "
@@ -70,16 +74,20 @@ def test_every_tab_is_readable_at_screen_size(make_napari_viewer, qtbot, size):
 
 
 def test_every_tab_is_readable_at_320_px(make_napari_viewer, qtbot):
+    """320 px and a vertical scroll bar: on a laptop's screen the pages scroll (see the tests below)."""
+    from qtpy.QtWidgets import QStyle
+
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(1366, 768)
     dock, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
     main.ckpt_info.value = LONG
     main.plate_info.value = "✗ " + LONG
     main.advanced.expand(animate=False)
-    assert main.minimumSizeHint().width() <= 320
-    dock.setMaximumWidth(320)
-    _settle(qtbot, main, lambda: dock.width() <= 320)
-    assert main.width() <= 320
+    narrow = 320 + main.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+    assert main.minimumSizeHint().width() <= narrow
+    dock.setMaximumWidth(narrow)
+    _settle(qtbot, main, lambda: dock.width() <= narrow)
+    assert main.width() <= narrow
     for i in range(main.tabs.count()):
         main.tabs.setCurrentIndex(i)
         _settle(qtbot, main)
@@ -98,3 +106,107 @@ def test_advanced_settings_start_collapsed_and_results_go_to_explore(make_napari
     main.tabs.setCurrentIndex(0)
     _settle(qtbot, main)
     assert main.run_btn.native.isVisible() and main.cancel_btn.native.isVisible()  # below the tabs
+
+
+# ---------------------------------------------------------------- a 1366×768 laptop, whatever has run
+
+#: the DynaCLR dock's minimum height, whatever has run: it leaves room on a 768 px screen for napari's menu and
+#: status bars and a second plugin's dock below it
+MAX_DOCK_HEIGHT = 500
+LAPTOP = (1366, 768)
+DATA = Path(__file__).parent / "data"
+
+
+def _laptop(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(*LAPTOP)
+    dock, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    _settle(qtbot, main, lambda: tuple(viewer.window.geometry()[2:]) == LAPTOP)
+    return viewer, dock, main
+
+
+def _overflow(viewer, dock, main, qtbot) -> list[str]:
+    """What does not fit a 1366×768 screen in each tab of the dock (empty: everything fits)."""
+    found = []
+    window = main.window()  # napari's main window (Qt's public parent chain)
+    for i in range(main.tabs.count()):
+        main.tabs.setCurrentIndex(i)
+        _settle(qtbot, main)
+        tab = main.tabs.tabText(i)
+        need = dock.minimumSizeHint().height()
+        if need > MAX_DOCK_HEIGHT:
+            found.append(f"{tab}: the dock needs {need} px")
+        height = viewer.window.geometry()[3]
+        if height > LAPTOP[1]:
+            found.append(f"{tab}: the window is {height} px tall")
+        for button in (main.run_btn.native, main.cancel_btn.native):
+            bottom = button.mapTo(window, button.rect().bottomLeft()).y()
+            if not button.isVisible() or bottom > min(window.height(), LAPTOP[1]):
+                found.append(f"{tab}: {button.text()} is off the screen (bottom at {bottom} px)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def failing_reference(tmp_path_factory) -> Path:
+    """The dev2d reference with one value moved beyond VisCy's contract: a verify against it fails."""
+    import warnings
+
+    import anndata as ad
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        adata = ad.read_zarr(DATA / "dev2d" / "reference.zarr")
+        X = adata.X.copy()
+        X[40, 100] += 0.5
+        adata.X = X
+        path = tmp_path_factory.mktemp("failing") / "perturbed.zarr"
+        with ad.settings.override(zarr_write_format=2):
+            adata.write_zarr(path)
+    return path
+
+
+def test_the_dock_fits_a_laptop_after_a_run_and_a_failed_verify(make_napari_viewer, qtbot, demo_inputs,  # noqa: F811
+                                                                 failing_reference, tmp_path):
+    viewer, dock, main = _laptop(make_napari_viewer, qtbot)
+    main.advanced.expand(animate=False)
+    assert _overflow(viewer, dock, main, qtbot) == []
+    load_yml(qtbot, main, demo_inputs["config"])
+    main.output.value = tmp_path / "run.zarr"
+    main.device.value = "cpu"
+    worker = main.run()
+    assert worker is not None
+    wait_worker(qtbot, worker, 300_000)
+    assert main.last_error is None and main.last_result is not None
+    assert _overflow(viewer, dock, main, qtbot) == []
+    panel = main.verify
+    panel.prediction_combo.setCurrentIndex(panel.prediction_combo.findData("file"))
+    panel.prediction_edit.setText(str(failing_reference))
+    panel.reference_edit.setText(str(DATA / "dev2d" / "reference.zarr"))
+    assert panel.run() is not None
+    qtbot.waitUntil(lambda: panel.state == "ready" and panel.report is not None, timeout=120_000)
+    assert not panel.report.passed and panel.cells_table.rowCount() > 0
+    main.tabs.setCurrentIndex(main.tabs.indexOf(panel))
+    assert _overflow(viewer, dock, main, qtbot) == []
+
+
+def test_the_dock_fits_a_laptop_after_a_classifier_with_a_second_dock_below(
+        make_napari_viewer, qtbot, demo_store, demo_inputs):  # noqa: F811
+    import numpy as np
+    import pandas as pd
+
+    viewer, dock, main = _laptop(make_napari_viewer, qtbot)
+    other, _ = viewer.window.add_plugin_dock_widget(PLUGIN, "Embedding view")  # a plot dock below ours
+    wait_worker(qtbot, main.open_embeddings(demo_store), 60_000)
+    assert _overflow(viewer, dock, main, qtbot) == []
+    s, cells = main.session, main.cells
+    cells.follow_clicks.value = False
+    truth = pd.read_csv(demo_inputs["truth"])
+    table = s.table.merge(truth, on=["fov_name", "track_id", "t"], how="left")
+    for kind, name in (("A", "round"), ("B", "elongated")):
+        s.select(np.flatnonzero(table["cell_type"].to_numpy() == kind)[::2])
+        main.explore.assign_selection(name)
+    qtbot.waitUntil(lambda: cells.worker("classifier") is not None, timeout=120_000)
+    wait_worker(qtbot, cells.worker("classifier"), 120_000)
+    assert "predicted_annotation" in s.table.columns
+    assert _overflow(viewer, dock, main, qtbot) == []
+    assert other.isVisible() and other.height() >= 150  # the other plugin's plot is not squeezed to a strip

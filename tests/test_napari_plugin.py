@@ -635,3 +635,109 @@ def test_typing_a_checkpoint_path_checks_it_once(docked, demo_inputs, qtbot, mon
     assert main.checks.ckpt_timer.isActive() and checked == [] and main.ckpt_info.value == ""
     qtbot.waitUntil(lambda: main.ckpt_info.value.startswith("✓"), timeout=60_000)
     assert checked == [str(demo_inputs["checkpoint"])]
+
+
+def _dynaclr_docks(viewer) -> list:
+    from napari_dynaclr._napari.widgets.main import DynaCLRWidget
+
+    return [w for w in viewer.window.dock_widgets.values() if isinstance(w, DynaCLRWidget)]
+
+
+def _plugins_menu_entry(viewer, text: str = "DynaCLR"):
+    """The Plugins menu's entry that docks the DynaCLR dock (napari's menu, as a user clicks it)."""
+
+    def walk(menu):
+        for action in menu.actions():
+            if action.menu() is not None:
+                yield from walk(action.menu())
+            elif action.text().replace("&", "") == text:
+                yield action
+
+    (entry,) = walk(viewer.window.plugins_menu)
+    return entry
+
+
+def test_one_dynaclr_dock_per_viewer_whatever_opens_it(make_napari_viewer, demo_store, qtbot):
+    """File > Open, then Plugins > DynaCLR, then File > Open again: one DynaCLR dock, shown by the open, its
+    title not doubled."""
+    viewer = make_napari_viewer(show=True)
+    assert viewer.open(str(demo_store), plugin=PLUGIN) == []
+    qtbot.waitUntil(lambda: len(_dynaclr_docks(viewer)) == 1, timeout=60_000)  # docked by the reader
+    (main,) = _dynaclr_docks(viewer)
+    qtbot.waitUntil(lambda: main.opener.worker is not None, timeout=60_000)
+    wait_worker(qtbot, main.opener.worker, 60_000)
+    entry = _plugins_menu_entry(viewer)
+    entry.trigger()  # napari's menu toggles a dock it has: hidden, not a second one
+    assert _dynaclr_docks(viewer) == [main] and not main.isVisible()
+    first = main.opener.worker
+    assert viewer.open(str(demo_store), plugin=PLUGIN) == []
+    qtbot.waitUntil(lambda: main.opener.worker is not first, timeout=60_000)  # the same dock opens it, shown
+    wait_worker(qtbot, main.opener.worker, 60_000)
+    assert _dynaclr_docks(viewer) == [main]
+    qtbot.waitUntil(main.isVisible, timeout=60_000)
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    assert widget is main and dock.windowTitle() != "DynaCLR (DynaCLR)"
+    entry.trigger()
+    entry.trigger()  # hidden and shown again from the menu: still the one dock
+    assert _dynaclr_docks(viewer) == [main] and main.isVisible()
+
+
+def test_a_store_away_from_its_plate_says_so_and_shows_the_plate_chosen(make_napari_viewer, demo_inputs, qtbot,
+                                                                        tmp_path):
+    """Predict the demo into another folder, move the demo's folder, File > Open the store: one warning naming
+    the recorded plate, no error, the cells without images and a plate field; choosing the plate shows it."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
+    from napari_dynaclr.predict.run import run_prediction
+
+    inputs = tmp_path / "inputs"
+    shutil.copytree(Path(demo_inputs["config"]).parent, inputs, ignore=shutil.ignore_patterns("*.zarr.lock"))
+    store = tmp_path / "elsewhere" / "e.zarr"
+    store.parent.mkdir()
+    cfg = load_predict_yaml(inputs / "predict.yml").with_overrides(output_path=store, umap_kwargs=None)
+    run_prediction(cfg, device="cpu")
+    recorded = inputs / "plate.zarr"
+    moved = tmp_path / "moved"
+    inputs.rename(moved)
+    viewer = make_napari_viewer(show=True)
+    before = len(notification_manager.records)
+    assert viewer.open(str(store), plugin=PLUGIN) == []
+    main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")[1]
+    qtbot.waitUntil(lambda: main.opener.worker is not None, timeout=60_000)
+    wait_worker(qtbot, main.opener.worker, 60_000)
+    assert len(main.session.table) == 52 and not any(layer.name.endswith("Phase3D") for layer in viewer.layers)
+    notes = notification_manager.records[before:]
+    assert [n.severity for n in notes] == [NotificationSeverity.WARNING], [str(n.message) for n in notes]
+    assert str(recorded) in str(notes[0].message)
+    main.tabs.setCurrentIndex(0)
+    qtbot.waitUntil(main.store_plate.native.isVisible, timeout=60_000)
+    first = main.opener.worker
+    main.store_plate.value = moved / "plate.zarr"  # the user points the store at its plate
+    qtbot.waitUntil(lambda: main.opener.worker is not first, timeout=60_000)
+    wait_worker(qtbot, main.opener.worker, 60_000)
+    qtbot.waitUntil(lambda: "A/1/0 Phase3D" in viewer.layers, timeout=60_000)
+    assert len(main.session.table) == 52 and main.last_error is None
+    assert [n for n in notification_manager.records[before:] if n.severity >= NotificationSeverity.ERROR] == []
+
+
+def test_the_load_button_reads_the_predict_yml_off_the_gui_thread(docked, demo_inputs, qtbot, monkeypatch):
+    """Its first read imports the config's packages (seconds on a busy laptop): never on the GUI thread."""
+    import threading
+
+    from napari_dynaclr.core import predict_yml
+
+    viewer, main, view = docked
+    threads = []
+    real = predict_yml.load_predict_yaml
+
+    def load(path):
+        threads.append(threading.current_thread())
+        return real(path)
+
+    monkeypatch.setattr(predict_yml, "load_predict_yaml", load)
+    main.predict_yml.value = demo_inputs["config"]
+    main.load_yml_btn.native.click()
+    qtbot.waitUntil(lambda: main.status.value == "loaded predict.yml", timeout=60_000)
+    assert threads and threading.main_thread() not in threads
+    assert main.channels.value == "Phase3D, RFP" and main.patch.value == 64 and main.load_yml_btn.enabled

@@ -1,11 +1,12 @@
 """npe2 reader for the two kinds of ``.zarr`` folder this plugin works with.
 
-- An **embedding store** (ours or VisCy's AnnData zarr) opens in the DynaCLR dock (docked if needed, in the
-  event-loop turn after ``viewer.open``): its cells as a scatter in the Explore tab (UMAP when present, else
-  PHATE, else PCA) and, when the store names its plate and tracks (``uns``), the first FOV's images with the
-  cells overlaid as Tracks and Points layers carrying the cell table as ``features``. The store is read in a
-  worker, so napari stays responsive while a large one loads; the reader itself adds no layer. Without a
-  napari window (a headless viewer) it returns the cells as a Points layer in embedding coordinates instead.
+- An **embedding store** (ours or VisCy's AnnData zarr) opens in the viewer's DynaCLR dock (docked if needed,
+  shown if hidden, in the event-loop turn after ``viewer.open``; never a second one): its cells as a scatter in
+  the Explore tab (UMAP when present, else PHATE, else PCA) and, when the store names its plate and tracks
+  (``uns``), the first FOV's images with the cells overlaid as Tracks and Points layers carrying the cell table
+  as ``features``. The store is read in a worker, so napari stays responsive while a large one loads; the
+  reader itself adds no layer. Without a napari window (a headless viewer) it returns the cells as a Points
+  layer in embedding coordinates instead.
 - An **HCS OME-Zarr plate** opens as its first FOV, one lazy image layer per channel (nothing is read
   until a plane is shown), with the plate path in the metadata: the DynaCLR dock takes it as its plate.
 
@@ -61,8 +62,11 @@ def read_embeddings(path):
 
     def dock_and_open() -> None:
         turn.deleteLater()
-        _, dock = window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
-        dock.open_embeddings(path, use_fields=False)
+        # the viewer's DynaCLR dock if it has one (docked by the Plugins menu too: see napari.yaml), shown
+        dock, main = window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+        dock.show()
+        dock.raise_()
+        main.open_embeddings(path, use_fields=False)
 
     turn = QTimer(window.main_menu)
     turn.setSingleShot(True)

@@ -6,8 +6,18 @@ import functools
 from pathlib import Path
 
 from magicgui.widgets import FileEdit, Label
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFormLayout, QFrame, QGroupBox, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QScrollArea,
+    QSizePolicy,
+    QStyle,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 class Message(Label):
@@ -73,12 +83,60 @@ def section(title: str, body: QWidget) -> QGroupBox:
 
 def scrolling(page: QWidget) -> QScrollArea:
     """*page* in a scroll area that scrolls vertically only (the page always gets the dock's width)."""
-    scroll = QScrollArea()
-    scroll.setWidgetResizable(True)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    scroll.setFrameShape(QFrame.Shape.NoFrame)
-    scroll.setWidget(page)
-    return scroll
+    return _PageScroll(page)
+
+
+class ScrollingTabs(QTabWidget):
+    """Tabs whose pages scroll vertically when the dock is shorter than a page: a page's results (plots,
+    tables) never make the dock taller than a laptop's screen. A page that scrolls already is added as it is.
+    :meth:`widget`, :meth:`currentWidget`, :meth:`setCurrentWidget` and :meth:`indexOf` speak of the pages as
+    they were added, not of the scroll areas around them."""
+
+    def addTab(self, page: QWidget, title: str) -> int:  # noqa: N802 (Qt's names)
+        if not isinstance(page, QScrollArea):
+            page = _PageScroll(page)
+            page.around_a_page = True
+        return super().addTab(page, title)
+
+    def widget(self, index: int) -> QWidget | None:
+        area = super().widget(index)
+        return area.widget() if getattr(area, "around_a_page", False) else area
+
+    def currentWidget(self) -> QWidget | None:  # noqa: N802
+        return self.widget(self.currentIndex())
+
+    def indexOf(self, page: QWidget) -> int:  # noqa: N802
+        return next((i for i in range(self.count()) if self.widget(i) is page), -1)
+
+    def setCurrentWidget(self, page: QWidget) -> None:  # noqa: N802
+        if (index := self.indexOf(page)) >= 0:
+            self.setCurrentIndex(index)
+
+
+class _PageScroll(QScrollArea):
+    """A vertical scroll area around a page: as narrow as the page and its scroll bar allow (the page is never
+    cut on the right), as short as a few lines of it."""
+
+    around_a_page = False  # made by ScrollingTabs (not added as a page itself)
+
+    def __init__(self, page: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setWidget(page)
+        page.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the page's minimum width changed (its style, its contents): so did ours
+        return super().eventFilter(obj, event)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        hint = super().minimumSizeHint()
+        page = self.widget().minimumSizeHint().width()
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent, None, self)
+        return QSize(max(hint.width(), page + bar), hint.height())
 
 
 def while_alive(slot):

@@ -32,7 +32,6 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QHBoxLayout,
-    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -40,13 +39,20 @@ from qtpy.QtWidgets import (
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets import predict_form
-from napari_dynaclr._napari.widgets._forms import Message, alive, field_path, keep_button_text, while_alive
+from napari_dynaclr._napari.widgets._forms import (
+    Message,
+    ScrollingTabs,
+    alive,
+    field_path,
+    keep_button_text,
+    while_alive,
+)
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets._wording import DOCK, error_message
 from napari_dynaclr._napari.widgets.cells_view import CellsView
 from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
-from napari_dynaclr._napari.widgets.input_checks import InputChecks
+from napari_dynaclr._napari.widgets.input_checks import InputChecks, warm_napari_units
 from napari_dynaclr._napari.widgets.open_store import StoreOpener
 from napari_dynaclr._napari.widgets.time_view import TimeView
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
@@ -64,6 +70,7 @@ class DynaCLRWidget(QWidget):
         self.session = get_session(viewer)
         self.viewer = self.session.viewer
         self.yml_config = None
+        self.yml_worker = None  # reading a predict.yml (the Load button)
         self.worker = None
         self.cancel_event: threading.Event | None = None
         self.last_error: str | None = None
@@ -71,6 +78,8 @@ class DynaCLRWidget(QWidget):
         self._pbar = None
         self._fov_sync = False  # the FOV list follows the session (not a user's choice)
         self._awaiting_demo = False  # Open Sample is still building the demo
+        self._store_plate_chosen = False  # the user pointed the opened store at its plate
+        self._store_plate_sync = False  # the store's plate field is being set by the dock (not by the user)
         self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
 
         self.predict_yml = FileEdit(label="VisCy predict.yml", mode="r", filter="*.yml *.yaml")
@@ -102,25 +111,31 @@ class DynaCLRWidget(QWidget):
         self.store = FileEdit(label="embedding store", mode="d")
         self.open_btn = PushButton(text="Open embeddings")
         self.show_fov = ComboBox(label="show FOV", choices=[])
+        # shown when an opened store's plate is not where the store records it: choosing it shows the images
+        self.store_plate = FileEdit(label="plate of the store", mode="d")
+        self.store_plate_info = Message()
         self.status = Message("ready")
         self.allow_nonfinite = CheckBox(
             text="allow non-finite values", value=False,
             tooltip="write NaN rows for cells whose patch or embedding is not finite (and read missing chunks "
                     "as 0) instead of refusing the run")
-        keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store)
+        keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store,
+                         self.store_plate)
         self.explore = EmbeddingView(viewer)
         self.cells = CellsView(viewer, config=lambda: self.build_config(require_output=False))
         self.verify = VerifyWidget(viewer)
-        self.tabs = QTabWidget(self)
+        # every page scrolls when the dock is short (a laptop's screen, a second dock below it)
+        self.tabs = ScrollingTabs(self)
         self.predict_scroll, self.advanced = predict_form.page(self)
-        self.tabs.addTab(self.predict_scroll, "Predict")
-        self.tabs.addTab(self.explore, "Explore")
-        self.tabs.addTab(self.cells, "Cells")
-        self.tabs.addTab(self.verify, "Verify")
+        self.add_tab(self.predict_scroll, "Predict")
+        self.add_tab(self.explore, "Explore")
+        self.add_tab(self.cells, "Cells")
+        self.add_tab(self.verify, "Verify")
+        # (further views: one self.add_tab line each, here)
         self.conditions = ConditionsView(viewer)
-        self.tabs.addTab(self.conditions, "Conditions")
+        self.add_tab(self.conditions, "Conditions")
         self.time = TimeView(viewer)
-        self.tabs.addTab(self.time, "Time")
+        self.add_tab(self.time, "Time")
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)
         footer.addWidget(self.cancel_btn.native)
@@ -130,12 +145,13 @@ class DynaCLRWidget(QWidget):
         layout.addLayout(footer)
         layout.addWidget(self.status.native)
 
-        self.load_yml_btn.clicked.connect(lambda: self.load_predict_yml())
+        self.load_yml_btn.clicked.connect(lambda: self.load_predict_yml(wait=False))
         self.patch.changed.connect(lambda v: setattr(self.final_patch, "value", min(self.final_patch.value, v)))
         self.run_btn.clicked.connect(lambda: self.run())
         self.cancel_btn.clicked.connect(lambda: self.cancel())
         self.open_btn.clicked.connect(lambda: self.open_embeddings())
         self.show_fov.changed.connect(self._on_show_fov)
+        self.store_plate.changed.connect(self._on_store_plate)
         self.checks = InputChecks(self)  # checkpoint, plate and cells, checked as they are chosen
         self.opener = StoreOpener(self, self.session, self.jobs, opened=self._use_store_fields,
                                   shown=self._store_shown, failed=lambda exc: self._fail(error_message(exc)),
@@ -145,6 +161,11 @@ class DynaCLRWidget(QWidget):
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         for layer in viewer.layers:
             self._prefill_from(layer.metadata)
+
+    def add_tab(self, page: QWidget, title: str) -> None:
+        """Add a view as a tab of the dock; the page scrolls when the dock is shorter than it (the dock's
+        minimum height stays that of its form, whatever the view shows)."""
+        self.tabs.addTab(page, title)
 
     # ------------------------------------------------------------------ inputs
 
@@ -182,24 +203,49 @@ class DynaCLRWidget(QWidget):
             self.status.value = "ready"
             self._prefill_from(meta)
 
-    def load_predict_yml(self, path=None) -> bool:
-        """Fill every field from a VisCy predict.yml (its normalisations are kept as they are)."""
-        from napari_dynaclr.core.predict_yml import load_predict_yaml
-
+    def load_predict_yml(self, path=None, wait: bool = True):
+        """Fill every field from a VisCy predict.yml (its normalisations are kept as they are). *wait*: read it
+        on this thread and return whether it loaded (scripts); else (the Load button, the demo's prefill) read
+        it in a worker — its first read imports the config's packages, seconds on a busy laptop — and return
+        the worker (None without a path)."""
         path = field_path(path) or field_path(self.predict_yml.value)
         if path is None:
             show_error("choose a predict.yml first")
-            return False
-        try:
-            cfg = load_predict_yaml(path)
-        except DynaclrError as exc:
-            self._fail(error_message(exc))
-            return False
+            return False if wait else None
+        if wait:
+            from napari_dynaclr.core.predict_yml import load_predict_yaml
+
+            try:
+                cfg = load_predict_yaml(path)
+            except DynaclrError as exc:
+                self._fail(error_message(exc))
+                return False
+            self._use_predict_yml(path, cfg)
+            return True
+        self.status.value = f"reading {path.name}…"
+        self.load_yml_btn.enabled = False
+        worker = self.yml_worker = thread_job(_read_predict_yml)(path)
+
+        def loaded(cfg) -> None:
+            if worker is self.yml_worker:  # (only the latest read counts)
+                self._use_predict_yml(path, cfg)
+
+        def failed(exc: BaseException) -> None:
+            if worker is self.yml_worker:
+                self._fail(error_message(exc))
+
+        def done() -> None:
+            if worker is self.yml_worker:
+                self.yml_worker = None
+                self.load_yml_btn.enabled = True
+
+        return self.jobs.start(worker, returned=loaded, errored=failed, finished=done)
+
+    def _use_predict_yml(self, path: Path, cfg) -> None:
         self.yml_config = cfg
         self.predict_yml.value = path
         predict_form.fill_from_yml(self, cfg)
         self.status.value = f"loaded {Path(path).name}"
-        return True
 
     @property
     def is_boc(self) -> bool:
@@ -255,18 +301,15 @@ class DynaCLRWidget(QWidget):
                       "`napari-dynaclr predict -c predict.yml` on the command line")
         self.cancel_event = threading.Event()
         worker = thread_job(workers.prediction_job)(cfg, self.device.value, self.cancel_event)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_finished)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_worker_done)
         self._run_cfg = cfg
         self.worker = worker
         self._set_running(True)
         self.status.value = "loading checkpoint and planning…"
         from napari_dynaclr.core.output import clean_after_kill
 
-        self.jobs.start(worker, self.cancel_event, on_stop=lambda out=cfg.output_path: clean_after_kill(out))
-        return worker
+        return self.jobs.start(worker, self.cancel_event, on_stop=lambda out=cfg.output_path: clean_after_kill(out),
+                               yielded=self._on_event, returned=self._on_finished, errored=self._on_error,
+                               finished=self._on_worker_done)
 
     def _start_progress(self, n_batches: int, worker) -> None:
         if worker is not None and worker is self.worker and self._pbar is None and alive(self):
@@ -346,8 +389,8 @@ class DynaCLRWidget(QWidget):
 
     # ------------------------------------------------------------------ open a store
 
-    def open_embeddings(self, path=None, use_fields: bool = True):
-        """Load an existing store in a worker, with the plate and tracks of the fields (unless
+    def open_embeddings(self, path=None, use_fields: bool = True, plate=None):
+        """Load an existing store in a worker, with *plate* or the plate and tracks of the fields (unless
         *use_fields* is False) or else those the store records; returns the worker, which runs until the
         store is shown. A large store is shown in steps; only the latest open counts (see
         :mod:`~napari_dynaclr._napari.widgets.open_store`)."""
@@ -358,7 +401,15 @@ class DynaCLRWidget(QWidget):
         if self.worker is not None:
             show_error("a prediction is running: cancel it before opening a store")
             return None
+        chosen = field_path(plate)  # the plate chosen for this store (its field), else the fields' or the store's
         plate, tracks = (field_path(self.plate.value), field_path(self.tracks.value)) if use_fields else (None, None)
+        if chosen is not None:
+            plate = chosen
+        elif self._store_plate_chosen:  # another store: its own plate, found or offered again
+            self._store_plate_chosen = False
+            self._store_plate_sync = True
+            self.store_plate.value = ""
+            self._store_plate_sync = False
         self.store.value = path
         self.status.value = f"opening {path.name}…"
         self.open_btn.enabled = False
@@ -366,6 +417,7 @@ class DynaCLRWidget(QWidget):
         return self.opener.open(path, plate, tracks)
 
     def _use_store_fields(self, opened: workers.OpenedStore) -> None:
+        self._offer_store_plate(opened)
         if opened.plate_error:
             self._fail(opened.plate_error)  # the cells are shown all the same, without images
         if opened.plate is not None and field_path(self.plate.value) is None:  # the store's own plate and tracks
@@ -373,8 +425,31 @@ class DynaCLRWidget(QWidget):
             if opened.tracks_path is not None and field_path(self.tracks.value) is None:
                 self.tracks.value = opened.tracks_path
 
+    def _offer_store_plate(self, opened: workers.OpenedStore) -> None:
+        """A store whose recorded plate is not found (moved away from it): say so once, naming the recorded
+        path, and show the field that points at the plate (hidden again for a store whose plate is found)."""
+        recorded = store_plate_not_found(opened)
+        self.store_plate_box.setVisible(recorded is not None or self._store_plate_chosen)
+        if recorded is None:
+            return
+        name = self.store.value.name if field_path(self.store.value) else "the store"
+        show_warning(f"{name}: its plate is not at {recorded} (moved?); the cells are shown without images. "
+                     "Choose the plate under 'plate of the store' to see them.")
+        self.store_plate_info.value = f"✗ {opened.inputs.reason()}"
+
+    def _on_store_plate(self, value) -> None:
+        """The plate chosen for the opened store: open the store again with it."""
+        plate = field_path(value)
+        if plate is None or self._store_plate_sync:
+            return
+        self._store_plate_chosen = True
+        self.store_plate_info.value = f"opening {plate.name}…"
+        self.open_embeddings(plate=plate)
+
     def _store_shown(self, path: Path, opened: workers.OpenedStore) -> None:
         self._ensure_embedding_view()
+        if self._store_plate_chosen and opened.plate is not None:
+            self.store_plate_info.value = f"✓ showing the images of {opened.plate.path}"
         self.status.value = f"opened {path.name}: {len(opened.table)} cells"
 
     def _open_finished(self) -> None:
@@ -407,3 +482,23 @@ class DynaCLRWidget(QWidget):
     def _ensure_embedding_view(self) -> None:
         """Show the Explore tab, where the cells now are."""
         self.tabs.setCurrentWidget(self.explore)
+
+
+def _read_predict_yml(path: Path):
+    """A predict.yml read into a config (in a worker: the first read imports the config's packages), and
+    napari's unit registry built for the layers of the preview that follows."""
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
+
+    cfg = load_predict_yaml(path)
+    warm_napari_units()
+    return cfg
+
+
+def store_plate_not_found(opened: workers.OpenedStore) -> Path | None:
+    """The plate path *opened* records when it was not found (the store moved away from its plate, or the plate
+    from it); None when the plate was found, given, or never recorded."""
+    found = opened.inputs
+    if opened.plate is not None or opened.plate_error or found is None or found.plate is not None:
+        return None
+    tried = next((f.tried for f in found.plates.values() if f.tried), None)
+    return Path(tried[0]) if tried else None

@@ -121,10 +121,9 @@ class StoreOpener:
             if current():
                 self._finished()
 
-        worker.yielded.connect(yielded)
-        worker.returned.connect(done)
-        worker.errored.connect(lambda exc: self._failed(exc) if current() else None)
-        worker.finished.connect(finished)
+        def failed(exc: BaseException) -> None:
+            if current():
+                self._failed(exc)
+
         self.worker = worker
-        self.jobs.start(worker)
-        return worker
+        return self.jobs.start(worker, yielded=yielded, returned=done, errored=failed, finished=finished)

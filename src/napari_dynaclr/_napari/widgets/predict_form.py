@@ -33,7 +33,14 @@ def page(dock) -> tuple[QScrollArea, QCollapsible]:
         d.umap, d.pca, d.allow_nonfinite,
     ]))
     output = form([("output store", d.output), d.overwrite])
-    opened = form([("embedding store", d.store), d.open_btn, ("show FOV", d.show_fov)])
+    opened = QWidget()
+    opened_lay = QVBoxLayout(opened)
+    opened_lay.setContentsMargins(0, 0, 0, 0)
+    opened_lay.addWidget(form([("embedding store", d.store), d.open_btn, ("show FOV", d.show_fov)]))
+    # offered when the opened store's plate is not where the store records it
+    d.store_plate_box = form([("plate of the store", d.store_plate), d.store_plate_info])
+    d.store_plate_box.setVisible(False)
+    opened_lay.addWidget(d.store_plate_box)
     page = QWidget()
     lay = QVBoxLayout(page)
     lay.setContentsMargins(2, 2, 2, 2)

@@ -1,0 +1,289 @@
+"""The longest GUI-thread block of every action of the walk-through, through the DynaCLR dock (target: none over
+200 ms on a quiet machine, none over 300 ms with two busy loops beside it). Run under a display:
+
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python benchmarks/bench_heartbeat.py [--load] \
+        [--cells 1000000] [--fov-cells 100000]
+
+A 5 ms QTimer ticks on the GUI thread (``bench_scatter.Heartbeat``); the longest gap between two ticks while an
+action runs, from its start until its result is shown (and 0.2 s after), is the longest time the event loop
+was blocked. The actions, as a user takes them (the demo: a small plate, tracks and checkpoint built in the
+plugin's work process; napari's process never imports torch):
+
+  load a predict.yml (the Load button) → check the checkpoint → predict the demo (the Run button) →
+  neighbours of a clicked cell → gallery of a selection → classifier (two labelled classes) → verify the run's
+  store against itself → open a large synthetic store (--cells) → recolour → lasso → time step → FOV switch.
+
+``--load`` starts two busy loops (processes, one per core of a 2-core laptop) before the walk-through and ends
+them after it. Prints one line per action and the machine's load average at the start and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_scatter import Heartbeat, synthetic_obs  # noqa: E402
+
+QUIET_MS, LOADED_MS = 200.0, 300.0
+SETTLE_S = 0.2  # the heartbeat runs on this long after an action's result is shown (its paint)
+
+
+class BlockSampler:
+    """``--where``: a thread that prints where the GUI thread is while it is blocked (its stack, innermost
+    frames of this project and napari, sampled every 100 ms once a block is past 150 ms)."""
+
+    def __init__(self, heartbeat: Heartbeat):
+        import threading
+
+        self.heartbeat = heartbeat
+        self.main = threading.main_thread().ident
+        self.seen: dict[str, int] = {}
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        import traceback
+
+        while True:
+            time.sleep(0.1)
+            last = self.heartbeat._last
+            try:
+                active = self.heartbeat.timer.isActive()
+            except RuntimeError:  # the timer is gone: the benchmark is over
+                return
+            if last is None or not active or time.perf_counter() - last < 0.15:
+                continue
+            frame = sys._current_frames().get(self.main)
+            if frame is None:
+                continue
+            stack = [f for f in traceback.extract_stack(frame) if "site-packages/numpy" not in f.filename]
+            where = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack[::-1][:6])
+            self.seen[where] = self.seen.get(where, 0) + 1
+
+    def report(self) -> None:
+        if self.seen:
+            for where, n in sorted(self.seen.items(), key=lambda kv: -kv[1])[:8]:
+                print(f"      {n * 100:>6} ms  {where}")
+        self.seen.clear()
+
+
+def busy_loop() -> None:
+    while True:
+        pass
+
+
+class Walk:
+    """Runs the actions and keeps the longest GUI block of each."""
+
+    def __init__(self, app):
+        from qtpy.QtCore import QEventLoop, QTimer
+
+        self.app = app
+        self.heartbeat = Heartbeat()
+        self.rows: list[tuple[str, float, float, str]] = []
+        self._loop_cls, self._timer_cls = QEventLoop, QTimer
+        self.sampler = None
+
+    def until(self, done, timeout_s: float = 900.0) -> None:
+        """Run the event loop until *done()* holds (checked every 10 ms by a timer: a real event loop)."""
+        loop = self._loop_cls()
+        poll = self._timer_cls()
+        poll.setInterval(10)
+        t0 = time.perf_counter()
+
+        def check():
+            if done() or time.perf_counter() - t0 > timeout_s:
+                loop.quit()
+
+        poll.timeout.connect(check)
+        poll.start()
+        if not done():
+            loop.exec()
+        poll.stop()
+        if not done():
+            raise TimeoutError("an action did not finish")
+
+    def measure(self, name: str, start, done, note=lambda: "") -> None:
+        self.heartbeat.start()
+        t0 = time.perf_counter()
+        start()
+        self.until(done)
+        seconds = time.perf_counter() - t0
+        end = time.perf_counter() + SETTLE_S
+        self.until(lambda: time.perf_counter() >= end)
+        block = self.heartbeat.stop()
+        self.rows.append((name, block, seconds, note()))
+        print(f"  {name:<22}{block:>8.0f} ms{seconds:>9.1f} s  {note()}", flush=True)
+        if self.sampler is not None:
+            self.sampler.report()
+
+
+def demo_inputs(work: Path) -> dict:
+    """The demo's plate, tracks, checkpoint and predict.yml, built in the plugin's work process."""
+    from napari_dynaclr._napari.workers import close_work_process, work_process
+    from napari_dynaclr.core.synthetic import SyntheticSpec
+
+    spec = SyntheticSpec(fovs_per_well=2, timepoints=10, cells_per_fov=15)
+    inputs = work_process().call("demo_inputs", work, spec, umap=False)
+    close_work_process()  # the walk-through starts a fresh one, as a user's first run does
+    return inputs
+
+
+def large_store(work: Path, cells: int, fov_cells: int, frames: int) -> Path:
+    from napari_dynaclr.core.store import build_anndata, write_store
+
+    obs, obsm = synthetic_obs(cells, fov_cells, frames)
+    feats = np.random.default_rng(2).normal(size=(len(obs), 16)).astype(np.float32)
+    adata = build_anndata(obs, feats, feats[:, :8])
+    adata.obsm["X_umap"] = np.asarray(obsm["X_umap"], np.float32)
+    return write_store(adata, work / "large.zarr")
+
+
+def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
+    import napari
+    import pandas as pd
+
+    from napari_dynaclr._napari.widgets._jobs import is_running
+
+    app = napari.qt.get_qapp()
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1366, 768)
+    _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+    walk = Walk(app)
+    if args.where:
+        walk.sampler = BlockSampler(walk.heartbeat)
+    walk.until(lambda: True)
+    s, cells, verify = main.session, main.cells, main.verify
+
+    def idle(worker):
+        return lambda: worker() is None or not is_running(worker())
+
+    # the Predict tab
+    main.predict_yml.value = inputs["config"]
+    walk.measure("load a predict.yml", main.load_yml_btn.native.click,
+                 lambda: main.status.value.startswith("loaded") and main.checks.plate_worker is None
+                 and not main.ckpt_info.value.startswith("checking"),
+                 lambda: main.cells_info.value)
+    if args.only_load:
+        viewer.close()
+        app.processEvents()
+        return walk
+    walk.measure("check a checkpoint", main.checks.inspect_checkpoint_now,
+                 lambda: main.ckpt_info.value[:1] in ("✓", "✗"), lambda: main.ckpt_info.value[:60])
+    main.output.value = work / "run.zarr"
+    main.device.value = "cpu"
+    walk.measure("predict the demo", main.run_btn.native.click,
+                 lambda: main.worker is None and main.last_result is not None or main.last_error is not None,
+                 lambda: f"{len(s.table)} cells; error: {main.last_error}")
+    # the Cells tab, on the run's store
+    main.tabs.setCurrentWidget(cells)
+    cells.follow_clicks.value = True
+    walk.measure("neighbours", lambda: s.highlight(3),
+                 lambda: cells.worker("neighbours") is None and len(s.selected) > 1,
+                 lambda: cells.neighbours_info.value[:60])
+    cells.follow_clicks.value = False
+    walk.until(idle(lambda: cells.worker("gallery")))
+    walk.measure("gallery", lambda: s.select(np.arange(12)),
+                 lambda: cells.worker("gallery") is None and len(cells.tile_rows) == 12,
+                 lambda: cells.gallery_info.value[:60])
+    truth = pd.read_csv(inputs["truth"])
+    table = s.table.merge(truth, on=["fov_name", "track_id", "t"], how="left")
+    s.select(np.flatnonzero(table["cell_type"].to_numpy() == "A")[::2])
+    main.explore.assign_selection("round")
+    walk.until(lambda: cells.worker("classifier") is None)  # one class: nothing to train yet
+
+    def label_second():
+        s.select(np.flatnonzero(table["cell_type"].to_numpy() == "B")[::2])
+        main.explore.assign_selection("elongated")
+
+    walk.measure("classifier", label_second,
+                 lambda: "predicted_annotation" in s.table.columns and cells.worker("classifier") is None,
+                 lambda: cells.classifier_info.value[:60])
+    # the Verify tab: the run's store against itself
+    main.tabs.setCurrentWidget(verify)
+    verify.prediction_combo.setCurrentIndex(verify.prediction_combo.findData("file"))
+    verify.prediction_edit.setText(str(work / "run.zarr"))
+    verify.reference_edit.setText(str(work / "run.zarr"))
+    verify.report = None
+    walk.measure("verify", verify.run_button.click,
+                 lambda: verify.state == "ready" and (verify.report is not None or bool(verify.last_error)),
+                 lambda: verify.verdict_label.text()[:60])
+    # a large store: open it, then the Explore tab's interactions
+    main.store.value = store
+    walk.measure("open a store", main.open_btn.native.click,
+                 lambda: main.opener.worker is not None and not is_running(main.opener.worker)
+                 and s.store_path == store, lambda: f"{len(s.table):,} cells")
+    view = main.explore
+    xy = view.xy()
+    lo, hi = np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)
+    rng = np.random.default_rng(1)
+    fovs = s.fov_names()
+    ang = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    for column in ("track_id", "t"):
+        walk.measure(f"recolour ({column})", lambda c=column: s.color_by(c), lambda c=column: s.color_column == c)
+    for i in range(2):
+        c = lo + (hi - lo) * rng.uniform(0.3, 0.7, 2)
+        r = (hi - lo) * 0.25
+        polygon = c + r * np.column_stack([np.cos(ang), np.sin(ang)])
+        walk.measure(f"lasso {i + 1}", lambda p=polygon: view.select_polygon(p, mode="replace"), lambda: True,
+                     lambda: f"{len(s.selected):,} selected")
+    for i in range(2):
+        walk.measure(f"time step {i + 1}", lambda i=i: viewer.dims.set_point(0, 7 * i + 3), lambda: True)
+    for i in range(2):
+        target = fovs[(fovs.index(s.fov_name) + 1) % len(fovs)]
+        walk.measure(f"FOV switch {i + 1}", lambda f=target: s.show_fov(f), lambda f=target: s.fov_name == f)
+    viewer.close()
+    app.processEvents()
+    return walk
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--load", action="store_true", help="two busy loops beside the walk-through")
+    ap.add_argument("--where", action="store_true", help="print where the GUI thread was while blocked")
+    ap.add_argument("--only-load", action="store_true",
+                    help="only the first action (load a predict.yml, in a fresh process: its first-use costs)")
+    ap.add_argument("--cells", type=int, default=1_000_000, help="cells of the large store")
+    ap.add_argument("--fov-cells", type=int, default=100_000)
+    ap.add_argument("--frames", type=int, default=100)
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="dynaclr-heartbeat-"))
+    inputs = demo_inputs(work)
+    t0 = time.perf_counter()
+    store = None if args.only_load else large_store(work, args.cells, args.fov_cells, args.frames)
+    if store is not None:
+        print(f"large store: {args.cells:,} cells written in {time.perf_counter() - t0:.0f} s", flush=True)
+    busy = []
+    if args.load:
+        busy = [multiprocessing.Process(target=busy_loop, daemon=True) for _ in range(2)]
+        for p in busy:
+            p.start()
+    load0 = os.getloadavg()[0]
+    target = LOADED_MS if args.load else QUIET_MS
+    print(f"{'two busy loops' if args.load else 'no busy loops'}; load average {load0:.1f} at the start; "
+          f"target {target:.0f} ms\n  {'action':<22}{'longest block':>11}{'until shown':>12}")
+    try:
+        walk = walk_through(args, work, inputs, store)
+    finally:
+        for p in busy:
+            p.terminate()
+    load1 = os.getloadavg()[0]
+    worst = max(walk.rows, key=lambda row: row[1])
+    over = [name for name, block, *_ in walk.rows if block > target]
+    print(f"load average {load1:.1f} at the end; worst: {worst[0]} {worst[1]:.0f} ms "
+          f"(ratio to the target {worst[1] / target:.2f}); over the target: {over or 'none'}")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
