@@ -47,5 +47,5 @@ def cmd_demo(args) -> int:
           f"({summary.cells_per_second:.1f} cells/s on {summary.device}), {summary.seconds:.1f} s with reductions")
     for line in summarize(adata, paths["truth"]):
         print("  " + line)
-    print(f"open it in napari:  napari {summary.output_path}   (or: Plugins > DynaCLR)")
+    print(f"open it in napari:  napari {summary.output_path}   (or: Plugins > napari-dynaclr > DynaCLR)")
     return 0
