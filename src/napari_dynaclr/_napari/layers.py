@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from napari_dynaclr._napari.explore import fov_mask
+from napari_dynaclr._napari.cellmodel.table import fov_mask
 
 CHANNEL_COLORMAPS = ("gray", "magenta", "green", "cyan", "yellow", "red", "blue")
 

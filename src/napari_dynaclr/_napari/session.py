@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal
 
-from napari_dynaclr._napari import explore, layers
+from napari_dynaclr._napari import cellmodel, layers
+from napari_dynaclr._napari.cellmodel.colors import SELECTED_BORDER
 
-SELECTED_BORDER = np.array([1.0, 0.85, 0.0, 1.0], dtype=np.float32)
 PLAIN_BORDER = np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: tables with more cells than this open through :func:`prepare_table` (a worker) + :meth:`ExplorerSession.install`
@@ -52,7 +52,7 @@ class PreparedTable:
     """A cell table with what showing it needs, built off the GUI thread by :func:`prepare_table`."""
 
     table: pd.DataFrame
-    frames: explore.FrameIndex
+    frames: cellmodel.FrameIndex
     fov_names: list[str]
     color_column: str
     colormap: str
@@ -80,7 +80,7 @@ class ExplorerSession:
     def __init__(self, viewer):
         self._viewer = weakref.ref(viewer)
         self.table: pd.DataFrame | None = None
-        self.frames: explore.FrameIndex | None = None
+        self.frames: cellmodel.FrameIndex | None = None
         self.adata = None
         self.store_path: Path | None = None
         self.plate_path: Path | None = None
@@ -140,7 +140,7 @@ class ExplorerSession:
         self._set_state(table, adata, store_path, plate_path, tracks_path, preview, plate)
         col = color_column or (self.color_column if self.color_column in table.columns else "t")
         self.color_column = col
-        self.colors = explore.column_colors(table[col], self.colormap)
+        self.colors = cellmodel.column_colors(table[col], self.colormap)
         self.table_changed.emit()
         fovs = self.fov_names()
         if fovs:
@@ -153,7 +153,7 @@ class ExplorerSession:
         self.overlay = None  # the layers stay until show_fov (it refills them when they fit)
         self.is_preview = preview
         self.table = table
-        self.frames = frames if frames is not None else explore.FrameIndex(table)
+        self.frames = frames if frames is not None else cellmodel.FrameIndex(table)
         self.adata = adata
         self.store_path = Path(store_path) if store_path else None
         if plate is not None:
@@ -193,7 +193,7 @@ class ExplorerSession:
         col = self.color_column if self.color_column in prepared.table.columns else "t"  # as set_table chooses
         colors = prepared.colors
         if (col, self.colormap) != (prepared.color_column, prepared.colormap):  # (changed while it was prepared)
-            colors = explore.column_colors(prepared.table[col], self.colormap)
+            colors = cellmodel.column_colors(prepared.table[col], self.colormap)
         self.color_column, self.colors = col, colors
         self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer = [], None, None, None
         if prepared.overlay is not None:
@@ -300,7 +300,7 @@ class ExplorerSession:
         if self.table is None:
             return []
         if self._fov_names[0] is not self.table:
-            self._fov_names = (self.table, table_fov_names(self.table))
+            self._fov_names = (self.table, cellmodel.table_fov_names(self.table))
         return list(self._fov_names[1])
 
     def update_rows(self, start: int, stop: int, values: dict[str, np.ndarray]) -> None:
@@ -458,10 +458,10 @@ class ExplorerSession:
         if self.table is None:
             return
         if column not in self.table.columns:
-            raise explore.ExploreError(f"no column {column!r} in the cell table")
+            raise cellmodel.ExploreError(f"no column {column!r} in the cell table")
         self.colormap = colormap or self.colormap
         self.color_column = column
-        self.colors = explore.column_colors(self.table[column], self.colormap)
+        self.colors = cellmodel.column_colors(self.table[column], self.colormap)
         if self.overlay is not None and len(self.overlay.rows):
             colors = self.colors[self.overlay.rows]
             if self.points_layer is not None:
@@ -480,7 +480,7 @@ class ExplorerSession:
         mask[np.asarray(rows, dtype=np.int64)] = mode != "subtract"
         rows = np.flatnonzero(mask)
         self.selected = rows
-        self.table["selection"] = explore.selection_column(len(self.table), rows)
+        self.table["selection"] = cellmodel.selection_column(len(self.table), rows)
         self._push_features(["selection"])
         self._apply_selection_borders()
         self.selection_changed.emit()
@@ -529,7 +529,7 @@ class ExplorerSession:
         pos = np.asarray(world_position, dtype=float)[-2:]
         sy, sx = scale[-2], scale[-1]
         xy = np.column_stack([self.table["x"].to_numpy()[rows] * sx, self.table["y"].to_numpy()[rows] * sy])
-        i = explore.nearest_point(xy, (pos[1], pos[0]), self.click_radius_px, pixel_scale=(sx, sy))
+        i = cellmodel.nearest_point(xy, (pos[1], pos[0]), self.click_radius_px, pixel_scale=(sx, sy))
         if i < 0:
             return -1
         self.highlight(int(rows[i]))
@@ -585,20 +585,9 @@ class ExplorerSession:
 
     def assign_selection(self, name: str) -> int:
         """Put the selected cells into annotation class *name*; return how many."""
-        explore.assign_class(self.table, self.selected, name)
+        cellmodel.assign_class(self.table, self.selected, name)
         self.add_columns({"annotation": self.table["annotation"]})
         return len(self.selected)
-
-
-def table_fov_names(table: pd.DataFrame) -> list[str]:
-    """The FOVs of a cell table in order of appearance (on a categorical column: from the codes, no 10⁶-row
-    string array)."""
-    col = table["fov_name"]
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy()
-        if not (codes < 0).any():
-            return [str(name) for name in col.cat.categories.astype(str)[pd.unique(codes)]]
-    return list(pd.unique(col.astype(str)))
 
 
 def fov_layer_kwargs(ov, scale, fov_name: str) -> dict[str, dict]:
@@ -627,10 +616,10 @@ def prepare_table(table: pd.DataFrame, plate=None, fov_name: str | None = None, 
     and the highlight layer (all three hidden: the install shows them in turns of their own). No viewer is touched."""
     import napari.layers
 
-    names = table_fov_names(table)
+    names = cellmodel.table_fov_names(table)
     col = color_column if color_column in table.columns else "t"
-    colors = explore.column_colors(table[col], colormap)
-    out = PreparedTable(table, explore.FrameIndex(table), names, col, colormap, colors)
+    colors = cellmodel.column_colors(table[col], colormap)
+    out = PreparedTable(table, cellmodel.FrameIndex(table), names, col, colormap, colors)
     if not names:
         return out
     out.fov_name = str(fov_name) if fov_name in names else names[0]
@@ -693,7 +682,7 @@ def goto_cell(viewer, fov_name: str, t: int, y: float, x: float) -> None:
     sess = get_session(viewer)
     if sess.table is not None:
         sess.goto(fov_name, t, y, x)
-        key = explore.fov_mask(sess.table, fov_name) & (sess.table["t"].to_numpy() == int(t))
+        key = cellmodel.fov_mask(sess.table, fov_name) & (sess.table["t"].to_numpy() == int(t))
         rows = np.flatnonzero(key)
         if len(rows):
             d = (sess.table["y"].to_numpy()[rows] - y) ** 2 + (sess.table["x"].to_numpy()[rows] - x) ** 2

@@ -23,9 +23,10 @@ from qtpy.QtGui import QIcon, QImage, QPixmap
 from qtpy.QtWidgets import QListView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from napari_dynaclr._napari import explore, workers
-from napari_dynaclr._napari.explore import UNASSIGNED
+from napari_dynaclr._napari import cellmodel, workers
+from napari_dynaclr._napari.cellmodel import UNASSIGNED
 from napari_dynaclr._napari.session import get_session
+from napari_dynaclr._napari.tiles import composite
 from napari_dynaclr._napari.widgets._forms import Message, form, scrolling, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr.errors import Cancelled, DynaclrError
@@ -270,7 +271,7 @@ class CellsView(QWidget):
 
     def _show_tiles(self, result) -> None:
         rows, n_selected, index, patches = result
-        tiles = explore.composite(patches, self._colors(patches.shape[1]))
+        tiles = composite(patches, self._colors(patches.shape[1]))
         self.gallery.clear()
         for row, (_, cell), rgb in zip(rows, index.iterrows(), tiles, strict=True):
             item = QListWidgetItem(QIcon(QPixmap.fromImage(_qimage(rgb))),
@@ -286,7 +287,7 @@ class CellsView(QWidget):
 
     def _refresh_values(self) -> None:
         t, col = self.session.table, self.pick_column.value
-        values = [] if t is None or col not in t.columns else explore.column_values(t[col])
+        values = [] if t is None or col not in t.columns else cellmodel.column_values(t[col])
         if list(self.pick_value.choices) != values:
             self.pick_value.choices = values
 
@@ -309,7 +310,7 @@ class CellsView(QWidget):
             self.gallery_info.value = "click a cell in the image or the scatter first"
             return 0
         cell = s.table.iloc[s.highlighted]
-        branches = explore.track_trajectory(s.table, str(cell["fov_name"]), int(cell["track_id"]))
+        branches = cellmodel.track_trajectory(s.table, str(cell["fov_name"]), int(cell["track_id"]))
         rows = np.unique(np.concatenate(branches)) if branches else np.array([s.highlighted])
         s.select(rows)
         return len(rows)
@@ -374,7 +375,7 @@ class CellsView(QWidget):
         t, task = self.session.table, self.task.value
         if t is None or task not in t.columns:
             return None
-        return task, explore.column_fingerprint(t[task])
+        return task, cellmodel.column_fingerprint(t[task])
 
     def train(self):
         """Train VisCy's linear classifier on the labelled cells (a cell and a track split) in the work process
@@ -383,7 +384,7 @@ class CellsView(QWidget):
         if t is None or task not in t.columns:
             self.classifier_info.value = "no labels: assign cells to classes in Explore > Annotate"
             return None
-        classes = explore.label_classes(t[task], UNASSIGNED)  # (no string per cell: a new table asks this too)
+        classes = cellmodel.label_classes(t[task], UNASSIGNED)  # (no string per cell: a new table asks this too)
         if len(classes) < 2:
             self.classifier_info.value = f"label cells of two or more classes in '{task}' (now: {len(classes)})"
             return None
