@@ -29,6 +29,9 @@ MIN_LIGHTNESS, MIN_CHROMA = 0.25, 0.3
 #: the border of a selected cell in the image (yellow) and of the highlight (cyan): no category looks like them
 SELECTED_BORDER = np.array([1.0, 0.85, 0.0, 1.0], dtype=np.float32)
 HIGHLIGHT_BORDER = np.array([0.0, 1.0, 1.0, 1.0], dtype=np.float32)
+#: the ring of a clicked cell's nearest neighbours in the image (white), and an unselected cell's border (none)
+NEIGHBOUR_BORDER = np.array([1.0, 1.0, 1.0, 0.9], dtype=np.float32)
+PLAIN_BORDER = np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)
 #: a palette colour at least this far (RGB distance) from the reserved colours above and white
 MIN_RESERVED_DISTANCE = 0.25
 
