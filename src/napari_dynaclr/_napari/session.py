@@ -360,10 +360,10 @@ class ExplorerSession(CellModel, Navigation):
 
     def _push_features(self, cols: list[str], drop=()) -> None:
         """Give the Points and Tracks layers the table's *cols* (same rows, same order; without the columns
-        *drop*) as a new ``features`` frame: napari's ``features`` event fires, other plugins see them."""
+        *drop*) as a new ``features`` frame: napari's ``features`` event fires, other plugins see them. The
+        layers' other columns (another plugin's too) stay as they are."""
         if self.overlay is None:
             return
-        self._adopt_foreign()
         rows = self.overlay.rows
         values = {}
         for col in cols:

@@ -184,13 +184,17 @@ class CellModel:
 
 def _merged(column: pd.Series | None, values: pd.Series, rows: np.ndarray, n: int):
     """A whole-table column: *column* (or missing values) with *values* at *rows*; categorical when *values* is."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        old = column.astype(object).to_numpy() if column is not None else np.full(n, None, dtype=object)
-        old[rows] = values.astype(object).to_numpy()
+    if isinstance(values.dtype, pd.CategoricalDtype):  # (by codes: no Python object per row)
         cats = list(values.cat.categories)
-        if column is not None and isinstance(column.dtype, pd.CategoricalDtype):
-            cats += [c for c in column.cat.categories if c not in set(cats)]
-        return pd.Categorical(old, categories=cats)
+        if column is not None:
+            categorical = isinstance(column.dtype, pd.CategoricalDtype)
+            have = column.cat.categories if categorical else pd.unique(column.dropna())
+            cats += [c for c in have if c not in set(cats)]
+        codes = np.full(n, -1, dtype=np.int64)
+        if column is not None:
+            codes[:] = pd.Categorical(column, categories=cats).codes
+        codes[rows] = pd.Categorical(values, categories=cats).codes
+        return pd.Categorical.from_codes(codes, categories=cats)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         out = np.full(n, np.nan, dtype=np.float64) if column is None else column.to_numpy(dtype=np.float64, copy=True)
         out[rows] = values.to_numpy(dtype=np.float64)
