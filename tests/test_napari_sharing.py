@@ -58,7 +58,8 @@ def test_every_column_the_dock_adds_is_a_new_features_frame(shown):
 
 def test_a_selection_made_in_the_layer_becomes_the_docks(shown, qtbot):
     """napari's select tool (or a plugin) selecting points of our layer selects those cells in the dock (the
-    Explore tab counts them), undoably; the dock's selection leaves as the ``selection`` features column."""
+    Explore tab counts them), undoably; the dock's selection leaves as the ``selection`` features column; one
+    point selected is a click: a highlight."""
     viewer, main, s = shown
     s.select([20, 21])
     points = s.points_layer
@@ -70,6 +71,8 @@ def test_a_selection_made_in_the_layer_becomes_the_docks(shown, qtbot):
     assert s.undo_selection() and s.selected.tolist() == [20, 21]
     points.selected_data = set()  # napari empties the layer's selection on many occasions: the dock's stays
     assert s.selected.tolist() == [20, 21]
+    points.selected_data = {3}  # one point (a click with the select tool): highlighted, the selection stays
+    assert s.highlighted == int(s.overlay.rows[3]) and s.selected.tolist() == [20, 21]
 
 
 def test_columns_another_plugin_writes_survive_a_fov_switch(shown):

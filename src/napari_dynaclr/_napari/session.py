@@ -9,7 +9,7 @@ date when a dock hears of a change. All on the GUI thread.
 
 **Sharing with napari and other plugins** (docs/napari.md): columns reach the Points and Tracks layers as a
 *new* ``features`` frame (napari's ``features`` event fires); the selection leaves as the ``selection`` column
-and the yellow border, and a selection made *in* the Points layer (``selected_data``) becomes the model's; the
+and the yellow border, and two or more points selected *in* the Points layer become the model's selection; the
 dock never sets ``selected_data``. Columns another plugin writes into the layer's ``features`` are adopted into
 the table for the FOV's rows, so they stay across FOV switches.
 
@@ -424,19 +424,17 @@ class ExplorerSession(CellModel, Navigation):
     # ------------------------------------------------------------------ layers → model
 
     def _on_points_selected(self, event=None) -> None:
-        """A selection made in the Points layer (napari's select tool, another plugin) becomes the model's
-        selection (replacing it, undoably; one cell is highlighted too). An emptied layer selection leaves the
-        model's selection as it is (napari empties it on many occasions)."""
+        """Points selected *in* the Points layer (napari's select tool, another plugin): one point is highlighted
+        (a click, which never changes the selection); two or more become the model's selection (replacing it,
+        undoably). An emptied layer selection changes nothing (napari empties it on many occasions)."""
         if self._syncing or self.points_layer is None or self.overlay is None:
             return
         sel = sorted(i for i in self.points_layer.selected_data if i < len(self.overlay.rows))
-        if not sel:
-            return
         rows = self.overlay.rows[sel]
-        if not np.array_equal(np.sort(rows), self.selected):
-            self.select(rows)
-        if len(sel) == 1:
+        if len(rows) == 1:
             self.highlight(int(rows[0]))
+        elif len(rows) > 1 and not np.array_equal(np.sort(rows), self.selected):
+            self.select(rows)
 
     def _on_features(self, event=None) -> None:
         if not self._syncing:
