@@ -114,6 +114,27 @@ def test_the_plugin_and_what_the_work_process_sends_it_never_load_the_engine():
     assert _loaded_after("; ".join(f"import {n}" for n in names), NOT_IN_NAPARI) == []
 
 
+#: the docks that still connect their workers' signals by hand (to move to ``DockJobs.start``'s slots); a module
+#: not listed here must not start doing so
+HAND_CONNECTED = {"widgets/main.py", "widgets/open_store.py", "widgets/embedding_view.py", "widgets/input_checks.py"}
+
+
+def test_docks_connect_their_workers_through_dock_jobs():
+    """A dock hands its handlers to ``DockJobs.start(worker, returned=…, errored=…)`` (called only while the dock
+    exists; ``latest=`` drops a superseded job's result) instead of connecting the worker's signals itself. (Jobs
+    of no dock, such as the sample data's, go through ``start_job``.)"""
+    import re
+
+    import napari_dynaclr._napari as plugin
+
+    root = Path(plugin.__file__).parent
+    pattern = re.compile(r"\.(returned|errored|yielded|finished)\.connect\(")
+    by_hand = {str(p.relative_to(root)) for p in (root / "widgets").rglob("*.py")
+               if p.name != "_jobs.py" and pattern.search(p.read_text())}
+    assert by_hand <= HAND_CONNECTED, sorted(by_hand - HAND_CONNECTED)
+    assert "widgets/cells_view.py" not in by_hand
+
+
 def test_the_plugin_makes_its_workers_one_way():
     """Every napari worker of the plugin is made by ``thread_job`` (errors to the dock, data packages imported
     one thread at a time, a generator's RuntimeError not lost): no module calls ``thread_worker`` itself."""

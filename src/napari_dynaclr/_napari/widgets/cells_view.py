@@ -441,10 +441,8 @@ class CellsView(QWidget):
             apply_predictions(whole, model, task)
             return write_store(whole, path, overwrite=True, inputs=inputs)
 
-        worker = thread_job(write)()
-        worker.returned.connect(lambda p: show_info(f"wrote predicted_{task} into {p}"))
-        worker.errored.connect(lambda exc: show_error(str(exc)))
-        return self.jobs.start(worker)
+        return self.jobs.start(thread_job(write)(), returned=lambda p: show_info(f"wrote predicted_{task} into {p}"),
+                               errored=lambda exc: show_error(str(exc)))
 
     # ------------------------------------------------------------------ smoothness
 
