@@ -65,8 +65,8 @@ def gallery(X: np.ndarray, selection: np.ndarray) -> float:
     import tempfile
     from pathlib import Path
 
-    from napari_dynaclr._napari.explore import composite
     from napari_dynaclr._napari.sample_data import DEMO_SPEC
+    from napari_dynaclr._napari.tiles import composite
     from napari_dynaclr.core.config import PredictConfig, default_normalizations
     from napari_dynaclr.core.synthetic import make_plate
     from napari_dynaclr.evaluate.neighbours import representative_sample

@@ -41,9 +41,9 @@ OPEN_TARGET_MS = 200.0
 
 
 def synthetic_table(n_cells: int, fov_cells: int, frames: int, seed: int = 0) -> pd.DataFrame:
-    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari import cellmodel
 
-    return explore.cell_table(*synthetic_obs(n_cells, fov_cells, frames, seed))
+    return cellmodel.cell_table(*synthetic_obs(n_cells, fov_cells, frames, seed))
 
 
 def synthetic_obs(n_cells: int, fov_cells: int, frames: int, seed: int = 0):

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
 
-    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari import cellmodel
     from napari_dynaclr.core.store import LazyStore, build_anndata, read_store, write_store
 
     rng = np.random.default_rng(2)
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     path = write_store(adata, Path(tempfile.mkdtemp(prefix="dynaclr-open-")) / "big.zarr")
     del adata
 
-    lazy = min(longest_wait(lambda: explore.FrameIndex(explore.cell_table(LazyStore(path).obs)))
+    lazy = min(longest_wait(lambda: cellmodel.FrameIndex(cellmodel.cell_table(LazyStore(path).obs)))
                for _ in range(args.repeats))
     full = min(longest_wait(lambda: read_store(path)) for _ in range(args.repeats))
     print(f"{n} cells: longest GUI-thread wait, LazyStore + cell table {lazy * 1000:.0f} ms, "

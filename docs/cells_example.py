@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_dynaclr._napari.explore import UNASSIGNED
+    from napari_dynaclr._napari.cellmodel import UNASSIGNED
     from napari_dynaclr._napari.widgets._jobs import is_running
     from screenshots import _grab as grab  # the screenshot helpers beside this script
     from screenshots import _save as save

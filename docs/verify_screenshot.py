@@ -50,7 +50,7 @@ def main() -> int:
     from napari.qt import get_qapp
     from PIL import Image
 
-    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari import cellmodel
     from napari_dynaclr._napari.session import get_session
     from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
     from napari_dynaclr.core.store import read_store
@@ -62,7 +62,7 @@ def main() -> int:
     viewer.window.resize(1500, 950)
     adata = read_store(pred)
     sess = get_session(viewer)
-    sess.set_table(explore.cell_table(adata.obs, dict(adata.obsm)), adata=adata, store_path=pred,
+    sess.set_table(cellmodel.cell_table(adata.obs, dict(adata.obsm)), adata=adata, store_path=pred,
                    plate_path=CASE / "plate.zarr", tracks_path=CASE / "tracks")
     panel = VerifyWidget(viewer)
     viewer.window.add_dock_widget(panel, name="Verify against reference", area="right")

@@ -63,6 +63,21 @@ def test_evaluation_imports_no_torch_qt_or_numba():
     ) == []
 
 
+def test_the_cell_model_imports_no_qt_or_napari():
+    """The napari layer's cell-table model (its state, selection, columns, colours, annotations) is plain Python:
+    importing every module of it loads no Qt, napari, vispy, magicgui or superqt (an import contract says so)."""
+    import napari_dynaclr._napari.cellmodel as cellmodel
+
+    root = Path(cellmodel.__file__).parent
+    names = sorted(f"napari_dynaclr._napari.cellmodel.{p.stem}" for p in root.glob("*.py") if p.stem != "__init__")
+    assert {"napari_dynaclr._napari.cellmodel.table", "napari_dynaclr._napari.cellmodel.colors"} <= set(names)
+    ui = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "vispy", "magicgui", "superqt")
+    statement = "; ".join(f"import {n}" for n in names)
+    statement += "\nimport numpy as np, pandas as pd\nfrom napari_dynaclr._napari.cellmodel import column_colors\n"
+    statement += "column_colors(pd.Series(np.arange(30), name='track_id')); column_colors(pd.Series(np.arange(3.0)))"
+    assert _loaded_after(statement, ui) == []
+
+
 def test_what_napari_loads_at_start_up_stays_light():
     """The manifest's modules (reader, sample data, docks): no torch, lightning, timm or umap."""
     loaded = _loaded_after(

@@ -147,7 +147,7 @@ def test_the_same_settings_build_a_bag_of_channels_runs_experiments():
 @pytest.mark.parametrize("values", [["infected", "nan", "uninfected", "nan"],
                                     ["infected", np.nan, "uninfected", "nan"]])
 def test_nan_in_an_annotation_column_is_no_label(values):
-    from napari_dynaclr._napari.explore import label_classes
+    from napari_dynaclr._napari.cellmodel.table import label_classes
     from napari_dynaclr.evaluate.annotations import join_annotations, labelled
 
     assert labelled(values).tolist() == [True, False, True, False]

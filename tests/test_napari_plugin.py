@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_dynaclr._napari import explore
+from napari_dynaclr._napari import cellmodel
 from napari_dynaclr.core.tracks import INDEX_COLUMNS
 from napari_fixtures import *  # noqa: F403
 from napari_fixtures import SMALL_SPEC, load_yml, wait_worker
@@ -435,7 +435,7 @@ def test_image_click_highlights_scatter_point(docked, demo_store, demo_inputs, q
     rows = s.frames.rows(s.fov_name, 2)
 
     def track_points(r):
-        return len(explore.track_trajectory(s.table, s.fov_name, int(s.table["track_id"].iat[r]))[0])
+        return len(cellmodel.track_trajectory(s.table, s.fov_name, int(s.table["track_id"].iat[r]))[0])
 
     row = next(int(r) for r in rows if track_points(r) >= 2)  # a track with a trajectory to draw
     y, x = s.table["y"].iat[row], s.table["x"].iat[row]
@@ -495,12 +495,12 @@ def test_colour_by_column(docked, demo_store, demo_inputs, qtbot):
     s = _open_store(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
     view.color_by("track_id")  # categorical
     rows = s.overlay.rows
-    expected = explore.column_colors(s.table["track_id"])
+    expected = cellmodel.column_colors(s.table["track_id"])
     np.testing.assert_allclose(s.points_layer.face_color, expected[rows], atol=1e-6)
     np.testing.assert_allclose(s.tracks_layer.track_colors, expected[rows], atol=1e-6)
     np.testing.assert_allclose(view.scatter.colors, expected)
     view.color_by("UMAP_0")  # continuous
-    np.testing.assert_allclose(view.scatter.colors, explore.column_colors(s.table["UMAP_0"]))
+    np.testing.assert_allclose(view.scatter.colors, cellmodel.column_colors(s.table["UMAP_0"]))
 
 
 def test_clustering_reduction_and_annotations(docked, demo_copy, demo_inputs, tmp_path, qtbot, monkeypatch):

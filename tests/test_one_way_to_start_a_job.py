@@ -14,7 +14,6 @@ WORKER_SIGNALS = {"yielded", "returned", "errored", "started", "aborted"}
 #: hand connections still to move to DockJobs.start, by module (their owners are converting them); the test
 #: fails when one is added and when one of these is gone (then remove it here)
 NOT_YET = {
-    "cells_view.py": 2,
     "embedding_view.py": 3,
 }
 

@@ -192,7 +192,7 @@ def test_both_lanes_end_when_their_parent_is_killed(tmp_path):
 
 def test_a_store_without_a_reduction_gets_viscys_pca_from_the_quick_lane(lanes):
     from conftest import DATA
-    from napari_dynaclr._napari.explore import add_reduction, cell_table
+    from napari_dynaclr._napari.cellmodel.table import add_reduction, cell_table
     from napari_dynaclr.core.store import read_store
 
     store = read_store(DATA / "boc2d_mip" / "reference.zarr")

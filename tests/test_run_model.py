@@ -145,7 +145,7 @@ def test_the_dock_and_the_command_line_refuse_alike_in_their_own_words(capsys):
 
 
 def _error_classes():
-    import napari_dynaclr._napari.explore  # noqa: F401 - modules that used to define their own errors
+    import napari_dynaclr._napari.cellmodel  # noqa: F401 - modules that used to define their own errors
     import napari_dynaclr.predict.batches  # noqa: F401
 
     out, stack = [], [DynaclrError]

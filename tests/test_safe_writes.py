@@ -304,7 +304,7 @@ def test_cell_index_output_inside_a_plate_that_is_no_input_is_refused(boc, tmp_p
 
 
 def test_the_docks_csv_export_and_store_save_never_write_into_the_sessions_inputs(project, tmp_path):
-    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari import cellmodel
     from napari_dynaclr._napari.workers import save_to_store
     from napari_dynaclr.errors import OutputError
 
@@ -314,16 +314,16 @@ def test_the_docks_csv_export_and_store_save_never_write_into_the_sessions_input
     inputs = {"plate": project / "plate.zarr", "tracks": project / "tracks", "store": tmp_path / "s.zarr"}
     before = _snapshot(project)
     with pytest.raises(OutputError, match="is the input tracks"):
-        explore.write_annotations_csv(table, project / "tracks", inputs=inputs)
+        cellmodel.write_annotations_csv(table, project / "tracks", inputs=inputs)
     with pytest.raises(OutputError, match="lies inside the input tracks"):
-        explore.write_annotations_csv(table, project / "tracks" / "A" / "1" / "0" / "tracks.csv", inputs=inputs)
+        cellmodel.write_annotations_csv(table, project / "tracks" / "A" / "1" / "0" / "tracks.csv", inputs=inputs)
     with pytest.raises(OutputError, match="lies inside the input plate"):
         save_to_store(adata, table, project / "plate.zarr" / "emb.zarr", inputs=inputs)
     with pytest.raises(OutputError, match="not a text file"):
-        explore.write_annotations_csv(table, project / "model.ckpt", inputs=inputs)
+        cellmodel.write_annotations_csv(table, project / "model.ckpt", inputs=inputs)
     assert _snapshot(project) == before
-    assert explore.write_annotations_csv(table, tmp_path / "ann.csv", inputs=inputs) == 4
-    assert explore.write_annotations_csv(table, tmp_path / "ann.csv", inputs=inputs) == 4  # (re-export)
+    assert cellmodel.write_annotations_csv(table, tmp_path / "ann.csv", inputs=inputs) == 4
+    assert cellmodel.write_annotations_csv(table, tmp_path / "ann.csv", inputs=inputs) == 4  # (re-export)
 
 
 def test_sigterm_is_held_during_a_report_swap_too(stores, tmp_path, monkeypatch):

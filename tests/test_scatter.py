@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_dynaclr._napari import explore, plotting
+from napari_dynaclr._napari import cellmodel, plotting
 
 pytest.importorskip("pytestqt")
 
@@ -46,7 +46,7 @@ def _table(n: int, seed: int = 0) -> pd.DataFrame:
     obs = pd.DataFrame({"fov_name": rng.choice(["A/1/0", "B/2/1"], n), "track_id": rng.integers(1, 50, n),
                         "t": rng.integers(0, 9, n), "id": np.arange(n), "parent_track_id": -1, "parent_id": -1,
                         "y": rng.uniform(0, 100, n), "x": rng.uniform(0, 100, n)})
-    table = explore.cell_table(obs, {"X_umap": _cloud(n, seed)})
+    table = cellmodel.cell_table(obs, {"X_umap": _cloud(n, seed)})
     table["score"] = rng.normal(size=n).astype(np.float32)
     return table
 
@@ -170,49 +170,49 @@ def test_tick_helpers_give_vispys_ticks_with_clean_labels():
 def test_legend_for_categories_and_colour_bar_for_continuous(canvas, qtbot):
     n = 600
     cats = pd.Series(pd.Categorical(np.repeat(["mitosis", "interphase", "death"], n // 3)), name="annotation")
-    canvas.set_points(_cloud(n), explore.column_colors(cats))
-    canvas.set_colors(explore.column_colors(cats), plotting.color_key(cats))
+    canvas.set_points(_cloud(n), cellmodel.column_colors(cats))
+    canvas.set_colors(cellmodel.column_colors(cats), plotting.color_key(cats))
     assert canvas.key.kind == "categorical"
     texts = canvas.key.texts()
     assert texts[0] == "annotation" and set(texts[1:]) == {"death", "interphase", "mitosis"}
     assert canvas.key.swatches.visible and not canvas.key.bar.visible
     # the swatch colours are the colours the points got, category by category
-    colors = explore.column_colors(cats)
+    colors = cellmodel.column_colors(cats)
     order = list(cats.cat.categories)
     swatch = canvas.key.key["colors"]
     for i, name in enumerate(order):
         np.testing.assert_allclose(swatch[i], colors[np.flatnonzero(cats == name)[0]], atol=1e-6)
     # a continuous column: a colour bar labelled with the mapped range
     score = pd.Series(np.linspace(-2.0, 6.0, n), name="score")
-    canvas.set_colors(explore.column_colors(score), plotting.color_key(score, "magma"))
+    canvas.set_colors(cellmodel.column_colors(score), plotting.color_key(score, "magma"))
     lo, hi = np.percentile(score, [1, 99])
     assert canvas.key.kind == "continuous" and canvas.key.bar.visible and not canvas.key.swatches.visible
     assert canvas.key.texts() == ["score", f"{hi:.3g}", f"{(lo + hi) / 2:.3g}", f"{lo:.3g}"]
-    np.testing.assert_allclose(canvas.key.key["lut"], explore.colormap_lut("magma"))
+    np.testing.assert_allclose(canvas.key.key["lut"], cellmodel.colormap_lut("magma"))
 
 
 def test_colour_key_truncates_many_categories():
     s = pd.Series(np.arange(30), name="track_id")
     key = plotting.color_key(s, max_categories=12)
     assert key["kind"] == "categorical" and len(key["labels"]) == 12 and key["more"] == 18
-    np.testing.assert_allclose(key["colors"][10, :3], explore.CATEGORY_CYCLE[0])  # the cycle repeats
+    np.testing.assert_allclose(key["colors"][:, :3], cellmodel.palette()[:12])  # 12 different colours
 
 
 def test_hover_reads_out_the_cell_under_the_mouse(canvas, qtbot):
     table = _table(3000)
     table["cluster"] = pd.Categorical(np.arange(len(table)) % 4)
     xy = np.column_stack([table["UMAP_0"], table["UMAP_1"]]).astype(np.float32)
-    canvas.set_points(xy, explore.column_colors(table["score"]))
+    canvas.set_points(xy, cellmodel.column_colors(table["score"]))
     canvas.describe = lambda i: plotting.describe_row(table, i, "score")
     _settled(qtbot, canvas)
     row = 1234
-    explore.assign_class(table, [row], "mitosis")
+    cellmodel.assign_class(table, [row], "mitosis")
     pos = canvas.to_canvas(xy[row])
     hovered = []
     canvas.point_hovered.connect(hovered.append)
     canvas.canvas.events.mouse_move(pos=pos, button=None, buttons=[], modifiers=())
     qtbot.waitUntil(lambda: len(hovered) > 0, timeout=60_000)  # throttled: delivered by the timer
-    expected = explore.nearest_point(xy, xy[row], 8.0, canvas.pixel_size())
+    expected = cellmodel.nearest_point(xy, xy[row], 8.0, canvas.pixel_size())
     assert hovered == [expected]
     r = table.iloc[expected]
     text = canvas.hover_label.text
@@ -232,17 +232,17 @@ def test_point_grid_matches_brute_force():
     grid = plotting.PointGrid(xy, cells=64)
     for target in rng.normal(size=(200, 2)) * [5, 0.1]:
         for radius, scale in ((8.0, (0.05, 0.001)), (1.0, (0.01, 0.0001)), (50.0, (1.0, 0.02))):
-            assert grid.nearest(target, radius, scale) == explore.nearest_point(xy, target, radius, scale)
+            assert grid.nearest(target, radius, scale) == cellmodel.nearest_point(xy, target, radius, scale)
 
 
 def test_selection_style_is_no_category_or_colormap_colour(canvas, qtbot):
     from napari_dynaclr._napari.widgets import scatter
 
-    palette = np.vstack([explore.CATEGORY_CYCLE, explore.colormap_lut("viridis")[:, :3]])
+    palette = np.vstack([cellmodel.palette(), cellmodel.colormap_lut("viridis")[:, :3]])
     for c in (scatter.SELECTED_INNER, scatter.SELECTED_OUTER):
         assert np.linalg.norm(palette - np.asarray(c[:3]), axis=1).min() > 0.25
     xy = _cloud(500)
-    canvas.set_points(xy, explore.column_colors(pd.Series(np.arange(500) % 10, name="cluster")))
+    canvas.set_points(xy, cellmodel.column_colors(pd.Series(np.arange(500) % 10, name="cluster")))
     canvas.show_selected([3, 7, 11])
     inner, outer = canvas.shown_markers("sel_inner"), canvas.shown_markers("sel_outer")
     assert canvas.sel_inner.visible and canvas.sel_outer.visible
@@ -366,15 +366,16 @@ def test_box_and_lasso_select_the_right_rows_in_both_modes(canvas, qtbot, densit
     a, b = np.array([140.0, -3.5]), np.array([165.0, -1.0])
     _drag(canvas, a, b, qtbot)
     assert len(polys) == 1
-    rows = np.flatnonzero(explore.points_in_polygon(xy, polys[0]))
-    expected = np.flatnonzero(explore.points_in_box(xy, a, b))
+    rows = np.flatnonzero(cellmodel.points_in_polygon(xy, polys[0]))
+    expected = np.flatnonzero(cellmodel.points_in_box(xy, a, b))
     # the mouse path maps screen pixels back to data: equal up to points within a pixel of the edge
     px = np.array(canvas.pixel_size())
-    near_edge = np.flatnonzero(explore.points_in_box(xy, a - px, b + px) & ~explore.points_in_box(xy, a + px, b - px))
+    near_edge = np.flatnonzero(cellmodel.points_in_box(xy, a - px, b + px)
+                               & ~cellmodel.points_in_box(xy, a + px, b - px))
     assert set(rows) ^ set(expected) <= set(near_edge) and len(rows) > 1000
     canvas.set_mode("lasso")
     _drag(canvas, a, b, qtbot)  # a lasso along a straight line: a degenerate polygon selects ~nothing
-    assert len(polys) == 2 and explore.points_in_polygon(xy, polys[1]).sum() < 50
+    assert len(polys) == 2 and cellmodel.points_in_polygon(xy, polys[1]).sum() < 50
 
 
 def test_embedding_view_wires_labels_key_hover_and_density(make_napari_viewer, qtbot):

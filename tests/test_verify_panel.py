@@ -188,12 +188,12 @@ def test_panel_errors_are_notified_and_panel_returns_to_ready(make_napari_viewer
 
 def test_panel_uses_the_explorer_session(make_napari_viewer, qtbot, perturbed_store):
     session = pytest.importorskip("napari_dynaclr._napari.session")
-    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari import cellmodel
 
     viewer = make_napari_viewer()
     adata = _read(perturbed_store)
     sess = session.get_session(viewer)
-    sess.set_table(explore.cell_table(adata.obs, {}), adata=adata, store_path=perturbed_store)
+    sess.set_table(cellmodel.cell_table(adata.obs, {}), adata=adata, store_path=perturbed_store)
     panel = VerifyWidget(viewer)
     qtbot.addWidget(panel)
     assert panel.prediction_combo.currentData() == "session"
@@ -230,7 +230,7 @@ def test_panel_shows_the_contract_as_written_and_every_array(make_napari_viewer,
 
 
 def test_panel_offers_the_newest_cells_in_the_viewer(make_napari_viewer, qtbot):
-    from napari_dynaclr._napari import explore
+    from napari_dynaclr._napari import cellmodel
     from napari_dynaclr._napari.session import get_session
 
     viewer = make_napari_viewer()
@@ -238,5 +238,5 @@ def test_panel_offers_the_newest_cells_in_the_viewer(make_napari_viewer, qtbot):
     qtbot.addWidget(panel)
     assert panel.prediction_combo.currentData() == "file"
     adata = _read()
-    get_session(viewer).set_table(explore.cell_table(adata.obs, {}), adata=adata, store_path=REF)
+    get_session(viewer).set_table(cellmodel.cell_table(adata.obs, {}), adata=adata, store_path=REF)
     assert panel.prediction_combo.currentData() == "session"

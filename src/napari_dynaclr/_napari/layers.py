@@ -1,19 +1,26 @@
-"""Qt-free builders for the napari layers of one FOV: lazy image channels, Tracks and Points.
+"""Qt-free builders for the napari layers of one FOV: lazy image channels, Tracks, Points and the highlight.
 
-All three share one world frame: the image's TZYX scale (Z dropped when the FOV has one slice),
-with tracks and points in the same axes. Overlay rows are sorted by (track_id, t) — the order the
-napari Tracks layer stores its data in — so the Points and Tracks layers of a FOV have the same
-rows in the same order, and ``features["cell_index"]`` maps each row back to the cell table.
+All share one world frame: the image's TZYX scale (Z dropped when the FOV has one slice), with tracks and
+points in the same axes. Overlay rows are sorted by (track_id, t) — the order the napari Tracks layer stores
+its data in — so the Points and Tracks layers of a FOV have the same rows in the same order, and
+``features["cell_index"]`` maps each row back to the cell table.
+
+:func:`fov_layers` is the one way a FOV's layers are made, at once on the GUI thread
+(:meth:`~napari_dynaclr._napari.session.ExplorerSession.show_fov`) or in a worker
+(:func:`~napari_dynaclr._napari.session.prepare_table`): layers are models, building one touches no viewer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pandas as pd
 
-from napari_dynaclr._napari.explore import fov_mask
+from napari_dynaclr._napari.cellmodel.colors import HIGHLIGHT_BORDER, PLAIN_BORDER, column_colors
+from napari_dynaclr._napari.cellmodel.frames import FrameIndex
+from napari_dynaclr._napari.cellmodel.table import fov_mask, table_fov_names
 
 CHANNEL_COLORMAPS = ("gray", "magenta", "green", "cyan", "yellow", "red", "blue")
 
@@ -118,4 +125,114 @@ def fov_image_layers(fov, channel_names: list[str]) -> list[tuple]:
         if lims is not None:
             kwargs["contrast_limits"] = lims
         out.append((data, kwargs, "image"))
+    return out
+
+
+#: napari layers are made by one thread at a time: two opens preparing at once made them concurrently, and
+#: napari's first use of its unit registry (and dask's graph of one plate read twice) is not thread-safe
+MAKING_LAYERS = threading.Lock()
+
+
+@dataclasses.dataclass
+class FovLayers:
+    """The napari layers of one FOV (not in any viewer yet) and the overlay they show."""
+
+    fov_name: str
+    overlay: FovOverlay
+    scale: tuple
+    images: list  # one Image layer per channel
+    tracks: object = None  # Tracks, Points and highlight Points (None when the FOV has no cells)
+    points: object = None
+    highlight: object = None  # rings: the highlighted cell's track (cyan) and its nearest neighbours (white)
+
+
+def fov_source(table: pd.DataFrame, plate, fov_name: str) -> tuple[list, FovOverlay, tuple]:
+    """What a FOV's layers show: its image layer tuples (:func:`fov_image_layers`; none without a plate or when
+    the plate lacks the FOV), its overlay and the world scale."""
+    fov = None
+    if plate is not None:
+        try:
+            fov = plate.fov(fov_name)
+        except Exception:  # noqa: BLE001 - a FOV the plate cannot open: the overlays alone
+            fov = None
+    if fov is not None:
+        images = fov_image_layers(fov, plate.channel_names)
+        z, scale = fov.shape[2] > 1, image_scale(fov)
+    else:
+        images, z, scale = [], False, (1.0, 1.0, 1.0)
+    return images, fov_overlay(table, fov_name, z=z, scale=scale), scale
+
+
+def fov_layer_kwargs(ov: FovOverlay, scale, fov_name: str) -> dict[str, dict]:
+    """The keyword arguments of the Tracks, Points and highlight layers of a FOV (colours apart)."""
+    meta = {"dynaclr_fov": fov_name}
+    labels = axis_labels(ov.points.shape[1])
+    return {
+        "tracks": dict(graph=ov.graph, features=ov.features.copy(), scale=scale, name=f"{fov_name} tracks",
+                       tail_length=8, tail_width=2, blending="translucent", metadata=dict(meta), axis_labels=labels),
+        "points": dict(features=ov.features.copy(), scale=scale, name=f"{fov_name} cells", size=14,
+                       border_color=PLAIN_BORDER, border_width=0.25, border_width_is_relative=True, opacity=0.8,
+                       metadata=dict(meta), axis_labels=labels),
+        "highlight": dict(scale=scale, name=f"{fov_name} highlight", size=30, face_color="transparent",
+                          border_color=HIGHLIGHT_BORDER, border_width=0.12, border_width_is_relative=True,
+                          symbol="ring", metadata=dict(meta), axis_labels=labels),
+    }
+
+
+def fov_layers(table: pd.DataFrame, plate, fov_name: str, colors: np.ndarray, hidden: bool = False) -> FovLayers:
+    """Build the napari layers of *fov_name* (no viewer touched): one image layer per channel of *plate* (an open
+    :class:`~napari_dynaclr.core.plate.Plate`, or None), the Tracks and Points layers coloured with *colors*
+    (one RGBA per table row) and the highlight layer. *hidden*: all but the images start
+    hidden (a staged install shows them in turns of their own)."""
+    import napari.layers
+
+    images, ov, scale = fov_source(table, plate, fov_name)
+    with MAKING_LAYERS:
+        out = FovLayers(str(fov_name), ov, tuple(scale), [napari.layers.Image(d, **kw) for d, kw, _ in images])
+        if not len(ov.rows):
+            return out
+        kwargs = fov_layer_kwargs(ov, scale, str(fov_name))
+        visible = not hidden
+        out.tracks = napari.layers.Tracks(ov.tracks, visible=visible, **kwargs["tracks"])
+        out.tracks.track_colors = colors[ov.rows]
+        out.points = napari.layers.Points(ov.points, face_color=colors[ov.rows], visible=visible, **kwargs["points"])
+        empty = np.empty((0, ov.points.shape[1]))
+        out.highlight = napari.layers.Points(empty, visible=visible, **kwargs["highlight"])
+    return out
+
+
+@dataclasses.dataclass
+class PreparedTable:
+    """A cell table with what showing it needs, built off the GUI thread by :func:`prepare_table`."""
+
+    table: pd.DataFrame
+    frames: FrameIndex
+    fov_names: list[str]
+    color_column: str
+    colormap: str
+    colors: np.ndarray
+    layers: FovLayers | None = None  # the first FOV's layers (None: no cells); Tracks, Points hidden
+
+    @property
+    def fov_name(self) -> str | None:
+        return None if self.layers is None else self.layers.fov_name
+
+    @property
+    def overlay(self) -> FovOverlay | None:
+        return None if self.layers is None else self.layers.overlay
+
+
+def prepare_table(table: pd.DataFrame, plate=None, fov_name: str | None = None, color_column: str | None = None,
+                  colormap: str = "viridis") -> PreparedTable:
+    """Everything :meth:`~napari_dynaclr._napari.session.ExplorerSession.install` needs to show *table* (for a
+    worker thread): the frame index, the FOV names, the colours (*color_column* when the table has it, else
+    ``t``), and, for *fov_name* (or the first FOV), its napari layers (:func:`fov_layers`; the Tracks, Points
+    and highlight layers hidden: the install shows them in turns of their own). No viewer is touched."""
+    names = table_fov_names(table)
+    col = color_column if color_column in table.columns else "t"
+    colors = column_colors(table[col], colormap)
+    out = PreparedTable(table, FrameIndex(table), names, col, colormap, colors)
+    if names:
+        out.layers = fov_layers(table, plate, str(fov_name) if fov_name in names else names[0], colors,
+                                       hidden=True)
     return out

@@ -6,14 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from napari_dynaclr._napari.explore import (
-    CATEGORY_CYCLE,
-    UNASSIGNED,
-    categorical_codes,
-    colormap_lut,
-    is_categorical,
-    nearest_point,
-)
+from napari_dynaclr._napari.cellmodel.annotations import UNASSIGNED
+from napari_dynaclr._napari.cellmodel.colors import category_key, colormap_lut
+from napari_dynaclr._napari.cellmodel.geometry import nearest_point
+from napari_dynaclr._napari.cellmodel.table import is_categorical
 
 
 def continuous_range(series: pd.Series) -> tuple[float, float]:
@@ -30,19 +26,15 @@ def color_key(series: pd.Series, colormap: str = "viridis", max_categories: int 
     """What a legend or colour bar shows for the colours :func:`column_colors` gives *series*.
 
     Categorical: ``{"kind": "categorical", "title", "labels", "colors", "more"}`` — the first
-    *max_categories* categories (``more`` counts the rest; the cycle repeats after 10, and the legend
-    shows that honestly). Continuous: ``{"kind": "continuous", "title", "range", "lut"}``.
+    *max_categories* categories (``more`` counts the rest). Continuous: ``{"kind": "continuous", "title", "range",
+    "lut"}``.
     """
     title = str(series.name)
     if is_categorical(series):
-        _, cats = categorical_codes(series)
-        shown = cats[:max_categories]
-        colors = np.ones((len(shown), 4), dtype=np.float32)
-        if shown:
-            colors[:, :3] = CATEGORY_CYCLE[np.arange(len(shown)) % len(CATEGORY_CYCLE)]
-        labels = [("(none)" if str(c) == UNASSIGNED else str(c)) for c in shown]
-        return {"kind": "categorical", "title": title, "labels": labels, "colors": colors,
-                "more": max(0, len(cats) - len(shown))}
+        names, colors = category_key(series)  # (a cluster column's noise: grey, labelled "noise")
+        labels = [("(none)" if c == UNASSIGNED else c) for c in names[:max_categories]]
+        return {"kind": "categorical", "title": title, "labels": labels, "colors": colors[:max_categories],
+                "more": max(0, len(names) - max_categories)}
     return {"kind": "continuous", "title": title, "range": continuous_range(series),
             "lut": colormap_lut(colormap)}
 

@@ -79,16 +79,16 @@ def embedding_points(path):
     """The store's cells as a Points layer in their 2-D embedding, the cell table as ``features``."""
     import numpy as np
 
-    from napari_dynaclr._napari import explore, workers
+    from napari_dynaclr._napari import cellmodel, workers
     from napari_dynaclr.core.store import LazyStore
 
     workers.import_data_packages()
     path = _one_path(path)
     store = LazyStore(path)  # (obs and obsm only: X is not needed here)
-    table = explore.cell_table(store.obs, store.obsm)
-    x, y = explore.default_axes(table)
+    table = cellmodel.cell_table(store.obs, store.obsm)
+    x, y = cellmodel.default_axes(table)
     data = np.column_stack([table[y].to_numpy(dtype=float), table[x].to_numpy(dtype=float)])
-    colors = explore.column_colors(table["t"])
+    colors = cellmodel.column_colors(table["t"])
     kwargs = {
         "name": f"{path.name} ({x.split('_')[0]})",
         "features": table,

@@ -154,12 +154,12 @@ def _layers_in_memory(spec: SyntheticSpec, meta: dict) -> list[tuple]:
 
 
 def _tracks_layer(tracks, fov_name: str, scale: tuple, meta: dict) -> tuple:
-    from napari_dynaclr._napari import explore, layers
+    from napari_dynaclr._napari import cellmodel, layers
     from napari_dynaclr.core.tracks import INDEX_COLUMNS
 
     df = tracks.copy()
     df.insert(0, "fov_name", fov_name)
-    table = explore.cell_table(df[[c for c in INDEX_COLUMNS if c in df.columns]])
+    table = cellmodel.cell_table(df[[c for c in INDEX_COLUMNS if c in df.columns]])
     ov = layers.fov_overlay(table, fov_name, z=len(scale) == 4, scale=scale)
     return (ov.tracks, {"graph": ov.graph, "features": ov.features, "scale": ov.scale, "name": f"{fov_name} tracks",
                         "metadata": meta, "tail_length": 8, "axis_labels": layers.axis_labels(len(scale))}, "tracks")

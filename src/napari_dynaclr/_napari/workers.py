@@ -157,7 +157,7 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     :class:`Warned` and ``None`` heartbeats; returns :class:`Finished` with the AnnData rebuilt here from
     the streamed batches (the store's content). Setting *cancel* kills the work process; nothing is
     written then."""
-    from napari_dynaclr._napari.explore import StreamingProjector
+    from napari_dynaclr._napari.streaming import StreamingProjector
     from napari_dynaclr.core.store import build_anndata
 
     if cfg.ckpt_path is None:
@@ -312,7 +312,7 @@ def preview_cells(cfg, keep_plate: bool = False):
     ``keep_plate=True`` returns ``(table, plate)``: the plan's open :class:`~napari_dynaclr.core.plate.Plate`
     (its FOVs are the selected ones), for a viewer to show without opening the plate again on its GUI
     thread (seconds for a 96-well plate); the caller closes it."""
-    from napari_dynaclr._napari.explore import cell_table
+    from napari_dynaclr._napari.cellmodel.table import cell_table
     from napari_dynaclr.predict.planners import plan_for
 
     plan = plan_for(cfg)
@@ -349,7 +349,7 @@ def open_store(path, plate_path=None, tracks_path=None) -> OpenedStore:
     """Read an embedding store, build the explorer's cell table (no model needed) and open its plate:
     *plate_path*/*tracks_path*, else those the store records, found where they are now
     (:func:`napari_dynaclr.core.provenance.find_inputs`)."""
-    from napari_dynaclr._napari.explore import cell_table
+    from napari_dynaclr._napari.cellmodel.table import cell_table
     from napari_dynaclr.core.plate import Plate
     from napari_dynaclr.core.provenance import find_inputs
     from napari_dynaclr.core.store import LazyStore

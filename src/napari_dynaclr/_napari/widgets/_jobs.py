@@ -85,6 +85,7 @@ class DockJobs:
 
     def __init__(self, owner):
         self._running: list[tuple] = []  # (worker, cancel event or None, on_stop or None)
+        self._latest: dict = {}  # key -> the newest running entry started with latest=key
         self._owner = weakref.ref(owner)
         running = self._running  # the slots below must not hold the dock itself
 
@@ -97,15 +98,28 @@ class DockJobs:
             app.aboutToQuit.connect(stop_all)
             owner.destroyed.connect(lambda *_: _disconnect(app.aboutToQuit, stop_all))
 
-    def start(self, worker, cancel: threading.Event | None = None, on_stop=None, **slots):
+    def start(self, worker, cancel: threading.Event | None = None, on_stop=None, latest=None, **slots):
         """Start *worker* (a napari thread worker) on the plugin's pool and remember it until it finishes.
         *on_stop*: called after the job was stopped from outside (napari closing), e.g. to remove what a
         killed work process left beside its output. *slots* (``yielded=``, ``returned=``, ``errored=``,
         ``finished=``): the dock's handlers of the worker's signals, called only while the dock's Qt widget
-        exists — a worker stopped because napari closes still reports, after its dock is gone."""
-        for name, slot in slots.items():
-            getattr(worker, name).connect(_while_alive(self._owner, slot))
+        exists — a worker stopped because napari closes still reports, after its dock is gone.
+
+        *latest*: a key (e.g. ``"neighbours"``) for jobs where only the newest result counts: starting one
+        cancels the running job of the same key (its *cancel* event: the work process drops its request) and
+        from then on that job's ``yielded``/``returned``/``errored`` slots are no longer called (its
+        ``finished`` slot still is). :meth:`latest` gives the running job of a key."""
         entry = (worker, cancel, on_stop)
+        if latest is not None:
+            old = self._latest.get(latest)
+            if old is not None and old[1] is not None:
+                from napari_dynaclr._napari.workers import cancel_job
+
+                cancel_job(old[1])
+            self._latest[latest] = entry
+        for name, slot in slots.items():
+            current = None if latest is None or name == "finished" else (lambda: self._latest.get(latest) is entry)
+            getattr(worker, name).connect(_while_alive(self._owner, slot, current))
         self._running.append(entry)
         _RUNNING.add(worker)
 
@@ -113,16 +127,24 @@ class DockJobs:
             _RUNNING.discard(worker)
             if entry in self._running:
                 self._running.remove(entry)
+            if latest is not None and self._latest.get(latest) is entry:
+                del self._latest[latest]
 
         worker.finished.connect(done)
         plugin_pool().start(worker)
         return worker
 
+    def latest(self, key):
+        """The running job started with ``latest=key`` (the newest one), or None."""
+        entry = self._latest.get(key)
+        return None if entry is None else entry[0]
 
-def _while_alive(owner: weakref.ref, slot):
+
+def _while_alive(owner: weakref.ref, slot, current=None):
+    """*slot*, called only while the dock's Qt widget exists (and, with *current*, while ``current()`` is true)."""
     def call(*args):
         widget = owner()
-        if widget is not None and alive(widget):
+        if widget is not None and alive(widget) and (current is None or current()):
             slot(*args)
 
     return call

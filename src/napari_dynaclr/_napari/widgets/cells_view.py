@@ -1,6 +1,12 @@
 """The Cells tab: what is this region of the embedding? A gallery of the selected cells as the model saw them,
 a clicked cell's nearest neighbours, a live linear classifier from the annotations, temporal smoothness.
 
+A click never changes the selection: a clicked cell's nearest neighbours are a highlight of their own (the
+session's ``neighbours``: white rings in the image, the gallery shows them); *Select these neighbours* makes them
+the selection, and *Undo selection* restores the selection before the last change. Every job starts through
+:meth:`~napari_dynaclr._napari.widgets._jobs.DockJobs.start` with ``latest=`` its name: a newer gallery,
+neighbours, classifier or smoothness request cancels the older one, whose result is never shown.
+
 The heavy work runs in the plugin's work process (:mod:`napari_dynaclr.predict.gallery` cuts the patches with
 the run's own plan, reader and normalisation; :mod:`napari_dynaclr.evaluate` does the rest, as VisCy
 defines it); the results come back as ``features`` columns of the session's table (``predicted_<task>``,
@@ -19,29 +25,25 @@ import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QSize, Qt, QTimer
-from qtpy.QtGui import QIcon, QImage, QPixmap
+from qtpy.QtGui import QIcon, QPixmap
 from qtpy.QtWidgets import QListView, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from napari_dynaclr._napari import explore, workers
-from napari_dynaclr._napari.explore import UNASSIGNED
+from napari_dynaclr._napari import cellmodel, workers
+from napari_dynaclr._napari.cellmodel import UNASSIGNED
+from napari_dynaclr._napari.classifier_report import classifier_summary
 from napari_dynaclr._napari.session import get_session
+from napari_dynaclr._napari.tiles import composite
 from napari_dynaclr._napari.widgets._forms import Message, form, scrolling, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
+from napari_dynaclr._napari.widgets.cells_gallery import GALLERY_SIZE, gallery_cells, qimage
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer
 
-GALLERY_SIZE = 64
 TILE_PX = 80
 DEFAULT_COLORS = ((1.0, 1.0, 1.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0))
-
-
-def _qimage(rgb: np.ndarray) -> QImage:
-    rgb = np.ascontiguousarray(rgb)
-    h, w, _ = rgb.shape
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
 class CellsView(QWidget):
@@ -53,8 +55,6 @@ class CellsView(QWidget):
         self.viewer = self.session.viewer
         self._config = config  # () -> PredictConfig of the Predict tab (the gallery cuts patches with it)
         self.jobs = DockJobs(self)
-        self._workers: dict[str, object] = {}
-        self._cancels: dict[str, threading.Event] = {}
         self._token = None  # the session table the work process holds as its matrix
         self._skip_neighbours = False
         self.tile_rows: list[int] = []  # the cell-table row of each gallery tile, in tile order
@@ -71,6 +71,8 @@ class CellsView(QWidget):
         self.pick_value = ComboBox(label="value", choices=[])
         self.pick_btn = PushButton(text="Select these cells")
         self.track_btn = PushButton(text="Select the highlighted cell's track")
+        self.undo_btn = PushButton(text="Undo selection", enabled=False,
+                                   tooltip="restore the selection before the last change")
         self.gallery_info = Message("select cells in the scatter (lasso/box), or click a cell for its neighbours")
         self.gallery = QListWidget()
         self.gallery.setViewMode(QListView.ViewMode.IconMode)
@@ -85,8 +87,10 @@ class CellsView(QWidget):
         # neighbours
         self.k = SpinBox(label="k", value=10, min=1, max=500)
         self.metric = ComboBox(label="metric", choices=("cosine", "euclidean"), value="cosine")
-        self.follow_clicks = CheckBox(text="neighbours of each clicked cell", value=True)
+        self.follow_clicks = CheckBox(text="neighbours of each clicked cell", value=True,
+                                      tooltip="shown as white rings and in the gallery; the selection stays")
         self.neighbours_btn = PushButton(text="Neighbours of the highlighted cell")
+        self.select_neighbours_btn = PushButton(text="Select these neighbours", enabled=False)
         self.neighbours_info = Message("")
         # classifier
         self.task = ComboBox(label="labels", choices=["annotation"], value="annotation",
@@ -95,6 +99,8 @@ class CellsView(QWidget):
         self.train_btn = PushButton(text="Train classifier")
         self.save_pred_btn = PushButton(text="Save predictions to the store", enabled=False)
         self.classifier_info = Message("assign cells to two or more classes (Explore > Annotate)")
+        self.classifier_warning = Message("")
+        self.classifier_warning.visible = False
         # smoothness
         self.smooth_metric = ComboBox(label="metric", choices=("cosine", "euclidean"), value="cosine")
         self.order = ComboBox(label="order", choices=("time", "stored"), value="time",
@@ -114,15 +120,15 @@ class CellsView(QWidget):
         lay = QVBoxLayout(page)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(form([("select by", self.pick_column), ("value", self.pick_value), self.pick_btn,
-                            self.track_btn, ("z", self.projection), self.follow_selection, self.gallery_btn,
-                            self.gallery_info]))
+                            self.track_btn, self.undo_btn, ("z", self.projection), self.follow_selection,
+                            self.gallery_btn, self.gallery_info]))
         lay.addWidget(self.gallery, stretch=1)
         self.neighbours_box = QCollapsible("Nearest neighbours")
         self.neighbours_box.addWidget(form([("k", self.k), ("metric", self.metric), self.follow_clicks,
-                                            self.neighbours_btn, self.neighbours_info]))
+                                            self.neighbours_btn, self.neighbours_info, self.select_neighbours_btn]))
         self.classifier_box = QCollapsible("Classifier (from annotations)")
         self.classifier_box.addWidget(form([("labels", self.task), self.live, self.train_btn, self.classifier_info,
-                                            self.save_pred_btn]))
+                                            self.classifier_warning, self.save_pred_btn]))
         self.smooth_box = QCollapsible("Temporal smoothness")
         smooth = form([("metric", self.smooth_metric), ("order", self.order), ("per group", self.group_by),
                        self.smooth_btn, self.smooth_info])
@@ -146,6 +152,8 @@ class CellsView(QWidget):
         self.pick_column.changed.connect(lambda _: self._refresh_values())
         self.pick_btn.clicked.connect(lambda: self.select_where())
         self.track_btn.clicked.connect(lambda: self.select_track())
+        self.undo_btn.clicked.connect(lambda: self.session.undo_selection())
+        self.select_neighbours_btn.clicked.connect(lambda: self.session.select_neighbours())
         self.neighbours_btn.clicked.connect(lambda: self.neighbours())
         self.train_btn.clicked.connect(lambda: self.train())
         self.save_pred_btn.clicked.connect(lambda: self.save_predictions())
@@ -153,6 +161,7 @@ class CellsView(QWidget):
         s = self.session
         s.selection_changed.connect(self._on_selection)
         s.highlight_changed.connect(self._on_highlight)
+        s.neighbours_changed.connect(self._on_neighbours)
         s.table_changed.connect(self._on_table)
         s.columns_changed.connect(self._on_columns)
         self._annotation_state = None
@@ -168,35 +177,21 @@ class CellsView(QWidget):
             raise DynaclrError("no embeddings yet: run a prediction or open a store first")
         return adata.X
 
-    def _start(self, name: str, job, args, on_done, on_error=None):
-        """Run *job* in a worker; a newer job of the same *name* supersedes it (only the latest result is
-        shown). Returns the worker."""
-        if name in self._cancels:
-            workers.cancel_job(self._cancels.pop(name))
-        cancel = self._cancels[name] = threading.Event()
+    def _start(self, name: str, job, args, on_done, on_error):
+        """Run *job* in a worker, the newest of its *name* (an older one is cancelled, its result dropped:
+        ``DockJobs.start(latest=name)``). Returns the worker."""
+        cancel = threading.Event()
         worker = thread_job(job)(*args, cancel=cancel)
 
-        def done(result):
-            if self._workers.get(name) is worker:
-                on_done(result)
-
         def failed(exc):
-            if self._workers.get(name) is not worker or isinstance(exc, Cancelled):
-                return
-            message = str(exc) if isinstance(exc, DynaclrError) else f"{type(exc).__name__}: {exc}"
-            (on_error or show_error)(message)
+            if not isinstance(exc, Cancelled):
+                on_error(str(exc) if isinstance(exc, DynaclrError) else f"{type(exc).__name__}: {exc}")
 
-        def finished():
-            if self._workers.get(name) is worker:
-                self._workers.pop(name, None)
-                self._cancels.pop(name, None)
-
-        self._workers[name] = worker
-        return self.jobs.start(worker, cancel, returned=done, errored=failed, finished=finished)
+        return self.jobs.start(worker, cancel, latest=name, returned=on_done, errored=failed)
 
     def worker(self, name: str):
         """The running worker of *name* (gallery, neighbours, classifier, smoothness), or None."""
-        return self._workers.get(name)
+        return self.jobs.latest(name)
 
     @while_alive
     def _on_table(self) -> None:
@@ -205,6 +200,9 @@ class CellsView(QWidget):
         self.gallery.clear()
         self.classifier = self.smoothness = None
         self._annotation_state = None
+        self.select_neighbours_btn.enabled = False
+        self.undo_btn.enabled = False
+        self.classifier_warning.visible = False
         self._on_columns()
 
     @while_alive
@@ -232,18 +230,20 @@ class CellsView(QWidget):
 
     @while_alive
     def _on_selection(self) -> None:
+        self.undo_btn.enabled = self.session.can_undo_selection
         if self.follow_selection.value:
             self._gallery_timer.start()
 
-    def show_gallery(self, rows=None):
-        """Tiles of the selected cells (or *rows*) as the model received them: at most 64, chosen to cover
-        the selection, nearest its centre first. Returns the worker (None when there is nothing to show)."""
+    def show_gallery(self, rows=None, what: str = "selected cells"):
+        """Tiles of the selected cells (or *rows*, described as *what*) as the model received them: at most 64,
+        chosen to cover them, nearest their centre first. Returns the worker (None when there is nothing to
+        show)."""
         s = self.session
         rows = np.asarray(s.selected if rows is None else rows, dtype=np.int64)
         if s.table is None or not len(rows):
             self.gallery.clear()
             self.tile_rows = []
-            self.gallery_info.value = "no cells selected"
+            self.gallery_info.value = f"no {what}"
             return None
         if self._config is None:
             self.gallery_info.value = "✗ the gallery cuts patches with the DynaCLR dock's Predict settings"
@@ -256,7 +256,8 @@ class CellsView(QWidget):
             return None
         keys = s.table[workers.gallery_keys(s.table)].iloc[rows].assign(row=rows).reset_index(drop=True)
         self.gallery_info.value = f"cutting the patches of {min(len(rows), GALLERY_SIZE)} cells…"
-        return self._start("gallery", _gallery, (cfg, X, keys, self.projection.value), self._show_tiles,
+        return self._start("gallery", gallery_cells, (cfg, X, keys, self.projection.value),
+                           lambda result: self._show_tiles(result, what),
                            lambda msg: setattr(self.gallery_info, "value", f"✗ {msg}"))
 
     def _colors(self, n_channels: int) -> list:
@@ -268,12 +269,12 @@ class CellsView(QWidget):
                 pass
         return list(DEFAULT_COLORS)
 
-    def _show_tiles(self, result) -> None:
+    def _show_tiles(self, result, what: str) -> None:
         rows, n_selected, index, patches = result
-        tiles = explore.composite(patches, self._colors(patches.shape[1]))
+        tiles = composite(patches, self._colors(patches.shape[1]))
         self.gallery.clear()
         for row, (_, cell), rgb in zip(rows, index.iterrows(), tiles, strict=True):
-            item = QListWidgetItem(QIcon(QPixmap.fromImage(_qimage(rgb))),
+            item = QListWidgetItem(QIcon(QPixmap.fromImage(qimage(rgb))),
                                    f"{cell['fov_name']}\ntr {int(cell['track_id'])} t {int(cell['t'])}")
             item.setData(Qt.ItemDataRole.UserRole, int(row))
             item.setToolTip(f"FOV {cell['fov_name']}, track {int(cell['track_id'])}, t {int(cell['t'])}: "
@@ -281,12 +282,12 @@ class CellsView(QWidget):
             self.gallery.addItem(item)
         self.tile_rows = [int(r) for r in rows]
         sample = "all" if len(rows) == n_selected else f"{len(rows)} representative of"
-        self.gallery_info.value = (f"{sample} {n_selected} selected cells, nearest the selection's centre first "
+        self.gallery_info.value = (f"{sample} {n_selected} {what}, nearest their centre first "
                                    "(normalised as the model received them)")
 
     def _refresh_values(self) -> None:
         t, col = self.session.table, self.pick_column.value
-        values = [] if t is None or col not in t.columns else explore.column_values(t[col])
+        values = [] if t is None or col not in t.columns else cellmodel.column_values(t[col])
         if list(self.pick_value.choices) != values:
             self.pick_value.choices = values
 
@@ -309,7 +310,7 @@ class CellsView(QWidget):
             self.gallery_info.value = "click a cell in the image or the scatter first"
             return 0
         cell = s.table.iloc[s.highlighted]
-        branches = explore.track_trajectory(s.table, str(cell["fov_name"]), int(cell["track_id"]))
+        branches = cellmodel.track_trajectory(s.table, str(cell["fov_name"]), int(cell["track_id"]))
         rows = np.unique(np.concatenate(branches)) if branches else np.array([s.highlighted])
         s.select(rows)
         return len(rows)
@@ -331,9 +332,14 @@ class CellsView(QWidget):
         if row >= 0 and self.follow_clicks.value and not self._skip_neighbours and self.session.adata is not None:
             self.neighbours(row)
 
+    @while_alive
+    def _on_neighbours(self) -> None:
+        self.select_neighbours_btn.enabled = len(self.session.neighbours) > 0
+
     def neighbours(self, row: int | None = None):
-        """Select the highlighted cell (or *row*) and its k nearest cells in feature space, over every FOV and
-        timepoint; the gallery shows them. Returns the worker."""
+        """Find the k nearest cells of the highlighted cell (or *row*) in feature space, over every FOV and
+        timepoint: the session's neighbours (rings in the image), shown in the gallery; the selection stays
+        (*Select these neighbours* selects them). Returns the worker."""
         s = self.session
         row = s.highlighted if row is None else int(row)
         if s.table is None or row is None or row < 0:
@@ -348,12 +354,12 @@ class CellsView(QWidget):
 
         def done(result):
             rows, dist = result
-            self.session.select(np.concatenate([[row], rows]))
+            self.session.set_neighbours(row, rows)
             cell = self.session.table.iloc[row]
             far = f"; farthest at {dist[-1]:.3g}" if len(dist) else ""
             self.neighbours_info.value = (f"{len(rows)} nearest of {cell['fov_name']} track {int(cell['track_id'])} "
-                                          f"t {int(cell['t'])} ({metric}{far}); selected")
-            self.show_gallery()
+                                          f"t {int(cell['t'])} ({metric}{far}): white rings; the selection stays")
+            self.show_gallery(np.concatenate([[row], rows]), what="cells: a clicked cell and its neighbours")
 
         self.neighbours_info.value = "searching…"
         return self._start("neighbours", workers.neighbours_job, (self._token, X, metric, row, k), done,
@@ -374,7 +380,7 @@ class CellsView(QWidget):
         t, task = self.session.table, self.task.value
         if t is None or task not in t.columns:
             return None
-        return task, explore.column_fingerprint(t[task])
+        return task, cellmodel.column_fingerprint(t[task])
 
     def train(self):
         """Train VisCy's linear classifier on the labelled cells (a cell and a track split) in the work process
@@ -383,7 +389,7 @@ class CellsView(QWidget):
         if t is None or task not in t.columns:
             self.classifier_info.value = "no labels: assign cells to classes in Explore > Annotate"
             return None
-        classes = explore.label_classes(t[task], UNASSIGNED)  # (no string per cell: a new table asks this too)
+        classes = cellmodel.label_classes(t[task], UNASSIGNED)  # (no string per cell: a new table asks this too)
         if len(classes) < 2:
             self.classifier_info.value = f"label cells of two or more classes in '{task}' (now: {len(classes)})"
             return None
@@ -410,13 +416,10 @@ class CellsView(QWidget):
         self.session.add_columns({f"predicted_{task}": predicted,
                                   f"predicted_{task}_proba": np.where(np.isfinite(best), best, np.nan)})
         self.session.color_by(f"predicted_{task}")
-        m = result["metrics"]
-        text = (f"{len(result['classes'])} classes; validation accuracy {m['cell']['val_accuracy']:.3f} with a cell "
-                f"split (VisCy's), {m['track']['val_accuracy']:.3f} with a track split (no track on both sides); "
-                f"columns predicted_{task}, predicted_{task}_proba")
-        if result["notes"]:
-            text += "; " + "; ".join(result["notes"])
+        text, warning = classifier_summary(task, result)
         self.classifier_info.value = text
+        self.classifier_warning.value = warning or ""
+        self.classifier_warning.visible = warning is not None
         self.save_pred_btn.enabled = self.session.store_path is not None
 
     def save_predictions(self):
@@ -438,10 +441,8 @@ class CellsView(QWidget):
             apply_predictions(whole, model, task)
             return write_store(whole, path, overwrite=True, inputs=inputs)
 
-        worker = thread_job(write)()
-        worker.returned.connect(lambda p: show_info(f"wrote predicted_{task} into {p}"))
-        worker.errored.connect(lambda exc: show_error(str(exc)))
-        return self.jobs.start(worker)
+        return self.jobs.start(thread_job(write)(), returned=lambda p: show_info(f"wrote predicted_{task} into {p}"),
+                               errored=lambda exc: show_error(str(exc)))
 
     # ------------------------------------------------------------------ smoothness
 
@@ -485,18 +486,3 @@ class CellsView(QWidget):
         self.plot.setVisible(True)
         self.plot.draw_idle()
 
-
-def _gallery(cfg, X, keys: pd.DataFrame, projection: str, cancel=None):
-    """(worker thread) pick up to 64 cells covering the selection, then cut their patches in the work process."""
-    from napari_dynaclr.evaluate import representative_sample
-
-    rows = keys["row"].to_numpy()
-    picked = representative_sample(X, rows, n=GALLERY_SIZE)
-    order = pd.Series(np.arange(len(rows)), index=rows)
-    cells = keys.iloc[order.loc[picked].to_numpy()]
-    key = workers.gallery_keys(cells)
-    index, patches = yield from workers.gallery_job(cfg, cells[key], projection, cancel=cancel)
-    # the cells the run would not predict (too near the border) are left out: keep rows and tiles aligned
-    lookup = pd.Series(cells["row"].to_numpy(), index=pd.MultiIndex.from_frame(cells[key].astype({"fov_name": str})))
-    kept = lookup.reindex(pd.MultiIndex.from_frame(index[key].astype({"fov_name": str})))
-    return kept.to_numpy(dtype=np.int64), len(rows), index, patches

@@ -12,7 +12,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from napari_dynaclr._napari import explore, plotting
+from napari_dynaclr._napari import cellmodel, plotting
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
@@ -178,7 +178,7 @@ class EmbeddingView(QWidget):
     def _refresh_markers(self) -> None:
         """A Bag-of-Channels table has one row per cell and marker: offer a marker filter."""
         t = self.session.table
-        markers = explore.column_values(t["marker"]) if t is not None and "marker" in t.columns else []
+        markers = cellmodel.column_values(t["marker"]) if t is not None and "marker" in t.columns else []
         self.marker.choices = [ALL_MARKERS, *markers]
         self.has_markers = len(markers) > 1
         self.marker_row.visible = self.has_markers
@@ -190,7 +190,7 @@ class EmbeddingView(QWidget):
         if t is None:
             return
         self._updating = True
-        coords = explore.coordinate_columns(t)
+        coords = cellmodel.coordinate_columns(t)
         old = self.axes()
         self.x_axis.choices = coords
         self.y_axis.choices = coords
@@ -206,7 +206,7 @@ class EmbeddingView(QWidget):
         t = self.session.table
         self._refresh_choices()
         self._updating = True
-        x, y = explore.default_axes(t)
+        x, y = cellmodel.default_axes(t)
         self.x_axis.value, self.y_axis.value = x, y
         self._refresh_markers()
         self._updating = False
@@ -254,7 +254,7 @@ class EmbeddingView(QWidget):
             return
         try:
             self.session.color_by(self.color.value, self.cmap.value)
-        except explore.ExploreError as exc:
+        except cellmodel.ExploreError as exc:
             show_error(str(exc))
 
     def color_by(self, column: str) -> None:
@@ -282,11 +282,11 @@ class EmbeddingView(QWidget):
 
     def select_polygon(self, polygon, mode: str | None = None) -> np.ndarray:
         """Select the cells inside *polygon* (data coordinates of the current axes)."""
-        mask = explore.points_in_polygon(self.xy(), np.asarray(polygon))
+        mask = cellmodel.points_in_polygon(self.xy(), np.asarray(polygon))
         return self.session.select(np.flatnonzero(mask), mode or self.op.value)
 
     def select_box(self, corner0, corner1, mode: str | None = None) -> np.ndarray:
-        mask = explore.points_in_box(self.xy(), corner0, corner1)
+        mask = cellmodel.points_in_box(self.xy(), corner0, corner1)
         return self.session.select(np.flatnonzero(mask), mode or self.op.value)
 
     @while_alive
@@ -314,7 +314,7 @@ class EmbeddingView(QWidget):
             self.scatter.show_trajectory([])
             return
         fov, tid = str(s.table["fov_name"].iat[row]), int(s.table["track_id"].iat[row])
-        branches = explore.track_trajectory(s.table, fov, tid)
+        branches = cellmodel.track_trajectory(s.table, fov, tid)
         self._traj_rows = np.unique(np.concatenate(branches)) if branches else np.empty(0, dtype=np.int64)
         self.scatter.show_trajectory(branches, self._cursor_rows())
 
@@ -338,7 +338,7 @@ class EmbeddingView(QWidget):
     def _matrix(self):
         adata = self.session.adata
         if adata is None:
-            raise explore.ExploreError("no embeddings loaded: run a prediction or open a store first")
+            raise cellmodel.ExploreError("no embeddings loaded: run a prediction or open a store first")
         if self.reduce_input.value == "projections" and "X_projections" in adata.obsm:
             return np.asarray(adata.obsm["X_projections"])
         return adata.X  # (an opened store's X is read by the job, in its thread)
@@ -359,7 +359,7 @@ class EmbeddingView(QWidget):
         a progress bar in napari's activity dock."""
         try:
             X = self._matrix()
-        except explore.ExploreError as exc:
+        except cellmodel.ExploreError as exc:
             show_error(str(exc))
             return None
         cancel = threading.Event()
@@ -373,7 +373,7 @@ class EmbeddingView(QWidget):
 
         def done(result):
             key, coords = result
-            prefix = explore.reduction_prefix(key)
+            prefix = cellmodel.reduction_prefix(key)
             cols = {f"{prefix}_{j}": coords[:, j].astype(np.float32)
                     for j in range(min(2 if key != "X_pca" else 8, coords.shape[1]))}
             self.session.add_columns(cols)
@@ -417,7 +417,7 @@ class EmbeddingView(QWidget):
         name = name if isinstance(name, str) else self.class_name.value
         try:
             n = self.session.assign_selection(name)
-        except explore.ExploreError as exc:
+        except cellmodel.ExploreError as exc:
             show_error(str(exc))
             return 0
         self.color_by("annotation")
@@ -426,8 +426,8 @@ class EmbeddingView(QWidget):
     def export_csv(self, path=None) -> int:
         path = path if isinstance(path, (str,)) or hasattr(path, "suffix") else self.csv_path.value
         try:
-            n = explore.write_annotations_csv(self.session.table, path, inputs=self.session.input_paths())
-        except (OSError, explore.ExploreError) as exc:
+            n = cellmodel.write_annotations_csv(self.session.table, path, inputs=self.session.input_paths())
+        except (OSError, cellmodel.ExploreError) as exc:
             show_error(f"cannot export annotations: {exc}")
             return 0
         show_info(f"{n} annotated cells written to {path}")
@@ -436,8 +436,8 @@ class EmbeddingView(QWidget):
     def import_csv(self, path=None) -> int:
         path = path if isinstance(path, (str,)) or hasattr(path, "suffix") else self.csv_path.value
         try:
-            col, n = explore.read_annotations_csv(self.session.table, path)
-        except explore.ExploreError as exc:
+            col, n = cellmodel.read_annotations_csv(self.session.table, path)
+        except cellmodel.ExploreError as exc:
             show_error(str(exc))
             return 0
         self.session.add_columns({"annotation": col})

