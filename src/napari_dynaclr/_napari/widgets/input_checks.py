@@ -198,3 +198,14 @@ class InputChecks:
 
         d.cells_info.value = "finding the cells…"
         return d.jobs.start(worker, returned=done, errored=failed)
+
+
+def read_predict_yml(path: Path):
+    """A predict.yml read into a config (in a worker: the first read imports the config's packages), and
+    napari's unit registry built for the layers of the preview that follows."""
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
+
+    cfg = load_predict_yaml(path)
+    warm_napari_units()
+    return cfg
+

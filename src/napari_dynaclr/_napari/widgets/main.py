@@ -52,8 +52,8 @@ from napari_dynaclr._napari.widgets._wording import DOCK, error_message
 from napari_dynaclr._napari.widgets.cells_view import CellsView
 from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
-from napari_dynaclr._napari.widgets.input_checks import InputChecks, warm_napari_units
-from napari_dynaclr._napari.widgets.open_store import StoreOpener
+from napari_dynaclr._napari.widgets.input_checks import InputChecks, read_predict_yml
+from napari_dynaclr._napari.widgets.open_store import StoreOpener, store_plate_not_found
 from napari_dynaclr._napari.widgets.time_view import TimeView
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, DynaclrError
@@ -224,7 +224,7 @@ class DynaCLRWidget(QWidget):
             return True
         self.status.value = f"reading {path.name}…"
         self.load_yml_btn.enabled = False
-        worker = self.yml_worker = thread_job(_read_predict_yml)(path)
+        worker = self.yml_worker = thread_job(read_predict_yml)(path)
 
         def loaded(cfg) -> None:
             if worker is self.yml_worker:  # (only the latest read counts)
@@ -483,22 +483,3 @@ class DynaCLRWidget(QWidget):
         """Show the Explore tab, where the cells now are."""
         self.tabs.setCurrentWidget(self.explore)
 
-
-def _read_predict_yml(path: Path):
-    """A predict.yml read into a config (in a worker: the first read imports the config's packages), and
-    napari's unit registry built for the layers of the preview that follows."""
-    from napari_dynaclr.core.predict_yml import load_predict_yaml
-
-    cfg = load_predict_yaml(path)
-    warm_napari_units()
-    return cfg
-
-
-def store_plate_not_found(opened: workers.OpenedStore) -> Path | None:
-    """The plate path *opened* records when it was not found (the store moved away from its plate, or the plate
-    from it); None when the plate was found, given, or never recorded."""
-    found = opened.inputs
-    if opened.plate is not None or opened.plate_error or found is None or found.plate is not None:
-        return None
-    tried = next((f.tried for f in found.plates.values() if f.tried), None)
-    return Path(tried[0]) if tried else None

@@ -127,3 +127,14 @@ class StoreOpener:
 
         self.worker = worker
         return self.jobs.start(worker, yielded=yielded, returned=done, errored=failed, finished=finished)
+
+
+def store_plate_not_found(opened: workers.OpenedStore) -> Path | None:
+    """The plate path *opened* records when it was not found (the store moved away from its plate, or the plate
+    from it); None when the plate was found, given, or never recorded."""
+    found = opened.inputs
+    if opened.plate is not None or opened.plate_error or found is None or found.plate is not None:
+        return None
+    tried = next((f.tried for f in found.plates.values() if f.tried), None)
+    return Path(tried[0]) if tried else None
+
