@@ -67,3 +67,40 @@ def test_a_lasso_released_near_its_start_closes_and_selects_what_it_encloses(vie
     on_screen = np.array([sc.to_canvas(p) for p in xy])
     near_line = np.flatnonzero(np.abs(np.hypot(*(on_screen - centre).T) - radius) < 2)
     assert chosen ^ set(inside.tolist()) <= set(near_line.tolist())
+
+
+def test_the_colour_controls_say_what_the_plot_draws_whoever_recoloured(view, qtbot):
+    """The classifier (Cells tab) and Verify recolour through the session: the dock's colour-by and colormap
+    controls follow, and the key's title is the same column."""
+    s = view.session
+    table = _table(120)
+    s.set_table(table)
+    sc = view.scatter
+    rng = np.random.default_rng(1)
+    predicted = pd.Categorical(rng.choice(["interphase", "mitosis"], len(table)))
+    s.add_columns({"annotation": pd.Categorical([""] * len(table)), "predicted_annotation": predicted})
+    view.color_by("annotation")
+    assert view.color.value == "annotation" == sc.key.texts()[0]
+    s.color_by("predicted_annotation")  # what training a classifier does
+    assert view.color.value == "predicted_annotation" == s.color_column == sc.key.texts()[0]
+    assert set(sc.key.texts()[1:]) == {"interphase", "mitosis"}
+    s.add_columns({"score": rng.normal(size=len(table)).astype(np.float32)})
+    s.color_by("score", "magma")  # what "Colour cells by |Δ|" does
+    assert (view.color.value, view.cmap.value) == ("score", "magma") and sc.key.kind == "continuous"
+    np.testing.assert_allclose(sc.key.key["lut"], explore.colormap_lut("magma"))
+    view.color.value = "t"  # and the control still drives the plot
+    assert s.color_column == "t" == sc.key.texts()[0] and s.colormap == "magma"
+
+
+def test_hdbscan_noise_is_labelled_noise_in_the_key_with_the_colour_it_is_drawn_in(view, qtbot):
+    s = view.session
+    table = _table(200)
+    s.set_table(table)
+    labels = np.where(np.arange(len(table)) % 4 == 0, -1, np.arange(len(table)) % 3)
+    s.add_columns({"cluster": pd.Categorical(labels)})  # what Cluster (HDBSCAN) adds
+    view.color_by("cluster")
+    key = view.scatter.key
+    assert key.texts() == ["cluster", "noise", "0", "1", "2"]
+    for label, swatch in zip(key.key["labels"], key.key["colors"]):  # each swatch: its cells' colour
+        value = -1 if label == "noise" else int(label)
+        np.testing.assert_allclose(swatch, s.colors[np.flatnonzero(labels == value)[0]])

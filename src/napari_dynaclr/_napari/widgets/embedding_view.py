@@ -264,14 +264,30 @@ class EmbeddingView(QWidget):
 
     @while_alive
     def _on_colors(self) -> None:
+        self._show_color_choice()
         self.scatter.set_colors(self.session.colors, self._color_key())
         self._on_frame(self.session.fov_name, self.session.current_t)
+
+    def _show_color_choice(self) -> None:
+        """The colour-by and colormap controls say what the plot draws, whoever changed the colours (this
+        view, the classifier, Verify, a script)."""
+        s = self.session
+        self._updating = True
+        try:
+            if s.table is not None and s.color_column in s.table.columns:
+                if s.color_column not in self.color.choices:
+                    self.color.choices = [c for c in s.table.columns if c != "cell_index"]
+                self.color.value = s.color_column
+            if s.colormap in self.cmap.choices:
+                self.cmap.value = s.colormap
+        finally:
+            self._updating = False
 
     def _color_key(self) -> dict | None:
         s = self.session
         if s.table is None or s.color_column not in s.table.columns:
             return None
-        return plotting.color_key(s.table[s.color_column], s.colormap)
+        return plotting.color_key(s.table[s.color_column], s.colormap, colors=s.colors)
 
     def _describe(self, row: int) -> str:
         """Hover read-out of a scatter point: FOV, track, t, cluster, class, colour value."""
