@@ -31,8 +31,9 @@ from vispy.visuals.text.text import FontManager
 from vispy.visuals.transforms import STTransform
 
 from napari_dynaclr._napari import plotting
-from napari_dynaclr._napari.widgets.plot_axis import NUMBER_GLYPHS, PlotAxis, text_glyphs, warm_glyphs
+from napari_dynaclr._napari.widgets.plot_axis import NUMBER_GLYPHS, PlotAxis
 from napari_dynaclr._napari.widgets.plot_key import ColorKey
+from napari_dynaclr._napari.widgets.plot_reveal import NAME_GLYPHS, StagedReveal
 from napari_dynaclr._napari.widgets.scatter_mouse import ScatterMouse
 
 BACKGROUND = "#262930"
@@ -45,8 +46,6 @@ DENSITY_THRESHOLD = 100_000
 #: larger selections are drawn as a raster outline instead of markers
 SELECTION_MARKER_CAP = 50_000
 DENSITY_MODES = ("auto", "on", "off")
-#: glyphs rendered per event-loop turn while the plot first shows (≈ 6–12 ms each on the CPU)
-GLYPHS_PER_TURN = 3
 
 
 class ScatterCanvas(ScatterMouse):
@@ -121,22 +120,15 @@ class ScatterCanvas(ScatterMouse):
         self.view.scene.transform.changed.connect(self._on_camera)
         self.view.events.resize.connect(self._on_camera)
         self.key_box.events.resize.connect(lambda e: self.key.relayout())
-        # The canvas's first paint would render every glyph of the axes and the key and build every shader at
-        # once (≈ 1 s in one paint under software OpenGL): the plot area is drawn first, then the axes' visuals
-        # (each builds a shader program on its first draw, ≈ 50 ms here) and the key are shown one per paint,
-        # an event-loop turn apart. Before each is shown, the glyphs its texts need are rendered into the shared
-        # cache a few per turn (no paint): for tick labels every character a number is written with, so a
-        # pan renders none either.
-        self._stage_texts = {ax.tick_text: [(ax.tick_text, NUMBER_GLYPHS)] for ax in (self.y_axis, self.x_axis)}
-        self._stage_texts.update({ax.title: [(ax.title, "")] for ax in (self.y_axis, self.x_axis)})
-        self._stage_texts[self.key_box] = [(v, "") for v in self.key.text_visuals]
-        self._first_draws = [*self.y_axis.parts, *self.x_axis.parts, self.key_box]
-        for node in self._first_draws:
-            node.visible = False
-        self._glyph_queue: list[tuple] = []
-        self._glyphs_queued = False  # for the head of _first_draws
-        self._reveal_timer = self._timer(1, self._reveal_next, single=False)
-        ev.draw.connect(self._on_drawn)
+        # the axes and the key are shown in stages (plot_reveal), also while the plot is hidden: tick labels
+        # with every character numbers are written with (a pan renders no glyph), titles and key labels with
+        # the characters names are mostly written with
+        regular = NUMBER_GLYPHS + NAME_GLYPHS
+        stages = [(ax.lines, []) for ax in (self.y_axis, self.x_axis)]
+        stages += [(ax.tick_text, [(ax.tick_text, regular)]) for ax in (self.y_axis, self.x_axis)]
+        stages += [(ax.title, [(ax.title, "")]) for ax in (self.y_axis, self.x_axis)]
+        stages.append((self.key_box, [(self.key.title, NAME_GLYPHS), *[(v, "") for v in self.key.text_visuals[1:]]]))
+        self.reveal = StagedReveal(self.canvas, self.fonts, stages)
 
     def _timer(self, ms: int, slot, single: bool):
         timer = QTimer(self.canvas.native)
@@ -145,25 +137,10 @@ class ScatterCanvas(ScatterMouse):
         timer.timeout.connect(slot)
         return timer
 
-    def _on_drawn(self, event=None) -> None:
-        if self._first_draws and not self._reveal_timer.isActive():
-            self._reveal_timer.start()
-
-    def _reveal_next(self, event=None) -> None:
-        """One step of the staged first paint: render a few glyphs the next part needs (the timer fires again)
-        or show that part (the timer stops; the canvas paints, which starts it again)."""
-        if self._first_draws and not self._glyphs_queued:
-            texts = self._stage_texts.get(self._first_draws[0], ())
-            self._glyph_queue = [g for v, extra in texts for g in text_glyphs(v, extra)]
-            self._glyphs_queued = True
-        if self._glyph_queue:
-            chunk, self._glyph_queue = self._glyph_queue[:GLYPHS_PER_TURN], self._glyph_queue[GLYPHS_PER_TURN:]
-            warm_glyphs(self.fonts, chunk)
-            return
-        self._reveal_timer.stop()
-        if self._first_draws:
-            self._first_draws.pop(0).visible = True
-            self._glyphs_queued = False
+    @property
+    def ready(self) -> bool:
+        """The axes and the key are shown (and drawn once): the staged first paint is over."""
+        return self.reveal.ready
 
     def _markers(self, order: int):
         m = scene.visuals.Markers(parent=self.view.scene, scaling="fixed", antialias=0.5)
