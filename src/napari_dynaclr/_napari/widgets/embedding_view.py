@@ -104,6 +104,7 @@ class EmbeddingView(QWidget):
         self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
         self._traj_rows = np.empty(0, dtype=np.int64)
         self._updating = False
+        self.preview_cleared = False  # a cancelled run's streamed preview is hidden until new coordinates come
 
         self.x_axis.changed.connect(self._replot)
         self.marker.changed.connect(self._replot)
@@ -170,6 +171,8 @@ class EmbeddingView(QWidget):
         if t is None or x is None or y is None:
             return np.empty((0, 2), dtype=np.float32)
         xy = np.column_stack([t[x].to_numpy(dtype=np.float32), t[y].to_numpy(dtype=np.float32)])
+        if self.preview_cleared and (x.startswith("preview_") or y.startswith("preview_")):
+            xy[:] = np.nan
         marker = self.marker.value
         if marker not in (None, ALL_MARKERS) and "marker" in t.columns:  # the other markers' rows are hidden
             xy[t["marker"].astype(str).to_numpy() != marker] = np.nan
@@ -201,8 +204,16 @@ class EmbeddingView(QWidget):
             self.color.value = self.session.color_column
         self._updating = False
 
+    def clear_preview(self) -> None:
+        """A cancelled run: the preview it streamed (a PCA of its first batches) is no result; the plot
+        hides it and says so until new coordinates arrive (another run, a store)."""
+        self.preview_cleared = True
+        if self.session.table is not None:
+            self._replot()
+
     @while_alive
     def _on_table(self) -> None:
+        self.preview_cleared = False
         t = self.session.table
         self._refresh_choices()
         self._updating = True
@@ -240,6 +251,7 @@ class EmbeddingView(QWidget):
 
     @while_alive
     def _on_rows(self, start: int, stop: int) -> None:
+        self.preview_cleared = False
         t = self.session.table
         x, y = self.axes()
         if x not in t.columns or y not in t.columns:
@@ -313,6 +325,9 @@ class EmbeddingView(QWidget):
     def _update_status(self) -> None:
         t = self.session.table
         if t is None:
+            return
+        if self.preview_cleared and any(a and a.startswith("preview_") for a in self.axes()):
+            self.status.value = "run cancelled: its preview is cleared (run again or open a store)"
             return
         n_done = self.scatter.n_plotted
         self.status.value = f"{n_done}/{len(t)} cells plotted, {len(self.session.selected)} selected"
