@@ -59,3 +59,43 @@ def test_cancel_clears_the_preview_the_run_streamed(make_napari_viewer, demo_inp
     assert "cancelled" in view.status.value
     view.select_box((-1e9, -1e9), (1e9, 1e9))  # nothing stale to select either
     assert len(main.session.selected) == 0
+
+
+def test_a_boc_store_without_reductions_starts_on_a_pca_and_filters_by_marker(make_napari_viewer, tmp_path, qtbot,
+                                                                              monkeypatch):
+    """VisCy's Bag-of-Channels store of tests/data (its run asked for no PCA/UMAP): the scatter never shows
+    pixel positions, it shows VisCy's PCA (computed in the work process) and the marker drop-down is there."""
+    import shutil
+
+    import anndata as ad
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from conftest import DATA
+    from napari_dynaclr._napari.widgets import main as main_widget
+
+    monkeypatch.setattr(main_widget, "show_error", lambda *a: None)  # (the store's plate is not beside the copy)
+    store = tmp_path / "boc.zarr"
+    shutil.copytree(DATA / "boc2d_mip" / "reference.zarr", store)
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+    view = main.explore
+    sc = view.scatter
+    plotted = []
+    sc.canvas.events.draw.connect(lambda e: plotted.append((view.axes(), sc.n_plotted)))
+    wait_worker(qtbot, main.open_embeddings(store, use_fields=False), 120_000)
+    qtbot.waitUntil(lambda: view.axes() == ("PCA_0", "PCA_1") and sc.n_plotted == 84, timeout=120_000)
+    assert not [axes for axes, n in plotted if n and not all(a.startswith("PCA_") for a in axes)]  # never pixels
+    X = ad.read_zarr(store).X
+    ref = PCA(n_components=8, random_state=42).fit_transform(StandardScaler().fit_transform(X))
+    table = main.session.table
+    for j in range(8):  # VisCy's PCA, up to each component's sign
+        got = table[f"PCA_{j}"].to_numpy()
+        sign = np.sign(got @ ref[:, j])
+        np.testing.assert_allclose(got * sign, ref[:, j], atol=1e-3 * np.abs(ref[:, j]).max())
+    # the marker filter: a usable drop-down
+    markers = sorted(set(table["marker"].astype(str)))
+    assert len(markers) > 1 and view.marker_row.visible and view.marker.native.isVisible()
+    assert list(view.marker.choices)[1:] == markers
+    view.marker.value = markers[0]
+    assert sc.n_plotted == (table["marker"].astype(str) == markers[0]).sum() < 84

@@ -43,9 +43,6 @@ class EmbeddingView(QWidget):
         self.density = ComboBox(label="density", choices=DENSITY_MODES, value="auto")
         self.marker = ComboBox(label="marker", choices=[ALL_MARKERS], value=ALL_MARKERS,
                                tooltip="Bag-of-Channels stores: each cell has one embedding per marker")
-        self.marker_row = Container(widgets=[self.marker])  # shown for Bag-of-Channels tables only
-        self.marker_row.margins = (0, 0, 0, 0)
-        self.marker_row.visible = False
         self.has_markers = False
         self.op = ComboBox(label="selection", choices=("replace", "add", "subtract"), value="replace")
         self.clear_btn = PushButton(text="Clear selection")
@@ -73,6 +70,11 @@ class EmbeddingView(QWidget):
             self.min_size, self.cluster_btn, self.save_results, self.class_name, self.assign_btn,
             self.csv_path, self.export_btn, self.import_btn, self.save_ann_btn,
         ], labels=False)
+        # the marker filter's row (shown for Bag-of-Channels tables only), made after `controls`: a widget has
+        # one parent, and the row must hold the drop-down itself, not only its label
+        self.marker_row = Container(widgets=[self.marker])
+        self.marker_row.margins = (0, 0, 0, 0)
+        self.marker_row.visible = False
         page = QWidget()
         lay = QVBoxLayout(page)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -105,10 +107,12 @@ class EmbeddingView(QWidget):
         self._traj_rows = np.empty(0, dtype=np.int64)
         self._updating = False
         self.preview_cleared = False  # a cancelled run's streamed preview is hidden until new coordinates come
+        self.awaiting_embedding = False  # the table has no 2-D embedding (yet): nothing plotted, never pixels
+        self.pca_worker = None
 
-        self.x_axis.changed.connect(self._replot)
+        self.x_axis.changed.connect(self._on_axes_chosen)
         self.marker.changed.connect(self._replot)
-        self.y_axis.changed.connect(self._replot)
+        self.y_axis.changed.connect(self._on_axes_chosen)
         self.color.changed.connect(self._on_color)
         self.cmap.changed.connect(self._on_color)
         self.mode.changed.connect(lambda v: self.scatter.set_mode(v))
@@ -171,7 +175,8 @@ class EmbeddingView(QWidget):
         if t is None or x is None or y is None:
             return np.empty((0, 2), dtype=np.float32)
         xy = np.column_stack([t[x].to_numpy(dtype=np.float32), t[y].to_numpy(dtype=np.float32)])
-        if self.preview_cleared and (x.startswith("preview_") or y.startswith("preview_")):
+        if self.awaiting_embedding or (self.preview_cleared and (x.startswith("preview_")
+                                                                 or y.startswith("preview_"))):
             xy[:] = np.nan
         marker = self.marker.value
         if marker not in (None, ALL_MARKERS) and "marker" in t.columns:  # the other markers' rows are hidden
@@ -211,6 +216,11 @@ class EmbeddingView(QWidget):
         if self.session.table is not None:
             self._replot()
 
+    def _on_axes_chosen(self, *_):
+        if not self._updating:  # the user's own axes: plotted, whatever they are
+            self.awaiting_embedding = False
+        self._replot()
+
     @while_alive
     def _on_table(self) -> None:
         self.preview_cleared = False
@@ -218,6 +228,9 @@ class EmbeddingView(QWidget):
         self._refresh_choices()
         self._updating = True
         x, y = explore.default_axes(t)
+        self.awaiting_embedding = not is_embedding_axis(x)
+        if self.awaiting_embedding:
+            self._start_first_pca()
         self.x_axis.value, self.y_axis.value = x, y
         self._refresh_markers()
         self._updating = False
@@ -329,6 +342,11 @@ class EmbeddingView(QWidget):
         if self.preview_cleared and any(a and a.startswith("preview_") for a in self.axes()):
             self.status.value = "run cancelled: its preview is cleared (run again or open a store)"
             return
+        if self.awaiting_embedding:
+            self.status.value = (f"{len(t)} cells: computing a PCA of their embeddings (the store has no "
+                                 "PCA/UMAP)…" if self.pca_worker is not None else
+                                 f"{len(t)} cells, no embeddings yet: run the prediction, or choose x and y")
+            return
         n_done = self.scatter.n_plotted
         self.status.value = f"{n_done}/{len(t)} cells plotted, {len(self.session.selected)} selected"
 
@@ -365,6 +383,40 @@ class EmbeddingView(QWidget):
             self.scatter.show_cursor(self._cursor_rows())
 
     # ------------------------------------------------------------------ reductions / clustering
+
+    def _start_first_pca(self):
+        """A table with embeddings but no 2-D reduction (a store whose run asked for none): VisCy's PCA in
+        the quick lane, then plotted; the scatter starts on an embedding, never on pixel positions."""
+        from napari_dynaclr._napari.workers import embedding_pca_job
+
+        s = self.session
+        if s.adata is None or s.is_preview:
+            return None
+        table = s.table
+
+        def done(result):
+            key, coords = result
+            if s.table is not table:  # another table since: stale
+                return
+            self._add_reduction(key, coords)
+
+        def ended():
+            if worker is self.pca_worker:
+                self.pca_worker = None
+                self._update_status()
+
+        worker = thread_job(embedding_pca_job, progress={"desc": f"DynaCLR: PCA of {len(table)} cells"})(s.adata.X)
+        worker.errored.connect(_show_job_error)
+        self.pca_worker = worker
+        self.jobs.start(worker, returned=done, finished=ended)
+        return worker
+
+    def _add_reduction(self, key: str, coords: np.ndarray) -> None:
+        prefix = explore.reduction_prefix(key)
+        n = min(2 if key != "X_pca" else 8, coords.shape[1])
+        self.session.add_columns({f"{prefix}_{j}": coords[:, j].astype(np.float32) for j in range(n)})
+        self.awaiting_embedding = False
+        self.set_axes(f"{prefix}_0", f"{prefix}_1")
 
     def _matrix(self):
         adata = self.session.adata
@@ -404,11 +456,7 @@ class EmbeddingView(QWidget):
 
         def done(result):
             key, coords = result
-            prefix = explore.reduction_prefix(key)
-            cols = {f"{prefix}_{j}": coords[:, j].astype(np.float32)
-                    for j in range(min(2 if key != "X_pca" else 8, coords.shape[1]))}
-            self.session.add_columns(cols)
-            self.set_axes(f"{prefix}_0", f"{prefix}_1")
+            self._add_reduction(key, coords)
             if self.save_results.value:
                 self.save_to_store(reductions=[(key, coords)])
 
@@ -478,6 +526,11 @@ class EmbeddingView(QWidget):
 
     def save_annotations(self):
         return self.save_to_store(columns=["annotation"])
+
+
+def is_embedding_axis(column: str) -> bool:
+    """A column of a 2-D embedding (a reduction or a run's streamed preview), not a pixel position."""
+    return any(column.startswith(p + "_") for p in ("UMAP", "PHATE", "PCA", "preview"))
 
 
 def _show_job_error(exc: BaseException) -> None:
