@@ -104,3 +104,23 @@ def test_hdbscan_noise_is_labelled_noise_in_the_key_with_the_colour_it_is_drawn_
     for label, swatch in zip(key.key["labels"], key.key["colors"]):  # each swatch: its cells' colour
         value = -1 if label == "noise" else int(label)
         np.testing.assert_allclose(swatch, s.colors[np.flatnonzero(labels == value)[0]])
+
+
+def test_the_plot_follows_naparis_theme(view, qtbot):
+    from napari.utils.theme import get_theme
+    from vispy.color import Color
+
+    def same(a, b) -> bool:
+        return np.allclose(Color(a).rgba, Color(b).rgba, atol=1 / 255)
+
+    s = view.session
+    s.set_table(_table(50))
+    sc = view.scatter
+    for theme in ("light", "dark", "light"):
+        view.viewer.theme = theme
+        t = get_theme(theme)
+        assert same(sc.canvas.bgcolor, t.background.as_hex())
+        for text in (sc.x_axis.tick_text, sc.y_axis.title, sc.key.title, sc.hover_label):
+            assert same(text.color, t.text.as_hex())
+    light_bg, light_text = Color(get_theme("light").background.as_hex()), Color(get_theme("light").text.as_hex())
+    assert light_bg.hsv[2] > 0.8 and light_text.hsv[2] < 0.3  # dark text on a light plot: readable

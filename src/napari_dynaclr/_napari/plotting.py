@@ -16,6 +16,29 @@ from napari_dynaclr._napari.explore import (
 )
 
 
+def theme_colors(theme_id: str | None = None) -> dict[str, str]:
+    """The plots' colours in napari's theme *theme_id* (``viewer.theme``; "system" resolves to dark or light;
+    None: dark), from napari's public :func:`napari.utils.theme.get_theme`: ``background`` (the dock's),
+    ``text`` (axes, labels, the key), ``border`` (the plot frame), ``canvas`` and the theme's ``type``
+    ("dark" / "light")."""
+    from napari.utils.theme import available_themes, get_theme
+
+    if theme_id not in available_themes() and theme_id != "system":
+        theme_id = "dark"
+    theme = get_theme(theme_id)
+    out = {k: _hex(getattr(theme, k)) for k in ("background", "text", "canvas")}
+    out["border"] = _hex(theme.highlight)
+    out["type"] = str(getattr(theme, "type", "dark"))
+    return out
+
+
+def _hex(color) -> str:
+    """A napari theme colour as ``#rrggbb``."""
+    from vispy.color import Color
+
+    return str(Color(color.as_hex() if hasattr(color, "as_hex") else str(color)).hex)
+
+
 def continuous_range(series: pd.Series) -> tuple[float, float]:
     """The value range :func:`column_colors` maps onto a colormap (1st–99th percentile of the finite values)."""
     vals = np.asarray(series, dtype=np.float64)

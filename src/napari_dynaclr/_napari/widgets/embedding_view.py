@@ -129,6 +129,7 @@ class EmbeddingView(EmbeddingActions, QWidget):
         self._plot_timer.setInterval(0)
         self._plot_timer.timeout.connect(lambda: self.scatter)
         self._plot_timer.start()
+        self.viewer.events.theme.connect(self._on_theme)
         s = self.session
         s.table_changed.connect(self._on_table)
         s.rows_changed.connect(self._on_rows)
@@ -152,12 +153,19 @@ class EmbeddingView(EmbeddingActions, QWidget):
             sc.describe = self._describe
             sc.set_mode(self.mode.value)
             sc.density_mode = self.density.value
+            sc.set_theme(plotting.theme_colors(self.viewer.theme))
             sc.lasso_finished.connect(self.select_polygon)
             sc.point_clicked.connect(self._on_point_clicked)
             self.layout().replaceWidget(self._plot_slot, sc.native)
             self._plot_slot.deleteLater()
             self._scatter = sc  # (a table shown earlier was plotted by _replot, the first to use the plot)
         return self._scatter
+
+    @while_alive
+    def _on_theme(self, event=None) -> None:
+        """napari's theme changed (View > theme, the settings): the plot follows."""
+        if self._scatter is not None:
+            self._scatter.set_theme(plotting.theme_colors(self.viewer.theme))
 
     def axes(self) -> tuple[str, str]:
         return self.x_axis.value, self.y_axis.value

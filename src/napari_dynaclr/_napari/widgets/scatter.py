@@ -82,6 +82,7 @@ class ScatterCanvas(ScatterMouse):
         self.key_box = grid.add_view(row=0, col=2, row_span=2)
         self.key_box.width_max = self.key_box.width_min = 96
         self.key = ColorKey(self.key_box, fonts=self.fonts)
+        self.theme: dict | None = None  # napari's theme colours (set_theme); None: the built-in dark ones
         self.x_axis.link_view(self.view)
         self.y_axis.link_view(self.view)
 
@@ -136,6 +137,19 @@ class ScatterCanvas(ScatterMouse):
         timer.setSingleShot(single)
         timer.timeout.connect(slot)
         return timer
+
+    def set_theme(self, colors: dict) -> None:
+        """Follow napari's theme: *colors* from :func:`plotting.theme_colors` (background, text, border)."""
+        self.theme = dict(colors)
+        self.canvas.bgcolor = colors["background"]
+        self.view.border_color = colors["border"]
+        for ax in (self.x_axis, self.y_axis):
+            ax.set_color(colors["text"])
+        self.key.set_color(colors["text"])
+        self.hover_label.color = colors["text"]
+        if self._made("lasso_line"):
+            self.lasso_line.set_data(color=colors["text"])
+        self.canvas.update()
 
     @property
     def ready(self) -> bool:
@@ -210,7 +224,8 @@ class ScatterCanvas(ScatterMouse):
 
     @functools.cached_property
     def lasso_line(self):
-        return self._overlay_node(scene.visuals.Line(parent=self.view.scene, width=1.5, color="white"), order=6)
+        color = self.theme["text"] if self.theme else "white"  # the theme's text colour: visible on its background
+        return self._overlay_node(scene.visuals.Line(parent=self.view.scene, width=1.5, color=color), order=6)
 
     def _made(self, name: str) -> bool:
         return name in self.__dict__
