@@ -10,6 +10,8 @@ from napari_dynaclr._napari import explore
 
 pytest.importorskip("pytestqt")
 
+import napari_fixtures  # noqa: E402,F401 (torch loaded before any test opens an OpenGL context)
+
 
 def _table(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
