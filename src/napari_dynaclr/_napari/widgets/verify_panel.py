@@ -366,7 +366,7 @@ class VerifyWidget(QWidget):
                 item.setForeground(QColor("#66bb6a") if a.passed else QColor("#ef5350"))
             t.setItem(i, 5, item)
         # every compared array visible, without a scroll bar
-        height = t.horizontalHeader().height() + 2 * t.frameWidth()
+        height = t.horizontalHeader().height() + 2 * t.frameWidth() + t.horizontalScrollBar().sizeHint().height()
         height += sum(t.rowHeight(i) for i in range(t.rowCount()))
         t.setFixedHeight(height)
 
