@@ -12,16 +12,12 @@ shown, the part is drawn by the canvas's own next paint.
 
 from __future__ import annotations
 
-import string
-
 from qtpy.QtCore import QTimer
 
 from napari_dynaclr._napari.widgets.plot_axis import text_glyphs, warm_glyphs
 
 #: glyphs rendered per event-loop turn (≈ 6–12 ms each on the CPU)
 GLYPHS_PER_TURN = 3
-#: the characters column names and category labels are mostly written with (rendered ahead of time)
-NAME_GLYPHS = string.ascii_letters + string.digits + "_-.()/:…"
 
 
 class StagedReveal:

@@ -33,7 +33,7 @@ from vispy.visuals.transforms import STTransform
 from napari_dynaclr._napari import plotting
 from napari_dynaclr._napari.widgets.plot_axis import NUMBER_GLYPHS, PlotAxis
 from napari_dynaclr._napari.widgets.plot_key import ColorKey
-from napari_dynaclr._napari.widgets.plot_reveal import NAME_GLYPHS, StagedReveal
+from napari_dynaclr._napari.widgets.plot_reveal import StagedReveal
 from napari_dynaclr._napari.widgets.scatter_mouse import ScatterMouse
 
 BACKGROUND = "#262930"
@@ -121,14 +121,12 @@ class ScatterCanvas(ScatterMouse):
         self.view.scene.transform.changed.connect(self._on_camera)
         self.view.events.resize.connect(self._on_camera)
         self.key_box.events.resize.connect(lambda e: self.key.relayout())
-        # the axes and the key are shown in stages (plot_reveal), also while the plot is hidden: tick labels
-        # with every character numbers are written with (a pan renders no glyph), titles and key labels with
-        # the characters names are mostly written with
-        regular = NUMBER_GLYPHS + NAME_GLYPHS
+        # the axes and the key are shown in stages (plot_reveal), also while the plot is hidden; tick labels with
+        # every character numbers are written with, so a pan renders no glyph either
         stages = [(ax.lines, []) for ax in (self.y_axis, self.x_axis)]
-        stages += [(ax.tick_text, [(ax.tick_text, regular)]) for ax in (self.y_axis, self.x_axis)]
+        stages += [(ax.tick_text, [(ax.tick_text, NUMBER_GLYPHS)]) for ax in (self.y_axis, self.x_axis)]
         stages += [(ax.title, [(ax.title, "")]) for ax in (self.y_axis, self.x_axis)]
-        stages.append((self.key_box, [(self.key.title, NAME_GLYPHS), *[(v, "") for v in self.key.text_visuals[1:]]]))
+        stages.append((self.key_box, [(v, "") for v in self.key.text_visuals]))
         self.reveal = StagedReveal(self.canvas, self.fonts, stages)
 
     def _timer(self, ms: int, slot, single: bool):
