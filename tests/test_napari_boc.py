@@ -50,7 +50,9 @@ def test_a_boc_predict_yml_runs_in_the_dock_and_equals_viscy(boc_dock, tmp_path,
     assert main.tabs.currentWidget() is view and main.session.color_column == "marker"
     markers = sorted(set(ref["obs_marker"].tolist()))
     assert view.has_markers and view.marker_row.visible and list(view.marker.choices)[1:] == markers
-    assert int(np.isfinite(view.scatter.xy).all(axis=1).sum()) == 84
+    # no PCA/UMAP asked for: the scatter shows a PCA computed in the work process, never pixel positions
+    qtbot.waitUntil(lambda: int(np.isfinite(view.scatter.xy).all(axis=1).sum()) == 84, timeout=120_000)
+    assert view.axes() == ("PCA_0", "PCA_1")
     view.marker.value = markers[0]
     shown = np.isfinite(view.scatter.xy).all(axis=1)
     assert shown.sum() == (ref["obs_marker"] == markers[0]).sum() and shown.sum() < 84

@@ -11,13 +11,6 @@ import napari_dynaclr._napari.widgets as widgets
 
 WORKER_SIGNALS = {"yielded", "returned", "errored", "started", "aborted"}
 
-#: hand connections still to move to DockJobs.start, by module (their owners are converting them); the test
-#: fails when one is added and when one of these is gone (then remove it here)
-NOT_YET = {
-    "embedding_view.py": 3,
-}
-
-
 def _hand_connections(path: Path) -> list[str]:
     """``<x>.<worker signal>.connect(...)`` calls in *path*."""
     found = []
@@ -36,7 +29,7 @@ def test_widgets_start_their_jobs_through_dock_jobs():
             continue
         if found := _hand_connections(path):
             by_module[path.name] = found
-    assert {name: len(found) for name, found in by_module.items()} == NOT_YET, by_module
+    assert by_module == {}, by_module
 
 
 def test_the_check_finds_a_hand_connection(tmp_path):

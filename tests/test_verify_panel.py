@@ -12,6 +12,7 @@ from qtpy.QtCore import Qt
 
 pytest.importorskip("napari")
 
+import napari_fixtures  # noqa: E402,F401 (torch loaded before any test opens an OpenGL context)
 from napari_dynaclr._napari.session import camera
 from napari_dynaclr._napari.widgets.verify_panel import COLOR_COLUMN, FAIL_STYLE, PASS_STYLE, VerifyWidget
 
@@ -88,7 +89,7 @@ def test_panel_fail_state_histograms_table_and_navigation(make_napari_viewer, qt
     assert t.item(0, 3).text() == f"{rep.arrays['X'].pearson:.6f}"
     # histograms: one axis per judged array, log-count bars, the X bars reach |Δ| = 0.5
     axes = panel.figure.axes
-    assert [ax.get_title().split("\n")[0] for ax in axes] == ["X (features)", "X_projections"]
+    assert [ax.get_title().split(":")[0] for ax in axes] == ["X (features)", "X_projections"]
     assert axes[0].get_yscale() == "log" and axes[0].get_xscale() == "log"
     assert axes[0].patches and axes[0].get_xlim()[1] >= BAD_DELTA
     # worst-cells table: sorted by |Δ|/tol, the edited cell first
@@ -240,3 +241,84 @@ def test_panel_offers_the_newest_cells_in_the_viewer(make_napari_viewer, qtbot):
     adata = _read()
     get_session(viewer).set_table(cellmodel.cell_table(adata.obs, {}), adata=adata, store_path=REF)
     assert panel.prediction_combo.currentData() == "session"
+
+
+def _shown_panel(make_napari_viewer, qtbot, width=360, height=900):
+    viewer = make_napari_viewer(show=True)
+    panel = VerifyWidget(viewer)
+    qtbot.addWidget(panel)
+    panel.resize(width, height)  # a dock's width
+    panel.show()
+    qtbot.waitExposed(panel)
+    return viewer, panel
+
+
+def test_the_empty_panel_says_what_to_do_and_shows_no_empty_plot(make_napari_viewer, qtbot, perturbed_store):
+    viewer, panel = _shown_panel(make_napari_viewer, qtbot)
+    text = panel.verdict_label.text()
+    assert "reference store" in text and "press Verify" in text
+    assert not panel.canvas.isVisible() and not panel.cells_table.isVisible() and not panel.arrays_table.isVisible()
+    _run(panel, qtbot, prediction=perturbed_store)
+    assert panel.canvas.isVisible() and panel.cells_table.isVisible() and panel.arrays_table.isVisible()
+    _run(panel, qtbot, prediction=perturbed_store, reference=perturbed_store.parent / "nope.zarr")  # a failed run
+    assert panel.verdict_label.text().startswith("Error: ") and not panel.canvas.isVisible()
+
+
+def test_histogram_labels_never_overlap_and_five_worst_cells_show(make_napari_viewer, qtbot, perturbed_store):
+    """In the DynaCLR dock of a 1366×768 window (a laptop), after a FAIL."""
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+    viewer.window.resize(1366, 768)
+    panel = main.verify
+    main.tabs.setCurrentWidget(panel)
+    qtbot.waitUntil(panel.isVisible, timeout=60_000)
+    _run(panel, qtbot, prediction=perturbed_store)
+    fig = panel.figure
+    qtbot.waitUntil(lambda: panel.canvas.width() > 200, timeout=60_000)
+    panel.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for ax in fig.axes:
+        xs = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        ys = [t for t in ax.get_yticklabels() if t.get_visible() and t.get_text()]
+        if ax.patches:  # a histogram (an array with no |Δ| > 0 says so in words instead)
+            assert len(xs) >= 2 and len(ys) >= 1  # numbers to read
+        texts = xs + ys + [ax.title, ax.xaxis.label, ax.yaxis.label]
+        boxes += [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_text()]
+    for i, (a, ba) in enumerate(boxes):
+        for b, bb in boxes[i + 1:]:
+            assert not ba.overlaps(bb), f"{a!r} overlaps {b!r}"
+    # at least five of the worst cells in view without scrolling the table
+    ct = panel.cells_table
+    assert ct.rowCount() >= 5
+    full = [i for i in range(ct.rowCount()) if ct.visualItemRect(ct.item(i, 0)).bottom() <= ct.viewport().height()]
+    assert len(full) >= 5
+
+
+def test_choosing_a_worst_cell_with_no_cells_in_the_viewer_says_what_to_do(make_napari_viewer, qtbot,
+                                                                           perturbed_store):
+    from napari.utils.notifications import notification_manager
+
+    viewer, panel = _shown_panel(make_napari_viewer, qtbot)
+    _run(panel, qtbot, prediction=perturbed_store)
+    before = len(notification_manager.records)
+    panel.cells_table.selectRow(0)
+    msg = panel.goto_label.text()
+    assert "not in the viewer" in msg and "Open embeddings" in msg and panel.goto_label.isVisible()
+    assert any(str(n.message) == msg for n in notification_manager.records[before:])
+
+
+def test_the_histograms_follow_naparis_theme(make_napari_viewer, qtbot, perturbed_store):
+    from matplotlib.colors import to_hex
+    from napari.utils.theme import get_theme
+
+    viewer, panel = _shown_panel(make_napari_viewer, qtbot)
+    _run(panel, qtbot, prediction=perturbed_store)
+    for theme in ("light", "dark"):
+        viewer.theme = theme
+        t = get_theme(theme)
+        assert to_hex(panel.figure.get_facecolor()) == t.background.as_hex()
+        for ax in panel.figure.axes:
+            assert to_hex(ax.get_facecolor()) == t.background.as_hex()
+            assert to_hex(ax.xaxis.label.get_color()) == t.text.as_hex()
+            assert all(to_hex(lbl.get_color()) == t.text.as_hex() for lbl in ax.get_xticklabels())

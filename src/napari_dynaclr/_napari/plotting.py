@@ -9,7 +9,30 @@ import pandas as pd
 from napari_dynaclr._napari.cellmodel.annotations import UNASSIGNED
 from napari_dynaclr._napari.cellmodel.colors import category_key, colormap_lut
 from napari_dynaclr._napari.cellmodel.geometry import nearest_point
-from napari_dynaclr._napari.cellmodel.table import is_categorical
+from napari_dynaclr._napari.cellmodel.table import categorical_codes, is_categorical
+
+
+def theme_colors(theme_id: str | None = None) -> dict[str, str]:
+    """The plots' colours in napari's theme *theme_id* (``viewer.theme``; "system" resolves to dark or light;
+    None: dark), from napari's public :func:`napari.utils.theme.get_theme`: ``background`` (the dock's),
+    ``text`` (axes, labels, the key), ``border`` (the plot frame), ``canvas`` and the theme's ``type``
+    ("dark" / "light")."""
+    from napari.utils.theme import available_themes, get_theme
+
+    if theme_id not in available_themes() and theme_id != "system":
+        theme_id = "dark"
+    theme = get_theme(theme_id)
+    out = {k: _hex(getattr(theme, k)) for k in ("background", "text", "canvas")}
+    out["border"] = _hex(theme.highlight)
+    out["type"] = str(getattr(theme, "type", "dark"))
+    return out
+
+
+def _hex(color) -> str:
+    """A napari theme colour as ``#rrggbb``."""
+    from vispy.color import Color
+
+    return str(Color(color.as_hex() if hasattr(color, "as_hex") else str(color)).hex)
 
 
 def continuous_range(series: pd.Series) -> tuple[float, float]:
@@ -22,19 +45,32 @@ def continuous_range(series: pd.Series) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def color_key(series: pd.Series, colormap: str = "viridis", max_categories: int = 12) -> dict:
+
+def color_key(series: pd.Series, colormap: str = "viridis", max_categories: int = 12,
+              colors: np.ndarray | None = None) -> dict:
     """What a legend or colour bar shows for the colours :func:`column_colors` gives *series*.
 
     Categorical: ``{"kind": "categorical", "title", "labels", "colors", "more"}`` — the first
-    *max_categories* categories (``more`` counts the rest). Continuous: ``{"kind": "continuous", "title", "range",
-    "lut"}``.
+    *max_categories* categories (``more`` counts the rest; a cluster column's noise grey and labelled "noise").
+    With *colors* (the (N, 4) colours the cells are drawn with) each swatch is the colour of that category's
+    cells, so the key shows what the plot draws; without, the palette's. Continuous:
+    ``{"kind": "continuous", "title", "range", "lut"}``.
     """
     title = str(series.name)
     if is_categorical(series):
-        names, colors = category_key(series)  # (a cluster column's noise: grey, labelled "noise")
-        labels = [("(none)" if c == UNASSIGNED else c) for c in names[:max_categories]]
-        return {"kind": "categorical", "title": title, "labels": labels, "colors": colors[:max_categories],
-                "more": max(0, len(names) - max_categories)}
+        names, palette_colors = category_key(series)
+        shown = names[:max_categories]
+        swatches = np.array(palette_colors[:max_categories], dtype=np.float32)
+        if colors is not None and len(colors) == len(series):
+            codes, _ = categorical_codes(series)
+            for k in range(len(shown)):  # (one pass per shown category: ~0.5 ms each at 10⁶ cells)
+                hit = codes == k
+                first = int(np.argmax(hit))
+                if hit[first]:
+                    swatches[k] = colors[first]
+        labels = [("(none)" if c == UNASSIGNED else c) for c in shown]
+        return {"kind": "categorical", "title": title, "labels": labels, "colors": swatches,
+                "more": max(0, len(names) - len(shown))}
     return {"kind": "continuous", "title": title, "range": continuous_range(series),
             "lut": colormap_lut(colormap)}
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
@@ -15,10 +14,10 @@ from superqt import QCollapsible
 from napari_dynaclr._napari import cellmodel, plotting
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section, while_alive
-from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
+from napari_dynaclr._napari.widgets._jobs import DockJobs
+from napari_dynaclr._napari.widgets.embedding_actions import EmbeddingActions
 from napari_dynaclr._napari.widgets.scatter import DENSITY_MODES, ScatterCanvas
 from napari_dynaclr.core.reductions import CLUSTERINGS, available_reductions
-from napari_dynaclr.errors import Cancelled, DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -27,7 +26,7 @@ ALL_MARKERS = "all markers"
 COLORMAPS = ("viridis", "magma", "plasma", "turbo", "twilight", "gray")
 
 
-class EmbeddingView(QWidget):
+class EmbeddingView(EmbeddingActions, QWidget):
     """Scatter of every cell (UMAP by default, else PCA), linked to the viewer's image layers."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent=None):
@@ -43,9 +42,6 @@ class EmbeddingView(QWidget):
         self.density = ComboBox(label="density", choices=DENSITY_MODES, value="auto")
         self.marker = ComboBox(label="marker", choices=[ALL_MARKERS], value=ALL_MARKERS,
                                tooltip="Bag-of-Channels stores: each cell has one embedding per marker")
-        self.marker_row = Container(widgets=[self.marker])  # shown for Bag-of-Channels tables only
-        self.marker_row.margins = (0, 0, 0, 0)
-        self.marker_row.visible = False
         self.has_markers = False
         self.op = ComboBox(label="selection", choices=("replace", "add", "subtract"), value="replace")
         self.clear_btn = PushButton(text="Clear selection")
@@ -73,6 +69,11 @@ class EmbeddingView(QWidget):
             self.min_size, self.cluster_btn, self.save_results, self.class_name, self.assign_btn,
             self.csv_path, self.export_btn, self.import_btn, self.save_ann_btn,
         ], labels=False)
+        # the marker filter's row (shown for Bag-of-Channels tables only), made after `controls`: a widget has
+        # one parent, and the row must hold the drop-down itself, not only its label
+        self.marker_row = Container(widgets=[self.marker])
+        self.marker_row.margins = (0, 0, 0, 0)
+        self.marker_row.visible = False
         page = QWidget()
         lay = QVBoxLayout(page)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -104,10 +105,13 @@ class EmbeddingView(QWidget):
         self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
         self._traj_rows = np.empty(0, dtype=np.int64)
         self._updating = False
+        self.preview_cleared = False  # a cancelled run's streamed preview is hidden until new coordinates come
+        self.awaiting_embedding = False  # the table has no 2-D embedding (yet): nothing plotted, never pixels
+        self.pca_worker = None
 
-        self.x_axis.changed.connect(self._replot)
+        self.x_axis.changed.connect(self._on_axes_chosen)
         self.marker.changed.connect(self._replot)
-        self.y_axis.changed.connect(self._replot)
+        self.y_axis.changed.connect(self._on_axes_chosen)
         self.color.changed.connect(self._on_color)
         self.cmap.changed.connect(self._on_color)
         self.mode.changed.connect(lambda v: self.scatter.set_mode(v))
@@ -125,6 +129,7 @@ class EmbeddingView(QWidget):
         self._plot_timer.setInterval(0)
         self._plot_timer.timeout.connect(lambda: self.scatter)
         self._plot_timer.start()
+        self.viewer.events.theme.connect(self._on_theme)
         s = self.session
         s.table_changed.connect(self._on_table)
         s.rows_changed.connect(self._on_rows)
@@ -148,12 +153,19 @@ class EmbeddingView(QWidget):
             sc.describe = self._describe
             sc.set_mode(self.mode.value)
             sc.density_mode = self.density.value
+            sc.set_theme(plotting.theme_colors(self.viewer.theme))
             sc.lasso_finished.connect(self.select_polygon)
             sc.point_clicked.connect(self._on_point_clicked)
             self.layout().replaceWidget(self._plot_slot, sc.native)
             self._plot_slot.deleteLater()
             self._scatter = sc  # (a table shown earlier was plotted by _replot, the first to use the plot)
         return self._scatter
+
+    @while_alive
+    def _on_theme(self, event=None) -> None:
+        """napari's theme changed (View > theme, the settings): the plot follows."""
+        if self._scatter is not None:
+            self._scatter.set_theme(plotting.theme_colors(self.viewer.theme))
 
     def axes(self) -> tuple[str, str]:
         return self.x_axis.value, self.y_axis.value
@@ -170,6 +182,9 @@ class EmbeddingView(QWidget):
         if t is None or x is None or y is None:
             return np.empty((0, 2), dtype=np.float32)
         xy = np.column_stack([t[x].to_numpy(dtype=np.float32), t[y].to_numpy(dtype=np.float32)])
+        if self.awaiting_embedding or (self.preview_cleared and (x.startswith("preview_")
+                                                                 or y.startswith("preview_"))):
+            xy[:] = np.nan
         marker = self.marker.value
         if marker not in (None, ALL_MARKERS) and "marker" in t.columns:  # the other markers' rows are hidden
             xy[t["marker"].astype(str).to_numpy() != marker] = np.nan
@@ -201,12 +216,28 @@ class EmbeddingView(QWidget):
             self.color.value = self.session.color_column
         self._updating = False
 
+    def clear_preview(self) -> None:
+        """A cancelled run: the preview it streamed (a PCA of its first batches) is no result; the plot
+        hides it and says so until new coordinates arrive (another run, a store)."""
+        self.preview_cleared = True
+        if self.session.table is not None:
+            self._replot()
+
+    def _on_axes_chosen(self, *_):
+        if not self._updating:  # the user's own axes: plotted, whatever they are
+            self.awaiting_embedding = False
+        self._replot()
+
     @while_alive
     def _on_table(self) -> None:
+        self.preview_cleared = False
         t = self.session.table
         self._refresh_choices()
         self._updating = True
         x, y = cellmodel.default_axes(t)
+        self.awaiting_embedding = not is_embedding_axis(x)
+        if self.awaiting_embedding:
+            self._start_first_pca()
         self.x_axis.value, self.y_axis.value = x, y
         self._refresh_markers()
         self._updating = False
@@ -240,6 +271,7 @@ class EmbeddingView(QWidget):
 
     @while_alive
     def _on_rows(self, start: int, stop: int) -> None:
+        self.preview_cleared = False
         t = self.session.table
         x, y = self.axes()
         if x not in t.columns or y not in t.columns:
@@ -264,14 +296,30 @@ class EmbeddingView(QWidget):
 
     @while_alive
     def _on_colors(self) -> None:
+        self._show_color_choice()
         self.scatter.set_colors(self.session.colors, self._color_key())
         self._on_frame(self.session.fov_name, self.session.current_t)
+
+    def _show_color_choice(self) -> None:
+        """The colour-by and colormap controls say what the plot draws, whoever changed the colours (this
+        view, the classifier, Verify, a script)."""
+        s = self.session
+        self._updating = True
+        try:
+            if s.table is not None and s.color_column in s.table.columns:
+                if s.color_column not in self.color.choices:
+                    self.color.choices = [c for c in s.table.columns if c != "cell_index"]
+                self.color.value = s.color_column
+            if s.colormap in self.cmap.choices:
+                self.cmap.value = s.colormap
+        finally:
+            self._updating = False
 
     def _color_key(self) -> dict | None:
         s = self.session
         if s.table is None or s.color_column not in s.table.columns:
             return None
-        return plotting.color_key(s.table[s.color_column], s.colormap)
+        return plotting.color_key(s.table[s.color_column], s.colormap, colors=s.colors)
 
     def _describe(self, row: int) -> str:
         """Hover read-out of a scatter point: FOV, track, t, cluster, class, colour value."""
@@ -297,6 +345,14 @@ class EmbeddingView(QWidget):
     def _update_status(self) -> None:
         t = self.session.table
         if t is None:
+            return
+        if self.preview_cleared and any(a and a.startswith("preview_") for a in self.axes()):
+            self.status.value = "run cancelled: its preview is cleared (run again or open a store)"
+            return
+        if self.awaiting_embedding:
+            self.status.value = (f"{len(t)} cells: computing a PCA of their embeddings (the store has no "
+                                 "PCA/UMAP)…" if self.pca_worker is not None else
+                                 f"{len(t)} cells, no embeddings yet: run the prediction, or choose x and y")
             return
         n_done = self.scatter.n_plotted
         self.status.value = f"{n_done}/{len(t)} cells plotted, {len(self.session.selected)} selected"
@@ -333,123 +389,7 @@ class EmbeddingView(QWidget):
         if len(self._traj_rows):
             self.scatter.show_cursor(self._cursor_rows())
 
-    # ------------------------------------------------------------------ reductions / clustering
 
-    def _matrix(self):
-        adata = self.session.adata
-        if adata is None:
-            raise cellmodel.ExploreError("no embeddings loaded: run a prediction or open a store first")
-        if self.reduce_input.value == "projections" and "X_projections" in adata.obsm:
-            return np.asarray(adata.obsm["X_projections"])
-        return adata.X  # (an opened store's X is read by the job, in its thread)
-
-    def _busy(self, busy: bool) -> None:
-        for w in (self.reduce_btn, self.cluster_btn):
-            w.enabled = not busy
-
-    def _start(self, worker, on_done, cancel=None):
-        self.worker = worker
-        self._busy(True)
-        worker.errored.connect(_show_job_error)
-        self.jobs.start(worker, cancel, returned=on_done, finished=lambda: self._busy(False))
-        return worker
-
-    def _run_on_matrix(self, job, on_done, *args, **kwargs):
-        """Start *job(X, *args, cancel=..., **kwargs)* on the embeddings in a worker (the work process), with
-        a progress bar in napari's activity dock."""
-        try:
-            X = self._matrix()
-        except cellmodel.ExploreError as exc:
-            show_error(str(exc))
-            return None
-        cancel = threading.Event()
-        desc = f"DynaCLR: {args[0]} of {len(X)} cells" if args else "DynaCLR"
-        worker = thread_job(job, progress={"desc": desc})(X, *args, cancel=cancel, **kwargs)
-        return self._start(worker, on_done, cancel)
-
-    def compute_reduction(self, method: str | None = None):
-        """Run PCA/UMAP/PHATE in a worker; the result becomes ``<METHOD>_0/1`` columns."""
-        from napari_dynaclr._napari.workers import reduction_job
-
-        def done(result):
-            key, coords = result
-            prefix = cellmodel.reduction_prefix(key)
-            cols = {f"{prefix}_{j}": coords[:, j].astype(np.float32)
-                    for j in range(min(2 if key != "X_pca" else 8, coords.shape[1]))}
-            self.session.add_columns(cols)
-            self.set_axes(f"{prefix}_0", f"{prefix}_1")
-            if self.save_results.value:
-                self.save_to_store(reductions=[(key, coords)])
-
-        return self._run_on_matrix(reduction_job, done, method or self.reduction.value)
-
-    def compute_clusters(self, method: str | None = None):
-        """KMeans/HDBSCAN in a worker on the embeddings; the result is the categorical ``cluster`` column."""
-        from napari_dynaclr._napari.workers import cluster_job
-
-        def done(labels):
-            self.session.add_columns({"cluster": labels})
-            self.color_by("cluster")
-            if self.save_results.value:
-                self.save_to_store(columns=["cluster"])
-
-        return self._run_on_matrix(cluster_job, done, method or self.clustering.value,
-                                   n_clusters=self.n_clusters.value, min_cluster_size=self.min_size.value)
-
-    def save_to_store(self, reductions=(), columns=()):
-        s = self.session
-        if s.adata is None or s.store_path is None:
-            show_error("no embedding store to save to (open or write one first)")
-            return None
-        from napari_dynaclr._napari.workers import save_to_store
-
-        worker = thread_job(save_to_store, progress=True)(
-            s.adata, s.table, s.store_path, list(reductions), list(columns), s.input_paths(with_store=False))
-        worker.returned.connect(lambda p: show_info(f"saved to {p}"))
-        worker.errored.connect(_show_job_error)
-        self.jobs.start(worker)
-        self.worker = worker
-        return worker
-
-    # ------------------------------------------------------------------ annotations
-
-    def assign_selection(self, name: str | None = None) -> int:
-        name = name if isinstance(name, str) else self.class_name.value
-        try:
-            n = self.session.assign_selection(name)
-        except cellmodel.ExploreError as exc:
-            show_error(str(exc))
-            return 0
-        self.color_by("annotation")
-        return n
-
-    def export_csv(self, path=None) -> int:
-        path = path if isinstance(path, (str,)) or hasattr(path, "suffix") else self.csv_path.value
-        try:
-            n = cellmodel.write_annotations_csv(self.session.table, path, inputs=self.session.input_paths())
-        except (OSError, cellmodel.ExploreError) as exc:
-            show_error(f"cannot export annotations: {exc}")
-            return 0
-        show_info(f"{n} annotated cells written to {path}")
-        return n
-
-    def import_csv(self, path=None) -> int:
-        path = path if isinstance(path, (str,)) or hasattr(path, "suffix") else self.csv_path.value
-        try:
-            col, n = cellmodel.read_annotations_csv(self.session.table, path)
-        except cellmodel.ExploreError as exc:
-            show_error(str(exc))
-            return 0
-        self.session.add_columns({"annotation": col})
-        self.color_by("annotation")
-        show_info(f"{n} annotations matched cells")
-        return n
-
-    def save_annotations(self):
-        return self.save_to_store(columns=["annotation"])
-
-
-def _show_job_error(exc: BaseException) -> None:
-    if isinstance(exc, Cancelled):
-        return
-    show_error(str(exc) if isinstance(exc, DynaclrError) else f"{type(exc).__name__}: {exc}")
+def is_embedding_axis(column: str) -> bool:
+    """A column of a 2-D embedding (a reduction or a run's streamed preview), not a pixel position."""
+    return any(column.startswith(p + "_") for p in ("UMAP", "PHATE", "PCA", "preview"))

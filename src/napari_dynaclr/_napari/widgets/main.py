@@ -373,6 +373,7 @@ class DynaCLRWidget(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
             self.last_error = None
+            self.explore.clear_preview()  # the preview it streamed is no result
             show_info("prediction cancelled; nothing was written")
             return
         self._fail(error_message(exc))

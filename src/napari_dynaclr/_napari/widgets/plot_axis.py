@@ -55,6 +55,7 @@ class PlotAxis(scene.Widget):
         super().__init__()
         self.unfreeze()
         self.orientation = orientation
+        self.color = color
         self.major_px, self.minor_px = float(major_px), float(minor_px)
         self.tick_spacing_px = float(tick_spacing_px)
         self.label_margin = float(label_margin)
@@ -75,6 +76,13 @@ class PlotAxis(scene.Widget):
     def parts(self) -> tuple:
         """The axis's visuals: spine and ticks (one ``Line``), tick labels, title (two ``Text``)."""
         return self.lines, self.tick_text, self.title
+
+    def set_color(self, color) -> None:
+        """Spine, ticks, tick labels and title in *color* (the theme's text colour)."""
+        self.color = color
+        self.lines.set_data(color=color)
+        self.tick_text.color = color
+        self.title.color = color
 
     @property
     def label(self) -> str:

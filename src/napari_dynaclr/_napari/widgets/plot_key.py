@@ -35,6 +35,11 @@ class ColorKey:
         for v in (self.swatches, self.labels, self.bar, self.ticks):
             v.visible = False
 
+    def set_color(self, color) -> None:
+        """The key's texts in *color* (the theme's text colour)."""
+        for v in self.text_visuals:
+            v.color = color
+
     @property
     def text_visuals(self) -> tuple:
         """The key's ``Text`` visuals (title, legend labels, colour-bar ticks)."""

@@ -16,7 +16,7 @@ be mistaken for; a selection of more than :data:`SELECTION_MARKER_CAP` cells is 
 same style (translucent white bins, a white edge and a black edge outside the selected region).
 
 Lasso and box selections are hit-tested in data coordinates with
-:func:`napari_dynaclr._napari.explore.points_in_polygon` (vectorised), never on the raster.
+:func:`napari_dynaclr._napari.cellmodel.geometry.points_in_polygon` (vectorised), never on the raster.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from vispy.visuals.text.text import FontManager
 from vispy.visuals.transforms import STTransform
 
 from napari_dynaclr._napari import plotting
-from napari_dynaclr._napari.widgets.plot_axis import NUMBER_GLYPHS, PlotAxis, text_glyphs, warm_glyphs
+from napari_dynaclr._napari.widgets.plot_axis import NUMBER_GLYPHS, PlotAxis
 from napari_dynaclr._napari.widgets.plot_key import ColorKey
+from napari_dynaclr._napari.widgets.plot_reveal import StagedReveal
+from napari_dynaclr._napari.widgets.scatter_mouse import ScatterMouse
 
 BACKGROUND = "#262930"
 AXIS_COLOR = (0.75, 0.75, 0.75, 1.0)
@@ -44,11 +46,9 @@ DENSITY_THRESHOLD = 100_000
 #: larger selections are drawn as a raster outline instead of markers
 SELECTION_MARKER_CAP = 50_000
 DENSITY_MODES = ("auto", "on", "off")
-#: glyphs rendered per event-loop turn while the plot first shows (≈ 6–12 ms each on the CPU)
-GLYPHS_PER_TURN = 3
 
 
-class ScatterCanvas:
+class ScatterCanvas(ScatterMouse):
     """vispy plot of the cells; emits ``lasso_finished`` / ``point_clicked`` / ``point_hovered``.
 
     Public API used by the embedding view: :meth:`set_points`, :meth:`set_colors` (with an optional
@@ -82,6 +82,7 @@ class ScatterCanvas:
         self.key_box = grid.add_view(row=0, col=2, row_span=2)
         self.key_box.width_max = self.key_box.width_min = 96
         self.key = ColorKey(self.key_box, fonts=self.fonts)
+        self.theme: dict | None = None  # napari's theme colours (set_theme); None: the built-in dark ones
         self.x_axis.link_view(self.view)
         self.y_axis.link_view(self.view)
 
@@ -108,6 +109,7 @@ class ScatterCanvas:
         self.hovered = -1
         self._drag: list | None = None
         self._press = None
+        self._travel = 0.0  # the farthest a press-and-drag went from its start, px
         self._hover_pos = None
         # Qt timers owned by the canvas's widget: they die with it (napari closing mid-way fires none late)
         self._hover_timer = self._timer(50, self._do_hover, single=True)
@@ -119,22 +121,13 @@ class ScatterCanvas:
         self.view.scene.transform.changed.connect(self._on_camera)
         self.view.events.resize.connect(self._on_camera)
         self.key_box.events.resize.connect(lambda e: self.key.relayout())
-        # The canvas's first paint would render every glyph of the axes and the key and build every shader at
-        # once (≈ 1 s in one paint under software OpenGL): the plot area is drawn first, then the axes' visuals
-        # (each builds a shader program on its first draw, ≈ 50 ms here) and the key are shown one per paint,
-        # an event-loop turn apart. Before each is shown, the glyphs its texts need are rendered into the shared
-        # cache a few per turn (no paint): for tick labels every character a number is written with, so a
-        # pan renders none either.
-        self._stage_texts = {ax.tick_text: [(ax.tick_text, NUMBER_GLYPHS)] for ax in (self.y_axis, self.x_axis)}
-        self._stage_texts.update({ax.title: [(ax.title, "")] for ax in (self.y_axis, self.x_axis)})
-        self._stage_texts[self.key_box] = [(v, "") for v in self.key.text_visuals]
-        self._first_draws = [*self.y_axis.parts, *self.x_axis.parts, self.key_box]
-        for node in self._first_draws:
-            node.visible = False
-        self._glyph_queue: list[tuple] = []
-        self._glyphs_queued = False  # for the head of _first_draws
-        self._reveal_timer = self._timer(1, self._reveal_next, single=False)
-        ev.draw.connect(self._on_drawn)
+        # the axes and the key are shown in stages (plot_reveal), also while the plot is hidden; tick labels with
+        # every character numbers are written with, so a pan renders no glyph either
+        stages = [(ax.lines, []) for ax in (self.y_axis, self.x_axis)]
+        stages += [(ax.tick_text, [(ax.tick_text, NUMBER_GLYPHS)]) for ax in (self.y_axis, self.x_axis)]
+        stages += [(ax.title, [(ax.title, "")]) for ax in (self.y_axis, self.x_axis)]
+        stages.append((self.key_box, [(v, "") for v in self.key.text_visuals]))
+        self.reveal = StagedReveal(self.canvas, self.fonts, stages)
 
     def _timer(self, ms: int, slot, single: bool):
         timer = QTimer(self.canvas.native)
@@ -143,25 +136,23 @@ class ScatterCanvas:
         timer.timeout.connect(slot)
         return timer
 
-    def _on_drawn(self, event=None) -> None:
-        if self._first_draws and not self._reveal_timer.isActive():
-            self._reveal_timer.start()
+    def set_theme(self, colors: dict) -> None:
+        """Follow napari's theme: *colors* from :func:`plotting.theme_colors` (background, text, border)."""
+        self.theme = dict(colors)
+        self.canvas.bgcolor = colors["background"]
+        self.view.border_color = colors["border"]
+        for ax in (self.x_axis, self.y_axis):
+            ax.set_color(colors["text"])
+        self.key.set_color(colors["text"])
+        self.hover_label.color = colors["text"]
+        if self._made("lasso_line"):
+            self.lasso_line.set_data(color=colors["text"])
+        self.canvas.update()
 
-    def _reveal_next(self, event=None) -> None:
-        """One step of the staged first paint: render a few glyphs the next part needs (the timer fires again)
-        or show that part (the timer stops; the canvas paints, which starts it again)."""
-        if self._first_draws and not self._glyphs_queued:
-            texts = self._stage_texts.get(self._first_draws[0], ())
-            self._glyph_queue = [g for v, extra in texts for g in text_glyphs(v, extra)]
-            self._glyphs_queued = True
-        if self._glyph_queue:
-            chunk, self._glyph_queue = self._glyph_queue[:GLYPHS_PER_TURN], self._glyph_queue[GLYPHS_PER_TURN:]
-            warm_glyphs(self.fonts, chunk)
-            return
-        self._reveal_timer.stop()
-        if self._first_draws:
-            self._first_draws.pop(0).visible = True
-            self._glyphs_queued = False
+    @property
+    def ready(self) -> bool:
+        """The axes and the key are shown (and drawn once): the staged first paint is over."""
+        return self.reveal.ready
 
     def _markers(self, order: int):
         m = scene.visuals.Markers(parent=self.view.scene, scaling="fixed", antialias=0.5)
@@ -231,7 +222,8 @@ class ScatterCanvas:
 
     @functools.cached_property
     def lasso_line(self):
-        return self._overlay_node(scene.visuals.Line(parent=self.view.scene, width=1.5, color="white"), order=6)
+        color = self.theme["text"] if self.theme else "white"  # the theme's text colour: visible on its background
+        return self._overlay_node(scene.visuals.Line(parent=self.view.scene, width=1.5, color=color), order=6)
 
     def _made(self, name: str) -> bool:
         return name in self.__dict__
@@ -476,89 +468,3 @@ class ScatterCanvas:
         else:
             self._hide("trajectory")
         self.show_cursor(cursor_rows)
-
-    # ------------------------------------------------------------------ interaction
-
-    def set_mode(self, mode: str) -> None:
-        if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}")
-        self.mode = mode
-        self.view.camera.interactive = mode == "pan/zoom"
-
-    def to_data(self, canvas_pos) -> np.ndarray:
-        tr = self.canvas.scene.node_transform(self.view.scene)
-        return np.asarray(tr.map(np.asarray(canvas_pos, dtype=float)[:2])[:2], dtype=float)
-
-    def to_canvas(self, data_pos) -> np.ndarray:
-        tr = self.view.scene.node_transform(self.canvas.scene)
-        return np.asarray(tr.map(np.asarray(data_pos, dtype=float)[:2])[:2], dtype=float)
-
-    def pixel_size(self) -> tuple[float, float]:
-        """Data units per screen pixel along x and y."""
-        a, b, c = self.to_data((0, 0)), self.to_data((1, 0)), self.to_data((0, 1))
-        return abs(b[0] - a[0]) or 1.0, abs(c[1] - a[1]) or 1.0
-
-    def pick(self, data_pos, radius_px: float = 8.0) -> int:
-        """Index of the plotted point nearest to *data_pos* within *radius_px* screen pixels, or −1."""
-        if self._grid is None or self._grid.xy.shape[0] != len(self.xy):
-            self._grid = plotting.PointGrid(self.xy)
-        return self._grid.nearest(data_pos, radius_px, pixel_scale=self.pixel_size())
-
-    def hover(self, data_pos) -> int:
-        """Show the read-out of the point under *data_pos* (data coordinates); return its index or −1."""
-        i = self.pick(data_pos) if len(self.xy) else -1
-        if i != self.hovered:
-            self.hovered = i
-            text = ""
-            if i >= 0:
-                text = self.describe(i) if self.describe is not None else f"cell {i}"
-            self.hover_label.text = text
-            self.point_hovered.emit(i)
-        return i
-
-    def _do_hover(self, event=None) -> None:
-        pos, self._hover_pos = self._hover_pos, None
-        if pos is not None:
-            self.hover(self.to_data(pos))
-
-    def _on_press(self, event):
-        if event.button != 1:
-            return
-        self._press = np.asarray(event.pos, dtype=float)
-        if self.mode != "pan/zoom":
-            self._drag = [self.to_data(event.pos)]
-
-    def _on_move(self, event):
-        if self._drag is None:
-            if not event.buttons:  # hover: throttled to one look-up per timer interval
-                self._hover_pos = event.pos
-                if not self._hover_timer.isActive():
-                    self._hover_timer.start()
-            return
-        p = self.to_data(event.pos)
-        if self.mode == "lasso":
-            self._drag.append(p)
-            path = np.asarray(self._drag + [self._drag[0]])
-        else:
-            a = self._drag[0]
-            self._drag = [a, p]
-            path = np.array([a, [p[0], a[1]], p, [a[0], p[1]], a])
-        self.lasso_line.set_data(pos=path.astype(np.float32))
-        self.lasso_line.visible = True
-
-    def _on_release(self, event):
-        press, self._press = self._press, None
-        drag, self._drag = self._drag, None
-        self._hide("lasso_line")
-        if press is None:
-            return
-        moved = np.abs(np.asarray(event.pos, dtype=float) - press).max() > 3
-        if drag is not None and moved:
-            if self.mode == "box" and len(drag) == 2:
-                a, p = drag
-                poly = np.array([a, [p[0], a[1]], p, [a[0], p[1]]])
-            else:
-                poly = np.asarray(drag)
-            self.lasso_finished.emit(poly)
-        elif not moved:
-            self.point_clicked.emit(self.pick(self.to_data(event.pos)))

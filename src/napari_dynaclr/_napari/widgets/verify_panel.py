@@ -12,7 +12,6 @@ No torch import here; the heavy work is numpy/pandas in the worker.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +31,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -40,21 +38,25 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dynaclr import verify
+from napari_dynaclr._napari.plotting import theme_colors
 from napari_dynaclr._napari.session import camera, get_session, goto_cell
+from napari_dynaclr._napari.widgets._forms import scrolling
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
+from napari_dynaclr._napari.widgets.verify_cells import NumItem, WorstCellsTable
+from napari_dynaclr._napari.widgets.verify_plots import DeltaHistograms, fmt
 from napari_dynaclr.core.store import LazyStore
 from napari_dynaclr.errors import DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer
 
-#: How many of the worst cells the table lists.
-MAX_TABLE_ROWS = 500
 #: Column added to cell tables / Points features by "Colour cells by |Δ|".
 COLOR_COLUMN = "verify_log10_max_abs"
 PASS_STYLE = "color: white; background: #2e7d32; font-weight: bold; padding: 4px;"
 FAIL_STYLE = "color: white; background: #c62828; font-weight: bold; padding: 4px;"
 PLAIN_STYLE = "padding: 4px;"
+EMPTY_TEXT = ("Nothing verified yet: choose the prediction (the cells in the viewer, a layer or a store) and a "
+              "reference store (.zarr, e.g. VisCy's EmbeddingWriter output), then press Verify.")
 
 
 class _ToleranceSpin(QDoubleSpinBox):
@@ -88,29 +90,6 @@ class _ToleranceSpin(QDoubleSpinBox):
         return (QValidator.State.Acceptable, text, pos)
 
 
-class _NumItem(QTableWidgetItem):
-    """A table cell that shows formatted text and sorts by its number."""
-
-    def __init__(self, value: float, text: str | None = None):
-        self.value = float(value) if value is not None else float("nan")
-        super().__init__(text if text is not None else _fmt(self.value))
-        self.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
-
-    def __lt__(self, other):
-        a, b = self.value, getattr(other, "value", float("nan"))
-        if math.isnan(a):
-            return not math.isnan(b)  # NaN sorts first (lowest)
-        if math.isnan(b):
-            return False
-        return a < b
-
-
-def _fmt(v: float, spec: str = ".3g") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "nan"
-    return format(v, spec)
-
-
 def _points_layers_with_cells(viewer):
     from napari.layers import Points
 
@@ -130,9 +109,11 @@ class VerifyWidget(QWidget):
         self.last_error: str | None = None
         self.state = "ready"
         self._worker = None
-        self._cell_rows: list[int] = []
-
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        page = QWidget()
+        outer.addWidget(scrolling(page))  # the panel scrolls: it never makes the dock taller than the screen
+        layout = QVBoxLayout(page)
         form = QFormLayout()
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # labels above fields in a narrow dock
         layout.addLayout(form)
@@ -184,7 +165,7 @@ class VerifyWidget(QWidget):
         buttons.addWidget(self.color_button)
         layout.addLayout(buttons)
 
-        self.verdict_label = QLabel("Choose a reference store and press Verify.")
+        self.verdict_label = QLabel(EMPTY_TEXT)
         self.verdict_label.setWordWrap(True)
         self.verdict_label.setStyleSheet(PLAIN_STYLE)
         self.verdict_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -199,30 +180,42 @@ class VerifyWidget(QWidget):
         self.arrays_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout.addWidget(self.arrays_table)
 
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4.5, 2.2), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(170)
-        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.histograms = DeltaHistograms(theme_colors(getattr(viewer, "theme", None)))
+        self.figure, self.canvas = self.histograms.figure, self.histograms.canvas
         layout.addWidget(self.canvas)
 
-        worst = QLabel("Worst cells (select a row to go to the cell; click a header to sort)")
-        worst.setWordWrap(True)
-        layout.addWidget(worst)
-        self.cells_table = QTableWidget(0, 0)
-        self.cells_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.cells_table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.cells_table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.cells_table.verticalHeader().setVisible(False)
+        self.worst_label = QLabel("Worst cells (select a row to go to the cell; click a header to sort)")
+        self.worst_label.setWordWrap(True)
+        layout.addWidget(self.worst_label)
+        self.cells_table = WorstCellsTable()
         self.cells_table.itemSelectionChanged.connect(self._on_cell_selected)
         layout.addWidget(self.cells_table, stretch=1)
+        self.goto_label = QLabel("")  # what a chosen cell needs when the viewer does not hold it
+        self.goto_label.setWordWrap(True)
+        layout.addWidget(self.goto_label)
+        self._show_results(False)
+        if hasattr(viewer, "events") and hasattr(viewer.events, "theme"):
+            viewer.events.theme.connect(self._on_theme)
 
         self.viewer.layers.events.inserted.connect(self.refresh_sources)
         self.viewer.layers.events.removed.connect(self.refresh_sources)
         get_session(self.viewer).table_changed.connect(self._on_new_cells)
         self.refresh_sources()
+
+    def _show_results(self, shown: bool) -> None:
+        """The result widgets (arrays, histograms, worst cells) only once there is a report: the empty panel
+        is its form and what to do."""
+        for w in (self.arrays_table, self.canvas, self.worst_label, self.cells_table, self.goto_label):
+            w.setVisible(shown)
+        if not shown:
+            self.histograms.clear()
+            self.goto_label.setText("")
+
+    def _on_theme(self, event=None) -> None:
+        try:
+            self.histograms.set_theme(theme_colors(self.viewer.theme))
+        except RuntimeError:  # the panel's Qt side was deleted (the viewer closed)
+            return
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -329,6 +322,9 @@ class VerifyWidget(QWidget):
         from napari.utils.notifications import show_error
 
         self.last_error = msg
+        self.report = None
+        self._show_results(False)
+        self.color_button.setEnabled(False)
         self.verdict_label.setStyleSheet(PLAIN_STYLE)
         self.verdict_label.setText(f"Error: {msg}")
         show_error(f"Verify: {msg}")
@@ -347,9 +343,10 @@ class VerifyWidget(QWidget):
         lines += [f"note: {n}" for n in report.notes]
         self.verdict_label.setText("\n".join(lines))
         self.verdict_label.setStyleSheet(PASS_STYLE if report.passed else FAIL_STYLE)
+        self._show_results(True)
         self._fill_arrays(report)
-        self._draw_histograms(report)
-        self._fill_cells(report)
+        self.histograms.show(report)
+        self.cells_table.fill(report)
         self.color_button.setEnabled(True)
 
     def _fill_arrays(self, report):
@@ -360,101 +357,40 @@ class VerifyWidget(QWidget):
             t.insertRow(i)
             verdict = "reported" if not a.judged else ("PASS" if a.passed else "FAIL")
             t.setItem(i, 0, QTableWidgetItem(a.label))
-            t.setItem(i, 1, _NumItem(a.max_abs))
-            t.setItem(i, 2, _NumItem(a.mean_abs))
-            t.setItem(i, 3, _NumItem(a.pearson, _fmt(a.pearson, ".6f")))
-            t.setItem(i, 4, _NumItem(a.n_elements_outside, f"{a.n_elements_outside:,}"))
+            t.setItem(i, 1, NumItem(a.max_abs))
+            t.setItem(i, 2, NumItem(a.mean_abs))
+            t.setItem(i, 3, NumItem(a.pearson, fmt(a.pearson, ".6f")))
+            t.setItem(i, 4, NumItem(a.n_elements_outside, f"{a.n_elements_outside:,}"))
             item = QTableWidgetItem(verdict)
             if a.judged:
                 item.setForeground(QColor("#66bb6a") if a.passed else QColor("#ef5350"))
             t.setItem(i, 5, item)
         # every compared array visible, without a scroll bar
-        height = t.horizontalHeader().height() + 2 * t.frameWidth()
+        height = t.horizontalHeader().height() + 2 * t.frameWidth() + t.horizontalScrollBar().sizeHint().height()
         height += sum(t.rowHeight(i) for i in range(t.rowCount()))
         t.setFixedHeight(height)
-
-    def _draw_histograms(self, report):
-        fig = self.figure
-        fig.clear()
-        names = [k for k in report.arrays if report.arrays[k].judged][:3]
-        edges = verify.HIST_EDGES
-        for n, name in enumerate(names):
-            a = report.arrays[name]
-            ax = fig.add_subplot(1, len(names), n + 1)
-            counts = a.hist_counts
-            nz = np.flatnonzero(counts)
-            if not len(nz) and a.hist_zeros:
-                ax.text(0.5, 0.5, f"all |Δ| = 0\n({a.hist_zeros:,} values identical)", ha="center",
-                        va="center", transform=ax.transAxes, fontsize=9)
-                ax.set_xticks([])
-                ax.set_yticks([])
-            if len(nz):
-                lo, hi = nz[0], nz[-1] + 1
-                ax.stairs(counts[lo:hi], edges[lo:hi + 1], fill=True,
-                          color="#2e7d32" if a.passed else "#c62828", alpha=0.85)
-                ax.set_xscale("log")
-                ax.set_yscale("log")
-            if len(nz):
-                ax.axvline(report.contract.atol, color="k", ls="--", lw=0.8)
-            title = f"{a.label}\nr={_fmt(a.pearson, '.5f')}"
-            if a.hist_zeros:
-                title += f", {a.hist_zeros:,} exact"
-            ax.set_title(title, fontsize=8)
-            if len(nz):
-                ax.set_xlabel("|Δ|", fontsize=8)
-                if n == 0:
-                    ax.set_ylabel("count (log)", fontsize=8)
-            ax.tick_params(labelsize=7)
-        self.canvas.draw()  # now: a deferred draw could land after the dock was deleted
-
-    def _fill_cells(self, report):
-        judged = report.judged_arrays
-        keys = report.rows.key_columns
-        cols = keys + [f"{k}:max_abs" for k in judged] + [f"{judged[0]}:cosine", "tol_ratio"]
-        labels = keys + [f"{k} max|Δ|" for k in judged] + [f"{judged[0]} cos", "|Δ|/tol"]
-        worst = report.worst_cells(MAX_TABLE_ROWS)
-        t = self.cells_table
-        t.setSortingEnabled(False)
-        t.blockSignals(True)
-        t.clearContents()
-        t.setColumnCount(len(cols))
-        t.setHorizontalHeaderLabels(labels)
-        t.setRowCount(len(worst))
-        self._cell_rows = list(worst.index)
-        text = set(report.text_columns)  # fov_name, a Bag-of-Channels store's experiment: strings
-        for i, (idx, rec) in enumerate(zip(worst.index, worst[cols].itertuples(index=False))):
-            for j, (col, v) in enumerate(zip(cols, rec)):
-                if col in text:
-                    item = QTableWidgetItem(str(v))
-                elif col in keys:
-                    item = _NumItem(v, str(int(v)) if float(v).is_integer() else str(v))
-                elif col.endswith(":cosine"):
-                    item = _NumItem(v, _fmt(v, ".6f"))
-                else:
-                    item = _NumItem(v)
-                if j == 0:
-                    item.setData(Qt.UserRole, int(idx))
-                if col == "tol_ratio" and v > 1:
-                    item.setForeground(QColor("#ef5350"))
-                t.setItem(i, j, item)
-        t.resizeColumnsToContents()
-        t.blockSignals(False)
-        t.setSortingEnabled(True)
-        t.sortItems(len(cols) - 1, Qt.DescendingOrder)
 
     # ------------------------------------------------------------------------------------ navigation
 
     def selected_cell(self) -> pd.Series | None:
-        rows = self.cells_table.selectionModel().selectedRows() if self.cells_table.selectionModel() else []
-        if not rows or self.report is None:
+        row = self.cells_table.selected_report_row()
+        if row is None or self.report is None:
             return None
-        item = self.cells_table.item(rows[0].row(), 0)
-        return self.report.cells.loc[int(item.data(Qt.UserRole))]
+        return self.report.cells.loc[row]
 
     def _on_cell_selected(self):
         cell = self.selected_cell()
-        if cell is not None:
-            self.go_to_cell(cell)
+        if cell is None:
+            return
+        if self.go_to_cell(cell):
+            self.goto_label.setText("")
+            return
+        from napari.utils.notifications import show_info
+
+        msg = (f"cell {cell['fov_name']} track {cell['track_id']} t {cell['t']} is not in the viewer: open the "
+               "prediction (Predict tab > Open embeddings, or File > Open of its store) to go to it")
+        self.goto_label.setText(msg)
+        show_info(msg)
 
     def go_to_cell(self, cell: pd.Series) -> bool:
         """Move the viewer to *cell* (a row of ``report.cells``): its FOV, time and position.
