@@ -79,6 +79,7 @@ def build(kind: str, root: Path, ckpt: Path) -> MatrixStore:
             shutil.copytree(DATA / case / "reference.zarr", store)
         elif how == "away":  # predicted into another folder, given relative to the working folder
             folder = copy_case(case, root / "inputs" / case, ckpt)
+            (root / "elsewhere").mkdir()  # (predict refuses an output folder that does not exist)
             store = predict(folder / "predict.yml", Path("elsewhere") / "e.zarr")
         elif how == "moved":  # the store and its plate moved together with their folder
             folder = copy_case(case, root / "before" / case, ckpt)
