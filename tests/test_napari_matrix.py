@@ -32,32 +32,9 @@ class KnownGaps(AssertionError):
     """Exactly the known cells of a store kind failed (the kind's xfail)."""
 
 
-#: the causes found in the code (integration at 3f9cff5)
-GALLERY_FIELDS = ("the gallery cuts patches with the Predict tab's fields, which a store opened without its "
-                  "predict.yml leaves at their defaults (patch 160, no Bag-of-Channels source), not the run's "
-                  "settings: cells_view.py:252 self._config() is main.py:110 build_config; main.py:362 "
-                  "_use_store_fields takes only the plate and tracks, not the predict.yml the store records "
-                  "(uns['dynaclr']['inputs']['config'])")
-NO_EMBEDDING = ("a store without UMAP/PHATE/PCA opens on the x/y pixel positions: explore.py:142 default_axes falls "
-                "back to x, y and no view starts workers.embedding_pca_job (workers.py:277)")
-
-
-def _gaps(**causes: str) -> dict[tuple[str, str], str]:
-    """The same gap of *views* (view=cause) by every entry path."""
-    return {(entry, view): cause for entry in ENTRIES for view, cause in causes.items()}
-
-
-#: store kind -> {(entry, view): the cause found in the code} (from the runs on `integration`)
-GAPS: dict[str, dict[tuple[str, str], str]] = {
-    "classic2d": _gaps(cells=GALLERY_FIELDS),
-    "classic3d": _gaps(explore=NO_EMBEDDING, cells=GALLERY_FIELDS),
-    "boc2d_mip": _gaps(explore=NO_EMBEDDING, cells=GALLERY_FIELDS),
-    "boc3d": _gaps(explore=NO_EMBEDDING, cells=GALLERY_FIELDS),
-    "viscy": _gaps(cells=GALLERY_FIELDS + "; VisCy's store records no predict.yml at all"),
-    "away_classic": _gaps(cells=GALLERY_FIELDS),
-    "away_boc": _gaps(explore=NO_EMBEDDING, cells=GALLERY_FIELDS),
-    "moved": _gaps(cells=GALLERY_FIELDS),
-}
+#: store kind -> {(entry, view): the cause found in the code}; none left (the gallery cuts with the run's
+#: predict.yml, recorded by the store or loaded by the user; a store without a reduction starts on a PCA)
+GAPS: dict[str, dict[tuple[str, str], str]] = {}
 
 
 def _kind(kind: str):
@@ -153,19 +130,29 @@ def _cells(viewer, qtbot, main, store, step):
     main.tabs.setCurrentWidget(cells)
     cells.k.value = 5
     row = int(np.flatnonzero(s.table["fov_name"].astype(str) == s.fov_name)[step])  # a new cell per entry path
+    before = sorted(s.selected.tolist())
     s.highlight(row)  # what a click on a cell in the image or the scatter does
 
     def state() -> str:
-        return (f"row {row}, selected {sorted(s.selected.tolist())}, tiles {sorted(cells.tile_rows)}, "
-                f"neighbours {cells.neighbours_info.value!r}, gallery {cells.gallery_info.value!r}")
+        return (f"row {row}, neighbours of {s.neighbours_of}: {sorted(s.neighbours.tolist())}, selected "
+                f"{sorted(s.selected.tolist())}, tiles {sorted(cells.tile_rows)}, neighbours "
+                f"{cells.neighbours_info.value!r}, gallery {cells.gallery_info.value!r}")
 
-    _until(qtbot, lambda: row in s.selected.tolist() and len(s.selected) == 6
+    _until(qtbot, lambda: s.neighbours_of == row and len(s.neighbours) == 5
            or cells.neighbours_info.value.startswith("✗"), state)
     assert cells.neighbours_info.value.startswith("5 nearest of"), state()
-    chosen = sorted(s.selected.tolist())
+    assert sorted(s.selected.tolist()) == before, state()  # a click never changes the selection
+    chosen = sorted([row, *s.neighbours.tolist()])
+    if store.kind == "viscy":  # VisCy's store records no predict.yml: the gallery asks for it, the user loads it
+        _until(qtbot, lambda: cells.gallery_info.value.startswith("✗"), state)
+        assert "records no predict.yml" in cells.gallery_info.value, state()
+        assert main.load_predict_yml(store.path.parent / "predict.yml")
+        cells.show_gallery(np.array(chosen))
     _until(qtbot, lambda: sorted(cells.tile_rows) == chosen or cells.gallery_info.value.startswith("✗"), state)
     assert not cells.gallery_info.value.startswith("✗"), cells.gallery_info.value
     assert cells.gallery.count() == len(chosen)
+    main.cells.select_neighbours_btn.native.click()  # the explicit action: the neighbours become the selection
+    assert sorted(s.selected.tolist()) == chosen, state()
 
 
 def _until(qtbot, condition, state) -> None:

@@ -108,12 +108,14 @@ class FoundInput:
 
 @dataclasses.dataclass
 class FoundInputs:
-    """The inputs of a store: its plate(s) (by experiment; ``""`` for a classic run) and tracks."""
+    """The inputs of a store: its plate(s) (by experiment; ``""`` for a classic run), tracks and the run's
+    config (its predict.yml: the settings the model's inputs were cut with)."""
 
     store: Path
     family: str | None
     plates: dict
     tracks: FoundInput
+    config: FoundInput = dataclasses.field(default_factory=lambda: FoundInput("config"))
 
     @property
     def plate(self) -> Path | None:
@@ -163,7 +165,7 @@ def _look(role: str, record: Mapping | None, given, store: Path) -> FoundInput:
 
 
 def find_inputs(store_path, uns: Mapping | None = None) -> FoundInputs:
-    """Find the plate(s) and tracks of the store at *store_path* (its ``uns``, read when not given)."""
+    """Find the plate(s), tracks and config of the store at *store_path* (its ``uns``, read when not given)."""
     store = Path(store_path)
     if uns is None:
         uns = read_uns(store)
@@ -176,7 +178,8 @@ def find_inputs(store_path, uns: Mapping | None = None) -> FoundInputs:
     if not plates and (inputs.get("plate") or uns.get("data_path")):
         plates[""] = _look("plate", inputs.get("plate"), uns.get("data_path"), store)
     tracks = _look("tracks", inputs.get("tracks"), uns.get("tracks_path"), store)
-    return FoundInputs(store, record.get("family"), plates, tracks)
+    config = _look("config", inputs.get("config"), None, store)
+    return FoundInputs(store, record.get("family"), plates, tracks, config)
 
 
 def read_uns(store: Path) -> dict:

@@ -56,7 +56,7 @@ from napari_dynaclr._napari.widgets.input_checks import InputChecks, read_predic
 from napari_dynaclr._napari.widgets.open_store import StoreOpener, store_plate_not_found
 from napari_dynaclr._napari.widgets.time_view import TimeView
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
-from napari_dynaclr.errors import Cancelled, DynaclrError
+from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -70,6 +70,7 @@ class DynaCLRWidget(QWidget):
         self.session = get_session(viewer)
         self.viewer = self.session.viewer
         self.yml_config = None
+        self.store_without_config = False  # an opened store that records no predict.yml (see gallery_config)
         self.yml_worker = None  # reading a predict.yml (the Load button)
         self.worker = None
         self.cancel_event: threading.Event | None = None
@@ -122,7 +123,7 @@ class DynaCLRWidget(QWidget):
         keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store,
                          self.store_plate)
         self.explore = EmbeddingView(viewer)
-        self.cells = CellsView(viewer, config=lambda: self.build_config(require_output=False))
+        self.cells = CellsView(viewer, config=self.gallery_config)
         self.verify = VerifyWidget(viewer)
         # every page scrolls when the dock is short (a laptop's screen, a second dock below it)
         self.tabs = ScrollingTabs(self)
@@ -290,6 +291,7 @@ class DynaCLRWidget(QWidget):
             # the output may never be an input or anything but an embedding store (checked again, and
             # locked, by the run itself)
             check_output_path(cfg.output_path, cfg.overwrite, cfg.input_paths())
+            self.store_without_config = False  # the store to come is this form's run
         except DynaclrError as exc:
             self._fail(error_message(exc))
             return None
@@ -417,7 +419,19 @@ class DynaCLRWidget(QWidget):
         self.run_btn.enabled = False
         return self.opener.open(path, plate, tracks)
 
+    def gallery_config(self):
+        """The settings the Cells gallery cuts patches with: the run's (an opened store's predict.yml, loaded from
+        the path it records; a store that records none, VisCy's own, needs it loaded here)."""
+        if self.yml_config is None and self.store_without_config:
+            raise ConfigError("this store records no predict.yml of its run: load the run's predict.yml in the "
+                              "Predict tab, so that the gallery cuts the cells' patches as the run did")
+        return self.build_config(require_output=False)
+
     def _use_store_fields(self, opened: workers.OpenedStore) -> None:
+        found = opened.inputs.config if opened.inputs is not None else None
+        self.store_without_config = found is None or not found.found
+        if self.yml_config is None and not self.store_without_config:  # the run's settings, for the gallery
+            self.load_predict_yml(found.path, wait=False)
         self._offer_store_plate(opened)
         if opened.plate_error:
             self._fail(opened.plate_error)  # the cells are shown all the same, without images
