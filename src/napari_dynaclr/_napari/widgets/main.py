@@ -132,7 +132,6 @@ class DynaCLRWidget(QWidget):
         self.add_tab(self.explore, "Explore")
         self.add_tab(self.cells, "Cells")
         self.add_tab(self.verify, "Verify")
-        # (further views: one self.add_tab line each, here)
         self.conditions = ConditionsView(viewer)
         self.add_tab(self.conditions, "Conditions")
         self.time = TimeView(viewer)
