@@ -143,7 +143,8 @@ def _cells(viewer, qtbot, main, store, step):
     assert cells.neighbours_info.value.startswith("5 nearest of"), state()
     assert sorted(s.selected.tolist()) == before, state()  # a click never changes the selection
     chosen = sorted([row, *s.neighbours.tolist()])
-    if store.kind == "viscy":  # VisCy's store records no predict.yml: the gallery asks for it, the user loads it
+    if store.kind == "viscy" and main.yml_config is None:  # VisCy's store records no predict.yml: the gallery
+        # asks for it, the user loads it (and it stays loaded for the later entry paths' opens of that store)
         _until(qtbot, lambda: cells.gallery_info.value.startswith("✗"), state)
         assert "records no predict.yml" in cells.gallery_info.value, state()
         assert main.load_predict_yml(store.path.parent / "predict.yml")

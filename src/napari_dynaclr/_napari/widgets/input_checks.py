@@ -23,20 +23,6 @@ from napari_dynaclr._napari.widgets.predict_form import yml_selection
 from napari_dynaclr.errors import Cancelled, DynaclrError
 
 
-def warm_napari_units() -> None:
-    """Build the unit registry that napari's first layers parse (pint's application registry: ≈ 0.3 s on a quiet
-    laptop, seconds on a busy one) — in a worker, before the preview's layers need it on the GUI thread."""
-    import pint
-
-    pint.get_application_registry().dimensionless  # noqa: B018 (the first attribute builds the registry)
-
-
-def preview_and_warm(cfg, keep_plate: bool = False):
-    """:func:`napari_dynaclr._napari.workers.preview_cells`, with napari's unit registry built too."""
-    warm_napari_units()
-    return workers.preview_cells(cfg, keep_plate=keep_plate)
-
-
 def _debounce(parent, slot, ms: int) -> QTimer:
     timer = QTimer(parent)
     timer.setSingleShot(True)
@@ -176,7 +162,7 @@ class InputChecks:
             d.cells_info.value = f"✗ {error_message(exc)}"
             return None
         token = self._preview_token = object()  # only the latest preview counts
-        worker = thread_job(preview_and_warm)(cfg, keep_plate=True)
+        worker = thread_job(workers.preview_cells)(cfg, keep_plate=True)
 
         def done(result):
             table, plate = result
@@ -201,11 +187,10 @@ class InputChecks:
 
 
 def read_predict_yml(path: Path):
-    """A predict.yml read into a config (in a worker: the first read imports the config's packages), and
-    napari's unit registry built for the layers of the preview that follows."""
+    """A predict.yml read into a config (in a worker: the first read imports the config's packages). (napari's
+    unit registry is left to napari: building pint's lazy registry off the GUI thread races the layers that the
+    GUI thread makes meanwhile — 'pixel' is not defined.)"""
     from napari_dynaclr.core.predict_yml import load_predict_yaml
 
-    cfg = load_predict_yaml(path)
-    warm_napari_units()
-    return cfg
+    return load_predict_yaml(path)
 

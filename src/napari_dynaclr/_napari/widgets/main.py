@@ -53,7 +53,7 @@ from napari_dynaclr._napari.widgets.cells_view import CellsView
 from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
 from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 from napari_dynaclr._napari.widgets.input_checks import InputChecks, read_predict_yml
-from napari_dynaclr._napari.widgets.open_store import StoreOpener, store_plate_not_found
+from napari_dynaclr._napari.widgets.open_store import StoreOpener, recorded_config, store_plate_not_found
 from napari_dynaclr._napari.widgets.time_view import TimeView
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError
@@ -70,7 +70,7 @@ class DynaCLRWidget(QWidget):
         self.session = get_session(viewer)
         self.viewer = self.session.viewer
         self.yml_config = None
-        self.store_without_config = False  # an opened store that records no predict.yml (see gallery_config)
+        self.store_without_config, self.store_yml = False, None  # (see gallery_config)
         self.yml_worker = None  # reading a predict.yml (the Load button)
         self.worker = None
         self.cancel_event: threading.Event | None = None
@@ -343,7 +343,7 @@ class DynaCLRWidget(QWidget):
             if not self.session.adopt_result(table, plate_path=src.data_path, tracks_path=src.tracks_path):
                 self.session.set_table(table, plate_path=src.data_path, tracks_path=src.tracks_path,
                                        fov_name=self.session.fov_name)
-            self._ensure_embedding_view()
+            self.tabs.setCurrentWidget(self.explore)  # where the cells now are
         elif isinstance(ev, workers.Batch):
             self.status.value = f"batch {ev.index + 1}/{ev.n_batches}"
             if self._pbar is not None:
@@ -421,16 +421,17 @@ class DynaCLRWidget(QWidget):
     def gallery_config(self):
         """The settings the Cells gallery cuts patches with: the run's (an opened store's predict.yml, loaded from
         the path it records; a store that records none, VisCy's own, needs it loaded here)."""
-        if self.yml_config is None and self.store_without_config:
+        if self.store_without_config and (self.yml_config is None or self.store_yml == self.predict_yml.value):
             raise ConfigError("this store records no predict.yml of its run: load the run's predict.yml in the "
                               "Predict tab, so that the gallery cuts the cells' patches as the run did")
         return self.build_config(require_output=False)
 
     def _use_store_fields(self, opened: workers.OpenedStore) -> None:
-        found = opened.inputs.config if opened.inputs is not None else None
-        self.store_without_config = found is None or not found.found
-        if self.yml_config is None and not self.store_without_config:  # the run's settings, for the gallery
-            self.load_predict_yml(found.path, wait=False)
+        recorded = recorded_config(opened)  # the run's predict.yml: its settings are the gallery's
+        self.store_without_config = recorded is None
+        if recorded is not None and (self.yml_config is None or field_path(self.predict_yml.value) != recorded):
+            self.store_yml = recorded  # (a later store that records none must not use it: gallery_config)
+            self.load_predict_yml(recorded, wait=False)
         self._offer_store_plate(opened)
         if opened.plate_error:
             self._fail(opened.plate_error)  # the cells are shown all the same, without images
@@ -461,7 +462,7 @@ class DynaCLRWidget(QWidget):
         self.open_embeddings(plate=plate)
 
     def _store_shown(self, path: Path, opened: workers.OpenedStore) -> None:
-        self._ensure_embedding_view()
+        self.tabs.setCurrentWidget(self.explore)  # where the cells now are
         if self._store_plate_chosen and opened.plate is not None:
             self.store_plate_info.value = f"✓ showing the images of {opened.plate.path}"
         self.status.value = f"opened {path.name}: {len(opened.table)} cells"
@@ -492,8 +493,3 @@ class DynaCLRWidget(QWidget):
         if self._fov_sync or name is None or name == self.session.fov_name:
             return
         self.session.show_fov(name)
-
-    def _ensure_embedding_view(self) -> None:
-        """Show the Explore tab, where the cells now are."""
-        self.tabs.setCurrentWidget(self.explore)
-

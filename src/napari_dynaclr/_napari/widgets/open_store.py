@@ -138,3 +138,9 @@ def store_plate_not_found(opened: workers.OpenedStore) -> Path | None:
     tried = next((f.tried for f in found.plates.values() if f.tried), None)
     return Path(tried[0]) if tried else None
 
+
+def recorded_config(opened: workers.OpenedStore) -> Path | None:
+    """The predict.yml *opened* records for its run, where it is found (None: it records none, e.g. VisCy's
+    stores, or it is not found)."""
+    found = opened.inputs.config if opened.inputs is not None else None
+    return found.path if found is not None and found.found else None
