@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import weakref
 
-from qtpy.QtCore import QCoreApplication, QThreadPool
+from qtpy.QtCore import QCoreApplication, QObject, QThreadPool
 
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.widgets._forms import alive
@@ -87,16 +87,16 @@ class DockJobs:
         self._running: list[tuple] = []  # (worker, cancel event or None, on_stop or None)
         self._latest: dict = {}  # key -> the newest running entry started with latest=key
         self._owner = weakref.ref(owner)
-        running = self._running  # the slots below must not hold the dock itself
+        running = self._running
 
-        def stop_all(*_):
-            _stop(running)
-
-        owner.destroyed.connect(stop_all)
+        # the dock's end and napari's quit stop its jobs, through a receiver the module holds until the dock is
+        # deleted: a slot held only by the dock's connections is part of the dock's garbage, and the garbage
+        # collector can clear it before deleting the dock calls it (a segfault)
+        stopper = _Stopper(running)
+        owner.destroyed.connect(stopper.dock_deleted)
         app = QCoreApplication.instance()
         if app is not None:
-            app.aboutToQuit.connect(stop_all)
-            owner.destroyed.connect(lambda *_: _disconnect(app.aboutToQuit, stop_all))
+            app.aboutToQuit.connect(stopper.stop)
 
     def start(self, worker, cancel: threading.Event | None = None, on_stop=None, latest=None, **slots):
         """Start *worker* (a napari thread worker) on the plugin's pool and remember it until it finishes.
@@ -174,8 +174,22 @@ def _at_quit() -> None:
         _POOL.waitForDone(QUIT_WAIT_MS)
 
 
-def _disconnect(signal, slot) -> None:
-    try:
-        signal.disconnect(slot)
-    except (TypeError, RuntimeError):
-        pass
+#: the stoppers of the docks that exist (see DockJobs.__init__)
+_STOPPERS: set = set()
+
+
+class _Stopper(QObject):
+    """Stops a dock's *running* jobs when the dock is deleted or napari quits."""
+
+    def __init__(self, running: list):
+        super().__init__()
+        self._running = running
+        _STOPPERS.add(self)
+
+    def stop(self, *_) -> None:
+        _stop(self._running)
+
+    def dock_deleted(self, *_) -> None:
+        self.stop()
+        _STOPPERS.discard(self)
+        self.deleteLater()
