@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import cdist
 
+from cli_lines import cli
 from eval2_data import CONFIGS, MMD_CASES, anndata, expected, kit_folder, write_store
-from napari_dynaclr.cli import main
 from napari_dynaclr.errors import ConfigError
 from napari_dynaclr.evaluate.mmd import RESULT_COLUMNS, run_mmd, select_embedding
 from napari_dynaclr.evaluate.mmd_config import load_mmd_config, parse_analysis
@@ -138,12 +138,6 @@ def test_bins_with_too_few_cells_are_nan_rows_as_in_viscy(kit):
     assert "3 of 12 rows are NaN" in result.notes[0] and "n_b 24" in result.notes[0]
 
 
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return kit_folder(tmp_path_factory.mktemp("kit"))
@@ -153,7 +147,7 @@ def folder(tmp_path_factory):
 def test_cli_writes_viscys_csv_and_json(folder, monkeypatch, capsys, case):
     monkeypatch.chdir(folder)  # the kit's configs are relative to the working directory, as in VisCy
     out = folder / f"{case}.json"
-    code, stdout, err = _cli(capsys, "evaluate", "mmd", "-c", f"configs/mmd_{case}.yaml", "--json", out)
+    code, stdout, err = cli(capsys, "evaluate", "mmd", "-c", f"configs/mmd_{case}.yaml", "--json", out)
     assert code == 0, err
     csv = folder / "mmd_out" / case / "synth_eval2_mmd_results.csv"
     table = pd.read_csv(csv, float_precision="round_trip")
@@ -171,7 +165,7 @@ def test_cli_reports_nan_rows(folder, monkeypatch, capsys):
     cfg = yaml.safe_load((CONFIGS / "mmd_temporal_bins.yaml").read_text())
     cfg.update(output_dir="nan_out", mmd={"min_cells": 30, "n_permutations": 20}, save_plots=True)
     (folder / "nan.yaml").write_text(yaml.safe_dump(cfg))
-    code, stdout, err = _cli(capsys, "evaluate", "mmd", "-c", "nan.yaml")
+    code, stdout, err = cli(capsys, "evaluate", "mmd", "-c", "nan.yaml")
     assert code == 0, err
     assert stdout.count("NaN (too few cells)") == 3 and "note: 3 of 12 rows are NaN" in stdout
     assert "warning: save_plots" in err
@@ -246,7 +240,7 @@ def test_bad_input_exits_2_and_writes_nothing(folder, monkeypatch, capsys, name,
     path = _config(folder, name.replace(" ", "_"), **changes)
     before = sorted(p.name for p in folder.iterdir())
     store_files = sorted(p.relative_to(folder) for p in (folder / "store.zarr").rglob("*"))
-    code, _, err = _cli(capsys, "evaluate", "mmd", "-c", path, "--json", folder / "bad.json")
+    code, _, err = cli(capsys, "evaluate", "mmd", "-c", path, "--json", folder / "bad.json")
     assert code == 2, (name, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("napari-dynaclr: error:"), (name, err)
@@ -305,18 +299,18 @@ def test_rerun_replaces_its_own_unchanged_outputs_only(folder, monkeypatch, caps
     (folder / "again.yaml").write_text(yaml.safe_dump(cfg))
     argv = ["evaluate", "mmd", "-c", "again.yaml", "--json", "again.json"]
     csv, report = folder / "again" / "deeper" / "synth_eval2_mmd_results.csv", folder / "again.json"
-    assert _cli(capsys, *argv)[0] == 0
+    assert cli(capsys, *argv)[0] == 0
     first = csv.read_bytes(), report.read_bytes()
     cfg["mmd"] = {"n_permutations": 7}  # other p-values: the files are written again, not left as they were
     (folder / "again.yaml").write_text(yaml.safe_dump(cfg))
-    code, _, err = _cli(capsys, *argv)
+    code, _, err = cli(capsys, *argv)
     assert code == 0, err
     ours = csv.read_bytes(), report.read_bytes()
     assert ours[0] != first[0] and ours[1] != first[1]
 
     def refused(path, *extra):
         before = {p: p.read_bytes() for p in (csv, report)}
-        code, _, err = _cli(capsys, *argv, *extra)
+        code, _, err = cli(capsys, *argv, *extra)
         assert code == 2 and err.count("\n") == 1, err
         assert f"{path.name} already exists; pass --overwrite to replace it" in err, err
         assert {p: p.read_bytes() for p in (csv, report)} == before
@@ -326,20 +320,20 @@ def test_rerun_replaces_its_own_unchanged_outputs_only(folder, monkeypatch, caps
     csv.write_bytes(ours[0])  # as we wrote it again: ours
     report.write_bytes(ours[1].replace(b"uninf1 vs ZIKV", b"my label"))  # our JSON, edited
     refused(report)
-    assert _cli(capsys, *argv, "--overwrite")[0] == 0 and report.read_bytes() == ours[1]
-    assert _cli(capsys, *argv)[0] == 0  # the replaced report is ours again
+    assert cli(capsys, *argv, "--overwrite")[0] == 0 and report.read_bytes() == ours[1]
+    assert cli(capsys, *argv)[0] == 0  # the replaced report is ours again
 
     user = folder / "user.json"  # a user's file named like the report, in a folder whose manifest records others
     user.write_text("[]\n")
-    code, _, err = _cli(capsys, "evaluate", "mmd", "-c", "again.yaml", "--json", user)
+    code, _, err = cli(capsys, "evaluate", "mmd", "-c", "again.yaml", "--json", user)
     assert code == 2 and "user.json already exists; pass --overwrite to replace it" in err
     assert user.read_text() == "[]\n"
     cfg["output_dir"] = "theirs"  # a user's CSV named like ours, in a folder we never wrote to
     (folder / "theirs").mkdir()
     (folder / "theirs" / csv.name).write_text("a,b\n1,2\n")
     (folder / "theirs.yaml").write_text(yaml.safe_dump(cfg))
-    code, _, err = _cli(capsys, "evaluate", "mmd", "-c", "theirs.yaml")
+    code, _, err = cli(capsys, "evaluate", "mmd", "-c", "theirs.yaml")
     assert code == 2 and f"{csv.name} already exists; pass --overwrite to replace it" in err
     assert (folder / "theirs" / csv.name).read_text() == "a,b\n1,2\n"
-    assert _cli(capsys, "evaluate", "mmd", "-c", "theirs.yaml", "--overwrite")[0] == 0
+    assert cli(capsys, "evaluate", "mmd", "-c", "theirs.yaml", "--overwrite")[0] == 0
     assert (folder / "theirs" / csv.name).read_bytes() == ours[0]

@@ -14,6 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli_lines import cli
 from eval2_data import CONFIGS, MMD_CASES, anndata, expected, kit_folder
 from mmd_modes_data import CASES, expected_modes, renamed, second_experiment, split_by_wells, write_stores
 from napari_dynaclr.cli import main
@@ -165,12 +166,6 @@ def test_combined_centres_each_experiment_and_bins_both_groups():
 
 # --- command line -------------------------------------------------------------------------------------------
 
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return write_stores(kit_folder(tmp_path_factory.mktemp("kit")))
@@ -193,7 +188,7 @@ def test_modes_give_viscys_rows(folder, monkeypatch, capsys, case):
     monkeypatch.chdir(folder)
     mode, cfg = CASES[case]
     path = _write(folder, f"{case}.yaml", {**cfg, "output_dir": f"out_{case}"})
-    code, _, err = _cli(capsys, "evaluate", "mmd", "-c", path, f"--{mode}", "--json", f"{case}.json")
+    code, _, err = cli(capsys, "evaluate", "mmd", "-c", path, f"--{mode}", "--json", f"{case}.json")
     assert code == 0, err
     want = expected_modes()[case]
     got = json.loads((folder / f"{case}.json").read_text())
@@ -213,7 +208,7 @@ def test_cli_pooled_writes_viscys_csv_and_json(folder, monkeypatch, capsys):
     monkeypatch.chdir(folder)  # input_paths and output_dir relative to the working directory, as in VisCy
     cfg = _pooled_raw("aggregate_defaults", input_paths=["store.zarr", "copy.zarr"], output_dir="pooled_out",
                       mmd={"n_permutations": 100})
-    code, stdout, err = _cli(capsys, "evaluate", "mmd", "-c", _write(folder, "pooled.yaml", cfg), "--pooled",
+    code, stdout, err = cli(capsys, "evaluate", "mmd", "-c", _write(folder, "pooled.yaml", cfg), "--pooled",
                              "--json", "pooled.json")
     assert code == 0, err
     table = pd.read_csv(folder / "pooled_out" / "pooled_mmd_results.csv", float_precision="round_trip")
@@ -228,14 +223,14 @@ def test_cli_pooled_writes_viscys_csv_and_json(folder, monkeypatch, capsys):
     csv = folder / "pooled_out" / "pooled_mmd_results.csv"
     assert _manifest(folder / "pooled_out")["pooled_mmd_results.csv"]["sha256"] == content_hash(csv)
     assert "pooled.json" in _manifest(folder)
-    assert _cli(capsys, "evaluate", "mmd", "-c", "pooled.yaml", "--pooled", "--json", "pooled.json")[0] == 0  # rerun
+    assert cli(capsys, "evaluate", "mmd", "-c", "pooled.yaml", "--pooled", "--json", "pooled.json")[0] == 0  # rerun
 
 
 def test_cli_combined_writes_viscys_csv(folder, monkeypatch, capsys):
     monkeypatch.chdir(folder)
     cfg = {"input_paths": ["store.zarr", "e2.zarr", "copy.zarr"], "output_dir": "combined_out", "save_plots": False,
            "mmd": {"n_permutations": 20}}
-    code, stdout, err = _cli(capsys, "evaluate", "mmd", "-c", _write(folder, "combined.yaml", cfg), "--combined",
+    code, stdout, err = cli(capsys, "evaluate", "mmd", "-c", _write(folder, "combined.yaml", cfg), "--combined",
                              "--json", "combined.json")
     assert code == 0, err
     table = pd.read_csv(folder / "combined_out" / "combined_mmd_results.csv")
@@ -334,7 +329,7 @@ def test_bad_input_exits_2_and_writes_nothing(folder, monkeypatch, capsys, name,
         cfg["input_paths"] = [p if isinstance(p, str) else _store(folder, *p) for p in cfg["input_paths"]]
     path = _write(folder, "bad.yaml", cfg)
     before = sorted(p.name for p in folder.iterdir())
-    code, _, err = _cli(capsys, "evaluate", "mmd", "-c", path, *([flag] if flag else []), "--json", "bad.json")
+    code, _, err = cli(capsys, "evaluate", "mmd", "-c", path, *([flag] if flag else []), "--json", "bad.json")
     assert code == 2, (name, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("napari-dynaclr: error:"), (name, err)
