@@ -122,23 +122,31 @@ def read_input_bytes(path, what: str, limit: int, error: type[DynaclrError] = Dy
 def load_yaml(path, what: str, error: type[DynaclrError] = DynaclrError):
     """The document of the YAML file *path* (the input *what*: ``"predict.yml"``, ``"collection"`` ...), read
     with ``yaml.safe_load`` within this module's limits; any problem is one line (*error*) naming the file."""
-    import yaml
-
     raw = read_input_bytes(path, what, MAX_YAML_BYTES, error)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise error(f"{what} {path} is not UTF-8 text") from None
+    return parse_yaml_text(text, f"{what} {path}", error)
+
+
+def parse_yaml_text(text: str, source: str, error: type[DynaclrError] = DynaclrError):
+    """The document of the YAML *text* (from *source*, named in the one-line *error*), within this module's
+    limits (size, nesting, alias expansion)."""
+    import yaml
+
+    if len(text.encode("utf-8")) > MAX_YAML_BYTES:
+        raise error(f"{source} is larger than {MAX_YAML_BYTES} bytes; refusing")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise error(f"{what} {path} is not valid YAML: {first[:200]}") from None
+        raise error(f"{source} is not valid YAML: {first[:200]}") from None
     except RecursionError:
-        raise error(f"{what} {path}: the YAML nests deeper than {MAX_YAML_DEPTH} levels; refusing") from None
+        raise error(f"{source}: the YAML nests deeper than {MAX_YAML_DEPTH} levels; refusing") from None
     except (ValueError, OverflowError) as exc:  # e.g. a date like 2024-02-30
-        raise error(f"{what} {path} is not valid YAML: {str(exc)[:200]}") from None
-    check_expansion(doc, f"{what} {path}", error)
+        raise error(f"{source} is not valid YAML: {str(exc)[:200]}") from None
+    check_expansion(doc, source, error)
     return doc
 
 

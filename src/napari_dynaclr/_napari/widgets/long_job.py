@@ -79,7 +79,7 @@ class LongJob(QWidget):
                 self.status.value = f"{what}: {done}/{total} ({label})"
 
         def failed(exc) -> None:
-            if isinstance(exc, Cancelled):
+            if isinstance(exc, Cancelled) or cancel.is_set():  # (a cancel kills the work process it waits on)
                 show_info(f"{what} cancelled")
                 self.status.value = f"{what} cancelled"
             else:

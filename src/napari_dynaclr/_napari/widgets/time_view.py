@@ -49,14 +49,11 @@ def flavors_text(flavors: dict) -> str:
 
 
 def parse_flavors(text: str) -> dict:
-    import yaml
+    """The templates field (``raw: null, pca: 8``) as a mapping, read by the one YAML reader."""
+    from napari_dynaclr.core.inputs import parse_yaml_text
 
-    try:
-        value = yaml.safe_load("{" + text + "}")
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"templates {text!r}: write name: null | components | variance, … "
-                          f"({str(exc).splitlines()[0]})") from None
-    return value
+    return parse_yaml_text("{" + text + "}", f"templates {text!r} (write name: null | components | variance, …)",
+                           ConfigError)
 
 
 class TimeView(QWidget):
