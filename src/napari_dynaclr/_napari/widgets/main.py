@@ -203,7 +203,7 @@ class DynaCLRWidget(QWidget):
             self.status.value = "ready"
             self._prefill_from(meta)
 
-    def load_predict_yml(self, path=None, wait: bool = True):
+    def load_predict_yml(self, path=None, wait: bool = True, quiet: bool = False):
         """Fill every field from a VisCy predict.yml (its normalisations are kept as they are). *wait*: read it
         on this thread and return whether it loaded (scripts); else (the Load button, the demo's prefill) read
         it in a worker — its first read imports the config's packages, seconds on a busy laptop — and return
@@ -222,13 +222,14 @@ class DynaCLRWidget(QWidget):
                 return False
             self._use_predict_yml(path, cfg)
             return True
-        self.status.value = f"reading {path.name}…"
+        if not quiet:  # (quiet: an opened store's own predict.yml; the status is the store's)
+            self.status.value = f"reading {path.name}…"
         self.load_yml_btn.enabled = False
         worker = self.yml_worker = thread_job(read_predict_yml)(path)
 
         def loaded(cfg) -> None:
             if worker is self.yml_worker:  # (only the latest read counts)
-                self._use_predict_yml(path, cfg)
+                self._use_predict_yml(path, cfg, quiet)
 
         def failed(exc: BaseException) -> None:
             if worker is self.yml_worker:
@@ -241,11 +242,12 @@ class DynaCLRWidget(QWidget):
 
         return self.jobs.start(worker, returned=loaded, errored=failed, finished=done)
 
-    def _use_predict_yml(self, path: Path, cfg) -> None:
+    def _use_predict_yml(self, path: Path, cfg, quiet: bool = False) -> None:
         self.yml_config = cfg
         self.predict_yml.value = path
         predict_form.fill_from_yml(self, cfg)
-        self.status.value = f"loaded {Path(path).name}"
+        if not quiet:
+            self.status.value = f"loaded {Path(path).name}"
 
     @property
     def is_boc(self) -> bool:
@@ -431,7 +433,7 @@ class DynaCLRWidget(QWidget):
         self.store_without_config = recorded is None
         if recorded is not None and (self.yml_config is None or field_path(self.predict_yml.value) != recorded):
             self.store_yml = recorded  # (a later store that records none must not use it: gallery_config)
-            self.load_predict_yml(recorded, wait=False)
+            self.load_predict_yml(recorded, wait=False, quiet=True)
         self._offer_store_plate(opened)
         if opened.plate_error:
             self._fail(opened.plate_error)  # the cells are shown all the same, without images
