@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.reduce import compute_reduction
 from napari_dynaclr.errors import Cancelled
 from napari_fixtures import demo_inputs  # noqa: F401
+from work_process_waits import alive, in_umap, loaded, poll
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -30,33 +30,6 @@ def _drain(gen):
             next(gen)
         except StopIteration as stop:
             return stop.value
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().split(")")[-1].split()[0] != "Z"
-
-
-def _loaded(pid: int, library: str) -> bool:
-    """The process has mapped *library* (llvmlite: numba, which the work process loads only for UMAP)."""
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return library in f.read()
-    except OSError:
-        return False
-
-
-def _poll(condition, tries: int = 2400, every: float = 0.05) -> bool:
-    """Wait until *condition()* holds (a safety net of minutes, not a time limit)."""
-    for _ in range(tries):
-        if condition():
-            return True
-        time.sleep(every)
-    return condition()
 
 
 @pytest.fixture
@@ -75,9 +48,9 @@ class LongRequest:
         X = np.random.default_rng(0).normal(size=(20000, 32)).astype(np.float32)
         self.thread = threading.Thread(target=self._run, args=(X,), daemon=True)
         self.thread.start()
-        assert _poll(lambda: workers.work_process("heavy").pid is not None)
+        assert poll(lambda: workers.work_process("heavy").pid is not None)
         self.pid = workers.work_process("heavy").pid
-        assert _poll(lambda: _loaded(self.pid, "llvmlite")), "the heavy lane never started its UMAP"
+        assert poll(lambda: in_umap(self.pid)), "the heavy lane never started its UMAP"
 
     def _run(self, X):
         try:
@@ -87,7 +60,7 @@ class LongRequest:
 
     @property
     def running(self) -> bool:
-        return self.thread.is_alive() and _alive(self.pid)
+        return self.thread.is_alive() and alive(self.pid)
 
     def cancel(self):
         workers.cancel_job(self.cancel_event)
@@ -106,7 +79,7 @@ def test_quick_requests_answer_while_the_heavy_lane_runs_a_umap(lanes, demo_inpu
     try:
         assert _drain(workers.warm_job("t1", X)) is None
         quick = workers.work_process("quick").pid
-        assert quick not in (None, long.pid) and not _loaded(quick, "libtorch")
+        assert quick not in (None, long.pid) and not loaded(quick, "libtorch")
         rows, dist = _drain(workers.neighbours_job("t1", X, "cosine", 5, 4))
         assert len(rows) == 4 and 5 not in rows and np.all(np.diff(dist) >= 0)
         result = _drain(workers.classify_job("t1", X, labels, groups, "state"))
@@ -115,17 +88,17 @@ def test_quick_requests_answer_while_the_heavy_lane_runs_a_umap(lanes, demo_inpu
         assert sum(cell["val_counts"].values()) == cell["n_val"] and cell["few_validation_cells"]
         assert cell["cross_validation"]["n_splits"] == 5 and result["warning"].startswith("cell split: only")
         assert result["splits"]["track"]["cross_validation"]["grouped"]
-        assert not _loaded(quick, "libtorch")  # neighbours and the classifier need no torch
+        assert not loaded(quick, "libtorch")  # neighbours and the classifier need no torch
         index, tiles = _drain(workers.gallery_job(cfg, cells[workers.gallery_keys(cells)]))
         assert len(index) == 3 and tiles.shape[:2] == (3, 2)
         key, pca = _drain(workers.embedding_pca_job(X, "t1"))
         assert key == "X_pca" and pca.shape == (len(X), 8)
         assert long.running  # all of it while the UMAP still ran
         assert workers.work_process("quick").pid == quick
-        assert _loaded(quick, "libtorch") and not _loaded(quick, "llvmlite")  # the gallery's torch, no numba
+        assert loaded(quick, "libtorch") and not in_umap(quick)  # the gallery's torch, no numba
     finally:
         long.cancel()
-    assert isinstance(long.error[0], Cancelled) and not _alive(long.pid)
+    assert isinstance(long.error[0], Cancelled) and not alive(long.pid)
     # the heavy lane's cancel left the quick lane and its matrix alone
     assert workers.work_process("quick").pid == quick
     assert len(_drain(workers.neighbours_job("t1", X, "cosine", 6, 3))[0]) == 3
@@ -142,7 +115,7 @@ def test_cancelling_a_quick_request_leaves_the_heavy_lane_running(lanes):
         workers.cancel_job(cancel)
         with pytest.raises(Cancelled):
             _drain(job)
-        assert not _alive(quick)
+        assert not alive(quick)
         assert long.running
         # a new quick request starts a new quick lane
         key, _ = _drain(workers.embedding_pca_job(np.eye(6, dtype=np.float32)))
@@ -178,15 +151,15 @@ def test_both_lanes_end_when_their_parent_is_killed(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith("PIDS"), line
         pids = [int(p) for p in line.split()[1:]]
-        assert all(_alive(p) for p in pids)
+        assert all(alive(p) for p in pids)
         proc.kill()
         proc.wait()
-        assert _poll(lambda: not any(_alive(p) for p in pids), tries=6000), "a lane outlived its parent"
+        assert poll(lambda: not any(alive(p) for p in pids), tries=6000), "a lane outlived its parent"
     finally:
         proc.kill()
         proc.wait()
         for pid in pids:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

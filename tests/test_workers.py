@@ -23,6 +23,7 @@ from napari_dynaclr.errors import Cancelled, PlateError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess
 from napari_dynaclr.predict.run import run_prediction
 from napari_fixtures import demo_inputs, demo_store  # noqa: F401
+from work_process_waits import alive, in_umap, poll
 
 
 def _drain(gen, on_item=None):
@@ -33,33 +34,6 @@ def _drain(gen, on_item=None):
             return stop.value
         if on_item is not None:
             on_item(item)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().split(")")[-1].split()[0] != "Z"
-
-
-def _in_umap(pid: int) -> bool:
-    """The process has loaded numba (llvmlite): the work process imports it only to run UMAP."""
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return "llvmlite" in f.read()
-    except OSError:
-        return False
-
-
-def _poll(condition, tries: int = 1200, every: float = 0.05) -> bool:
-    """Wait until *condition()* holds, at most *tries* times *every* seconds (a safety net, not a limit)."""
-    for _ in range(tries):
-        if condition():
-            return True
-        time.sleep(every)
-    return condition()
 
 
 def test_preview_is_the_runs_plan(demo_inputs):  # noqa: F811
@@ -176,7 +150,7 @@ def test_closing_the_job_stops_the_run_and_writes_nothing(demo_inputs, tmp_path)
     workers.cancel_job(cancel)  # the Cancel button (or napari closing the dock)
     with pytest.raises(Cancelled):
         _drain(job)
-    assert pid is not None and not _alive(pid)
+    assert pid is not None and not alive(pid)
     assert list(tmp_path.iterdir()) == []
     # the next request starts a new work process
     assert _drain(workers.reduction_job(np.eye(5, dtype=np.float32), "PCA"))[0] == "X_pca"
@@ -224,9 +198,9 @@ def test_cancel_of_an_abandoned_request_frees_the_process():
                        cancel=cancel)
     next(gen)  # in flight; the generator is then never resumed
     pid = child.pid
-    assert _poll(lambda: _in_umap(pid))
+    assert poll(lambda: in_umap(pid))
     child.cancel(cancel)
-    assert not _alive(pid)
+    assert not alive(pid)
     assert child.call("reduce", np.eye(4, dtype=np.float32), "PCA", {"n_components": 2})[0] == "X_pca"
     assert child.pid not in (None, pid)
     child.close()
@@ -238,7 +212,7 @@ def test_a_crash_of_the_work_process_is_one_error_and_it_recovers():
     X = np.random.default_rng(0).normal(size=(20000, 64)).astype(np.float32)
     gen = child.stream("reduce", X, "UMAP", {})
     next(gen)
-    assert _poll(lambda: _in_umap(child.pid))  # busy in the request
+    assert poll(lambda: in_umap(child.pid))  # busy in the request
     os.kill(child.pid, signal.SIGSEGV)  # stands for a segfault in a native library, or the OOM killer
     with pytest.raises(WorkerCrashed, match="SIGSEGV"):
         _drain(gen)
@@ -257,11 +231,11 @@ def test_cancel_kills_a_child_that_ignores_sigterm():
         signal.signal(signal.SIGTERM, previous)
     pid = child.pid
     cancel = threading.Event()
-    threading.Thread(target=lambda: _poll(lambda: _in_umap(pid)) and cancel.set(), daemon=True).start()
+    threading.Thread(target=lambda: poll(lambda: in_umap(pid)) and cancel.set(), daemon=True).start()
     with pytest.raises(Cancelled):
         child.call("reduce", np.random.default_rng(0).normal(size=(20000, 64)).astype(np.float32), "UMAP", {},
                    cancel=cancel)
-    assert not _alive(pid)
+    assert not alive(pid)
     child.close()
 
 
@@ -291,18 +265,18 @@ def test_the_work_process_ends_when_naparis_process_is_killed(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith("CHILD"), line
         pid = int(line.split()[1])
-        assert _poll(lambda: _in_umap(pid)), "the work process never started its UMAP"
-        assert _alive(pid)
+        assert poll(lambda: in_umap(pid)), "the work process never started its UMAP"
+        assert alive(pid)
         proc.kill()  # SIGKILL: nothing of napari's process runs after this
         killed = time.monotonic()
         proc.wait()
-        gone = _poll(lambda: not _alive(pid))
+        gone = poll(lambda: not alive(pid))
         print(f"the work process ended {time.monotonic() - killed:.3f} s after its parent was killed")
         assert gone, "the work process outlived napari's process"
     finally:
         proc.kill()
         proc.wait()
-        if pid is not None and _alive(pid):  # (the failure above: do not leave it running)
+        if pid is not None and alive(pid):  # (the failure above: do not leave it running)
             os.kill(pid, signal.SIGKILL)
 
 
@@ -328,7 +302,7 @@ def test_the_work_process_runs_the_package_module_not_the_users_script(tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("SCRIPT RAN") == 1 and "pca: X_pca" in out.stdout
     pid = int(out.stdout.split("pid:")[1].split()[0])
-    assert _poll(lambda: not _alive(pid))  # the long UMAP was killed at exit
+    assert poll(lambda: not alive(pid))  # the long UMAP was killed at exit
 
 
 def test_a_runtime_error_in_a_generator_job_reaches_the_dock(qtbot):
