@@ -347,10 +347,12 @@ class DynaCLRWidget(QWidget):
                                        fov_name=self.session.fov_name)
             self.tabs.setCurrentWidget(self.explore)  # where the cells now are
         elif isinstance(ev, workers.Batch):
+            if self.cancel_event is not None and self.cancel_event.is_set():
+                return  # cancelled: batches still queued are no result (the preview stays cleared)
             self.status.value = f"batch {ev.index + 1}/{ev.n_batches}"
-            if self._pbar is not None:
-                self._pbar.update(1)
             self.session.update_rows(ev.start, ev.stop, {"preview_0": ev.preview[:, 0], "preview_1": ev.preview[:, 1]})
+            if self._pbar is not None:  # (napari's progress bar may process events: the rows first)
+                self._pbar.update(1)
         elif isinstance(ev, Stage):
             self.status.value = f"{ev.name}…"
             if ev.name == "writing":
