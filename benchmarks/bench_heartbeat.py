@@ -186,7 +186,7 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
     main.tabs.setCurrentWidget(cells)
     cells.follow_clicks.value = True
     walk.measure("neighbours", lambda: s.highlight(3),
-                 lambda: cells.worker("neighbours") is None and len(s.selected) > 1,
+                 lambda: cells.worker("neighbours") is None and len(s.neighbours) > 1,
                  lambda: cells.neighbours_info.value[:60])
     cells.follow_clicks.value = False
     walk.until(idle(lambda: cells.worker("gallery")))
