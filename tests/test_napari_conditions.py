@@ -42,8 +42,8 @@ def errors(monkeypatch):
 
 
 def _shown(view) -> list[list[str]]:
-    t = view.table
-    return [[t.item(i, j).text() for j in range(t.columnCount())] for i in range(t.rowCount())]
+    m = view.table.model()
+    return [[m.index(i, j).data() for j in range(m.columnCount())] for i in range(m.rowCount())]
 
 
 def _run(qtbot, job, worker):
@@ -116,7 +116,7 @@ def test_conditions_view_runs_viscys_configs_with_viscys_numbers(make_napari_vie
         assert view.load_config(CONFIGS / f"mmd_{case}.yaml") and view.yaml_comparisons.value
         _run(qtbot, view.job, view.run())
         assert_rows_match(view.result.to_records(), expected()["mmd"][case])
-        assert view.table.rowCount() == len(expected()["mmd"][case])
+        assert view.table.model().rowCount() == len(expected()["mmd"][case])
 
 
 def test_conditions_view_groups_by_well_and_refuses_bad_input_in_one_line(make_napari_viewer, qtbot, tmp_path,
@@ -176,7 +176,7 @@ def test_conditions_view_cancel_leaves_it_ready(make_napari_viewer, qtbot, eval2
     worker = view.run()
     wait_worker(qtbot, main.open_embeddings(eval2_store), 60_000)
     wait_worker(qtbot, worker, TIMEOUT_MS)
-    assert view.result is None and view.job.run_btn.enabled and view.table.rowCount() == 0
+    assert view.result is None and view.job.run_btn.enabled and view.table.model().rowCount() == 0
 
 
 def _headless_pseudotime(cfg, adata=None, annotations=None):
@@ -228,11 +228,11 @@ def test_time_view_aligns_tracks_as_headless_and_links_them_to_their_cells(make_
     assert s.color_column == "pseudotime" and len(s.table["response_group"].cat.categories) >= 2
     # every aligned track listed, sorted by onset, with its response group as VisCy classified it
     groups = raw.response_groups.set_index("cell_uid")["response_group"]
-    assert view.track_table.rowCount() == len(raw.alignments) == 36
-    onsets = [view.track_table.item(i, 2).text() for i in range(36)]
+    assert view.track_table.model().rowCount() == len(raw.alignments) == 36
+    onsets = [view.track_table.model().index(i, 2).data() for i in range(36)]
     assert [int(o) for o in onsets if o] == sorted(int(o) for o in onsets if o)
     for i in range(36):
-        fov, track, group = (view.track_table.item(i, j).text() for j in (0, 1, 4))
+        fov, track, group = (view.track_table.model().index(i, j).data() for j in (0, 1, 4))
         assert groups[f"synth_eval2/{fov}/{track}"] == group
     # a track leads to its cells: selected, and the viewer at its onset frame
     view.track_table.selectRow(3)

@@ -129,7 +129,7 @@ class ConditionsView(QWidget):
     def _on_table(self) -> None:
         self.job.cancel()  # (a result of the previous cells would not fit the new ones)
         self.result = self.analysis = self.obs = None
-        self.table.setRowCount(0)
+        fill_rows(self.table, [])
         self.plot.setVisible(False)
         self.save_btn.enabled = False
         adata = self.session.adata

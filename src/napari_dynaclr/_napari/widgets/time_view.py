@@ -134,7 +134,7 @@ class TimeView(QWidget):
         self.result = self.shown = self.tracks = None
         self.views = {}
         self.columns = []
-        self.track_table.setRowCount(0)
+        fill_rows(self.track_table, [])
         self.show_result.choices = []
         self.save_csv_btn.enabled = self.save_store_btn.enabled = False
         t = self.session.table
