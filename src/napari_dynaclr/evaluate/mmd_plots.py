@@ -87,8 +87,9 @@ def figure_plan(mode: str | None, prefix: str, labels: Iterable[str], markers: I
         plan += [(f"{prefix}_{safe_name(lbl)}_kinetics", "kinetics", lbl) for lbl in labels]
     else:
         return []  # VisCy draws nothing per experiment without time bins
-    if bins:
-        plan.append((f"{prefix}_multi_panel_kinetics", "multi_panel", None))
+    if not bins:
+        return plan  # (VisCy's activity heatmaps drop the rows without a bin: nothing left to draw)
+    plan.append((f"{prefix}_multi_panel_kinetics", "multi_panel", None))
     if zscores:
         plan.append((f"{prefix}_activity_heatmap", "activity", None))
         if len(pairs) >= 2:
