@@ -2,10 +2,11 @@
 
 Everything is checked (config, store columns, output paths) before any distance is computed; bad input exits 2
 with one line and writes nothing. Every file goes through the safe write path (:mod:`napari_dynaclr.core.output`,
-here :func:`write_outputs` and the reports' :func:`~napari_dynaclr.cli.reports.write_report`) and is recorded in
-its folder's manifest (:mod:`napari_dynaclr.core.output.manifest`): a rerun of a config replaces its own
-unchanged CSV and JSON (VisCy overwrites silently), a file of that name the tool did not write, or changed since,
-only with ``--overwrite``.
+here :func:`write_outputs`, the figures' :func:`~napari_dynaclr.evaluate.mmd_plots.write_figures` and the reports'
+:func:`~napari_dynaclr.cli.reports.write_report`) and is recorded in its folder's manifest
+(:mod:`napari_dynaclr.core.output.manifest`): a rerun of a config replaces its own unchanged CSV, JSON and figures
+(VisCy overwrites silently), a CSV or JSON of that name the tool did not write, or changed since, only with
+``--overwrite``, such a figure never.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def add_parsers(esub) -> None:
         description="Read a VisCy compute-mmd YAML unchanged (input_path, output_dir, comparisons, group_by, "
         "obs_filter, embedding_key, temporal_bin_size | temporal_bins, mmd: n_permutations, max_cells, min_cells, "
         "seed, balance_samples, share_bandwidth_from); relative paths are relative to the working directory, as "
-        "in VisCy. Writes {output_dir}/{experiment}_mmd_results.csv with VisCy's columns. The store's obs needs "
+        "in VisCy. Writes {output_dir}/{experiment}_mmd_results.csv with VisCy's columns and, with save_plots "
+        "(VisCy's default), VisCy's figures as PDF and PNG (docs/conditions_and_time.md). The store's obs needs "
         "the group_by column and 'marker' (and 'hours_post_perturbation' for time bins). --pooled and --combined "
         "are VisCy's other two modes, reading input_paths (a list of stores) instead of input_path.",
     )
