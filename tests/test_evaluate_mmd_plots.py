@@ -192,17 +192,22 @@ def test_an_edited_figure_of_ours_is_not_replaced(folder, monkeypatch, capsys):
 
 def test_drawing_leaves_pyplot_alone():
     """The figures use matplotlib's object API: pyplot (its global state and backend switch) is never imported,
-    so that napari's process may draw them."""
-    code = ("import sys\n"
+    so that napari's process may draw them. Labels and markers are plain text: a ``$`` starts no math."""
+    code = ("import io, sys\n"
             "import pandas as pd\n"
             "from napari_dynaclr.evaluate.mmd_config import MMDRunConfig\n"
             "from napari_dynaclr.evaluate.mmd_plots import draw_figures\n"
+            "labels = ['a vs b', 'a $x^$ vs b']\n"
             "cfg = MMDRunConfig(input_path='s', output_dir='o', temporal_bin_size=3.0,\n"
-            "                   comparisons=[{'cond_a': 'a', 'cond_b': 'b', 'label': 'a vs b'}])\n"
-            "rows = [dict(experiment='e', marker='M', label='a vs b', hours_bin_start=s, hours_bin_end=s + 3,\n"
-            "             mmd2=0.01 * s, p_value=0.01, activity_zscore=s) for s in (0.0, 3.0, 6.0)]\n"
+            "                   comparisons=[{'cond_a': 'a', 'cond_b': 'b', 'label': lbl} for lbl in labels])\n"
+            "rows = [dict(experiment='e', marker=m, label=lbl, hours_bin_start=s, hours_bin_end=s + 3,\n"
+            "             mmd2=0.01 * s, p_value=0.01, activity_zscore=s - 2)\n"
+            "        for lbl in labels for m in ('M', '$_M') for s in (0.0, 3.0, 6.0)]\n"
             "figs = draw_figures(None, pd.DataFrame(rows), cfg)\n"
-            "assert sorted(figs) == ['e_a_vs_b_kinetics', 'e_activity_heatmap', 'e_multi_panel_kinetics'], figs\n"
+            "assert sorted(figs) == ['e_a_$x^$_vs_b_kinetics', 'e_a_vs_b_kinetics', 'e_activity_heatmap',\n"
+            "                        'e_multi_panel_kinetics', 'e_paired_activity'], sorted(figs)\n"
+            "for fig in figs.values():\n"
+            "    fig.savefig(io.BytesIO(), format='png')\n"
             "assert 'matplotlib.pyplot' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

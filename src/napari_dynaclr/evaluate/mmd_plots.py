@@ -138,6 +138,11 @@ def _colors(n: int) -> list:
     return [tab10[i % len(tab10)] for i in range(max(n, 1))]
 
 
+def _text(value: object) -> str:
+    """A label, marker or condition as plain text (a ``$`` would start matplotlib's math mode)."""
+    return str(value).replace("$", r"\$")
+
+
 def _despine(ax) -> None:
     ax.spines[["top", "right"]].set_visible(False)
 
@@ -171,8 +176,8 @@ def _heatmap(fig, ax, values: pd.DataFrame, p: pd.DataFrame, cmap: str, label: s
     colors = matplotlib.colormaps[cmap].with_extremes(bad="lightgray")
     data = np.ma.masked_invalid(values.to_numpy(dtype=float))
     im = ax.imshow(data, aspect="auto", cmap=colors, norm=norm, interpolation="nearest")
-    ax.set_xticks(range(values.shape[1]), [str(c) for c in values.columns], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(values.shape[0]), [str(r) for r in values.index], fontsize=8)
+    ax.set_xticks(range(values.shape[1]), [_text(c) for c in values.columns], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(values.shape[0]), [_text(r) for r in values.index], fontsize=8)
     significant = bh_significant(p.to_numpy(dtype=float)).reshape(values.shape)
     for r, c in np.ndindex(values.shape):
         v = values.iat[r, c]
@@ -207,13 +212,13 @@ def _kinetics(df: pd.DataFrame, keys: pd.Series, title: str, legend: str):
     names = sorted(keys.unique())
     for name, color in zip(names, _colors(len(names))):
         sub = df[(keys == name).to_numpy()].sort_values("bin_mid")
-        ax.plot(sub["bin_mid"], sub["mmd2"], marker="o", label=name, color=color)
+        ax.plot(sub["bin_mid"], sub["mmd2"], marker="o", label=_text(name), color=color)
         for row, s in zip(sub.itertuples(), bh_significant(sub["p_value"].to_numpy())):
             if s:
                 ax.text(row.bin_mid, row.mmd2, "*", ha="center", va="bottom", color=color, fontsize=12)
     ax.set_xlabel(X_HOURS)
     ax.set_ylabel("MMD²")
-    ax.set_title(title)
+    ax.set_title(_text(title))
     ax.legend(title=legend, bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=10, title_fontsize=11)
     ax.axhline(0, color="gray", linewidth=0.8, linestyle="--")
     _despine(ax)
@@ -253,10 +258,10 @@ def draw_multi_panel(df: pd.DataFrame):
             line = sub[sub["label"] == lbl].sort_values("bin_mid")
             if line.empty:
                 continue
-            ax.plot(line["bin_mid"], line["mmd2"], color=color, linewidth=1.2, label=lbl, zorder=2)
+            ax.plot(line["bin_mid"], line["mmd2"], color=color, linewidth=1.2, label=_text(lbl), zorder=2)
             sig = line[bh_significant(line["p_value"].to_numpy())]
             ax.scatter(sig["bin_mid"], sig["mmd2"], color=color, edgecolors="black", linewidths=0.8, s=40, zorder=3)
-        ax.set_title(marker, fontsize=9)
+        ax.set_title(_text(marker), fontsize=9)
         ax.set_ylim(lo - pad, hi + pad)
         ax.axhline(0, color="lightgray", linewidth=0.5, linestyle="--")
         _despine(ax)
@@ -286,7 +291,7 @@ def draw_activity(df: pd.DataFrame):
             continue
         z.columns = p.columns = list(columns.values())
         _heatmap(fig, ax, z, p, "RdBu_r", "Activity z-score", star="black", norm=_symlog(z.to_numpy()))
-        ax.set_title(lbl)
+        ax.set_title(_text(lbl))
         ax.set_xlabel("Temporal bin")
         ax.set_ylabel("Marker")
     return fig
@@ -309,12 +314,12 @@ def draw_paired(df: pd.DataFrame, labels: list[str]):
             continue
         z.columns = p.columns = list(columns.values())
         im = _heatmap(fig, ax, z, p, "YlOrRd", "activity_zscore", norm=norm, annotate=True, colorbar=False)
-        ax.set_title(lbl)
+        ax.set_title(_text(lbl))
         ax.set_xlabel("Temporal bin")
         shown.append(ax)
     axes[0][0].set_ylabel("Marker")
     fig.colorbar(im, ax=shown, label="activity_zscore")
-    fig.suptitle(" vs ".join(labels))
+    fig.suptitle(_text(" vs ".join(labels)))
     return fig
 
 
@@ -336,7 +341,7 @@ def draw_heatmap(df: pd.DataFrame, label: str):
     fig, axes = _figure(figsize)
     ax = axes[0][0]
     _heatmap(fig, ax, m, p, "viridis", "MMD²")
-    ax.set_title(f"MMD heatmap — {label}")
+    ax.set_title(_text(f"MMD heatmap — {label}"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Marker")
     return fig
@@ -362,7 +367,7 @@ def draw_combined_heatmap(df: pd.DataFrame):
             continue
         _heatmap(fig, ax, m, p, "viridis", "MMD²")
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"condition: {condition}")
+        ax.set_title(_text(f"condition: {condition}"))
         ax.set_xlabel("Experiment pair")
         ax.set_ylabel("Marker")
     fig.suptitle("Cross-experiment MMD — all markers")
