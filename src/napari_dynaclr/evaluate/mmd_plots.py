@@ -175,7 +175,9 @@ def _heatmap(fig, ax, values: pd.DataFrame, p: pd.DataFrame, cmap: str, label: s
 
     colors = matplotlib.colormaps[cmap].with_extremes(bad="lightgray")
     data = np.ma.masked_invalid(values.to_numpy(dtype=float))
-    im = ax.imshow(data, aspect="auto", cmap=colors, norm=norm, interpolation="nearest")
+    rows, cols = values.shape
+    im = ax.pcolormesh(np.arange(cols + 1) - 0.5, np.arange(rows + 1) - 0.5, data, cmap=colors, norm=norm)
+    ax.set_ylim(rows - 0.5, -0.5)  # (the first marker on top)
     ax.set_xticks(range(values.shape[1]), [_text(c) for c in values.columns], rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(values.shape[0]), [_text(r) for r in values.index], fontsize=8)
     significant = bh_significant(p.to_numpy(dtype=float)).reshape(values.shape)
