@@ -168,7 +168,8 @@ def test_cli_reports_nan_rows(folder, monkeypatch, capsys):
     code, stdout, err = cli(capsys, "evaluate", "mmd", "-c", "nan.yaml")
     assert code == 0, err
     assert stdout.count("NaN (too few cells)") == 3 and "note: 3 of 12 rows are NaN" in stdout
-    assert "warning: save_plots" in err
+    assert "warning" not in err  # save_plots draws VisCy's figures, NaN rows left out of the lines
+    assert (folder / "nan_out" / "synth_eval2_multi_panel_kinetics.png").stat().st_size > 0
     table = pd.read_csv(folder / "nan_out" / "synth_eval2_mmd_results.csv")
     assert table["mmd2"].isna().sum() == 3
 

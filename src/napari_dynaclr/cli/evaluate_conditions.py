@@ -2,10 +2,11 @@
 
 Everything is checked (config, store columns, output paths) before any distance is computed; bad input exits 2
 with one line and writes nothing. Every file goes through the safe write path (:mod:`napari_dynaclr.core.output`,
-here :func:`write_outputs` and the reports' :func:`~napari_dynaclr.cli.reports.write_report`) and is recorded in
-its folder's manifest (:mod:`napari_dynaclr.core.output.manifest`): a rerun of a config replaces its own
-unchanged CSV and JSON (VisCy overwrites silently), a file of that name the tool did not write, or changed since,
-only with ``--overwrite``.
+here :func:`write_outputs`, the figures' :func:`~napari_dynaclr.evaluate.mmd_plots.write_figures` and the reports'
+:func:`~napari_dynaclr.cli.reports.write_report`) and is recorded in its folder's manifest
+(:mod:`napari_dynaclr.core.output.manifest`): a rerun of a config replaces its own unchanged CSV, JSON and figures
+(VisCy overwrites silently), a CSV or JSON of that name the tool did not write, or changed since, only with
+``--overwrite``, such a figure never.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def add_parsers(esub) -> None:
         description="Read a VisCy compute-mmd YAML unchanged (input_path, output_dir, comparisons, group_by, "
         "obs_filter, embedding_key, temporal_bin_size | temporal_bins, mmd: n_permutations, max_cells, min_cells, "
         "seed, balance_samples, share_bandwidth_from); relative paths are relative to the working directory, as "
-        "in VisCy. Writes {output_dir}/{experiment}_mmd_results.csv with VisCy's columns. The store's obs needs "
+        "in VisCy. Writes {output_dir}/{experiment}_mmd_results.csv with VisCy's columns and, with save_plots "
+        "(VisCy's default), VisCy's figures as PDF and PNG (docs/conditions_and_time.md). The store's obs needs "
         "the group_by column and 'marker' (and 'hours_post_perturbation' for time bins). --pooled and --combined "
         "are VisCy's other two modes, reading input_paths (a list of stores) instead of input_path.",
     )
@@ -138,12 +140,18 @@ def _row_title(rec: dict) -> str:
     return where
 
 
-def _finish(result, csv: Path, args, inputs: dict) -> int:
+def _finish(result, csv: Path, args, inputs: dict, cfg, mode: str | None) -> int:
+    """Write the CSV (and JSON) and, with ``save_plots``, VisCy's figures (all drawn before anything is written)."""
+    from napari_dynaclr.evaluate.mmd_plots import draw_figures, write_figures
+
     files = {csv: (result.to_csv(), "csv")}
     records = result.to_records()
     if args.json is not None:
         files[args.json] = (json.dumps(records, indent=1, allow_nan=False) + "\n", "json")
+    figures = draw_figures(mode, result.table, cfg) if cfg.save_plots else {}
     write_outputs(files, inputs, args.overwrite)
+    for path in write_figures(figures, csv.parent, inputs):
+        print(f"wrote {path}", file=sys.stderr)
     for rec in records:
         numbers = (f"MMD² {rec['mmd2']:.4g}, p {rec['p_value']:.4g}, z {rec['activity_zscore']:.3g}"
                    if rec["mmd2"] is not None else "NaN (too few cells)")
@@ -166,6 +174,7 @@ def _run_with_bar(run, *call):
 def cmd_evaluate_mmd(args) -> int:
     from napari_dynaclr.evaluate.mmd import plan_mmd, run_mmd, select_embedding
     from napari_dynaclr.evaluate.mmd_config import load_mmd_config
+    from napari_dynaclr.evaluate.mmd_plots import check_figures, planned_files
 
     mode = getattr(args, "mode", None)
     cfg = load_mmd_config(args.config, mode)
@@ -180,13 +189,13 @@ def cmd_evaluate_mmd(args) -> int:
     adata = _read(store)
     X = select_embedding(adata, cfg.embedding_key)
     facets = plan_mmd(adata.obs, cfg)  # every refusal about the data, before the work
-    csv = out_dir / f"{facets[0].experiment if facets else 'unknown'}_mmd_results.csv"
+    experiment = facets[0].experiment if facets else "unknown"
+    csv = out_dir / f"{experiment}_mmd_results.csv"
     _check_outputs(csv, args, inputs)
-    if cfg.save_plots and cfg.temporal:
-        warnings.warn("save_plots: napari-dynaclr draws no plots (VisCy's kinetics figures); the CSV holds every "
-                      "number they show", stacklevel=1)
+    if cfg.save_plots:
+        check_figures(planned_files(None, cfg, experiment), out_dir, inputs)
     result = _run_with_bar(run_mmd, adata.obs, X, cfg, args.quiet)
-    return _finish(result, csv, args, inputs)
+    return _finish(result, csv, args, inputs, cfg, None)
 
 
 def _cmd_stores(args, cfg, mode: str) -> int:
@@ -194,6 +203,7 @@ def _cmd_stores(args, cfg, mode: str) -> int:
     store is read; the data checked before any distance is computed."""
     from napari_dynaclr.errors import StoreError
     from napari_dynaclr.evaluate.mmd_combined import COMBINED_CSV, run_mmd_combined
+    from napari_dynaclr.evaluate.mmd_plots import check_figures, planned_files
     from napari_dynaclr.evaluate.mmd_pooled import POOLED_CSV, run_mmd_pooled
 
     paths = [Path(p) for p in cfg.input_paths]
@@ -204,13 +214,26 @@ def _cmd_stores(args, cfg, mode: str) -> int:
     inputs = {**{f"store {i + 1}": p for i, p in enumerate(paths)}, "config": args.config}
     csv = Path(cfg.output_dir) / (POOLED_CSV if mode == "pooled" else COMBINED_CSV)
     _check_outputs(csv, args, inputs)
-    if cfg.save_plots:
-        warnings.warn(f"save_plots: napari-dynaclr draws no plots (VisCy's {mode} figures); the CSV holds every "
-                      "number they show", stacklevel=1)
+    if cfg.save_plots and mode == "pooled":
+        check_figures(planned_files(mode, cfg), csv.parent, inputs)
     stores = [(str(p), _read(p)) for p in paths]
+    if cfg.save_plots and mode == "combined":
+        check_figures(planned_files(mode, cfg, markers=_shared_markers(stores)), csv.parent, inputs)
     run = run_mmd_pooled if mode == "pooled" else run_mmd_combined
     result = _run_with_bar(run, stores, cfg, args.quiet)
-    return _finish(result, csv, args, inputs)
+    return _finish(result, csv, args, inputs, cfg, mode)
+
+
+def _shared_markers(stores: list) -> list[str]:
+    """The markers of two or more of the stores (before obs_filter: the figure names --combined may draw)."""
+    import pandas as pd
+
+    counts: dict[str, int] = {}
+    for _, adata in stores:
+        if "marker" in adata.obs.columns:
+            for marker in pd.unique(adata.obs["marker"].dropna().astype(str)):
+                counts[marker] = counts.get(marker, 0) + 1
+    return sorted(m for m, n in counts.items() if n >= 2)
 
 
 def cmd_evaluate_pseudotime(args) -> int:
