@@ -363,7 +363,7 @@ def is_selected(fov_name: str, include_wells: Sequence[str] | None = None,
 def plate_info(path: str | Path, include_wells: Sequence[str] | None = None,
                exclude_fovs: Sequence[str] | None = None) -> dict:
     """Channels, wells, FOV names (all, and those the well/FOV selection keeps) and the first FOV's
-    shape/dtype (for widgets and summaries)."""
+    shape/dtype, each FOV's shape (for widgets and summaries)."""
     with Plate(path) as plate:
         first = plate.fovs[0]
         return {
@@ -372,5 +372,6 @@ def plate_info(path: str | Path, include_wells: Sequence[str] | None = None,
             "selected": [f.name for f in plate.fovs if is_selected(f.name, include_wells, exclude_fovs)],
             "wells": sorted({f.name.rsplit("/", 1)[0] for f in plate.fovs}),
             "shape": first.shape,
+            "shapes": {f.name: f.shape for f in plate.fovs},
             "dtype": str(first.dtype),
         }

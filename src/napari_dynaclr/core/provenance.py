@@ -8,8 +8,9 @@ its plate (and tracks) again. Qt-free: the napari plugin and any script use :fun
 - ``uns["dynaclr"]``, additive: ``version`` (of napari-dynaclr), ``family`` (``classic`` or
   ``bag_of_channels``), ``channels`` and ``markers`` (when known), ``inputs`` — for each input of the run
   (``plate``, ``tracks``, ``cell_index``, ``collection``, ``checkpoint``, ``config``) a mapping of ``given`` (as
-  given), ``path`` (absolute) and ``from_store`` (relative to the store's folder) — and for a Bag-of-Channels
-  run ``experiments``: per experiment its ``plate`` (the same three paths), ``channel`` and ``marker``.
+  given), ``path`` (absolute) and ``from_store`` (relative to the store's folder); tracks given in memory (a
+  napari Tracks layer) as ``table`` (e.g. ``napari Tracks layer 'A/1/0 tracks'``) and ``fovs`` — and for a
+  Bag-of-Channels run ``experiments``: per experiment its ``plate`` (the same three paths), ``channel`` and ``marker``.
 
 Finding an input (:func:`find_inputs`), first hit wins: the recorded absolute path; the recorded path relative
 to the store, from where the store is now (the store and the plate moved together with their folder); for a
@@ -65,6 +66,9 @@ def store_uns(cfg, run_inputs: Mapping, store: Path | None) -> dict:
         role = name.replace(" ", "_")
         if role in ROLES and path is not None:
             inputs[role] = entry(path, given.get(role), store)
+    table = getattr(src, "tracks_table", None)
+    if table is not None:  # tracks given in memory (a napari Tracks layer): no path, what they were and their FOVs
+        inputs["tracks"] = {"table": table.where, "fovs": table.fov_names()}
     record = {"version": str(__version__), "family": cfg.family, "inputs": inputs}
     for key in ("channels", "markers"):
         values = [str(v) for v in run_inputs.get(key) or []]

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from napari_dynaclr._napari import cellmodel, plotting
+from napari_dynaclr._napari.marker_channels import ALL_MARKERS, show_marker
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.widgets._forms import Message, form, keep_button_text, scrolling, section, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs
@@ -22,7 +23,6 @@ from napari_dynaclr.core.reductions import CLUSTERINGS, available_reductions
 if TYPE_CHECKING:
     import napari.viewer
 
-ALL_MARKERS = "all markers"
 COLORMAPS = ("viridis", "magma", "plasma", "turbo", "twilight", "gray")
 
 
@@ -111,6 +111,9 @@ class EmbeddingView(EmbeddingActions, QWidget):
 
         self.x_axis.changed.connect(self._on_axes_chosen)
         self.marker.changed.connect(self._replot)
+        # the chosen marker's channel image and cells in the FOV shown (again after a FOV switch)
+        self.marker.changed.connect(lambda m: show_marker(self.session, m))
+        self.session.fov_changed.connect(self._on_fov)
         self.y_axis.changed.connect(self._on_axes_chosen)
         self.color.changed.connect(self._on_color)
         self.cmap.changed.connect(self._on_color)
@@ -227,6 +230,10 @@ class EmbeddingView(EmbeddingActions, QWidget):
         if not self._updating:  # the user's own axes: plotted, whatever they are
             self.awaiting_embedding = False
         self._replot()
+
+    @while_alive
+    def _on_fov(self, _name=None) -> None:
+        show_marker(self.session, self.marker.value)
 
     @while_alive
     def _on_table(self) -> None:

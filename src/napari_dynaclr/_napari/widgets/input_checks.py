@@ -38,6 +38,7 @@ class InputChecks:
     def __init__(self, dock):
         self.dock = dock
         self.fovs_plate: Path | None = None  # the plate the FOV list describes
+        self.fov_shapes: dict = {}  # its FOVs' TCZYX shapes (a Tracks layer is checked against them)
         self.plate_worker = None  # reading the plate's layout
         self._inspect_worker = None
         self._inspect_cancel: threading.Event | None = None
@@ -48,8 +49,8 @@ class InputChecks:
         self.preview_timer = _debounce(dock, self._on_preview_timer, 300)  # the inputs change in bursts
         dock.ckpt.changed.connect(lambda _: self.ckpt_timer.start())
         dock.plate.changed.connect(lambda _: self.plate_timer.start())
-        for w in (dock.plate, dock.tracks, dock.fovs, dock.channels, dock.z_start, dock.z_stop, dock.patch,
-                  dock.final_patch):
+        for w in (dock.plate, dock.tracks, dock.tracks_source.layer, dock.tracks_source.fov, dock.fovs,
+                  dock.channels, dock.z_start, dock.z_stop, dock.patch, dock.final_patch):
             w.changed.connect(lambda _: self.preview_timer.start())
 
     # ------------------------------------------------------------------ checkpoint
@@ -113,7 +114,8 @@ class InputChecks:
                                   f"{', '.join(info['channels'])}; TZYX {t}×{z}×{y}×{x} {info['dtype']}")
             d.fovs.choices = info["fovs"]
             d.fovs.value = info["selected"]
-            self.fovs_plate = path
+            self.fovs_plate, self.fov_shapes = path, info["shapes"]
+            d.tracks_source.refresh()  # the FOVs a Tracks layer may belong to
             d.z_stop.max = max(z, 1)
             if not d.channels.value:
                 d.channels.value = ", ".join(info["channels"])
@@ -153,7 +155,7 @@ class InputChecks:
             # embeddings are shown (and the embedding view may be computing on them): leave them alone
             d.cells_info.value = ""
             return None
-        if field_path(d.plate.value) is None or field_path(d.tracks.value) is None:
+        if field_path(d.plate.value) is None or (field_path(d.tracks.value) is None and not d.tracks_source.active):
             d.cells_info.value = ""
             return None
         try:

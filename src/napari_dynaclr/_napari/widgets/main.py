@@ -30,11 +30,7 @@ from magicgui.widgets import (
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QHBoxLayout,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import get_session
@@ -55,6 +51,7 @@ from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 from napari_dynaclr._napari.widgets.input_checks import InputChecks, read_predict_yml
 from napari_dynaclr._napari.widgets.open_store import StoreOpener, recorded_config, store_plate_not_found
 from napari_dynaclr._napari.widgets.time_view import TimeView
+from napari_dynaclr._napari.widgets.tracks_layer_source import TracksLayerSource
 from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError
 
@@ -91,6 +88,7 @@ class DynaCLRWidget(QWidget):
         self.plate_info = Message()
         self.fovs = Select(label="FOVs to predict", choices=[])
         self.tracks = FileEdit(label="tracks folder", mode="d")
+        self.tracks_source = TracksLayerSource(viewer, lambda: self.fovs.choices)  # or a Tracks layer's tracks
         self.cells_info = Message()
         self.channels = LineEdit(label="source channels", value="")
         self.z_start = SpinBox(label="z start", value=0, min=0, max=10000)

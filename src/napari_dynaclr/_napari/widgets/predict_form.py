@@ -23,7 +23,8 @@ def page(dock) -> tuple[QScrollArea, QCollapsible]:
         ("checkpoint", d.ckpt), d.ckpt_info,
         ("plate (HCS zarr)", d.plate), d.plate_info,
         ("FOVs to predict", d.fovs),
-        ("tracks folder", d.tracks), d.cells_info,
+        ("tracks folder", d.tracks), ("tracks from", d.tracks_source.layer),
+        ("FOV of the layer", d.tracks_source.fov), d.cells_info,
     ])
     advanced = QCollapsible("Advanced settings")
     advanced.addWidget(form([
@@ -74,7 +75,7 @@ def fill_from_yml(dock, cfg) -> None:
     d = dock
     src = cfg.source
     edits = edits_plate_fields(cfg)
-    for w in (d.plate, d.fovs, d.tracks, d.channels, d.z_start, d.z_stop, d.patch, d.final_patch,
+    for w in (d.plate, d.fovs, d.tracks, d.tracks_source.layer, d.channels, d.z_start, d.z_stop, d.patch, d.final_patch,
               d.normalization):
         w.enabled = edits  # they edit a plate-and-tracks source only
     if not edits:
@@ -119,9 +120,17 @@ def read_config(dock, require_output: bool = True):
         return base.with_overrides(**run)
     channels = [c.strip() for c in d.channels.value.split(",") if c.strip()]
     plate, tracks = field_path(d.plate.value), field_path(d.tracks.value)
-    if plate is None or tracks is None:
-        raise DynaclrError("choose a plate and a tracks folder")
-    if plate == d.checks.fovs_plate:  # the FOV list shows this plate: it is the selection
+    layer = d.tracks_source.active
+    if plate is None or (tracks is None and not layer):
+        raise DynaclrError("choose a plate and the tracks: a tracks folder, or a Tracks layer under 'tracks from'")
+    tracks_table = include_wells = None
+    if layer:  # the layer's FOV alone, once the plate's FOVs are known (the layer is checked against its image)
+        if plate != d.checks.fovs_plate:
+            raise DynaclrError(f"the plate {plate.name} is still being read (or could not be read): the Tracks "
+                               "layer is checked against its FOVs")
+        tracks, tracks_table = None, d.tracks_source.table(d.checks.fov_shapes)
+        exclude = [f for f in d.fovs.choices if f != tracks_table.fov_names()[0]] or None
+    elif plate == d.checks.fovs_plate:  # the FOV list shows this plate: it is the selection
         all_fovs, chosen = list(d.fovs.choices), list(d.fovs.value or [])
         if not chosen:
             raise DynaclrError("select at least one FOV to predict")
@@ -136,7 +145,7 @@ def read_config(dock, require_output: bool = True):
     else:
         normalizations = default_normalizations(channels, norm)
     patch, final = d.patch.value, d.final_patch.value
-    settings = {"data_path": plate, "tracks_path": tracks, "source_channel": channels,
+    settings = {"data_path": plate, "tracks_path": tracks, "tracks_table": tracks_table, "source_channel": channels,
                 "z_range": (d.z_start.value, d.z_stop.value), "initial_yx_patch_size": (patch, patch),
                 "final_yx_patch_size": (final, final), "normalizations": normalizations, "exclude_fovs": exclude,
                 "include_wells": include_wells, **run}
