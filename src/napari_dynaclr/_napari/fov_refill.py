@@ -42,7 +42,7 @@ class FovRefill:
             points = self.points_layer
             points.selected_data = set()
             points.data = ov.points
-            points.features = ov.features.copy()
+            points.features = ov.features  # (napari keeps a copy of its own: no second one here)
             points.face_color = self.colors[ov.rows]
             self.highlight_layer.data = np.empty((0, ov.points.shape[1]))
             named = ((self.tracks_layer, "tracks"), (points, "cells"), (self.highlight_layer, "highlight"))
@@ -63,7 +63,7 @@ class FovRefill:
         """The shown overlay's tracks into the Tracks layer (its features: the Points layer's, same rows)."""
         ov, tracks = self.overlay, self.tracks_layer
         tracks.data = ov.tracks
-        tracks.features = self.points_layer.features.copy()
+        tracks.features = self.points_layer.features  # (napari copies it: the layers share no frame)
         tracks.graph = ov.graph
         tracks.track_colors = self.colors[ov.rows]
 
