@@ -86,3 +86,16 @@ def test_a_fov_the_plate_lacks_keeps_the_layers(opened, qtbot):
     assert all(layer.visible and layer.metadata["dynaclr_fov"] == "A/1/0" for layer in images)
     assert [layer.name for layer in images] == [f"A/1/0 {c}" for c in s.plate.channel_names]
     assert all(layer.data.shape[0] == 4 for layer in images)
+
+
+def test_a_layer_deleted_before_the_tracks_refill_ends_it_quietly(opened, qtbot, monkeypatch):
+    viewer, main, s = opened
+    monkeypatch.setattr(fov_refill, "STEP_FOV_ROWS", 1)
+    tracks = s.tracks_layer
+    main.show_fov.value = "A/1/1"
+    viewer.layers.remove(s.points_layer)  # the user deletes the cells layer before the next event-loop turn
+    qtbot.wait(200)  # the pending refill's turns pass (an exception in them fails the test: pytest-qt)
+    assert s.points_layer is None and tracks in viewer.layers and not tracks.visible
+    main.show_fov.value = "A/1/0"  # a later switch builds the layers again
+    qtbot.waitUntil(lambda: s.tracks_layer is not None and s.tracks_layer.visible, timeout=10_000)
+    assert s.points_layer is not None and s.points_layer.name == "A/1/0 cells"

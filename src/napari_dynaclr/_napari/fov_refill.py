@@ -93,7 +93,8 @@ class FovRefill:
         todo = steps()
 
         def step() -> None:
-            if gen == self._generation and tracks is self.tracks_layer and next(todo, True) is None:
+            if (gen == self._generation and tracks is self.tracks_layer and self.points_layer is not None
+                    and next(todo, True) is None):  # (the user may delete a layer meanwhile)
                 QTimer.singleShot(1, step)
 
         QTimer.singleShot(1, step)
