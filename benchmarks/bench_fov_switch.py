@@ -1,79 +1,69 @@
-"""Switching the shown FOV in the explorer: layers refilled in place vs. built anew.
+"""The longest GUI-thread block of a FOV switch between large FOVs (issue 23 item 2), alone: a synthetic cell table
+(--cells, --fov-cells per FOV, no plate) shown through the session's staged install, then --switches FOV switches
+in a row, each measured with a 5 ms QTimer heartbeat from the switch until --settle seconds after it (its later
+turns and paints included). Run under a display:
 
-Builds a synthetic demo plate, shows its planned cells in a real napari window (run under Xvfb) and
-switches FOV several times, once the way the explorer does it (``ExplorerSession.show_fov``: the image,
-Tracks and Points layers get the new FOV's data) and once removing the layers first (what the explorer
-did before: napari builds every layer again). Reports the time the GUI thread is busy per switch
-(``show_fov`` plus the next paint) and the ratio.
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python benchmarks/bench_fov_switch.py
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_fov_switch.py
+Prints one line per switch and the load average; compare two trees with ``PYTHONPATH=<tree>/src``, run right
+after each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_scatter import Heartbeat, synthetic_obs  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cells-per-fov", type=int, default=25)
-    p.add_argument("--timepoints", type=int, default=20)
-    p.add_argument("--fovs-per-well", type=int, default=2)
-    p.add_argument("--switches", type=int, default=8)
-    args = p.parse_args(argv)
-
-    from napari_dynaclr._napari import workers as jobs
-    from napari_dynaclr.core.predict_yml import load_predict_yaml
-    from napari_dynaclr.core.synthetic import SyntheticSpec
-    from napari_dynaclr.demo import make_demo_inputs
-
-    work = Path(tempfile.mkdtemp(prefix="dynaclr-fov-"))
-    spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, timepoints=args.timepoints,
-                         cells_per_fov=args.cells_per_fov)
-    cfg = load_predict_yaml(make_demo_inputs(work, spec, umap=False)["config"])
-    table = jobs.preview_cells(cfg)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=1_000_000)
+    ap.add_argument("--fov-cells", type=int, default=100_000)
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--switches", type=int, default=4)
+    ap.add_argument("--settle", type=float, default=0.6)
+    args = ap.parse_args(argv)
 
     import napari
-    from qtpy.QtWidgets import QApplication
 
-    from napari_dynaclr._napari.session import get_session
+    from napari_dynaclr._napari.cellmodel.table import cell_table
+    from napari_dynaclr._napari.session import get_session, prepare_table
 
+    obs, obsm = synthetic_obs(args.cells, args.fov_cells, args.frames)
+    table = cell_table(obs, obsm)
     viewer = napari.Viewer(show=True)
-    session = get_session(viewer)
-    session.set_table(table, plate_path=cfg.source.data_path, tracks_path=cfg.source.tracks_path, preview=True)
-    for _ in range(5):
-        QApplication.processEvents()
-    jobs.freeze_long_lived_heap()  # as the widget does before its first layers
-    names = session.fov_names()
-    print(f"{len(table)} cells in {len(names)} FOVs; image {session.plate.fovs[0].shape} (TCZYX)")
+    viewer.window.resize(1366, 768)
+    app = napari.qt.get_qapp()
+    s = get_session(viewer)
+    for _ in s.install(prepare_table(table)):
+        app.processEvents()
 
-    def switch(rebuild: bool) -> list[float]:
-        times = []
-        for _ in range(args.switches):
-            name = names[(names.index(session.fov_name) + 1) % len(names)]
-            t0 = time.perf_counter()
-            if rebuild:
-                session._remove_layers()
-            session.show_fov(name)
-            QApplication.processEvents()  # the paint of the new layers
-            times.append((time.perf_counter() - t0) * 1000)
-        return times
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.001)
 
-    refill = switch(rebuild=False)
-    rebuild = switch(rebuild=True)
-    for label, times in (("refilled in place", refill), ("built anew", rebuild)):
-        print(f"{label:>18}: median {np.median(times):.0f} ms, longest {max(times):.0f} ms per switch "
-              f"({', '.join(f'{t:.0f}' for t in times)})")
-    print(f"speed-up (median): {np.median(rebuild) / np.median(refill):.1f}x")
+    spin(0.5)
+    print(f"load average {os.getloadavg()[0]:.1f}; {len(table):,} cells, FOVs of {args.fov_cells:,}", flush=True)
+    fovs = s.fov_names()
+    heartbeat = Heartbeat()
+    for _ in range(args.switches):
+        target = fovs[(fovs.index(s.fov_name) + 1) % len(fovs)]
+        heartbeat.start()
+        s.show_fov(target)
+        spin(args.settle)
+        print(f"  FOV switch to {target}: longest block {heartbeat.stop():.0f} ms", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end", flush=True)
     viewer.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

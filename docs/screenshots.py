@@ -88,14 +88,13 @@ def main(argv=None) -> int:
         view.select_polygon(c + 0.3 * span * np.column_stack([np.cos(ang), np.sin(ang)]), mode="replace")
         rows = s.frames.rows(s.fov_name, 5)
         s.highlight(int(rows[len(rows) // 2]))
+        while not view.scatter.ready:  # the plot's axes and key are shown in stages (plot_reveal.py): taken
+            app.processEvents()  # before they are done, the window's plot lacked its x tick labels and key
         _settle(app, viewer, QWidget)
         tag = f"{size[0]}x{size[1]}"
         _save(viewer.screenshot(canvas_only=False, flash=False), args.out / f"napari_window_{tag}.png", size[0])
         if size == SIZES[0]:
             _save(viewer.screenshot(canvas_only=True, flash=False), args.out / "napari_overlays.png", 800)
-            while not view.scatter.ready:  # the plot's axes and key are shown in stages (plot_reveal.py)
-                app.processEvents()
-            _settle(app, viewer, QWidget)
             _save(_grab(view.scatter.native), args.out / "napari_scatter.png", 600)
             _save(_grab(main), args.out / "napari_explore_tab.png", 600)
             main.tabs.setCurrentIndex(0)

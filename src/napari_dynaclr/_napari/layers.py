@@ -201,6 +201,35 @@ def fov_layers(table: pd.DataFrame, plate, fov_name: str, colors: np.ndarray, hi
     return out
 
 
+def refill_images(image_layers: list, images: list, fov_name: str) -> None:
+    """Put a FOV's image layer tuples into the shown image layers; none (the plate lacks the FOV): the layers
+    stay, hidden, empty and named so (removing one costs napari a garbage collection, 0.1–0.3 s)."""
+    if not images:
+        for layer in image_layers:
+            channel = layer.metadata.get("dynaclr_channel", "")
+            layer.data = np.zeros((1,) * layer.data.ndim, dtype=layer.data.dtype)
+            layer.visible = False
+            layer.name = f"{fov_name} {channel} (not in the plate)"
+            layer.metadata = {**layer.metadata, "dynaclr_fov": fov_name, "dynaclr_missing": True}
+        return
+    for layer, (data, kwargs, _) in zip(image_layers, images):
+        layer.data = data
+        set_scale(layer, kwargs["scale"])
+        if "contrast_limits" in kwargs:
+            layer.contrast_limits = kwargs["contrast_limits"]
+        else:
+            layer.reset_contrast_limits()
+        if layer.metadata.get("dynaclr_missing"):
+            layer.visible = True
+        layer.name, layer.metadata = kwargs["name"], kwargs["metadata"]
+
+
+def set_scale(layer, scale) -> None:
+    """Set a layer's scale only when it changes: each set re-slices and redraws (≈ 20 ms)."""
+    if not np.allclose(layer.scale, scale):
+        layer.scale = scale
+
+
 @dataclasses.dataclass
 class PreparedTable:
     """A cell table with what showing it needs, built off the GUI thread by :func:`prepare_table`."""

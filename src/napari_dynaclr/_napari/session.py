@@ -40,6 +40,7 @@ import pandas as pd
 from napari_dynaclr._napari import cellmodel, layers
 from napari_dynaclr._napari.cellmodel.colors import HIGHLIGHT_BORDER, NEIGHBOUR_BORDER, PLAIN_BORDER, SELECTED_BORDER
 from napari_dynaclr._napari.cellmodel.model import CellModel
+from napari_dynaclr._napari.fov_refill import FovRefill
 from napari_dynaclr._napari.layers import PreparedTable, prepare_table
 from napari_dynaclr._napari.navigation import Navigation, camera
 
@@ -53,7 +54,7 @@ ASYNC_CELLS = 20_000
 HIGHLIGHT_SIZE, NEIGHBOUR_SIZE = 30.0, 22.0
 
 
-class ExplorerSession(CellModel, Navigation):
+class ExplorerSession(CellModel, Navigation, FovRefill):
     """The viewer's cell model, bound to the shown FOV's layers (see the module)."""
 
     def __init__(self, viewer):
@@ -75,6 +76,7 @@ class ExplorerSession(CellModel, Navigation):
         self._generation = 0  # bumped by set_table, show_fov and install: a running install is then stale
         self._leaving: list = []  # layers of the previous table an install has still to remove
         self._foreign: set[str] = set()  # columns adopted from the layers' features (another plugin's)
+        self._tracks_visible: bool | None = None  # the Tracks layer's visibility while a refill hides it
         # the binder first: the layers are up to date when a dock hears of a change
         self.columns_set.connect(self._push_features)
         self.colors_changed.connect(self._paint_colors)
@@ -221,6 +223,7 @@ class ExplorerSession(CellModel, Navigation):
 
     def _take_layers(self, fl: layers.FovLayers | None) -> None:
         """Make *fl* the session's layers (None: none), listening to its Points layer."""
+        self._tracks_visible = None
         if fl is None:
             self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer = [], None, None, None
             return
@@ -268,7 +271,9 @@ class ExplorerSession(CellModel, Navigation):
 
     def show_fov(self, fov_name: str) -> None:
         """Swap the image and overlays to *fov_name* (the cell table stays): the shown layers are refilled in
-        place when they fit (same channels, same dimensions), else built anew (:func:`layers.fov_layers`)."""
+        place when they fit (same channels, same dimensions; a FOV the plate lacks keeps the image layers,
+        hidden and empty), else built anew (:func:`layers.fov_layers`). A FOV of more than
+        :data:`~napari_dynaclr._napari.fov_refill.STEP_FOV_ROWS` cells gets its Tracks layer later (fov_refill)."""
         self._generation += 1
         self._adopt_foreign()  # (what another plugin wrote into the FOV's features stays with its cells)
         self.fov_name = str(fov_name)
@@ -285,47 +290,6 @@ class ExplorerSession(CellModel, Navigation):
         if self.points_layer is not None:
             self.viewer.layers.selection.active = self.points_layer
         self._announce_fov()
-
-    def _refill_layers(self, images: list, ov, scale) -> bool:
-        """Put another FOV into the shown layers (False, nothing changed, when they do not fit)."""
-        shown = [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]
-        if (not len(ov.rows) or self._leaving or any(layer is None for layer in shown)
-                or any(layer not in self.viewer.layers for layer in shown)
-                or len(images) != len(self.image_layers)
-                or any(layer.data.ndim != data.ndim for layer, (data, _, _) in zip(self.image_layers, images))
-                or self.points_layer.data.shape[1] != ov.points.shape[1]):
-            return False
-        self._syncing = True
-        try:
-            self.overlay = ov
-            for layer, (data, kwargs, _) in zip(self.image_layers, images):
-                layer.data = data
-                _set_scale(layer, kwargs["scale"])
-                if "contrast_limits" in kwargs:
-                    layer.contrast_limits = kwargs["contrast_limits"]
-                else:
-                    layer.reset_contrast_limits()
-            colors = self.colors[ov.rows]
-            tracks = self.tracks_layer
-            tracks.data = ov.tracks
-            tracks.features = ov.features.copy()
-            tracks.graph = ov.graph
-            tracks.track_colors = colors
-            points = self.points_layer
-            points.selected_data = set()
-            points.data = ov.points
-            points.features = ov.features.copy()
-            points.face_color = colors
-            self.highlight_layer.data = np.empty((0, ov.points.shape[1]))
-            for layer, (_, kwargs, _) in zip(self.image_layers, images):
-                layer.name, layer.metadata = kwargs["name"], kwargs["metadata"]
-            for layer, suffix in ((tracks, "tracks"), (points, "cells"), (self.highlight_layer, "highlight")):
-                _set_scale(layer, scale)
-                layer.name = f"{self.fov_name} {suffix}"
-                layer.metadata = {**layer.metadata, "dynaclr_fov": self.fov_name}
-        finally:
-            self._syncing = False
-        return True
 
     def _remove_layers(self) -> None:
         viewer = self.viewer
@@ -389,7 +353,7 @@ class ExplorerSession(CellModel, Navigation):
         colors = self.colors[self.overlay.rows]
         if self.points_layer is not None:
             self.points_layer.face_color = colors
-        if self.tracks_layer is not None:
+        if self.tracks_layer is not None and len(self.tracks_layer.data) == len(colors):  # (else refilled later)
             self.tracks_layer.track_colors = colors
 
     def _apply_selection_borders(self) -> None:
@@ -454,12 +418,6 @@ class ExplorerSession(CellModel, Navigation):
         if announce and new:
             self.columns_changed.emit()
 
-
-
-def _set_scale(layer, scale) -> None:
-    """Set a layer's scale only when it changes: each set re-slices and redraws (≈ 20 ms)."""
-    if not np.allclose(layer.scale, scale):
-        layer.scale = scale
 
 
 def get_session(viewer) -> ExplorerSession:

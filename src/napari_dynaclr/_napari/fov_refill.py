@@ -1,0 +1,100 @@
+"""A FOV switch in the shown layers (:meth:`~napari_dynaclr._napari.session.ExplorerSession.show_fov`): the image,
+Tracks, Points and highlight layers of the previous FOV are refilled in place when they fit, never removed and
+built anew (napari collects garbage at each removal, 0.1–0.3 s with a large table in memory, and building a
+layer costs 0.1–0.5 s under software OpenGL).
+
+* a FOV the open plate lacks keeps the image layers, hidden, empty and named so
+  (:func:`~napari_dynaclr._napari.layers.refill_images`); the next FOV with images shows them again;
+* a FOV of more than :data:`STEP_FOV_ROWS` cells gets its Tracks layer in later event-loop turns: hidden at
+  once, refilled in the next turn (after the paint of the images and Points), shown in the turn after (its
+  first paint alone). A newer FOV switch or table makes the pending steps stale (the session's generation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_dynaclr._napari import layers
+
+#: a FOV switch to a FOV of more cells than this refills its Tracks layer in later event-loop turns
+STEP_FOV_ROWS = 20_000
+
+
+class FovRefill:
+    """The refill half of the session's layer binder (a mixin of the session: its layers, overlay, colours,
+    plate, viewer, ``_generation`` and ``_syncing``)."""
+
+    _tracks_visible: bool | None = None  # the Tracks layer's visibility while a refill hides it
+
+    def _refill_layers(self, images: list, ov, scale) -> bool:
+        """Put another FOV into the shown layers (False, nothing changed, when they do not fit)."""
+        shown = [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]
+        if (not len(ov.rows) or self._leaving or any(layer is None for layer in shown)
+                or any(layer not in self.viewer.layers for layer in shown)
+                or (len(images) != len(self.image_layers) and (images or self.plate is None))
+                or any(layer.data.ndim != data.ndim for layer, (data, _, _) in zip(self.image_layers, images))
+                or self.points_layer.data.shape[1] != ov.points.shape[1]):
+            return False
+        self._syncing = True
+        try:
+            self.overlay = ov
+            layers.refill_images(self.image_layers, images, self.fov_name)
+            points = self.points_layer
+            points.selected_data = set()
+            points.data = ov.points
+            points.features = ov.features  # (napari keeps a copy of its own: no second one here)
+            points.face_color = self.colors[ov.rows]
+            self.highlight_layer.data = np.empty((0, ov.points.shape[1]))
+            named = ((self.tracks_layer, "tracks"), (points, "cells"), (self.highlight_layer, "highlight"))
+            for layer, suffix in named:
+                layers.set_scale(layer, scale)
+                layer.name = f"{self.fov_name} {suffix}"
+                layer.metadata = {**layer.metadata, "dynaclr_fov": self.fov_name}
+            if len(ov.rows) > STEP_FOV_ROWS:
+                self._refill_tracks_later()
+            else:
+                self._refill_tracks()
+                self._show_tracks()
+        finally:
+            self._syncing = False
+        return True
+
+    def _refill_tracks(self) -> None:
+        """The shown overlay's tracks into the Tracks layer (its features: the Points layer's, same rows)."""
+        ov, tracks = self.overlay, self.tracks_layer
+        tracks.data = ov.tracks
+        tracks.features = self.points_layer.features  # (napari copies it: the layers share no frame)
+        tracks.graph = ov.graph
+        tracks.track_colors = self.colors[ov.rows]
+
+    def _show_tracks(self) -> None:
+        """The Tracks layer as visible as it was before a refill hid it."""
+        if self._tracks_visible is not None:
+            self.tracks_layer.visible, self._tracks_visible = self._tracks_visible, None
+
+    def _refill_tracks_later(self) -> None:
+        """Hide the Tracks layer now; refill it in the next event-loop turn, show it in the turn after."""
+        from qtpy.QtCore import QTimer
+
+        gen, tracks = self._generation, self.tracks_layer
+        if self._tracks_visible is None:  # (the user's choice, kept across switches in a row)
+            self._tracks_visible = tracks.visible
+        tracks.visible = False
+
+        def steps():
+            self._syncing = True
+            try:
+                self._refill_tracks()
+            finally:
+                self._syncing = False
+            yield
+            self._show_tracks()
+
+        todo = steps()
+
+        def step() -> None:
+            if (gen == self._generation and tracks is self.tracks_layer and self.points_layer is not None
+                    and next(todo, True) is None):  # (the user may delete a layer meanwhile)
+                QTimer.singleShot(1, step)
+
+        QTimer.singleShot(1, step)

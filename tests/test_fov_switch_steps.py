@@ -1,0 +1,101 @@
+"""A FOV switch never blocks the GUI thread in one piece (issue 23 item 2): a large FOV's Tracks layer is refilled
+and shown in later event-loop turns, and a FOV the plate lacks keeps the image layers (hidden, empty) instead of
+removing them and building every layer anew. Reached through the dock's "show FOV" control. The demo's FOVs are
+small: ``STEP_FOV_ROWS`` is lowered so that they take the large-FOV path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_dynaclr._napari import fov_refill
+from napari_fixtures import *  # noqa: F403
+from napari_fixtures import wait_worker
+
+PLUGIN = "napari-dynaclr"
+
+
+@pytest.fixture
+def opened(make_napari_viewer, demo_store, demo_inputs, qtbot):
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    main.plate.value = demo_inputs["plate"]
+    main.tracks.value = demo_inputs["tracks"]
+    wait_worker(qtbot, main.open_embeddings(demo_store), 60_000)
+    return viewer, main, main.session
+
+
+def _tracks_state(s):
+    trk = s.tracks_layer
+    return trk.data.copy(), trk.features.reset_index(drop=True).copy(), dict(trk.graph), \
+        np.asarray(trk.track_colors).copy()
+
+
+def test_a_large_fov_gets_its_tracks_in_later_turns(opened, qtbot, monkeypatch):
+    viewer, main, s = opened
+    monkeypatch.setattr(fov_refill, "STEP_FOV_ROWS", 1)
+    layers_before = [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer]
+    main.show_fov.value = "A/1/1"
+    assert s.fov_name == "A/1/1" and s.points_layer.name == "A/1/1 cells"
+    assert not s.tracks_layer.visible  # not drawn with the previous FOV's tracks: refilled in a later turn
+    qtbot.waitUntil(lambda: s.tracks_layer.visible, timeout=10_000)
+    stepped = _tracks_state(s)
+    assert [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer] == layers_before
+    monkeypatch.setattr(fov_refill, "STEP_FOV_ROWS", 10**9)
+    s.show_fov("A/1/0")
+    s.show_fov("A/1/1")  # all at once: what the stepped switch must have reached
+    at_once = _tracks_state(s)
+    np.testing.assert_array_equal(stepped[0], at_once[0])
+    pd.testing.assert_frame_equal(stepped[1], at_once[1])
+    assert stepped[2] == at_once[2]
+    np.testing.assert_allclose(stepped[3], at_once[3])
+    assert len(s.tracks_layer.data) == len(s.overlay.rows) == len(s.points_layer.data)
+
+
+def test_a_newer_switch_makes_a_pending_tracks_refill_stale(opened, qtbot, monkeypatch):
+    viewer, main, s = opened
+    monkeypatch.setattr(fov_refill, "STEP_FOV_ROWS", 1)
+    main.show_fov.value = "A/1/1"
+    main.show_fov.value = "A/1/0"  # before the first switch's tracks were refilled
+    qtbot.waitUntil(lambda: s.tracks_layer.visible, timeout=10_000)
+    qtbot.wait(50)  # (a stale refill, were one left, would land in these turns)
+    np.testing.assert_array_equal(s.tracks_layer.data[:, 1:], s.overlay.tracks[:, 1:])
+    assert s.tracks_layer.name == "A/1/0 tracks" and s.tracks_layer.visible
+
+
+def test_a_fov_the_plate_lacks_keeps_the_layers(opened, qtbot):
+    viewer, main, s = opened
+    # a table with a third FOV that the plate does not hold (A/1/1's cells again, under another name)
+    table = s.table.copy()
+    extra = table[table["fov_name"].astype(str) == "A/1/1"].copy()
+    extra["fov_name"] = "A/1/7"
+    both = pd.concat([table, extra], ignore_index=True)
+    both["fov_name"] = both["fov_name"].astype(str).astype("category")
+    s.set_table(both, plate_path=s.plate_path, fov_name="A/1/0")
+    images, others = list(s.image_layers), [s.tracks_layer, s.points_layer, s.highlight_layer]
+    assert len(images) == 2 and all(layer.visible for layer in images)
+    s.show_fov("A/1/7")
+    assert s.image_layers == images and all(a is b for a, b in zip(s.image_layers, images))  # kept, not rebuilt
+    assert [s.tracks_layer, s.points_layer, s.highlight_layer] == others
+    assert all(not layer.visible and layer.name.endswith("(not in the plate)") for layer in images)
+    assert all(layer.data.size == 1 for layer in images)  # no other FOV's pixels under this FOV's name
+    assert len(s.points_layer.data) == int((both["fov_name"] == "A/1/7").sum())
+    s.show_fov("A/1/0")  # back to a FOV with images: shown again, as a fresh build would show them
+    assert all(a is b for a, b in zip(s.image_layers, images))
+    assert all(layer.visible and layer.metadata["dynaclr_fov"] == "A/1/0" for layer in images)
+    assert [layer.name for layer in images] == [f"A/1/0 {c}" for c in s.plate.channel_names]
+    assert all(layer.data.shape[0] == 4 for layer in images)
+
+
+def test_a_layer_deleted_before_the_tracks_refill_ends_it_quietly(opened, qtbot, monkeypatch):
+    viewer, main, s = opened
+    monkeypatch.setattr(fov_refill, "STEP_FOV_ROWS", 1)
+    tracks = s.tracks_layer
+    main.show_fov.value = "A/1/1"
+    viewer.layers.remove(s.points_layer)  # the user deletes the cells layer before the next event-loop turn
+    qtbot.wait(200)  # the pending refill's turns pass (an exception in them fails the test: pytest-qt)
+    assert s.points_layer is None and tracks in viewer.layers and not tracks.visible
+    main.show_fov.value = "A/1/0"  # a later switch builds the layers again
+    qtbot.waitUntil(lambda: s.tracks_layer is not None and s.tracks_layer.visible, timeout=10_000)
+    assert s.points_layer is not None and s.points_layer.name == "A/1/0 cells"
