@@ -60,11 +60,32 @@ def well_names(fov_names) -> np.ndarray:
     return names.str.rsplit("/", n=1).str[0].to_numpy()
 
 
+def _coded_texts(table: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """The conditions under *column* as (texts, codes): ``texts[codes]`` is every cell's condition as text
+    (``"nan"`` where the value is missing, as ``astype(str)`` writes it). Texts are made once per distinct value,
+    not once per cell (a 10⁶-cell table on napari's GUI thread)."""
+    name = "fov_name" if column == WELL and WELL not in table.columns else column
+    values = table[name]
+    if name == column and not isinstance(values.dtype, pd.CategoricalDtype):  # astype(str)'s own texts ("None")
+        codes, texts = pd.factorize(values.astype(str))
+        return np.asarray(texts, dtype=object), codes
+    cat = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype("category")
+    texts = cat.cat.categories.astype(str).to_numpy(dtype=object)
+    if name != column:
+        texts = well_names(texts).astype(object)
+    return np.append(texts, "nan"), cat.cat.codes.to_numpy()  # code -1 (missing) → the last text
+
+
 def grouping_values(table: pd.DataFrame, column: str) -> pd.Series:
     """The condition of every cell under *column* (a table column, or :data:`WELL`), as text."""
-    if column == WELL and WELL not in table.columns:
-        return pd.Series(well_names(table["fov_name"]), index=table.index)
-    return table[column].astype(str)
+    texts, codes = _coded_texts(table, column)
+    return pd.Series(texts[codes], index=table.index)
+
+
+def grouping_choices(table: pd.DataFrame, column: str) -> list[str]:
+    """The conditions present under *column*, as sorted texts."""
+    texts, codes = _coded_texts(table, column)
+    return sorted(set(texts[np.unique(codes)]))
 
 
 def comparisons(reference: str, others) -> list[dict]:

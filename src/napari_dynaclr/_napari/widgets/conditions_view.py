@@ -156,7 +156,7 @@ class ConditionsView(QWidget):
         t, col = self.session.table, self.group_by.value
         if t is None or col is None:
             return
-        values = sorted(pd.unique(cj.grouping_values(t, col)))
+        values = cj.grouping_choices(t, col)
         if list(self.reference.choices) != values:
             self.reference.choices = values
         self._refresh_others()
