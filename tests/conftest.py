@@ -9,8 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from napari_dynaclr.core.synthetic import SyntheticSpec
+
 DATA = Path(__file__).parent / "data"
 CASES = ("dev2d", "dev3d2ch")
+
+#: 1 well × 2 FOVs × 4 timepoints, 6 cells each (+ a division): 52 cells, 2 batches of 32 — seconds on CPU
+SMALL_SPEC = SyntheticSpec(wells=("A/1",), fovs_per_well=2, timepoints=4, size=(128, 128), cells_per_fov=6)
 
 
 def case_json(case: str) -> dict:
@@ -35,6 +40,38 @@ def conformance_ckpt(tmp_path_factory):
         return built[case]
 
     return get
+
+
+# The demo fixtures live here, not in a test module: a session-scoped fixture imported into several modules
+# (``from napari_fixtures import demo_store``) is one fixture per module, built again in each of them.
+@pytest.fixture(scope="session")
+def demo_inputs(tmp_path_factory) -> dict:
+    """The demo (plate, tracks, checkpoint, predict.yml without UMAP) on the small spec, built once a session."""
+    from napari_dynaclr.demo import make_demo_inputs
+
+    return make_demo_inputs(tmp_path_factory.mktemp("napari-demo"), SMALL_SPEC, umap=False)
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_inputs, tmp_path_factory) -> Path:
+    """An embedding store predicted by the core engine (no Qt) from the demo inputs, with PCA + UMAP, built
+    once a session (read only: a test that writes into it takes ``demo_copy``)."""
+    from napari_dynaclr.core.predict_yml import load_predict_yaml
+    from napari_dynaclr.predict.run import run_prediction
+
+    out = tmp_path_factory.mktemp("napari-store") / "embeddings.zarr"
+    cfg = load_predict_yaml(demo_inputs["config"])
+    cfg = cfg.with_overrides(output_path=out, umap_kwargs={"n_components": 2, "n_neighbors": 15})
+    run_prediction(cfg, device="cpu")
+    return out
+
+
+@pytest.fixture
+def demo_copy(demo_store, tmp_path) -> Path:
+    """A writable copy of the demo store (for tests that write into it)."""
+    dst = tmp_path / "copy.zarr"
+    shutil.copytree(demo_store, dst)
+    return dst
 
 
 @pytest.fixture

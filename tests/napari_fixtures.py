@@ -1,12 +1,8 @@
-"""Shared fixtures for the napari plugin tests (import them into a test module with
-``from napari_fixtures import *``; the lead owns conftest.py)."""
+"""Helpers for the napari plugin tests (``from napari_fixtures import wait_worker, …``); the demo fixtures
+(``demo_inputs``, ``demo_store``, ``demo_copy``) are in conftest.py, built once a session."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import pytest
 import timm  # noqa: E402,F401
 
 # The test process itself (not the plugin: napari's process never imports torch) builds checkpoints and
@@ -14,42 +10,9 @@ import timm  # noqa: E402,F401
 # libLLVM, and triton (probed by torch) crashes when its own LLVM is loaded after it.
 import torch  # noqa: E402,F401
 
-from napari_dynaclr.core.synthetic import SyntheticSpec
+from conftest import SMALL_SPEC  # noqa: F401 - (re-exported)
 
-#: 1 well × 2 FOVs × 4 timepoints, 6 cells each (+ a division): 52 cells, 2 batches of 32 — seconds on CPU
-SMALL_SPEC = SyntheticSpec(wells=("A/1",), fovs_per_well=2, timepoints=4, size=(128, 128), cells_per_fov=6)
-
-__all__ = ["demo_inputs", "demo_store", "demo_copy", "SMALL_SPEC", "wait_worker", "load_yml"]
-
-
-@pytest.fixture(scope="session")
-def demo_inputs(tmp_path_factory) -> dict:
-    """The demo (plate, tracks, checkpoint, predict.yml without UMAP) on the small spec, built once."""
-    from napari_dynaclr.demo import make_demo_inputs
-
-    return make_demo_inputs(tmp_path_factory.mktemp("napari-demo"), SMALL_SPEC, umap=False)
-
-
-@pytest.fixture(scope="session")
-def demo_store(demo_inputs, tmp_path_factory) -> Path:
-    """An embedding store predicted by the core engine (no Qt) from the demo inputs, with PCA + UMAP."""
-
-    from napari_dynaclr.core.predict_yml import load_predict_yaml
-    from napari_dynaclr.predict.run import run_prediction
-
-    out = tmp_path_factory.mktemp("napari-store") / "embeddings.zarr"
-    cfg = load_predict_yaml(demo_inputs["config"])
-    cfg = cfg.with_overrides(output_path=out, umap_kwargs={"n_components": 2, "n_neighbors": 15})
-    run_prediction(cfg, device="cpu")
-    return out
-
-
-@pytest.fixture
-def demo_copy(demo_store, tmp_path) -> Path:
-    """A writable copy of the demo store (for tests that write into it)."""
-    dst = tmp_path / "copy.zarr"
-    shutil.copytree(demo_store, dst)
-    return dst
+__all__ = ["SMALL_SPEC", "wait_worker", "load_yml", "reader_dock"]
 
 
 def reader_dock(viewer, qtbot, plugin: str = "napari-dynaclr"):

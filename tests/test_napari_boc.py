@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from napari_fixtures import demo_inputs, wait_worker  # noqa: F401, F811
+from napari_fixtures import wait_worker
 
 PLUGIN = "napari-dynaclr"
 CASE = "boc2d_mip"

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from napari_fixtures import demo_inputs, demo_store  # noqa: F401
-
 SCRIPT = Path(__file__).parent / "scripts" / "napari_session.py"
 pytestmark = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (pytest-xvfb provides one)")
 

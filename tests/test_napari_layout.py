@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from qtpy.QtWidgets import QAbstractButton, QScrollArea, QWidget
 
-from napari_fixtures import demo_inputs, demo_store, load_yml, wait_worker  # noqa: F401
+from napari_fixtures import load_yml, wait_worker
 
 PLUGIN = "napari-dynaclr"
 LONG = ("✓ ContrastiveEncoder convnext_tiny, in_stack_depth 15, stem_kernel_size (5, 4, 4), embedding_dim 768, "

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from napari_fixtures import demo_inputs, demo_store, reader_dock, wait_worker  # noqa: F401
+from napari_fixtures import reader_dock, wait_worker
 
 PLUGIN = "napari-dynaclr"
 

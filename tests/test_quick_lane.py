@@ -18,7 +18,6 @@ from napari_dynaclr._napari import workers
 from napari_dynaclr.core.predict_yml import load_predict_yaml
 from napari_dynaclr.core.reduce import compute_reduction
 from napari_dynaclr.errors import Cancelled
-from napari_fixtures import demo_inputs  # noqa: F401
 from work_process_waits import alive, in_umap, loaded, poll
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

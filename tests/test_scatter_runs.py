@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_fixtures import demo_inputs, demo_store, load_yml, wait_worker  # noqa: F401
+from napari_fixtures import load_yml, wait_worker
 
 pytest.importorskip("pytestqt")
 

@@ -14,7 +14,6 @@ import yaml
 from cli_lines import cli, one_error
 from napari_dynaclr.core.reduce import check_reduction_sizes, pca, phate, umap
 from napari_dynaclr.errors import ConfigError
-from napari_fixtures import demo_inputs  # noqa: F401
 
 
 @pytest.fixture

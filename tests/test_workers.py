@@ -22,7 +22,6 @@ from napari_dynaclr.core.store import read_store
 from napari_dynaclr.errors import Cancelled, PlateError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess
 from napari_dynaclr.predict.run import run_prediction
-from napari_fixtures import demo_inputs, demo_store  # noqa: F401
 from work_process_waits import alive, in_umap, poll
 
 
