@@ -277,6 +277,16 @@ def draw_multi_panel(df: pd.DataFrame):
     return fig
 
 
+def _activity_panel(df: pd.DataFrame, label: str, columns: dict):
+    """The activity z-scores and p-values of comparison *label*, markers × bins (columns named by *columns*), or
+    None when it has no value."""
+    z, p = _pivot(df[df["label"] == label], "hours_bin_start", "activity_zscore", list(columns))
+    if z.isna().all().all():
+        return None
+    z.columns = p.columns = list(columns.values())
+    return z, p
+
+
 def draw_activity(df: pd.DataFrame):
     """Activity z-score, markers × bins, a panel per comparison (symmetric-log colours)."""
     df = df.dropna(subset=["hours_bin_start", "hours_bin_end", "activity_zscore"])
@@ -287,11 +297,10 @@ def draw_activity(df: pd.DataFrame):
     fig, axes = _figure((max(5.0, len(columns) * 1.0 * len(labels) + 1.5 * len(labels)),
                          max(4.0, df["marker"].nunique() * 0.6)), 1, len(labels))
     for ax, lbl in zip(axes[0], labels):
-        z, p = _pivot(df[df["label"] == lbl], "hours_bin_start", "activity_zscore", list(columns))
-        if z.isna().all().all():
+        if (zp := _activity_panel(df, lbl, columns)) is None:
             ax.set_visible(False)
             continue
-        z.columns = p.columns = list(columns.values())
+        z, p = zp
         _heatmap(fig, ax, z, p, "RdBu_r", "Activity z-score", star="black", norm=_symlog(z.to_numpy()))
         ax.set_title(_text(lbl))
         ax.set_xlabel("Temporal bin")
@@ -310,11 +319,10 @@ def draw_paired(df: pd.DataFrame, labels: list[str]):
     fig, axes = _figure((max(10.0, len(columns) * 2.0), max(4.0, df["marker"].nunique() * 0.6)), 1, 2)
     shown = []
     for ax, lbl in zip(axes[0], labels):
-        z, p = _pivot(df[df["label"] == lbl], "hours_bin_start", "activity_zscore", list(columns))
-        if z.isna().all().all():
+        if (zp := _activity_panel(df, lbl, columns)) is None:
             ax.set_visible(False)
             continue
-        z.columns = p.columns = list(columns.values())
+        z, p = zp
         im = _heatmap(fig, ax, z, p, "YlOrRd", "activity_zscore", norm=norm, annotate=True, colorbar=False)
         ax.set_title(_text(lbl))
         ax.set_xlabel("Temporal bin")
