@@ -104,6 +104,7 @@ def _dock(**changes):
     dock = _fields(**fields)
     dock.yml_config = None
     dock.checks = types.SimpleNamespace(fovs_plate=None)
+    dock.tracks_source = types.SimpleNamespace(active=None)  # "tracks from": the tracks folder, not a layer
     return dock
 
 
