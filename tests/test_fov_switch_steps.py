@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from qtpy.QtCore import QTimer
 
 from napari_dynaclr._napari import fov_refill
 from napari_fixtures import *  # noqa: F403
@@ -31,6 +32,21 @@ def _tracks_state(s):
     return trk.data.copy(), trk.features.reset_index(drop=True).copy(), dict(trk.graph), \
         np.asarray(trk.track_colors).copy()
 
+
+
+def _turns_pass(qtbot, turns: int = 4) -> None:
+    """Wait until *turns* event-loop turns have passed, each a 1 ms timer queued after the ones already pending
+    (the refill's steps are such timers; a step queues the next one): a wait on the event loop, not on a time."""
+    done = []
+
+    def tick(left: int) -> None:
+        if left:
+            QTimer.singleShot(1, lambda: tick(left - 1))
+        else:
+            done.append(True)
+
+    tick(turns)
+    qtbot.waitUntil(lambda: bool(done), timeout=60_000)
 
 def test_a_large_fov_gets_its_tracks_in_later_turns(opened, qtbot, monkeypatch):
     viewer, main, s = opened
@@ -59,7 +75,7 @@ def test_a_newer_switch_makes_a_pending_tracks_refill_stale(opened, qtbot, monke
     main.show_fov.value = "A/1/1"
     main.show_fov.value = "A/1/0"  # before the first switch's tracks were refilled
     qtbot.waitUntil(lambda: s.tracks_layer.visible, timeout=10_000)
-    qtbot.wait(50)  # (a stale refill, were one left, would land in these turns)
+    _turns_pass(qtbot)  # (a stale refill, were one left, would land in these turns)
     np.testing.assert_array_equal(s.tracks_layer.data[:, 1:], s.overlay.tracks[:, 1:])
     assert s.tracks_layer.name == "A/1/0 tracks" and s.tracks_layer.visible
 
@@ -94,7 +110,7 @@ def test_a_layer_deleted_before_the_tracks_refill_ends_it_quietly(opened, qtbot,
     tracks = s.tracks_layer
     main.show_fov.value = "A/1/1"
     viewer.layers.remove(s.points_layer)  # the user deletes the cells layer before the next event-loop turn
-    qtbot.wait(200)  # the pending refill's turns pass (an exception in them fails the test: pytest-qt)
+    _turns_pass(qtbot)  # the pending refill's turns pass (an exception in them fails the test: pytest-qt)
     assert s.points_layer is None and tracks in viewer.layers and not tracks.visible
     main.show_fov.value = "A/1/0"  # a later switch builds the layers again
     qtbot.waitUntil(lambda: s.tracks_layer is not None and s.tracks_layer.visible, timeout=10_000)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -116,14 +115,8 @@ napari.run()
 closed = time.time()
 
 
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[-1].split()[0] != "Z"
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared waits
+from work_process_waits import alive  # noqa: E402
 
 for _ in range(200):  # the work processes end with napari (each was killed and waited for): allow 10 s to show it
     if not any(alive(p) for p in state["pids"]):
