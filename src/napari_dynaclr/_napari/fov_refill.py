@@ -28,12 +28,7 @@ class FovRefill:
 
     def _refill_layers(self, images: list, ov, scale) -> bool:
         """Put another FOV into the shown layers (False, nothing changed, when they do not fit)."""
-        shown = [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]
-        if (not len(ov.rows) or self._leaving or any(layer is None for layer in shown)
-                or any(layer not in self.viewer.layers for layer in shown)
-                or (len(images) != len(self.image_layers) and (images or self.plate is None))
-                or any(layer.data.ndim != data.ndim for layer, (data, _, _) in zip(self.image_layers, images))
-                or self.points_layer.data.shape[1] != ov.points.shape[1]):
+        if not self._layers_fit(images, ov):
             return False
         self._syncing = True
         try:
@@ -58,6 +53,16 @@ class FovRefill:
         finally:
             self._syncing = False
         return True
+
+    def _layers_fit(self, images: list, ov) -> bool:
+        """Whether the shown layers can show a FOV of these image layer tuples and this overlay (same channels and
+        dimensions; no image layers for a FOV the open plate lacks) by a refill."""
+        shown = [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]
+        return not (not len(ov.rows) or self._leaving or any(layer is None for layer in shown)
+                    or any(layer not in self.viewer.layers for layer in shown)
+                    or (len(images) != len(self.image_layers) and (images or self.plate is None))
+                    or any(layer.data.ndim != data.ndim for layer, (data, _, _) in zip(self.image_layers, images))
+                    or self.points_layer.data.shape[1] != ov.points.shape[1])
 
     def _refill_tracks(self) -> None:
         """The shown overlay's tracks into the Tracks layer (its features: the Points layer's, same rows)."""
