@@ -8,8 +8,9 @@ longest the GUI thread would have been blocked. Prints both and their ratio (bes
 
 ``--dock`` (under a display) measures the GUI side instead, as the walk-through of ``bench_heartbeat.py`` does
 it: the DynaCLR dock with a small synthetic plate in its plate and tracks fields opens a large synthetic store
-(``--cells``) twice (the second open replaces the first one's layers, with its table in memory), then recolours
-by track_id and t and switches FOV twice; the longest GUI-thread block of each (``--where``: where it was).
+(``--cells``) twice (the second open refills or replaces the first one's layers, with its table in memory),
+then recolours by track_id and t, selects with a lasso and switches FOV twice; the longest GUI-thread block of
+each (``--where``: where it was).
 
     xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python benchmarks/bench_store_open.py --dock [--where]
 """
@@ -109,6 +110,13 @@ def dock_open(args) -> int:
                      and s.store_path == store and main.open_btn.enabled, lambda: f"{len(s.table):,} cells")
     for column in ("track_id", "t"):
         walk.measure(f"recolour ({column})", lambda c=column: s.color_by(c), lambda c=column: s.color_column == c)
+    xy = main.explore.xy()
+    lo, hi = np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)
+    c, r = lo + (hi - lo) * 0.5, (hi - lo) * 0.25  # a lasso as in the walk-through: the switches show a selection
+    ang = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    polygon = c + r * np.column_stack([np.cos(ang), np.sin(ang)])
+    walk.measure("lasso", lambda: main.explore.select_polygon(polygon, mode="replace"), lambda: True,
+                 lambda: f"{len(s.selected):,} selected")
     fovs = s.fov_names()
     for i in range(2):
         target = fovs[(fovs.index(s.fov_name) + 1) % len(fovs)]
