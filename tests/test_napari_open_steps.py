@@ -168,6 +168,31 @@ def test_a_second_open_refills_the_shown_layers(docked, demo_store, demo_inputs,
     assert main.show_fov.value == "A/1/0" and main.status.value == "opened embeddings.zarr: 52 cells"
 
 
+def test_what_changes_before_the_refill_reaches_the_refilled_layers(docked, demo_store, demo_inputs, qtbot, steps,
+                                                                     errors, monkeypatch):
+    """Between the table's step and the refill (the kept layers wait, with no overlay), a new column and a
+    recolour change the table alone; the refill brings both into the layers."""
+    viewer, main = docked
+    s = _open(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    stepping = session_module.ExplorerSession.install
+
+    def install(self, *args, **kwargs):
+        for i, _ in enumerate(stepping(self, *args, **kwargs)):
+            if i == 0:
+                self.add_columns({"score": np.arange(len(self.table), dtype=np.float64)})
+                self.color_by("score")
+            yield
+
+    monkeypatch.setattr(session_module.ExplorerSession, "install", install)
+    s = _open(qtbot, main, demo_store)
+    assert errors == [] and [n[0] for n in steps["installs"]] == [10, 3]
+    rows = s.overlay.rows
+    np.testing.assert_array_equal(s.points_layer.features["score"].to_numpy(), rows.astype(np.float64))
+    np.testing.assert_array_equal(s.tracks_layer.features["score"].to_numpy(), rows.astype(np.float64))
+    np.testing.assert_allclose(s.points_layer.face_color, s.colors[rows])
+    assert s.color_column == "score"
+
+
 @pytest.mark.parametrize("interrupt", ["open", "fov"])
 @pytest.mark.parametrize("kept", [True, False])
 def test_an_open_or_fov_switch_during_the_steps_makes_them_stale(docked, demo_store, demo_inputs, qtbot, steps,

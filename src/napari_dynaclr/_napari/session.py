@@ -185,8 +185,9 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
             self._take_new_layers(fl, prepared.colors)
             refill = False
         if refill:
-            # columns added to the table since the worker built the overlay's features
-            self._push_features([c for c in self.table.columns if c not in fl.overlay.features.columns])
+            added = [c for c in self.table.columns if c not in fl.overlay.features.columns]
+            if added:  # (columns added to the table since the worker built the overlay's features)
+                self._push_features(added)
             yield
         elif self._leaving:
             # all in one step: painted between two removals, a lone remaining layer (an additive image, an empty
