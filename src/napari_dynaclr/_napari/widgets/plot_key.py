@@ -24,8 +24,9 @@ class ColorKey:
         self.key: dict | None = None
         self.title = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=7, bold=True, font_manager=fonts,
                                         anchor_x="left", anchor_y="bottom", pos=(4, 14))
-        self.swatches = scene.visuals.Markers(parent=box.scene, scaling="fixed")
-        self.labels = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6, font_manager=fonts,
+        self.legend = scene.Node(parent=box.scene)  # the legend's visuals (a stage of their own in plot_reveal)
+        self.swatches = scene.visuals.Markers(parent=self.legend, scaling="fixed")
+        self.labels = scene.visuals.Text("", parent=self.legend, color=TEXT, font_size=6, font_manager=fonts,
                                          anchor_x="left", anchor_y="center")
         self.bar = scene.visuals.Image(np.zeros((2, 1, 4), np.float32), parent=box.scene, clim=(0, 1),
                                        interpolation="nearest")
@@ -35,7 +36,7 @@ class ColorKey:
         for v in (self.bar, self.ticks):
             v.visible = False
         # until the first key is shown, the legend's visuals draw nothing visible (a transparent swatch, a space):
-        # drawn with the box's first paint (the plot's staged reveal), their programs are built then, not in the
+        # drawn when the plot's staged reveal shows :attr:`legend`, their programs are built then, not in the
         # paint of the first categorical key (≈ 0.1 s under software OpenGL)
         self.swatches.set_data(np.zeros((1, 2), np.float32), face_color=(0, 0, 0, 0), size=1, edge_width=0)
         self.labels.text = [" "]
