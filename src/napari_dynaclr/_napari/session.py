@@ -415,6 +415,8 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
                                  np.repeat(NEIGHBOUR_BORDER[None], near.sum(), axis=0)])
         sizes = np.r_[np.full(on.sum(), HIGHLIGHT_SIZE), np.full(near.sum(), NEIGHBOUR_SIZE)]
         layer = self.highlight_layer
+        if not len(data) and not len(layer.data):  # (empty already, as a refill leaves it: napari's data events and
+            return                                 # thumbnail refresh spared)
         layer.data = data
         if len(data):
             layer.border_color = colors
