@@ -151,20 +151,69 @@ def test_a_second_open_discards_the_first(docked, demo_store, demo_inputs, qtbot
     assert main.status.value == "opened embeddings.zarr: 52 cells"
 
 
-@pytest.mark.parametrize("interrupt", ["open", "fov"])
-def test_an_open_or_fov_switch_during_the_steps_makes_them_stale(docked, demo_store, demo_inputs, qtbot, steps,
-                                                                 errors, monkeypatch, interrupt):
-    """After the first install's third step (the old layers gone, a new one in), a second open (or a FOV
-    switch) takes over: the first adds nothing more, no layer is doubled."""
+def test_a_second_open_refills_the_shown_layers(docked, demo_store, demo_inputs, qtbot, steps, errors):
+    """The layers of the previous open fit the new store's first FOV: they stay (the same objects, refilled as a
+    FOV switch refills them, none removed: napari collects garbage at each removal) and end as the first open
+    left them, in fewer steps."""
     viewer, main = docked
-    main.plate.value, main.tracks.value = demo_inputs["plate"], demo_inputs["tracks"]
-    s = _open(qtbot, main, demo_store)  # layers to replace
+    s = _open(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
+    first = _state(viewer, s)
+    shown = [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer]
+    main.show_fov.value = "A/1/1"  # another FOV in the layers: the open shows the first one again
+    s = _open(qtbot, main, demo_store)
+    assert errors == [] and [n[0] for n in steps["installs"]] == [10, 3]  # table, refill, selection, the last
+    assert [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer] == shown
+    assert all(a is b for a, b in zip(list(viewer.layers), shown))
+    _assert_same(first, _state(viewer, s))
+    assert main.show_fov.value == "A/1/0" and main.status.value == "opened embeddings.zarr: 52 cells"
+
+
+def test_what_changes_before_the_refill_reaches_the_refilled_layers(docked, demo_store, demo_inputs, qtbot, steps,
+                                                                     errors, monkeypatch):
+    """Between the table's step and the refill (the kept layers wait, with no overlay), a new column and a
+    recolour change the table alone; the refill brings both into the layers."""
+    viewer, main = docked
+    s = _open(qtbot, main, demo_store, demo_inputs["plate"], demo_inputs["tracks"])
     stepping = session_module.ExplorerSession.install
-    later = []
 
     def install(self, *args, **kwargs):
         for i, _ in enumerate(stepping(self, *args, **kwargs)):
-            if i == 2 and not later:
+            if i == 0:
+                self.add_columns({"score": np.arange(len(self.table), dtype=np.float64)})
+                self.color_by("score")
+            yield
+
+    monkeypatch.setattr(session_module.ExplorerSession, "install", install)
+    s = _open(qtbot, main, demo_store)
+    assert errors == [] and [n[0] for n in steps["installs"]] == [10, 3]
+    rows = s.overlay.rows
+    np.testing.assert_array_equal(s.points_layer.features["score"].to_numpy(), rows.astype(np.float64))
+    np.testing.assert_array_equal(s.tracks_layer.features["score"].to_numpy(), rows.astype(np.float64))
+    np.testing.assert_allclose(s.points_layer.face_color, s.colors[rows])
+    assert s.color_column == "score"
+
+
+@pytest.mark.parametrize("interrupt", ["open", "fov"])
+@pytest.mark.parametrize("kept", [True, False])
+def test_an_open_or_fov_switch_during_the_steps_makes_them_stale(docked, demo_store, demo_inputs, qtbot, steps,
+                                                                 errors, monkeypatch, interrupt, kept):
+    """A second open (or a FOV switch) during an install takes over: the first adds nothing more, no layer is
+    doubled. *kept*: the shown layers fit the new store and are refilled (interrupted after the table's step,
+    before the refill); else (the user deleted an image layer) they are replaced (interrupted after the
+    install's third step: the old layers gone, a new one in)."""
+    viewer, main = docked
+    main.plate.value, main.tracks.value = demo_inputs["plate"], demo_inputs["tracks"]
+    s = _open(qtbot, main, demo_store)  # layers to refill or replace
+    if not kept:
+        viewer.layers.remove(s.image_layers[0])
+    shown = [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer]
+    stepping = session_module.ExplorerSession.install
+    later = []
+    at = 0 if kept else 2
+
+    def install(self, *args, **kwargs):
+        for i, _ in enumerate(stepping(self, *args, **kwargs)):
+            if i == at and not later:
                 later.append(main.open_embeddings(demo_store) if interrupt == "open" else self.show_fov("A/1/1"))
             yield
 
@@ -175,7 +224,9 @@ def test_an_open_or_fov_switch_during_the_steps_makes_them_stale(docked, demo_st
     assert errors == [] and len(later) == 1
     first, *rest = steps["installs"][1:]
     if interrupt == "fov":
-        assert first[0] == 3 and rest == []  # it stopped at its next step
+        assert first[0] == at + 1 and rest == []  # it stopped at its next step
+    elif kept:  # the second refills the same layers
+        assert len(rest) == 1 and rest[0][0] == 3
     else:  # it went on until the second result arrived (or ended), the second shows its own layers
         assert len(rest) == 1 and rest[0][0] >= 8
     fov = "A/1/0" if interrupt == "open" else "A/1/1"
@@ -185,6 +236,7 @@ def test_an_open_or_fov_switch_during_the_steps_makes_them_stale(docked, demo_st
     assert s.fov_name == fov and set(s.points_layer.features["fov_name"].astype(str)) == {fov}
     assert all(layer in viewer.layers for layer in (*s.image_layers, s.tracks_layer, s.points_layer,
                                                       s.highlight_layer))
+    assert (s.points_layer in shown) == kept
 
 
 def test_a_crash_while_preparing_is_one_notification_and_the_dock_recovers(docked, demo_store, qtbot, steps,

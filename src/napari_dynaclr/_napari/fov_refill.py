@@ -6,8 +6,12 @@ layer costs 0.1–0.5 s under software OpenGL).
 * a FOV the open plate lacks keeps the image layers, hidden, empty and named so
   (:func:`~napari_dynaclr._napari.layers.refill_images`); the next FOV with images shows them again;
 * a FOV of more than :data:`STEP_FOV_ROWS` cells gets its Tracks layer in later event-loop turns: hidden at
-  once, refilled in the next turn (after the paint of the images and Points), shown in the turn after (its
-  first paint alone). A newer FOV switch or table makes the pending steps stale (the session's generation).
+  once, refilled in the next two turns (after the paint of the images and Points: its track data, then its
+  features, graph and colours), shown in the turn after (its first paint alone). A newer FOV switch or table
+  makes the pending steps stale (the session's generation).
+
+An open of a store whose first FOV fits the shown layers refills them the same way
+(:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`).
 """
 
 from __future__ import annotations
@@ -28,12 +32,7 @@ class FovRefill:
 
     def _refill_layers(self, images: list, ov, scale) -> bool:
         """Put another FOV into the shown layers (False, nothing changed, when they do not fit)."""
-        shown = [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]
-        if (not len(ov.rows) or self._leaving or any(layer is None for layer in shown)
-                or any(layer not in self.viewer.layers for layer in shown)
-                or (len(images) != len(self.image_layers) and (images or self.plate is None))
-                or any(layer.data.ndim != data.ndim for layer, (data, _, _) in zip(self.image_layers, images))
-                or self.points_layer.data.shape[1] != ov.points.shape[1]):
+        if not self._layers_fit(images, ov):
             return False
         self._syncing = True
         try:
@@ -59,13 +58,27 @@ class FovRefill:
             self._syncing = False
         return True
 
-    def _refill_tracks(self) -> None:
-        """The shown overlay's tracks into the Tracks layer (its features: the Points layer's, same rows)."""
+    def _layers_fit(self, images: list, ov) -> bool:
+        """Whether the shown layers can show a FOV of these image layer tuples and this overlay (same channels and
+        dimensions; no image layers for a FOV the open plate lacks) by a refill."""
+        shown = [*self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]
+        return not (not len(ov.rows) or self._leaving or any(layer is None for layer in shown)
+                    or any(layer not in self.viewer.layers for layer in shown)
+                    or (len(images) != len(self.image_layers) and (images or self.plate is None))
+                    or any(layer.data.ndim != data.ndim for layer, (data, _, _) in zip(self.image_layers, images))
+                    or self.points_layer.data.shape[1] != ov.points.shape[1])
+
+    def _refill_tracks(self, part: str = "all") -> None:
+        """The shown overlay's tracks into the Tracks layer (its features: the Points layer's, same rows). *part*
+        "data": the track data alone (napari empties the layer's features and graph), "rest": the features,
+        graph and colours, "all": both."""
         ov, tracks = self.overlay, self.tracks_layer
-        tracks.data = ov.tracks
-        tracks.features = self.points_layer.features  # (napari copies it: the layers share no frame)
-        tracks.graph = ov.graph
-        tracks.track_colors = self.colors[ov.rows]
+        if part in ("all", "data"):
+            tracks.data = ov.tracks
+        if part in ("all", "rest"):
+            tracks.features = self.points_layer.features  # (napari copies it: the layers share no frame)
+            tracks.graph = ov.graph
+            tracks.track_colors = self.colors[ov.rows]
 
     def _show_tracks(self) -> None:
         """The Tracks layer as visible as it was before a refill hid it."""
@@ -73,7 +86,7 @@ class FovRefill:
             self.tracks_layer.visible, self._tracks_visible = self._tracks_visible, None
 
     def _refill_tracks_later(self) -> None:
-        """Hide the Tracks layer now; refill it in the next event-loop turn, show it in the turn after."""
+        """Hide the Tracks layer now; refill it in the next two event-loop turns, show it in the turn after."""
         from qtpy.QtCore import QTimer
 
         gen, tracks = self._generation, self.tracks_layer
@@ -82,12 +95,13 @@ class FovRefill:
         tracks.visible = False
 
         def steps():
-            self._syncing = True
-            try:
-                self._refill_tracks()
-            finally:
-                self._syncing = False
-            yield
+            for part in ("data", "rest"):  # (napari builds the tracks from the data, then the graph: a turn each)
+                self._syncing = True
+                try:
+                    self._refill_tracks(part)
+                finally:
+                    self._syncing = False
+                yield
             self._show_tracks()
 
         todo = steps()

@@ -144,6 +144,7 @@ class FovLayers:
     tracks: object = None  # Tracks, Points and highlight Points (None when the FOV has no cells)
     points: object = None
     highlight: object = None  # rings: the highlighted cell's track (cyan) and its nearest neighbours (white)
+    sources: list = dataclasses.field(default_factory=list)  # the image layer tuples (fov_image_layers)
 
 
 def fov_source(table: pd.DataFrame, plate, fov_name: str) -> tuple[list, FovOverlay, tuple]:
@@ -188,7 +189,8 @@ def fov_layers(table: pd.DataFrame, plate, fov_name: str, colors: np.ndarray, hi
 
     images, ov, scale = fov_source(table, plate, fov_name)
     with MAKING_LAYERS:
-        out = FovLayers(str(fov_name), ov, tuple(scale), [napari.layers.Image(d, **kw) for d, kw, _ in images])
+        out = FovLayers(str(fov_name), ov, tuple(scale), [napari.layers.Image(d, **kw) for d, kw, _ in images],
+                        sources=images)
         if not len(ov.rows):
             return out
         kwargs = fov_layer_kwargs(ov, scale, str(fov_name))

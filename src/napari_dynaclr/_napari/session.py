@@ -144,49 +144,93 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         """Show a table prepared by :func:`prepare_table` (what :meth:`set_table` does), one short GUI-thread
         step per ``next()``: the caller runs each step in its own event-loop turn.
 
-        Step 1 makes the table and the prepared layers the session's (the views rebuild; the layers are not
-        yet in the viewer, but colouring, selecting or adding columns already reaches them); then the
-        previous layers leave the viewer (together, in one step); then each new layer is added, hidden but
-        the images; then the highlight, Points and Tracks layers are shown, each in its own step; then the
-        selection and highlight are applied (and the Points layer made the active one); the last step
-        announces the FOV and the current frame. A newer ``set_table``, ``show_fov`` or ``install`` makes this
+        When the shown layers fit the prepared FOV (same channels and dimensions, :meth:`_layers_fit`) they stay
+        and are refilled, as a FOV switch refills them (removing a layer costs napari a garbage collection, 0.2 s
+        and more): step 1 makes the table the session's (the views rebuild), step 2 refills the layers (the
+        Tracks of a large FOV in later turns, :mod:`~napari_dynaclr._napari.fov_refill`). Else step 1 makes the
+        table and the prepared layers the session's (the views rebuild; the layers are not yet in the viewer, but
+        colouring, selecting or adding columns already reaches them); then the previous layers leave the viewer
+        (together, in one step and one batch); then each new layer is added, hidden but the images; then the
+        highlight, Points and Tracks layers are shown, each in its own step. Then the selection and highlight
+        are applied (and the Points layer made the active one); the last step announces the FOV and the current
+        frame. A newer ``set_table``, ``show_fov`` or ``install`` makes this
         one stale: it ends at its next step and adds nothing more. *plate*: the open plate (the session
         closes it)."""
         self._generation += 1
         gen = self._generation
         viewer = self.viewer
-        # the shown layers leave at the next step; until then the session still owns them (a newer call removes them)
-        self._leaving = [layer for layer in (*self._leaving, self.highlight_layer, self.points_layer, self.tracks_layer,
-                                             *self.image_layers) if layer is not None and layer in viewer.layers]
-        self._set_state(prepared.table, adata, store_path, None, tracks_path, False, plate, frames=prepared.frames)
-        self._fov_names = (prepared.table, prepared.fov_names)
         fl = prepared.layers
+        self._set_state(prepared.table, adata, store_path, None, tracks_path, False, plate, frames=prepared.frames)
+        # the shown layers stay when they fit the prepared FOV (refilled at the next step, as a FOV switch does);
+        # else they leave at the next step, and until then the session still owns them (a newer call removes them)
+        refill = fl is not None and self._layers_fit(fl.sources, fl.overlay)
+        if not refill:
+            self._leaving = [layer for layer in (*self._leaving, *self._shown_layers()) if layer in viewer.layers]
+        self._fov_names = (prepared.table, prepared.fov_names)
         col = self.color_column if self.color_column in prepared.table.columns else "t"  # as set_table chooses
         colors = prepared.colors
         if (col, self.colormap) != (prepared.color_column, prepared.colormap):  # (changed while it was prepared)
             colors = cellmodel.column_colors(prepared.table[col], self.colormap)
         self.color_column, self.colors = col, colors
-        self._take_layers(None)
-        if fl is not None:
+        if refill:  # (the layers stay the session's; with no overlay until the refill, the binder leaves them be)
             self.fov_name = fl.fov_name
-            self._take_layers(fl)
-            if self.points_layer is not None and colors is not prepared.colors:
-                self._paint_colors()
+        else:
+            self._take_new_layers(fl, prepared.colors)
         self.table_changed.emit()
         yield
         if gen != self._generation:
             return
-        if self._leaving:
+        if refill and not self._refill_layers(fl.sources, fl.overlay, fl.scale):  # (the user deleted one meanwhile)
+            self._leaving = [layer for layer in (*self._leaving, *self._shown_layers()) if layer in viewer.layers]
+            self._take_new_layers(fl, prepared.colors)
+            refill = False
+        if refill:
+            added = [c for c in self.table.columns if c not in fl.overlay.features.columns]
+            if added:  # (columns added to the table since the worker built the overlay's features)
+                self._push_features(added)
+            yield
+        elif self._leaving:
             # all in one step: painted between two removals, a lone remaining layer (an additive image, an empty
-            # highlight) crashed software OpenGL here. napari collects garbage at each removal (≈ 0.2 s each with
-            # a 10⁶-cell table in memory): reopening costs that block once per shown layer.
+            # highlight) crashed software OpenGL here; and in one batch: napari collects garbage once per batch of
+            # removals (≈ 0.2 s with napari's own objects alone) instead of once per layer.
             leaving, self._leaving = self._leaving, []
-            for layer in leaving:
-                if layer in viewer.layers:
-                    viewer.layers.remove(layer)
+            with viewer.layers.batched_update():
+                for layer in leaving:
+                    if layer in viewer.layers:
+                        viewer.layers.remove(layer)
             yield
         if fl is None:
             return
+        if not refill:
+            yield from self._add_new_layers(fl, gen)
+        if gen != self._generation:
+            return
+        self._apply_selection_borders()
+        self._update_highlight_layer()
+        if self.points_layer is not None and self.points_layer in viewer.layers:
+            viewer.layers.selection.active = self.points_layer  # (napari builds the layer's controls)
+        yield
+        if gen != self._generation:
+            return
+        self._announce_fov()
+
+    def _shown_layers(self) -> list:
+        """The session's layers (those that exist)."""
+        return [layer for layer in (self.highlight_layer, self.points_layer, self.tracks_layer, *self.image_layers)
+                if layer is not None]
+
+    def _take_new_layers(self, fl: layers.FovLayers | None, colors) -> None:
+        """Make the prepared layers *fl* (coloured with *colors*) the session's, painted with its colours."""
+        self._take_layers(None)
+        if fl is not None:
+            self.fov_name = fl.fov_name
+            self._take_layers(fl)
+            if self.points_layer is not None and self.colors is not colors:
+                self._paint_colors()
+
+    def _add_new_layers(self, fl: layers.FovLayers, gen: int) -> Iterator[None]:
+        """The steps that put the prepared layers *fl* into the viewer (see :meth:`install`)."""
+        viewer = self.viewer
         new = [*fl.images, fl.tracks, fl.points, fl.highlight]
         for layer in new:
             if gen != self._generation:
@@ -204,16 +248,6 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
             if self._owns(layer) and not layer.visible:
                 layer.visible = True
                 yield
-        if gen != self._generation:
-            return
-        self._apply_selection_borders()
-        self._update_highlight_layer()
-        if self.points_layer is not None and self.points_layer in viewer.layers:
-            viewer.layers.selection.active = self.points_layer  # (napari builds the layer's controls)
-        yield
-        if gen != self._generation:
-            return
-        self._announce_fov()
 
     def _owns(self, layer) -> bool:
         """Whether *layer* is still one of the session's layers (the user may delete one mid-install)."""
@@ -294,9 +328,10 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
     def _remove_layers(self) -> None:
         viewer = self.viewer
         leaving, self._leaving = self._leaving, []
-        for layer in [*leaving, *self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]:
-            if layer is not None and layer in viewer.layers:
-                viewer.layers.remove(layer)
+        with viewer.layers.batched_update():  # (napari collects garbage once per batch, not once per layer)
+            for layer in [*leaving, *self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]:
+                if layer is not None and layer in viewer.layers:
+                    viewer.layers.remove(layer)
         self._take_layers(None)
         self.overlay = None
 
@@ -380,6 +415,8 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
                                  np.repeat(NEIGHBOUR_BORDER[None], near.sum(), axis=0)])
         sizes = np.r_[np.full(on.sum(), HIGHLIGHT_SIZE), np.full(near.sum(), NEIGHBOUR_SIZE)]
         layer = self.highlight_layer
+        if not len(data) and not len(layer.data):  # (empty already, as a refill leaves it: napari's data events and
+            return                                 # thumbnail refresh spared)
         layer.data = data
         if len(data):
             layer.border_color = colors

@@ -24,16 +24,23 @@ class ColorKey:
         self.key: dict | None = None
         self.title = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=7, bold=True, font_manager=fonts,
                                         anchor_x="left", anchor_y="bottom", pos=(4, 14))
-        self.swatches = scene.visuals.Markers(parent=box.scene, scaling="fixed")
-        self.labels = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6, font_manager=fonts,
+        self.legend = scene.Node(parent=box.scene)  # the legend's visuals (a stage of their own in plot_reveal)
+        self.swatches = scene.visuals.Markers(parent=self.legend, scaling="fixed")
+        self.labels = scene.visuals.Text("", parent=self.legend, color=TEXT, font_size=6, font_manager=fonts,
                                          anchor_x="left", anchor_y="center")
         self.bar = scene.visuals.Image(np.zeros((2, 1, 4), np.float32), parent=box.scene, clim=(0, 1),
                                        interpolation="nearest")
         self.bar.transform = STTransform()
         self.ticks = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6, font_manager=fonts,
                                         anchor_x="left", anchor_y="center")
-        for v in (self.swatches, self.labels, self.bar, self.ticks):
+        for v in (self.bar, self.ticks):
             v.visible = False
+        # until the first key is shown, the legend's visuals draw nothing visible (a transparent swatch, a space):
+        # drawn when the plot's staged reveal shows :attr:`legend`, their programs are built then, not in the
+        # paint of the first categorical key (≈ 0.1 s under software OpenGL)
+        self.swatches.set_data(np.zeros((1, 2), np.float32), face_color=(0, 0, 0, 0), size=1, edge_width=0)
+        self.labels.text = [" "]
+        self.labels.pos = np.zeros((1, 2), np.float32)
 
     def set_color(self, color) -> None:
         """The key's texts in *color* (the theme's text colour)."""
@@ -55,7 +62,7 @@ class ColorKey:
         for v in (self.labels, self.ticks):
             if v.visible:
                 t = v.text
-                out.extend([t] if isinstance(t, str) else list(t))
+                out.extend(x for x in ([t] if isinstance(t, str) else t) if x.strip())
         return out
 
     def show(self, key: dict | None) -> None:

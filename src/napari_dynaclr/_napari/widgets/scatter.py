@@ -38,6 +38,8 @@ from napari_dynaclr._napari.widgets.scatter_mouse import ScatterMouse
 
 BACKGROUND = "#262930"
 AXIS_COLOR = (0.75, 0.75, 0.75, 1.0)
+#: the characters the key's texts are warmed with (plot_reveal): column names and category labels
+KEY_GLYPHS = "abcdefghijklmnopqrstuvwxyz_"
 #: selection style: a white ring inside a black ring (neither is a tab10 or viridis colour)
 SELECTED_INNER = (1.0, 1.0, 1.0, 1.0)
 SELECTED_OUTER = (0.0, 0.0, 0.0, 1.0)
@@ -126,7 +128,11 @@ class ScatterCanvas(ScatterMouse):
         stages = [(ax.lines, []) for ax in (self.y_axis, self.x_axis)]
         stages += [(ax.tick_text, [(ax.tick_text, NUMBER_GLYPHS)]) for ax in (self.y_axis, self.x_axis)]
         stages += [(ax.title, [(ax.title, "")]) for ax in (self.y_axis, self.x_axis)]
-        stages.append((self.key_box, [(v, "") for v in self.key.text_visuals]))
+        # the key's texts with the letters of column names and category labels: the first legend (or the first
+        # colour key of another column) then renders no glyph in its paint
+        key = self.key  # (its legend's visuals in a stage of their own: two shader builds)
+        stages.append((self.key_box, [(key.title, KEY_GLYPHS), (key.ticks, "")]))
+        stages.append((key.legend, [(key.labels, KEY_GLYPHS + NUMBER_GLYPHS + "…")]))
         self.reveal = StagedReveal(self.canvas, self.fonts, stages)
 
     def _timer(self, ms: int, slot, single: bool):
