@@ -177,7 +177,8 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
     main.predict_yml.value = inputs["config"]
     walk.measure("load a predict.yml", main.load_yml_btn.native.click,
                  lambda: main.status.value.startswith("loaded") and main.checks.plate_worker is None
-                 and not main.ckpt_info.value.startswith("checking"),
+                 and not main.ckpt_info.value.startswith("checking") and main.cells_info.value.endswith("predict")
+                 and not is_running(getattr(main.checks, "preview_worker", None)),  # (its cells shown)
                  lambda: main.cells_info.value)
     if args.only_load:
         viewer.close()

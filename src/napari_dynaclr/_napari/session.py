@@ -140,7 +140,7 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
             self.plate = Plate(self.plate_path)
 
     def install(self, prepared: PreparedTable, adata=None, store_path=None, plate=None,
-                tracks_path=None) -> Iterator[None]:
+                tracks_path=None, preview: bool = False) -> Iterator[None]:
         """Show a table prepared by :func:`prepare_table` (what :meth:`set_table` does), one short GUI-thread
         step per ``next()``: the caller runs each step in its own event-loop turn.
 
@@ -151,14 +151,14 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         selection and highlight are applied (and the Points layer made the active one); the last step
         announces the FOV and the current frame. A newer ``set_table``, ``show_fov`` or ``install`` makes this
         one stale: it ends at its next step and adds nothing more. *plate*: the open plate (the session
-        closes it)."""
+        closes it). *preview*: as :meth:`set_table`'s."""
         self._generation += 1
         gen = self._generation
         viewer = self.viewer
         # the shown layers leave at the next step; until then the session still owns them (a newer call removes them)
         self._leaving = [layer for layer in (*self._leaving, self.highlight_layer, self.points_layer, self.tracks_layer,
                                              *self.image_layers) if layer is not None and layer in viewer.layers]
-        self._set_state(prepared.table, adata, store_path, None, tracks_path, False, plate, frames=prepared.frames)
+        self._set_state(prepared.table, adata, store_path, None, tracks_path, preview, plate, frames=prepared.frames)
         self._fov_names = (prepared.table, prepared.fov_names)
         fl = prepared.layers
         col = self.color_column if self.color_column in prepared.table.columns else "t"  # as set_table chooses
