@@ -213,7 +213,7 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
         main.explore.assign_selection("elongated")
 
     walk.measure("classifier", label_second,
-                 lambda: "predicted_annotation" in s.table.columns and cells.worker("classifier") is None,
+                 lambda: s.color_column == "predicted_annotation" and cells.worker("classifier") is None,
                  lambda: cells.classifier_info.value[:60])
     # the Verify tab: the run's store against itself
     main.tabs.setCurrentWidget(verify)

@@ -341,7 +341,8 @@ class DynaCLRWidget(QWidget):
             if not self.session.adopt_result(table, plate_path=src.data_path, tracks_path=src.tracks_path):
                 self.session.set_table(table, plate_path=src.data_path, tracks_path=src.tracks_path,
                                        fov_name=self.session.fov_name)
-            self.tabs.setCurrentWidget(self.explore)  # where the cells now are
+            # where the cells now are: the plot's first paint with them in a turn of its own
+            QTimer.singleShot(1, lambda: alive(self) and self.tabs.setCurrentWidget(self.explore))
         elif isinstance(ev, workers.Batch):
             if self.cancel_event is not None and self.cancel_event.is_set():
                 return  # cancelled: batches still queued are no result (the preview stays cleared)
