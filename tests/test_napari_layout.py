@@ -215,21 +215,23 @@ def test_the_dock_fits_a_laptop_after_a_classifier_with_a_second_dock_below(
 # ---------------------------------------------------------------- opening the dock in steps
 
 
-def test_the_dock_opens_with_two_pages_and_makes_the_others_in_later_turns(make_napari_viewer, qtbot):
-    """Opening the dock makes the Predict and Explore pages only; Cells, Verify, Conditions and Time (and the
+def test_the_dock_opens_with_one_page_and_makes_the_others_in_later_turns(make_napari_viewer, qtbot):
+    """Opening the dock makes the Predict page only; Explore, Cells, Verify, Conditions and Time (and the
     plotting library they import) follow in later event-loop turns, so that no turn makes them all."""
     from napari_dynaclr._napari.widgets.cells_view import CellsView
     from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
+    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
     from napari_dynaclr._napari.widgets.time_view import TimeView
     from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 
     viewer = make_napari_viewer(show=True)
     _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
-    assert main.tabs.pending == 4  # made in no turn of their own yet
+    assert main.tabs.pending == 5  # made in no turn of their own yet
     qtbot.waitUntil(lambda: main.tabs.pending == 0, timeout=60_000)
-    pages = [main.tabs.widget(i) for i in range(2, main.tabs.count())]
-    assert [type(p) for p in pages] == [CellsView, VerifyWidget, ConditionsView, TimeView]
-    assert [main.cells, main.verify, main.conditions, main.time] == pages
+    pages = [main.tabs.widget(i) for i in range(1, main.tabs.count())]
+    assert [type(p) for p in pages] == [EmbeddingView, CellsView, VerifyWidget, ConditionsView, TimeView]
+    assert [main.explore, main.cells, main.verify, main.conditions, main.time] == pages
+    assert main.explore.scatter.ready  # the later pages wait for the Explore plot's staged first paint
 
 
 def test_a_page_shown_or_used_before_its_turn_is_made_then(make_napari_viewer, qtbot):
@@ -239,9 +241,9 @@ def test_a_page_shown_or_used_before_its_turn_is_made_then(make_napari_viewer, q
     viewer = make_napari_viewer(show=True)
     _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
     main.tabs.setCurrentIndex(main.tabs.count() - 1)  # the Time tab, clicked at once
-    assert isinstance(main.tabs.currentWidget(), TimeView) and main.tabs.pending == 3
+    assert isinstance(main.tabs.currentWidget(), TimeView) and main.tabs.pending == 4
     cells = main.cells  # used by a script
-    assert isinstance(cells, CellsView) and main.tabs.pending == 2
+    assert isinstance(cells, CellsView) and main.tabs.pending == 3
     assert main.tabs.indexOf(cells) == 2 and main.cells is cells
     qtbot.waitUntil(lambda: main.tabs.pending == 0, timeout=60_000)
     assert main.cells is cells and main.tabs.widget(main.tabs.count() - 1) is main.time  # made once

@@ -45,7 +45,6 @@ from napari_dynaclr._napari.widgets._forms import (
 )
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets._wording import DOCK, error_message
-from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 from napari_dynaclr._napari.widgets.input_checks import InputChecks, read_predict_yml
 from napari_dynaclr._napari.widgets.open_store import StoreOpener, recorded_config, store_plate_not_found
 from napari_dynaclr._napari.widgets.tracks_layer_source import TracksLayerSource
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
 
     from napari_dynaclr._napari.widgets.cells_view import CellsView
     from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
+    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
     from napari_dynaclr._napari.widgets.time_view import TimeView
     from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 
@@ -121,16 +121,14 @@ class DynaCLRWidget(QWidget):
                     "as 0) instead of refusing the run")
         keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store,
                          self.store_plate)
-        self.explore = EmbeddingView(viewer)
         # every page scrolls when the dock is short (a laptop's screen, a second dock below it); the pages after
-        # Explore are made in later event-loop turns (or when first shown or used): see ScrollingTabs
+        # Predict are made in later event-loop turns (or when first shown or used): see ScrollingTabs
         self.tabs = ScrollingTabs(self)
         self.predict_scroll, self.advanced = predict_form.page(self)
         self.tabs.addTab(self.predict_scroll, "Predict")
-        self.tabs.addTab(self.explore, "Explore")
         for title, build in predict_form.later_pages(self):
             self.tabs.add_later(build, title)
-        self.tabs.build_later(*predict_form.later_imports(), after=lambda: self.explore.scatter.ready)
+        self.tabs.build_later(*predict_form.later_imports(), after=predict_form.explore_then_plot(self))
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)
         footer.addWidget(self.cancel_btn.native)
@@ -157,7 +155,8 @@ class DynaCLRWidget(QWidget):
         for layer in viewer.layers:
             self._prefill_from(layer.metadata)
 
-    # the pages after Explore (each made when first asked for, if the dock has not made it yet)
+    # the pages after Predict (each made when first asked for, if the dock has not made it yet)
+    explore: EmbeddingView = property(lambda self: self.tabs.page("Explore"))
     cells: CellsView = property(lambda self: self.tabs.page("Cells"))
     verify: VerifyWidget = property(lambda self: self.tabs.page("Verify"))
     conditions: ConditionsView = property(lambda self: self.tabs.page("Conditions"))

@@ -56,17 +56,18 @@ def page(dock) -> tuple[QScrollArea, QCollapsible]:
     return scrolling(page), advanced
 
 
-#: the pages after Explore and the modules they import (matplotlib's plots and what it imports first: ≈ 0.3 s in
+#: the pages after Predict and the modules they import (matplotlib's plots and what it imports first: ≈ 0.3 s in
 #: one piece on a quiet laptop), imported one per event-loop turn after the dock opens (:func:`later_imports`)
-LATER_PAGES = (("Cells", "cells_view", "CellsView"), ("Verify", "verify_panel", "VerifyWidget"),
-               ("Conditions", "conditions_view", "ConditionsView"), ("Time", "time_view", "TimeView"))
+LATER_PAGES = (("Explore", "embedding_view", "EmbeddingView"), ("Cells", "cells_view", "CellsView"),
+               ("Verify", "verify_panel", "VerifyWidget"), ("Conditions", "conditions_view", "ConditionsView"),
+               ("Time", "time_view", "TimeView"))
 PLOT_MODULES = ("PIL.Image", "unittest", "pyparsing", "matplotlib", "matplotlib.font_manager", "matplotlib.lines",
                 "matplotlib.text", "matplotlib.collections", "matplotlib.image", "matplotlib.axis", "matplotlib.axes",
                 "matplotlib.figure", "matplotlib.backends.backend_qtagg")
 
 
 def later_pages(dock) -> list[tuple[str, Callable[[], QWidget]]]:
-    """The dock's pages after Explore as (title, function that makes the page), made when first needed."""
+    """The dock's pages after Predict as (title, function that makes the page), made when first needed."""
     def maker(module: str, name: str):
         def make() -> QWidget:
             view = getattr(importlib.import_module(f"napari_dynaclr._napari.widgets.{module}"), name)
@@ -74,6 +75,20 @@ def later_pages(dock) -> list[tuple[str, Callable[[], QWidget]]]:
         return make
 
     return [(title, maker(module, name)) for title, module, name in LATER_PAGES]
+
+
+def explore_then_plot(dock) -> Callable[[], bool]:
+    """The condition the later steps wait for: the Explore page made (in the turn after the dock's, by this
+    condition's first call), then its plot's staged first paint over (made in the turn after the page's)."""
+    made = []
+
+    def ready() -> bool:
+        if not made:
+            made.append(dock.explore)
+            return False
+        return dock.explore.scatter.ready
+
+    return ready
 
 
 def later_imports() -> list[Callable[[], object]]:
