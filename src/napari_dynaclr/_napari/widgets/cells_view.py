@@ -239,6 +239,7 @@ class CellsView(QWidget):
         chosen to cover them, nearest their centre first. Returns the worker (None when there is nothing to
         show)."""
         s = self.session
+        self._gallery_timer.stop()  # a pending follow-the-selection request is older than this one
         rows = np.asarray(s.selected if rows is None else rows, dtype=np.int64)
         if s.table is None or not len(rows):
             self.gallery.clear()
