@@ -177,7 +177,8 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
     main.predict_yml.value = inputs["config"]
     walk.measure("load a predict.yml", main.load_yml_btn.native.click,
                  lambda: main.status.value.startswith("loaded") and main.checks.plate_worker is None
-                 and not main.ckpt_info.value.startswith("checking"),
+                 and not main.ckpt_info.value.startswith("checking") and main.cells_info.value.endswith("predict")
+                 and not is_running(getattr(main.checks, "preview_worker", None)),  # (its cells shown)
                  lambda: main.cells_info.value)
     if args.only_load:
         viewer.close()
@@ -212,7 +213,7 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
         main.explore.assign_selection("elongated")
 
     walk.measure("classifier", label_second,
-                 lambda: "predicted_annotation" in s.table.columns and cells.worker("classifier") is None,
+                 lambda: s.color_column == "predicted_annotation" and cells.worker("classifier") is None,
                  lambda: cells.classifier_info.value[:60])
     # the Verify tab: the run's store against itself
     main.tabs.setCurrentWidget(verify)

@@ -130,7 +130,8 @@ def test_two_labelled_classes_predict_every_cell(opened, demo_inputs, qtbot):
         main.explore.assign_selection(name)
     _wait(qtbot, cells, "classifier")
     assert {"predicted_annotation", "predicted_annotation_proba"} <= set(s.table.columns)
-    assert "predicted_annotation" in s.points_layer.features and s.color_column == "predicted_annotation"
+    assert "predicted_annotation" in s.points_layer.features
+    qtbot.waitUntil(lambda: s.color_column == "predicted_annotation")  # (in the event-loop turn after)
     predicted = s.table["predicted_annotation"].astype(str).to_numpy()
     want = np.where(table["cell_type"].to_numpy() == "A", "round", "elongated")
     accuracy = float((predicted == want).mean())

@@ -210,3 +210,60 @@ def test_the_dock_fits_a_laptop_after_a_classifier_with_a_second_dock_below(
     assert "predicted_annotation" in s.table.columns
     assert _overflow(viewer, dock, main, qtbot) == []
     assert other.isVisible() and other.height() >= 150  # the other plugin's plot is not squeezed to a strip
+
+
+# ---------------------------------------------------------------- opening the dock in steps
+
+
+def test_the_dock_opens_with_one_page_and_makes_the_others_in_later_turns(make_napari_viewer, qtbot):
+    """Opening the dock makes the Predict page only; Explore, Cells, Verify, Conditions and Time (and the
+    plotting library they import) follow in later event-loop turns, so that no turn makes them all."""
+    from napari_dynaclr._napari.widgets.cells_view import CellsView
+    from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
+    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
+    from napari_dynaclr._napari.widgets.time_view import TimeView
+    from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
+
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    assert main.tabs.pending == 5  # made in no turn of their own yet
+    qtbot.waitUntil(lambda: main.tabs.pending == 0, timeout=60_000)
+    pages = [main.tabs.widget(i) for i in range(1, main.tabs.count())]
+    assert [type(p) for p in pages] == [EmbeddingView, CellsView, VerifyWidget, ConditionsView, TimeView]
+    assert [main.explore, main.cells, main.verify, main.conditions, main.time] == pages
+    assert main.explore.scatter.ready  # the later pages wait for the Explore plot's staged first paint
+
+
+def test_a_page_shown_or_used_before_its_turn_is_made_then(make_napari_viewer, qtbot):
+    from napari_dynaclr._napari.widgets.cells_view import CellsView
+    from napari_dynaclr._napari.widgets.time_view import TimeView
+
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget(PLUGIN, "DynaCLR")
+    main.tabs.setCurrentIndex(main.tabs.count() - 1)  # the Time tab, clicked at once
+    assert isinstance(main.tabs.currentWidget(), TimeView) and main.tabs.pending == 4
+    cells = main.cells  # used by a script
+    assert isinstance(cells, CellsView) and main.tabs.pending == 3
+    assert main.tabs.indexOf(cells) == 2 and main.cells is cells
+    qtbot.waitUntil(lambda: main.tabs.pending == 0, timeout=60_000)
+    assert main.cells is cells and main.tabs.widget(main.tabs.count() - 1) is main.time  # made once
+
+
+def test_scrolling_tabs_make_pages_one_turn_each_once_allowed(qtbot):
+    from qtpy.QtWidgets import QLabel
+
+    from napari_dynaclr._napari.widgets._forms import ScrollingTabs
+
+    tabs = ScrollingTabs()
+    qtbot.addWidget(tabs)
+    done, allowed, asked = [], [], []
+    tabs.addTab(QLabel("first"), "first")
+    for name in ("a", "b"):
+        tabs.add_later(lambda name=name: done.append(name) or QLabel(name), name)
+    tabs.build_later(lambda: done.append("step"), after=lambda: asked.append(1) or bool(allowed))
+    qtbot.waitUntil(lambda: len(asked) >= 3)  # (turns have passed: nothing runs before *after* holds)
+    assert done == [] and tabs.pending == 2
+    allowed.append(True)
+    qtbot.waitUntil(lambda: tabs.pending == 0)
+    assert done == ["step", "a", "b"]
+    assert [tabs.widget(i).text() for i in range(3)] == ["first", "a", "b"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -185,22 +186,38 @@ def fov_layers(table: pd.DataFrame, plate, fov_name: str, colors: np.ndarray, hi
     :class:`~napari_dynaclr.core.plate.Plate`, or None), the Tracks and Points layers coloured with *colors*
     (one RGBA per table row) and the highlight layer. *hidden*: all but the images start
     hidden (a staged install shows them in turns of their own)."""
+    *_, out = fov_layer_steps(table, plate, fov_name, colors, hidden)
+    return out
+
+
+def fov_layer_steps(table: pd.DataFrame, plate, fov_name: str, colors: np.ndarray,
+                    hidden: bool = False) -> Iterator[FovLayers | None]:
+    """:func:`fov_layers` one layer per ``next()``: yields None after each layer but the last, then the
+    :class:`FovLayers` (for the GUI thread, one layer per event-loop turn: the first layers of a process cost
+    napari its unit registry, its shaders' sources, each 0.1–0.5 s on a busy laptop)."""
     import napari.layers
 
     images, ov, scale = fov_source(table, plate, fov_name)
+    out = FovLayers(str(fov_name), ov, tuple(scale), [], sources=images)
+    for d, kw, _ in images:
+        with MAKING_LAYERS:
+            out.images.append(napari.layers.Image(d, **kw))
+        yield None
+    if not len(ov.rows):
+        yield out
+        return
+    kwargs = fov_layer_kwargs(ov, scale, str(fov_name))
+    visible = not hidden
     with MAKING_LAYERS:
-        out = FovLayers(str(fov_name), ov, tuple(scale), [napari.layers.Image(d, **kw) for d, kw, _ in images],
-                        sources=images)
-        if not len(ov.rows):
-            return out
-        kwargs = fov_layer_kwargs(ov, scale, str(fov_name))
-        visible = not hidden
         out.tracks = napari.layers.Tracks(ov.tracks, visible=visible, **kwargs["tracks"])
         out.tracks.track_colors = colors[ov.rows]
+    yield None
+    with MAKING_LAYERS:
         out.points = napari.layers.Points(ov.points, face_color=colors[ov.rows], visible=visible, **kwargs["points"])
-        empty = np.empty((0, ov.points.shape[1]))
-        out.highlight = napari.layers.Points(empty, visible=visible, **kwargs["highlight"])
-    return out
+    yield None
+    with MAKING_LAYERS:
+        out.highlight = napari.layers.Points(np.empty((0, ov.points.shape[1])), visible=visible, **kwargs["highlight"])
+    yield out
 
 
 def refill_images(image_layers: list, images: list, fov_name: str) -> None:
@@ -254,16 +271,17 @@ class PreparedTable:
 
 
 def prepare_table(table: pd.DataFrame, plate=None, fov_name: str | None = None, color_column: str | None = None,
-                  colormap: str = "viridis") -> PreparedTable:
+                  colormap: str = "viridis", with_layers: bool = True) -> PreparedTable:
     """Everything :meth:`~napari_dynaclr._napari.session.ExplorerSession.install` needs to show *table* (for a
     worker thread): the frame index, the FOV names, the colours (*color_column* when the table has it, else
     ``t``), and, for *fov_name* (or the first FOV), its napari layers (:func:`fov_layers`; the Tracks, Points
-    and highlight layers hidden: the install shows them in turns of their own). No viewer is touched."""
+    and highlight layers hidden: the install shows them in turns of their own; *with_layers* False: none, the
+    GUI thread makes them, :func:`fov_layer_steps`). No viewer is touched."""
     names = table_fov_names(table)
     col = color_column if color_column in table.columns else "t"
     colors = column_colors(table[col], colormap)
     out = PreparedTable(table, FrameIndex(table), names, col, colormap, colors)
-    if names:
+    if names and with_layers:
         out.layers = fov_layers(table, plate, str(fov_name) if fov_name in names else names[0], colors,
                                        hidden=True)
     return out

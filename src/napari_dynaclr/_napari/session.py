@@ -140,7 +140,7 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
             self.plate = Plate(self.plate_path)
 
     def install(self, prepared: PreparedTable, adata=None, store_path=None, plate=None,
-                tracks_path=None) -> Iterator[None]:
+                tracks_path=None, preview: bool = False) -> Iterator[None]:
         """Show a table prepared by :func:`prepare_table` (what :meth:`set_table` does), one short GUI-thread
         step per ``next()``: the caller runs each step in its own event-loop turn.
 
@@ -155,12 +155,12 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         are applied (and the Points layer made the active one); the last step announces the FOV and the current
         frame. A newer ``set_table``, ``show_fov`` or ``install`` makes this
         one stale: it ends at its next step and adds nothing more. *plate*: the open plate (the session
-        closes it)."""
+        closes it). *preview*: as :meth:`set_table`'s."""
         self._generation += 1
         gen = self._generation
         viewer = self.viewer
         fl = prepared.layers
-        self._set_state(prepared.table, adata, store_path, None, tracks_path, False, plate, frames=prepared.frames)
+        self._set_state(prepared.table, adata, store_path, None, tracks_path, preview, plate, frames=prepared.frames)
         # the shown layers stay when they fit the prepared FOV (refilled at the next step, as a FOV switch does);
         # else they leave at the next step, and until then the session still owns them (a newer call removes them)
         refill = fl is not None and self._layers_fit(fl.sources, fl.overlay)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from magicgui.widgets import FileEdit, Label
-from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtCore import QEvent, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QFormLayout,
     QFrame,
@@ -90,7 +91,20 @@ class ScrollingTabs(QTabWidget):
     """Tabs whose pages scroll vertically when the dock is shorter than a page: a page's results (plots,
     tables) never make the dock taller than a laptop's screen. A page that scrolls already is added as it is.
     :meth:`widget`, :meth:`currentWidget`, :meth:`setCurrentWidget` and :meth:`indexOf` speak of the pages as
-    they were added, not of the scroll areas around them."""
+    they were added, not of the scroll areas around them.
+
+    A page added with :meth:`add_later` is made when it is first shown or asked for (:meth:`widget`,
+    :meth:`page`), or by :meth:`build_later`, one page per event-loop turn: a dock opens without making all its
+    pages in one turn (the GUI thread is never blocked by all of them at once)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._pending: list[QScrollArea] = []  # the scroll areas of pages still to make, in tab order
+        self._steps: list[Callable[[], object]] = []  # build_later's steps still to run
+        self._after: Callable[[], bool] = lambda: True
+        self._later = QTimer(self)
+        self._later.timeout.connect(self._build_next)
+        self.currentChanged.connect(self.widget)  # a tab shown: its page is made before it is painted
 
     def addTab(self, page: QWidget, title: str) -> int:  # noqa: N802 (Qt's names)
         if not isinstance(page, QScrollArea):
@@ -98,15 +112,64 @@ class ScrollingTabs(QTabWidget):
             page.around_a_page = True
         return super().addTab(page, title)
 
+    def add_later(self, build: Callable[[], QWidget], title: str) -> int:
+        """A tab whose page *build()* makes when it is first needed (see the class)."""
+        area = _PageScroll(QWidget())
+        area.around_a_page = True
+        area.build = build
+        self._pending.append(area)
+        return super().addTab(area, title)
+
+    def build_later(self, *first: Callable[[], object], after: Callable[[], bool] = lambda: True) -> None:
+        """Once *after()* holds (checked every 20 ms: e.g. another staged job of the dock is over, so that their
+        slices do not add up in one turn), run the steps *first* (e.g. imports the pages need), then make the
+        pages still to make: one step or page per event-loop turn."""
+        self._steps.extend(first)
+        self._after = after
+        self._later.start(0)
+
+    def _build_next(self) -> None:
+        if not self._after():
+            self._later.setInterval(20)
+            return
+        self._later.setInterval(0)
+        if self._steps:
+            self._steps.pop(0)()
+        elif self._pending:
+            self._make(self._pending[0])
+        else:
+            self._later.stop()
+
+    def _make(self, area: QScrollArea) -> None:
+        build, area.build = area.build, None
+        self._pending.remove(area)
+        area.set_page(build())
+
+    @property
+    def pending(self) -> int:
+        """How many pages are still to make."""
+        return len(self._pending)
+
     def widget(self, index: int) -> QWidget | None:
         area = super().widget(index)
+        if getattr(area, "build", None) is not None:
+            self._make(area)
         return area.widget() if getattr(area, "around_a_page", False) else area
+
+    def page(self, title: str) -> QWidget:
+        """The page of the tab *title* (made now if it is still to make)."""
+        index = next(i for i in range(self.count()) if self.tabText(i) == title)
+        return self.widget(index)
 
     def currentWidget(self) -> QWidget | None:  # noqa: N802
         return self.widget(self.currentIndex())
 
     def indexOf(self, page: QWidget) -> int:  # noqa: N802
-        return next((i for i in range(self.count()) if self.widget(i) is page), -1)
+        for i in range(self.count()):  # (a page still to make is not *page*: it is left unmade)
+            area = super().widget(i)
+            if (area.widget() if getattr(area, "around_a_page", False) else area) is page:
+                return i
+        return -1
 
     def setCurrentWidget(self, page: QWidget) -> None:  # noqa: N802
         if (index := self.indexOf(page)) >= 0:
@@ -118,14 +181,20 @@ class _PageScroll(QScrollArea):
     cut on the right), as short as a few lines of it."""
 
     around_a_page = False  # made by ScrollingTabs (not added as a page itself)
+    build = None  # ScrollingTabs.add_later: makes the page
 
     def __init__(self, page: QWidget):
         super().__init__()
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFrameShape(QFrame.Shape.NoFrame)
+        self.set_page(page)
+
+    def set_page(self, page: QWidget) -> None:
+        """Show *page* (the page before it, if any, is deleted)."""
         self.setWidget(page)
         page.installEventFilter(self)
+        self.updateGeometry()
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802
         if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:

@@ -34,7 +34,7 @@ from napari_dynaclr._napari.cellmodel import UNASSIGNED
 from napari_dynaclr._napari.classifier_report import classifier_summary
 from napari_dynaclr._napari.session import get_session
 from napari_dynaclr._napari.tiles import composite
-from napari_dynaclr._napari.widgets._forms import Message, form, scrolling, while_alive
+from napari_dynaclr._napari.widgets._forms import Message, alive, form, scrolling, while_alive
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets.cells_gallery import GALLERY_SIZE, gallery_cells, qimage
 from napari_dynaclr.errors import Cancelled, DynaclrError
@@ -239,6 +239,7 @@ class CellsView(QWidget):
         chosen to cover them, nearest their centre first. Returns the worker (None when there is nothing to
         show)."""
         s = self.session
+        self._gallery_timer.stop()  # a pending follow-the-selection request is older than this one
         rows = np.asarray(s.selected if rows is None else rows, dtype=np.int64)
         if s.table is None or not len(rows):
             self.gallery.clear()
@@ -414,9 +415,11 @@ class CellsView(QWidget):
         predicted = pd.Categorical(pd.Series(result["predicted"]).astype(object).where(
             pd.notna(pd.Series(result["predicted"])), UNASSIGNED).astype(str))
         best = np.nanmax(np.where(np.isfinite(proba), proba, -np.inf), axis=1) if proba.size else proba
-        self.session.add_columns({f"predicted_{task}": predicted,
-                                  f"predicted_{task}_proba": np.where(np.isfinite(best), best, np.nan)})
-        self.session.color_by(f"predicted_{task}")
+        s, column = self.session, f"predicted_{task}"
+        s.add_columns({column: predicted, f"predicted_{task}_proba": np.where(np.isfinite(best), best, np.nan)})
+        # coloured by it in a turn of its own (the layers, the plot and its key are redrawn), after the new columns'
+        table = s.table
+        QTimer.singleShot(1, lambda: alive(self) and s.table is table and column in table and s.color_by(column))
         text, warning = classifier_summary(task, result)
         self.classifier_info.value = text
         self.classifier_warning.value = warning or ""

@@ -40,6 +40,7 @@ class InputChecks:
         self.fovs_plate: Path | None = None  # the plate the FOV list describes
         self.fov_shapes: dict = {}  # its FOVs' TCZYX shapes (a Tracks layer is checked against them)
         self.plate_worker = None  # reading the plate's layout
+        self.preview_worker = None  # the latest preview of the cells (runs until they are shown)
         self._inspect_worker = None
         self._inspect_cancel: threading.Event | None = None
         self._preview_token = None
@@ -164,28 +165,87 @@ class InputChecks:
             d.cells_info.value = f"✗ {error_message(exc)}"
             return None
         token = self._preview_token = object()  # only the latest preview counts
-        worker = thread_job(workers.preview_cells)(cfg, keep_plate=True)
+        s = d.session
+        shown = threading.Event()  # the job runs until its cells are shown (or its result is stale)
+        worker = thread_job(preview_job)(cfg, s.color_column, s.colormap, shown)
 
-        def done(result):
-            table, plate = result
-            if token is not self._preview_token:
-                plate.close()
+        def current() -> bool:  # this preview may still be shown: the latest, no run, no embeddings shown
+            return token is self._preview_token and d.worker is None and (s.table is None or s.is_preview)
+
+        def found(result):
+            if result is None:  # (the job waiting for its cells to be shown)
                 return
-            n_fovs = table["fov_name"].nunique()
-            d.cells_info.value = f"{len(table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
-            s = d.session
-            if d.worker is not None or not (s.table is None or s.is_preview):  # (the user moved on)
-                plate.close()
-                return
-            s.set_table(table, plate=plate, tracks_path=cfg.source.tracks_path, fov_name=s.fov_name,
-                        preview=True)
+            prepared, plate = result
+            n_fovs = len(prepared.fov_names)
+            if token is self._preview_token:
+                d.cells_info.value = f"{len(prepared.table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
+            self._show_steps(showing(prepared, plate), current, end=shown.set, drop=plate.close)
+
+        def showing(prepared, plate):
+            """The preview's layers made one per event-loop turn, then shown as an opened store is
+            (:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`); until the install owns the plate,
+            a stale preview closes it (``drop``)."""
+            from napari_dynaclr._napari.layers import fov_layer_steps
+
+            fov = s.fov_name if s.fov_name in prepared.fov_names else prepared.fov_names[0]
+            for made in fov_layer_steps(prepared.table, plate, fov, prepared.colors, hidden=True):
+                prepared.layers = made
+                yield True
+            yield from (False for _ in s.install(prepared, plate=plate, tracks_path=cfg.source.tracks_path,
+                                                 preview=True))
 
         def failed(exc):
             if token is self._preview_token:
                 d.cells_info.value = f"✗ {error_message(exc)}"
 
         d.cells_info.value = "finding the cells…"
-        return d.jobs.start(worker, returned=done, errored=failed)
+        self.preview_worker = worker
+        return d.jobs.start(worker, shown, yielded=found, errored=failed)
+
+    def _show_steps(self, steps, current, end, drop) -> None:
+        """Run *steps* (a generator: each ``next()`` a short slice of the GUI thread, yielding True while *drop*
+        still applies) one per event-loop turn, while *current()* holds; then *end()*. A stale or failed one
+        calls *drop()* when its last step said so (what it made is no one's)."""
+        turn = QTimer(self.dock)
+        turn.setSingleShot(True)
+        turn.setInterval(1)  # (a timer: the paint the previous step caused comes first)
+        state = {"owned": True}
+
+        def step() -> None:
+            try:
+                if current():
+                    state["owned"] = next(steps)
+                    turn.start()
+                    return
+            except StopIteration:
+                state["owned"] = False
+            except Exception as exc:  # noqa: BLE001 - a step failed: said in place, the next preview starts over
+                self.dock.cells_info.value = f"✗ {error_message(exc)}"
+            if state["owned"]:
+                drop()
+            end()
+            turn.deleteLater()
+
+        turn.timeout.connect(step)
+        step()
+
+
+def preview_job(cfg, color_column: str | None, colormap: str, shown: threading.Event):
+    """The cells a run with *cfg* will predict (:func:`~napari_dynaclr._napari.workers.preview_cells`), with what
+    showing them needs but their layers (napari's first layers are made on the GUI thread: its unit registry is
+    not thread-safe): yields ``(PreparedTable, open plate)``, then None every 50 ms (napari can abort it) until
+    *shown* is set: the job runs until its cells are shown."""
+    from napari_dynaclr._napari.layers import prepare_table
+
+    table, plate = workers.preview_cells(cfg, keep_plate=True)
+    try:
+        prepared = prepare_table(table, None, None, color_column, colormap, with_layers=False)
+    except BaseException:
+        plate.close()
+        raise
+    yield prepared, plate
+    while not shown.wait(0.05):
+        yield None
 
 
 def read_predict_yml(path: Path):

@@ -45,18 +45,19 @@ from napari_dynaclr._napari.widgets._forms import (
 )
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets._wording import DOCK, error_message
-from napari_dynaclr._napari.widgets.cells_view import CellsView
-from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
-from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
 from napari_dynaclr._napari.widgets.input_checks import InputChecks, read_predict_yml
 from napari_dynaclr._napari.widgets.open_store import StoreOpener, recorded_config, store_plate_not_found
-from napari_dynaclr._napari.widgets.time_view import TimeView
 from napari_dynaclr._napari.widgets.tracks_layer_source import TracksLayerSource
-from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 from napari_dynaclr.errors import Cancelled, ConfigError, DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer
+
+    from napari_dynaclr._napari.widgets.cells_view import CellsView
+    from napari_dynaclr._napari.widgets.conditions_view import ConditionsView
+    from napari_dynaclr._napari.widgets.embedding_view import EmbeddingView
+    from napari_dynaclr._napari.widgets.time_view import TimeView
+    from napari_dynaclr._napari.widgets.verify_panel import VerifyWidget
 
 
 class DynaCLRWidget(QWidget):
@@ -120,20 +121,14 @@ class DynaCLRWidget(QWidget):
                     "as 0) instead of refusing the run")
         keep_button_text(self.predict_yml, self.ckpt, self.plate, self.tracks, self.output, self.store,
                          self.store_plate)
-        self.explore = EmbeddingView(viewer)
-        self.cells = CellsView(viewer, config=self.gallery_config)
-        self.verify = VerifyWidget(viewer)
-        # every page scrolls when the dock is short (a laptop's screen, a second dock below it)
+        # every page scrolls when the dock is short (a laptop's screen, a second dock below it); the pages after
+        # Predict are made in later event-loop turns (or when first shown or used): see ScrollingTabs
         self.tabs = ScrollingTabs(self)
         self.predict_scroll, self.advanced = predict_form.page(self)
-        self.add_tab(self.predict_scroll, "Predict")
-        self.add_tab(self.explore, "Explore")
-        self.add_tab(self.cells, "Cells")
-        self.add_tab(self.verify, "Verify")
-        self.conditions = ConditionsView(viewer)
-        self.add_tab(self.conditions, "Conditions")
-        self.time = TimeView(viewer)
-        self.add_tab(self.time, "Time")
+        self.tabs.addTab(self.predict_scroll, "Predict")
+        for title, build in predict_form.later_pages(self):
+            self.tabs.add_later(build, title)
+        self.tabs.build_later(*predict_form.later_imports(), after=predict_form.explore_then_plot(self))
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)
         footer.addWidget(self.cancel_btn.native)
@@ -160,10 +155,12 @@ class DynaCLRWidget(QWidget):
         for layer in viewer.layers:
             self._prefill_from(layer.metadata)
 
-    def add_tab(self, page: QWidget, title: str) -> None:
-        """Add a view as a tab of the dock; the page scrolls when the dock is shorter than it (the dock's
-        minimum height stays that of its form, whatever the view shows)."""
-        self.tabs.addTab(page, title)
+    # the pages after Predict (each made when first asked for, if the dock has not made it yet)
+    explore: EmbeddingView = property(lambda self: self.tabs.page("Explore"))
+    cells: CellsView = property(lambda self: self.tabs.page("Cells"))
+    verify: VerifyWidget = property(lambda self: self.tabs.page("Verify"))
+    conditions: ConditionsView = property(lambda self: self.tabs.page("Conditions"))
+    time: TimeView = property(lambda self: self.tabs.page("Time"))
 
     # ------------------------------------------------------------------ inputs
 
@@ -343,7 +340,8 @@ class DynaCLRWidget(QWidget):
             if not self.session.adopt_result(table, plate_path=src.data_path, tracks_path=src.tracks_path):
                 self.session.set_table(table, plate_path=src.data_path, tracks_path=src.tracks_path,
                                        fov_name=self.session.fov_name)
-            self.tabs.setCurrentWidget(self.explore)  # where the cells now are
+            # where the cells now are: the plot's first paint with them in a turn of its own
+            QTimer.singleShot(1, lambda: alive(self) and self.tabs.setCurrentWidget(self.explore))
         elif isinstance(ev, workers.Batch):
             if self.cancel_event is not None and self.cancel_event.is_set():
                 return  # cancelled: batches still queued are no result (the preview stays cleared)

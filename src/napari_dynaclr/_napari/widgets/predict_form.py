@@ -3,6 +3,9 @@ run's config. *dock* is the DynaCLR dock, whose fields these functions lay out, 
 
 from __future__ import annotations
 
+import functools
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
@@ -51,6 +54,47 @@ def page(dock) -> tuple[QScrollArea, QCollapsible]:
     lay.addWidget(section("Open a store", opened))
     lay.addStretch(1)
     return scrolling(page), advanced
+
+
+#: the pages after Predict and the modules they import (matplotlib's plots and what it imports first: ≈ 0.3 s in
+#: one piece on a quiet laptop), imported one per event-loop turn after the dock opens (:func:`later_imports`)
+LATER_PAGES = (("Explore", "embedding_view", "EmbeddingView"), ("Cells", "cells_view", "CellsView"),
+               ("Verify", "verify_panel", "VerifyWidget"), ("Conditions", "conditions_view", "ConditionsView"),
+               ("Time", "time_view", "TimeView"))
+PLOT_MODULES = ("PIL.Image", "unittest", "pyparsing", "matplotlib", "matplotlib.font_manager", "matplotlib.lines",
+                "matplotlib.text", "matplotlib.collections", "matplotlib.image", "matplotlib.axis", "matplotlib.axes",
+                "matplotlib.figure", "matplotlib.backends.backend_qtagg")
+
+
+def later_pages(dock) -> list[tuple[str, Callable[[], QWidget]]]:
+    """The dock's pages after Predict as (title, function that makes the page), made when first needed."""
+    def maker(module: str, name: str):
+        def make() -> QWidget:
+            view = getattr(importlib.import_module(f"napari_dynaclr._napari.widgets.{module}"), name)
+            return view(dock.viewer, config=dock.gallery_config) if name == "CellsView" else view(dock.viewer)
+        return make
+
+    return [(title, maker(module, name)) for title, module, name in LATER_PAGES]
+
+
+def explore_then_plot(dock) -> Callable[[], bool]:
+    """The condition the later steps wait for: the Explore page made (in the turn after the dock's, by this
+    condition's first call), then its plot's staged first paint over (made in the turn after the page's)."""
+    made = []
+
+    def ready() -> bool:
+        if not made:
+            made.append(dock.explore)
+            return False
+        return dock.explore.scatter.ready
+
+    return ready
+
+
+def later_imports() -> list[Callable[[], object]]:
+    """The imports of the later pages, one function per module: each a short slice of the GUI thread."""
+    names = [*PLOT_MODULES, *(f"napari_dynaclr._napari.widgets.{module}" for _, module, _ in LATER_PAGES)]
+    return [functools.partial(importlib.import_module, name) for name in names]
 
 
 def edits_plate_fields(cfg) -> bool:
