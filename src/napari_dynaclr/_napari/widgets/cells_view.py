@@ -363,7 +363,6 @@ class CellsView(QWidget):
             self.show_gallery(np.concatenate([[row], rows]), what="cells: a clicked cell and its neighbours")
 
         self.neighbours_info.value = "searching…"
-        self._gallery_timer.stop()  # the click is newer than a pending selection's gallery: its gallery wins
         return self._start("neighbours", workers.neighbours_job, (self._token, X, metric, row, k), done,
                            lambda msg: setattr(self.neighbours_info, "value", f"✗ {msg}"))
 
