@@ -67,7 +67,7 @@ pip_q() {
     .venv/bin/python -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
 }
 STAMP=.venv/.requirements-installed
-CHECK='import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, psutil, openvino
+CHECK='import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, xdist, psutil, openvino
 from PyQt6 import QtCore'
 if ! .venv/bin/python -c "$CHECK" 2>/dev/null \
    || [ ! -x .venv/bin/ruff ] || [ requirements.txt -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
