@@ -24,7 +24,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: first parts of dotted names that are not ours (libraries, VisCy, objects of a user's session)
 NOT_OURS = {"np", "pd", "torch", "anndata", "zarr", "gc", "sys", "napari", "viewer", "dynaclr", "viscy_utils",
-            "LogisticRegression", "Markers", "head", "scipy"}
+            "LogisticRegression", "Markers", "head", "scipy", "layer", "Points", "Text", "QProgressBar"}
 #: Python files the docs name that are not ours: VisCy's, or a scratch script of a measurement
 NOT_OUR_FILES = {"final_mo.py"}
 #: VisCy's options, named where the docs compare with VisCy (build-cell-index)

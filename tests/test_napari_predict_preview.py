@@ -29,6 +29,7 @@ def test_a_preview_is_shown_in_steps_and_a_newer_one_makes_the_older_stale(make_
     qtbot.waitUntil(lambda: main.checks.preview_worker is not None, timeout=60_000)  # (the load's own preview)
     wait_worker(qtbot, main.checks.preview_worker, 60_000)
     assert len(viewer.layers) == 5 and main.session.is_preview and len(inserted) == 5
+    shown = list(viewer.layers)
     inserted.clear()
     older = main.preview_cells()
     newer = []
@@ -50,6 +51,10 @@ def test_a_preview_is_shown_in_steps_and_a_newer_one_makes_the_older_stale(make_
     assert seen_at_result == [(0, "52 cells in 2 FOVs to predict")]
     assert plates[0] in closed  # stale: its plate closed, its layers never added
     s = main.session
-    assert len(inserted) == 5 and all(layer in viewer.layers for layer in inserted)
+    # none of the older preview's layers was ever added; the newer one refilled the shown layers (the same FOV of
+    # the same plate: they fit), so nothing was inserted at all
+    assert inserted == [] and list(viewer.layers) == shown
     assert s.is_preview and len(s.table) == 52 and s.plate is not plates[0]
-    assert [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer] == inserted
+    session_layers = [*s.image_layers, s.tracks_layer, s.points_layer, s.highlight_layer]
+    assert sorted(map(id, session_layers)) == sorted(map(id, shown))
+    assert len(s.points_layer.data) == int((s.table["fov_name"] == s.fov_name).sum())
