@@ -147,18 +147,26 @@ def large_store(work: Path, cells: int, fov_cells: int, frames: int) -> Path:
     return write_store(adata, work / "large.zarr")
 
 
-def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
+def laptop_viewer(where: bool):
+    """A shown napari viewer at a laptop's size and the :class:`Walk` that times actions in it (*where*: with
+    the stack sampler of ``--where``)."""
     import napari
-    import pandas as pd
-
-    from napari_dynaclr._napari.widgets._jobs import is_running
 
     app = napari.qt.get_qapp()
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1366, 768)
     walk = Walk(app)
-    if args.where:
+    if where:
         walk.sampler = BlockSampler(walk.heartbeat)
+    return viewer, walk
+
+
+def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
+    import pandas as pd
+
+    from napari_dynaclr._napari.widgets._jobs import is_running
+
+    viewer, walk = laptop_viewer(args.where)
     settled = time.perf_counter() + 1.0  # the viewer's own first paints
     walk.until(lambda: time.perf_counter() >= settled)
     # the dock's own start-up (its plot is made in the turn after it and its axes and key are drawn in stages,
@@ -182,7 +190,7 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
                  lambda: main.cells_info.value)
     if args.only_load:
         viewer.close()
-        app.processEvents()
+        walk.app.processEvents()
         return walk
     walk.measure("check a checkpoint", main.checks.inspect_checkpoint_now,
                  lambda: main.ckpt_info.value[:1] in ("✓", "✗"), lambda: main.ckpt_info.value[:60])
@@ -249,7 +257,7 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
         target = fovs[(fovs.index(s.fov_name) + 1) % len(fovs)]
         walk.measure(f"FOV switch {i + 1}", lambda f=target: s.show_fov(f), lambda f=target: s.fov_name == f)
     viewer.close()
-    app.processEvents()
+    walk.app.processEvents()
     return walk
 
 

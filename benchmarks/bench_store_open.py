@@ -82,21 +82,15 @@ def dock_open(args) -> int:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    import napari
 
-    from bench_heartbeat import BlockSampler, Walk, large_store
+    from bench_heartbeat import laptop_viewer, large_store
     from napari_dynaclr._napari.widgets._jobs import is_running
     from napari_dynaclr.core.synthetic import SyntheticSpec, make_plate
 
     work = Path(tempfile.mkdtemp(prefix="dynaclr-open-dock-"))
     demo = make_plate(work / "demo", SyntheticSpec(fovs_per_well=2, timepoints=10, cells_per_fov=15))
     store = large_store(work, args.cells, args.fov_cells, args.frames)
-    app = napari.qt.get_qapp()
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1366, 768)
-    walk = Walk(app)
-    if args.where:
-        walk.sampler = BlockSampler(walk.heartbeat)
+    viewer, walk = laptop_viewer(args.where)
     _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
     walk.until(lambda: main.explore.scatter.ready)
     s = main.session
@@ -123,7 +117,7 @@ def dock_open(args) -> int:
         walk.measure(f"FOV switch {i + 1}", lambda f=target: s.show_fov(f), lambda f=target: s.fov_name == f)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     viewer.close()
-    app.processEvents()
+    walk.app.processEvents()
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
