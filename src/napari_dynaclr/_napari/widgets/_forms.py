@@ -229,3 +229,36 @@ def alive(widget) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def in_turns(parent, steps, current: Callable[[], bool], done: Callable[[bool], object],
+             failed: Callable[[Exception], object], interval_ms: int = 1) -> None:
+    """Run ``next(steps)`` once per event-loop turn while *current()* holds (a single-shot timer owned by
+    *parent*, not a queued call: Qt delivers posted events, paints included, before it looks at timers again, so
+    the paint a step caused comes before the next step). Then *done(True)* when the steps ran out, *done(False)*
+    when they went stale, or *failed(exc)* when a step raised."""
+    turn = QTimer(parent)
+    turn.setSingleShot(True)
+    turn.setInterval(interval_ms)
+
+    def step() -> None:
+        error = None
+        try:
+            if current():
+                next(steps)
+                turn.start()
+                return
+            completed = False
+        except StopIteration:
+            completed = True
+        except Exception as exc:  # noqa: BLE001 - the caller says it in place
+            error = exc
+        if alive(turn):
+            turn.deleteLater()
+        if error is not None:
+            failed(error)
+        else:
+            done(completed)
+
+    turn.timeout.connect(step)
+    step()

@@ -16,7 +16,7 @@ from pathlib import Path
 from qtpy.QtCore import QTimer
 
 from napari_dynaclr._napari import workers
-from napari_dynaclr._napari.widgets._forms import field_path
+from napari_dynaclr._napari.widgets._forms import field_path, in_turns
 from napari_dynaclr._napari.widgets._jobs import thread_job
 from napari_dynaclr._napari.widgets._wording import error_message
 from napari_dynaclr._napari.widgets.predict_form import yml_selection
@@ -179,7 +179,22 @@ class InputChecks:
             n_fovs = len(prepared.fov_names)
             if token is self._preview_token:
                 d.cells_info.value = f"{len(prepared.table)} cells in {n_fovs} FOV{'s' * (n_fovs != 1)} to predict"
-            self._show_steps(showing(prepared, plate), current, end=shown.set, drop=plate.close)
+            owned = [True]  # the last step's word: the plate is still this preview's to close
+
+            def steps():
+                for owned[0] in showing(prepared, plate):
+                    yield
+
+            def shown_or_stale(completed: bool) -> None:
+                if not completed and owned[0]:
+                    plate.close()
+                shown.set()
+
+            def broke(exc: Exception) -> None:  # said in place; the next preview starts over
+                d.cells_info.value = f"✗ {error_message(exc)}"
+                shown_or_stale(False)
+
+            in_turns(d, steps(), current, shown_or_stale, broke)
 
         def showing(prepared, plate):
             """The preview's layers made one per event-loop turn, then shown as an opened store is
@@ -201,33 +216,6 @@ class InputChecks:
         d.cells_info.value = "finding the cells…"
         self.preview_worker = worker
         return d.jobs.start(worker, shown, yielded=found, errored=failed)
-
-    def _show_steps(self, steps, current, end, drop) -> None:
-        """Run *steps* (a generator: each ``next()`` a short slice of the GUI thread, yielding True while *drop*
-        still applies) one per event-loop turn, while *current()* holds; then *end()*. A stale or failed one
-        calls *drop()* when its last step said so (what it made is no one's)."""
-        turn = QTimer(self.dock)
-        turn.setSingleShot(True)
-        turn.setInterval(1)  # (a timer: the paint the previous step caused comes first)
-        state = {"owned": True}
-
-        def step() -> None:
-            try:
-                if current():
-                    state["owned"] = next(steps)
-                    turn.start()
-                    return
-            except StopIteration:
-                state["owned"] = False
-            except Exception as exc:  # noqa: BLE001 - a step failed: said in place, the next preview starts over
-                self.dock.cells_info.value = f"✗ {error_message(exc)}"
-            if state["owned"]:
-                drop()
-            end()
-            turn.deleteLater()
-
-        turn.timeout.connect(step)
-        step()
 
 
 def preview_job(cfg, color_column: str | None, colormap: str, shown: threading.Event):

@@ -16,12 +16,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
 from napari_dynaclr._napari import workers
 from napari_dynaclr._napari.session import ExplorerSession
-from napari_dynaclr._napari.widgets._forms import alive
+from napari_dynaclr._napari.widgets._forms import alive, in_turns
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 
 #: the pause between two steps of showing a large store
@@ -55,38 +54,12 @@ class StoreOpener:
         token = self._token = object()  # only the latest open counts
         worker = thread_job(workers.open_store_job)(
             path, plate, tracks, ASYNC_CELLS, s.color_column, s.colormap, shown)
-        steps = []
-        # each step in its own event-loop turn, after the paint the previous one caused: a timer, not a queued
-        # call (Qt delivers posted events, paints included, before it looks at timers and input again)
-        turn = QTimer(self.owner)
-        turn.setSingleShot(True)
-        turn.setInterval(STEP_MS)
 
         def current() -> bool:
             return token is self._token and alive(self.owner)
 
         def end() -> None:  # the open is shown, failed or stale: the worker stops (and then the timer goes)
             shown.set()
-
-        def step() -> None:
-            """One step of showing a large store, in this event-loop turn; then the next one is scheduled."""
-            if not current() or not steps:
-                end()
-                return
-            try:
-                next(steps[0])
-            except StopIteration:
-                end()
-                if s.table is steps[1].table:  # (else a newer table took over)
-                    self._shown(path, steps[1])
-                return
-            except Exception as exc:  # a step failed: say so; the next open or FOV switch rebuilds the layers
-                end()
-                self._failed(exc)
-                return
-            turn.start()
-
-        turn.timeout.connect(step)
 
         def yielded(item) -> None:
             if not isinstance(item, workers.OpenedStore):
@@ -96,8 +69,17 @@ class StoreOpener:
                 item.close()
                 return
             self._opened(item)
-            steps[:] = [showing(item), item]
-            step()
+
+            def shown_or_stale(completed: bool) -> None:
+                end()
+                if completed and s.table is item.table:  # (else a newer table took over)
+                    self._shown(path, item)
+
+            def broke(exc: Exception) -> None:  # a step failed: said; the next open or FOV switch rebuilds the layers
+                end()
+                self._failed(exc)
+
+            in_turns(self.owner, showing(item), current, shown_or_stale, broke, STEP_MS)
 
         def showing(item):
             yield from s.install(item.prepared, adata=item.adata, store_path=path, plate=item.plate,
@@ -116,8 +98,6 @@ class StoreOpener:
             self._shown(path, opened)
 
         def finished() -> None:  # (after the last step: the worker runs until end())
-            if alive(turn):  # (gone with the dock)
-                turn.deleteLater()
             if current():
                 self._finished()
 
