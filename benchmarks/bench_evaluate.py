@@ -21,6 +21,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from scratch import scratch_dir
+
 
 def synthetic(n_cells: int, n_features: int = 768, timepoints: int = 50, seed: int = 0):
     """Tracks of *timepoints* frames drifting around a few states, in stored order fov → track → t."""
@@ -62,8 +64,6 @@ def gallery(X: np.ndarray, selection: np.ndarray) -> float:
     """What the Cells tab does for a selection: pick <= 64 representative rows, cut their patches as the model
     receives them (predict.gallery.model_inputs on the demo plate: the rows are mapped onto its cells) and tint
     them (explore.composite). Best of 3, after one warm-up."""
-    import tempfile
-    from pathlib import Path
 
     from napari_dynaclr._napari.sample_data import DEMO_SPEC
     from napari_dynaclr._napari.tiles import composite
@@ -73,7 +73,7 @@ def gallery(X: np.ndarray, selection: np.ndarray) -> float:
     from napari_dynaclr.predict.gallery import model_inputs
     from napari_dynaclr.predict.plan import plan_prediction
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-gallery-"))
+    folder = scratch_dir("bench-gallery-")
     paths = make_plate(folder, DEMO_SPEC)
     channels = ["Phase3D", "RFP"]
     cfg = PredictConfig.plain(paths["plate"], paths["tracks"], channels, (0, 1), 64).with_overrides(

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from scratch import scratch_dir
 
 
 def main(argv=None) -> int:
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from napari_dynaclr._napari.workers import close_work_process, work_process
     from napari_dynaclr.core.synthetic import SyntheticSpec
 
-    work = Path(tempfile.mkdtemp(prefix="dynaclr-gui-"))
+    work = scratch_dir("dynaclr-gui-")
     spec = SyntheticSpec(fovs_per_well=args.fovs_per_well, timepoints=args.timepoints,
                          cells_per_fov=args.cells_per_fov)
     inputs = work_process().call("demo_inputs", work, spec, umap=False)

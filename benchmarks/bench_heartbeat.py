@@ -24,7 +24,6 @@ import argparse
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_scatter import Heartbeat, synthetic_obs  # noqa: E402
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 QUIET_MS, LOADED_MS = 200.0, 300.0
 SETTLE_S = 0.2  # the heartbeat runs on this long after an action's result is shown (its paint)
@@ -271,7 +271,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fov-cells", type=int, default=100_000)
     ap.add_argument("--frames", type=int, default=100)
     args = ap.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="dynaclr-heartbeat-"))
+    work = scratch_dir("dynaclr-heartbeat-")
     inputs = demo_inputs(work)
     t0 = time.perf_counter()
     store = None if args.only_load else large_store(work, args.cells, args.fov_cells, args.frames)
@@ -296,9 +296,6 @@ def main(argv=None) -> int:
     over = [name for name, block, *_ in walk.rows if block > target]
     print(f"load average {load1:.1f} at the end; worst: {worst[0]} {worst[1]:.0f} ms "
           f"(ratio to the target {worst[1] / target:.2f}); over the target: {over or 'none'}")
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

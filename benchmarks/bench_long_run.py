@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from scratch import scratch_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     from napari_dynaclr.model.weights import deterministic_encoder
     from napari_dynaclr.predict.run import run_prediction
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="dynaclr-long-"))
+    work = args.workdir or scratch_dir("dynaclr-long-")
     t0 = time.perf_counter()
     paths = make_bench_plate(work, cells=args.cells)
     print(f"plate: {paths['cells']} cells in {paths['fovs']} FOVs ({time.perf_counter() - t0:.0f} s to generate)")

@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
+
+from scratch import scratch_dir
 
 KINDS = ("neighbours", "gallery", "classifier")
 
@@ -100,7 +101,7 @@ class Bench:
             def long_request():
                 t0 = time.perf_counter()
                 try:
-                    drain(self.long(Path(tempfile.mkdtemp(prefix="bench-lane-")) / "out.zarr"))
+                    drain(self.long(scratch_dir("bench-lane-") / "out.zarr"))
                 finally:
                     span["s"] = time.perf_counter() - t0
                     done.set()
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
     from napari_dynaclr.core.synthetic import SyntheticSpec
     from napari_dynaclr.demo import make_demo_inputs
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-lane-demo-")) / "demo"
+    folder = scratch_dir("bench-lane-demo-") / "demo"
     spec = SyntheticSpec(fovs_per_well=2, timepoints=20, cells_per_fov=25)
     inputs = make_demo_inputs(folder, spec, umap=False)
     bench = Bench(args, inputs)

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from scratch import scratch_dir
 
 TARGET_MS = 300.0
 OPEN_TARGET_MS = 200.0
@@ -104,7 +104,7 @@ def measure_open(args, app) -> None:
     feats = rng.normal(size=(len(obs), 16)).astype(np.float32)
     adata = build_anndata(obs, feats, feats[:, :8])
     adata.obsm["X_umap"] = np.asarray(obsm["X_umap"], np.float32)
-    store = Path(tempfile.mkdtemp(prefix="dynaclr-bench-")) / "cells.zarr"
+    store = scratch_dir("dynaclr-bench-") / "cells.zarr"
     t0 = time.perf_counter()
     write_store(adata, store)
     print(f"\nstore: {len(obs):,} cells written in {time.perf_counter() - t0:.1f} s ({store})")
@@ -125,9 +125,6 @@ def measure_open(args, app) -> None:
             med, top = statistics.median(gaps), max(gaps)
             print(f"open via the {path + ':':7s} longest GUI block over {len(gaps)} runs: median {med:.0f} ms, "
                   f"max {top:.0f} ms (ratio of the max to the target {top / OPEN_TARGET_MS:.2f})")
-    import shutil
-
-    shutil.rmtree(store.parent, ignore_errors=True)
 
 
 def _settle(app, seconds: float = 0.1) -> None:

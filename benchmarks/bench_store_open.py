@@ -18,13 +18,14 @@ each (``--where``: where it was).
 from __future__ import annotations
 
 import argparse
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from scratch import scratch_dir
 
 
 def longest_wait(job) -> float:
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     })
     adata = build_anndata(obs, rng.normal(size=(n, 4)).astype(np.float32), rng.normal(size=(n, 2)).astype(np.float32))
     adata.obsm["X_umap"] = rng.normal(size=(n, 2)).astype(np.float32)
-    path = write_store(adata, Path(tempfile.mkdtemp(prefix="dynaclr-open-")) / "big.zarr")
+    path = write_store(adata, scratch_dir("dynaclr-open-") / "big.zarr")
     del adata
 
     lazy = min(longest_wait(lambda: cellmodel.FrameIndex(cellmodel.cell_table(LazyStore(path).obs)))
@@ -78,7 +79,6 @@ def main(argv=None) -> int:
 def dock_open(args) -> int:
     """The ``--dock`` mode (see the module)."""
     import os
-    import shutil
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -87,7 +87,7 @@ def dock_open(args) -> int:
     from napari_dynaclr._napari.widgets._jobs import is_running
     from napari_dynaclr.core.synthetic import SyntheticSpec, make_plate
 
-    work = Path(tempfile.mkdtemp(prefix="dynaclr-open-dock-"))
+    work = scratch_dir("dynaclr-open-dock-")
     demo = make_plate(work / "demo", SyntheticSpec(fovs_per_well=2, timepoints=10, cells_per_fov=15))
     store = large_store(work, args.cells, args.fov_cells, args.frames)
     viewer, walk = laptop_viewer(args.where)
@@ -118,7 +118,6 @@ def dock_open(args) -> int:
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     viewer.close()
     walk.app.processEvents()
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
