@@ -67,15 +67,24 @@ pip_q() {
     .venv/bin/python -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
 }
 STAMP=.venv/.requirements-installed
+NEED_GB=11  # .venv ≈ 7.5 GB when done; pip's downloads and unpacked wheels ≈ 3 GB more while it installs
+free_gb() { df -Pk "$1" | awk 'NR == 2 { print int($4 / 1048576) }'; }
 CHECK='import napari_dynaclr, torch, timm, lightning, iohub, anndata, napari, skimage, pytest, xdist, psutil, openvino
 from PyQt6 import QtCore'
 if ! .venv/bin/python -c "$CHECK" 2>/dev/null \
    || [ ! -x .venv/bin/ruff ] || [ requirements.txt -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-    say "installing the package with pinned dependencies (first time: a few minutes, ~6 GB)"
-    pip_q install -q --upgrade pip \
+    say "installing the package with pinned dependencies (first time: a few minutes, ~7.5 GB)"
+    free="$(free_gb .venv)"
+    if [ "$free" -lt "$NEED_GB" ]; then
+        say "warning: $free GB free on the disk of .venv; a first install needs about $NEED_GB GB (PyTorch's" \
+            "CUDA wheels from PyPI: ~5.5 GB)"
+    fi
+    # --no-cache-dir: no second copy of the ~3 GB of wheels in pip's cache (re-runs install only what changed)
+    pip_q install -q --no-cache-dir --upgrade pip \
         || { echo "[setup] error: upgrading pip failed" >&2; exit 1; }
-    pip_q install -q -c requirements.txt -e ".[napari,test,bench,cpu]" PyQt6 \
-        || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
+    pip_q install -q --no-cache-dir -c requirements.txt -e ".[napari,test,bench,cpu]" PyQt6 \
+        || { echo "[setup] error: dependency installation failed ($(free_gb .venv) GB free on the disk of .venv;" \
+                  "a first install needs about $NEED_GB GB)" >&2; exit 1; }
     .venv/bin/python -c "$CHECK" || { echo "[setup] error: dependency installation failed" >&2; exit 1; }
     touch "$STAMP"
 fi
