@@ -206,6 +206,31 @@ def test_cancel_of_an_abandoned_request_frees_the_process():
     del gen
 
 
+def test_a_cancelled_request_resumed_late_leaves_the_next_requests_process_alone():
+    """A cancelled job's thread may resume its generator only after the next request started a new process (a
+    busy machine: a checkpoint check replaced by a newer one, then the prediction): it must not kill that one.
+    (Seen: a Bag-of-Channels prediction in the dock failed with 'the work process stopped unexpectedly (killed by
+    SIGKILL)'.)"""
+    child = ChildProcess(heartbeat=0.05)
+    cancel = threading.Event()
+    late = child.stream("reduce", np.random.default_rng(0).normal(size=(20000, 64)).astype(np.float32), "UMAP", {},
+                        cancel=cancel)
+    next(late)  # in flight
+    first = child.pid
+    assert poll(lambda: in_umap(first))
+    child.cancel(cancel)  # the Cancel button, on another thread than the job's
+    assert not alive(first)
+    assert child.call("reduce", np.eye(4, dtype=np.float32), "PCA", {"n_components": 2})[0] == "X_pca"
+    second = child.pid
+    assert second not in (None, first)
+    with pytest.raises(Cancelled):
+        _drain(late)  # the cancelled job's thread gets there only now
+    assert child.pid == second and alive(second)
+    assert child.call("reduce", np.eye(4, dtype=np.float32), "PCA", {"n_components": 2})[0] == "X_pca"
+    assert child.pid == second  # served by the same process: nothing was killed under it
+    child.close()
+
+
 def test_a_crash_of_the_work_process_is_one_error_and_it_recovers():
     child = ChildProcess(heartbeat=0.05)
     X = np.random.default_rng(0).normal(size=(20000, 64)).astype(np.float32)

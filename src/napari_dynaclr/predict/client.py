@@ -134,11 +134,15 @@ class ChildProcess:
         _kill(proc)
         raise Cancelled("cancelled")
 
-    def kill(self) -> None:
-        """Kill the child now (a cancelled request; the next request starts a new one)."""
+    def kill(self, only: subprocess.Popen | None = None) -> None:
+        """Kill the child now (a cancelled request; the next request starts a new one). *only*: kill it only while
+        it is still that process — a request that ended never kills the process a later request started."""
         with self._state:
             proc, conn = self._proc, self._conn
-            self._proc = self._conn = None
+            if only is not None and proc is not only:
+                proc = conn = None
+            else:
+                self._proc = self._conn = None
         if proc is not None:
             _kill(proc)
         if conn is not None:
@@ -149,8 +153,9 @@ class ChildProcess:
 
     def _end(self, proc: subprocess.Popen) -> None:
         """Kill the child and return only once *proc* is dead: a cancel from another thread may be killing
-        it right now, and the caller's clean-up (the output's lock file) needs it gone."""
-        self.kill()
+        it right now, and the caller's clean-up (the output's lock file) needs it gone. A later request's process
+        is left alone: a cancelled request's thread may get here after the next request started its own."""
+        self.kill(only=proc)
         _kill(proc)
 
     def close(self) -> None:
@@ -162,14 +167,15 @@ class ChildProcess:
             self._turn.notify_all()
 
     def cancel(self, cancel: threading.Event) -> None:
-        """Set *cancel*; when its request is in flight, kill the child and let the next request start."""
+        """Set *cancel*; when its request is in flight, kill the child, then let the next request start (in that
+        order: a request let in first would send itself to the process being killed)."""
         cancel.set()
         with self._turn:
             if self._owner is not cancel:
                 return
+            self.kill()
             self._owner = None
             self._turn.notify_all()
-        self.kill()
 
     # ------------------------------------------------------------------ requests
 
@@ -191,7 +197,7 @@ class ChildProcess:
             try:
                 conn.send((kind, args, kwargs))
             except (OSError, ValueError):
-                self.kill()
+                self.kill(only=proc)
                 raise WorkerCrashed(f"the work process stopped unexpectedly ({_exit_text(proc.poll())})") from None
             while True:
                 try:
@@ -211,7 +217,7 @@ class ChildProcess:
                         self._end(proc)
                         raise Cancelled("cancelled") from None
                     code = _wait(proc)
-                    self.kill()
+                    self.kill(only=proc)
                     raise WorkerCrashed(
                         f"the work process stopped unexpectedly ({_exit_text(code)}); nothing was written "
                         "at the output path"
