@@ -66,13 +66,15 @@ def request(kind: str, *args, cancel: threading.Event | None = None, **kwargs) -
     return work_process(LANES[kind]).stream(kind, *args, cancel=cancel, **kwargs)
 
 
-#: the packages that two threads must not import for the first time at once (iohub and anndata import zarr)
-DATA_PACKAGES = ("zarr",)
+#: the packages a thread job imports first, one thread at a time: zarr, which two threads must not import for
+#: the first time at once (iohub and anndata import it); scipy.linalg, which napari imports on the GUI thread when
+#: it makes its first layer (its affine transforms decompose with it: ≈ 80 ms, once) unless a job did before
+DATA_PACKAGES = ("zarr", "scipy.linalg")
 _IMPORTING = threading.Lock()
 
 
 def import_data_packages() -> None:
-    """Import :data:`DATA_PACKAGES` one thread at a time (≈ 0.2 s the first time, instant then).
+    """Import :data:`DATA_PACKAGES` one thread at a time (≈ 0.3 s the first time, instant then).
 
     zarr's modules import each other: two threads importing it for the first time at once (a plate check
     and a store open started together) get a half-initialised module (``cannot import name 'StorePath'``,
