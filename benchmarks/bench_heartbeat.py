@@ -138,6 +138,16 @@ def demo_inputs(work: Path) -> dict:
 
 
 def large_store(work: Path, cells: int, fov_cells: int, frames: int) -> Path:
+    """A synthetic store of *cells* cells, written by another process: the table and its garbage never live in
+    the measured process (a user's napari opens such a store, it does not make one)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_write_large_store, work, cells, fov_cells, frames).result()
+
+
+def _write_large_store(work: Path, cells: int, fov_cells: int, frames: int) -> Path:
     from napari_dynaclr.core.store import build_anndata, write_store
 
     obs, obsm = synthetic_obs(cells, fov_cells, frames)
