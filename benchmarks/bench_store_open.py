@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -79,9 +78,6 @@ def main(argv=None) -> int:
 def dock_open(args) -> int:
     """The ``--dock`` mode (see the module)."""
     import os
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
 
     from bench_heartbeat import laptop_viewer, large_store
     from napari_dynaclr._napari.widgets._jobs import is_running

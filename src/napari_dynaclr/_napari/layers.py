@@ -129,6 +129,15 @@ def fov_image_layers(fov, channel_names: list[str]) -> list[tuple]:
     return out
 
 
+def napari_units() -> None:
+    """What napari does when it makes its first layer: its transforms' units (pint's application registry, read
+    in ≈ 140 ms the first time, instant after). Call it on the GUI thread, as napari does, before a thread makes
+    layers (:func:`prepare_table`): the registry's lazy start is not thread-safe."""
+    from napari.utils.transforms import Affine
+
+    Affine(ndim=2)
+
+
 #: napari layers are made by one thread at a time: two opens preparing at once made them concurrently, and
 #: napari's first use of its unit registry (and dask's graph of one plate read twice) is not thread-safe
 MAKING_LAYERS = threading.Lock()

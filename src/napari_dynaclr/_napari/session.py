@@ -194,10 +194,7 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
             # highlight) crashed software OpenGL here; and in one batch: napari collects garbage once per batch of
             # removals (≈ 0.2 s with napari's own objects alone) instead of once per layer.
             leaving, self._leaving = self._leaving, []
-            with viewer.layers.batched_update():
-                for layer in leaving:
-                    if layer in viewer.layers:
-                        viewer.layers.remove(layer)
+            self._remove_from_viewer(leaving)
             yield
         if fl is None:
             return
@@ -213,6 +210,15 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         if gen != self._generation:
             return
         self._announce_fov()
+
+    def _remove_from_viewer(self, gone: list) -> None:
+        """Remove *gone* (those still in the viewer) in one batch: napari collects garbage once per batch of
+        removals, not once per layer."""
+        viewer = self.viewer
+        with viewer.layers.batched_update():
+            for layer in gone:
+                if layer in viewer.layers:
+                    viewer.layers.remove(layer)
 
     def _shown_layers(self) -> list:
         """The session's layers (those that exist)."""
@@ -326,12 +332,8 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         self._announce_fov()
 
     def _remove_layers(self) -> None:
-        viewer = self.viewer
         leaving, self._leaving = self._leaving, []
-        with viewer.layers.batched_update():  # (napari collects garbage once per batch, not once per layer)
-            for layer in [*leaving, *self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer]:
-                if layer is not None and layer in viewer.layers:
-                    viewer.layers.remove(layer)
+        self._remove_from_viewer([*leaving, *self._shown_layers()])
         self._take_layers(None)
         self.overlay = None
 

@@ -32,8 +32,8 @@ from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 
 __all__ = ["LANES", "Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process",
            "cluster_job", "embedding_pca_job", "gallery_keys", "import_data_packages", "in_thread",
-           "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells", "reduction_job",
-           "request", "save_to_store", "warm_job", "work_process"]
+           "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells", "preview_job",
+           "reduction_job", "request", "save_to_store", "warm_job", "work_process"]
 
 #: the lane (work process) of every request, here and nowhere else. "quick": the answer to a click, seconds at
 #: most, never behind a long request; "heavy": a prediction, a reduction or clustering of the whole table, a
@@ -376,7 +376,8 @@ def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int =
     """:func:`open_store`, and for a table of more than *prepare_above* cells also everything the GUI thread
     would build to show it (:func:`napari_dynaclr._napari.session.prepare_table`: the frame index, colours,
     the first FOV's overlay and napari layer objects; the first use of napari's Tracks layer also pays its
-    imports and unit registry here).
+    imports here; napari's unit registry is read first, on the GUI thread, by
+    :func:`~napari_dynaclr._napari.layers.napari_units`).
 
     A small table is returned at once (the GUI shows it in one go). A large one is yielded as the
     :class:`OpenedStore` (with ``prepared``; the GUI thread then shows it in steps, an event-loop turn apart);
@@ -394,9 +395,31 @@ def open_store_job(path, plate_path=None, tracks_path=None, prepare_above: int =
         opened.close()
         raise
     yield opened
+    yield from _until(shown)
+    return opened
+
+
+def preview_job(cfg, color_column: str | None, colormap: str, shown: threading.Event) -> Iterator:
+    """The cells a run with *cfg* will predict (:func:`preview_cells`), with what showing them needs but their
+    layers (napari's first layers are made on the GUI thread: its unit registry is not thread-safe): yields
+    ``(PreparedTable, open plate)``, then None every 50 ms (napari can abort it) until *shown* is set: the job
+    runs until its cells are shown."""
+    from napari_dynaclr._napari.layers import prepare_table
+
+    table, plate = preview_cells(cfg, keep_plate=True)
+    try:
+        prepared = prepare_table(table, None, None, color_column, colormap, with_layers=False)
+    except BaseException:
+        plate.close()
+        raise
+    yield prepared, plate
+    yield from _until(shown)
+
+
+def _until(shown: threading.Event) -> Iterator[None]:
+    """``None`` every 50 ms (napari can abort the job's worker meanwhile) until the GUI thread sets *shown*."""
     while not shown.wait(0.05):
         yield None
-    return opened
 
 
 def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=(), inputs=None) -> Path:

@@ -167,7 +167,7 @@ class InputChecks:
         token = self._preview_token = object()  # only the latest preview counts
         s = d.session
         shown = threading.Event()  # the job runs until its cells are shown (or its result is stale)
-        worker = thread_job(preview_job)(cfg, s.color_column, s.colormap, shown)
+        worker = thread_job(workers.preview_job)(cfg, s.color_column, s.colormap, shown)
 
         def current() -> bool:  # this preview may still be shown: the latest, no run, no embeddings shown
             return token is self._preview_token and d.worker is None and (s.table is None or s.is_preview)
@@ -198,8 +198,8 @@ class InputChecks:
 
         def showing(prepared, plate):
             """The preview's layers made one per event-loop turn, then shown as an opened store is
-            (:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`); until the install owns the plate,
-            a stale preview closes it (``drop``)."""
+            (:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`). Each step says whether the plate
+            is still the preview's to close when it goes stale (True until the install owns it)."""
             from napari_dynaclr._napari.layers import fov_layer_steps
 
             fov = s.fov_name if s.fov_name in prepared.fov_names else prepared.fov_names[0]
@@ -216,24 +216,6 @@ class InputChecks:
         d.cells_info.value = "finding the cells…"
         self.preview_worker = worker
         return d.jobs.start(worker, shown, yielded=found, errored=failed)
-
-
-def preview_job(cfg, color_column: str | None, colormap: str, shown: threading.Event):
-    """The cells a run with *cfg* will predict (:func:`~napari_dynaclr._napari.workers.preview_cells`), with what
-    showing them needs but their layers (napari's first layers are made on the GUI thread: its unit registry is
-    not thread-safe): yields ``(PreparedTable, open plate)``, then None every 50 ms (napari can abort it) until
-    *shown* is set: the job runs until its cells are shown."""
-    from napari_dynaclr._napari.layers import prepare_table
-
-    table, plate = workers.preview_cells(cfg, keep_plate=True)
-    try:
-        prepared = prepare_table(table, None, None, color_column, colormap, with_layers=False)
-    except BaseException:
-        plate.close()
-        raise
-    yield prepared, plate
-    while not shown.wait(0.05):
-        yield None
 
 
 def read_predict_yml(path: Path):

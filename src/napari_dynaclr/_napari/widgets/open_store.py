@@ -47,8 +47,10 @@ class StoreOpener:
     def open(self, path: Path, plate: Path | None, tracks: Path | None):
         """Read the store at *path* (with *plate* and *tracks*, or else those it records) in a worker and
         show it; returns the worker, which runs until the store is shown."""
+        from napari_dynaclr._napari.layers import napari_units
         from napari_dynaclr._napari.session import ASYNC_CELLS  # (read now: the tests lower it)
 
+        napari_units()  # (here, on the GUI thread: the job may make the store's first layers in its thread)
         s = self.session
         shown = threading.Event()  # the worker runs until the store is shown (or its result is stale)
         token = self._token = object()  # only the latest open counts

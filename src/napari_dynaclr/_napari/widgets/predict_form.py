@@ -91,19 +91,12 @@ def explore_then_plot(dock) -> Callable[[], bool]:
     return ready
 
 
-def napari_units() -> None:
-    """What napari does on the GUI thread when it makes its first layer, done here in a turn of its own: its
-    transforms' units (pint's application registry, read in ≈ 140 ms the first time; instant when napari has
-    made a layer before). On the GUI thread, as napari does it: the registry's lazy start is not thread-safe."""
-    from napari.utils.transforms import Affine
-
-    Affine(ndim=2)
-
-
 def later_imports() -> list[Callable[[], object]]:
-    """The imports of the later pages, one function per module, after napari's units (:func:`napari_units`):
-    each a short slice of the GUI thread."""
+    """The imports of the later pages, one function per module, after napari's units
+    (:func:`~napari_dynaclr._napari.layers.napari_units`): each a short slice of the GUI thread."""
     names = [*PLOT_MODULES, *(f"napari_dynaclr._napari.widgets.{module}" for _, module, _ in LATER_PAGES)]
+    from napari_dynaclr._napari.layers import napari_units
+
     return [napari_units, *(functools.partial(importlib.import_module, name) for name in names)]
 
 
