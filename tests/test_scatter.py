@@ -167,6 +167,33 @@ def test_tick_helpers_give_vispys_ticks_with_clean_labels():
     assert plotting.ticks(5.0, 5.0, 4)[0].size == 0 and plotting.ticks(0.0, float("nan"), 4)[0].size == 0
 
 
+def test_the_first_cells_paint_compiles_no_text_shader(canvas, qtbot, monkeypatch):
+    """The staged reveal draws every text of the plot (a blank one until it has words: axis titles, the key's
+    title, its colour-bar ticks and legend), so the paints that first show cells with titles, a colour bar and a
+    legend compile no text shader: each program is ≈ 40 ms under software OpenGL, and four of them made the first
+    paint of a prediction's cells the longest GUI-thread block of the walk-through (issue 23, item 2)."""
+    qtbot.waitUntil(lambda: canvas.ready, timeout=60_000)
+    parser = canvas.canvas.context.shared.parser  # what turns vispy's GL commands into GL calls
+    compiled = []  # the text shaders compiled (the code of a Text's fragment shader samples its font atlas)
+
+    def parse(commands, _parse=parser.parse):
+        compiled.extend(c for c in commands if c[0] == "DATA" and isinstance(c[-1], str) and "u_font_atlas" in c[-1])
+        return _parse(commands)
+
+    monkeypatch.setattr(parser, "parse", parse)
+    n = 600
+    score = pd.Series(np.linspace(-2.0, 6.0, n), name="score")
+    canvas.set_points(_cloud(n), cellmodel.column_colors(score))
+    canvas.set_labels("preview_0", "preview_1")
+    canvas.set_colors(cellmodel.column_colors(score), plotting.color_key(score, "magma"))
+    canvas.canvas.render()
+    cats = pd.Series(pd.Categorical(np.repeat(["mitosis", "interphase", "death"], n // 3)), name="annotation")
+    canvas.set_colors(cellmodel.column_colors(cats), plotting.color_key(cats))
+    canvas.canvas.render()
+    assert canvas.key.texts()[0] == "annotation" and canvas.x_axis.label == "preview_0"
+    assert len(compiled) == 0
+
+
 def test_legend_for_categories_and_colour_bar_for_continuous(canvas, qtbot):
     n = 600
     cats = pd.Series(pd.Categorical(np.repeat(["mitosis", "interphase", "death"], n // 3)), name="annotation")

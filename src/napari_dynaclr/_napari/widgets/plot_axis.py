@@ -20,6 +20,11 @@ from napari_dynaclr._napari import plotting
 
 #: the characters tick labels are written with
 NUMBER_GLYPHS = "0123456789-+.e"
+#: what a ``Text`` that shows nothing holds: a space draws nothing, yet the visual is drawn, so its shader is built
+#: when the plot's staged reveal (plot_reveal) shows it and not in the paint that first gives it words
+#: (≈ 40 ms per ``Text`` under software OpenGL; four of them made predict's first paint of the cells the longest
+#: block of the walk-through)
+BLANK = " "
 #: vispy's ``Text`` measures every string's height with these (accents above, descenders below)
 METRIC_GLYPHS = "ÅÉÑŐjgpqy"
 
@@ -68,7 +73,7 @@ class PlotAxis(scene.Widget):
         self.tick_text = scene.visuals.Text("", parent=self, color=color, font_size=tick_font_size,
                                             font_manager=fonts, anchor_x="right" if left else "center",
                                             anchor_y="center")
-        self.title = scene.visuals.Text("", parent=self, color=color, font_size=label_font_size, font_manager=fonts,
+        self.title = scene.visuals.Text(BLANK, parent=self, color=color, font_size=label_font_size, font_manager=fonts,
                                         anchor_x="center", anchor_y="center", rotation=-90 if left else 0)
         self.events.resize.connect(self._update)
         self.freeze()
@@ -89,11 +94,11 @@ class PlotAxis(scene.Widget):
 
     @property
     def label(self) -> str:
-        return self.title.text
+        return "" if self.title.text == BLANK else self.title.text
 
     @label.setter
     def label(self, text: str) -> None:
-        self.title.text = text
+        self.title.text = text or BLANK
 
     @property
     def tick_labels(self) -> list[str]:

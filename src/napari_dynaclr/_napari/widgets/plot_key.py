@@ -11,6 +11,8 @@ import numpy as np
 from vispy import scene
 from vispy.visuals.transforms import STTransform
 
+from napari_dynaclr._napari.widgets.plot_axis import BLANK
+
 TEXT = (0.85, 0.85, 0.85, 1.0)
 ROW = 15  # legend row height, px
 
@@ -22,7 +24,7 @@ class ColorKey:
         """*fonts*: a vispy ``FontManager`` to share the glyphs with the plot's other texts."""
         self.box = box
         self.key: dict | None = None
-        self.title = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=7, bold=True, font_manager=fonts,
+        self.title = scene.visuals.Text(BLANK, parent=box.scene, color=TEXT, font_size=7, bold=True, font_manager=fonts,
                                         anchor_x="left", anchor_y="bottom", pos=(4, 14))
         self.legend = scene.Node(parent=box.scene)  # the legend's visuals (a stage of their own in plot_reveal)
         self.swatches = scene.visuals.Markers(parent=self.legend, scaling="fixed")
@@ -31,15 +33,15 @@ class ColorKey:
         self.bar = scene.visuals.Image(np.zeros((2, 1, 4), np.float32), parent=box.scene, clim=(0, 1),
                                        interpolation="nearest")
         self.bar.transform = STTransform()
-        self.ticks = scene.visuals.Text("", parent=box.scene, color=TEXT, font_size=6, font_manager=fonts,
+        # the colour bar's tick labels: always shown, blank without a colour bar (a stage of their own in plot_reveal)
+        self.ticks = scene.visuals.Text(BLANK, parent=box.scene, color=TEXT, font_size=6, font_manager=fonts,
                                         anchor_x="left", anchor_y="center")
-        for v in (self.bar, self.ticks):
-            v.visible = False
-        # until the first key is shown, the legend's visuals draw nothing visible (a transparent swatch, a space):
-        # drawn when the plot's staged reveal shows :attr:`legend`, their programs are built then, not in the
-        # paint of the first categorical key (≈ 0.1 s under software OpenGL)
+        self.bar.visible = False
+        # until the first key is shown, the key's visuals draw nothing visible (a transparent swatch, blank texts):
+        # drawn when the plot's staged reveal shows them, their programs are built then, not in the paint of the
+        # first key (≈ 40 ms per text under software OpenGL)
         self.swatches.set_data(np.zeros((1, 2), np.float32), face_color=(0, 0, 0, 0), size=1, edge_width=0)
-        self.labels.text = [" "]
+        self.labels.text = [BLANK]
         self.labels.pos = np.zeros((1, 2), np.float32)
 
     def set_color(self, color) -> None:
@@ -58,19 +60,20 @@ class ColorKey:
 
     def texts(self) -> list[str]:
         """Every string the key shows (title first): what a test or a screen reader reads."""
-        out = [self.title.text] if self.title.text else []
-        for v in (self.labels, self.ticks):
-            if v.visible:
+        out = []
+        for v in (self.title, self.labels, self.ticks):  # (the ticks are blank without a colour bar)
+            if v.visible or v is not self.labels:
                 t = v.text
                 out.extend(x for x in ([t] if isinstance(t, str) else t) if x.strip())
         return out
 
     def show(self, key: dict | None) -> None:
         self.key = key
-        for v in (self.swatches, self.labels, self.bar, self.ticks):
+        for v in (self.swatches, self.labels, self.bar):
             v.visible = False
+        self.ticks.text, self.ticks.pos = BLANK, (0.0, 0.0)
         if key is None:
-            self.title.text = ""
+            self.title.text = BLANK
             return
         self.title.text = key["title"]
         if key["kind"] == "categorical":
@@ -104,7 +107,7 @@ class ColorKey:
         vals = [hi, (lo + hi) / 2, lo]
         self.ticks.text = [f"{v:.3g}" for v in vals]
         self.ticks.pos = np.array([[22.0, top], [22.0, top + height / 2], [22.0, top + height]], np.float32)
-        self.bar.visible = self.ticks.visible = True
+        self.bar.visible = True
 
     def relayout(self) -> None:
         """Refit the colour bar to the box height (call on resize)."""

@@ -130,8 +130,9 @@ class ScatterCanvas(ScatterMouse):
         stages += [(ax.title, [(ax.title, "")]) for ax in (self.y_axis, self.x_axis)]
         # the key's texts with the letters of column names and category labels: the first legend (or the first
         # colour key of another column) then renders no glyph in its paint
-        key = self.key  # (its legend's visuals in a stage of their own: two shader builds)
-        stages.append((self.key_box, [(key.title, KEY_GLYPHS), (key.ticks, "")]))
+        key = self.key  # (each of its texts in a stage of its own: one shader build per turn)
+        stages.append((self.key_box, [(key.title, KEY_GLYPHS)]))
+        stages.append((key.ticks, [(key.ticks, NUMBER_GLYPHS)]))
         stages.append((key.legend, [(key.labels, KEY_GLYPHS + NUMBER_GLYPHS + "…")]))
         self.reveal = StagedReveal(self.canvas, self.fonts, stages)
 
