@@ -1,4 +1,4 @@
-"""Qt-free tests of the explorer core (cellmodel, layers.py, streaming.py, reader, manifest)."""
+"""Qt-free tests of the explorer core (cellmodel, layers.py, the streaming preview, reader, manifest)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_dynaclr._napari import cellmodel, layers, streaming
+from napari_dynaclr._napari import cellmodel, layers
 from napari_dynaclr.core import reduce
 from napari_dynaclr.errors import ConfigError
+from napari_dynaclr.predict import preview
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +195,7 @@ def test_streaming_projector_is_stable():
 
     rng = np.random.default_rng(0)
     first, b1, b2 = rng.normal(size=(10, 8)), rng.normal(size=(4, 8)), rng.normal(loc=3.0, size=(6, 8))
-    proj = streaming.StreamingProjector()
+    proj = preview.StreamingProjector()
     a = proj(first)
     before = proj(b1)
     proj(b2)  # a different batch in between does not refit
@@ -204,7 +205,7 @@ def test_streaming_projector_is_stable():
     np.testing.assert_allclose(before, ref.transform(b1), rtol=1e-5, atol=1e-6)
     assert a.shape == (10, 2) and before.dtype == np.float32
     # fewer than 3 cells: the first two features, until a batch large enough to fit arrives
-    small = streaming.StreamingProjector()
+    small = preview.StreamingProjector()
     np.testing.assert_array_equal(small(first[:2]), first[:2, :2].astype(np.float32))
 
 

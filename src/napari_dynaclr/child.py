@@ -30,6 +30,7 @@ at the child's next message. A store being written is left beside the output pat
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -39,8 +40,11 @@ import warnings
 
 
 def _serve_predict(send, cfg, device=None):
+    from napari_dynaclr.predict.events import BatchResult
+    from napari_dynaclr.predict.preview import StreamingProjector
     from napari_dynaclr.predict.run import prediction_events
 
+    project = StreamingProjector()  # the dock's streaming preview, computed here (scikit-learn stays out of napari)
     # the GUI predicts on one device; several devices/nodes are a CLI feature (Lightning DDP would start
     # more processes that cannot report to the viewer)
     cfg = cfg.with_overrides(devices=1, num_nodes=1, strategy="auto")
@@ -53,6 +57,8 @@ def _serve_predict(send, cfg, device=None):
             skip = {"X_projections", "X_backbone"}
             return {"summary": summary, "obsm": {k: v for k, v in adata.obsm.items() if k not in skip},
                     "uns": dict(adata.uns)}
+        if isinstance(ev, BatchResult):
+            ev = dataclasses.replace(ev, preview=project(ev.features))
         send(("event", ev))
 
 

@@ -133,11 +133,12 @@ result = {
     "gc_frozen_since_start": gc.get_freeze_count() - FROZEN_BEFORE,
     "none_modules": sorted({name for name, mod in sys.modules.items() if mod is None} - MODULES_BEFORE),
     "limits_changed": {k: (v, limits_after.get(k)) for k, v in LIMITS_BEFORE.items() if limits_after.get(k) != v},
-    # (napari itself imports numba); the engine's modules stay in the work process too
+    # (napari itself imports numba); the engine's modules and scikit-learn (the streaming preview) stay in the
+    # work process too
     "heavy_modules": [m for m in ("torch", "lightning", "timm", "torchvision", "umap", "pynndescent",
                                   "napari_dynaclr.model", "napari_dynaclr.predict.single",
                                   "napari_dynaclr.predict.lightning", "napari_dynaclr.predict.run",
-                                  "napari_dynaclr.child") if m in sys.modules],
+                                  "napari_dynaclr.child", "sklearn") if m in sys.modules],
     "pids": sorted(state["pids"]),
     "alive_pids": [p for p in sorted(state["pids"]) if alive(p)],
     "run_seconds": round(closed - state["closing_at"], 2) if state["closing_at"] else None,

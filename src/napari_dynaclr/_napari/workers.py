@@ -159,7 +159,6 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     :class:`Warned` and ``None`` heartbeats; returns :class:`Finished` with the AnnData rebuilt here from
     the streamed batches (the store's content). Setting *cancel* kills the work process; nothing is
     written then."""
-    from napari_dynaclr._napari.streaming import StreamingProjector
     from napari_dynaclr.core.store import build_anndata
 
     if cfg.ckpt_path is None:
@@ -167,10 +166,9 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     if cfg.output_path is None:
         raise ConfigError("no output path: choose where to write the embedding store")
     t0 = time.perf_counter()
-    project = StreamingProjector()
     gen = request("predict", cfg, device, cancel=cancel)
     try:
-        yield from _stream_events(gen, project, state := {})
+        yield from _stream_events(gen, state := {})
     except (Cancelled, WorkerCrashed):
         from napari_dynaclr.core.output import clean_after_kill
 
@@ -188,8 +186,8 @@ def prediction_job(cfg, device: str | None = None, cancel: threading.Event | Non
     return Finished(adata, summary.output_path, time.perf_counter() - t0)
 
 
-def _stream_events(gen, project, state: dict) -> Iterator:
-    """Pass the work process's run events on (batches with their 2-D preview), accumulating the arrays in
+def _stream_events(gen, state: dict) -> Iterator:
+    """Pass the work process's run events on (batches with the 2-D preview it computed), accumulating the arrays in
     *state* (``planned``, ``acc``, ``result``)."""
     from napari_dynaclr.predict.events import BatchResult, EmbeddingAccumulator, Planned
 
@@ -209,7 +207,7 @@ def _stream_events(gen, project, state: dict) -> Iterator:
             yield ev
         elif isinstance(ev, BatchResult):
             state["acc"].add(ev)
-            yield Batch(ev.start, ev.stop, ev.index, ev.n_batches, project(ev.features))
+            yield Batch(ev.start, ev.stop, ev.index, ev.n_batches, ev.preview)
         else:
             yield ev
 

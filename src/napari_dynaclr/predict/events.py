@@ -78,6 +78,9 @@ class BatchResult:
     n_batches: int
     n_cells: int
     elapsed: float
+    #: 2-D preview coordinates of *features* (:class:`~napari_dynaclr.predict.preview.StreamingProjector`),
+    #: filled by napari's work process for the dock's streaming scatter; None elsewhere
+    preview: np.ndarray | None = None
 
 
 class EmbeddingAccumulator:
