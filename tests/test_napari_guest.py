@@ -65,10 +65,13 @@ def test_a_full_session_leaves_naparis_process_as_it_found_it(demo_inputs, demo_
     result, stderr, _ = _session("full", demo_inputs, demo_store, tmp_path)
     assert result["error"] is None and result["last_error"] is None and result["notified_errors"] == []
     assert {"Planned", "Batch", "Stage"} <= set(result["events"])
+    gallery = result["gallery"]
+    assert gallery["gallery"] and gallery["tiles"] > 0, gallery
     assert result["gc_frozen_since_start"] == 0  # nothing moved to the permanent generation
     assert result["none_modules"] == []
     assert result["limits_changed"] == {}
-    assert result["heavy_modules"] == []  # the model and UMAP ran in the work process
+    # the model, UMAP, the streaming preview's PCA and the gallery's sampling ran in the work process
+    assert result["heavy_modules"] == []
     assert result["pids"] and result["alive_pids"] == []
     assert "Traceback" not in stderr
     from napari_dynaclr.core.store import read_store

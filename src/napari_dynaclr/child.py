@@ -122,6 +122,12 @@ def _serve_neighbours(send, token, X, metric, row, k):
     return index.query(int(row), int(k))
 
 
+def _serve_sample(send, token, X, rows, n):
+    from napari_dynaclr.evaluate import representative_sample
+
+    return representative_sample(_matrix(token, X), rows, n=n)
+
+
 def _serve_classify(send, token, X, labels, groups, task):
     import warnings as _warnings
 
@@ -189,6 +195,7 @@ HANDLERS = {
     "pseudotime": _serve_pseudotime,
     "gallery": _serve_gallery,
     "neighbours": _serve_neighbours,
+    "sample": _serve_sample,
     "classify": _serve_classify,
     "smoothness": _serve_smoothness,
     "warm": _serve_warm,

@@ -4,8 +4,8 @@ what the process looks like afterwards.
 
     python napari_session.py MODE CONFIG STORE OUT_DIR
 
-MODE: ``full`` (a run with UMAP to the end, then close), or close while a job runs: ``preview``, ``run``,
-``reduction``, ``verify``, ``checkpoint``.
+MODE: ``full`` (a run with UMAP to the end, a gallery of its cells, then close), or close while a job runs:
+``preview``, ``run``, ``reduction``, ``verify``, ``checkpoint``.
 """
 
 from __future__ import annotations
@@ -78,6 +78,14 @@ def poll(condition, then, every=100, timeout_s=600.0, since=None):
         later(every, lambda: poll(condition, then, every, timeout_s, since))
 
 
+def gallery():
+    """The Cells tab's gallery of every cell of the run (picked and cut in the work process), then close."""
+    cells = main.cells
+    state["gallery"] = cells.show_gallery(range(len(main.session.table))) is not None
+    poll(lambda: cells.worker("gallery") is None and (cells.tile_rows or cells.gallery_info.value.startswith("✗")),
+         lambda: (state.update(tiles=len(cells.tile_rows), gallery_info=cells.gallery_info.value), later(500, close)))
+
+
 def start():
     main.load_predict_yml(CONFIG)
     main.output.value = OUT / "run.zarr"
@@ -87,7 +95,7 @@ def start():
         main.batch_size.value = 16
         worker = main.run()
         worker.yielded.connect(lambda ev: ev is None or state["events"].append(type(ev).__name__))
-        poll(lambda: main.worker is None and main.last_result is not None, lambda: later(500, close))
+        poll(lambda: main.worker is None and main.last_result is not None, gallery)
     elif MODE == "run":
         main.batch_size.value = 4
         worker = main.run()
@@ -129,6 +137,7 @@ limits_after = {lib["filepath"]: lib["num_threads"] for lib in threadpoolctl.thr
 result = {
     "mode": MODE,
     "error": state["error"],
+    "gallery": {k: state.get(k) for k in ("gallery", "tiles", "gallery_info")},
     "events": sorted(set(state["events"])),
     "gc_frozen_since_start": gc.get_freeze_count() - FROZEN_BEFORE,
     "none_modules": sorted({name for name, mod in sys.modules.items() if mod is None} - MODULES_BEFORE),

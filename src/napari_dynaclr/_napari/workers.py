@@ -33,15 +33,15 @@ from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 __all__ = ["LANES", "Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process",
            "cluster_job", "embedding_pca_job", "gallery_keys", "import_data_packages", "in_thread",
            "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells", "preview_job",
-           "reduction_job", "request", "save_to_store", "warm_job", "work_process"]
+           "reduction_job", "request", "sample_job", "save_to_store", "warm_job", "work_process"]
 
 #: the lane (work process) of every request, here and nowhere else. "quick": the answer to a click, seconds at
 #: most, never behind a long request; "heavy": a prediction, a reduction or clustering of the whole table, a
 #: checkpoint check, the demo's inputs — minutes, one at a time.
 LANES = {
     "predict": "heavy", "inspect": "heavy", "reduce": "heavy", "cluster": "heavy", "demo_inputs": "heavy",
-    "neighbours": "quick", "gallery": "quick", "classify": "quick", "smoothness": "quick", "pca": "quick",
-    "warm": "quick", "mmd": "heavy", "pseudotime": "heavy",
+    "neighbours": "quick", "gallery": "quick", "sample": "quick", "classify": "quick", "smoothness": "quick",
+    "pca": "quick", "warm": "quick", "mmd": "heavy", "pseudotime": "heavy",
 }
 
 _LANES: dict[str, ChildProcess] = {}
@@ -286,6 +286,13 @@ def neighbours_job(token, X, metric: str, row: int, k: int, cancel: threading.Ev
     """The *k* nearest cells of *row* (cosine or euclidean; exact up to 10⁵ cells, else approximate), built
     once per table and metric in the work process: ``(rows, distances)``."""
     return (yield from _matrix_request("neighbours", token, X, metric, row, k, cancel=cancel))
+
+
+def sample_job(token, X, rows, n: int, cancel: threading.Event | None = None) -> Iterator:
+    """At most *n* of the table's *rows* that cover them, nearest their centre first
+    (:func:`~napari_dynaclr.evaluate.representative_sample`: a PCA and k-means, in the work process): the
+    gallery's cells."""
+    return (yield from _matrix_request("sample", token, X, np.asarray(rows, dtype=np.int64), int(n), cancel=cancel))
 
 
 def classify_job(token, X, labels, groups, task: str, cancel: threading.Event | None = None) -> Iterator:

@@ -1,9 +1,9 @@
 """The Cells tab's gallery: which cells a selection shows, their patches cut in the work process, and tiles.
 
-:func:`gallery_cells` (a job for a worker thread) picks at most :data:`GALLERY_SIZE` cells covering the selection
-(:func:`~napari_dynaclr.evaluate.representative_sample`) and has the work process cut their patches exactly as
-the run feeds the model; :func:`qimage` turns a tinted tile (:func:`~napari_dynaclr._napari.tiles.composite`)
-into a Qt image.
+:func:`gallery_cells` (a job for a worker thread) has the work process pick at most :data:`GALLERY_SIZE` cells
+covering the selection (:func:`~napari_dynaclr.evaluate.representative_sample`: a PCA and k-means, which would
+hold napari's GIL in a thread) and cut their patches exactly as the run feeds the model; :func:`qimage` turns a
+tinted tile (:func:`~napari_dynaclr._napari.tiles.composite`) into a Qt image.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ def qimage(rgb: np.ndarray) -> QImage:
     return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-def gallery_cells(cfg, X, keys: pd.DataFrame, projection: str, cancel=None):
-    """(worker thread) pick up to 64 cells covering the selection, then cut their patches in the work process."""
-    from napari_dynaclr.evaluate import representative_sample
-
+def gallery_cells(cfg, token, X, keys: pd.DataFrame, projection: str, cancel=None):
+    """(worker thread) the work process picks up to 64 cells covering the selection (*X*: the table's embedding
+    matrix, held there under *token*), then cuts their patches."""
     rows = keys["row"].to_numpy()
-    picked = representative_sample(X, rows, n=GALLERY_SIZE)
+    picked = yield from workers.sample_job(token, X, rows, GALLERY_SIZE, cancel=cancel)
     order = pd.Series(np.arange(len(rows)), index=rows)
     cells = keys.iloc[order.loc[picked].to_numpy()]
     key = workers.gallery_keys(cells)

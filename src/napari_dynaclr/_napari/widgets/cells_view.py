@@ -257,7 +257,7 @@ class CellsView(QWidget):
             return None
         keys = s.table[workers.gallery_keys(s.table)].iloc[rows].assign(row=rows).reset_index(drop=True)
         self.gallery_info.value = f"cutting the patches of {min(len(rows), GALLERY_SIZE)} cells…"
-        return self._start("gallery", gallery_cells, (cfg, X, keys, self.projection.value),
+        return self._start("gallery", gallery_cells, (cfg, self._token, X, keys, self.projection.value),
                            lambda result: self._show_tiles(result, what),
                            lambda msg: setattr(self.gallery_info, "value", f"✗ {msg}"))
 
