@@ -67,7 +67,8 @@ def synthetic_obs(n_cells: int, fov_cells: int, frames: int, seed: int = 0):
 
 
 class Heartbeat:
-    """A 5 ms QTimer on the GUI thread; ``max_gap_ms`` is the longest time the event loop was blocked."""
+    """A 5 ms QTimer on the GUI thread; :meth:`stop` returns the longest time the event loop was blocked,
+    :attr:`longest` is when (``(start, end)`` in ``time.perf_counter`` seconds)."""
 
     def __init__(self):
         from qtpy.QtCore import QTimer
@@ -77,15 +78,20 @@ class Heartbeat:
         self.timer.timeout.connect(self._tick)
         self.gaps: list[float] = []
         self._last = None
+        self.longest = (0.0, 0.0)
 
     def _tick(self):
         now = time.perf_counter()
         if self._last is not None:
-            self.gaps.append((now - self._last) * 1000)
+            gap = (now - self._last) * 1000
+            if not self.gaps or gap > max(self.gaps):
+                self.longest = (self._last, now)
+            self.gaps.append(gap)
         self._last = now
 
     def start(self):
         self.gaps, self._last = [], time.perf_counter()
+        self.longest = (self._last, self._last)
         self.timer.start()
 
     def stop(self) -> float:
