@@ -106,3 +106,20 @@ def test_the_explorers_read_makes_no_string_per_row(store):
         strings = [c for c in frame.columns if not isinstance(frame[c].dtype, pd.CategoricalDtype)
                    and (frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c].dtype))]
         assert strings == [], strings
+
+
+def test_x_goes_to_a_work_process_as_a_reference_to_its_store(store):
+    """Pickled (as a request to a work process carries it), an opened store's X is its store's path: a few hundred
+    bytes whatever the matrix, read where it is unpickled; a store written again since is refused by name."""
+    import pickle
+
+    lazy = LazyStore(store)
+    np.asarray(lazy.X)  # read here too (kept): still sent as a reference
+    sent = pickle.dumps(lazy.X)
+    assert len(sent) < 1_000  # (the 500 × 12 matrix alone is 24,000 bytes)
+    np.testing.assert_array_equal(np.asarray(pickle.loads(sent), dtype=np.float32), ad.read_zarr(store).X)
+    rng = np.random.default_rng(1)
+    write_store(build_anndata(_obs(40, rng), rng.normal(size=(40, 12)).astype(np.float32),
+                              rng.normal(size=(40, 4)).astype(np.float32)), store, overwrite=True)
+    with pytest.raises(StoreError, match="written again since it was opened"):
+        np.asarray(pickle.loads(sent))

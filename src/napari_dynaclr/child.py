@@ -75,13 +75,21 @@ def _serve_inspect(send, path, encoder=None):
 def _serve_reduce(send, X, method, kwargs=None):
     from napari_dynaclr.core.reduce import compute_reduction
 
-    return compute_reduction(X, method, **dict(kwargs or {}))
+    return compute_reduction(_array(X), method, **dict(kwargs or {}))
 
 
 def _serve_cluster(send, X, method, kwargs=None):
     from napari_dynaclr.core.reduce import compute_clusters
 
-    return compute_clusters(X, method, **dict(kwargs or {}))
+    return compute_clusters(_array(X), method, **dict(kwargs or {}))
+
+
+def _array(X):
+    """A request's matrix as a float32 array: sent as one, or a store's ``X`` that this process reads now
+    (:class:`~napari_dynaclr.core.store.StoreMatrixRef`)."""
+    import numpy as np
+
+    return np.asarray(X, dtype=np.float32)
 
 
 def _serve_demo_inputs(send, folder, spec=None, umap=True, **folder_options):
@@ -104,6 +112,7 @@ def _matrix(token, X):
     """The matrix of *token*: *X* when sent (kept for the next requests, unless *token* is None), else the one
     kept."""
     if X is not None:
+        X = _array(X)
         if token is not None:
             _MATRIX.update(token=token, X=X, indexes={})
         return X

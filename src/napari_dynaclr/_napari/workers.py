@@ -219,14 +219,12 @@ def inspect_checkpoint(path, encoder=None, cancel: threading.Event | None = None
 
 def reduction_job(X, method: str, cancel: threading.Event | None = None, **kwargs) -> Iterator:
     """PCA/UMAP/PHATE of *X* (VisCy's parameters) in the work process: ``(obsm key, coordinates)``."""
-    X = np.asarray(X, dtype=np.float32)
-    return (yield from request("reduce", X, method, kwargs, cancel=cancel))
+    return (yield from request("reduce", _shipped(X), method, kwargs, cancel=cancel))
 
 
 def cluster_job(X, method: str, cancel: threading.Event | None = None, **kwargs) -> Iterator:
     """KMeans/HDBSCAN labels of *X* in the work process."""
-    X = np.asarray(X, dtype=np.float32)
-    return (yield from request("cluster", X, method, kwargs, cancel=cancel))
+    return (yield from request("cluster", _shipped(X), method, kwargs, cancel=cancel))
 
 
 def gallery_keys(table: pd.DataFrame) -> list[str]:
@@ -246,6 +244,14 @@ def gallery_job(cfg, cells: pd.DataFrame, projection: str = "middle slice",
 _SENT: dict = {}  # lane -> (pid, token): the matrix each lane's current work process holds
 
 
+def _shipped(X):
+    """*X* as a request carries it to a work process: an opened store's ``X`` as a reference to its store (the work
+    process reads it: :class:`~napari_dynaclr.core.store.StoreMatrix`), anything else as a float32 array."""
+    from napari_dynaclr.core.store import StoreMatrix
+
+    return X if isinstance(X, StoreMatrix) else np.asarray(X, dtype=np.float32)
+
+
 def _matrix_request(kind: str, token, X, *args, cancel: threading.Event | None = None) -> Iterator:
     """A request on the explorer's embedding matrix: sent once per work process and *token* (a new
     table), then named by its token. (A *token* of None: *X* is sent and used once, not kept.)"""
@@ -253,7 +259,7 @@ def _matrix_request(kind: str, token, X, *args, cancel: threading.Event | None =
     child = work_process(lane)
     pid = child.pid
     held = token is not None and pid is not None and _SENT.get(lane) == (pid, token)
-    result = yield from child.stream(kind, token, None if held else np.asarray(X, dtype=np.float32), *args,
+    result = yield from child.stream(kind, token, None if held else _shipped(X), *args,
                                      cancel=cancel)
     if token is not None:
         _SENT[lane] = (child.pid, token)

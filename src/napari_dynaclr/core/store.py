@@ -183,7 +183,7 @@ class LazyStore:
             self.obsm = {k: np.asarray(read_element(group["obsm"][k])) for k in group["obsm"].keys()} \
                 if "obsm" in group else {}
             self.uns = dict(read_element(group["uns"])) if "uns" in group else {}
-            self.X = StoreMatrix(read_element(group["X"]))
+            self.X = StoreMatrix(read_element(group["X"]), self.path)
         except (KeyError, ValueError, TypeError) as exc:
             raise StoreError(f"{self.path} is not a readable AnnData zarr store ({type(exc).__name__}: "
                              f"{str(exc)[:150]})") from exc
@@ -205,13 +205,20 @@ class LazyStore:
 
 class StoreMatrix:
     """A store's ``X``, read (once, then kept) when a job turns it into an array (``np.asarray``), in the
-    job's thread."""
+    job's thread. Pickled, it is a :class:`StoreMatrixRef` to its store (*path*): a work process that gets it reads
+    ``X`` itself, and the process that opened the store never reads, copies or sends the matrix (10⁶ cells × 768
+    features are 3 GB; sending even 64 MB from a napari thread, chunk by chunk, took napari's GIL back at every
+    chunk for two seconds)."""
 
-    def __init__(self, node):
+    def __init__(self, node, path: str | Path):
         self._node = node
         self._array = None
+        self.path = Path(path)
         self.shape = tuple(node.shape)
         self.dtype = node.dtype
+
+    def __reduce__(self):
+        return StoreMatrixRef, (str(self.path), self.shape)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -221,6 +228,22 @@ class StoreMatrix:
             node = self._node
             self._array = np.asarray(node[...] if hasattr(node, "chunks") else node)
         return np.array(self._array, dtype=dtype, copy=True) if copy else np.asarray(self._array, dtype=dtype)
+
+
+class StoreMatrixRef:
+    """The ``X`` of the store at *path*, read when turned into an array (``np.asarray``); a store whose ``X`` is no
+    longer of *shape* (written again since it was opened) raises :class:`StoreError` naming it."""
+
+    def __init__(self, path: str, shape: tuple):
+        self.path = Path(path)
+        self.shape = tuple(shape)
+
+    def __array__(self, dtype=None, copy=None):
+        node = read_element(open_store(self.path)["X"])
+        if tuple(node.shape) != self.shape:
+            raise StoreError(f"{self.path} was written again since it was opened (its X is {tuple(node.shape)}, "
+                             f"was {self.shape}): open the store again")
+        return np.asarray(node[...] if hasattr(node, "chunks") else node, dtype=dtype)
 
 
 def _column(values):
