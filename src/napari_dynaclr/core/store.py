@@ -220,6 +220,12 @@ class StoreMatrix:
     def __reduce__(self):
         return StoreMatrixRef, (str(self.path), self.shape)
 
+    def __copy__(self):  # (a copy in this process is this matrix, not a reference to read again)
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __len__(self) -> int:
         return self.shape[0]
 
