@@ -193,8 +193,10 @@ def _serve_mmd(send, obs, X, analysis):
 
 
 def _serve_pseudotime(send, X, obs, annotations, cfg):
+    from napari_dynaclr.evaluate.matrix import embedding_matrix
     from napari_dynaclr.evaluate.pseudotime import run_pseudotime
 
+    X = embedding_matrix(X, "X")  # (a store's X sent as a reference to it is read, and checked, here)
     return run_pseudotime(X, obs, annotations, cfg,
                           progress=lambda done, total, what: send(("event", (done, total, what))))
 

@@ -28,20 +28,26 @@ WELL = "well"
 def mmd_job(obs: pd.DataFrame, X, analysis, cancel: threading.Event | None = None) -> Iterator:
     """VisCy's MMD of *analysis* (an :class:`~napari_dynaclr.evaluate.mmd_config.MMDAnalysis`) in the heavy work
     process; yields ``Event((done, total, label))`` and ``None`` heartbeats, returns the
-    :class:`~napari_dynaclr.evaluate.mmd.MMDResult`. *X* (an array or a store's lazy ``X``) is read here."""
-    return (yield from workers.request("mmd", obs, np.asarray(X), analysis, cancel=cancel))
+    :class:`~napari_dynaclr.evaluate.mmd.MMDResult`. *X*: an array, or a store's lazy ``X`` (the work process reads
+    it: :func:`~napari_dynaclr._napari.workers.shipped`)."""
+    return (yield from workers.request("mmd", obs, workers.shipped(X, dtype=None), analysis, cancel=cancel))
 
 
 def pseudotime_job(adata, obs: pd.DataFrame, annotations: pd.DataFrame | None, cfg, keys: pd.DataFrame | None = None,
                    cancel: threading.Event | None = None) -> Iterator:
     """VisCy's pseudotime of *cfg* (a :class:`~napari_dynaclr.evaluate.pseudotime.PseudotimeConfig`) on the
-    store *adata* (its ``X`` or ``obsm[cfg.embedding_key]``, read here) in the heavy work process. Returns the
+    store *adata* (its ``X`` — an opened store's read by the work process — or ``obsm[cfg.embedding_key]``, read
+    here) in the heavy work process. Returns the
     :class:`~napari_dynaclr.evaluate.pseudotime.PseudotimeResult` and, per ``(flavour, mode)``, its cell-table
     columns and track list (:func:`per_row_columns`, :func:`track_summary`) for the cells *keys* (the cell
     table's ``fov_name, track_id, t``), built here rather than on napari's GUI thread."""
+    from napari_dynaclr.core.store import StoreMatrix
     from napari_dynaclr.evaluate.mmd import select_embedding
 
-    X = select_embedding(adata, cfg.embedding_key)
+    if cfg.embedding_key is None and isinstance(adata.X, StoreMatrix):
+        X = adata.X  # (sent as a reference to its store: workers.shipped)
+    else:
+        X = select_embedding(adata, cfg.embedding_key)
     result = yield from workers.request("pseudotime", X, obs, annotations, cfg, cancel=cancel)
     views = {}
     if keys is not None:

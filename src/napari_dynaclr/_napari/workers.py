@@ -33,7 +33,7 @@ from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 __all__ = ["LANES", "Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process",
            "cluster_job", "embedding_pca_job", "gallery_keys", "import_data_packages", "in_thread",
            "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells", "preview_job",
-           "reduction_job", "request", "sample_job", "save_to_store", "warm_job", "work_process"]
+           "reduction_job", "request", "sample_job", "save_to_store", "shipped", "warm_job", "work_process"]
 
 #: the lane (work process) of every request, here and nowhere else. "quick": the answer to a click, seconds at
 #: most, never behind a long request; "heavy": a prediction, a reduction or clustering of the whole table, a
@@ -219,12 +219,12 @@ def inspect_checkpoint(path, encoder=None, cancel: threading.Event | None = None
 
 def reduction_job(X, method: str, cancel: threading.Event | None = None, **kwargs) -> Iterator:
     """PCA/UMAP/PHATE of *X* (VisCy's parameters) in the work process: ``(obsm key, coordinates)``."""
-    return (yield from request("reduce", _shipped(X), method, kwargs, cancel=cancel))
+    return (yield from request("reduce", shipped(X), method, kwargs, cancel=cancel))
 
 
 def cluster_job(X, method: str, cancel: threading.Event | None = None, **kwargs) -> Iterator:
     """KMeans/HDBSCAN labels of *X* in the work process."""
-    return (yield from request("cluster", _shipped(X), method, kwargs, cancel=cancel))
+    return (yield from request("cluster", shipped(X), method, kwargs, cancel=cancel))
 
 
 def gallery_keys(table: pd.DataFrame) -> list[str]:
@@ -244,12 +244,13 @@ def gallery_job(cfg, cells: pd.DataFrame, projection: str = "middle slice",
 _SENT: dict = {}  # lane -> (pid, token): the matrix each lane's current work process holds
 
 
-def _shipped(X):
+def shipped(X, dtype=np.float32):
     """*X* as a request carries it to a work process: an opened store's ``X`` as a reference to its store (the work
-    process reads it: :class:`~napari_dynaclr.core.store.StoreMatrix`), anything else as a float32 array."""
+    process reads it: :class:`~napari_dynaclr.core.store.StoreMatrix`), anything else as an array of *dtype*
+    (None: its own)."""
     from napari_dynaclr.core.store import StoreMatrix
 
-    return X if isinstance(X, StoreMatrix) else np.asarray(X, dtype=np.float32)
+    return X if isinstance(X, StoreMatrix) else np.asarray(X, dtype=dtype)
 
 
 def _matrix_request(kind: str, token, X, *args, cancel: threading.Event | None = None) -> Iterator:
@@ -259,7 +260,7 @@ def _matrix_request(kind: str, token, X, *args, cancel: threading.Event | None =
     child = work_process(lane)
     pid = child.pid
     held = token is not None and pid is not None and _SENT.get(lane) == (pid, token)
-    result = yield from child.stream(kind, token, None if held else _shipped(X), *args,
+    result = yield from child.stream(kind, token, None if held else shipped(X), *args,
                                      cancel=cancel)
     if token is not None:
         _SENT[lane] = (child.pid, token)
