@@ -206,9 +206,10 @@ class LazyStore:
 class StoreMatrix:
     """A store's ``X``, read (once, then kept) when a job turns it into an array (``np.asarray``), in the
     job's thread. Pickled, it is a :class:`StoreMatrixRef` to its store (*path*): a work process that gets it reads
-    ``X`` itself, and the process that opened the store never reads, copies or sends the matrix (10⁶ cells × 768
+    ``X`` itself, so the process that opened the store need not read, copy or send the matrix (10⁶ cells × 768
     features are 3 GB; sending even 64 MB from a napari thread, chunk by chunk, took napari's GIL back at every
-    chunk for two seconds)."""
+    chunk for two seconds). (Only the shape tells a store written again since: one rewritten with as many cells
+    is read as it is now.)"""
 
     def __init__(self, node, path: str | Path):
         self._node = node
