@@ -84,7 +84,7 @@ class Heartbeat:
         now = time.perf_counter()
         if self._last is not None:
             gap = (now - self._last) * 1000
-            if not self.gaps or gap > max(self.gaps):
+            if gap >= (self.longest[1] - self.longest[0]) * 1000:  # (the longest so far: no scan of every gap)
                 self.longest = (self._last, now)
             self.gaps.append(gap)
         self._last = now

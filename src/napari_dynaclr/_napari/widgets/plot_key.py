@@ -60,12 +60,9 @@ class ColorKey:
 
     def texts(self) -> list[str]:
         """Every string the key shows (title first): what a test or a screen reader reads."""
-        out = []
-        for v in (self.title, self.labels, self.ticks):  # (the ticks are blank without a colour bar)
-            if v.visible or v is not self.labels:
-                t = v.text
-                out.extend(x for x in ([t] if isinstance(t, str) else t) if x.strip())
-        return out
+        # (the title and the colour bar's ticks are blank when they show nothing; the legend's labels are hidden)
+        parts = (self.title.text, self.labels.text if self.labels.visible else "", self.ticks.text)
+        return [x for t in parts for x in ([t] if isinstance(t, str) else t) if x.strip()]
 
     def show(self, key: dict | None) -> None:
         self.key = key
