@@ -15,6 +15,7 @@ from napari_dynaclr.evaluate.annotations import join_annotations
 from napari_dynaclr.evaluate.classifier import (
     apply_predictions,
     predict_classes,
+    store_predictions,
     track_groups,
     train_classifier,
     write_predictions,
@@ -136,6 +137,27 @@ def test_nonfinite_rows_are_left_out_and_predicted_nan(stores):
     assert 0 not in res.rows and res.notes
     pred, proba = predict_classes(res.model, X)
     assert pd.isna(pred[0]) and np.isnan(proba[0]).all() and not pd.isna(pred[1:]).any()
+
+
+def test_predictions_made_elsewhere_are_stored_as_the_model_would_store_them(stores):
+    """napari's dock keeps no model (its scikit-learn objects stay in the work process): it stores the labels and
+    probabilities the work process predicted, under the same keys and types as apply_predictions."""
+    adata = stores["dev2d"]
+    res = train_classifier(adata.X, _labels(adata, "dev2d", "infection_state"), task="infection_state")
+    by_model = apply_predictions(adata.copy(), res.model)
+    labels, proba = predict_classes(res.model, adata.X)
+    stored = store_predictions(adata.copy(), labels, proba, res.model.classes, "infection_state")
+    pd.testing.assert_series_equal(stored.obs["predicted_infection_state"], by_model.obs["predicted_infection_state"])
+    np.testing.assert_array_equal(stored.obsm["predicted_infection_state_proba"],
+                                  by_model.obsm["predicted_infection_state_proba"])
+    assert stored.uns["predicted_infection_state_classes"] == by_model.uns["predicted_infection_state_classes"]
+    # integer classes keep pandas' nullable integers, as apply_predictions writes them
+    ints = store_predictions(adata.copy(), np.array([1, 0] * 36, dtype=object), proba, [0, 1], "state")
+    assert str(ints.obs["predicted_state"].dtype) == "Int64" and ints.uns["predicted_state_classes"] == [0, 1]
+    with pytest.raises(ConfigError, match="predictions for 71 cells and 2 classes .* a store of 72 cells"):
+        store_predictions(adata.copy(), labels[:-1], proba[:-1], res.model.classes, "infection_state")
+    with pytest.raises(ConfigError, match="contains '/'"):
+        store_predictions(adata.copy(), labels, proba, res.model.classes, "a/b")
 
 
 def test_apply_and_write_like_viscy(stores, tmp_path):

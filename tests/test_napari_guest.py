@@ -67,17 +67,20 @@ def test_a_full_session_leaves_naparis_process_as_it_found_it(demo_inputs, demo_
     assert {"Planned", "Batch", "Stage"} <= set(result["events"])
     gallery = result["gallery"]
     assert gallery["gallery"] and gallery["tiles"] > 0, gallery
+    assert result["classifier_info"].startswith("2 classes") and result["saved"], result["classifier_info"]
     assert result["gc_frozen_since_start"] == 0  # nothing moved to the permanent generation
     assert result["none_modules"] == []
     assert result["limits_changed"] == {}
-    # the model, UMAP, the streaming preview's PCA and the gallery's sampling ran in the work process
+    # the model, UMAP, the streaming preview's PCA, the gallery's sampling and the classifier ran in the work
+    # process (its result comes back without the scikit-learn model; its predictions are saved without it)
     assert result["heavy_modules"] == []
     assert result["pids"] and result["alive_pids"] == []
     assert "Traceback" not in stderr
     from napari_dynaclr.core.store import read_store
 
     adata = read_store(tmp_path / "run.zarr")
-    assert adata.n_obs == 52 and {"X_umap", "X_pca"} <= set(adata.obsm)
+    assert adata.n_obs == 52 and {"X_umap", "X_pca", "predicted_annotation_proba"} <= set(adata.obsm)
+    assert list(adata.uns["predicted_annotation_classes"]) == ["early", "late"]
 
 
 @pytest.mark.parametrize("mode", ["preview", "checkpoint", "run", "reduction", "verify"])

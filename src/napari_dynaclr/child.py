@@ -153,7 +153,8 @@ def _serve_classify(send, token, X, labels, groups, task):
     return {"predicted": predicted, "proba": proba, "classes": list(final.classes),
             "metrics": {split: dict(r.metrics) for split, r in results.items()},
             "splits": {split: r.quality() for split, r in results.items()}, "warning": warning or None,
-            "notes": sorted({n for r in [*results.values(), final] for n in r.notes}), "model": final.model}
+            "notes": sorted({n for r in [*results.values(), final] for n in r.notes})}  # (not the model: its
+    # scikit-learn objects would import scikit-learn into napari's process to be unpickled)
 
 
 def _serve_warm(send, token, X, modules=()):

@@ -83,7 +83,27 @@ def gallery():
     cells = main.cells
     state["gallery"] = cells.show_gallery(range(len(main.session.table))) is not None
     poll(lambda: cells.worker("gallery") is None and (cells.tile_rows or cells.gallery_info.value.startswith("✗")),
-         lambda: (state.update(tiles=len(cells.tile_rows), gallery_info=cells.gallery_info.value), later(500, close)))
+         lambda: (state.update(tiles=len(cells.tile_rows), gallery_info=cells.gallery_info.value), classifier()))
+
+
+def classifier():
+    """Two labelled classes (the classifier trains and predicts in the work process), then its predictions saved
+    into the run's store, then close."""
+    s, cells = main.session, main.cells
+    cells.follow_selection.value = False
+    n = len(s.table)
+    for label, rows in (("early", range(0, n // 2, 2)), ("late", range(n // 2, n, 2))):
+        s.select(list(rows))
+        main.explore.assign_selection(label)
+
+    def save():
+        state["classifier_info"] = cells.classifier_info.value
+        worker = cells.save_predictions()
+        worker.returned.connect(lambda path: state.update(saved=str(path)))
+        worker.errored.connect(lambda exc: state.update(error=f"saving the predictions: {exc}"))
+        poll(lambda: "saved" in state or state["error"] is not None, lambda: later(500, close))
+
+    poll(lambda: cells.worker("classifier") is None and "predicted_annotation" in s.table, save)
 
 
 def start():
@@ -138,12 +158,14 @@ result = {
     "mode": MODE,
     "error": state["error"],
     "gallery": {k: state.get(k) for k in ("gallery", "tiles", "gallery_info")},
+    "classifier_info": state.get("classifier_info"),
+    "saved": state.get("saved"),
     "events": sorted(set(state["events"])),
     "gc_frozen_since_start": gc.get_freeze_count() - FROZEN_BEFORE,
     "none_modules": sorted({name for name, mod in sys.modules.items() if mod is None} - MODULES_BEFORE),
     "limits_changed": {k: (v, limits_after.get(k)) for k, v in LIMITS_BEFORE.items() if limits_after.get(k) != v},
-    # (napari itself imports numba); the engine's modules and scikit-learn (the streaming preview) stay in the
-    # work process too
+    # (napari itself imports numba); the engine's modules and scikit-learn (the streaming preview, the gallery's
+    # sample, the classifier and its saved predictions) stay in the work process too
     "heavy_modules": [m for m in ("torch", "lightning", "timm", "torchvision", "umap", "pynndescent",
                                   "napari_dynaclr.model", "napari_dynaclr.predict.single",
                                   "napari_dynaclr.predict.lightning", "napari_dynaclr.predict.run",

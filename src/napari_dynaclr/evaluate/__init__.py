@@ -13,6 +13,7 @@ The API the GUI uses::
     compare_splits(X, labels, groups) -> {"cell": ClassifierResult, "track": ClassifierResult}
     predict_classes(result.model, X) -> (labels, proba)
     apply_predictions(adata, model, task) / write_predictions(store, out, model, task)
+    store_predictions(adata, labels, proba, classes, task)           # predictions made elsewhere, no model
     compute_smoothness(X, obs, metric="cosine", order="time"|"stored") -> SmoothnessResult
     smoothness_by_group(X, obs, "marker") -> {value: SmoothnessResult}
     NeighbourIndex(X, metric="cosine").query(row, k) -> (rows, distances)
@@ -30,6 +31,7 @@ from napari_dynaclr.evaluate.classifier import (
     apply_predictions,
     compare_splits,
     predict_classes,
+    store_predictions,
     track_groups,
     train_classifier,
     write_predictions,
@@ -42,7 +44,8 @@ __all__ = [
     "PermutationTest", "SmoothnessResult", "apply_predictions", "compare_splits", "compute_smoothness",
     "select_embedding", "join_annotations", "labelled", "load_mmd_config", "median_heuristic", "mmd_permutation_test",
     "order_by_centroid", "parse_analysis", "plan_mmd", "predict_classes", "read_annotations", "representative_sample",
-    "run_mmd", "save_annotations", "smoothness_by_group", "track_groups", "train_classifier", "write_predictions",
+    "run_mmd", "save_annotations", "smoothness_by_group", "store_predictions", "track_groups", "train_classifier",
+    "write_predictions",
 ]
 
 # the MMD API loads pydantic models: imported on first use, not with the package (the GUI imports it)

@@ -390,11 +390,23 @@ def predict_classes(model: ClassifierModel, X: np.ndarray) -> tuple[np.ndarray, 
 def apply_predictions(adata, model: ClassifierModel, task: str | None = None):
     """Write predictions into *adata* as VisCy's ``predict_with_classifier``: ``obs["predicted_{task}"]`` (object),
     ``obsm["predicted_{task}_proba"]`` (float64), ``uns["predicted_{task}_classes"]``. Returns *adata*."""
-    obs_key, obsm_key, uns_key = prediction_keys(task or model.task)
+    prediction_keys(task or model.task)  # (a bad task name is refused before the prediction)
     labels, proba = predict_classes(model, adata.X)
-    adata.obs[obs_key] = _label_column(labels, model.classifier.classes_)
+    return store_predictions(adata, labels, proba, model.classes, task or model.task)
+
+
+def store_predictions(adata, labels, proba, classes, task: str):
+    """Put predictions already made (:func:`predict_classes`: one label and one row of probabilities per cell of
+    *adata*, in its order; *classes* in the probabilities' column order) into *adata* under VisCy's keys, without
+    the model (nor scikit-learn): how napari's dock saves what its work process predicted. Returns *adata*."""
+    obs_key, obsm_key, uns_key = prediction_keys(task)
+    labels, proba, classes = np.asarray(labels, dtype=object), np.asarray(proba, dtype=np.float64), np.asarray(classes)
+    if labels.shape != (adata.n_obs,) or proba.shape != (adata.n_obs, len(classes)):
+        raise ConfigError(f"predictions for {len(labels)} cells and {len(classes)} classes (probabilities "
+                          f"{proba.shape}) do not fit a store of {adata.n_obs} cells")
+    adata.obs[obs_key] = _label_column(labels, classes)
     adata.obsm[obsm_key] = proba
-    adata.uns[uns_key] = [_jsonable(c) for c in model.classes]
+    adata.uns[uns_key] = [_jsonable(c) for c in classes.tolist()]
     return adata
 
 

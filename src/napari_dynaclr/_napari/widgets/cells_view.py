@@ -432,16 +432,17 @@ class CellsView(QWidget):
         if self.classifier is None or s.adata is None or s.store_path is None:
             show_error("train a classifier on a store first")
             return None
-        from napari_dynaclr.evaluate import apply_predictions
+        from napari_dynaclr.evaluate import store_predictions
 
-        adata, path, model, task = s.adata, s.store_path, self.classifier["model"], self.classifier["task"]
+        adata, path, result, task = s.adata, s.store_path, self.classifier, self.classifier["task"]
         inputs = s.input_paths(with_store=False)
 
         def write():
             from napari_dynaclr.core.store import as_anndata, write_store
 
             whole = as_anndata(adata)  # (an opened store is read now, in this worker)
-            apply_predictions(whole, model, task)
+            # the work process's prediction of every cell (napari's process holds no model, nor scikit-learn)
+            store_predictions(whole, result["predicted"], result["proba"], result["classes"], task)
             return write_store(whole, path, overwrite=True, inputs=inputs)
 
         return self.jobs.start(thread_job(write)(), returned=lambda p: show_info(f"wrote predicted_{task} into {p}"),
