@@ -60,6 +60,30 @@ def test_columns_and_colours(model):
         model.color_by("nope")
 
 
+def test_the_colour_key_reuses_the_codes_the_colours_were_made_from(model):
+    """A categorical column is factorised once per recolour (≈ 15 ms per 10⁶ track ids): the colours and the key
+    share the codes; colours made any other way (a new table) are never paired with stale codes."""
+    from napari_dynaclr._napari import plotting
+    from napari_dynaclr._napari.cellmodel import categorical_codes
+
+    model.color_by("fov_name")
+    codes, cats = model.color_codes()
+    expected_codes, expected_cats = categorical_codes(model.table["fov_name"])
+    np.testing.assert_array_equal(codes, expected_codes)
+    assert cats == expected_cats == ["A/1/0", "A/1/1"]
+    key = plotting.color_key(model.table["fov_name"], colors=model.colors, codes=model.color_codes())
+    fresh = plotting.color_key(model.table["fov_name"], colors=model.colors)
+    assert key["labels"] == fresh["labels"] and np.array_equal(key["colors"], fresh["colors"])
+    np.testing.assert_array_equal(key["colors"][1], model.colors[5])  # each swatch: its cells' colour
+    model.add_columns({"fov_name": pd.Categorical(["A/1/1"] * 10)})  # the colour column changed: new codes
+    assert model.color_codes()[1] == ["A/1/1"] and (model.color_codes()[0] == 0).all()
+    model.color_by("t")
+    assert model.color_codes() is None  # continuous
+    model.color_by("track_id")
+    model.colors = model.colors.copy()  # colours set some other way: the codes no longer describe them
+    assert model.color_codes() is None
+
+
 def test_columns_written_elsewhere_are_adopted_for_their_rows(model):
     rows = np.arange(5, 10)
     new = model.adopt_columns(rows, pd.DataFrame({"MANUAL_CLUSTER_ID": pd.Categorical([0, 1, 1, 0, 2]),

@@ -47,24 +47,26 @@ def continuous_range(series: pd.Series) -> tuple[float, float]:
 
 
 def color_key(series: pd.Series, colormap: str = "viridis", max_categories: int = 12,
-              colors: np.ndarray | None = None) -> dict:
+              colors: np.ndarray | None = None, codes: tuple | None = None) -> dict:
     """What a legend or colour bar shows for the colours :func:`column_colors` gives *series*.
 
     Categorical: ``{"kind": "categorical", "title", "labels", "colors", "more"}`` — the first
     *max_categories* categories (``more`` counts the rest; a cluster column's noise grey and labelled "noise").
     With *colors* (the (N, 4) colours the cells are drawn with) each swatch is the colour of that category's
     cells, so the key shows what the plot draws; without, the palette's. Continuous:
-    ``{"kind": "continuous", "title", "range", "lut"}``.
+    ``{"kind": "continuous", "title", "range", "lut"}``. *codes*: a categorical column's
+    :func:`~napari_dynaclr._napari.cellmodel.categorical_codes` when already known (the model's
+    :meth:`~napari_dynaclr._napari.cellmodel.CellModel.color_codes`).
     """
     title = str(series.name)
     if is_categorical(series):
-        names, palette_colors = category_key(series)
+        codes = codes if codes is not None else categorical_codes(series)
+        names, palette_colors = category_key(series, codes)
         shown = names[:max_categories]
         swatches = np.array(palette_colors[:max_categories], dtype=np.float32)
         if colors is not None and len(colors) == len(series):
-            codes, _ = categorical_codes(series)
             for k in range(len(shown)):  # (one pass per shown category: ~0.5 ms each at 10⁶ cells)
-                hit = codes == k
+                hit = codes[0] == k
                 first = int(np.argmax(hit))
                 if hit[first]:
                     swatches[k] = colors[first]

@@ -66,10 +66,11 @@ def _is_noise(category) -> bool:
         return False
 
 
-def category_key(series: pd.Series) -> tuple[list[str], np.ndarray]:
+def category_key(series: pd.Series, codes: tuple | None = None) -> tuple[list[str], np.ndarray]:
     """The legend of a categorical column: a label and an RGBA colour per category, in category order
-    (noise, in a cluster column, grey and labelled ``noise``; the other categories take the palette in order)."""
-    _, cats = categorical_codes(series)
+    (noise, in a cluster column, grey and labelled ``noise``; the other categories take the palette in order).
+    *codes*: the column's :func:`categorical_codes` when already known."""
+    _, cats = codes if codes is not None else categorical_codes(series)
     return _key(series.name, cats)
 
 
@@ -99,16 +100,17 @@ def _lut(name: str, n: int) -> np.ndarray:
 
 
 def column_colors(series: pd.Series, colormap: str = "viridis",
-                  contrast: tuple[float, float] | None = None) -> np.ndarray:
+                  contrast: tuple[float, float] | None = None, codes: tuple | None = None) -> np.ndarray:
     """RGBA float32 (N, 4) for a column: categorical → :func:`category_key`'s colours, continuous → colormap.
 
     Continuous values scale between their 1st and 99th percentile unless *contrast* is given;
     NaN (and a missing category) gets a translucent grey. Vectorised (a LUT lookup), ~10 ms per million cells.
+    *codes*: a categorical column's :func:`categorical_codes` when already known.
     """
     n = len(series)
     out = np.empty((n, 4), dtype=np.float32)
     if is_categorical(series):
-        codes, cats = categorical_codes(series)  # (once: 10⁶ integer track ids take ≈ 0.1 s to factorise)
+        codes, cats = codes if codes is not None else categorical_codes(series)
         _, colors = _key(series.name, cats)
         if len(colors):
             out[:] = colors[np.where(codes < 0, 0, codes)]

@@ -25,7 +25,12 @@ from psygnal import Signal
 from napari_dynaclr._napari.cellmodel.annotations import assign_class
 from napari_dynaclr._napari.cellmodel.colors import column_colors
 from napari_dynaclr._napari.cellmodel.frames import FrameIndex
-from napari_dynaclr._napari.cellmodel.table import selection_column, table_fov_names
+from napari_dynaclr._napari.cellmodel.table import (
+    categorical_codes,
+    is_categorical,
+    selection_column,
+    table_fov_names,
+)
 from napari_dynaclr.errors import ExploreError
 
 _NONE = np.empty(0, dtype=np.int64)
@@ -55,6 +60,7 @@ class CellModel:
         self.neighbours_of = -1
         self._undo: list[np.ndarray] = []  # the selection before the last change
         self._fov_names: tuple = (None, [])  # (table, its FOV names)
+        self._colors_coded: tuple = (None, None)  # (the colours color_by made, the codes they were made from)
 
     @property
     def n_cells(self) -> int:
@@ -93,8 +99,18 @@ class CellModel:
             raise ExploreError(f"no column {column!r} in the cell table")
         self.colormap = colormap or self.colormap
         self.color_column = column
-        self.colors = column_colors(self.table[column], self.colormap)
+        series = self.table[column]
+        coded = categorical_codes(series) if is_categorical(series) else None  # (factorised once: 10⁶ ids ≈ 15 ms)
+        self.colors = column_colors(series, self.colormap, codes=coded)
+        self._colors_coded = (self.colors, coded)
         self.colors_changed.emit()
+
+    def color_codes(self) -> tuple[np.ndarray, list] | None:
+        """``(codes, categories)`` of the categorical column the current colours were made from by
+        :meth:`color_by` (for the colour key, which then does not factorise the column again), or None (a
+        continuous column, or colours set some other way since)."""
+        made, coded = self._colors_coded
+        return coded if made is self.colors else None
 
     # ------------------------------------------------------------------ selection, highlight, neighbours
 

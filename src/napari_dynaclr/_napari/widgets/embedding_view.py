@@ -326,7 +326,7 @@ class EmbeddingView(EmbeddingActions, QWidget):
         s = self.session
         if s.table is None or s.color_column not in s.table.columns:
             return None
-        return plotting.color_key(s.table[s.color_column], s.colormap, colors=s.colors)
+        return plotting.color_key(s.table[s.color_column], s.colormap, colors=s.colors, codes=s.color_codes())
 
     def _describe(self, row: int) -> str:
         """Hover read-out of a scatter point: FOV, track, t, cluster, class, colour value."""
