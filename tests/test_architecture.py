@@ -88,6 +88,12 @@ def test_what_napari_loads_at_start_up_stays_light():
     assert not {"torch", "lightning", "timm", "umap"} & set(loaded)
 
 
+def test_the_dock_opens_without_pandas():
+    """napari imports the dock's module on its GUI thread (Plugins > DynaCLR): it must not import pandas (with
+    pyarrow ≈ 0.4 s, holding the GIL); the dock imports it in a thread as it opens (workers.DATA_PACKAGES)."""
+    assert _loaded_after("import napari_dynaclr._napari.widgets.main", ("pandas", "pyarrow")) == []
+
+
 def test_the_plugin_and_what_the_work_process_sends_it_never_load_the_engine():
     """Every module of the plugin, and the classes of every message the work process sends napari (unpickling
     one imports its module): none of them loads torch, UMAP, the model, the backends or the child."""

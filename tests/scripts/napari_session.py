@@ -28,7 +28,10 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from qtpy.QtCore import QTimer  # noqa: E402
 
 viewer = napari.Viewer()
+PANDAS_BEFORE = "pandas" in sys.modules
 _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+# (the DynaCLR dock imports pandas in a thread after it opens, not on the GUI thread as napari opens it)
+PANDAS_WITH_DOCK = "pandas" in sys.modules
 _, view = viewer.window.add_plugin_dock_widget("napari-dynaclr", "Embedding view")
 _, verify = viewer.window.add_plugin_dock_widget("napari-dynaclr", "Verify against reference")
 state = {"pids": set(), "events": [], "closing_at": None, "error": None, "notified_errors": []}
@@ -159,6 +162,7 @@ result = {
     "error": state["error"],
     "gallery": {k: state.get(k) for k in ("gallery", "tiles", "gallery_info")},
     "classifier_info": state.get("classifier_info"),
+    "pandas_imported": {"before the dock": PANDAS_BEFORE, "by opening it": PANDAS_WITH_DOCK},
     "saved": state.get("saved"),
     "events": sorted(set(state["events"])),
     "gc_frozen_since_start": gc.get_freeze_count() - FROZEN_BEFORE,

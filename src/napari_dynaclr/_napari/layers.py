@@ -15,13 +15,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr._napari.cellmodel.colors import HIGHLIGHT_BORDER, PLAIN_BORDER, column_colors
 from napari_dynaclr._napari.cellmodel.frames import FrameIndex
 from napari_dynaclr._napari.cellmodel.table import fov_mask, table_fov_names
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHANNEL_COLORMAPS = ("gray", "magenta", "green", "cyan", "yellow", "red", "blue")
 
@@ -49,6 +52,8 @@ def fov_rows(table: pd.DataFrame, fov_name: str) -> np.ndarray:
 
 def lineage_graph(track_ids: np.ndarray, parent_ids: np.ndarray) -> dict[int, list[int]]:
     """napari Tracks ``graph`` ({child: [parent]}) from parent_track_id, only parents that exist."""
+    import pandas as pd
+
     present = set(int(t) for t in np.unique(track_ids))
     pairs = pd.DataFrame({"c": track_ids, "p": parent_ids}).drop_duplicates("c")
     return {int(c): [int(p)] for c, p in zip(pairs["c"], pairs["p"], strict=True)

@@ -33,9 +33,9 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr._napari import cellmodel, layers
 from napari_dynaclr._napari.cellmodel.colors import HIGHLIGHT_BORDER, NEIGHBOUR_BORDER, PLAIN_BORDER, SELECTED_BORDER
@@ -43,6 +43,9 @@ from napari_dynaclr._napari.cellmodel.model import CellModel
 from napari_dynaclr._napari.fov_refill import FovRefill
 from napari_dynaclr._napari.layers import PreparedTable, prepare_table
 from napari_dynaclr._napari.navigation import Navigation, camera
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ASYNC_CELLS", "ExplorerSession", "PreparedTable", "camera", "color_cells_by", "get_session",
            "goto_cell", "prepare_table"]
@@ -281,6 +284,8 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         the columns of the layers' features in line with *table* (no layer rebuild, no GUI stall).
         Returns False (nothing changed) when *table* does not hold the shown cells in the same order (or,
         when given, comes from another plate or tracks folder)."""
+        import pandas as pd
+
         old = self.table
         if old is None or self.overlay is None or len(old) != len(table):
             return False
@@ -359,6 +364,8 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         """Give the Points and Tracks layers the table's *cols* (same rows, same order; without the columns
         *drop*) as a new ``features`` frame: napari's ``features`` event fires, other plugins see them. The
         layers' other columns (another plugin's too) stay as they are."""
+        import pandas as pd
+
         if self.overlay is None:
             return
         rows = self.overlay.rows

@@ -23,17 +23,21 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr.errors import Cancelled, ConfigError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["LANES", "Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process",
-           "cluster_job", "embedding_pca_job", "gallery_keys", "import_data_packages", "in_thread",
-           "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells", "preview_job",
-           "reduction_job", "request", "sample_job", "save_to_store", "shipped", "warm_job", "work_process"]
+           "cluster_job", "data_packages_imported", "embedding_pca_job", "gallery_keys", "import_data_packages",
+           "in_thread", "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells",
+           "preview_job", "reduction_job", "request", "sample_job", "save_to_store", "shipped", "warm_job",
+           "work_process"]
 
 #: the lane (work process) of every request, here and nowhere else. "quick": the answer to a click, seconds at
 #: most, never behind a long request; "heavy": a prediction, a reduction or clustering of the whole table, a
@@ -66,22 +70,34 @@ def request(kind: str, *args, cancel: threading.Event | None = None, **kwargs) -
     return work_process(LANES[kind]).stream(kind, *args, cancel=cancel, **kwargs)
 
 
-#: the packages a thread job imports first, one thread at a time: zarr, which two threads must not import for
-#: the first time at once (iohub and anndata import it); scipy.linalg, which napari imports on the GUI thread when
-#: it makes its first layer (its affine transforms decompose with it: ≈ 80 ms, once) unless a job did before
-DATA_PACKAGES = ("zarr", "scipy.linalg")
+#: the packages a thread job imports first, one thread at a time: pandas (with pyarrow, ≈ 0.4 s: the dock's pages
+#: need it, and the dock imports it in a thread as it opens, not on napari's GUI thread); zarr, which two threads
+#: must not import for the first time at once (iohub and anndata import it); scipy.linalg, which napari imports on
+#: the GUI thread when it makes its first layer (its affine transforms decompose with it: ≈ 80 ms, once) unless a
+#: job did before
+DATA_PACKAGES = ("pandas", "zarr", "scipy.linalg")
 _IMPORTING = threading.Lock()
+_IMPORTED = threading.Event()
 
 
 def import_data_packages() -> None:
-    """Import :data:`DATA_PACKAGES` one thread at a time (≈ 0.3 s the first time, instant then).
+    """Import :data:`DATA_PACKAGES` one thread at a time (≈ 0.7 s the first time, instant then).
 
     zarr's modules import each other: two threads importing it for the first time at once (a plate check
     and a store open started together) get a half-initialised module (``cannot import name 'StorePath'``,
     ``KeyError: 'zarr'``) or Python's import deadlock error."""
-    with _IMPORTING:
-        for name in DATA_PACKAGES:
-            importlib.import_module(name)
+    try:
+        with _IMPORTING:
+            for name in DATA_PACKAGES:
+                importlib.import_module(name)
+    finally:  # (a package that fails to import fails again, by name, where it is used)
+        _IMPORTED.set()
+
+
+def data_packages_imported() -> bool:
+    """Whether a thread has imported :data:`DATA_PACKAGES` (or tried to): the dock makes its pages, which need
+    pandas, after it."""
+    return _IMPORTED.is_set()
 
 
 def in_thread(job):
@@ -438,6 +454,8 @@ def save_to_store(adata, table: pd.DataFrame, path, reductions=(), columns=(), i
     """Copy reductions (obsm keys) and obs columns from the explorer into *adata* (an AnnData, or a
     :class:`~napari_dynaclr.core.store.LazyStore`, read now) and rewrite the store through the safe write path
     (replaced atomically; *inputs*: the session's plate and tracks)."""
+    import pandas as pd
+
     from napari_dynaclr.core.store import as_anndata, write_store
 
     adata = as_anndata(adata)

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr.errors import AnnotationError, shorten
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: the label VisCy's callers drop before training ("not sure")
 UNKNOWN = "unknown"
@@ -41,6 +44,8 @@ def read_annotations(path: str | Path) -> pd.DataFrame:
     Raises :class:`AnnotationError` when the file is missing, not a regular file (a named pipe would block),
     unreadable (permission denied), empty or has no ``fov_name`` column.
     """
+    import pandas as pd
+
     from napari_dynaclr.core.inputs import check_input_file, os_error
 
     path = check_input_file(path, "annotation CSV", AnnotationError)
@@ -76,6 +81,8 @@ def join_key(obs: pd.DataFrame, annotations: pd.DataFrame, source="annotation CS
 
 
 def _key_frame(frame: pd.DataFrame, key: Sequence[str], source: str) -> pd.DataFrame:
+    import pandas as pd
+
     out = pd.DataFrame(index=frame.index)
     out["fov_name"] = frame["fov_name"].astype(str).str.strip("/").to_numpy()
     for col in key[1:]:
@@ -97,6 +104,8 @@ def join_annotations(obs: pd.DataFrame, annotations: pd.DataFrame | str | Path, 
     Missing rows are NaN (unique CSV keys) or ``pd.NA`` (duplicate keys), as VisCy gives them.
     Raises :class:`AnnotationError` for a missing task column or a CSV that cannot be joined.
     """
+    import pandas as pd
+
     source = "annotation CSV"
     if not isinstance(annotations, pd.DataFrame):
         source = f"annotation CSV {annotations}"
@@ -134,6 +143,8 @@ def join_annotations(obs: pd.DataFrame, annotations: pd.DataFrame | str | Path, 
 
 def unlabelled(labels) -> np.ndarray:
     """Boolean mask of the values that are no label: missing (None/NaN/NA) or VisCy's ``"nan"`` string."""
+    import pandas as pd
+
     values = pd.Series(np.asarray(labels, dtype=object))
     return (values.isna() | values.astype(str).isin(MISSING_LABELS)).to_numpy()
 
@@ -149,6 +160,8 @@ def _missing_as_na(series: pd.Series) -> pd.Series:
 def labelled(labels) -> np.ndarray:
     """Boolean mask of the labels that train a classifier: not missing (None/NaN/NA, VisCy's ``"nan"``) and not
     ``"unknown"``."""
+    import pandas as pd
+
     values = pd.Series(np.asarray(labels, dtype=object))
     ok = values.notna().to_numpy()
     text = values[ok].astype(str)  # (only the labels as text: a store's column is mostly unlabelled)
@@ -164,6 +177,8 @@ def save_annotations(path: str | Path, obs: pd.DataFrame, labels: Mapping[str, S
     (:func:`napari_dynaclr.core.output.write_text`: atomic, never into *inputs*, with *overwrite* only over a text
     file). *key*: ``"id"``, ``"track"`` (``fov_name, t, track_id``) or ``"auto"`` (id when obs has
     it). *only_labelled*: keep the rows with at least one non-missing label."""
+    import pandas as pd
+
     path = Path(path)
     if key == "auto":
         key = "id" if "id" in obs.columns else "track"

@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr.errors import AnnotationError, ConfigError
 from napari_dynaclr.evaluate.annotations import labelled
 from napari_dynaclr.evaluate.cross_validation import CrossValidation, cross_validate_recipe
 from napari_dynaclr.evaluate.matrix import embedding_matrix
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLITS = ("cell", "track", "none")
 #: rows predicted at a time (scaled and multiplied in float64 chunk by chunk)
@@ -160,6 +162,7 @@ def train_classifier(X: np.ndarray, labels, groups=None, split: str | None = "ce
     Raises :class:`AnnotationError` when the labels cannot train (fewer than two classes, a class too small to
     split) and :class:`ConfigError` for bad arguments.
     """
+    import pandas as pd
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -238,6 +241,8 @@ def train_classifier(X: np.ndarray, labels, groups=None, split: str | None = "ce
 
 def _per_class(classes, y) -> dict:
     """Cells per class of *classes* in *y* (0 for a class it lacks)."""
+    import pandas as pd
+
     found = pd.Series(y).value_counts(sort=False)
     return {c: int(found.get(c, 0)) for c in classes}
 
@@ -291,6 +296,8 @@ def compare_splits(X: np.ndarray, labels, groups, **kwargs) -> dict[str, Classif
 
 
 def _split(y, groups, split, train_fraction, seed, what):
+    import pandas as pd
+
     n = len(y)
     if split == "none" or train_fraction >= 1:
         return np.arange(n), np.arange(0), None

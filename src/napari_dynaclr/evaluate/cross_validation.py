@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    pass
 
 #: the most folds of a cross-validation (fewer when the smallest class has fewer cells, or tracks)
 MAX_FOLDS = 5
@@ -51,6 +54,7 @@ def cross_validate_recipe(Xs, y, groups, rows, seed: int, fit: dict) -> tuple[Cr
     """:class:`CrossValidation` of the scaled labelled rows *Xs* (labels *y*, positions *rows* in ``X``;
     stratified folds, grouped by *groups* when given; ``LogisticRegression(**fit)``), or ``(None, why)`` when
     the labels cannot make two folds."""
+    import pandas as pd
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 

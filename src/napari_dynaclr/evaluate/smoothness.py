@@ -26,12 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr.errors import ConfigError, StoreError
 from napari_dynaclr.evaluate.matrix import embedding_matrix
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STAT_NAMES = (
     "adjacent_frame_mean", "adjacent_frame_std", "adjacent_frame_median", "adjacent_frame_peak",
@@ -268,6 +271,8 @@ def smoothness_by_group(X: np.ndarray, obs: pd.DataFrame, group_by: str, metric:
     """:func:`compute_smoothness` separately for each value of the obs column *group_by* (in ``unique()`` order, as
     VisCy's ``evaluate-smoothness`` does per ``marker``); the scaler is fitted per group. Groups without a track of
     two rows are left out (with a ``progress`` message). Raises :class:`ConfigError` for a missing column."""
+    import pandas as pd
+
     if group_by not in obs.columns:
         raise ConfigError(f"obs has no column {group_by!r} to group by (columns: "
                           f"{', '.join(map(str, obs.columns[:12]))})")

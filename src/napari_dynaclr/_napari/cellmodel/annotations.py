@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr.errors import ExploreError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 UNASSIGNED = ""  # the annotation of cells without a class
 
 
 def annotation_categorical(values) -> pd.Categorical:
     """*values* as the annotation column: strings, missing → ``""``, ``""`` the first category."""
+    import pandas as pd
+
     vals = pd.Series(values).astype(object).where(pd.Series(values).notna(), UNASSIGNED).astype(str)
     cats = [UNASSIGNED] + sorted(set(vals) - {UNASSIGNED})
     return pd.Categorical(vals, categories=cats)
@@ -55,6 +60,8 @@ def read_annotations_csv(
 
     Returns the new annotation column (existing classes kept where the CSV says nothing) and the number of
     cells it labels. A file that cannot be joined raises :class:`ExploreError` naming the problem."""
+    import pandas as pd
+
     from napari_dynaclr.errors import AnnotationError
     from napari_dynaclr.evaluate import join_annotations, read_annotations
 

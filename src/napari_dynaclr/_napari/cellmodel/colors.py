@@ -11,11 +11,14 @@ names: viridis, magma, gray…). Qt-free and napari-free.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr._napari.cellmodel.table import categorical_codes, is_categorical
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: the colour of a missing value (NaN, a category code −1) and of a cluster's noise label
 MISSING_COLOR = np.array([0.45, 0.45, 0.45, 0.6], dtype=np.float32)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr._napari.cellmodel.table import categorical_codes, fov_mask
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class FrameIndex:

@@ -18,8 +18,9 @@ signals before any dock does, so the layers are up to date when a dock hears of 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from psygnal import Signal
 
 from napari_dynaclr._napari.cellmodel.annotations import assign_class
@@ -32,6 +33,9 @@ from napari_dynaclr._napari.cellmodel.table import (
     table_fov_names,
 )
 from napari_dynaclr.errors import ExploreError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _NONE = np.empty(0, dtype=np.int64)
 
@@ -200,6 +204,8 @@ class CellModel:
 
 def _merged(column: pd.Series | None, values: pd.Series, rows: np.ndarray, n: int):
     """A whole-table column: *column* (or missing values) with *values* at *rows*; categorical when *values* is."""
+    import pandas as pd
+
     if isinstance(values.dtype, pd.CategoricalDtype):  # (by codes: no Python object per row)
         cats = list(values.cat.categories)
         if column is not None:

@@ -10,13 +10,16 @@ Builders and column queries here; pandas and numpy only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr._napari.cellmodel.annotations import UNASSIGNED, annotation_categorical
 from napari_dynaclr.errors import ExploreError, StoreError
 from napari_dynaclr.evaluate.annotations import MISSING_LABELS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: key columns of an annotation CSV (VisCy's cell identity)
 KEY_COLUMNS = ["fov_name", "track_id", "t"]
@@ -29,6 +32,8 @@ STATE_COLUMNS = ("selection", "cluster", "annotation")
 
 def fov_mask(table: pd.DataFrame, fov_name: str) -> np.ndarray:
     """Which rows belong to *fov_name* (on a categorical column: one integer compare, no string array)."""
+    import pandas as pd
+
     col = table["fov_name"]
     if isinstance(col.dtype, pd.CategoricalDtype):
         cats = col.cat.categories.astype(str)
@@ -42,6 +47,8 @@ def fov_mask(table: pd.DataFrame, fov_name: str) -> np.ndarray:
 def cell_table(obs: pd.DataFrame, obsm: Mapping[str, np.ndarray] | None = None,
                max_components: int = 8) -> pd.DataFrame:
     """Build the explorer's cell table from store ``obs`` and 2-D+ reductions in ``obsm``."""
+    import pandas as pd
+
     missing = [c for c in KEY_COLUMNS if c not in obs.columns]
     if missing:
         raise StoreError(f"cell table needs obs column(s) {', '.join(missing)}")
@@ -72,6 +79,8 @@ def cell_table(obs: pd.DataFrame, obsm: Mapping[str, np.ndarray] | None = None,
 def _string_categorical(values: pd.Series) -> pd.Categorical:
     """*values* as a categorical of strings with sorted categories (what ``pd.Categorical(values.astype(str))``
     gives), from a categorical's codes when it is one (O(categories), no string per row)."""
+    import pandas as pd
+
     if not isinstance(values.dtype, pd.CategoricalDtype):
         return pd.Categorical(values.astype(str))
     cat = values.array.remove_unused_categories()
@@ -107,6 +116,8 @@ def add_reduction(table: pd.DataFrame, key: str, coords: np.ndarray, max_compone
 
 def coordinate_columns(table: pd.DataFrame) -> list[str]:
     """Numeric columns suitable as scatter axes, reductions first."""
+    import pandas as pd
+
     red = [c for c in table.columns if any(c.startswith(p + "_") for p in ("UMAP", "PHATE", "PCA", "preview"))]
     skip = set(red) | {"selection", "cluster", "annotation", "cell_index"}
     rest = [c for c in table.columns if c not in skip and pd.api.types.is_numeric_dtype(table[c])
@@ -130,6 +141,8 @@ def default_axes(table: pd.DataFrame) -> tuple[str, str]:
 
 def is_categorical(series: pd.Series) -> bool:
     """Categorical columns colour with a cycle; the rest with a colormap."""
+    import pandas as pd
+
     if isinstance(series.dtype, pd.CategoricalDtype) or series.name in ID_COLUMNS:
         return True
     return pd.api.types.is_bool_dtype(series) or pd.api.types.is_object_dtype(series) or \
@@ -138,6 +151,8 @@ def is_categorical(series: pd.Series) -> bool:
 
 def categorical_codes(series: pd.Series) -> tuple[np.ndarray, list]:
     """Integer codes (−1 for missing) and the category list of a column treated as categorical."""
+    import pandas as pd
+
     cat = series if isinstance(series.dtype, pd.CategoricalDtype) else series.astype("category")
     return np.asarray(cat.cat.codes, dtype=np.int64), list(cat.cat.categories)
 
@@ -145,6 +160,8 @@ def categorical_codes(series: pd.Series) -> tuple[np.ndarray, list]:
 def column_values(series: pd.Series) -> list[str]:
     """The distinct non-empty values of a column, as sorted strings (a categorical's used categories: no pass
     over the rows as strings)."""
+    import pandas as pd
+
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = np.unique(series.cat.codes.to_numpy())
         values = series.cat.categories[codes[codes >= 0]]
@@ -155,6 +172,8 @@ def column_values(series: pd.Series) -> list[str]:
 
 def column_fingerprint(series: pd.Series):
     """A cheap value that changes when the column's values change (to skip work on unchanged labels)."""
+    import pandas as pd
+
     if isinstance(series.dtype, pd.CategoricalDtype):
         return tuple(map(str, series.cat.categories)), hash(series.cat.codes.to_numpy().tobytes())
     return int(pd.util.hash_pandas_object(series, index=False).sum())
@@ -164,6 +183,8 @@ def label_classes(series: pd.Series, unassigned: str = UNASSIGNED) -> list[str]:
     """The class names a label column holds (sorted, without *unassigned* or missing values — VisCy's ``"nan"``
     included, :data:`~napari_dynaclr.evaluate.annotations.MISSING_LABELS`); for a categorical from its codes
     (no string per row)."""
+    import pandas as pd
+
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = np.asarray(series.cat.codes)
         present = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(series.cat.categories)))
@@ -174,6 +195,8 @@ def label_classes(series: pd.Series, unassigned: str = UNASSIGNED) -> list[str]:
 
 
 def selection_column(n: int, rows: np.ndarray | Sequence[int]) -> pd.Categorical:
+    import pandas as pd
+
     codes = np.zeros(n, dtype=np.int64)
     codes[np.asarray(rows, dtype=np.int64)] = 1
     return pd.Categorical.from_codes(codes, categories=[0, 1])
@@ -182,6 +205,8 @@ def selection_column(n: int, rows: np.ndarray | Sequence[int]) -> pd.Categorical
 def table_fov_names(table: pd.DataFrame) -> list[str]:
     """The FOVs of a cell table in order of appearance (on a categorical column: from the codes, no 10⁶-row
     string array)."""
+    import pandas as pd
+
     col = table["fov_name"]
     if isinstance(col.dtype, pd.CategoricalDtype):
         codes = col.cat.codes.to_numpy()

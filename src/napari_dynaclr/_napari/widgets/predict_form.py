@@ -78,11 +78,16 @@ def later_pages(dock) -> list[tuple[str, Callable[[], QWidget]]]:
 
 
 def explore_then_plot(dock) -> Callable[[], bool]:
-    """The condition the later steps wait for: the Explore page made (in the turn after the dock's, by this
-    condition's first call), then its plot's staged first paint over (made in the turn after the page's)."""
+    """The condition the later steps wait for: the data packages imported by the thread the dock started as it
+    opened (pandas: ≈ 0.4 s, not on napari's GUI thread), then the Explore page made (by this condition's next
+    call), then its plot's staged first paint over (made in the turn after the page's)."""
+    from napari_dynaclr._napari.workers import data_packages_imported
+
     made = []
 
     def ready() -> bool:
+        if not data_packages_imported():
+            return False
         if not made:
             made.append(dock.explore)
             return False

@@ -12,11 +12,15 @@ at least one track, every point inside the FOV's image.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from magicgui.widgets import ComboBox
 
 from napari_dynaclr.errors import TracksError
+
+if TYPE_CHECKING:
+    pass
 
 #: the "tracks from" choice that reads the tracks folder field
 FOLDER = "the tracks folder (above)"
@@ -41,6 +45,8 @@ def fov_of_layer(layer, fov_names) -> str | None:
 def layer_tracks_table(layer, fov_name: str | None, fov_shapes: dict):
     """The :class:`~napari_dynaclr.core.track_layouts.TracksTable` of *layer* for *fov_name*, checked against the
     plate's FOVs (*fov_shapes*: FOV name → TCZYX shape); one :class:`TracksError` naming the layer otherwise."""
+    import pandas as pd
+
     from napari_dynaclr.core.track_layouts import TracksTable
 
     label = layer_label(layer.name)
