@@ -24,7 +24,7 @@ from napari_dynaclr._napari.cellmodel.frames import FrameIndex
 from napari_dynaclr._napari.cellmodel.table import fov_mask, table_fov_names
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 CHANNEL_COLORMAPS = ("gray", "magenta", "green", "cyan", "yellow", "red", "blue")
 

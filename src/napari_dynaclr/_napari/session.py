@@ -5,15 +5,14 @@ Both docks (the main widget and the embedding view) share one :class:`ExplorerSe
 selection, highlight, neighbours, colours, columns: Qt-free, napari-free) and the **layer binder** that mirrors it
 into the shown FOV's image, Tracks, Points and highlight layers; :class:`~napari_dynaclr._napari.navigation.Navigation`
 follows the time axis and the mouse. The binder connects to the model's signals first, so the layers are up to
-date when a dock hears of a change. All on the GUI thread.
+date when a dock hears of a change. All on the GUI thread. Helpers for other widgets: :func:`goto_cell`,
+:func:`color_cells_by`.
 
 **Sharing with napari and other plugins** (docs/napari.md): columns reach the Points and Tracks layers as a
 *new* ``features`` frame (napari's ``features`` event fires); the selection leaves as the ``selection`` column
 and the yellow border, and two or more points selected *in* the Points layer become the model's selection; the
 dock never sets ``selected_data``. Columns another plugin writes into the layer's ``features`` are adopted into
 the table for the FOV's rows, so they stay across FOV switches.
-
-Helpers for other widgets: :func:`goto_cell`, :func:`color_cells_by`.
 
 **One way to build a FOV's layers**: :func:`~napari_dynaclr._napari.layers.fov_layers` (layers are models:
 building one touches no viewer). :meth:`ExplorerSession.set_table` shows a table at once on the GUI thread
@@ -45,7 +44,7 @@ from napari_dynaclr._napari.layers import PreparedTable, prepare_table
 from napari_dynaclr._napari.navigation import Navigation, camera
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 __all__ = ["ASYNC_CELLS", "ExplorerSession", "PreparedTable", "camera", "color_cells_by", "get_session",
            "goto_cell", "prepare_table"]
@@ -292,10 +291,8 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         for given, shown in ((plate_path, self.plate_path), (tracks_path, self.tracks_path)):
             if given is not None and (shown is None or Path(given).resolve() != shown.resolve()):
                 return False
-        for col in ("track_id", "t"):
-            if not np.array_equal(old[col].to_numpy(), table[col].to_numpy()):
-                return False
-        if not np.array_equal(old["fov_name"].astype(str).to_numpy(), table["fov_name"].astype(str).to_numpy()):
+        if not all(np.array_equal(old[c].to_numpy(), table[c].to_numpy()) for c in ("track_id", "t")) or \
+                not np.array_equal(old["fov_name"].astype(str).to_numpy(), table["fov_name"].astype(str).to_numpy()):
             return False
         for col in ("selection", "cluster", "annotation"):
             if col in old.columns:

@@ -31,7 +31,7 @@ from napari_dynaclr.errors import Cancelled, ConfigError, WorkerCrashed
 from napari_dynaclr.predict.client import ChildProcess, Event, Warned
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 __all__ = ["LANES", "Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process",
            "cluster_job", "data_packages_imported", "embedding_pca_job", "gallery_keys", "import_data_packages",

@@ -27,7 +27,7 @@ import numpy as np
 from napari_dynaclr.errors import AnnotationError, shorten
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 #: the label VisCy's callers drop before training ("not sure")
 UNKNOWN = "unknown"

@@ -34,7 +34,7 @@ from napari_dynaclr.evaluate.cross_validation import CrossValidation, cross_vali
 from napari_dynaclr.evaluate.matrix import embedding_matrix
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 SPLITS = ("cell", "track", "none")
 #: rows predicted at a time (scaled and multiplied in float64 chunk by chunk)

@@ -34,7 +34,7 @@ from napari_dynaclr.errors import ConfigError, StoreError
 from napari_dynaclr.evaluate.matrix import embedding_matrix
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 STAT_NAMES = (
     "adjacent_frame_mean", "adjacent_frame_std", "adjacent_frame_median", "adjacent_frame_peak",

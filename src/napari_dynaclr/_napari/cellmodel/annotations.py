@@ -10,7 +10,7 @@ import numpy as np
 from napari_dynaclr.errors import ExploreError
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 UNASSIGNED = ""  # the annotation of cells without a class
 

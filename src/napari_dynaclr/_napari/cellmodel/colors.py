@@ -18,7 +18,7 @@ import numpy as np
 from napari_dynaclr._napari.cellmodel.table import categorical_codes, is_categorical
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 #: the colour of a missing value (NaN, a category code −1) and of a cluster's noise label
 MISSING_COLOR = np.array([0.45, 0.45, 0.45, 0.6], dtype=np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 from napari_dynaclr._napari.cellmodel.table import categorical_codes, fov_mask
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 
 class FrameIndex:

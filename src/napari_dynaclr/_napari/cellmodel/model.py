@@ -35,7 +35,7 @@ from napari_dynaclr._napari.cellmodel.table import (
 from napari_dynaclr.errors import ExploreError
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 _NONE = np.empty(0, dtype=np.int64)
 

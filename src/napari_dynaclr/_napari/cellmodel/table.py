@@ -19,7 +19,7 @@ from napari_dynaclr.errors import ExploreError, StoreError
 from napari_dynaclr.evaluate.annotations import MISSING_LABELS
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 #: key columns of an annotation CSV (VisCy's cell identity)
 KEY_COLUMNS = ["fov_name", "track_id", "t"]
