@@ -150,11 +150,11 @@ def _serve_classify(send, token, X, labels, groups, task):
         final = train_classifier(X, labels, split=None, task=task)  # every label counts for the prediction
     predicted, proba = predict_classes(final.model, X)
     warning = "; ".join(dict.fromkeys(f"{split} split: {r.warning}" for split, r in results.items() if r.warning))
+    # (not the model: unpickling its scikit-learn objects would import scikit-learn into napari's process)
     return {"predicted": predicted, "proba": proba, "classes": list(final.classes),
             "metrics": {split: dict(r.metrics) for split, r in results.items()},
             "splits": {split: r.quality() for split, r in results.items()}, "warning": warning or None,
-            "notes": sorted({n for r in [*results.values(), final] for n in r.notes})}  # (not the model: its
-    # scikit-learn objects would import scikit-learn into napari's process to be unpickled)
+            "notes": sorted({n for r in [*results.values(), final] for n in r.notes})}
 
 
 def _serve_warm(send, token, X, modules=()):

@@ -320,8 +320,8 @@ def sample_job(token, X, rows, n: int, cancel: threading.Event | None = None) ->
 
 def classify_job(token, X, labels, groups, task: str, cancel: threading.Event | None = None) -> Iterator:
     """VisCy's linear classifier on the labelled rows, with a cell and a track split, and its prediction for
-    every cell (the work process): a dict with ``predicted``, ``proba``, ``classes``, ``metrics`` per split,
-    ``notes`` and the ``model``."""
+    every cell (the work process): a dict with ``predicted``, ``proba``, ``classes``, ``metrics`` and ``splits``
+    per split, ``warning`` and ``notes`` (not the fitted model: it stays in the work process, with scikit-learn)."""
     return (yield from _matrix_request("classify", token, X, labels, groups, task, cancel=cancel))
 
 
