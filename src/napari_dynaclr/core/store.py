@@ -232,8 +232,7 @@ class StoreMatrix:
 
     def __array__(self, dtype=None, copy=None):
         if self._array is None:
-            node = self._node
-            self._array = np.asarray(node[...] if hasattr(node, "chunks") else node)
+            self._array = _dense(self._node)
         return np.array(self._array, dtype=dtype, copy=True) if copy else np.asarray(self._array, dtype=dtype)
 
 
@@ -250,7 +249,12 @@ class StoreMatrixRef:
         if tuple(node.shape) != self.shape:
             raise StoreError(f"{self.path} was written again since it was opened (its X is {tuple(node.shape)}, "
                              f"was {self.shape}): open the store again")
-        return np.asarray(node[...] if hasattr(node, "chunks") else node, dtype=dtype)
+        return np.asarray(_dense(node), dtype=dtype)
+
+
+def _dense(node) -> np.ndarray:
+    """A store's ``X`` node (a zarr array, or what anndata's reader gave) read into memory."""
+    return np.asarray(node[...] if hasattr(node, "chunks") else node)
 
 
 def _column(values):
