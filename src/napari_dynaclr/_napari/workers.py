@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     import pandas as pd  # (imported where used: the dock opens without it, workers.DATA_PACKAGES)
 
 __all__ = ["LANES", "Batch", "Event", "Finished", "OpenedStore", "Warned", "cancel_job", "close_work_process",
-           "cluster_job", "data_packages_imported", "embedding_pca_job", "gallery_keys", "import_data_packages",
-           "in_thread", "inspect_checkpoint", "open_store", "open_store_job", "prediction_job", "preview_cells",
-           "preview_job", "reduction_job", "request", "sample_job", "save_to_store", "shipped", "warm_job",
-           "work_process"]
+           "cluster_job", "dock_packages_imported", "embedding_pca_job", "gallery_keys", "import_data_packages",
+           "import_dock_packages", "in_thread", "inspect_checkpoint", "open_store", "open_store_job", "prediction_job",
+           "preview_cells", "preview_job", "reduction_job", "request", "sample_job", "save_to_store", "shipped",
+           "warm_job", "work_process"]
 
 #: the lane (work process) of every request, here and nowhere else. "quick": the answer to a click, seconds at
 #: most, never behind a long request; "heavy": a prediction, a reduction or clustering of the whole table, a
@@ -71,13 +71,18 @@ def request(kind: str, *args, cancel: threading.Event | None = None, **kwargs) -
 
 
 #: the packages a thread job imports first, one thread at a time: pandas (with pyarrow, ≈ 0.4 s: the dock's pages
-#: need it, and the dock imports it in a thread as it opens, not on napari's GUI thread); zarr, which two threads
-#: must not import for the first time at once (iohub and anndata import it); scipy.linalg, which napari imports on
-#: the GUI thread when it makes its first layer (its affine transforms decompose with it: ≈ 80 ms, once) unless a
-#: job did before
+#: need it, and the dock imports it in a thread after its first paint, not on napari's GUI thread); zarr, which two
+#: threads must not import for the first time at once (iohub and anndata import it); scipy.linalg, which napari
+#: imports on the GUI thread when it makes its first layer (its affine transforms decompose with it: ≈ 80 ms, once)
+#: unless a job did before
 DATA_PACKAGES = ("pandas", "zarr", "scipy.linalg")
+#: what a dock needs besides, imported after the data packages by the thread a dock starts after its first paint
+#: (:func:`import_dock_packages`; a reader needs none of it): matplotlib's figures for its pages (≈ 0.3 s, and the
+#: full garbage collection its objects bring, ≈ 0.2 s: one block of napari's GUI thread imported there) and
+#: scipy.spatial, which napari imports on the GUI thread when the dock makes its first Tracks layer
+DOCK_PACKAGES = ("matplotlib.figure", "scipy.spatial")
 _IMPORTING = threading.Lock()
-_IMPORTED = threading.Event()
+_DOCK_IMPORTED = threading.Event()
 
 
 def import_data_packages() -> None:
@@ -86,18 +91,26 @@ def import_data_packages() -> None:
     zarr's modules import each other: two threads importing it for the first time at once (a plate check
     and a store open started together) get a half-initialised module (``cannot import name 'StorePath'``,
     ``KeyError: 'zarr'``) or Python's import deadlock error."""
+    with _IMPORTING:
+        for name in DATA_PACKAGES:
+            importlib.import_module(name)
+
+
+def import_dock_packages() -> None:
+    """:func:`import_data_packages`, then :data:`DOCK_PACKAGES` (the thread a dock starts after its first paint)."""
     try:
+        import_data_packages()
         with _IMPORTING:
-            for name in DATA_PACKAGES:
+            for name in DOCK_PACKAGES:
                 importlib.import_module(name)
     finally:  # (a package that fails to import fails again, by name, where it is used)
-        _IMPORTED.set()
+        _DOCK_IMPORTED.set()
 
 
-def data_packages_imported() -> bool:
-    """Whether a thread has imported :data:`DATA_PACKAGES` (or tried to): the dock makes its pages, which need
-    pandas, after it."""
-    return _IMPORTED.is_set()
+def dock_packages_imported() -> bool:
+    """Whether a dock's thread has imported :data:`DATA_PACKAGES` and :data:`DOCK_PACKAGES` (or tried to): the
+    dock makes its pages after it (on the GUI thread, an import of a module another thread imports waits)."""
+    return _DOCK_IMPORTED.is_set()
 
 
 def in_thread(job):

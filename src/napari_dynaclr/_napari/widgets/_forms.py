@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from magicgui.widgets import FileEdit, Label
-from qtpy.QtCore import QEvent, QSize, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QFormLayout,
     QFrame,
@@ -229,6 +229,50 @@ def alive(widget) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def after_first_paint(widget: QWidget, fn: Callable[[], object], fallback_ms: int = 1000) -> None:
+    """Call *fn* once, in the event-loop turn after *widget*'s first paint: e.g. start a thread that would compete
+    with that paint for the GIL. Qt's layout and paint call into Python again and again (napari's event filter,
+    widgets' size hints and paint events), and each call waits up to the interpreter's switch interval (5 ms) for
+    a thread running Python: a dock's first paint beside a thread importing pandas took 100–400 ms, ≈ 25 ms
+    without it. A widget that is not shown in the next turn (a viewer never shown) runs *fn* then; one that
+    never paints (a zero size), *fallback_ms* later."""
+    _FirstPaint(widget, fn, fallback_ms)
+
+
+class _FirstPaint(QObject):
+    """:func:`after_first_paint`'s watcher: a child of the widget (gone with it, and *fn* never called)."""
+
+    def __init__(self, widget: QWidget, fn: Callable[[], object], fallback_ms: int):
+        super().__init__(widget)
+        self._widget, self._fn = widget, fn
+        widget.installEventFilter(self)
+        self._timers = []
+        for ms, slot in ((0, self._unless_shown), (fallback_ms, self._fire)):
+            timer = QTimer(self)
+            timer.setSingleShot(True)
+            timer.timeout.connect(slot)
+            timer.start(ms)
+            self._timers.append(timer)
+
+    def _unless_shown(self) -> None:
+        if not self._widget.isVisible():
+            self._fire()
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
+        if obj is self._widget and event.type() == QEvent.Type.Paint and self._fn is not None:
+            self._timers[1].start(0)  # (the fallback, now: the turn after this paint)
+        return False
+
+    def _fire(self) -> None:
+        if self._fn is None:
+            return
+        fn, self._fn = self._fn, None
+        self._widget.removeEventFilter(self)
+        for timer in self._timers:
+            timer.stop()
+        fn()
 
 
 def in_turns(parent, steps, current: Callable[[], bool], done: Callable[[bool], object],

@@ -38,6 +38,7 @@ from napari_dynaclr._napari.widgets import predict_form
 from napari_dynaclr._napari.widgets._forms import (
     Message,
     ScrollingTabs,
+    after_first_paint,
     alive,
     field_path,
     keep_button_text,
@@ -128,10 +129,9 @@ class DynaCLRWidget(QWidget):
         self.tabs.addTab(self.predict_scroll, "Predict")
         for title, build in predict_form.later_pages(self):
             self.tabs.add_later(build, title)
-        # pandas (the pages need it) and the data packages are imported by a thread, the pages made after it; the
-        # thread starts once napari has placed the dock (it would take half of the GUI thread's time until then)
-        QTimer.singleShot(0, lambda: alive(self) and self.jobs.start(thread_job(workers.import_data_packages)(),
-                                                                      errored=lambda exc: show_error(str(exc))))
+        # the data packages (pandas: the pages need it): a thread, after the dock's first paint; the pages after it
+        after_first_paint(self, lambda: self.jobs.start(thread_job(workers.import_dock_packages)(),
+                                                        errored=lambda exc: show_error(str(exc))))
         self.tabs.build_later(*predict_form.later_imports(), after=predict_form.explore_then_plot(self))
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)

@@ -56,14 +56,13 @@ def page(dock) -> tuple[QScrollArea, QCollapsible]:
     return scrolling(page), advanced
 
 
-#: the pages after Predict and the modules they import (matplotlib's plots and what it imports first: ≈ 0.3 s in
-#: one piece on a quiet laptop), imported one per event-loop turn after the dock opens (:func:`later_imports`)
+#: the pages after Predict and the modules they import (matplotlib's Qt canvas: matplotlib itself is imported by
+#: the dock's thread, workers.DOCK_PACKAGES), imported one per event-loop turn after the dock opens
+#: (:func:`later_imports`)
 LATER_PAGES = (("Explore", "embedding_view", "EmbeddingView"), ("Cells", "cells_view", "CellsView"),
                ("Verify", "verify_panel", "VerifyWidget"), ("Conditions", "conditions_view", "ConditionsView"),
                ("Time", "time_view", "TimeView"))
-PLOT_MODULES = ("PIL.Image", "unittest", "pyparsing", "matplotlib", "matplotlib.font_manager", "matplotlib.lines",
-                "matplotlib.text", "matplotlib.collections", "matplotlib.image", "matplotlib.axis", "matplotlib.axes",
-                "matplotlib.figure", "matplotlib.backends.backend_qtagg")
+PLOT_MODULES = ("matplotlib.backends.backend_qtagg",)
 
 
 def later_pages(dock) -> list[tuple[str, Callable[[], QWidget]]]:
@@ -78,15 +77,15 @@ def later_pages(dock) -> list[tuple[str, Callable[[], QWidget]]]:
 
 
 def explore_then_plot(dock) -> Callable[[], bool]:
-    """The condition the later steps wait for: the data packages imported by the thread the dock started as it
-    opened (pandas: ≈ 0.4 s, not on napari's GUI thread), then the Explore page made (by this condition's next
-    call), then its plot's staged first paint over (made in the turn after the page's)."""
-    from napari_dynaclr._napari.workers import data_packages_imported
+    """The condition the later steps wait for: the data and dock packages imported by the thread the dock started
+    after its first paint (pandas, matplotlib: ≈ 0.7 s, not on napari's GUI thread), then the Explore page made
+    (by this condition's next call), then its plot's staged first paint over (made in the turn after the page's)."""
+    from napari_dynaclr._napari.workers import dock_packages_imported
 
     made = []
 
     def ready() -> bool:
-        if not data_packages_imported():
+        if not dock_packages_imported():
             return False
         if not made:
             made.append(dock.explore)
