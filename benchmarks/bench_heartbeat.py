@@ -17,8 +17,10 @@ plugin's work process; napari's process never imports torch):
 ``--load`` starts two busy loops (processes, one per core of a 2-core laptop) before the walk-through and ends
 them after it. Prints one line per action and the machine's load average at the start and the end. *of it GC*
 is the part of the longest block that was one of Python's full garbage collections (``FullCollections``):
-the collector of napari's process, which a plugin may not tune; the last line names the actions over the
-target with and without it.
+the collector of napari's process, which a plugin may not tune; the last lines name the actions over the
+target with and without it; the last, napari's own floors (``napari_alone``, another process, no plugin): the
+block of its first image layer's ``add_image`` and one full collection of its heap holding two images, tracks
+and points, beside one full collection in the walk's process at its end.
 """
 
 from __future__ import annotations
@@ -105,6 +107,57 @@ class BlockSampler:
         self.seen.clear()
 
 
+def full_collection() -> tuple[int, float]:
+    """This process's tracked objects and the median time of three full garbage collections (ms)."""
+    import gc
+
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        gc.collect()
+        times.append(1000 * (time.perf_counter() - t0))
+    return len(gc.get_objects()), float(np.median(times))
+
+
+def napari_alone() -> tuple[float, int, float]:
+    """napari without the plugin (another process), a shown viewer at a laptop's size: the longest GUI block of
+    its first image layer's ``add_image`` (a time axis, as the walk's first FOV; its dims sliders, layer controls,
+    vispy layer and first paint), then, holding what napari itself holds in the walk's first FOV (two image
+    channels, tracks, points with a features table), :func:`full_collection`. The floors under the walk's load a
+    predict.yml and under any block that holds a full collection: napari's own work and heap."""
+    return _in_another_process(_napari_alone)
+
+
+def _napari_alone() -> tuple[float, int, float]:
+    import napari
+    import pandas as pd
+
+    app = napari.qt.get_qapp()
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1366, 768)
+    walk = Walk(app)
+    settled = time.perf_counter() + 1.0  # the viewer's own first paints
+    walk.until(lambda: time.perf_counter() >= settled)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 4000, (10, 256, 256), dtype=np.uint16) for _ in range(2)]
+    walk.heartbeat.start()
+    viewer.add_image(images[0], name="channel 0")
+    end = time.perf_counter() + 0.5
+    walk.until(lambda: time.perf_counter() >= end)
+    first_layer = walk.heartbeat.stop()
+    viewer.add_image(images[1], name="channel 1", blending="additive")
+    tracks = np.column_stack([np.repeat(np.arange(15), 10), np.tile(np.arange(10), 15),
+                              rng.uniform(0, 256, (150, 2))])  # the demo's FOV: 15 tracks of 10 frames
+    viewer.add_tracks(tracks)
+    viewer.add_points(tracks[:, 1:], features=pd.DataFrame({"track_id": tracks[:, 0].astype(int),
+                                                              "t": tracks[:, 1].astype(int)}))
+    end = time.perf_counter() + 1.0
+    walk.until(lambda: time.perf_counter() >= end)  # (their first paints)
+    objects, collection = full_collection()
+    viewer.close()
+    return first_layer, objects, collection
+
+
 def busy_loop() -> None:
     while True:
         pass
@@ -122,6 +175,7 @@ class Walk:
         self.collections = FullCollections()
         self._loop_cls, self._timer_cls = QEventLoop, QTimer
         self.sampler = None
+        self.end_heap: tuple[int, float] | None = None  # full_collection() at the walk's end
 
     def until(self, done, timeout_s: float = 900.0) -> None:
         """Run the event loop until *done()* holds (checked every 10 ms by a timer: a real event loop)."""
@@ -256,6 +310,7 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
                  and not is_running(getattr(main.checks, "preview_worker", None)),  # (its cells shown)
                  lambda: main.cells_info.value)
     if args.only_load:
+        walk.end_heap = full_collection()
         viewer.close()
         walk.app.processEvents()
         return walk
@@ -323,6 +378,7 @@ def walk_through(args, work: Path, inputs: dict, store: Path) -> Walk:
     for i in range(2):
         target = fovs[(fovs.index(s.fov_name) + 1) % len(fovs)]
         walk.measure(f"FOV switch {i + 1}", lambda f=target: s.show_fov(f), lambda f=target: s.fov_name == f)
+    walk.end_heap = full_collection()
     viewer.close()
     walk.app.processEvents()
     return walk
@@ -349,6 +405,7 @@ def main(argv=None) -> int:
         busy = [multiprocessing.Process(target=busy_loop, daemon=True) for _ in range(2)]
         for p in busy:
             p.start()
+    alone = napari_alone()  # (beside the busy loops too: as the walk's own collections)
     load0 = os.getloadavg()[0]
     target = LOADED_MS if args.load else QUIET_MS
     print(f"{'two busy loops' if args.load else 'no busy loops'}; load average {load0:.1f} at the start; "
@@ -365,6 +422,10 @@ def main(argv=None) -> int:
     print(f"load average {load1:.1f} at the end; worst: {worst[0]} {worst[1]:.0f} ms "
           f"(ratio to the target {worst[1] / target:.2f}); over the target: {over or 'none'}; "
           f"over it without the full garbage collections in them: {over_apart or 'none'}")
+    print(f"napari alone (no plugin, another process): its first image layer's add_image blocks {alone[0]:.0f} ms; "
+          f"one full garbage collection (median of 3) with two images, tracks and points {alone[2]:.0f} ms "
+          f"({alone[1]:,} objects); in the walk's process at its end {walk.end_heap[1]:.0f} ms "
+          f"({walk.end_heap[0]:,} objects)")
     return 0
 
 
