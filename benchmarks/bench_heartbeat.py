@@ -123,8 +123,9 @@ def napari_alone() -> tuple[float, int, float]:
     """napari without the plugin (another process), a shown viewer at a laptop's size: the longest GUI block of
     its first image layer's ``add_image`` (a time axis, as the walk's first FOV; its dims sliders, layer controls,
     vispy layer and first paint), then, holding what napari itself holds in the walk's first FOV (two image
-    channels, tracks, points with a features table), :func:`full_collection`. The floors under the walk's load a
-    predict.yml and under any block that holds a full collection: napari's own work and heap."""
+    channels, tracks, points with a features table), :func:`full_collection`. napari's own costs: its first layer
+    without the plugin (whose dock builds pint's unit registry and imports napari's first layer needs before it:
+    load a predict.yml is what is left of it), and the floor under any block that holds a full collection."""
     return _in_another_process(_napari_alone)
 
 
