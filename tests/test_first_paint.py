@@ -49,3 +49,23 @@ def test_a_widget_never_shown_runs_it_in_the_next_turn(qtbot):
     assert calls == []  # (not at once: in the next event-loop turn)
     qtbot.waitUntil(lambda: bool(calls))
     assert calls == [0] and not widget.isVisible()
+
+
+def test_a_data_package_that_fails_to_import_is_named_and_the_pages_are_made(make_napari_viewer, qtbot,
+                                                                              monkeypatch):
+    """The dock's thread imports the data packages first: when one fails, the dock says which, and its pages are
+    still made (each fails again, by name, where it uses the package) instead of waiting for the thread forever."""
+    import threading
+
+    from napari_dynaclr._napari import workers
+    from napari_dynaclr._napari.widgets import main as main_widget
+
+    seen = []
+    monkeypatch.setattr(main_widget, "show_error", seen.append)
+    monkeypatch.setattr(workers, "DATA_PACKAGES", (*workers.DATA_PACKAGES, "no_such_package_dynaclr"))
+    monkeypatch.setattr(workers, "_DOCK_IMPORTED", threading.Event())  # (as in a napari that has not tried yet)
+    viewer = make_napari_viewer(show=True)
+    _, main = viewer.window.add_plugin_dock_widget("napari-dynaclr", "DynaCLR")
+    qtbot.waitUntil(lambda: bool(seen), timeout=60_000)
+    assert "no_such_package_dynaclr" in seen[0]
+    qtbot.waitUntil(lambda: main.tabs.pending == 0, timeout=60_000)

@@ -90,16 +90,21 @@ def import_data_packages() -> None:
 
     zarr's modules import each other: two threads importing it for the first time at once (a plate check
     and a store open started together) get a half-initialised module (``cannot import name 'StorePath'``,
-    ``KeyError: 'zarr'``) or Python's import deadlock error."""
-    with _IMPORTING:
-        for name in DATA_PACKAGES:
-            importlib.import_module(name)
+    ``KeyError: 'zarr'``) or Python's import deadlock error. One that fails ends a dock's thread before
+    :func:`import_dock_packages`: the dock makes its pages all the same (it fails again, by name, where used)."""
+    try:
+        with _IMPORTING:
+            for name in DATA_PACKAGES:
+                importlib.import_module(name)
+    except BaseException:
+        _DOCK_IMPORTED.set()
+        raise
 
 
 def import_dock_packages() -> None:
-    """:func:`import_data_packages`, then :data:`DOCK_PACKAGES` (the thread a dock starts after its first paint)."""
+    """:data:`DOCK_PACKAGES`, as a thread job (:func:`in_thread` imported the data packages first): the thread a
+    dock starts after its first paint."""
     try:
-        import_data_packages()
         with _IMPORTING:
             for name in DOCK_PACKAGES:
                 importlib.import_module(name)
