@@ -1,9 +1,14 @@
 """``_forms.after_first_paint``: what the DynaCLR dock starts after its first paint (its import thread: beside the
 paint, the thread made it 100–400 ms long, Qt's calls into Python waiting for the GIL). The dock's own use is
-checked in napari's process by ``tests/test_napari_guest.py`` (pandas not imported at the dock's first paint)."""
+checked in napari's process by ``tests/test_napari_guest.py`` (pandas not imported at the dock's first paint);
+the Embedding view's and the Verify panel's, each opened alone, in a napari process here."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QWidget
 
@@ -58,10 +63,10 @@ def test_a_data_package_that_fails_to_import_is_named_and_the_pages_are_made(mak
     import threading
 
     from napari_dynaclr._napari import workers
-    from napari_dynaclr._napari.widgets import main as main_widget
+    from napari_dynaclr._napari.widgets import _jobs
 
     seen = []
-    monkeypatch.setattr(main_widget, "show_error", seen.append)
+    monkeypatch.setattr(_jobs, "show_error", seen.append)
     monkeypatch.setattr(workers, "DATA_PACKAGES", (*workers.DATA_PACKAGES, "no_such_package_dynaclr"))
     monkeypatch.setattr(workers, "_DOCK_IMPORTED", threading.Event())  # (as in a napari that has not tried yet)
     viewer = make_napari_viewer(show=True)
@@ -69,3 +74,47 @@ def test_a_data_package_that_fails_to_import_is_named_and_the_pages_are_made(mak
     qtbot.waitUntil(lambda: bool(seen), timeout=60_000)
     assert "no_such_package_dynaclr" in seen[0]
     qtbot.waitUntil(lambda: main.tabs.pending == 0, timeout=60_000)
+
+
+DOCK_ALONE = r"""
+import sys
+import napari
+from qtpy.QtWidgets import QApplication
+from napari_dynaclr._napari import workers
+
+viewer = napari.Viewer(show=False)
+_, dock = viewer.window.add_plugin_dock_widget("napari-dynaclr", sys.argv[1])
+heavy = ("pandas", "pyarrow", "matplotlib")
+print("opening:", [m for m in heavy if m in sys.modules])
+app = QApplication.instance()
+for _ in range(6000):  # (≤ 60 s: the dock's thread imports them)
+    app.processEvents()
+    if workers.dock_packages_imported():
+        break
+    import time
+    time.sleep(0.01)
+print("then:", [m for m in heavy if m in sys.modules])
+if sys.argv[1].startswith("Verify"):
+    for _ in range(500):  # the histograms' canvas, made in the turn after the thread (no wait at the first verify)
+        app.processEvents()
+        if dock.plot_slot.layout().count():
+            break
+        time.sleep(0.01)
+    print("histograms:", dock.plot_slot.layout().count())
+viewer.close()
+"""
+
+
+@pytest.mark.parametrize("dock", ["Embedding view", "Verify against reference"])
+def test_a_plot_dock_opened_alone_imports_pandas_and_matplotlib_in_its_thread(dock, tmp_path):
+    """Plugins > Embedding view or Verify against reference, in a napari that has not imported pandas: the dock
+    opens without pandas, pyarrow or matplotlib (imported on napari's GUI thread as it opened: 0.5 and 1.0 s, one
+    block each), and its thread imports them after."""
+    script = tmp_path / "dock_alone.py"
+    script.write_text(DOCK_ALONE)
+    out = subprocess.run([sys.executable, str(script), dock], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "opening: []" in out.stdout, out.stdout
+    assert "then: ['pandas', 'pyarrow', 'matplotlib']" in out.stdout, out.stdout
+    if dock.startswith("Verify"):
+        assert "histograms: 1" in out.stdout, out.stdout

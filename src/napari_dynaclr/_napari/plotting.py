@@ -3,13 +3,17 @@ index for hover and click, the density raster and the axes' ticks."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from napari_dynaclr._napari.cellmodel.annotations import UNASSIGNED
 from napari_dynaclr._napari.cellmodel.colors import category_key, colormap_lut
 from napari_dynaclr._napari.cellmodel.geometry import nearest_point
 from napari_dynaclr._napari.cellmodel.table import categorical_codes, is_categorical
+
+if TYPE_CHECKING:
+    import pandas as pd  # (a dock that shows a plot opens without it: DockJobs.import_packages)
 
 
 def theme_colors(theme_id: str | None = None) -> dict[str, str]:

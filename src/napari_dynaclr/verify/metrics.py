@@ -20,8 +20,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from napari_dynaclr.errors import Cancelled, DynaclrError
+from napari_dynaclr.errors import Cancelled
 from napari_dynaclr.verify.align import json_value
+from napari_dynaclr.verify.contract import Contract
 from napari_dynaclr.verify.sources import Source
 
 #: obsm keys holding dimensionality reductions: reported, judged only with ``judge_reductions``.
@@ -30,32 +31,6 @@ REDUCTION_PREFIXES = ("X_pca", "X_umap", "X_phate", "X_tsne", "X_diffmap", "X_dr
 HIST_EDGES = np.logspace(-10, 3, 131)
 
 _CHUNK_ELEMENTS = 1 << 22  # rows per chunk = this / n_dims
-
-
-@dataclasses.dataclass
-class Contract:
-    """What "reproduced" means. Defaults = VisCy's reproducibility contract."""
-
-    atol: float = 0.02
-    rtol: float = 1e-2
-    min_pearson: float = 0.999
-    allow_missing: bool = False
-    judge_reductions: bool = False
-    require_same_order: bool = False
-    check_obs: bool = True
-
-    def __post_init__(self):
-        for name in ("atol", "rtol"):
-            v = float(getattr(self, name))
-            if not v >= 0:
-                raise DynaclrError(f"--{name} must be >= 0 (got {v})")
-            setattr(self, name, v)
-        self.min_pearson = float(self.min_pearson)
-        if not -1.0 <= self.min_pearson <= 1.0:
-            raise DynaclrError(f"--min-pearson must lie in [-1, 1] (got {self.min_pearson})")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def is_reduction(name: str) -> bool:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import threading
 import weakref
 
-from qtpy.QtCore import QCoreApplication, QObject, QThreadPool
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QCoreApplication, QObject, QThreadPool, QTimer
 
 from napari_dynaclr._napari import workers
-from napari_dynaclr._napari.widgets._forms import alive
+from napari_dynaclr._napari.widgets._forms import after_first_paint, alive
 
 #: how long napari's quit waits for the plugin's workers once they were asked to stop
 QUIT_WAIT_MS = 3000
@@ -133,6 +134,20 @@ class DockJobs:
         worker.finished.connect(done)
         plugin_pool().start(worker)
         return worker
+
+    def import_packages(self, widget, then=None) -> None:
+        """The packages a dock needs (:data:`~napari_dynaclr._napari.workers.DATA_PACKAGES`, then
+        :data:`~napari_dynaclr._napari.workers.DOCK_PACKAGES`: pandas, matplotlib…) imported by a thread started
+        after *widget*'s first paint (:func:`~napari_dynaclr._napari.widgets._forms.after_first_paint`), not on
+        napari's GUI thread as the dock opens (0.5–1 s); *then* (optional) on the GUI thread once they are (in
+        the next turn when another dock's thread already imported them)."""
+        finished = {} if then is None else {"finished": then}
+        if workers.dock_packages_imported():
+            if then is not None:
+                QTimer.singleShot(0, _while_alive(self._owner, then))
+            return
+        after_first_paint(widget, lambda: self.start(thread_job(workers.import_dock_packages)(),
+                                                     errored=lambda exc: show_error(str(exc)), **finished))
 
     def latest(self, key):
         """The running job started with ``latest=key`` (the newest one), or None."""

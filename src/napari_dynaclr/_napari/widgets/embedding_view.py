@@ -103,6 +103,7 @@ class EmbeddingView(EmbeddingActions, QWidget):
         layout.addWidget(scrolling(page), stretch=2)
         self.worker = None
         self.jobs = DockJobs(self)  # ended when the dock is deleted or napari quits
+        self.jobs.import_packages(self)  # (opened alone: pandas… in a thread, not as the dock opens)
         self._traj_rows = np.empty(0, dtype=np.int64)
         self._updating = False
         self.preview_cleared = False  # a cancelled run's streamed preview is hidden until new coordinates come

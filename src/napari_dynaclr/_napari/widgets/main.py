@@ -38,7 +38,6 @@ from napari_dynaclr._napari.widgets import predict_form
 from napari_dynaclr._napari.widgets._forms import (
     Message,
     ScrollingTabs,
-    after_first_paint,
     alive,
     field_path,
     keep_button_text,
@@ -130,8 +129,7 @@ class DynaCLRWidget(QWidget):
         for title, build in predict_form.later_pages(self):
             self.tabs.add_later(build, title)
         # the data packages (pandas: the pages need it): a thread, after the dock's first paint; the pages after it
-        after_first_paint(self, lambda: self.jobs.start(thread_job(workers.import_dock_packages)(),
-                                                        errored=lambda exc: show_error(str(exc))))
+        self.jobs.import_packages(self)
         self.tabs.build_later(*predict_form.later_imports(), after=predict_form.explore_then_plot(self))
         footer = QHBoxLayout()
         footer.addWidget(self.run_btn.native)

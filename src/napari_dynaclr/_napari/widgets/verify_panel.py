@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -44,11 +43,11 @@ from napari_dynaclr._napari.widgets._forms import scrolling
 from napari_dynaclr._napari.widgets._jobs import DockJobs, thread_job
 from napari_dynaclr._napari.widgets.verify_cells import NumItem, WorstCellsTable
 from napari_dynaclr._napari.widgets.verify_plots import DeltaHistograms, fmt
-from napari_dynaclr.core.store import LazyStore
 from napari_dynaclr.errors import DynaclrError
 
 if TYPE_CHECKING:
     import napari.viewer
+    import pandas as pd  # (the panel opens without it: DockJobs.import_packages)
 
 #: Column added to cell tables / Points features by "Colour cells by |Δ|".
 COLOR_COLUMN = "verify_log10_max_abs"
@@ -178,9 +177,12 @@ class VerifyWidget(QWidget):
         self.arrays_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout.addWidget(self.arrays_table)
 
-        self.histograms = DeltaHistograms(theme_colors(getattr(viewer, "theme", None)))
-        self.figure, self.canvas = self.histograms.figure, self.histograms.canvas
-        layout.addWidget(self.canvas)
+        # the histograms' matplotlib canvas, made once a thread has imported matplotlib (after the panel's first
+        # paint: opened alone, the panel imported it on napari's GUI thread, ≈ 1 s) or when first needed
+        self._histograms: DeltaHistograms | None = None
+        self.plot_slot = QWidget()
+        QVBoxLayout(self.plot_slot).setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot_slot)
 
         self.worst_label = QLabel("Worst cells (select a row to go to the cell; click a header to sort)")
         self.worst_label.setWordWrap(True)
@@ -199,19 +201,37 @@ class VerifyWidget(QWidget):
         self.viewer.layers.events.removed.connect(self.refresh_sources)
         get_session(self.viewer).table_changed.connect(self._on_new_cells)
         self.refresh_sources()
+        self.jobs.import_packages(self, then=lambda: self.histograms)
+
+    @property
+    def histograms(self) -> DeltaHistograms:
+        """The |Δ| histograms (made on first use, in napari's theme)."""
+        if self._histograms is None:
+            self._histograms = DeltaHistograms(theme_colors(getattr(self.viewer, "theme", None)))
+            self.plot_slot.layout().addWidget(self._histograms.canvas)
+            self._histograms.canvas.setVisible(self.plot_slot.isVisibleTo(self))
+        return self._histograms
+
+    figure = property(lambda self: self.histograms.figure)
+    canvas = property(lambda self: self.histograms.canvas)
 
     def _show_results(self, shown: bool) -> None:
         """The result widgets (arrays, histograms, worst cells) only once there is a report: the empty panel
         is its form and what to do."""
-        for w in (self.arrays_table, self.canvas, self.worst_label, self.cells_table, self.goto_label):
+        for w in (self.arrays_table, self.plot_slot, self.worst_label, self.cells_table, self.goto_label):
             w.setVisible(shown)
+        if self._histograms is not None:
+            self._histograms.canvas.setVisible(shown)
+            if not shown:
+                self._histograms.clear()
         if not shown:
-            self.histograms.clear()
             self.goto_label.setText("")
 
     def _on_theme(self, event=None) -> None:
+        if self._histograms is None:  # (made in the theme of its time)
+            return
         try:
-            self.histograms.set_theme(theme_colors(self.viewer.theme))
+            self._histograms.set_theme(theme_colors(self.viewer.theme))
         except RuntimeError:  # the panel's Qt side was deleted (the viewer closed)
             return
 
@@ -267,6 +287,8 @@ class VerifyWidget(QWidget):
         """The prediction to compare: an AnnData or a store path. Raises DynaclrError when unset."""
         kind, _, name = str(self.prediction_combo.currentData() or "file").partition(":")
         if kind == "session":
+            from napari_dynaclr.core.store import LazyStore
+
             sess = get_session(self.viewer)
             if sess.adata is not None and not isinstance(sess.adata, LazyStore):  # (a run's result, in memory)
                 return sess.adata
