@@ -69,6 +69,7 @@ def test_column_colors_categorical_vs_continuous():
     np.array([7, 7, 7]),
     np.array([2, 0, 1], dtype=np.uint8),
     np.array([0, 10**12, 5, 10**12]),  # a range far wider than the column: pandas' own coding
+    np.array([10**9 + 3, 10**9, 10**9 + 3]),  # far from 0, a narrow range
     np.random.default_rng(3).integers(-50, 5000, 20_000),
 ])
 def test_integer_columns_are_coded_as_pandas_codes_them(values):

@@ -165,12 +165,14 @@ def categorical_codes(series: pd.Series) -> tuple[np.ndarray, list]:
     values = series.to_numpy()
     if values.dtype.kind in "iu" and len(values):
         lo, hi = int(values.min()), int(values.max())
-        if hi - lo <= 2 * len(values) + INT_RANGE_SLACK:
-            present = np.zeros(hi - lo + 1, dtype=bool)
-            shifted = values - lo if lo else values
+        span = 2 * len(values) + INT_RANGE_SLACK
+        base = 0 if 0 <= lo and hi <= span else lo  # (ids from 0 or 1 index the table as they are: no copy)
+        if hi - base <= span:
+            present = np.zeros(hi - base + 1, dtype=bool)
+            shifted = values - base if base else values
             present[shifted] = True
             code_of = np.cumsum(present, dtype=np.int64) - 1
-            return np.take(code_of, shifted), (np.flatnonzero(present) + lo).tolist()
+            return np.take(code_of, shifted), (np.flatnonzero(present) + base).tolist()
     cat = series.astype("category")
     return np.asarray(cat.cat.codes, dtype=np.int64), list(cat.cat.categories)
 
