@@ -261,7 +261,9 @@ class _FirstPaint(QObject):
             self._fire()
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
-        if obj is self._widget and event.type() == QEvent.Type.Paint and self._fn is not None:
+        # (getattr: at the interpreter's exit Python clears this object's attributes while Qt, tearing down a
+        # widget that never ran an event loop, still delivers its events; an exception here aborts PyQt6)
+        if getattr(self, "_fn", None) is not None and obj is self._widget and event.type() == QEvent.Type.Paint:
             self._timers[1].start(0)  # (the fallback, now: the turn after this paint)
         return False
 
