@@ -77,10 +77,13 @@ def request(kind: str, *args, cancel: threading.Event | None = None, **kwargs) -
 #: unless a job did before
 DATA_PACKAGES = ("pandas", "zarr", "scipy.linalg")
 #: what a dock needs besides, imported after the data packages by the thread a dock starts after its first paint
-#: (:func:`import_dock_packages`; a reader needs none of it): matplotlib's figures for its pages (≈ 0.3 s, and the
-#: full garbage collection its objects bring, ≈ 0.2 s: one block of napari's GUI thread imported there) and
-#: scipy.spatial, which napari imports on the GUI thread when the dock makes its first Tracks layer
-DOCK_PACKAGES = ("matplotlib.figure", "scipy.spatial")
+#: (:func:`import_dock_packages`; a reader imports what it uses in its own job): matplotlib's figures for its pages
+#: (≈ 0.3 s, and the full garbage collection its objects bring, ≈ 0.2 s: one block of napari's GUI thread imported
+#: there); scipy.spatial, which napari imports on the GUI thread when the dock makes its first Tracks layer; and the
+#: readers of plates and stores (iohub with xarray and dask, ≈ 0.25 s; anndata with h5py), which the first plate check
+#: or run imported otherwise: the full garbage collection their objects bring (≈ 0.2 s) fell inside loading a
+#: predict.yml, and now falls while the user reads the newly opened dock
+DOCK_PACKAGES = ("matplotlib.figure", "scipy.spatial", "iohub.ngff", "anndata")
 _IMPORTING = threading.Lock()
 _DOCK_IMPORTED = threading.Event()
 
