@@ -53,6 +53,16 @@ def test_planning_and_verify_import_no_torch():
     assert _loaded_after("import napari_dynaclr.predict, napari_dynaclr.predict.client, napari_dynaclr.verify") == []
 
 
+def test_the_verify_contract_loads_without_pandas_and_every_verify_name_resolves():
+    """The Verify panel shows the contract's defaults as it opens: the ``verify`` package gives its ``Contract``
+    without pandas or zarr (its other modules load on first use), and every name it exports resolves."""
+    assert _loaded_after("from napari_dynaclr import verify\nverify.Contract()", ("pandas", "zarr", "anndata")) == []
+    from napari_dynaclr import verify
+
+    assert all(getattr(verify, name) is not None for name in verify.__all__)
+    assert set(verify.__all__) <= set(dir(verify))
+
+
 def test_evaluation_imports_no_torch_qt_or_numba():
     """The evaluation layer (the GUI's gallery, classifier and smoothness) loads no torch, Qt, UMAP or numba;
     pynndescent (numba) is imported only when an approximate neighbour index is built."""
