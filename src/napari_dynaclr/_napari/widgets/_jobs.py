@@ -140,14 +140,15 @@ class DockJobs:
         :data:`~napari_dynaclr._napari.workers.DOCK_PACKAGES`: pandas, matplotlib…) imported by a thread started
         after *widget*'s first paint (:func:`~napari_dynaclr._napari.widgets._forms.after_first_paint`), not on
         napari's GUI thread as the dock opens (0.5–1 s); *then* (optional) on the GUI thread once they are (in
-        the next turn when another dock's thread already imported them)."""
-        finished = {} if then is None else {"finished": then}
+        the next turn when another dock's thread already imported them; not when the import failed: the error is
+        shown)."""
+        returned = {} if then is None else {"returned": lambda _: then()}  # (not after a failed import)
         if workers.dock_packages_imported():
             if then is not None:
                 QTimer.singleShot(0, _while_alive(self._owner, then))
             return
         after_first_paint(widget, lambda: self.start(thread_job(workers.import_dock_packages)(),
-                                                     errored=lambda exc: show_error(str(exc)), **finished))
+                                                     errored=lambda exc: show_error(str(exc)), **returned))
 
     def latest(self, key):
         """The running job started with ``latest=key`` (the newest one), or None."""
