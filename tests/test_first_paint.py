@@ -79,27 +79,31 @@ def test_a_data_package_that_fails_to_import_is_named_and_the_pages_are_made(mak
 DOCK_ALONE = r"""
 import sys
 import napari
-from qtpy.QtWidgets import QApplication
+from qtpy.QtCore import QEventLoop, QTimer
 from napari_dynaclr._napari import workers
+
+
+def wait_until(done):
+    # napari's event loop runs until done() holds, checked between its turns (as qtbot.waitUntil does); the test's
+    # subprocess timeout bounds it
+    loop, check = QEventLoop(), QTimer()
+    check.setInterval(10)
+    check.timeout.connect(lambda: done() and loop.quit())
+    check.start()
+    if not done():
+        loop.exec()
+    check.stop()
+
 
 viewer = napari.Viewer(show=False)
 _, dock = viewer.window.add_plugin_dock_widget("napari-dynaclr", sys.argv[1])
 heavy = ("pandas", "pyarrow", "matplotlib")
 print("opening:", [m for m in heavy if m in sys.modules])
-app = QApplication.instance()
-for _ in range(6000):  # (≤ 60 s: the dock's thread imports them)
-    app.processEvents()
-    if workers.dock_packages_imported():
-        break
-    import time
-    time.sleep(0.01)
+wait_until(workers.dock_packages_imported)  # (the dock's thread imports them)
 print("then:", [m for m in heavy if m in sys.modules])
 if sys.argv[1].startswith("Verify"):
-    for _ in range(500):  # the histograms' canvas, made in the turn after the thread (no wait at the first verify)
-        app.processEvents()
-        if dock.plot_slot.layout().count():
-            break
-        time.sleep(0.01)
+    # the histograms' canvas, made in the turn after the thread (no wait at the first verify)
+    wait_until(lambda: dock.plot_slot.layout().count() > 0)
     print("histograms:", dock.plot_slot.layout().count())
 viewer.close()
 """
