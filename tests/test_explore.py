@@ -61,6 +61,8 @@ def test_column_colors_categorical_vs_continuous():
     np.testing.assert_allclose(cont[:, 0], table["t"] / 3, atol=1 / 255 + 1e-6)
     vals = pd.Series([0.0, np.nan, 1.0])
     assert cellmodel.column_colors(vals)[1].tolist() == pytest.approx(cellmodel.MISSING_COLOR.tolist())
+    for empty in (pd.Series([], dtype=float), pd.Series([], dtype=np.int64, name="track_id")):  # (an empty table)
+        assert cellmodel.column_colors(empty).shape == (0, 4)
 
 
 @pytest.mark.parametrize("values", [

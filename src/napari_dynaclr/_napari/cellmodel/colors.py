@@ -125,7 +125,7 @@ def column_colors(series: pd.Series, colormap: str = "viridis",
     finite = np.isfinite(vals)
     every = finite.all()
     if contrast is None:
-        lo, hi = np.percentile(vals if every else vals[finite], [1, 99]) if every or finite.any() else (0.0, 1.0)
+        lo, hi = np.percentile(vals if every else vals[finite], [1, 99]) if finite.any() else (0.0, 1.0)
     else:
         lo, hi = contrast
     span = hi - lo if hi > lo else 1.0
