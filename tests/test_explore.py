@@ -213,6 +213,26 @@ def test_fov_overlay_sorted_with_lineage_graph():
     np.testing.assert_array_equal(ov.features["cell_index"], ov.rows)
 
 
+def test_fov_overlay_z_features_and_parents_missing_as_nan():
+    """A FOV's overlay with a Z axis (0 without a z column), features that are a frame of their own (the layers'
+    edits never reach the cell table) indexed 0…n-1, and a parent_track_id column of floats with NaN for "no
+    parent" (a CSV with empty cells reads so): those tracks have no parent in the graph."""
+    obs = _obs()
+    obs["parent_track_id"] = obs["parent_track_id"].astype(float).where(obs["parent_track_id"] != 1)  # (its parent)
+    table = cellmodel.cell_table(obs)
+    ov = layers.fov_overlay(table, "A/1/0", z=True)
+    sub = table.iloc[ov.rows]
+    assert ov.points.shape == (len(sub), 4) and not ov.points[:, 1].any()
+    np.testing.assert_array_equal(ov.points[:, [0, 2, 3]], sub[["t", "y", "x"]].to_numpy(float))
+    np.testing.assert_array_equal(ov.tracks[:, 1:], ov.points)
+    assert ov.graph == {}  # (tracks 2 and 3 now have no parent; track 1 has -1, no track)
+    assert list(ov.features.index) == list(range(len(sub)))
+    ov.features.loc[0, "t"] = -5
+    assert (table["t"] >= 0).all()
+    obs["parent_track_id"] = obs["parent_track_id"].fillna(1.0)
+    assert layers.fov_overlay(cellmodel.cell_table(obs), "A/1/0").graph == {2: [1], 3: [1]}
+
+
 def test_streaming_projector_is_stable():
     """The preview PCA is fitted on the first batch only: a cell's coordinates do not depend on the batches
     that came between, and equal that first fit's projection."""

@@ -43,21 +43,21 @@ class FovOverlay:
 
 
 def fov_rows(table: pd.DataFrame, fov_name: str) -> np.ndarray:
-    """Row numbers of *fov_name*'s cells, sorted by (track_id, t)."""
-    sub = table.index[fov_mask(table, fov_name)]
-    part = table.loc[sub, ["track_id", "t"]]
-    order = np.lexsort((part["t"].to_numpy(), part["track_id"].to_numpy()))
-    return np.asarray(sub, dtype=np.int64)[order]
+    """Row positions of *fov_name*'s cells, sorted by (track_id, t)."""
+    rows = np.flatnonzero(fov_mask(table, fov_name))
+    order = np.lexsort((table["t"].to_numpy()[rows], table["track_id"].to_numpy()[rows]))
+    return rows[order].astype(np.int64, copy=False)
 
 
 def lineage_graph(track_ids: np.ndarray, parent_ids: np.ndarray) -> dict[int, list[int]]:
-    """napari Tracks ``graph`` ({child: [parent]}) from parent_track_id, only parents that exist."""
-    import pandas as pd
-
-    present = set(int(t) for t in np.unique(track_ids))
-    pairs = pd.DataFrame({"c": track_ids, "p": parent_ids}).drop_duplicates("c")
-    return {int(c): [int(p)] for c, p in zip(pairs["c"], pairs["p"], strict=True)
-            if int(p) in present and int(p) != int(c)}
+    """napari Tracks ``graph`` ({child: [parent]}) from parent_track_id (a track's first row), only parents that
+    exist."""
+    track_ids, parent_ids = np.asarray(track_ids), np.asarray(parent_ids)
+    tracks, first = np.unique(track_ids, return_index=True)
+    first = np.sort(first)  # (in row order, as the rows come)
+    child, parent = track_ids[first], parent_ids[first]
+    keep = np.isin(parent, tracks) & (parent != child)
+    return {int(c): [int(p)] for c, p in zip(child[keep].tolist(), parent[keep].tolist(), strict=True)}
 
 
 def fov_overlay(table: pd.DataFrame, fov_name: str, z: bool = False,
@@ -66,17 +66,23 @@ def fov_overlay(table: pd.DataFrame, fov_name: str, z: bool = False,
 
     With ``z=True`` the overlays get a Z axis (the ``z`` column when present, else 0).
     """
+    import pandas as pd
+
     rows = fov_rows(table, fov_name)
-    sub = table.iloc[rows]
-    cols = [sub["t"].to_numpy(dtype=np.float64)]
-    if z:
-        cols.append(sub["z"].to_numpy(dtype=np.float64) if "z" in sub.columns else np.zeros(len(sub)))
-    cols += [sub["y"].to_numpy(dtype=np.float64), sub["x"].to_numpy(dtype=np.float64)]
-    points = np.stack(cols, axis=1) if len(sub) else np.empty((0, len(cols)))
-    tracks = np.column_stack([sub["track_id"].to_numpy(dtype=np.float64), points]) if len(sub) else \
-        np.empty((0, len(cols) + 1))
-    graph = lineage_graph(sub["track_id"].to_numpy(), sub["parent_track_id"].to_numpy()) if len(sub) else {}
-    features = sub.reset_index(drop=True)
+
+    def column(name: str, dtype=None) -> np.ndarray:
+        return table[name].iloc[rows].to_numpy(dtype=dtype)
+
+    names = ["t", *(["z"] if z else []), "y", "x"]
+    points = np.empty((len(rows), len(names)))
+    for i, name in enumerate(names):
+        points[:, i] = 0.0 if name == "z" and "z" not in table.columns else column(name, np.float64)
+    tracks = np.empty((len(rows), len(names) + 1))
+    tracks[:, 0] = column("track_id", np.float64)
+    tracks[:, 1:] = points
+    graph = lineage_graph(column("track_id"), column("parent_track_id")) if len(rows) else {}
+    features = table.take(rows)  # (a new frame: its index is set in place, no second copy)
+    features.index = pd.RangeIndex(len(rows))
     if scale is None:
         scale = (1.0,) * points.shape[1]
     return FovOverlay(str(fov_name), rows, points, tracks, graph, features, tuple(scale))
