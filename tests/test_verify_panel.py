@@ -322,3 +322,21 @@ def test_the_histograms_follow_naparis_theme(make_napari_viewer, qtbot, perturbe
             assert to_hex(ax.get_facecolor()) == t.background.as_hex()
             assert to_hex(ax.xaxis.label.get_color()) == t.text.as_hex()
             assert all(to_hex(lbl.get_color()) == t.text.as_hex() for lbl in ax.get_xticklabels())
+
+
+def test_the_histograms_are_drawn_once_after_the_report_turn_at_the_canvas_size(make_napari_viewer, qtbot,
+                                                                                perturbed_store):
+    """A report's histograms are drawn in a later event-loop turn, at the size the layout gives the canvas: drawn
+    in the report's own turn they were drawn twice (once there, at the hidden canvas's size, and once more when
+    the layout resized it), ≈ 100 ms each in the turn that also fills the tables."""
+    viewer, panel = _shown_panel(make_napari_viewer, qtbot)
+    _run(panel, qtbot, prediction=perturbed_store)
+    report, hist = panel.report, panel.histograms
+    hist.clear()
+    drawn = []
+    hist.canvas.mpl_connect("draw_event", lambda event: drawn.append((hist.canvas.width(), hist.canvas.height())))
+    hist.show(report)
+    assert drawn == [] and hist.canvas.isVisible()  # (nothing drawn in this turn)
+    qtbot.waitUntil(lambda: bool(drawn), timeout=30_000)
+    assert drawn[0] == (hist.canvas.width(), hist.canvas.height())
+    assert [ax.get_title().split(":")[0] for ax in panel.figure.axes] == ["X (features)", "X_projections"]

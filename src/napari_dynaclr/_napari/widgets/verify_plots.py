@@ -57,8 +57,10 @@ class DeltaHistograms:
         self.canvas.setVisible(False)
 
     def show(self, report) -> None:
-        """Draw the histograms of *report*'s judged arrays (now: a deferred draw could land after the dock
-        was deleted)."""
+        """Make the histograms of *report*'s judged arrays; the canvas draws them in a later event-loop turn,
+        once, at the size the dock's layout then gives it (``draw_idle``: matplotlib skips it if the canvas is
+        deleted meanwhile; a paint or grab before it draws first). Drawn at once, the figure was drawn twice,
+        once here and once more when the layout resized the canvas, ≈ 100 ms each in the turn of the report."""
         from matplotlib.ticker import LogLocator, NullFormatter
 
         self.report = report
@@ -109,4 +111,4 @@ class DeltaHistograms:
         self.canvas.setMinimumHeight(h)
         self.canvas.setMaximumHeight(h)
         self.canvas.setVisible(True)
-        self.canvas.draw()
+        self.canvas.draw_idle()
