@@ -60,7 +60,7 @@ class DeltaHistograms:
         """Make the histograms of *report*'s judged arrays; the canvas draws them in a later event-loop turn,
         once, at the size the dock's layout then gives it (``draw_idle``: matplotlib skips it if the canvas is
         deleted meanwhile; a paint or grab before it draws first). Drawn at once, the figure was drawn twice,
-        once here and once more when the layout resized the canvas, ≈ 100 ms each in the turn of the report."""
+        once here and once more when the layout resized the canvas (56–105 ms each; the first in the report's turn)."""
         from matplotlib.ticker import LogLocator, NullFormatter
 
         self.report = report
