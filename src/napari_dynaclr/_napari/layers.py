@@ -66,8 +66,6 @@ def fov_overlay(table: pd.DataFrame, fov_name: str, z: bool = False,
 
     With ``z=True`` the overlays get a Z axis (the ``z`` column when present, else 0).
     """
-    import pandas as pd
-
     rows = fov_rows(table, fov_name)
 
     def column(name: str, dtype=None) -> np.ndarray:
@@ -77,12 +75,13 @@ def fov_overlay(table: pd.DataFrame, fov_name: str, z: bool = False,
     points = np.empty((len(rows), len(names)))
     for i, name in enumerate(names):
         points[:, i] = 0.0 if name == "z" and "z" not in table.columns else column(name, np.float64)
+    track_ids = column("track_id")
     tracks = np.empty((len(rows), len(names) + 1))
-    tracks[:, 0] = column("track_id", np.float64)
+    tracks[:, 0] = track_ids
     tracks[:, 1:] = points
-    graph = lineage_graph(column("track_id"), column("parent_track_id")) if len(rows) else {}
+    graph = lineage_graph(track_ids, column("parent_track_id")) if len(rows) else {}
     features = table.take(rows)  # (a new frame: its index is set in place, no second copy)
-    features.index = pd.RangeIndex(len(rows))
+    features.index = range(len(rows))
     if scale is None:
         scale = (1.0,) * points.shape[1]
     return FovOverlay(str(fov_name), rows, points, tracks, graph, features, tuple(scale))
