@@ -115,3 +115,51 @@ def test_a_layer_deleted_before_the_tracks_refill_ends_it_quietly(opened, qtbot,
     main.show_fov.value = "A/1/0"  # a later switch builds the layers again
     qtbot.waitUntil(lambda: s.tracks_layer is not None and s.tracks_layer.visible, timeout=10_000)
     assert s.points_layer is not None and s.points_layer.name == "A/1/0 cells"
+
+
+def _growing_pair(s) -> tuple[str, str, int]:
+    """The session's table with the demo's first FOV cut to its first two frames (the demo's FOVs are of one
+    size); that FOV shown. Returns it, a FOV with more cells, and how many more."""
+    table = s.table
+    fovs = table["fov_name"].astype(str)
+    small, large = sorted(fovs.unique())[:2]
+    s.set_table(table[(fovs != small) | (table["t"] < 2)].reset_index(drop=True), plate_path=s.plate_path,
+                fov_name=small)
+    counts = s.table["fov_name"].astype(str).value_counts()
+    assert counts[large] > counts[small] and s.fov_name == small
+    return small, large, int(counts[large] - counts[small])
+
+
+def test_a_growing_refill_shows_its_points_a_turn_later_as_the_user_left_them(opened, qtbot, monkeypatch):
+    viewer, main, s = opened
+    small, large, more = _growing_pair(s)
+    monkeypatch.setattr(fov_refill, "STEP_FOV_ROWS", more - 1)  # this switch adds more points than that
+    points = s.points_layer
+    main.show_fov.value = large
+    # refilled at once (the same layer, the new FOV's points and features), painted a turn later
+    assert s.points_layer is points and len(points.data) == len(s.overlay.rows)
+    assert len(points.features) == len(points.data)
+    assert not points.visible and not s.tracks_layer.visible
+    qtbot.waitUntil(lambda: points.visible, timeout=10_000)
+    qtbot.waitUntil(lambda: s.tracks_layer.visible, timeout=10_000)
+    # a Points layer the user hid stays hidden through a growing switch (and the Tracks one shown)
+    s.show_fov(small)
+    points.visible = False
+    main.show_fov.value = large
+    qtbot.waitUntil(lambda: s.tracks_layer.visible, timeout=10_000)
+    _turns_pass(qtbot)
+    assert not points.visible
+
+
+def test_a_switch_after_a_growing_one_shows_the_points_it_hid(opened, qtbot, monkeypatch):
+    viewer, main, s = opened
+    small, large, more = _growing_pair(s)
+    monkeypatch.setattr(fov_refill, "STEP_FOV_ROWS", more - 1)
+    main.show_fov.value = large
+    assert not s.points_layer.visible
+    monkeypatch.setattr(fov_refill, "STEP_FOV_ROWS", 10**9)  # the next switch is refilled all at once
+    main.show_fov.value = small  # before the growing switch's later turns ran (they are stale now)
+    assert s.points_layer.visible and s.tracks_layer.visible
+    _turns_pass(qtbot)
+    assert s.points_layer.visible and s.tracks_layer.visible
+    assert len(s.points_layer.data) == len(s.overlay.rows) == len(s.tracks_layer.data)

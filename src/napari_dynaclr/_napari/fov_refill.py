@@ -8,7 +8,12 @@ layer costs 0.1–0.5 s under software OpenGL).
 * a FOV of more than :data:`STEP_FOV_ROWS` cells gets its Tracks layer in later event-loop turns: hidden at
   once, refilled in the next two turns (after the paint of the images and Points: its track data, then its
   features, graph and colours), shown in the turn after (its first paint alone). A newer FOV switch or table
-  makes the pending steps stale (the session's generation).
+  makes the pending steps stale (the session's generation);
+* a refill that adds more than :data:`STEP_FOV_ROWS` points to the Points layer (a store of large FOVs opened
+  after the demo, a switch to a much larger FOV) fills it hidden and shows it in the next turn: napari's Points
+  layer grows in one call of 75–110 ms (it coerces every point's symbol again), and the first paint of the new
+  points then falls in a turn of its own (docs/performance.md; a switch between FOVs of about the same size
+  gained nothing measurable this way, and keeps its Points shown).
 
 An open of a store whose first FOV fits the shown layers refills them the same way
 (:meth:`~napari_dynaclr._napari.session.ExplorerSession.install`).
@@ -28,10 +33,13 @@ class FovRefill:
     """The refill half of the session's layer binder (a mixin of the session: its layers, overlay, colours,
     plate, viewer, ``_generation`` and ``_syncing``)."""
 
-    _tracks_visible: bool | None = None  # the Tracks layer's visibility while a refill hides it
+    _hidden: dict  # the layers a refill hid (their visibility before it), shown again in a later turn
 
-    def _refill_layers(self, images: list, ov, scale) -> bool:
-        """Put another FOV into the shown layers (False, nothing changed, when they do not fit)."""
+    def _refill_layers(self, images: list, ov, scale, made=None) -> bool:
+        """Put another FOV into the shown layers (False, nothing changed, when they do not fit). *made*: a Points
+        layer of *ov* made in a worker thread (:func:`~napari_dynaclr._napari.layers.prepare_table`): its
+        features are napari's copy of the overlay's, already consolidated by pandas there, so that napari's
+        copy here does not merge a 10⁵-row frame's blocks again on the GUI thread."""
         if not self._layers_fit(images, ov):
             return False
         self._syncing = True
@@ -39,9 +47,11 @@ class FovRefill:
             self.overlay = ov
             layers.refill_images(self.image_layers, images, self.fov_name)
             points = self.points_layer
+            if len(ov.rows) - len(points.data) > STEP_FOV_ROWS:
+                self._hide(points)
             points.selected_data = set()
             points.data = ov.points
-            points.features = ov.features  # (napari keeps a copy of its own: no second one here)
+            points.features = ov.features if made is None else made.features  # (napari copies it)
             points.face_color = self.colors[ov.rows]
             self.highlight_layer.data = np.empty((0, ov.points.shape[1]))
             named = ((self.tracks_layer, "tracks"), (points, "cells"), (self.highlight_layer, "highlight"))
@@ -53,7 +63,7 @@ class FovRefill:
                 self._refill_tracks_later()
             else:
                 self._refill_tracks()
-                self._show_tracks()
+                self._unhide(points, self.tracks_layer)  # (hidden by a switch whose later turns went stale)
         finally:
             self._syncing = False
         return True
@@ -80,21 +90,30 @@ class FovRefill:
             tracks.graph = ov.graph
             tracks.track_colors = self.colors[ov.rows]
 
-    def _show_tracks(self) -> None:
-        """The Tracks layer as visible as it was before a refill hid it."""
-        if self._tracks_visible is not None:
-            self.tracks_layer.visible, self._tracks_visible = self._tracks_visible, None
+    def _hide(self, layer) -> None:
+        """Hide *layer* until :meth:`_unhide`; the visibility it had before the first of switches in a row stays
+        the one it gets back (the user's choice)."""
+        self._hidden.setdefault(layer, layer.visible)
+        layer.visible = False
+
+    def _unhide(self, *shown) -> None:
+        """The layers *shown* as visible as they were before a refill hid them."""
+        for layer in shown:
+            if layer in self._hidden:
+                layer.visible = self._hidden.pop(layer)
 
     def _refill_tracks_later(self) -> None:
-        """Hide the Tracks layer now; refill it in the next two event-loop turns, show it in the turn after."""
+        """Hide the Tracks layer now; refill it in the next two event-loop turns, show it in the turn after (and
+        before them, in a turn of its own, show a Points layer the refill hid)."""
         from qtpy.QtCore import QTimer
 
         gen, tracks = self._generation, self.tracks_layer
-        if self._tracks_visible is None:  # (the user's choice, kept across switches in a row)
-            self._tracks_visible = tracks.visible
-        tracks.visible = False
+        self._hide(tracks)
 
         def steps():
+            if self.points_layer in self._hidden:  # (the new points' first paint, a turn after their refill)
+                self._unhide(self.points_layer)
+                yield
             for part in ("data", "rest"):  # (napari builds the tracks from the data, then the graph: a turn each)
                 self._syncing = True
                 try:
@@ -102,7 +121,7 @@ class FovRefill:
                 finally:
                     self._syncing = False
                 yield
-            self._show_tracks()
+            self._unhide(tracks)
 
         todo = steps()
 

@@ -78,7 +78,7 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         self._generation = 0  # bumped by set_table, show_fov and install: a running install is then stale
         self._leaving: list = []  # layers of the previous table an install has still to remove
         self._foreign: set[str] = set()  # columns adopted from the layers' features (another plugin's)
-        self._tracks_visible: bool | None = None  # the Tracks layer's visibility while a refill hides it
+        self._hidden: dict = {}  # layers a refill hid, with their visibility before (fov_refill)
         # the binder first: the layers are up to date when a dock hears of a change
         self.columns_set.connect(self._push_features)
         self.colors_changed.connect(self._paint_colors)
@@ -182,7 +182,8 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         yield
         if gen != self._generation:
             return
-        if refill and not self._refill_layers(fl.sources, fl.overlay, fl.scale):  # (the user deleted one meanwhile)
+        if refill and not self._refill_layers(fl.sources, fl.overlay, fl.scale, fl.points):
+            # (the user deleted one meanwhile)
             self._leaving = [layer for layer in (*self._leaving, *self._shown_layers()) if layer in viewer.layers]
             self._take_new_layers(fl, prepared.colors)
             refill = False
@@ -265,7 +266,7 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
 
     def _take_layers(self, fl: layers.FovLayers | None) -> None:
         """Make *fl* the session's layers (None: none), listening to its Points layer."""
-        self._tracks_visible = None
+        self._hidden = {}
         if fl is None:
             self.image_layers, self.tracks_layer, self.points_layer, self.highlight_layer = [], None, None, None
             return
