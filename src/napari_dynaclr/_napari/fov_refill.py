@@ -33,7 +33,7 @@ class FovRefill:
     """The refill half of the session's layer binder (a mixin of the session: its layers, overlay, colours,
     plate, viewer, ``_generation`` and ``_syncing``)."""
 
-    _hidden: dict  # the layers a refill hid (their visibility before it), shown again in a later turn
+    _hidden: dict  # the session's layers a refill hid, by attribute name ("points_layer"): their visibility
 
     def _refill_layers(self, images: list, ov, scale, made=None) -> bool:
         """Put another FOV into the shown layers (False, nothing changed, when they do not fit). *made*: a Points
@@ -48,7 +48,7 @@ class FovRefill:
             layers.refill_images(self.image_layers, images, self.fov_name)
             points = self.points_layer
             if len(ov.rows) - len(points.data) > STEP_FOV_ROWS:
-                self._hide(points)
+                self._hide("points_layer")
             points.selected_data = set()
             points.data = ov.points
             points.features = ov.features if made is None else made.features  # (napari copies it)
@@ -63,7 +63,7 @@ class FovRefill:
                 self._refill_tracks_later()
             else:
                 self._refill_tracks()
-                self._unhide(points, self.tracks_layer)  # (hidden by a switch whose later turns went stale)
+                self._unhide("points_layer", "tracks_layer")  # (hidden by a switch whose later turns went stale)
         finally:
             self._syncing = False
         return True
@@ -90,17 +90,20 @@ class FovRefill:
             tracks.graph = ov.graph
             tracks.track_colors = self.colors[ov.rows]
 
-    def _hide(self, layer) -> None:
-        """Hide *layer* until :meth:`_unhide`; the visibility it had before the first of switches in a row stays
-        the one it gets back (the user's choice)."""
-        self._hidden.setdefault(layer, layer.visible)
+    def _hide(self, name: str) -> None:
+        """Hide the session's layer *name* (``"points_layer"``, ``"tracks_layer"``) until :meth:`_unhide`; the
+        visibility it had before the first of switches in a row stays the one it gets back (the user's choice).
+        Kept by name, not by layer: a layer the user deletes meanwhile is not held."""
+        layer = getattr(self, name)
+        self._hidden.setdefault(name, layer.visible)
         layer.visible = False
 
-    def _unhide(self, *shown) -> None:
-        """The layers *shown* as visible as they were before a refill hid them."""
-        for layer in shown:
-            if layer in self._hidden:
-                layer.visible = self._hidden.pop(layer)
+    def _unhide(self, *names: str) -> None:
+        """The session's layers *names* as visible as they were before a refill hid them."""
+        for name in names:
+            layer, visible = getattr(self, name), self._hidden.pop(name, None)
+            if layer is not None and visible is not None:
+                layer.visible = visible
 
     def _refill_tracks_later(self) -> None:
         """Hide the Tracks layer now; refill it in the next two event-loop turns, show it in the turn after (and
@@ -108,11 +111,11 @@ class FovRefill:
         from qtpy.QtCore import QTimer
 
         gen, tracks = self._generation, self.tracks_layer
-        self._hide(tracks)
+        self._hide("tracks_layer")
 
         def steps():
-            if self.points_layer in self._hidden:  # (the new points' first paint, a turn after their refill)
-                self._unhide(self.points_layer)
+            if "points_layer" in self._hidden:  # (the new points' first paint, a turn after their refill)
+                self._unhide("points_layer")
                 yield
             for part in ("data", "rest"):  # (napari builds the tracks from the data, then the graph: a turn each)
                 self._syncing = True
@@ -121,7 +124,7 @@ class FovRefill:
                 finally:
                     self._syncing = False
                 yield
-            self._unhide(tracks)
+            self._unhide("tracks_layer")
 
         todo = steps()
 

@@ -78,7 +78,7 @@ class ExplorerSession(CellModel, Navigation, FovRefill):
         self._generation = 0  # bumped by set_table, show_fov and install: a running install is then stale
         self._leaving: list = []  # layers of the previous table an install has still to remove
         self._foreign: set[str] = set()  # columns adopted from the layers' features (another plugin's)
-        self._hidden: dict = {}  # layers a refill hid, with their visibility before (fov_refill)
+        self._hidden: dict[str, bool] = {}  # layers a refill hid (by attribute name), their visibility before
         # the binder first: the layers are up to date when a dock hears of a change
         self.columns_set.connect(self._push_features)
         self.colors_changed.connect(self._paint_colors)
